@@ -1,0 +1,242 @@
+//! The catalog: everything gyrofs knows about a source after reading its
+//! headers, and nothing it would have to read tensor data to know.
+//!
+//! Source readers (`source/`) produce it; views (`view/`) consume it. It holds
+//! the mapped files, every tensor (stored dtype, logical dtype, shape, byte
+//! extent in a mapped file), quantization pairings, the parsed `config.json`,
+//! and the side files (tokenizer, generation config, ...) that views pass
+//! through unchanged.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
+
+use crate::dtype::Dtype;
+use crate::source::mapped::SourceFile;
+
+/// Which kind of checkpoint the catalog was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceFormat {
+    /// One or more `.safetensors` files (Hugging Face layout, sharded or not).
+    Safetensors,
+    /// A gpt-oss `original/` folder: safetensors plus `dtypes.json`.
+    GptOssOriginal,
+}
+
+impl SourceFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceFormat::Safetensors => "safetensors",
+            SourceFormat::GptOssOriginal => "gpt-oss-original",
+        }
+    }
+}
+
+/// A tensor as stored in the source.
+#[derive(Debug, Clone)]
+pub struct Tensor {
+    pub name: String,
+    /// Storage dtype (what the bytes are laid out as).
+    pub dtype: Dtype,
+    /// What the values mean: `FP4`, `UE8` (from `dtypes.json` or a detected
+    /// MXFP4 pairing), otherwise the storage dtype's name.
+    pub logical: String,
+    pub shape: Vec<u64>,
+    /// Index into [`Catalog::files`].
+    pub file: usize,
+    /// Absolute byte range in that file.
+    pub start: u64,
+    pub end: u64,
+    pub quant: Option<Quant>,
+}
+
+impl Tensor {
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+}
+
+/// Membership in a quantization pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quant {
+    pub scheme: QuantScheme,
+    pub role: QuantRole,
+    /// Index of the other member in [`Catalog::tensors`].
+    pub peer: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuantScheme {
+    /// OCP MX FP4 (E2M1) values, 32 per 16-byte block, with one E8M0 (UE8)
+    /// scale byte per block: gpt-oss `*.blocks`/`*.scales`, HF `*_blocks`/`*_scales`.
+    Mxfp4,
+}
+
+impl QuantScheme {
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantScheme::Mxfp4 => "mxfp4",
+        }
+    }
+
+    pub fn values_per_block(self) -> u64 {
+        match self {
+            QuantScheme::Mxfp4 => 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuantRole {
+    Blocks,
+    Scales,
+}
+
+impl QuantRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantRole::Blocks => "blocks",
+            QuantRole::Scales => "scales",
+        }
+    }
+}
+
+/// Everything known about a source.
+#[derive(Debug)]
+pub struct Catalog {
+    pub format: SourceFormat,
+    /// Every mapped file: tensor files first (in source order), then side files.
+    pub files: Vec<SourceFile>,
+    /// The `__metadata__` of each tensor file (same index as `files`; empty
+    /// for side files and files without one).
+    pub file_metadata: Vec<BTreeMap<String, String>>,
+    /// Tensors in source order: by file, then by offset.
+    pub tensors: Vec<Tensor>,
+    /// Indices into `files` of files passed through unchanged, by name.
+    pub side_files: Vec<usize>,
+    /// The parsed `config.json`, if the source has one.
+    pub config: Option<Value>,
+}
+
+impl Catalog {
+    /// Index of the tensor called `name`.
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.tensors.iter().position(|t| t.name == name)
+    }
+
+    /// Indices into `files` of the files that hold tensors.
+    pub fn tensor_files(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.files.len()).filter(move |i| !self.side_files.contains(i))
+    }
+
+    /// Total bytes of tensor data.
+    pub fn tensor_bytes(&self) -> u64 {
+        self.tensors.iter().map(Tensor::len).sum()
+    }
+
+    /// The source file holding tensor `t`.
+    pub fn file_of(&self, t: &Tensor) -> &SourceFile {
+        &self.files[t.file]
+    }
+}
+
+/// Find MXFP4 block/scale pairs and record them on both members.
+///
+/// A pair is `X.blocks` + `X.scales` (gpt-oss original) or `X_blocks` +
+/// `X_scales` (Hugging Face), both one byte per element, with the blocks'
+/// shape equal to the scales' shape plus a last axis of 16. Logical dtypes
+/// become `FP4` and `UE8` unless `dtypes.json` already said otherwise.
+pub fn pair_mxfp4(tensors: &mut [Tensor]) {
+    let index: HashMap<String, usize> = tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.clone(), i))
+        .collect();
+    let mut pairs = Vec::new();
+    for (bi, t) in tensors.iter().enumerate() {
+        let stem_sep = t
+            .name
+            .strip_suffix("blocks")
+            .filter(|s| s.ends_with('.') || s.ends_with('_'));
+        let Some(stem) = stem_sep else { continue };
+        let Some(&si) = index.get(&format!("{stem}scales")) else {
+            continue;
+        };
+        let s = &tensors[si];
+        let byte_sized = |d: Dtype| matches!(d, Dtype::U8 | Dtype::I8 | Dtype::F8_E8M0);
+        let shapes_match = t.shape.len() == s.shape.len() + 1
+            && t.shape.last() == Some(&16)
+            && t.shape[..s.shape.len()] == s.shape[..];
+        if byte_sized(t.dtype) && byte_sized(s.dtype) && shapes_match {
+            pairs.push((bi, si));
+        } else {
+            log::warn!(
+                "{} and {} look like an MXFP4 pair but their dtypes/shapes do not fit; left unpaired",
+                t.name,
+                s.name
+            );
+        }
+    }
+    for (bi, si) in pairs {
+        tensors[bi].quant = Some(Quant {
+            scheme: QuantScheme::Mxfp4,
+            role: QuantRole::Blocks,
+            peer: si,
+        });
+        tensors[si].quant = Some(Quant {
+            scheme: QuantScheme::Mxfp4,
+            role: QuantRole::Scales,
+            peer: bi,
+        });
+        if tensors[bi].logical == tensors[bi].dtype.name() {
+            tensors[bi].logical = "FP4".into();
+        }
+        if tensors[si].logical == tensors[si].dtype.name() {
+            tensors[si].logical = "UE8".into();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(name: &str, dtype: Dtype, shape: &[u64]) -> Tensor {
+        Tensor {
+            name: name.into(),
+            dtype,
+            logical: dtype.name().into(),
+            shape: shape.to_vec(),
+            file: 0,
+            start: 0,
+            end: 0,
+            quant: None,
+        }
+    }
+
+    #[test]
+    fn pairs_both_layouts() {
+        let mut ts = vec![
+            t("a.blocks", Dtype::U8, &[2, 4, 3, 16]),
+            t("a.scales", Dtype::U8, &[2, 4, 3]),
+            t("m.gate_up_proj_blocks", Dtype::U8, &[2, 8, 1, 16]),
+            t("m.gate_up_proj_scales", Dtype::U8, &[2, 8, 1]),
+            t("bad_blocks", Dtype::U8, &[2, 8, 1, 16]),
+            t("bad_scales", Dtype::U8, &[2, 9, 1]),
+            t("xblocks", Dtype::U8, &[1, 16]),
+            t("xscales", Dtype::U8, &[1]),
+        ];
+        pair_mxfp4(&mut ts);
+        assert_eq!(ts[0].quant.as_ref().unwrap().peer, 1);
+        assert_eq!(ts[1].quant.as_ref().unwrap().role, QuantRole::Scales);
+        assert_eq!(ts[0].logical, "FP4");
+        assert_eq!(ts[3].logical, "UE8");
+        assert!(ts[2].quant.is_some());
+        assert!(ts[4].quant.is_none() && ts[5].quant.is_none());
+        assert!(ts[6].quant.is_none());
+    }
+}

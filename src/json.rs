@@ -1,0 +1,139 @@
+//! Canonical JSON serialization.
+//!
+//! Gyro headers and generated JSON files must be the same bytes on every
+//! machine, so they are not left to a map implementation's iteration order.
+//! The canonical form (specified in docs/FORMAT.md):
+//! - object keys sorted by their UTF-8 bytes;
+//! - compact: `,` and `:` with no whitespace (or, for files meant for humans,
+//!   [`to_pretty`]: two-space indentation, `": "` after keys, `\n` line ends);
+//! - strings escape only `"`, `\` and U+0000..U+001F (`\b \f \n \r \t`, else
+//!   `\u00xx` with lowercase hex); everything else is raw UTF-8;
+//! - numbers as serde_json prints them (integers in decimal).
+
+use serde_json::Value;
+
+/// Compact canonical JSON.
+pub fn to_canonical(v: &Value) -> String {
+    let mut out = String::new();
+    write_value(&mut out, v, None, 0);
+    out
+}
+
+/// Indented canonical JSON followed by a newline, for files people read.
+pub fn to_pretty(v: &Value) -> String {
+    let mut out = String::new();
+    write_value(&mut out, v, Some(2), 0);
+    out.push('\n');
+    out
+}
+
+/// Append `s` as a JSON string literal.
+pub fn write_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn newline(out: &mut String, indent: Option<usize>, depth: usize) {
+    if let Some(n) = indent {
+        out.push('\n');
+        for _ in 0..n * depth {
+            out.push(' ');
+        }
+    }
+}
+
+fn write_value(out: &mut String, v: &Value, indent: Option<usize>, depth: usize) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::String(s) => write_str(out, s),
+        Value::Array(items) => {
+            if items.is_empty() {
+                out.push_str("[]");
+                return;
+            }
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                newline(out, indent, depth + 1);
+                write_value(out, item, indent, depth + 1);
+            }
+            newline(out, indent, depth);
+            out.push(']');
+        }
+        Value::Object(map) => {
+            if map.is_empty() {
+                out.push_str("{}");
+                return;
+            }
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push('{');
+            for (i, (k, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                newline(out, indent, depth + 1);
+                write_str(out, k);
+                out.push(':');
+                if indent.is_some() {
+                    out.push(' ');
+                }
+                write_value(out, item, indent, depth + 1);
+            }
+            newline(out, indent, depth);
+            out.push('}');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn compact_sorted_and_escaped() {
+        let v = json!({"b": [1, 2], "a": {"z": null, "y": true}, "s": "q\"\\\n\u{1}é/"});
+        assert_eq!(
+            to_canonical(&v),
+            r#"{"a":{"y":true,"z":null},"b":[1,2],"s":"q\"\\\n\u0001é/"}"#
+        );
+    }
+
+    #[test]
+    fn pretty() {
+        let v = json!({"b": [], "a": [1, {"c": 2}]});
+        assert_eq!(
+            to_pretty(&v),
+            "{\n  \"a\": [\n    1,\n    {\n      \"c\": 2\n    }\n  ],\n  \"b\": []\n}\n"
+        );
+    }
+
+    #[test]
+    fn agrees_with_serde_json_on_strings() {
+        for s in ["plain", "tab\there", "\u{7f}\u{1f}\u{0}", "ünï\u{2028}"] {
+            let mut ours = String::new();
+            write_str(&mut ours, s);
+            assert_eq!(ours, serde_json::to_string(s).unwrap());
+        }
+    }
+}

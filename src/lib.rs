@@ -1,0 +1,26 @@
+//! gyrofs: mount machine-learning checkpoints as lazy, byte-exact virtual
+//! safetensors files.
+//!
+//! Data flows one way, and the modules follow it:
+//! - [`source`]: read a checkpoint's headers (never its tensor data) from
+//!   memory-mapped files;
+//! - [`catalog`]: what was read: tensors, dtypes, extents, quant pairs, config;
+//! - [`view`]: the tree of virtual files built from the catalog (`raw/`,
+//!   `manifest.json`), each a Gyro header plus segments;
+//! - [`read`]: the one read path from (file, offset, length) to bytes;
+//! - [`volume`]: a source and its tree together, the filesystem without FUSE;
+//! - front ends: [`fuse`] (the kernel adapter) and [`mount`] (its process
+//!   life cycle), [`convert`] (writes a view to disk), [`ls`] (lists tensors).
+
+pub mod catalog;
+pub mod convert;
+pub mod dtype;
+pub mod error;
+pub mod fuse;
+pub mod json;
+pub mod ls;
+pub mod mount;
+pub mod read;
+pub mod source;
+pub mod view;
+pub mod volume;

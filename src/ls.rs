@@ -1,0 +1,82 @@
+//! `gyrofs ls`: list the tensors of a checkpoint without mounting it.
+
+use std::io::Write;
+
+use crate::catalog::Catalog;
+use crate::error::ShapeDisplay;
+use crate::json::to_pretty;
+use crate::view::manifest::manifest;
+
+/// Print `catalog` as a table (or, with `json`, as the manifest JSON).
+pub fn print(catalog: &Catalog, json: bool, out: &mut impl Write) -> std::io::Result<()> {
+    if json {
+        return out.write_all(to_pretty(&manifest(catalog)).as_bytes());
+    }
+    let rows: Vec<[String; 5]> = catalog
+        .tensors
+        .iter()
+        .map(|t| {
+            [
+                t.name.clone(),
+                t.dtype.name().to_string(),
+                t.logical.clone(),
+                ShapeDisplay(&t.shape).to_string(),
+                t.len().to_string(),
+            ]
+        })
+        .collect();
+    let header = ["NAME", "STORED", "LOGICAL", "SHAPE", "BYTES"];
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |out: &mut dyn Write, cells: [&str; 5]| {
+        writeln!(
+            out,
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:>w4$}",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3],
+            w4 = widths[4],
+        )
+    };
+    line(out, header)?;
+    for r in &rows {
+        line(out, [&r[0], &r[1], &r[2], &r[3], &r[4]])?;
+    }
+    let files = catalog.tensor_files().count();
+    writeln!(
+        out,
+        "{} tensors, {} bytes ({}) in {} file{} ({})",
+        catalog.tensors.len(),
+        catalog.tensor_bytes(),
+        human_bytes(catalog.tensor_bytes()),
+        files,
+        if files == 1 { "" } else { "s" },
+        catalog.format.name()
+    )
+}
+
+/// `1.5 GiB`-style size.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,152 @@
+//! The `gyrofs` command line.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use gyrofs::error::Error;
+use gyrofs::ls::human_bytes;
+use gyrofs::mount::{MountOptions, default_threads};
+use gyrofs::volume::Volume;
+
+/// Mount ML checkpoints as lazy, byte-exact virtual safetensors files.
+///
+/// SOURCE is a .safetensors file or a folder: a Hugging Face model folder
+/// (single or sharded safetensors with model.safetensors.index.json, also a
+/// cache snapshot of symlinks) or a gpt-oss original/ folder (with
+/// dtypes.json). Nothing is converted until a byte is read.
+#[derive(Parser)]
+#[command(name = "gyrofs", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Mount SOURCE read-only at MOUNTPOINT.
+    ///
+    /// Returns once the mount answers (so the next line of a script can read
+    /// from it); the filesystem keeps running in the background until
+    /// `umount MOUNTPOINT` (or `gyrofs umount MOUNTPOINT`). Root mounts
+    /// directly; other users need fusermount3 (Debian package fuse3).
+    ///
+    /// The tree: manifest.json (every tensor and the config), raw/model.safetensors
+    /// (the whole checkpoint as one file, with config and tokenizer files beside
+    /// it) and raw/tensors/NAME.safetensors (one tensor per file).
+    Mount {
+        source: PathBuf,
+        mountpoint: PathBuf,
+        /// Stay in the foreground (Ctrl-C unmounts).
+        #[arg(short, long)]
+        foreground: bool,
+        /// FUSE worker threads [default: number of CPUs, 4 to 16].
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Let other users read the mount (non-root users need
+        /// user_allow_other in /etc/fuse.conf).
+        #[arg(long)]
+        allow_other: bool,
+        /// Append the daemon's log to this file (default: discarded in the
+        /// background, stderr with -f). Verbosity: RUST_LOG=info|debug.
+        #[arg(long, value_name = "FILE")]
+        log_file: Option<PathBuf>,
+    },
+    /// Unmount a gyrofs mount (same as `umount MOUNTPOINT`).
+    Umount {
+        mountpoint: PathBuf,
+        /// Detach now, finish when the last open file is closed.
+        #[arg(short = 'l', long)]
+        lazy: bool,
+    },
+    /// List the tensors of SOURCE: name, stored dtype, logical dtype, shape, bytes.
+    Ls {
+        source: PathBuf,
+        /// Print the manifest (every tensor, files, config) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the files of one view of SOURCE to OUTDIR, without FUSE.
+    ///
+    /// The output is byte-identical to `cp -r MOUNTPOINT/VIEW OUTDIR`.
+    /// Existing files of the same names are replaced.
+    Convert {
+        source: PathBuf,
+        outdir: PathBuf,
+        /// A path inside the mount tree: a directory (`raw`, `raw/tensors`)
+        /// or a single file (`raw/model.safetensors`).
+        #[arg(long, default_value = "raw")]
+        view: String,
+        /// Do not print a progress bar or summary.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp_millis()
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gyrofs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Cmd::Mount {
+            source,
+            mountpoint,
+            foreground,
+            threads,
+            allow_other,
+            log_file,
+        } => {
+            let opts = MountOptions {
+                threads: threads.unwrap_or_else(default_threads),
+                allow_other,
+                foreground,
+                log_file,
+            };
+            gyrofs::mount::mount(&source, &mountpoint, &opts)
+        }
+        Cmd::Umount { mountpoint, lazy } => gyrofs::mount::umount(&mountpoint, lazy),
+        Cmd::Ls { source, json } => {
+            let catalog = gyrofs::source::open(&source)?;
+            let mut out = std::io::stdout().lock();
+            match gyrofs::ls::print(&catalog, json, &mut out) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                Err(e) => Err(Error::io("stdout", e)),
+            }
+        }
+        Cmd::Convert {
+            source,
+            outdir,
+            view,
+            quiet,
+        } => {
+            let volume = Volume::open(&source)?;
+            let progress = !quiet && std::io::stderr().is_terminal();
+            let s = gyrofs::convert::convert(&volume, &view, &outdir, progress)?;
+            if !quiet {
+                eprintln!(
+                    "wrote {} files, {} ({} bytes) to {} in {:.2?}",
+                    s.files,
+                    human_bytes(s.bytes),
+                    s.bytes,
+                    outdir.display(),
+                    s.elapsed
+                );
+            }
+            Ok(())
+        }
+    }
+}

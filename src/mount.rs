@@ -1,0 +1,250 @@
+//! `gyrofs mount` and `gyrofs umount`: process life cycle around the adapter.
+//!
+//! By default `mount` returns only once the mount answers: it starts itself
+//! again as a detached daemon (new session, stdin/stdout/stderr away from the
+//! terminal) and waits for the daemon to report on a pipe either `ready`
+//! (after it has looked up `manifest.json` through the kernel) or the one-line
+//! error that stopped it. `-f` keeps the daemon attached. Either way SIGINT,
+//! SIGTERM and SIGHUP unmount cleanly, and an external `umount` ends it.
+//!
+//! Root mounts directly (mount(2)); other users go through `fusermount3`,
+//! which fuser calls for us.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use fuser::{Config, MountOption, Session, SessionACL};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::error::Error;
+use crate::fuse::GyroFs;
+use crate::volume::Volume;
+
+/// Set in the daemon's environment: report readiness on stdout.
+const NOTIFY_ENV: &str = "GYROFS_NOTIFY_READY";
+/// How long `mount` waits for the daemon to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    pub threads: usize,
+    pub allow_other: bool,
+    pub foreground: bool,
+    pub log_file: Option<PathBuf>,
+}
+
+/// Default number of FUSE worker threads.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(4, 16)
+}
+
+pub fn mount(source: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<(), Error> {
+    if !opts.foreground {
+        return spawn_daemon(opts);
+    }
+    let notify = std::env::var_os(NOTIFY_ENV).is_some();
+    let result = serve(source, mountpoint, opts, notify);
+    if let (Err(e), true) = (&result, notify) {
+        // The parent is waiting on our stdout for exactly this line.
+        println!("error: {e}");
+    }
+    result
+}
+
+/// Re-run this command as a detached daemon with `--foreground`, and wait
+/// until it reports that the mount answers (or why it failed).
+fn spawn_daemon(opts: &MountOptions) -> Result<(), Error> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    args.push("--foreground".into());
+    let stderr = match &opts.log_file {
+        Some(p) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| Error::io(p, e))?,
+        ),
+        None => Stdio::null(),
+    };
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .env(NOTIFY_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr);
+    // SAFETY: setsid is async-signal-safe and touches no memory of ours; it
+    // detaches the daemon from the terminal's session so that closing the
+    // terminal or pressing Ctrl-C there does not reach it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| Error::io("gyrofs daemon", e))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    match rx.recv_timeout(READY_TIMEOUT) {
+        Ok(line) if line.trim_end() == "ready" => Ok(()),
+        Ok(line) => {
+            let _ = child.wait();
+            match line.trim_end().strip_prefix("error: ") {
+                Some(msg) => Err(Error::Usage(msg.to_string())),
+                None => Err(Error::Usage(
+                    "the mount daemon exited before the mount was ready (run with -f to see why)"
+                        .into(),
+                )),
+            }
+        }
+        Err(_) => {
+            let _ = child.kill();
+            Err(Error::Usage(format!(
+                "the mount did not answer within {}s",
+                READY_TIMEOUT.as_secs()
+            )))
+        }
+    }
+}
+
+fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) -> Result<(), Error> {
+    match std::fs::metadata(mountpoint) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(Error::Usage(format!(
+                "{}: mount point is not a directory",
+                mountpoint.display()
+            )));
+        }
+        Err(e) => return Err(Error::io(mountpoint, e)),
+    }
+    let started = Instant::now();
+    let volume = Arc::new(Volume::open(source)?);
+    log::info!(
+        "opened {} ({} tensors, {} files in the tree) in {:?}",
+        source.display(),
+        volume.catalog.tensors.len(),
+        volume.tree.len(),
+        started.elapsed()
+    );
+
+    let mut config = Config::default();
+    let fsname = format!(
+        "gyrofs:{}",
+        source
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    config.mount_options = vec![
+        MountOption::RO,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoAtime,
+        MountOption::FSName(fsname),
+        MountOption::Subtype("gyrofs".into()),
+    ];
+    if opts.allow_other {
+        config.acl = SessionACL::All;
+    }
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = true;
+
+    let mut session = Session::new(GyroFs::new(volume), mountpoint, &config)
+        .map_err(|e| Error::Usage(format!("{}: cannot mount: {e}", mountpoint.display())))?;
+
+    let mut unmounter = session.unmount_callable();
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| Error::io("signal handlers", e))?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            log::info!("signal {sig}: unmounting");
+            if let Err(e) = unmounter.unmount() {
+                log::error!("unmount failed: {e}");
+            }
+        }
+    });
+
+    if notify {
+        let probe = mountpoint.join(crate::view::manifest::NAME);
+        std::thread::spawn(move || report_ready(&probe));
+    }
+    session
+        .run()
+        .map_err(|e| Error::Usage(format!("{}: FUSE session ended: {e}", mountpoint.display())))
+}
+
+/// Wait (bounded) until the mount answers a lookup, then tell the waiting
+/// parent and let go of the pipe.
+fn report_ready(probe: &Path) {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while std::fs::metadata(probe).is_err() {
+        if Instant::now() > deadline {
+            println!("error: {}: the mount does not answer", probe.display());
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "ready");
+    let _ = out.flush();
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 onto fd 1 with a valid open fd; stdout is locked, so no
+        // other thread is writing to it while it is replaced.
+        unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) };
+    }
+}
+
+/// `gyrofs umount MNT`: unmount(2) as root, `fusermount3 -u` otherwise.
+pub fn umount(mountpoint: &Path, lazy: bool) -> Result<(), Error> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())
+            .map_err(|_| Error::Usage("mount point contains a NUL byte".into()))?;
+        let flags = if lazy { libc::MNT_DETACH } else { 0 };
+        // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+        if unsafe { libc::umount2(c.as_ptr(), flags) } != 0 {
+            return Err(Error::io(mountpoint, std::io::Error::last_os_error()));
+        }
+        return Ok(());
+    }
+    let mut last = None;
+    for bin in ["fusermount3", "fusermount"] {
+        let mut cmd = Command::new(bin);
+        cmd.arg("-u");
+        if lazy {
+            cmd.arg("-z");
+        }
+        match cmd.arg(mountpoint).status() {
+            Ok(s) if s.success() => return Ok(()),
+            Ok(s) => {
+                return Err(Error::Usage(format!(
+                    "{}: {bin} -u failed ({s})",
+                    mountpoint.display()
+                )));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(Error::Usage(format!(
+        "{}: cannot unmount as a non-root user without fusermount3 (Debian package fuse3): {}",
+        mountpoint.display(),
+        last.map(|e| e.to_string()).unwrap_or_default()
+    )))
+}

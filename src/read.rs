@@ -1,0 +1,159 @@
+//! The one read path: (virtual file, offset, length) -> bytes.
+//!
+//! FUSE `read` and `gyrofs convert` both call [`read`], so a mount and a
+//! conversion cannot disagree. A request that falls inside one in-memory or
+//! source segment is answered with a slice borrowed from the header or the
+//! memory map (no copy in gyrofs; the kernel copies it into the reply). A
+//! request that spans segments, or touches computed bytes, is assembled into
+//! one buffer, computing only the covered range of each computed segment.
+
+use std::ops::Deref;
+
+use crate::error::ReadError;
+use crate::source::mapped::SourceFile;
+use crate::view::{Segment, VFile};
+
+/// Bytes returned by a read: borrowed when possible.
+#[derive(Debug)]
+pub enum Data<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Deref for Data<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Data::Borrowed(b) => b,
+            Data::Owned(v) => v,
+        }
+    }
+}
+
+/// Up to `size` bytes of `file` from `offset` (fewer only at end of file).
+pub fn read<'a>(
+    files: &'a [SourceFile],
+    file: &'a VFile,
+    offset: u64,
+    size: usize,
+) -> Result<Data<'a>, ReadError> {
+    if offset >= file.size || size == 0 {
+        return Ok(Data::Borrowed(&[]));
+    }
+    let end = offset.saturating_add(size as u64).min(file.size);
+    let segments = file.segments();
+    let starts = file.starts();
+    // Last segment starting at or before `offset`.
+    let first = starts.partition_point(|&s| s <= offset) - 1;
+
+    let seg_end = starts[first] + segments[first].len();
+    if end <= seg_end {
+        let within = offset - starts[first];
+        let len = end - offset;
+        match &segments[first] {
+            Segment::Bytes(b) => {
+                return Ok(Data::Borrowed(&b[within as usize..(within + len) as usize]));
+            }
+            Segment::Source {
+                file: f, offset: o, ..
+            } => return Ok(Data::Borrowed(files[*f].bytes(o + within, len)?)),
+            Segment::Computed(_) => {}
+        }
+    }
+
+    let mut out = vec![0u8; (end - offset) as usize];
+    let mut at = offset;
+    let mut i = first;
+    while at < end {
+        let seg = &segments[i];
+        let s0 = starts[i];
+        let within = at - s0;
+        let n = (s0 + seg.len()).min(end) - at;
+        let dst = &mut out[(at - offset) as usize..(at - offset + n) as usize];
+        fill(files, seg, within, dst)?;
+        at += n;
+        i += 1;
+    }
+    Ok(Data::Owned(out))
+}
+
+/// Fill `dst` with bytes of `seg` starting `within` bytes into it.
+fn fill(files: &[SourceFile], seg: &Segment, within: u64, dst: &mut [u8]) -> Result<(), ReadError> {
+    match seg {
+        Segment::Bytes(b) => {
+            dst.copy_from_slice(&b[within as usize..within as usize + dst.len()]);
+        }
+        Segment::Source { file, offset, .. } => {
+            dst.copy_from_slice(files[*file].bytes(offset + within, dst.len() as u64)?);
+        }
+        Segment::Computed(c) => c.read_at(files, within, dst)?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::Compute;
+    use std::sync::Arc;
+
+    /// Output byte i is (i * 7) mod 256.
+    #[derive(Debug)]
+    struct Ramp(u64);
+    impl Compute for Ramp {
+        fn len(&self) -> u64 {
+            self.0
+        }
+        fn read_at(&self, _: &[SourceFile], offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+            for (k, b) in out.iter_mut().enumerate() {
+                *b = ((offset + k as u64) * 7 % 256) as u8;
+            }
+            Ok(())
+        }
+    }
+
+    fn whole(files: &[SourceFile], f: &VFile) -> Vec<u8> {
+        read(files, f, 0, f.size as usize + 10).unwrap().to_vec()
+    }
+
+    #[test]
+    fn every_range_matches_the_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("src");
+        let src: Vec<u8> = (0..100u8).collect();
+        std::fs::write(&p, &src).unwrap();
+        let files = vec![SourceFile::open(&p, "src".into()).unwrap()];
+        let vf = VFile::new([
+            Segment::Bytes(Arc::from(&b"HEAD"[..])),
+            Segment::Source {
+                file: 0,
+                offset: 10,
+                len: 20,
+            },
+            Segment::Computed(Arc::new(Ramp(9))),
+            Segment::Source {
+                file: 0,
+                offset: 90,
+                len: 10,
+            },
+        ]);
+        let mut expect = b"HEAD".to_vec();
+        expect.extend_from_slice(&src[10..30]);
+        expect.extend((0..9u64).map(|i| (i * 7 % 256) as u8));
+        expect.extend_from_slice(&src[90..100]);
+        assert_eq!(whole(&files, &vf), expect);
+        for off in 0..=vf.size {
+            for len in [0usize, 1, 3, 5, 17, 64] {
+                let got = read(&files, &vf, off, len).unwrap();
+                let lo = off as usize;
+                let hi = (lo + len).min(expect.len());
+                assert_eq!(&got[..], &expect[lo.min(hi)..hi], "off {off} len {len}");
+            }
+        }
+        // Within one source segment the bytes are borrowed from the map.
+        assert!(matches!(
+            read(&files, &vf, 5, 4).unwrap(),
+            Data::Borrowed(_)
+        ));
+    }
+}

@@ -1,0 +1,338 @@
+//! Views: the tree of virtual files built from a catalog.
+//!
+//! A virtual file is a list of [`Segment`]s whose lengths are all known when
+//! the tree is built, so sizes are exact before any byte is read:
+//! - [`Segment::Bytes`]: bytes held in memory (Gyro headers, generated JSON);
+//! - [`Segment::Source`]: a byte range of a mapped source file, served
+//!   zero-copy;
+//! - [`Segment::Computed`]: bytes produced on demand by a [`Compute`] (a
+//!   dequantization, a slice, a transpose) for exactly the requested range.
+//!
+//! One module per view kind adds its part of the tree: `manifest`
+//! (`manifest.json`), `raw` (lossless files). `header` writes the Gyro
+//! safetensors header every virtual safetensors file starts with; `names`
+//! escapes tensor names into file names. Reading is done by `crate::read`.
+
+pub mod header;
+pub mod manifest;
+pub mod names;
+pub mod raw;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::catalog::Catalog;
+use crate::error::ReadError;
+use crate::source::mapped::SourceFile;
+
+/// Bytes computed on demand. `read_at` must fill `out` with bytes
+/// `[offset, offset + out.len())` of its output, which is `len()` bytes long,
+/// and must give the same bytes every time.
+pub trait Compute: Send + Sync + fmt::Debug {
+    fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn read_at(&self, files: &[SourceFile], offset: u64, out: &mut [u8]) -> Result<(), ReadError>;
+}
+
+/// A contiguous piece of a virtual file.
+#[derive(Debug, Clone)]
+pub enum Segment {
+    Bytes(Arc<[u8]>),
+    Source { file: usize, offset: u64, len: u64 },
+    Computed(Arc<dyn Compute>),
+}
+
+impl Segment {
+    pub fn len(&self) -> u64 {
+        match self {
+            Segment::Bytes(b) => b.len() as u64,
+            Segment::Source { len, .. } => *len,
+            Segment::Computed(c) => c.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A whole source file, passed through unchanged.
+    pub fn whole(files: &[SourceFile], file: usize) -> Segment {
+        Segment::Source {
+            file,
+            offset: 0,
+            len: files[file].len,
+        }
+    }
+}
+
+/// A virtual file: segments laid end to end.
+#[derive(Debug, Clone)]
+pub struct VFile {
+    pub size: u64,
+    segments: Vec<Segment>,
+    /// Offset of each segment in the file (same length as `segments`).
+    starts: Vec<u64>,
+}
+
+impl VFile {
+    /// Build a file from segments, dropping empty ones and merging source
+    /// ranges that continue each other (a lossless pack of a whole shard
+    /// becomes one segment, so large reads borrow straight from the map).
+    pub fn new(segments: impl IntoIterator<Item = Segment>) -> VFile {
+        let mut merged: Vec<Segment> = Vec::new();
+        for seg in segments {
+            if seg.is_empty() {
+                continue;
+            }
+            if let (
+                Some(Segment::Source { file, offset, len }),
+                Segment::Source {
+                    file: f2,
+                    offset: o2,
+                    len: l2,
+                },
+            ) = (merged.last_mut(), &seg)
+                && *file == *f2
+                && *offset + *len == *o2
+            {
+                *len += l2;
+                continue;
+            }
+            merged.push(seg);
+        }
+        let mut starts = Vec::with_capacity(merged.len());
+        let mut size = 0;
+        for s in &merged {
+            starts.push(size);
+            size += s.len();
+        }
+        VFile {
+            size,
+            segments: merged,
+            starts,
+        }
+    }
+
+    pub fn from_bytes(bytes: impl Into<Arc<[u8]>>) -> VFile {
+        VFile::new([Segment::Bytes(bytes.into())])
+    }
+
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    pub fn starts(&self) -> &[u64] {
+        &self.starts
+    }
+}
+
+pub type NodeId = usize;
+
+/// The root directory's id.
+pub const ROOT: NodeId = 0;
+
+#[derive(Debug)]
+pub enum NodeKind {
+    /// Children, sorted by name once the tree is finished.
+    Dir(Vec<NodeId>),
+    File(VFile),
+}
+
+#[derive(Debug)]
+pub struct Node {
+    pub name: String,
+    pub parent: NodeId,
+    pub kind: NodeKind,
+}
+
+/// The whole mounted tree. Node ids are dense indices (the FUSE adapter uses
+/// id + 1 as the inode number).
+#[derive(Debug)]
+pub struct Tree {
+    nodes: Vec<Node>,
+    index: HashMap<(NodeId, String), NodeId>,
+}
+
+impl Default for Tree {
+    fn default() -> Self {
+        Tree::new()
+    }
+}
+
+impl Tree {
+    pub fn new() -> Tree {
+        Tree {
+            nodes: vec![Node {
+                name: String::new(),
+                parent: ROOT,
+                kind: NodeKind::Dir(Vec::new()),
+            }],
+            index: HashMap::new(),
+        }
+    }
+
+    pub fn node(&self, id: NodeId) -> Option<&Node> {
+        self.nodes.get(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    pub fn file(&self, id: NodeId) -> Option<&VFile> {
+        match &self.nodes.get(id)?.kind {
+            NodeKind::File(f) => Some(f),
+            NodeKind::Dir(_) => None,
+        }
+    }
+
+    pub fn children(&self, id: NodeId) -> Option<&[NodeId]> {
+        match &self.nodes.get(id)?.kind {
+            NodeKind::Dir(c) => Some(c),
+            NodeKind::File(_) => None,
+        }
+    }
+
+    pub fn lookup(&self, parent: NodeId, name: &str) -> Option<NodeId> {
+        self.index.get(&(parent, name.to_string())).copied()
+    }
+
+    /// Resolve a `/`-separated path relative to the root (`""` is the root).
+    pub fn resolve(&self, path: &str) -> Option<NodeId> {
+        path.split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .try_fold(ROOT, |at, name| self.lookup(at, name))
+    }
+
+    /// Path of `id` relative to the root.
+    pub fn path(&self, mut id: NodeId) -> String {
+        let mut parts = Vec::new();
+        while id != ROOT {
+            parts.push(self.nodes[id].name.as_str());
+            id = self.nodes[id].parent;
+        }
+        parts.reverse();
+        parts.join("/")
+    }
+
+    /// The directory `name` under `parent`, created if needed.
+    pub fn dir(&mut self, parent: NodeId, name: &str) -> NodeId {
+        if let Some(id) = self.lookup(parent, name) {
+            return id;
+        }
+        self.push(parent, name.to_string(), NodeKind::Dir(Vec::new()))
+    }
+
+    /// The directory at `path` (created along the way).
+    pub fn dir_path(&mut self, path: &str) -> NodeId {
+        path.split('/')
+            .filter(|c| !c.is_empty())
+            .fold(ROOT, |at, name| self.dir(at, name))
+    }
+
+    /// Add a file. If `stem + ext` is taken (possible only for shortened
+    /// names whose hashes collide), `%~2`, `%~3`, ... is inserted before
+    /// `ext`, so two entries never share a name.
+    pub fn add_file(&mut self, parent: NodeId, stem: &str, ext: &str, file: VFile) -> NodeId {
+        let mut name = format!("{stem}{ext}");
+        let mut n = 2;
+        while self.lookup(parent, &name).is_some() {
+            name = format!("{stem}%~{n}{ext}");
+            n += 1;
+        }
+        self.push(parent, name, NodeKind::File(file))
+    }
+
+    fn push(&mut self, parent: NodeId, name: String, kind: NodeKind) -> NodeId {
+        let id = self.nodes.len();
+        self.index.insert((parent, name.clone()), id);
+        self.nodes.push(Node { name, parent, kind });
+        match &mut self.nodes[parent].kind {
+            NodeKind::Dir(c) => c.push(id),
+            NodeKind::File(_) => panic!("tree builder added a child to a file"),
+        }
+        id
+    }
+
+    /// Sort every directory's children by name (byte order).
+    fn finish(&mut self) {
+        let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        for node in &mut self.nodes {
+            if let NodeKind::Dir(c) = &mut node.kind {
+                c.sort_by(|a, b| names[*a].as_bytes().cmp(names[*b].as_bytes()));
+            }
+        }
+    }
+
+    /// Total bytes of all files.
+    pub fn total_size(&self) -> u64 {
+        self.nodes
+            .iter()
+            .map(|n| match &n.kind {
+                NodeKind::File(f) => f.size,
+                NodeKind::Dir(_) => 0,
+            })
+            .sum()
+    }
+}
+
+/// Build the whole tree for a catalog.
+pub fn build(catalog: &Catalog) -> Tree {
+    let mut tree = Tree::new();
+    manifest::add(&mut tree, catalog);
+    raw::add(&mut tree, catalog);
+    tree.finish();
+    tree
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merges_contiguous_source_ranges() {
+        let f = VFile::new([
+            Segment::Bytes(Arc::from(&b"hd"[..])),
+            Segment::Source {
+                file: 0,
+                offset: 10,
+                len: 5,
+            },
+            Segment::Source {
+                file: 0,
+                offset: 15,
+                len: 5,
+            },
+            Segment::Bytes(Arc::from(&b""[..])),
+            Segment::Source {
+                file: 1,
+                offset: 20,
+                len: 1,
+            },
+        ]);
+        assert_eq!(f.size, 13);
+        assert_eq!(f.segments().len(), 3);
+        assert_eq!(f.starts(), &[0, 2, 12]);
+    }
+
+    #[test]
+    fn tree_paths_and_collisions() {
+        let mut t = Tree::new();
+        let d = t.dir_path("raw/tensors");
+        let a = t.add_file(d, "x", ".st", VFile::from_bytes(vec![1u8]));
+        let b = t.add_file(d, "x", ".st", VFile::from_bytes(vec![2u8]));
+        t.finish();
+        assert_eq!(t.path(a), "raw/tensors/x.st");
+        assert_eq!(t.path(b), "raw/tensors/x%~2.st");
+        assert_eq!(t.resolve("raw/tensors/x.st"), Some(a));
+        assert_eq!(t.resolve("raw//tensors/"), Some(d));
+        assert_eq!(t.resolve("nope"), None);
+    }
+}

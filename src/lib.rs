@@ -20,6 +20,7 @@ pub mod fuse;
 pub mod json;
 pub mod ls;
 pub mod mount;
+pub mod quant;
 pub mod read;
 pub mod source;
 pub mod view;

@@ -1,0 +1,263 @@
+//! Bad sources are refused at `ls` and at `mount` with one clear line naming
+//! the file and the problem, a non-zero exit, no panic, and nothing mounted.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// A raw safetensors file from a header string and a data buffer.
+fn st(dir: &Path, name: &str, header: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    let mut b = (header.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(header.as_bytes());
+    b.extend_from_slice(data);
+    std::fs::write(&p, b).unwrap();
+    p
+}
+
+/// `ls` and `mount` both refuse `src` with exactly one stderr line holding
+/// every string in `expect`.
+fn refused(src: &Path, expect: &[&str]) {
+    let src_s = src.display().to_string();
+    let ls = gyrofs(&["ls", &src_s]);
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mount = gyrofs(&["mount", &src_s, &mnt.display().to_string()]);
+    let mounted = is_mounted(&mnt);
+    if mounted {
+        force_unmount(&mnt);
+    }
+    assert!(!mounted, "a bad source was mounted: {src_s}");
+    for (what, out) in [("ls", ls), ("mount", mount)] {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{what} accepted {src_s}");
+        assert!(
+            out.stdout.is_empty() || what == "mount",
+            "{what} printed to stdout"
+        );
+        assert!(!err.contains("panicked"), "{what} panicked: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{what}: not one line: {err}"
+        );
+        for e in expect {
+            assert!(err.contains(e), "{what}: {err:?} does not mention {e:?}");
+        }
+    }
+}
+
+const T: &str = r#""a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}"#;
+
+#[test]
+fn truncated_file() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("t.safetensors");
+    std::fs::write(&p, [7u8, 0, 0]).unwrap();
+    refused(&p, &["t.safetensors", "too short"]);
+}
+
+#[test]
+fn header_length_past_end_of_file() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("t.safetensors");
+    let mut b = 1000u64.to_le_bytes().to_vec();
+    b.extend_from_slice(b"{}");
+    std::fs::write(&p, b).unwrap();
+    refused(
+        &p,
+        &["t.safetensors", "header length 1000 runs past the end"],
+    );
+}
+
+#[test]
+fn header_too_large() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("t.safetensors");
+    std::fs::write(&p, 200_000_000u64.to_le_bytes()).unwrap();
+    refused(&p, &["t.safetensors", "exceeds"]);
+}
+
+#[test]
+fn header_not_json() {
+    let d = tempfile::tempdir().unwrap();
+    refused(
+        &st(d.path(), "t.safetensors", "{\"a\": ", &[]),
+        &["t.safetensors", "not valid JSON"],
+    );
+}
+
+#[test]
+fn header_not_an_object() {
+    let d = tempfile::tempdir().unwrap();
+    refused(
+        &st(d.path(), "t.safetensors", "[1, 2]", &[]),
+        &["t.safetensors", "not a JSON object"],
+    );
+}
+
+#[test]
+fn overlapping_offsets() {
+    let d = tempfile::tempdir().unwrap();
+    let h = r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}}"#;
+    refused(
+        &st(d.path(), "t.safetensors", h, &[0; 6]),
+        &["t.safetensors", "'a' and 'b' overlap"],
+    );
+}
+
+#[test]
+fn offsets_out_of_range() {
+    let d = tempfile::tempdir().unwrap();
+    refused(
+        &st(d.path(), "t.safetensors", &format!("{{{T}}}"), &[0; 2]),
+        &["t.safetensors", "'a'", "outside the 2-byte data buffer"],
+    );
+}
+
+#[test]
+fn offsets_not_tiling_the_buffer() {
+    let d = tempfile::tempdir().unwrap();
+    let h = r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}}"#;
+    refused(
+        &st(d.path(), "gap.safetensors", h, &[0; 6]),
+        &["gap.safetensors", "bytes 0..2", "belong to no tensor"],
+    );
+    refused(
+        &st(d.path(), "tail.safetensors", &format!("{{{T}}}"), &[0; 9]),
+        &["tail.safetensors", "bytes 4..9"],
+    );
+}
+
+#[test]
+fn unknown_dtype() {
+    let d = tempfile::tempdir().unwrap();
+    let h = r#"{"a":{"dtype":"Q4_K","shape":[4],"data_offsets":[0,4]}}"#;
+    refused(
+        &st(d.path(), "t.safetensors", h, &[0; 4]),
+        &["t.safetensors", "unknown dtype 'Q4_K'", "'a'"],
+    );
+}
+
+#[test]
+fn shape_and_bytes_disagree() {
+    let d = tempfile::tempdir().unwrap();
+    let h = r#"{"a":{"dtype":"BF16","shape":[3],"data_offsets":[0,4]}}"#;
+    refused(
+        &st(d.path(), "t.safetensors", h, &[0; 4]),
+        &["t.safetensors", "'a'", "needs 6 bytes", "span 4"],
+    );
+}
+
+#[test]
+fn index_names_a_missing_shard() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("m");
+    write_sharded(
+        &src,
+        &[
+            vec![common::T::new("a", "U8", &[4], 1)],
+            vec![common::T::new("b", "U8", &[4], 2)],
+        ],
+    );
+    std::fs::remove_file(src.join("model-00002-of-00002.safetensors")).unwrap();
+    refused(
+        &src,
+        &[
+            "model-00002-of-00002.safetensors",
+            "missing",
+            "model.safetensors.index.json",
+        ],
+    );
+}
+
+#[test]
+fn index_puts_a_tensor_in_the_wrong_shard() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("m");
+    write_sharded(
+        &src,
+        &[
+            vec![common::T::new("a", "U8", &[4], 1)],
+            vec![common::T::new("b", "U8", &[4], 2)],
+        ],
+    );
+    let idx = src.join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&idx).unwrap();
+    std::fs::write(
+        &idx,
+        text.replace("\"b\": \"model-00002", "\"b\": \"model-00001"),
+    )
+    .unwrap();
+    refused(
+        &src,
+        &["model.safetensors.index.json", "'b'", "does not hold it"],
+    );
+}
+
+#[test]
+fn tensor_in_two_shards() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("m");
+    std::fs::create_dir(&src).unwrap();
+    write_safetensors(
+        &src.join("a.safetensors"),
+        &[common::T::new("w", "U8", &[4], 1)],
+    );
+    write_safetensors(
+        &src.join("b.safetensors"),
+        &[common::T::new("w", "U8", &[4], 2)],
+    );
+    refused(
+        &src,
+        &[
+            "b.safetensors",
+            "'w'",
+            "appears in both a.safetensors and b.safetensors",
+        ],
+    );
+}
+
+#[test]
+fn folder_without_a_checkpoint() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("config.json"), "{}").unwrap();
+    refused(d.path(), &["no checkpoint found"]);
+}
+
+#[test]
+fn missing_source() {
+    let d = tempfile::tempdir().unwrap();
+    refused(&d.path().join("nope"), &["nope", "No such file"]);
+}
+
+#[test]
+fn invalid_config_json() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("m");
+    std::fs::create_dir(&src).unwrap();
+    write_safetensors(
+        &src.join("model.safetensors"),
+        &[common::T::new("w", "U8", &[4], 1)],
+    );
+    std::fs::write(src.join("config.json"), "{oops").unwrap();
+    refused(&src, &["config.json", "not valid JSON"]);
+}
+
+#[test]
+fn mount_point_problems_are_one_line() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("file");
+    std::fs::write(&f, "x").unwrap();
+    let src = sample_hf().display().to_string();
+    for mnt in [f.clone(), d.path().join("missing")] {
+        let o = gyrofs(&["mount", &src, &mnt.display().to_string()]);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(&*mnt.display().to_string()), "{err}");
+    }
+}

@@ -1,0 +1,292 @@
+//! Shared test harness: real mounts with guaranteed unmount, checkpoint
+//! writers, and comparisons through an independent safetensors reader.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub const GYROFS: &str = env!("CARGO_BIN_EXE_gyrofs");
+
+/// The bundled sample, Hugging Face layout.
+pub fn sample_hf() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gpt-oss-tiny")
+}
+
+/// The bundled sample, gpt-oss original layout.
+pub fn sample_original() -> PathBuf {
+    sample_hf().join("original")
+}
+
+pub fn gyrofs(args: &[&str]) -> Output {
+    Command::new(GYROFS)
+        .args(args)
+        .output()
+        .expect("run gyrofs")
+}
+
+/// Is `path` a mount point right now?
+pub fn is_mounted(path: &Path) -> bool {
+    let want = path.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(want.as_str()))
+}
+
+/// Wait (bounded) until `cond` holds.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Detach the mount at `path` (lazy: never blocks on open files).
+pub fn force_unmount(path: &Path) {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path.
+    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+}
+
+/// A live `gyrofs mount` of a source, unmounted when dropped (on every path,
+/// including a failing assertion).
+pub struct Mount {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Mount {
+    pub fn new(source: &Path) -> Mount {
+        Self::with_args(source, &[])
+    }
+
+    pub fn with_args(source: &Path, extra: &[&str]) -> Mount {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mnt");
+        let log = dir.path().join("gyrofs.log");
+        std::fs::create_dir(&path).unwrap();
+        let mut args = vec![
+            "mount".to_string(),
+            source.display().to_string(),
+            path.display().to_string(),
+            "--log-file".into(),
+            log.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = gyrofs(&args);
+        let m = Mount { dir, path, log };
+        assert!(
+            out.status.success(),
+            "gyrofs mount failed: {}\nlog: {}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&m.log).unwrap_or_default()
+        );
+        assert!(
+            is_mounted(&m.path),
+            "mount returned before the mount exists"
+        );
+        m
+    }
+
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        force_unmount(&self.path);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while is_mounted(&self.path) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Every regular file under `root`, as paths relative to it, sorted.
+pub fn walk(root: &Path) -> Vec<String> {
+    fn go(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                go(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    go(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// A tensor to write: name, safetensors dtype, shape, bytes.
+#[derive(Clone, Debug)]
+pub struct T {
+    pub name: String,
+    pub dtype: &'static str,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+pub fn elem_bits(dtype: &str) -> usize {
+    match dtype {
+        "F4" => 4,
+        "F6_E2M3" | "F6_E3M2" => 6,
+        "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" | "F8_E8M0" => 8,
+        "I16" | "U16" | "F16" | "BF16" => 16,
+        "I32" | "U32" | "F32" => 32,
+        _ => 64,
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so tests need no rng crate.
+pub fn bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+impl T {
+    pub fn new(name: &str, dtype: &'static str, shape: &[usize], seed: u64) -> T {
+        let n: usize = shape.iter().product();
+        T {
+            name: name.into(),
+            dtype,
+            shape: shape.to_vec(),
+            data: bytes(seed, n * elem_bits(dtype) / 8),
+        }
+    }
+}
+
+/// Write a safetensors file the way the reference writer does (alignment
+/// descending, then name; `{"format":"pt"}`; padded with spaces).
+pub fn write_safetensors(path: &Path, tensors: &[T]) {
+    let mut ts: Vec<&T> = tensors.iter().collect();
+    ts.sort_by_key(|t| (std::cmp::Reverse(elem_bits(t.dtype).max(8)), t.name.clone()));
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+    let mut off = 0;
+    for t in &ts {
+        header.insert(
+            t.name.clone(),
+            serde_json::json!({"dtype": t.dtype, "shape": t.shape, "data_offsets": [off, off + t.data.len()]}),
+        );
+        off += t.data.len();
+    }
+    let mut text = serde_json::to_string(&header).unwrap();
+    while text.len() % 8 != 0 {
+        text.push(' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    for t in ts {
+        out.extend_from_slice(&t.data);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// Write a sharded checkpoint with `model.safetensors.index.json`.
+pub fn write_sharded(dir: &Path, shards: &[Vec<T>]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let n = shards.len();
+    let mut map = serde_json::Map::new();
+    let mut total = 0;
+    for (i, shard) in shards.iter().enumerate() {
+        let name = format!("model-{:05}-of-{:05}.safetensors", i + 1, n);
+        write_safetensors(&dir.join(&name), shard);
+        for t in shard {
+            map.insert(t.name.clone(), name.clone().into());
+            total += t.data.len();
+        }
+    }
+    let index = serde_json::json!({"metadata": {"total_size": total}, "weight_map": map});
+    std::fs::write(
+        dir.join("model.safetensors.index.json"),
+        serde_json::to_string_pretty(&index).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Every tensor of a safetensors file, read with the reference crate:
+/// name -> (dtype, shape, bytes).
+pub fn read_st(bytes: &[u8]) -> BTreeMap<String, (String, Vec<usize>, Vec<u8>)> {
+    let st = safetensors::SafeTensors::deserialize(bytes).expect("valid safetensors");
+    st.tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            (
+                name,
+                (
+                    format!("{:?}", v.dtype()),
+                    v.shape().to_vec(),
+                    v.data().to_vec(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// `__metadata__` of a safetensors file, via the reference crate.
+pub fn read_st_metadata(bytes: &[u8]) -> BTreeMap<String, String> {
+    let (_, md) = safetensors::SafeTensors::read_metadata(bytes).expect("valid safetensors");
+    md.metadata()
+        .clone()
+        .map(|m| m.into_iter().collect())
+        .unwrap_or_default()
+}
+
+/// Every tensor of a source checkpoint folder or file (all its .safetensors).
+pub fn source_tensors(src: &Path) -> BTreeMap<String, (String, Vec<usize>, Vec<u8>)> {
+    let files: Vec<PathBuf> = if src.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(src)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![src.to_path_buf()]
+    };
+    let mut all = BTreeMap::new();
+    for f in files {
+        all.extend(read_st(&std::fs::read(f).unwrap()));
+    }
+    all
+}
+
+/// Run `gyrofs convert SRC OUT --view VIEW` and return OUT's temp dir.
+pub fn convert(src: &Path, view: &str) -> tempfile::TempDir {
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("out");
+    let o = gyrofs(&[
+        "convert",
+        &src.display().to_string(),
+        &target.display().to_string(),
+        "--view",
+        view,
+        "--quiet",
+    ]);
+    assert!(
+        o.status.success(),
+        "convert failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}

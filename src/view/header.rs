@@ -35,8 +35,8 @@ pub struct Entry {
     pub name: String,
     pub dtype: Dtype,
     pub shape: Vec<u64>,
-    /// Its record in `gyro.tensors`.
-    pub record: Value,
+    /// Its record in `gyro.tensors`, as canonical JSON (see [`tensor_record`]).
+    pub record: String,
     /// Where its bytes come from; their lengths must add up to the tensor's size.
     pub data: Vec<Segment>,
 }
@@ -52,8 +52,8 @@ impl Entry {
 }
 
 /// A complete virtual safetensors file: Gyro header, then the entries' data
-/// in the order given.
-pub fn safetensors_file(view: &str, source: &Value, entries: Vec<Entry>) -> VFile {
+/// in the order given. `source` is the canonical `gyro.source` JSON.
+pub fn safetensors_file(view: &str, source: &str, entries: Vec<Entry>) -> VFile {
     let header = header_bytes(view, source, &entries);
     let mut segments = Vec::with_capacity(1 + entries.len());
     segments.push(Segment::Bytes(Arc::from(header)));
@@ -64,19 +64,35 @@ pub fn safetensors_file(view: &str, source: &Value, entries: Vec<Entry>) -> VFil
 }
 
 /// The 8-byte length, JSON and padding of a Gyro header.
-pub fn header_bytes(view: &str, source: &Value, entries: &[Entry]) -> Vec<u8> {
-    let mut records = Map::new();
-    for e in entries {
-        records.insert(e.name.clone(), e.record.clone());
+pub fn header_bytes(view: &str, source: &str, entries: &[Entry]) -> Vec<u8> {
+    // gyro.tensors: records keyed by name, in byte order of the names.
+    let mut by_name: Vec<&Entry> = entries.iter().collect();
+    by_name.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    let mut records = String::with_capacity(
+        entries
+            .iter()
+            .map(|e| e.record.len() + e.name.len() + 4)
+            .sum(),
+    );
+    records.push('{');
+    for (i, e) in by_name.iter().enumerate() {
+        if i > 0 {
+            records.push(',');
+        }
+        write_str(&mut records, &e.name);
+        records.push(':');
+        records.push_str(&e.record);
     }
-    let mut json = String::new();
+    records.push('}');
+
+    let mut json = String::with_capacity(records.len() * 5 / 4 + entries.len() * 64 + 256);
     json.push_str("{\"__metadata__\":{");
     let metadata = [
-        ("format", "pt".to_string()),
-        ("gyro.source", to_canonical(source)),
-        ("gyro.tensors", to_canonical(&Value::Object(records))),
-        ("gyro.version", GYRO_VERSION.to_string()),
-        ("gyro.view", view.to_string()),
+        ("format", "pt"),
+        ("gyro.source", source),
+        ("gyro.tensors", records.as_str()),
+        ("gyro.version", GYRO_VERSION),
+        ("gyro.view", view),
     ];
     for (i, (k, v)) in metadata.iter().enumerate() {
         if i > 0 {
@@ -100,18 +116,11 @@ pub fn header_bytes(view: &str, source: &Value, entries: &[Entry]) -> Vec<u8> {
         write_str(&mut json, &e.name);
         json.push_str(":{\"dtype\":");
         write_str(&mut json, e.dtype.name());
-        json.push_str(",\"shape\":[");
-        for (i, d) in e.shape.iter().enumerate() {
-            if i > 0 {
-                json.push(',');
-            }
-            json.push_str(&d.to_string());
-        }
-        json.push_str(&format!(
-            "],\"data_offsets\":[{},{}]}}",
-            offset,
-            offset + len
-        ));
+        json.push_str(",\"shape\":");
+        push_u64s(&mut json, &e.shape);
+        json.push_str(",\"data_offsets\":");
+        push_u64s(&mut json, &[offset, offset + len]);
+        json.push('}');
         offset += len;
     }
     json.push('}');
@@ -124,8 +133,21 @@ pub fn header_bytes(view: &str, source: &Value, entries: &[Entry]) -> Vec<u8> {
     out
 }
 
-/// `gyro.source` for a virtual file drawing on source files `files`.
-pub fn source_json(catalog: &Catalog, files: impl IntoIterator<Item = usize>) -> Value {
+/// Append `[a,b,...]`.
+fn push_u64s(out: &mut String, v: &[u64]) {
+    use std::fmt::Write;
+    out.push('[');
+    for (i, d) in v.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{d}");
+    }
+    out.push(']');
+}
+
+/// Canonical `gyro.source` for a virtual file drawing on source files `files`.
+pub fn source_json(catalog: &Catalog, files: impl IntoIterator<Item = usize>) -> String {
     let files: BTreeSet<usize> = files.into_iter().collect();
     let list: Vec<Value> = files
         .into_iter()
@@ -141,45 +163,50 @@ pub fn source_json(catalog: &Catalog, files: impl IntoIterator<Item = usize>) ->
             Value::Object(o)
         })
         .collect();
-    json!({"format": catalog.format.name(), "files": list})
+    to_canonical(&json!({"format": catalog.format.name(), "files": list}))
 }
 
-/// The `gyro.tensors` record of source tensor `idx` under `transform`:
-/// `{"logical_dtype", "source": {"dtype","file","name","offsets","shape"},
-/// "transform", ["quant": {"peer","role","scheme","values_per_block"}]}`.
-pub fn tensor_record(catalog: &Catalog, idx: usize, transform: Value) -> Value {
+/// The canonical `gyro.tensors` record of source tensor `idx` under
+/// `transform` (itself canonical JSON):
+/// `{"logical_dtype", ["quant": {"peer","role","scheme","values_per_block"}],
+/// "source": {"dtype","file","name","offsets","shape"}, "transform"}`.
+/// Written directly, keys already in canonical order: mounts of models with
+/// 100k tensors build hundreds of thousands of these.
+pub fn tensor_record(catalog: &Catalog, idx: usize, transform: &str) -> String {
     let t = &catalog.tensors[idx];
-    let mut o = Map::new();
-    o.insert("logical_dtype".into(), json!(t.logical));
-    o.insert(
-        "source".into(),
-        json!({
-            "dtype": t.dtype.name(),
-            "file": catalog.files[t.file].name,
-            "name": t.name,
-            "offsets": [t.start, t.end],
-            "shape": t.shape,
-        }),
-    );
-    o.insert("transform".into(), transform);
+    let mut o = String::with_capacity(256 + 2 * t.name.len());
+    o.push_str("{\"logical_dtype\":");
+    write_str(&mut o, &t.logical);
     if let Some(q) = &t.quant {
-        o.insert(
-            "quant".into(),
-            json!({
-                "peer": catalog.tensors[q.peer].name,
-                "role": q.role.name(),
-                "scheme": q.scheme.name(),
-                "values_per_block": q.scheme.values_per_block(),
-            }),
-        );
+        o.push_str(",\"quant\":{\"peer\":");
+        write_str(&mut o, &catalog.tensors[q.peer].name);
+        o.push_str(",\"role\":");
+        write_str(&mut o, q.role.name());
+        o.push_str(",\"scheme\":");
+        write_str(&mut o, q.scheme.name());
+        o.push_str(&format!(
+            ",\"values_per_block\":{}}}",
+            q.scheme.values_per_block()
+        ));
     }
-    Value::Object(o)
+    o.push_str(",\"source\":{\"dtype\":");
+    write_str(&mut o, t.dtype.name());
+    o.push_str(",\"file\":");
+    write_str(&mut o, &catalog.files[t.file].name);
+    o.push_str(",\"name\":");
+    write_str(&mut o, &t.name);
+    o.push_str(",\"offsets\":");
+    push_u64s(&mut o, &[t.start, t.end]);
+    o.push_str(",\"shape\":");
+    push_u64s(&mut o, &t.shape);
+    o.push_str("},\"transform\":");
+    o.push_str(transform);
+    o.push('}');
+    o
 }
 
 /// The identity transform record.
-pub fn identity() -> Value {
-    json!({"kind": "identity"})
-}
+pub const IDENTITY: &str = r#"{"kind":"identity"}"#;
 
 #[cfg(test)]
 mod tests {
@@ -191,10 +218,10 @@ mod tests {
             name: "w".into(),
             dtype: Dtype::BF16,
             shape: vec![2],
-            record: json!({"k": 1}),
+            record: r#"{"k":1}"#.into(),
             data: vec![Segment::Bytes(Arc::from(&[1u8, 2, 3, 4][..]))],
         };
-        let h = header_bytes("raw/tensors", &json!({"files": [], "format": "x"}), &[e]);
+        let h = header_bytes("raw/tensors", r#"{"files":[],"format":"x"}"#, &[e]);
         let n = u64::from_le_bytes(h[..8].try_into().unwrap()) as usize;
         assert_eq!(n % 8, 0);
         assert_eq!(h.len(), 8 + n);

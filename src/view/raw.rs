@@ -11,7 +11,7 @@
 //! Every tensor byte is a [`Segment::Source`] range of the map.
 
 use crate::catalog::Catalog;
-use crate::view::header::{Entry, identity, safetensors_file, source_json, tensor_record};
+use crate::view::header::{Entry, IDENTITY, safetensors_file, source_json, tensor_record};
 use crate::view::names::escape;
 use crate::view::{Segment, Tree};
 
@@ -24,7 +24,7 @@ pub fn entry(catalog: &Catalog, idx: usize) -> Entry {
         name: t.name.clone(),
         dtype: t.dtype,
         shape: t.shape.clone(),
-        record: tensor_record(catalog, idx, identity()),
+        record: tensor_record(catalog, idx, IDENTITY),
         data: vec![Segment::Source {
             file: t.file,
             offset: t.start,
@@ -62,9 +62,11 @@ pub fn add(tree: &mut Tree, catalog: &Catalog) {
     }
 
     let dir = tree.dir(raw, "tensors");
+    let per_file: Vec<String> = (0..catalog.files.len())
+        .map(|f| source_json(catalog, [f]))
+        .collect();
     for (i, t) in catalog.tensors.iter().enumerate() {
-        let source = source_json(catalog, [t.file]);
-        let file = safetensors_file("raw/tensors", &source, vec![entry(catalog, i)]);
+        let file = safetensors_file("raw/tensors", &per_file[t.file], vec![entry(catalog, i)]);
         tree.add_file(dir, &escape(&t.name, EXT), EXT, file);
     }
 }

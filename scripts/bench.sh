@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# gyrofs benchmarks. Every figure is reported next to a baseline measured in
+# the same run on the same machine (these machines are noisy; ratios travel,
+# absolute numbers do not). Method and recorded results: docs/PERFORMANCE.md.
+#
+#   scripts/bench.sh [mount] [read] ...     (default: all sections)
+#
+# Environment: BENCH_DIR (scratch space, default /tmp/gyrofs-bench; needs
+# ~6 GB of real disk for `read`), BENCH_READ_LAYERS (layers of the random
+# 20b-shaped checkpoint used by `read`, default 4, ~4.6 GB).
+# Needs root (mounts, drop_caches) and python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BENCH_DIR=${BENCH_DIR:-/tmp/gyrofs-bench}
+mkdir -p "$BENCH_DIR"
+cargo build --release --quiet
+G=$PWD/target/release/gyrofs
+MNT=$BENCH_DIR/mnt
+mkdir -p "$MNT"
+cleanup() { umount -l "$MNT" 2>/dev/null || true; }
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+# secs CMD...: wall seconds of one run
+secs() { local t0; t0=$(now); "$@" >/dev/null; echo "$(now) - $t0" | bc -l; }
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+fmt() { printf "%.3f" "$1"; }
+size_of() { du -sb --apparent-size "$@" | awk '{s+=$1} END {printf "%.0f\n", s}'; }
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+
+mount_once() { "$G" mount "$1" "$MNT"; }
+umount_wait() { umount "$MNT"; while grep -q " $MNT " /proc/self/mounts; do sleep 0.01; done; }
+
+bench_mount() {
+    echo "## mount: time to a mount that answers vs tensor count and bytes"
+    echo "(sparse files: headers are real, data is holes; 'ls' = gyrofs ls > /dev/null, same run)"
+    printf "%-28s %8s %10s %12s %12s %14s\n" checkpoint tensors GB "mount ms" "ls ms" "us/tensor"
+    local specs=("20b:--preset 20b" "120b:--preset 120b")
+    for spec in "${specs[@]}"; do
+        local name=${spec%%:*} args=${spec#*:}
+        local dir=$BENCH_DIR/sparse-$name
+        [ -d "$dir" ] || python3 scripts/make_synthetic.py "$dir" $args --fill sparse
+        report_mount "gpt-oss-$name (sparse)" "$dir"
+    done
+    for n in 10000 100000; do
+        local f=$BENCH_DIR/many-$n.safetensors
+        [ -f "$f" ] || python3 - "$f" "$n" <<'EOF'
+import json, struct, sys
+path, n = sys.argv[1], int(sys.argv[2])
+h = {"__metadata__": {"format": "pt"}}
+for i in range(n):
+    h[f"model.layers.{i // 1000}.mlp.experts.{i % 1000}.w{i % 3}.weight"] = {"dtype": "BF16", "shape": [512, 512], "data_offsets": [i * 524288, (i + 1) * 524288]}
+t = json.dumps(h, separators=(",", ":")); t += " " * (-len(t) % 8)
+with open(path, "wb") as f:
+    f.write(struct.pack("<Q", len(t)) + t.encode()); f.truncate(8 + len(t) + n * 524288)
+EOF
+        report_mount "$n x 512 KiB (sparse)" "$f"
+    done
+}
+
+report_mount() {
+    local label=$1 src=$2
+    local tensors gb ms lsms
+    tensors=$("$G" ls --json "$src" | python3 -c 'import json,sys; print(json.load(sys.stdin)["tensor_count"])')
+    gb=$(echo "$(size_of "$src") / 1000000000" | bc -l)
+    ms=$(for _ in 1 2 3 4 5; do s=$(secs mount_once "$src"); umount_wait; echo "$s * 1000" | bc -l; done | median)
+    lsms=$(for _ in 1 2 3 4 5; do echo "$(secs "$G" ls "$src") * 1000" | bc -l; done | median)
+    printf "%-28s %8d %10.1f %12.1f %12.1f %14.2f\n" "$label" "$tensors" "$gb" "$ms" "$lsms" "$(echo "$ms * 1000 / $tensors" | bc -l)"
+}
+
+bench_read() {
+    local layers=${BENCH_READ_LAYERS:-4}
+    local dir=$BENCH_DIR/random-20b-l$layers
+    [ -d "$dir" ] || python3 scripts/make_synthetic.py "$dir" --preset 20b --layers "$layers" --fill random
+    local bytes
+    bytes=$(size_of "$dir"/*.safetensors)
+    echo "## read: sequential read of raw/model.safetensors vs cat of the source shards"
+    echo "(gpt-oss-20b shapes, $layers layers, $(fmt "$(echo "$bytes / 1e9" | bc -l)") GB of random data; source warm in the page cache)"
+    cat "$dir"/*.safetensors > /dev/null
+    cat "$dir"/*.safetensors > /dev/null
+    local base fuse_cold fuse_warm
+    base=$(for _ in 1 2 3; do secs cat "$dir"/*.safetensors; done | median)
+    fuse_cold=$(for _ in 1 2 3; do mount_once "$dir"; s=$(secs cat "$MNT/raw/model.safetensors"); echo "$s"; umount_wait; done | median)
+    mount_once "$dir"
+    cat "$MNT/raw/model.safetensors" > /dev/null
+    fuse_warm=$(for _ in 1 2 3; do secs cat "$MNT/raw/model.safetensors"; done | median)
+    umount_wait
+    local gbs=$(( bytes ))
+    printf "%-52s %8s %8s\n" "" "GB/s" "ratio"
+    printf "%-52s %8.2f %8s\n" "cat source shards (baseline)" "$(echo "$gbs / $base / 1e9" | bc -l)" "1.00"
+    printf "%-52s %8.2f %8.2f\n" "cat MNT/raw/model.safetensors, first read" "$(echo "$gbs / $fuse_cold / 1e9" | bc -l)" "$(echo "$base / $fuse_cold" | bc -l)"
+    printf "%-52s %8.2f %8.2f\n" "cat MNT/raw/model.safetensors, again (page cache)" "$(echo "$gbs / $fuse_warm / 1e9" | bc -l)" "$(echo "$base / $fuse_warm" | bc -l)"
+}
+
+sections=("$@")
+[ ${#sections[@]} -gt 0 ] || sections=(mount read)
+command -v bc >/dev/null || { echo "bench.sh needs bc (apt-get install bc)" >&2; exit 1; }
+for s in "${sections[@]}"; do
+    "bench_$s"
+    echo
+done

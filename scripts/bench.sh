@@ -76,7 +76,7 @@ bench_read() {
     local bytes
     bytes=$(size_of "$dir"/*.safetensors)
     echo "## read: sequential read of raw/model.safetensors vs cat of the source shards"
-    echo "(gpt-oss-20b shapes, $layers layers, $(fmt "$(echo "$bytes / 1e9" | bc -l)") GB of random data; source warm in the page cache)"
+    echo "(gpt-oss-20b shapes, $layers layers, $(fmt "$(echo "$bytes / 1000000000" | bc -l)") GB of random data; source warm in the page cache)"
     cat "$dir"/*.safetensors > /dev/null
     cat "$dir"/*.safetensors > /dev/null
     local base fuse_cold fuse_warm
@@ -88,9 +88,9 @@ bench_read() {
     umount_wait
     local gbs=$(( bytes ))
     printf "%-52s %8s %8s\n" "" "GB/s" "ratio"
-    printf "%-52s %8.2f %8s\n" "cat source shards (baseline)" "$(echo "$gbs / $base / 1e9" | bc -l)" "1.00"
-    printf "%-52s %8.2f %8.2f\n" "cat MNT/raw/model.safetensors, first read" "$(echo "$gbs / $fuse_cold / 1e9" | bc -l)" "$(echo "$base / $fuse_cold" | bc -l)"
-    printf "%-52s %8.2f %8.2f\n" "cat MNT/raw/model.safetensors, again (page cache)" "$(echo "$gbs / $fuse_warm / 1e9" | bc -l)" "$(echo "$base / $fuse_warm" | bc -l)"
+    printf "%-52s %8.2f %8s\n" "cat source shards (baseline)" "$(echo "$gbs / $base / 1000000000" | bc -l)" "1.00"
+    printf "%-52s %8.2f %8.2f\n" "cat MNT/raw/model.safetensors, first read" "$(echo "$gbs / $fuse_cold / 1000000000" | bc -l)" "$(echo "$base / $fuse_cold" | bc -l)"
+    printf "%-52s %8.2f %8.2f\n" "cat MNT/raw/model.safetensors, again (page cache)" "$(echo "$gbs / $fuse_warm / 1000000000" | bc -l)" "$(echo "$base / $fuse_warm" | bc -l)"
 }
 
 sections=("$@")

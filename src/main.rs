@@ -53,6 +53,9 @@ enum Cmd {
         /// background, stderr with -f). Verbosity: RUST_LOG=info|debug.
         #[arg(long, value_name = "FILE")]
         log_file: Option<PathBuf>,
+        /// Kernel readahead of the mount in KiB (set when running as root).
+        #[arg(long, value_name = "KIB", default_value_t = gyrofs::mount::DEFAULT_READ_AHEAD_KB)]
+        read_ahead_kb: u32,
     },
     /// Unmount a gyrofs mount (same as `umount MOUNTPOINT`).
     Umount {
@@ -108,12 +111,14 @@ fn run(cli: Cli) -> Result<(), Error> {
             threads,
             allow_other,
             log_file,
+            read_ahead_kb,
         } => {
             let opts = MountOptions {
                 threads: threads.unwrap_or_else(default_threads),
                 allow_other,
                 foreground,
                 log_file,
+                read_ahead_kb,
             };
             gyrofs::mount::mount(&source, &mountpoint, &opts)
         }

@@ -37,7 +37,13 @@ pub struct MountOptions {
     pub allow_other: bool,
     pub foreground: bool,
     pub log_file: Option<PathBuf>,
+    /// Kernel readahead for the mount, in KiB (applied when permitted: root).
+    pub read_ahead_kb: u32,
 }
+
+/// Default readahead: sequential reads of large tensors (cat, cp, loaders)
+/// become several 1 MiB requests in flight at once instead of 128 KiB ones.
+pub const DEFAULT_READ_AHEAD_KB: u32 = 4096;
 
 /// Default number of FUSE worker threads.
 pub fn default_threads() -> usize {
@@ -132,6 +138,9 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
         }
         Err(e) => return Err(Error::io(mountpoint, e)),
     }
+    // Resolve now: once mounted, resolving the path would ask the mount
+    // itself, which does not answer until the session runs.
+    let canonical = std::fs::canonicalize(mountpoint).map_err(|e| Error::io(mountpoint, e))?;
     let started = Instant::now();
     let volume = Arc::new(Volume::open(source)?);
     log::info!(
@@ -167,6 +176,8 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     let mut session = Session::new(GyroFs::new(volume), mountpoint, &config)
         .map_err(|e| Error::Usage(format!("{}: cannot mount: {e}", mountpoint.display())))?;
 
+    set_read_ahead(&canonical, opts.read_ahead_kb);
+
     let mut unmounter = session.unmount_callable();
     let mut signals =
         Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| Error::io("signal handlers", e))?;
@@ -186,6 +197,33 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     session
         .run()
         .map_err(|e| Error::Usage(format!("{}: FUSE session ended: {e}", mountpoint.display())))
+}
+
+/// Set the kernel readahead of the mount at `mountpoint` (canonical path),
+/// found through /proc/self/mountinfo so that the mount itself is not asked.
+/// Needs root; otherwise the kernel default stays and this is logged.
+fn set_read_ahead(mountpoint: &Path, kb: u32) {
+    let want = mountpoint.to_string_lossy().replace(' ', "\\040");
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    // Fields: id parent major:minor root mountpoint ...; the last match is the newest mount.
+    let dev = info
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .filter(|f| f.len() > 4 && f[4] == want)
+        .last()
+        .map(|f| f[2].to_string());
+    let Some(dev) = dev else {
+        log::info!(
+            "{}: not found in /proc/self/mountinfo; readahead unchanged",
+            mountpoint.display()
+        );
+        return;
+    };
+    let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    match std::fs::write(&knob, kb.to_string()) {
+        Ok(()) => log::info!("{knob} = {kb}"),
+        Err(e) => log::info!("cannot set {knob} ({e}); readahead unchanged"),
+    }
 }
 
 /// Wait (bounded) until the mount answers a lookup, then tell the waiting

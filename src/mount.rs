@@ -208,9 +208,9 @@ fn set_read_ahead(mountpoint: &Path, kb: u32) {
     // Fields: id parent major:minor root mountpoint ...; the last match is the newest mount.
     let dev = info
         .lines()
+        .rev()
         .map(|l| l.split(' ').collect::<Vec<_>>())
-        .filter(|f| f.len() > 4 && f[4] == want)
-        .last()
+        .find(|f| f.len() > 4 && f[4] == want)
         .map(|f| f[2].to_string());
     let Some(dev) = dev else {
         log::info!(

@@ -4,8 +4,127 @@
 //! never see files or offsets. Each kernel is table-driven with no
 //! per-element branches, and is tested bit for bit against an independent
 //! reference (torch / transformers / the `gguf` Python package) through
-//! golden files under `tests/data/`.
+//! golden files under `tests/data/`. The exact function each kernel computes
+//! (rounding, overflow, subnormals, NaN) is specified in `docs/NUMERICS.md`.
 //!
 //! - `bf16`: rounding to BF16 (the one rounding step every kernel ends with).
+//! - `float`: F16 / F32 / F64 to BF16.
+//! - `mxfp4`: gpt-oss MXFP4 (FP4 E2M1 values, one E8M0 scale per 32) to BF16.
+//! - `fp8`: F8_E4M3 / F8_E5M2 decoding, and DeepSeek-V3 style block-scaled
+//!   F8_E4M3 (with an F32 `weight_scale_inv` grid) to BF16.
+//!
+//! Conventions shared by all kernels:
+//! - inputs are little-endian byte slices at any alignment (straight from a
+//!   memory map);
+//! - the output is BF16 written as little-endian bytes into a caller's
+//!   `&mut [u8]` (2 bytes per element, any alignment), because the caller is
+//!   filling a region of a read reply. (`mxfp4` also has a `&mut [u16]` form.)
+//! - a kernel never panics: slices of the wrong length are answered with a
+//!   [`KernelError`] before anything is written.
 
 pub mod bf16;
+pub mod float;
+pub mod fp8;
+pub mod mxfp4;
+
+/// Why a kernel refused its arguments. These are caller bugs (the view
+/// computed a wrong extent), reported instead of panicking.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KernelError {
+    /// A slice has the wrong number of bytes for the others.
+    #[error("{kernel}: {what} is {got} bytes, expected {expected}")]
+    Length {
+        kernel: &'static str,
+        what: &'static str,
+        got: usize,
+        expected: usize,
+    },
+    /// A shape or range that cannot be served (out of bounds, zero-sized
+    /// blocks, a size that overflows `usize`).
+    #[error("{kernel}: {why}")]
+    Shape { kernel: &'static str, why: String },
+}
+
+/// Check that `dst` holds BF16 for exactly the elements of `src` (`width`
+/// bytes each); returns the element count.
+pub(crate) fn check_elementwise(
+    kernel: &'static str,
+    src: &[u8],
+    width: usize,
+    dst: &[u8],
+) -> Result<usize, KernelError> {
+    if dst.len() % 2 != 0 {
+        return Err(KernelError::Length {
+            kernel,
+            what: "output",
+            got: dst.len(),
+            expected: dst.len() - 1,
+        });
+    }
+    let n = dst.len() / 2;
+    match n.checked_mul(width) {
+        Some(expected) if expected == src.len() => Ok(n),
+        expected => Err(KernelError::Length {
+            kernel,
+            what: "input",
+            got: src.len(),
+            expected: expected.unwrap_or(usize::MAX),
+        }),
+    }
+}
+
+/// Golden-file helpers shared by the kernels' tests.
+#[cfg(test)]
+pub(crate) mod golden {
+    /// Bytes of `tests/data/quant/<name>` (read at run time so that a missing
+    /// fixture is a test failure naming the file, not a build error).
+    pub fn read(name: &str) -> Vec<u8> {
+        let path = format!("{}/tests/data/quant/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    pub fn u16s(b: &[u8]) -> Vec<u16> {
+        b.chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect()
+    }
+
+    pub fn u32s(b: &[u8]) -> Vec<u32> {
+        b.chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    pub fn is_nan_bf16(b: u16) -> bool {
+        b & 0x7F80 == 0x7F80 && b & 0x007F != 0
+    }
+
+    /// Compare kernel output with torch's. torch's NaN encoding depends on the
+    /// code path (0xFFFF vectorized, 0x7FC0 scalar), so where torch gave any
+    /// NaN we require our canonical NaN; everything else must match exactly.
+    #[track_caller]
+    pub fn assert_bf16_matches(
+        what: &str,
+        got: &[u16],
+        expected: &[u16],
+        input: impl Fn(usize) -> String,
+    ) {
+        assert_eq!(got.len(), expected.len(), "{what}: length");
+        let mut bad = Vec::new();
+        for (i, (&g, &e)) in got.iter().zip(expected).enumerate() {
+            let want = if is_nan_bf16(e) { super::bf16::NAN } else { e };
+            if g != want {
+                bad.push(format!(
+                    "[{i}] in {} got {g:#06x} want {want:#06x}",
+                    input(i)
+                ));
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "{what}: {} mismatches, first: {:?}",
+            bad.len(),
+            &bad[..bad.len().min(10)]
+        );
+    }
+}

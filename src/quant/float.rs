@@ -1,0 +1,196 @@
+//! F16, F32 and F64 to BF16, the conversions of the BF16 view of an
+//! unquantized checkpoint.
+//!
+//! Each element goes to f32 and is rounded once to BF16 by [`bf16::from_f32`]:
+//! - F16 -> f32 is exact (the branch-free [`f16_to_f32`]), so F16 -> BF16 is a
+//!   single round-to-nearest-even;
+//! - F32 -> BF16 is a single round-to-nearest-even;
+//! - F64 -> BF16 rounds TWICE, f64 -> f32 then f32 -> BF16, both to nearest
+//!   even, because that is what torch's `Tensor.to(torch.bfloat16)` does (on
+//!   every code path; pinned by the golden test). It differs from a direct
+//!   rounding when the f32 rounding lands exactly on a BF16 tie, and near the
+//!   overflow boundary (f64 values in [0x1.feffffp127, 0x1.ffp127) round to
+//!   inf instead of the largest finite BF16).
+//!
+//! NaN always becomes the canonical `0x7FC0` (see [`bf16`]).
+//!
+//! Slice kernels take `n` source elements as little-endian bytes and write `n`
+//! BF16 values as little-endian bytes; both slices may have any alignment.
+
+use super::{KernelError, bf16, check_elementwise};
+
+/// 2^112 as f32: rebases an F16 exponent (bias 15) onto f32's (bias 127).
+const TWO_POW_112: f32 = f32::from_bits((112 + 127) << 23);
+
+/// F16 bits to f32 (exact, no branches).
+///
+/// Normal and subnormal F16 values are reinterpreted with their
+/// exponent/mantissa field shifted into f32 position and multiplied by
+/// 2^112, which is exact; infinities keep their sign, NaNs keep sign and
+/// payload and are made quiet (as the x86 `vcvtph2ps` instruction and torch do).
+#[inline]
+pub const fn f16_to_f32(h: u16) -> f32 {
+    let h = h as u32;
+    let sign = (h & 0x8000) << 16;
+    let em = h & 0x7FFF;
+    let finite = (f32::from_bits(em << 13) * TWO_POW_112).to_bits();
+    let quiet = if em > 0x7C00 { 0x0040_0000 } else { 0 };
+    let special = (em << 13) | 0x7F80_0000 | quiet;
+    let bits = if em >= 0x7C00 { special } else { finite };
+    f32::from_bits(bits | sign)
+}
+
+/// F16 bits to BF16 bits (one rounding, nearest even).
+#[inline]
+pub const fn f16_to_bf16_bits(h: u16) -> u16 {
+    bf16::from_f32(f16_to_f32(h))
+}
+
+/// F64 to BF16 bits: f64 -> f32 -> BF16, each to nearest even (torch's
+/// double rounding).
+#[inline]
+pub const fn f64_to_bf16_bits(x: f64) -> u16 {
+    bf16::from_f32(x as f32)
+}
+
+/// F16 (`2n` bytes) to BF16 (`2n` bytes).
+pub fn f16_to_bf16(src: &[u8], dst: &mut [u8]) -> Result<(), KernelError> {
+    check_elementwise("f16_to_bf16", src, 2, dst)?;
+    for (s, d) in src.chunks_exact(2).zip(dst.chunks_exact_mut(2)) {
+        let h = u16::from_le_bytes([s[0], s[1]]);
+        d.copy_from_slice(&f16_to_bf16_bits(h).to_le_bytes());
+    }
+    Ok(())
+}
+
+/// F32 (`4n` bytes) to BF16 (`2n` bytes).
+pub fn f32_to_bf16(src: &[u8], dst: &mut [u8]) -> Result<(), KernelError> {
+    check_elementwise("f32_to_bf16", src, 4, dst)?;
+    for (s, d) in src.chunks_exact(4).zip(dst.chunks_exact_mut(2)) {
+        let x = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+        d.copy_from_slice(&bf16::from_f32(x).to_le_bytes());
+    }
+    Ok(())
+}
+
+/// F64 (`8n` bytes) to BF16 (`2n` bytes), rounding through f32 like torch.
+pub fn f64_to_bf16(src: &[u8], dst: &mut [u8]) -> Result<(), KernelError> {
+    check_elementwise("f64_to_bf16", src, 8, dst)?;
+    for (s, d) in src.chunks_exact(8).zip(dst.chunks_exact_mut(2)) {
+        let x = f64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]);
+        d.copy_from_slice(&f64_to_bf16_bits(x).to_le_bytes());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::golden::{assert_bf16_matches, read, u16s};
+
+    fn run(
+        kernel: fn(&[u8], &mut [u8]) -> Result<(), KernelError>,
+        src: &[u8],
+        width: usize,
+    ) -> Vec<u16> {
+        let n = src.len() / width;
+        // Misalign both slices by one byte: data comes from an mmap at any offset.
+        let mut s = vec![0u8; src.len() + 1];
+        s[1..].copy_from_slice(src);
+        let mut d = vec![0u8; 2 * n + 1];
+        kernel(&s[1..], &mut d[1..]).unwrap();
+        u16s(&d[1..])
+    }
+
+    #[test]
+    fn f16_all_codes_match_torch() {
+        let src: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
+        let got = run(f16_to_bf16, &src, 2);
+        let want = u16s(&read("float_f16_all.bf16"));
+        assert_bf16_matches("f16", &got, &want, |i| format!("{i:#06x}"));
+    }
+
+    #[test]
+    fn f16_to_f32_is_exact() {
+        for h in 0..=u16::MAX {
+            let ours = f16_to_f32(h);
+            let reference = half::f16::from_bits(h).to_f32();
+            if reference.is_nan() {
+                assert!(ours.is_nan());
+                assert_eq!(
+                    ours.to_bits() & 0x8000_0000,
+                    reference.to_bits() & 0x8000_0000
+                );
+            } else {
+                assert_eq!(ours.to_bits(), reference.to_bits(), "{h:#06x}");
+            }
+        }
+        assert_eq!(f16_to_f32(0x7D00).to_bits(), 0x7FE0_0000);
+        assert_eq!(f16_to_f32(0xFE00).to_bits(), 0xFFC0_0000);
+        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+    }
+
+    #[test]
+    fn f32_cases_match_torch() {
+        let src = read("float_f32.in");
+        let got = run(f32_to_bf16, &src, 4);
+        let want = u16s(&read("float_f32.bf16"));
+        assert!(want.len() > 5000);
+        assert_bf16_matches("f32", &got, &want, |i| {
+            format!(
+                "{:#010x}",
+                u32::from_le_bytes(src[4 * i..4 * i + 4].try_into().unwrap())
+            )
+        });
+    }
+
+    #[test]
+    fn f64_cases_match_torch() {
+        let src = read("float_f64.in");
+        let got = run(f64_to_bf16, &src, 8);
+        let want = u16s(&read("float_f64.bf16"));
+        assert!(want.len() > 5000);
+        assert_bf16_matches("f64", &got, &want, |i| {
+            format!(
+                "{:#018x}",
+                u64::from_le_bytes(src[8 * i..8 * i + 8].try_into().unwrap())
+            )
+        });
+    }
+
+    #[test]
+    fn f64_rounds_twice() {
+        // 1 + 2^-8 + 2^-40: above the BF16 tie, but f32 rounding lands on it.
+        assert_eq!(
+            f64_to_bf16_bits(1.0 + 2f64.powi(-8) + 2f64.powi(-40)),
+            0x3F80
+        );
+        assert_eq!(
+            f64_to_bf16_bits(1.0 + 3.0 * 2f64.powi(-8) - 2f64.powi(-40)),
+            0x3F82
+        );
+        // Below the overflow tie 0x1.ffp127, but its f32 rounding is the tie.
+        assert_eq!(
+            f64_to_bf16_bits(f64::from_bits(0x47EF_EFFF_F000_0000)),
+            0x7F80
+        );
+        assert_eq!(
+            f64_to_bf16_bits(f64::from_bits(0x47EF_EFFF_E000_0000)),
+            0x7F7F
+        );
+        assert_eq!(f64_to_bf16_bits(f64::NAN), bf16::NAN);
+        assert_eq!(f64_to_bf16_bits(-1e300), 0xFF80);
+        assert_eq!(f64_to_bf16_bits(-1e-300), 0x8000);
+    }
+
+    #[test]
+    fn wrong_lengths_are_errors() {
+        let mut d = [0u8; 4];
+        assert!(f32_to_bf16(&[0; 7], &mut d).is_err());
+        assert!(f32_to_bf16(&[0; 8], &mut d[..3]).is_err());
+        assert!(f64_to_bf16(&[0; 8], &mut d).is_err());
+        assert!(f16_to_bf16(&[0; 2], &mut d).is_err());
+        assert!(f16_to_bf16(&[], &mut []).is_ok());
+        assert!(f64_to_bf16(&[0; 16], &mut d).is_ok());
+    }
+}

@@ -74,35 +74,44 @@ pub enum QuantScheme {
     /// OCP MX FP4 (E2M1) values, 32 per 16-byte block, with one E8M0 (UE8)
     /// scale byte per block: gpt-oss `*.blocks`/`*.scales`, HF `*_blocks`/`*_scales`.
     Mxfp4,
+    /// F8_E4M3 `weight` [R, C] with an F32 `weight_scale_inv` of one value
+    /// per `rows x cols` tile (DeepSeek-V3 / Kimi-K2: 128 x 128).
+    Fp8Block { rows: u64, cols: u64 },
 }
 
 impl QuantScheme {
     pub fn name(self) -> &'static str {
         match self {
             QuantScheme::Mxfp4 => "mxfp4",
+            QuantScheme::Fp8Block { .. } => "fp8_block",
         }
     }
 
+    /// Values sharing one scale.
     pub fn values_per_block(self) -> u64 {
         match self {
             QuantScheme::Mxfp4 => 32,
+            QuantScheme::Fp8Block { rows, cols } => rows * cols,
+        }
+    }
+
+    /// How the member with `role` is called in headers and manifests.
+    pub fn role_name(self, role: QuantRole) -> &'static str {
+        match (self, role) {
+            (QuantScheme::Mxfp4, QuantRole::Data) => "blocks",
+            (QuantScheme::Mxfp4, QuantRole::Scales) => "scales",
+            (QuantScheme::Fp8Block { .. }, QuantRole::Data) => "weight",
+            (QuantScheme::Fp8Block { .. }, QuantRole::Scales) => "scale_inv",
         }
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuantRole {
-    Blocks,
+    /// The quantized values (MXFP4 blocks, FP8 weight).
+    Data,
+    /// The scales that go with them.
     Scales,
-}
-
-impl QuantRole {
-    pub fn name(self) -> &'static str {
-        match self {
-            QuantRole::Blocks => "blocks",
-            QuantRole::Scales => "scales",
-        }
-    }
 }
 
 /// Everything known about a source.
@@ -184,7 +193,7 @@ pub fn pair_mxfp4(tensors: &mut [Tensor]) {
     for (bi, si) in pairs {
         tensors[bi].quant = Some(Quant {
             scheme: QuantScheme::Mxfp4,
-            role: QuantRole::Blocks,
+            role: QuantRole::Data,
             peer: si,
         });
         tensors[si].quant = Some(Quant {
@@ -198,6 +207,68 @@ pub fn pair_mxfp4(tensors: &mut [Tensor]) {
         if tensors[si].logical == tensors[si].dtype.name() {
             tensors[si].logical = "UE8".into();
         }
+    }
+}
+
+/// Find block-scaled FP8 pairs: `X.weight` (F8_E4M3, [R, C]) with
+/// `X.weight_scale_inv` (F32, [ceil(R/b0), ceil(C/b1)]), where `[b0, b1]` is
+/// the config's `quantization_config.weight_block_size` (default [128, 128]).
+pub fn pair_fp8_block(tensors: &mut [Tensor], config: Option<&Value>) {
+    let block = config
+        .and_then(|c| c.get("quantization_config"))
+        .and_then(|q| q.get("weight_block_size"))
+        .and_then(Value::as_array)
+        .and_then(|a| match a.as_slice() {
+            [r, c] => Some((r.as_u64()?, c.as_u64()?)),
+            _ => None,
+        })
+        .filter(|&(r, c)| r > 0 && c > 0)
+        .unwrap_or((128, 128));
+    let index: HashMap<String, usize> = tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.clone(), i))
+        .collect();
+    let mut pairs = Vec::new();
+    for (wi, w) in tensors.iter().enumerate() {
+        if w.dtype != Dtype::F8_E4M3 || w.shape.len() != 2 || w.quant.is_some() {
+            continue;
+        }
+        let Some(&si) = index.get(&format!("{}_scale_inv", w.name)) else {
+            continue;
+        };
+        let s = &tensors[si];
+        let grid = [w.shape[0].div_ceil(block.0), w.shape[1].div_ceil(block.1)];
+        if s.dtype == Dtype::F32 && s.shape == grid {
+            pairs.push((wi, si));
+        } else {
+            log::warn!(
+                "{} has a {} with dtype {} shape {:?}, not F32 {:?} for {}x{} blocks; left unpaired",
+                w.name,
+                s.name,
+                s.dtype,
+                s.shape,
+                grid,
+                block.0,
+                block.1
+            );
+        }
+    }
+    let scheme = QuantScheme::Fp8Block {
+        rows: block.0,
+        cols: block.1,
+    };
+    for (wi, si) in pairs {
+        tensors[wi].quant = Some(Quant {
+            scheme,
+            role: QuantRole::Data,
+            peer: si,
+        });
+        tensors[si].quant = Some(Quant {
+            scheme,
+            role: QuantRole::Scales,
+            peer: wi,
+        });
     }
 }
 
@@ -238,5 +309,56 @@ mod tests {
         assert!(ts[2].quant.is_some());
         assert!(ts[4].quant.is_none() && ts[5].quant.is_none());
         assert!(ts[6].quant.is_none());
+    }
+}
+
+#[cfg(test)]
+mod fp8_tests {
+    use super::*;
+
+    #[test]
+    fn pairs_fp8_blocks() {
+        let mk = |name: &str, dtype, shape: &[u64]| Tensor {
+            name: name.into(),
+            dtype,
+            logical: dtype.name().into(),
+            shape: shape.to_vec(),
+            file: 0,
+            start: 0,
+            end: 0,
+            quant: None,
+        };
+        let mut ts = vec![
+            mk("a.weight", Dtype::F8_E4M3, &[200, 300]),
+            mk("a.weight_scale_inv", Dtype::F32, &[2, 3]),
+            mk("b.weight", Dtype::F8_E4M3, &[200, 300]),
+            mk("b.weight_scale_inv", Dtype::F32, &[1, 3]),
+        ];
+        pair_fp8_block(&mut ts, None);
+        let q = ts[0].quant.as_ref().unwrap();
+        assert_eq!(q.peer, 1);
+        assert_eq!(
+            q.scheme,
+            QuantScheme::Fp8Block {
+                rows: 128,
+                cols: 128
+            }
+        );
+        assert!(ts[2].quant.is_none());
+        let cfg = serde_json::json!({"quantization_config": {"weight_block_size": [100, 300]}});
+        let mut ts2 = vec![
+            mk("b.weight", Dtype::F8_E4M3, &[200, 300]),
+            mk("b.weight_scale_inv", Dtype::F32, &[2, 1]),
+        ];
+        pair_fp8_block(&mut ts2, Some(&cfg));
+        assert_eq!(
+            ts2[1]
+                .quant
+                .as_ref()
+                .unwrap()
+                .scheme
+                .role_name(QuantRole::Scales),
+            "scale_inv"
+        );
     }
 }

@@ -10,7 +10,7 @@ use crate::view::manifest::manifest;
 /// Print `catalog` as a table (or, with `json`, as the manifest JSON).
 pub fn print(catalog: &Catalog, json: bool, out: &mut impl Write) -> std::io::Result<()> {
     if json {
-        return out.write_all(to_pretty(&manifest(catalog)).as_bytes());
+        return out.write_all(to_pretty(&manifest(catalog, &[])).as_bytes());
     }
     let rows: Vec<[String; 5]> = catalog
         .tensors

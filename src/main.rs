@@ -139,6 +139,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             quiet,
         } => {
             let volume = Volume::open(&source)?;
+            for note in &volume.notes {
+                eprintln!("gyrofs: warning: {note}");
+            }
             let progress = !quiet && std::io::stderr().is_terminal();
             let s = gyrofs::convert::convert(&volume, &view, &outdir, progress)?;
             if !quiet {

@@ -99,30 +99,45 @@ fn spawn_daemon(opts: &MountOptions) -> Result<(), Error> {
     }
     let mut child = cmd.spawn().map_err(|e| Error::io("gyrofs daemon", e))?;
     let stdout = child.stdout.take().expect("stdout is piped");
+    // The daemon speaks one line at a time: `warning: ...` (any number),
+    // then `ready` or `error: ...`.
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    match rx.recv_timeout(READY_TIMEOUT) {
-        Ok(line) if line.trim_end() == "ready" => Ok(()),
-        Ok(line) => {
-            let _ = child.wait();
-            match line.trim_end().strip_prefix("error: ") {
-                Some(msg) => Err(Error::Usage(msg.to_string())),
-                None => Err(Error::Usage(
-                    "the mount daemon exited before the mount was ready (run with -f to see why)"
-                        .into(),
-                )),
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let last = !line.starts_with("warning: ");
+            if tx.send(line).is_err() || last {
+                return;
             }
         }
-        Err(_) => {
-            let _ = child.kill();
-            Err(Error::Usage(format!(
-                "the mount did not answer within {}s",
-                READY_TIMEOUT.as_secs()
-            )))
+    });
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line == "ready" => return Ok(()),
+            Ok(line) if line.starts_with("warning: ") => eprintln!("gyrofs: {line}"),
+            Ok(line) => {
+                let _ = child.wait();
+                return Err(Error::Usage(match line.strip_prefix("error: ") {
+                    Some(msg) => msg.to_string(),
+                    None => format!("unexpected message from the mount daemon: {line}"),
+                }));
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = child.wait();
+                return Err(Error::Usage(
+                    "the mount daemon exited before the mount was ready (run with -f to see why)"
+                        .into(),
+                ));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                return Err(Error::Usage(format!(
+                    "the mount did not answer within {}s",
+                    READY_TIMEOUT.as_secs()
+                )));
+            }
         }
     }
 }
@@ -143,6 +158,12 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     let canonical = std::fs::canonicalize(mountpoint).map_err(|e| Error::io(mountpoint, e))?;
     let started = Instant::now();
     let volume = Arc::new(Volume::open(source)?);
+    for note in &volume.notes {
+        log::warn!("{note}");
+        if notify {
+            println!("warning: {note}");
+        }
+    }
     log::info!(
         "opened {} ({} tensors, {} files in the tree) in {:?}",
         source.display(),

@@ -14,14 +14,20 @@ use crate::view::{self, NodeId, Tree};
 pub struct Volume {
     pub catalog: Catalog,
     pub tree: Tree,
+    /// Views left out for this source, and why (one line each).
+    pub notes: Vec<String>,
 }
 
 impl Volume {
     /// Open SOURCE, read its headers and build every view.
     pub fn open(source: &Path) -> Result<Volume, SourceError> {
         let catalog = crate::source::open(source)?;
-        let tree = view::build(&catalog);
-        Ok(Volume { catalog, tree })
+        let (tree, notes) = view::build(&catalog);
+        Ok(Volume {
+            catalog,
+            tree,
+            notes,
+        })
     }
 
     /// Read from the file `id` (see [`crate::read::read`]). Reading a

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::catalog::{Catalog, SourceFormat, Tensor, pair_mxfp4};
+use crate::catalog::{Catalog, SourceFormat, Tensor, pair_fp8_block, pair_mxfp4};
 use crate::error::{Problem, SourceError};
 use mapped::SourceFile;
 
@@ -260,6 +260,7 @@ fn open_safetensors_set(
     }
 
     pair_mxfp4(&mut tensors);
+    pair_fp8_block(&mut tensors, config.as_ref());
     Ok(Catalog {
         format,
         files,

@@ -181,7 +181,7 @@ pub fn tensor_record(catalog: &Catalog, idx: usize, transform: &str) -> String {
         o.push_str(",\"quant\":{\"peer\":");
         write_str(&mut o, &catalog.tensors[q.peer].name);
         o.push_str(",\"role\":");
-        write_str(&mut o, q.role.name());
+        write_str(&mut o, q.scheme.role_name(q.role));
         o.push_str(",\"scheme\":");
         write_str(&mut o, q.scheme.name());
         o.push_str(&format!(

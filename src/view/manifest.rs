@@ -18,7 +18,7 @@ use crate::view::{ROOT, Tree, VFile};
 pub const NAME: &str = "manifest.json";
 
 /// The manifest as a JSON value (also what `gyrofs ls --json` prints).
-pub fn manifest(catalog: &Catalog) -> Value {
+pub fn manifest(catalog: &Catalog, notes: &[String]) -> Value {
     let tensors: Vec<Value> = catalog
         .tensors
         .iter()
@@ -40,7 +40,7 @@ pub fn manifest(catalog: &Catalog) -> Value {
                     "quant".into(),
                     json!({
                         "peer": catalog.tensors[q.peer].name,
-                        "role": q.role.name(),
+                        "role": q.scheme.role_name(q.role),
                         "scheme": q.scheme.name(),
                         "values_per_block": q.scheme.values_per_block(),
                     }),
@@ -69,10 +69,11 @@ pub fn manifest(catalog: &Catalog) -> Value {
         "tensor_count": catalog.tensors.len(),
         "tensor_bytes": catalog.tensor_bytes(),
         "tensors": tensors,
+        "notes": notes,
     })
 }
 
-pub fn add(tree: &mut Tree, catalog: &Catalog) {
-    let text = to_pretty(&manifest(catalog));
+pub fn add(tree: &mut Tree, catalog: &Catalog, notes: &[String]) {
+    let text = to_pretty(&manifest(catalog, notes));
     tree.add_file(ROOT, NAME, "", VFile::from_bytes(text.into_bytes()));
 }

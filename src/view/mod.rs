@@ -9,10 +9,15 @@
 //!   dequantization, a slice, a transpose) for exactly the requested range.
 //!
 //! One module per view kind adds its part of the tree: `manifest`
-//! (`manifest.json`), `raw` (lossless files). `header` writes the Gyro
-//! safetensors header every virtual safetensors file starts with; `names`
-//! escapes tensor names into file names. Reading is done by `crate::read`.
+//! (`manifest.json`), `raw` (lossless files), `bf16` (dequantized/converted,
+//! with `gpt_oss` bridging the two gpt-oss layouts). `compute` holds the
+//! computed segments; `header` writes the Gyro safetensors header every
+//! virtual safetensors file starts with; `names` escapes tensor names into
+//! file names. Reading is done by `crate::read`.
 
+pub mod bf16;
+pub mod compute;
+pub mod gpt_oss;
 pub mod header;
 pub mod manifest;
 pub mod names;
@@ -283,13 +288,19 @@ impl Tree {
     }
 }
 
-/// Build the whole tree for a catalog.
-pub fn build(catalog: &Catalog) -> Tree {
+/// Build the whole tree for a catalog. Views that cannot be built for this
+/// source are left out; the returned notes say which and why (they also go
+/// into `manifest.json`).
+pub fn build(catalog: &Catalog) -> (Tree, Vec<String>) {
     let mut tree = Tree::new();
-    manifest::add(&mut tree, catalog);
+    let mut notes = Vec::new();
     raw::add(&mut tree, catalog);
+    if let Err(why) = bf16::add(&mut tree, catalog) {
+        notes.push(format!("bf16/ is not available for this source: {why}"));
+    }
+    manifest::add(&mut tree, catalog, &notes);
     tree.finish();
-    tree
+    (tree, notes)
 }
 
 #[cfg(test)]

@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""End-to-end check with transformers (not part of `cargo test`: needs torch).
+
+    /opt/pyref/bin/python scripts/check_transformers.py [SAMPLE]
+
+Mounts SAMPLE (default tests/data/gpt-oss-tiny) and its original/ twin with
+gyrofs, loads `MNT/bf16` of both with `AutoModelForCausalLM.from_pretrained(...,
+dtype=torch.bfloat16)`, and checks that every weight and the logits on a fixed
+prompt are bit-identical to loading the MXFP4 checkpoint itself with transformers
+(which dequantizes on CPU). Exits non-zero on any difference.
+"""
+
+import gc
+import os
+import subprocess
+import sys
+import tempfile
+
+import torch
+from transformers import AutoModelForCausalLM
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+GYROFS = os.path.join(ROOT, "target", "release", "gyrofs")
+
+
+def main():
+    sample = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "tests", "data", "gpt-oss-tiny")
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    ref = AutoModelForCausalLM.from_pretrained(sample, dtype=torch.bfloat16)
+    x = torch.arange(1, 17).reshape(1, -1) % ref.config.vocab_size
+    want = ref(x).logits
+    ok = True
+    for src in (sample, os.path.join(sample, "original")):
+        with tempfile.TemporaryDirectory() as mnt:
+            subprocess.run([GYROFS, "mount", src, mnt], check=True)
+            try:
+                got = AutoModelForCausalLM.from_pretrained(os.path.join(mnt, "bf16"), dtype=torch.bfloat16)
+                a, b = ref.state_dict(), got.state_dict()
+                bad = [k for k in a if k not in b or not torch.equal(a[k].view(torch.int16), b[k].view(torch.int16))]
+                same_logits = torch.equal(want, got(x).logits)
+                print(f"{src}: {len(a) - len(bad)}/{len(a)} weights bit-identical, logits identical: {same_logits}")
+                ok = ok and not bad and same_logits
+                del got, a, b
+                gc.collect()
+            finally:
+                # Lazy: torch may still hold maps of the files until collected.
+                subprocess.run(["umount", "-l", mnt], check=True)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -93,8 +93,76 @@ bench_read() {
     printf "%-52s %8.2f %8.2f\n" "cat MNT/raw/model.safetensors, again (page cache)" "$(echo "$gbs / $fuse_warm / 1000000000" | bc -l)" "$(echo "$base / $fuse_warm" | bc -l)"
 }
 
+bench_bf16() {
+    local layers=${BENCH_READ_LAYERS:-4}
+    local dir=$BENCH_DIR/random-20b-l$layers
+    local py=${BENCH_PYTHON:-/opt/pyref/bin/python}
+    [ -d "$dir" ] || python3 scripts/make_synthetic.py "$dir" --preset 20b --layers "$layers" --fill random
+    echo "## bf16: MXFP4 expert dequantization (gpt-oss-20b shapes, $layers layers)"
+    echo "(BF16 bytes produced per second; the same expert tensors in every row; baseline: transformers'"
+    echo " own CPU dequantization, integrations.mxfp4._convert_moe_packed_tensors, same run)"
+    local files=() out_bytes
+    mount_once "$dir"
+    for f in "$MNT"/bf16/tensors/*experts.gate_up_proj.safetensors "$MNT"/bf16/tensors/*experts.down_proj.safetensors; do
+        files+=("${f#"$MNT"/}")
+    done
+    out_bytes=$(cd "$MNT" && size_of "${files[@]}")
+    umount_wait
+    local base=n/a
+    if "$py" -c "import torch, transformers" 2>/dev/null; then
+        base=$("$py" - "$dir" <<'PY'
+import glob, sys, time, torch
+from safetensors import safe_open
+from transformers.integrations.mxfp4 import _convert_moe_packed_tensors
+torch.set_num_threads(torch.get_num_threads())
+pairs = []
+for shard in sorted(glob.glob(sys.argv[1] + "/*.safetensors")):
+    f = safe_open(shard, "pt")
+    for k in f.keys():
+        if k.endswith("_blocks"):
+            pairs.append((shard, k))
+t = 0.0
+for shard, k in pairs:
+    f = safe_open(shard, "pt")
+    blocks, scales = f.get_tensor(k), f.get_tensor(k.replace("_blocks", "_scales"))
+    t0 = time.perf_counter()
+    out = _convert_moe_packed_tensors(blocks, scales, dtype=torch.bfloat16)
+    t += time.perf_counter() - t0
+    del out
+print(t)
+PY
+)
+    fi
+    # Source cold: nothing in the page cache.
+    drop_caches
+    mount_once "$dir"
+    local cold warm again
+    cold=$( (cd "$MNT" && secs cat "${files[@]}") )
+    umount_wait
+    # Source warm (in the page cache), mount fresh: pure dequantization cost.
+    cat "$dir"/*.safetensors > /dev/null
+    warm=$(for _ in 1 2 3; do mount_once "$dir"; s=$( (cd "$MNT" && secs cat "${files[@]}") ); echo "$s"; umount_wait; done | median)
+    mount_once "$dir"
+    (cd "$MNT" && cat "${files[@]}" > /dev/null)
+    again=$( (cd "$MNT" && secs cat "${files[@]}") )
+    umount_wait
+    local gb
+    gb=$(echo "$out_bytes / 1000000000" | bc -l)
+    printf "%-60s %8s %8s\n" "($(fmt "$gb") GB of BF16 experts)" "GB/s" "ratio"
+    if [ "$base" != n/a ]; then
+        printf "%-60s %8.2f %8s\n" "transformers CPU dequant, source warm (baseline)" "$(echo "$gb / $base" | bc -l)" "1.00"
+    else
+        printf "%-60s %8s\n" "transformers CPU dequant (baseline)" "n/a: no torch+transformers in $py"
+        base=0
+    fi
+    ratio() { if [ "$base" = 0 ]; then echo n/a; else printf "%.2f" "$(echo "$base / $1" | bc -l)"; fi; }
+    printf "%-60s %8.2f %8s\n" "gyrofs: cat MNT/bf16/tensors/*experts*, source cold" "$(echo "$gb / $cold" | bc -l)" "$(ratio "$cold")"
+    printf "%-60s %8.2f %8s\n" "gyrofs: same, source warm, first read (dequantizing)" "$(echo "$gb / $warm" | bc -l)" "$(ratio "$warm")"
+    printf "%-60s %8.2f %8s\n" "gyrofs: same, read again (kernel page cache)" "$(echo "$gb / $again" | bc -l)" "$(ratio "$again")"
+}
+
 sections=("$@")
-[ ${#sections[@]} -gt 0 ] || sections=(mount read)
+[ ${#sections[@]} -gt 0 ] || sections=(mount read bf16)
 command -v bc >/dev/null || { echo "bench.sh needs bc (apt-get install bc)" >&2; exit 1; }
 for s in "${sections[@]}"; do
     "bench_$s"

@@ -9,6 +9,7 @@
 //! Nothing is cached here: every unit is at most one output row, so a read
 //! computes at most two partial units more than it returns, and what it
 //! returns is kept by the kernel's page cache (files open with keep-cache).
+//! Memory use is bounded by the requests in flight.
 
 use std::sync::Arc;
 
@@ -162,8 +163,12 @@ impl Compute for Mxfp4 {
 /// A gpt-oss MXFP4 expert pair dequantized and transposed the way
 /// transformers lays out dense experts: blocks `[E, R, G, 16]` and scales
 /// `[E, R, G]` become BF16 `[E, G * 32, R]` (`gate_up_proj` `[E, H, 2I]`,
-/// `down_proj` `[E, I, H]`). The unit of computation is one output row
-/// (`R` values): a read computes exactly the rows it covers.
+/// `down_proj` `[E, I, H]`).
+///
+/// The unit of computation is one output row (`R` values): a read computes
+/// exactly the rows it covers, reading for every source row the few blocks
+/// of the block columns involved (prefetched, since they are a stride
+/// apart). Caching whole experts instead was measured slower (docs/PERFORMANCE.md).
 #[derive(Debug)]
 pub struct Mxfp4Transposed {
     pub blocks: Extent,
@@ -176,6 +181,18 @@ pub struct Mxfp4Transposed {
 impl Mxfp4Transposed {
     fn cols(&self) -> u64 {
         self.groups * 32
+    }
+
+    /// The source blocks and scales of expert `e`.
+    fn expert_source<'a>(
+        &self,
+        files: &'a [SourceFile],
+        e: u64,
+    ) -> Result<(&'a [u8], &'a [u8]), ReadError> {
+        let n = self.rows * self.groups;
+        let blocks = self.blocks.sub(e * n * 16, n * 16).bytes(files)?;
+        let scales = self.scales.sub(e * n, n).bytes(files)?;
+        Ok((blocks, scales))
     }
 }
 
@@ -196,15 +213,7 @@ impl Compute for Mxfp4Transposed {
                 let e = row / cols;
                 let c0 = (row % cols) as usize;
                 let c1 = ((end - e * cols).min(cols)) as usize;
-                let per_expert_blocks = (r * g * 16) as u64;
-                let blocks = self
-                    .blocks
-                    .sub(e * per_expert_blocks, per_expert_blocks)
-                    .bytes(files)?;
-                let scales = self
-                    .scales
-                    .sub(e * (r * g) as u64, (r * g) as u64)
-                    .bytes(files)?;
+                let (blocks, scales) = self.expert_source(files, e)?;
                 let (now, later) = dst.split_at_mut((c1 - c0) * r * 2);
                 transpose_expert(blocks, scales, r, g, c0, c1, now);
                 dst = later;
@@ -217,6 +226,11 @@ impl Compute for Mxfp4Transposed {
 
 /// Output rows `c0..c1` of one expert: `out[(c - c0) * r + j] =
 /// value(block (j, c / 32), element c % 32)` for every source row `j`.
+///
+/// Works in tiles of 32 source rows x one block column: the tile is decoded
+/// in its natural order into a 2 KiB buffer, then written out transposed,
+/// 32 consecutive values (one cache line) per output row, instead of one
+/// scattered 2-byte store per value.
 fn transpose_expert(
     blocks: &[u8],
     scales: &[u8],
@@ -226,20 +240,54 @@ fn transpose_expert(
     c1: usize,
     out: &mut [u8],
 ) {
+    const JB: usize = 32;
     let (g0, g1) = (c0 / 32, (c1 - 1) / 32);
-    for j in 0..r {
-        for gi in g0..=g1 {
-            let t = &quant::mxfp4::TABLE[scales[j * g + gi] as usize];
-            let blk = &blocks[(j * g + gi) * 16..(j * g + gi) * 16 + 16];
-            let k0 = c0.max(gi * 32) - gi * 32;
-            let k1 = c1.min(gi * 32 + 32) - gi * 32;
+    let mut tile = [[0u16; 32]; JB];
+    // Block column outer: the 32 output rows of a column are written
+    // front to back, and the column's blocks (one per source row, 16 bytes
+    // at a stride of g * 16) stay in L2 for the next column's pass.
+    for gi in g0..=g1 {
+        let k0 = c0.max(gi * 32) - gi * 32;
+        let k1 = c1.min(gi * 32 + 32) - gi * 32;
+        for j0 in (0..r).step_by(JB) {
+            let jn = JB.min(r - j0);
+            for (jj, row) in tile.iter_mut().enumerate().take(jn) {
+                let at = (j0 + jj) * g + gi;
+                prefetch(blocks, (at + PREFETCH_ROWS * g) * 16);
+                let t = &quant::mxfp4::TABLE[scales[at] as usize];
+                let blk = &blocks[at * 16..at * 16 + 16];
+                for (pair, &b) in row.chunks_exact_mut(2).zip(blk) {
+                    pair[0] = t[(b & 15) as usize];
+                    pair[1] = t[(b >> 4) as usize];
+                }
+            }
             for k in k0..k1 {
-                let nibble = (blk[k / 2] >> ((k & 1) * 4)) & 15;
-                let o = ((gi * 32 + k - c0) * r + j) * 2;
-                out[o..o + 2].copy_from_slice(&t[nibble as usize].to_le_bytes());
+                let o = ((gi * 32 + k - c0) * r + j0) * 2;
+                let dst = &mut out[o..o + jn * 2];
+                for (d, row) in dst.chunks_exact_mut(2).zip(&tile) {
+                    d.copy_from_slice(&row[k].to_le_bytes());
+                }
             }
         }
     }
+}
+
+/// Source rows to prefetch ahead: consecutive rows' blocks are `g * 16`
+/// bytes apart, a page apart every few rows, where hardware prefetchers stop.
+const PREFETCH_ROWS: usize = 32;
+
+/// Hint that `data[at]` will be read soon (no-op past the end, or off x86-64).
+#[inline(always)]
+fn prefetch(data: &[u8], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(p) = data.get(at) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: SSE is part of the x86-64 baseline, and a prefetch only
+        // hints the cache; `p` points into `data` in any case.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const u8 as *const i8) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, at);
 }
 
 /// A block-scaled F8_E4M3 weight `[R, C]` with its F32 `weight_scale_inv`

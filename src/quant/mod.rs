@@ -7,5 +7,8 @@
 //! golden files under `tests/data/`.
 //!
 //! - `bf16`: rounding to BF16 (the one rounding step every kernel ends with).
+//! - `ggml`: the ggml / GGUF tensor types (ids, names, block sizes) and their
+//!   dequantization to BF16, bit-exact against `gguf.quants.dequantize`.
 
 pub mod bf16;
+pub mod ggml;

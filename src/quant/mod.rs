@@ -12,6 +12,8 @@
 //! - `mxfp4`: gpt-oss MXFP4 (FP4 E2M1 values, one E8M0 scale per 32) to BF16.
 //! - `fp8`: F8_E4M3 / F8_E5M2 decoding, and DeepSeek-V3 style block-scaled
 //!   F8_E4M3 (with an F32 `weight_scale_inv` grid) to BF16.
+//! - `ggml`: the ggml / GGUF tensor types (ids, names, block sizes) and their
+//!   dequantization to BF16, bit-exact against `gguf.quants.dequantize`.
 //!
 //! Conventions shared by all kernels:
 //! - inputs are little-endian byte slices at any alignment (straight from a
@@ -25,6 +27,7 @@
 pub mod bf16;
 pub mod float;
 pub mod fp8;
+pub mod ggml;
 pub mod mxfp4;
 
 /// Why a kernel refused its arguments. These are caller bugs (the view

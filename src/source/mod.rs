@@ -12,6 +12,7 @@
 //!   `model.safetensors.index.json`, gpt-oss `original/` with `dtypes.json`,
 //!   Hugging Face cache snapshots of symlinks) and side files.
 
+pub mod gguf;
 pub mod mapped;
 pub mod safetensors;
 

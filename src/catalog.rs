@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 
 use crate::dtype::Dtype;
+use crate::quant::ggml::GgmlType;
 use crate::source::mapped::SourceFile;
 
 /// Which kind of checkpoint the catalog was read from.
@@ -21,6 +22,8 @@ pub enum SourceFormat {
     Safetensors,
     /// A gpt-oss `original/` folder: safetensors plus `dtypes.json`.
     GptOssOriginal,
+    /// A `.gguf` file or a split set `name-0000i-of-0000n.gguf`.
+    Gguf,
 }
 
 impl SourceFormat {
@@ -28,6 +31,7 @@ impl SourceFormat {
         match self {
             SourceFormat::Safetensors => "safetensors",
             SourceFormat::GptOssOriginal => "gpt-oss-original",
+            SourceFormat::Gguf => "gguf",
         }
     }
 }
@@ -48,9 +52,29 @@ pub struct Tensor {
     pub start: u64,
     pub end: u64,
     pub quant: Option<Quant>,
+    /// For GGUF tensors: the ggml type and the logical (numpy-order) shape.
+    /// Quantized types are stored as U8 rows of whole blocks, so `shape` is
+    /// then the logical shape with its last axis counted in bytes.
+    pub ggml: Option<Ggml>,
+}
+
+/// The ggml view of a GGUF tensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ggml {
+    pub ty: GgmlType,
+    pub shape: Vec<u64>,
 }
 
 impl Tensor {
+    /// The shape of the values (a GGUF tensor's logical shape; otherwise the
+    /// stored shape).
+    pub fn logical_shape(&self) -> &[u64] {
+        match &self.ggml {
+            Some(g) => &g.shape,
+            None => &self.shape,
+        }
+    }
+
     pub fn len(&self) -> u64 {
         self.end - self.start
     }
@@ -129,6 +153,8 @@ pub struct Catalog {
     pub side_files: Vec<usize>,
     /// The parsed `config.json`, if the source has one.
     pub config: Option<Value>,
+    /// A GGUF source's key/value metadata (all of it), as JSON.
+    pub gguf_metadata: Option<Value>,
 }
 
 impl Catalog {
@@ -286,6 +312,7 @@ mod tests {
             start: 0,
             end: 0,
             quant: None,
+            ggml: None,
         }
     }
 
@@ -327,6 +354,7 @@ mod fp8_tests {
             start: 0,
             end: 0,
             quant: None,
+            ggml: None,
         };
         let mut ts = vec![
             mk("a.weight", Dtype::F8_E4M3, &[200, 300]),

@@ -20,7 +20,7 @@ pub fn print(catalog: &Catalog, json: bool, out: &mut impl Write) -> std::io::Re
                 t.name.clone(),
                 t.dtype.name().to_string(),
                 t.logical.clone(),
-                ShapeDisplay(&t.shape).to_string(),
+                ShapeDisplay(t.logical_shape()).to_string(),
                 t.len().to_string(),
             ]
         })

@@ -8,11 +8,14 @@
 //!
 //! - `mapped`: read-only memory maps with change detection.
 //! - `safetensors`: header parser and validator.
+//! - `gguf`: GGUF header parser and validator; `gguf_set`: GGUF files and
+//!   split sets into a catalog.
 //! - this module: folder layouts (single file, shards with or without
 //!   `model.safetensors.index.json`, gpt-oss `original/` with `dtypes.json`,
 //!   Hugging Face cache snapshots of symlinks) and side files.
 
 pub mod gguf;
+mod gguf_set;
 pub mod mapped;
 pub mod safetensors;
 
@@ -52,6 +55,9 @@ pub fn open(path: &Path) -> Result<Catalog, SourceError> {
     if meta.is_dir() {
         open_dir(path)
     } else if meta.is_file() {
+        if is_gguf(path) {
+            return gguf_set::open_file(path);
+        }
         let name = file_name(path);
         open_safetensors_set(
             SourceFormat::Safetensors,
@@ -62,6 +68,18 @@ pub fn open(path: &Path) -> Result<Catalog, SourceError> {
     } else {
         Err(SourceError::invalid(path, "not a file or a folder"))
     }
+}
+
+/// A `.gguf` file, by extension or by its magic.
+fn is_gguf(path: &Path) -> bool {
+    if path.extension().is_some_and(|e| e == "gguf") {
+        return true;
+    }
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && &magic == b"GGUF"
 }
 
 fn file_name(path: &Path) -> String {
@@ -109,9 +127,16 @@ fn open_dir(dir: &Path) -> Result<Catalog, SourceError> {
             .collect()
     };
     if shard_names.is_empty() {
+        let ggufs: Vec<&String> = names
+            .iter()
+            .filter(|n| extension(n) == Some("gguf"))
+            .collect();
+        if !ggufs.is_empty() {
+            return gguf_set::open_dir(dir, &ggufs);
+        }
         return Err(SourceError::invalid(
             dir,
-            "no checkpoint found (looked for *.safetensors and model.safetensors.index.json)",
+            "no checkpoint found (looked for *.safetensors, model.safetensors.index.json and *.gguf)",
         ));
     }
     let side: Vec<String> = names
@@ -216,6 +241,7 @@ fn open_safetensors_set(
                 start: t.start,
                 end: t.end,
                 quant: None,
+                ggml: None,
             });
         }
         files.push(file);
@@ -269,6 +295,7 @@ fn open_safetensors_set(
         tensors,
         side_files,
         config,
+        gguf_metadata: None,
     })
 }
 

@@ -26,7 +26,7 @@ use crate::catalog::{Catalog, QuantRole, QuantScheme, SourceFormat};
 use crate::dtype::Dtype;
 use crate::json::{to_canonical, to_pretty};
 use crate::quant::fp8::BlockScaled;
-use crate::view::compute::{Cast, Extent, Fp8Block, Mxfp4, Mxfp4Transposed};
+use crate::view::compute::{Cast, Extent, Fp8Block, GgmlDequant, Mxfp4, Mxfp4Transposed};
 use crate::view::gpt_oss::{self, HfName, QkvRows};
 use crate::view::header::{Entry, IDENTITY, safetensors_file, source_json, tensor_record};
 use crate::view::names::escape;
@@ -55,8 +55,10 @@ pub fn is_gpt_oss(catalog: &Catalog) -> bool {
             == Some("gpt_oss")
 }
 
-/// Every tensor of the BF16 view, in source order.
-pub fn tensors(catalog: &Catalog) -> Result<Vec<Bf16Tensor>, String> {
+/// Every tensor of the BF16 view, in source order. Tensors that cannot be
+/// converted (GGUF types without a dequantizer) are left out, each with a
+/// line in `notes`.
+pub fn tensors(catalog: &Catalog, notes: &mut Vec<String>) -> Result<Vec<Bf16Tensor>, String> {
     let gpt_oss = is_gpt_oss(catalog);
     let original = catalog.format == SourceFormat::GptOssOriginal;
     let qkv = if original {
@@ -108,6 +110,16 @@ pub fn tensors(catalog: &Catalog) -> Result<Vec<Bf16Tensor>, String> {
                 };
                 out.push(fp8_block(catalog, i, q.peer, name, (rows, cols))?);
             }
+            None if t.ggml.as_ref().is_some_and(|g| g.ty.is_quantized()) => {
+                match ggml(catalog, i) {
+                    Some(b) => out.push(b),
+                    None => notes.push(format!(
+                        "bf16/ leaves out tensor '{}': gyrofs cannot dequantize ggml type {} (it is in raw/)",
+                        t.name,
+                        t.logical
+                    )),
+                }
+            }
             None => out.push(elementwise(catalog, i, name)),
         }
     }
@@ -149,6 +161,31 @@ fn elementwise(catalog: &Catalog, idx: usize, name: String) -> Bf16Tensor {
         },
         sources: vec![idx],
     }
+}
+
+/// A GGUF block-quantized tensor dequantized to BF16 in its logical shape,
+/// or `None` if its type has no dequantizer.
+fn ggml(catalog: &Catalog, idx: usize) -> Option<Bf16Tensor> {
+    let t = &catalog.tensors[idx];
+    let g = t.ggml.as_ref()?;
+    if !crate::quant::ggml::can_dequantize(g.ty) {
+        return None;
+    }
+    let c = GgmlDequant {
+        src: Extent::of(t),
+        ty: g.ty,
+    };
+    let transform = json!({"kind": "dequant", "scheme": "ggml", "type": g.ty.name(), "to": "BF16"});
+    Some(Bf16Tensor {
+        entry: Entry {
+            name: t.name.clone(),
+            dtype: Dtype::BF16,
+            shape: g.shape.clone(),
+            record: record(catalog, idx, transform),
+            data: vec![Segment::Computed(Arc::new(c))],
+        },
+        sources: vec![idx],
+    })
 }
 
 /// Rows `start..start + len` (axis 0) of tensor `idx`, as BF16.
@@ -321,9 +358,10 @@ pub fn shard(tensors: &[Bf16Tensor], max: u64) -> Vec<Vec<usize>> {
 }
 
 /// Add `bf16/` to the tree. On a source the view cannot be built for, the
-/// reason is returned and the view is left out.
-pub fn add(tree: &mut Tree, catalog: &Catalog) -> Result<(), String> {
-    let tensors = tensors(catalog)?;
+/// reason is returned and the view is left out; tensors left out of it are
+/// named in `notes`.
+pub fn add(tree: &mut Tree, catalog: &Catalog, notes: &mut Vec<String>) -> Result<(), String> {
+    let tensors = tensors(catalog, notes)?;
     let config = config(catalog)?;
     let dir = tree.dir_path("bf16");
 

@@ -316,6 +316,31 @@ impl Compute for Fp8Block {
     }
 }
 
+/// A GGUF block-quantized tensor dequantized to BF16 (same element order):
+/// block `i` of the source (`type_size` bytes) gives output elements
+/// `i * block_size ..`, exactly `gguf.quants.dequantize` rounded to BF16.
+#[derive(Debug)]
+pub struct GgmlDequant {
+    pub src: Extent,
+    pub ty: quant::ggml::GgmlType,
+}
+
+impl Compute for GgmlDequant {
+    fn len(&self) -> u64 {
+        self.src.len / self.ty.type_size() * self.ty.block_size() * 2
+    }
+
+    fn read_at(&self, files: &[SourceFile], offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+        let (bs, ts) = (self.ty.block_size(), self.ty.type_size());
+        by_units(offset, out, bs * 2, |first, buf| {
+            let n = buf.len() as u64 / (bs * 2);
+            let blocks = self.src.sub(first * ts, n * ts).bytes(files)?;
+            quant::ggml::dequantize(self.ty, blocks, buf)
+                .map_err(|e| ReadError::Compute(e.to_string()))
+        })
+    }
+}
+
 /// A window `[offset, offset + len)` of another computed output (an
 /// expert's slice of a dequantized tensor, a row range).
 #[derive(Debug)]

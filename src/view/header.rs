@@ -168,14 +168,29 @@ pub fn source_json(catalog: &Catalog, files: impl IntoIterator<Item = usize>) ->
 
 /// The canonical `gyro.tensors` record of source tensor `idx` under
 /// `transform` (itself canonical JSON):
-/// `{"logical_dtype", ["quant": {"peer","role","scheme","values_per_block"}],
+/// `{["ggml": {"block_size","shape","type","type_id","type_size"}],
+/// "logical_dtype", ["quant": {"peer","role","scheme","values_per_block"}],
 /// "source": {"dtype","file","name","offsets","shape"}, "transform"}`.
 /// Written directly, keys already in canonical order: mounts of models with
 /// 100k tensors build hundreds of thousands of these.
 pub fn tensor_record(catalog: &Catalog, idx: usize, transform: &str) -> String {
     let t = &catalog.tensors[idx];
     let mut o = String::with_capacity(256 + 2 * t.name.len());
-    o.push_str("{\"logical_dtype\":");
+    o.push('{');
+    if let Some(g) = &t.ggml {
+        o.push_str(&format!(
+            "\"ggml\":{{\"block_size\":{},\"shape\":",
+            g.ty.block_size()
+        ));
+        push_u64s(&mut o, &g.shape);
+        o.push_str(&format!(
+            ",\"type\":\"{}\",\"type_id\":{},\"type_size\":{}}},",
+            g.ty.name(),
+            g.ty.id(),
+            g.ty.type_size()
+        ));
+    }
+    o.push_str("\"logical_dtype\":");
     write_str(&mut o, &t.logical);
     if let Some(q) = &t.quant {
         o.push_str(",\"quant\":{\"peer\":");

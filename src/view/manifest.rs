@@ -1,4 +1,5 @@
-//! `manifest.json`: the whole catalog, for people and scripts.
+//! `manifest.json`: the whole catalog, for people and scripts (and, for a
+//! GGUF source, `gguf_metadata.json`: its key/value metadata in full).
 //!
 //! Pretty, canonical JSON (sorted keys, two-space indent) with the source's
 //! format and files, its parsed `config.json`, and every tensor: name, stored
@@ -28,6 +29,9 @@ pub fn manifest(catalog: &Catalog, notes: &[String]) -> Value {
             o.insert("dtype".into(), json!(t.dtype.name()));
             o.insert("logical_dtype".into(), json!(t.logical));
             o.insert("shape".into(), json!(t.shape));
+            if let Some(g) = &t.ggml {
+                o.insert("logical_shape".into(), json!(g.shape));
+            }
             o.insert("bytes".into(), json!(t.len()));
             o.insert("file".into(), json!(catalog.files[t.file].name));
             o.insert("offset".into(), json!(t.start));
@@ -62,7 +66,7 @@ pub fn manifest(catalog: &Catalog, notes: &[String]) -> Value {
             json!({"name": f.name, "size": f.len, "role": role})
         })
         .collect();
-    json!({
+    let mut m = json!({
         "gyro_version": GYRO_VERSION,
         "source": {"format": catalog.format.name(), "files": files},
         "config": catalog.config.clone().unwrap_or(Value::Null),
@@ -70,10 +74,47 @@ pub fn manifest(catalog: &Catalog, notes: &[String]) -> Value {
         "tensor_bytes": catalog.tensor_bytes(),
         "tensors": tensors,
         "notes": notes,
-    })
+    });
+    if let Some(g) = &catalog.gguf_metadata {
+        m["gguf"] = summarize(g);
+    }
+    m
 }
+
+/// Arrays longer than this are summarised in the manifest (the whole
+/// metadata is in `gguf_metadata.json`).
+const SUMMARY_ITEMS: usize = 16;
+
+/// GGUF metadata with long arrays (tokenizer vocabularies, merges) replaced
+/// by `{"gyro_summary": "array", "len": N, "first": [the first 16]}`.
+fn summarize(v: &Value) -> Value {
+    match v {
+        Value::Array(items) if items.len() > SUMMARY_ITEMS => json!({
+            "gyro_summary": "array",
+            "len": items.len(),
+            "first": items[..SUMMARY_ITEMS].iter().map(summarize).collect::<Vec<_>>(),
+        }),
+        Value::Array(items) => Value::Array(items.iter().map(summarize).collect()),
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (k.clone(), summarize(v))).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+/// Name of the file holding a GGUF source's whole key/value metadata.
+pub const GGUF_METADATA: &str = "gguf_metadata.json";
 
 pub fn add(tree: &mut Tree, catalog: &Catalog, notes: &[String]) {
     let text = to_pretty(&manifest(catalog, notes));
     tree.add_file(ROOT, NAME, "", VFile::from_bytes(text.into_bytes()));
+    if let Some(g) = &catalog.gguf_metadata {
+        let text = to_pretty(g);
+        tree.add_file(
+            ROOT,
+            GGUF_METADATA,
+            "",
+            VFile::from_bytes(text.into_bytes()),
+        );
+    }
 }

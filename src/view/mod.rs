@@ -295,7 +295,7 @@ pub fn build(catalog: &Catalog) -> (Tree, Vec<String>) {
     let mut tree = Tree::new();
     let mut notes = Vec::new();
     raw::add(&mut tree, catalog);
-    if let Err(why) = bf16::add(&mut tree, catalog) {
+    if let Err(why) = bf16::add(&mut tree, catalog, &mut notes) {
         notes.push(format!("bf16/ is not available for this source: {why}"));
     }
     manifest::add(&mut tree, catalog, &notes);

@@ -290,3 +290,79 @@ pub fn convert(src: &Path, view: &str) -> tempfile::TempDir {
     );
     out
 }
+
+/// A GGUF key/value for [`write_gguf`].
+pub enum Kv {
+    U16(u16),
+    I32(i32),
+    U32(u32),
+    Str(&'static str),
+}
+
+/// A GGUF tensor for [`write_gguf`]: name, ggml type id, ggml dims (fastest
+/// first), raw bytes.
+pub struct GT {
+    pub name: String,
+    pub ty: u32,
+    pub dims: Vec<u64>,
+    pub data: Vec<u8>,
+}
+
+/// Write a little-endian GGUF v3 file (alignment 32), the way llama.cpp does.
+pub fn write_gguf(path: &Path, kvs: &[(&str, Kv)], tensors: &[GT]) {
+    let mut b = Vec::new();
+    let s = |b: &mut Vec<u8>, x: &str| {
+        b.extend_from_slice(&(x.len() as u64).to_le_bytes());
+        b.extend_from_slice(x.as_bytes());
+    };
+    b.extend_from_slice(b"GGUF");
+    b.extend_from_slice(&3u32.to_le_bytes());
+    b.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    b.extend_from_slice(&(kvs.len() as u64).to_le_bytes());
+    for (k, v) in kvs {
+        s(&mut b, k);
+        match v {
+            Kv::U16(x) => {
+                b.extend_from_slice(&2u32.to_le_bytes());
+                b.extend_from_slice(&x.to_le_bytes());
+            }
+            Kv::U32(x) => {
+                b.extend_from_slice(&4u32.to_le_bytes());
+                b.extend_from_slice(&x.to_le_bytes());
+            }
+            Kv::I32(x) => {
+                b.extend_from_slice(&5u32.to_le_bytes());
+                b.extend_from_slice(&x.to_le_bytes());
+            }
+            Kv::Str(x) => {
+                b.extend_from_slice(&8u32.to_le_bytes());
+                s(&mut b, x);
+            }
+        }
+    }
+    let mut off = 0u64;
+    let mut offsets = Vec::new();
+    for t in tensors {
+        offsets.push(off);
+        off += (t.data.len() as u64).div_ceil(32) * 32;
+    }
+    for (t, o) in tensors.iter().zip(&offsets) {
+        s(&mut b, &t.name);
+        b.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+        for d in &t.dims {
+            b.extend_from_slice(&d.to_le_bytes());
+        }
+        b.extend_from_slice(&t.ty.to_le_bytes());
+        b.extend_from_slice(&o.to_le_bytes());
+    }
+    while b.len() % 32 != 0 {
+        b.push(0);
+    }
+    for t in tensors {
+        b.extend_from_slice(&t.data);
+        while b.len() % 32 != 0 {
+            b.push(0);
+        }
+    }
+    std::fs::write(path, b).unwrap();
+}

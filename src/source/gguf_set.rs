@@ -1,0 +1,193 @@
+//! GGUF sources: one `.gguf` file or a split set, into a catalog.
+//!
+//! A split set is `NAME-00001-of-0000N.gguf` ... `NAME-0000N-of-0000N.gguf`
+//! (llama.cpp's `gguf-split`); naming any of its files, or the folder that
+//! holds it, mounts the whole set as one model. Every file must be present,
+//! and when a file carries `split.no` / `split.count` they must agree with
+//! its name. Tensor names are unique across the set.
+//!
+//! GGUF tensors enter the catalog with their numpy-order shape. Types stored
+//! one value per element (F32, F16, BF16, F64, I8..I64) keep their dtype;
+//! block-quantized types are stored as U8 rows of whole blocks (the logical
+//! shape with its last axis in bytes), their ggml type and logical shape
+//! recorded beside (`Tensor::ggml`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use crate::catalog::{Catalog, Ggml, SourceFormat, Tensor};
+use crate::error::{Problem, SourceError};
+use crate::source::gguf::{self, GgufTensor};
+use crate::source::mapped::SourceFile;
+
+/// `(prefix, number, count)` of a split file name `prefix-0000i-of-0000n.gguf`.
+fn split_name(name: &str) -> Option<(&str, u32, u32)> {
+    let stem = name.strip_suffix(".gguf")?;
+    let (rest, count) = stem.rsplit_once("-of-")?;
+    let (prefix, no) = rest.rsplit_once('-')?;
+    let digits = |s: &str| s.len() == 5 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(no) || !digits(count) {
+        return None;
+    }
+    let (no, count) = (no.parse().ok()?, count.parse().ok()?);
+    (no >= 1 && no <= count).then_some((prefix, no, count))
+}
+
+fn name_of(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Open a `.gguf` file (and the rest of its split set, if it is one).
+pub fn open_file(path: &Path) -> Result<Catalog, SourceError> {
+    let name = name_of(path);
+    match split_name(&name) {
+        Some((prefix, _, count)) => {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            open_set(set_files(dir, prefix, count))
+        }
+        None => open_set(vec![(path.to_path_buf(), name)]),
+    }
+}
+
+/// Open the GGUF model in a folder whose `.gguf` files are `ggufs`: one
+/// file, or one split set.
+pub fn open_dir(dir: &Path, ggufs: &[&String]) -> Result<Catalog, SourceError> {
+    let sets: BTreeMap<(&str, u32), usize> =
+        ggufs
+            .iter()
+            .filter_map(|n| split_name(n))
+            .fold(BTreeMap::new(), |mut m, (p, _, c)| {
+                *m.entry((p, c)).or_default() += 1;
+                m
+            });
+    let singles: Vec<&&String> = ggufs.iter().filter(|n| split_name(n).is_none()).collect();
+    match (sets.len(), singles.len()) {
+        (0, 1) => open_set(vec![(dir.join(singles[0]), singles[0].to_string())]),
+        (1, 0) => {
+            let (&(prefix, count), _) = sets.iter().next().expect("one set");
+            open_set(set_files(dir, prefix, count))
+        }
+        _ => {
+            let list: Vec<&str> = ggufs.iter().map(|s| s.as_str()).collect();
+            Err(SourceError::invalid(
+                dir,
+                format!(
+                    "holds several GGUF models ({}); name the one to mount",
+                    list.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+fn set_files(dir: &Path, prefix: &str, count: u32) -> Vec<(PathBuf, String)> {
+    (1..=count)
+        .map(|i| {
+            let n = format!("{prefix}-{i:05}-of-{count:05}.gguf");
+            (dir.join(&n), n)
+        })
+        .collect()
+}
+
+fn open_set(files: Vec<(PathBuf, String)>) -> Result<Catalog, SourceError> {
+    let count = files.len() as u64;
+    let mut mapped = Vec::new();
+    let mut tensors = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut metadata = None;
+    for (i, (path, name)) in files.iter().enumerate() {
+        if !path.exists() {
+            return Err(SourceError::invalid(
+                path,
+                format!("missing: part {} of the {count}-file GGUF split set", i + 1),
+            ));
+        }
+        let file = SourceFile::open(path, name.clone())?;
+        let header = gguf::parse(&file)?;
+        if count > 1 {
+            let check = |key: &str, want: u64| match header.get(key).and_then(|v| v.as_u64()) {
+                Some(v) if v != want => Err(SourceError::invalid(
+                    path,
+                    format!("{key} is {v}, but the file name says {want}"),
+                )),
+                _ => Ok(()),
+            };
+            check("split.count", count)?;
+            check("split.no", i as u64)?;
+        }
+        for t in &header.tensors {
+            if let Some(&other) = seen.get(&t.name) {
+                return Err(SourceError::new(
+                    path,
+                    Problem::DuplicateTensor {
+                        tensor: t.name.clone(),
+                        first: files[other].1.clone(),
+                        second: name.clone(),
+                    },
+                ));
+            }
+            seen.insert(t.name.clone(), i);
+            tensors.push(tensor(t, i));
+        }
+        if metadata.is_none() {
+            metadata = Some(header.metadata_json());
+        }
+        mapped.push(file);
+    }
+    let n = mapped.len();
+    Ok(Catalog {
+        format: SourceFormat::Gguf,
+        files: mapped,
+        file_metadata: vec![BTreeMap::new(); n],
+        tensors,
+        side_files: Vec::new(),
+        config: None,
+        gguf_metadata: metadata,
+    })
+}
+
+/// A GGUF tensor info as a catalog tensor (its extent was validated by the
+/// parser: whole blocks per row, inside the file, no overlap).
+fn tensor(t: &GgufTensor, file: usize) -> Tensor {
+    let logical = t.shape();
+    let (dtype, shape) = match t.ggml_type.plain_dtype() {
+        Some(d) => (d, logical.clone()),
+        None => {
+            let mut s = logical.clone();
+            if let Some(last) = s.last_mut() {
+                *last = *last / t.ggml_type.block_size() * t.ggml_type.type_size();
+            }
+            (crate::dtype::Dtype::U8, s)
+        }
+    };
+    Tensor {
+        name: t.name.clone(),
+        dtype,
+        logical: t.ggml_type.name().to_string(),
+        shape,
+        file,
+        start: t.offset,
+        end: t.end(),
+        quant: None,
+        ggml: Some(Ggml {
+            ty: t.ggml_type,
+            shape: logical,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_names() {
+        assert_eq!(split_name("m-00001-of-00003.gguf"), Some(("m", 1, 3)));
+        assert_eq!(split_name("a-b-00003-of-00003.gguf"), Some(("a-b", 3, 3)));
+        assert_eq!(split_name("m-00004-of-00003.gguf"), None);
+        assert_eq!(split_name("m-1-of-3.gguf"), None);
+        assert_eq!(split_name("m.gguf"), None);
+    }
+}

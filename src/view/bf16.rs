@@ -357,15 +357,13 @@ pub fn shard(tensors: &[Bf16Tensor], max: u64) -> Vec<Vec<usize>> {
     shards
 }
 
-/// Add `bf16/` to the tree. On a source the view cannot be built for, the
-/// reason is returned and the view is left out; tensors left out of it are
-/// named in `notes`.
-pub fn add(tree: &mut Tree, catalog: &Catalog, notes: &mut Vec<String>) -> Result<(), String> {
-    let tensors = tensors(catalog, notes)?;
+/// Add `bf16/` (made of `tensors`) to the tree. On a source the view cannot
+/// be built for, the reason is returned and nothing is added.
+pub fn add(tree: &mut Tree, catalog: &Catalog, tensors: &[Bf16Tensor]) -> Result<(), String> {
     let config = config(catalog)?;
     let dir = tree.dir_path("bf16");
 
-    let shards = shard(&tensors, MAX_SHARD_BYTES);
+    let shards = shard(tensors, MAX_SHARD_BYTES);
     let n = shards.len();
     let mut weight_map = BTreeMap::new();
     let mut total = 0u64;
@@ -415,7 +413,7 @@ pub fn add(tree: &mut Tree, catalog: &Catalog, notes: &mut Vec<String>) -> Resul
     }
 
     let tdir = tree.dir(dir, "tensors");
-    for t in &tensors {
+    for t in tensors {
         let source = source_json(catalog, files_of(catalog, &[t]));
         let file = safetensors_file("bf16/tensors", &source, vec![t.entry.clone()]);
         tree.add_file(tdir, &escape(&t.entry.name, EXT), EXT, file);

@@ -10,13 +10,15 @@
 //!
 //! One module per view kind adds its part of the tree: `manifest`
 //! (`manifest.json`), `raw` (lossless files), `bf16` (dequantized/converted,
-//! with `gpt_oss` bridging the two gpt-oss layouts). `compute` holds the
+//! with `gpt_oss` bridging the two gpt-oss layouts), `experts` (one file per
+//! MoE expert, in `raw/` and `bf16/`). `compute` holds the
 //! computed segments; `header` writes the Gyro safetensors header every
 //! virtual safetensors file starts with; `names` escapes tensor names into
 //! file names. Reading is done by `crate::read`.
 
 pub mod bf16;
 pub mod compute;
+pub mod experts;
 pub mod gpt_oss;
 pub mod header;
 pub mod manifest;
@@ -61,6 +63,29 @@ impl Segment {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes `[offset, offset + len)` of this segment, as a segment (a
+    /// computed one becomes a window on the same computation).
+    pub fn slice(&self, offset: u64, len: u64) -> Segment {
+        debug_assert!(offset + len <= self.len());
+        match self {
+            Segment::Bytes(b) => {
+                Segment::Bytes(Arc::from(&b[offset as usize..(offset + len) as usize]))
+            }
+            Segment::Source {
+                file, offset: o, ..
+            } => Segment::Source {
+                file: *file,
+                offset: o + offset,
+                len,
+            },
+            Segment::Computed(c) => Segment::Computed(Arc::new(compute::Window {
+                inner: c.clone(),
+                offset,
+                len,
+            })),
+        }
     }
 
     /// A whole source file, passed through unchanged.
@@ -295,8 +320,29 @@ pub fn build(catalog: &Catalog) -> (Tree, Vec<String>) {
     let mut tree = Tree::new();
     let mut notes = Vec::new();
     raw::add(&mut tree, catalog);
-    if let Err(why) = bf16::add(&mut tree, catalog, &mut notes) {
-        notes.push(format!("bf16/ is not available for this source: {why}"));
+    let moe = experts::moe(catalog);
+    if let Some(moe) = moe {
+        let entries: Vec<_> = (0..catalog.tensors.len())
+            .map(|i| (raw::entry(catalog, i), vec![catalog.tensors[i].file]))
+            .collect();
+        experts::add(&mut tree, catalog, "raw", &entries, moe);
+    }
+    let built = bf16::tensors(catalog, &mut notes)
+        .and_then(|ts| bf16::add(&mut tree, catalog, &ts).map(|()| ts));
+    match built {
+        Ok(ts) => {
+            if let Some(moe) = moe {
+                let entries: Vec<_> = ts
+                    .into_iter()
+                    .map(|t| {
+                        let files = t.sources.iter().map(|&s| catalog.tensors[s].file).collect();
+                        (t.entry, files)
+                    })
+                    .collect();
+                experts::add(&mut tree, catalog, "bf16", &entries, moe);
+            }
+        }
+        Err(why) => notes.push(format!("bf16/ is not available for this source: {why}")),
     }
     manifest::add(&mut tree, catalog, &notes);
     tree.finish();

@@ -161,8 +161,66 @@ PY
     printf "%-60s %8.2f %8s\n" "gyrofs: same, read again (kernel page cache)" "$(echo "$gb / $again" | bc -l)" "$(ratio "$again")"
 }
 
+bench_experts() {
+    local layers=${BENCH_READ_LAYERS:-4}
+    local dir=$BENCH_DIR/random-20b-l$layers
+    local py=${BENCH_PYTHON:-/opt/pyref/bin/python}
+    [ -d "$dir" ] || python3 scripts/make_synthetic.py "$dir" --preset 20b --layers "$layers" --fill random
+    local f=layer_02_expert_017.safetensors
+    echo "## experts: open + read one expert file (gpt-oss-20b shapes, $layers layers x 32 experts)"
+    echo "(ms, median of 3; cold = page cache dropped before a fresh mount; warm = source cached, fresh mount;"
+    echo " baseline: safetensors safe_open + get_slice(...)[17] of the same tensors, and for bf16 also"
+    echo " transformers' _convert_moe_packed_tensors on that expert, same run)"
+    local raw_cold raw_warm bf_cold bf_warm base_raw=n/a base_bf=n/a
+    one() { drop_caches; mount_once "$dir"; s=$(secs cat "$MNT/$1/experts/$f"); umount_wait; echo "$s * 1000" | bc -l; }
+    raw_cold=$(for _ in 1 2 3; do one raw; done | median)
+    bf_cold=$(for _ in 1 2 3; do one bf16; done | median)
+    cat "$dir"/*.safetensors > /dev/null
+    warm() { mount_once "$dir"; s=$(secs cat "$MNT/$1/experts/$f"); umount_wait; echo "$s * 1000" | bc -l; }
+    raw_warm=$(for _ in 1 2 3; do warm raw; done | median)
+    bf_warm=$(for _ in 1 2 3; do warm bf16; done | median)
+    if "$py" -c "import torch, transformers, safetensors" 2>/dev/null; then
+        read -r base_raw base_bf < <("$py" - "$dir" <<'PY'
+import glob, json, sys, time, torch
+from safetensors import safe_open
+from transformers.integrations.mxfp4 import _convert_moe_packed_tensors
+d = sys.argv[1]
+wm = json.load(open(d + "/model.safetensors.index.json"))["weight_map"]
+names = [n for n in wm if n.startswith("model.layers.2.mlp.experts.")]
+def run(deq):
+    t0 = time.perf_counter()
+    got = {}
+    for n in names:
+        with safe_open(f"{d}/{wm[n]}", "pt") as f:
+            got[n] = f.get_slice(n)[17].clone()  # clone: make sure the bytes are read
+    if deq:
+        for n in names:
+            if n.endswith("_blocks"):
+                s = n.replace("_blocks", "_scales")
+                _convert_moe_packed_tensors(got[n][None], got[s][None], dtype=torch.bfloat16)
+    return (time.perf_counter() - t0) * 1000
+raw = sorted(run(False) for _ in range(3))[1]
+bf = sorted(run(True) for _ in range(3))[1]
+print(f"{raw:.1f} {bf:.1f}")
+PY
+)
+    fi
+    printf "%-58s %10s %10s %14s\n" "" "cold ms" "warm ms" "warm baseline"
+    printf "%-58s %10.1f %10.1f %14s\n" "raw/experts/$f (lossless)" "$raw_cold" "$raw_warm" "$base_raw"
+    printf "%-58s %10.1f %10.1f %14s\n" "bf16/experts/$f (dequantized)" "$bf_cold" "$bf_warm" "$base_bf"
+
+    echo "daemon memory after reading every bf16 expert file (cat bf16/experts/layer_*; RssFile is the"
+    echo "source's page-cache pages mapped by the daemon, reclaimable; RssAnon is gyrofs's own memory):"
+    mount_once "$dir"
+    local pid
+    pid=$(pgrep -f "gyrofs mount .*$MNT" | head -1)
+    cat "$MNT"/bf16/experts/layer_* > /dev/null
+    grep -E "VmHWM|RssAnon|RssFile" "/proc/$pid/status" | tr -s ' ' | sed 's/^/    /'
+    umount_wait
+}
+
 sections=("$@")
-[ ${#sections[@]} -gt 0 ] || sections=(mount read bf16)
+[ ${#sections[@]} -gt 0 ] || sections=(mount read bf16 experts)
 command -v bc >/dev/null || { echo "bench.sh needs bc (apt-get install bc)" >&2; exit 1; }
 for s in "${sections[@]}"; do
     "bench_$s"

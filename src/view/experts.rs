@@ -21,13 +21,13 @@
 //! layer, then expert: `layer_00_expert_000.safetensors`. Specified in
 //! docs/VIEWS.md.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Value, json};
 
 use crate::catalog::{Catalog, SourceFormat};
 use crate::dtype::numel;
-use crate::json::{to_canonical, to_pretty};
+use crate::json::to_pretty;
 use crate::view::header::{Entry, safetensors_file, source_json};
 use crate::view::{Segment, Tree, VFile};
 
@@ -137,73 +137,83 @@ fn expert_slice(entry: &Entry, e: u64, experts: u64) -> Option<Entry> {
     if per * experts != entry.len() {
         return None;
     }
-    let mut record: Value = serde_json::from_str(&entry.record).ok()?;
-    let of = record.get("transform").cloned().unwrap_or(Value::Null);
-    record["transform"] = json!({"kind": "expert_slice", "axis": 0, "index": e, "of": of});
     Some(Entry {
         name: entry.name.clone(),
         dtype: entry.dtype,
         shape: inner.to_vec(),
-        record: to_canonical(&record),
+        record: slice_record(&entry.record, e)?,
         data: slice_segments(&entry.data, e * per, per),
     })
 }
 
-/// One tensor of the split, for the registry.
-struct Member {
+/// A canonical record with its transform T replaced by
+/// `{"axis":0,"index":e,"kind":"expert_slice","of":T}`. `transform` is the
+/// record's last key (canonical order), and no transform value contains the
+/// text `,"transform":`, so the last occurrence is the key.
+fn slice_record(record: &str, e: u64) -> Option<String> {
+    const KEY: &str = ",\"transform\":";
+    let at = record.rfind(KEY)? + KEY.len();
+    let of = record[at..].strip_suffix('}')?;
+    Some(format!(
+        "{}{{\"axis\":0,\"index\":{e},\"kind\":\"expert_slice\",\"of\":{of}}}}}",
+        &record[..at]
+    ))
+}
+
+/// A tensor of a view, as the split needs it.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub entry: Entry,
+    /// Source files it reads.
+    pub files: Vec<usize>,
+    /// The (primary) source tensor's name.
+    pub source: String,
+}
+
+/// One tensor of the split.
+struct Member<'a> {
     entry: Entry,
     /// Index along the stacked tensor's expert axis, for fused tensors.
     index: Option<u64>,
-    /// Source files it reads.
-    files: Vec<usize>,
+    item: &'a Item,
 }
 
-/// Add `<view>/experts/` for `entries` (each with the source files it reads).
-/// Returns false (and adds nothing) if no tensor is an expert's.
-pub fn add(
-    tree: &mut Tree,
-    catalog: &Catalog,
-    view: &str,
-    entries: &[(Entry, Vec<usize>)],
-    moe: Moe,
-) -> bool {
+/// Add `<view>/experts/` for the view's tensors `items`. Returns false (and
+/// adds nothing) if no tensor is an expert's.
+pub fn add(tree: &mut Tree, catalog: &Catalog, view: &str, items: &[Item], moe: Moe) -> bool {
     let mut base: Vec<Member> = Vec::new();
     let mut experts: BTreeMap<(u64, u64), Vec<Member>> = BTreeMap::new();
-    for (entry, files) in entries {
-        match place(&entry.name, &entry.shape, moe.experts) {
-            Place::Expert { layer, expert } => {
-                experts.entry((layer, expert)).or_default().push(Member {
-                    entry: entry.clone(),
-                    index: None,
-                    files: files.clone(),
-                })
-            }
+    fn whole(item: &Item) -> Member<'_> {
+        Member {
+            entry: item.entry.clone(),
+            index: None,
+            item,
+        }
+    }
+    for item in items {
+        match place(&item.entry.name, &item.entry.shape, moe.experts) {
+            Place::Expert { layer, expert } => experts
+                .entry((layer, expert))
+                .or_default()
+                .push(whole(item)),
             Place::Fused { layer } => {
                 let slices: Option<Vec<Entry>> = (0..moe.experts)
-                    .map(|e| expert_slice(entry, e, moe.experts))
+                    .map(|e| expert_slice(&item.entry, e, moe.experts))
                     .collect();
                 match slices {
                     Some(slices) => {
-                        for (e, s) in slices.into_iter().enumerate() {
+                        for (e, entry) in slices.into_iter().enumerate() {
                             experts.entry((layer, e as u64)).or_default().push(Member {
-                                entry: s,
+                                entry,
                                 index: Some(e as u64),
-                                files: files.clone(),
+                                item,
                             });
                         }
                     }
-                    None => base.push(Member {
-                        entry: entry.clone(),
-                        index: None,
-                        files: files.clone(),
-                    }),
+                    None => base.push(whole(item)),
                 }
             }
-            Place::Base => base.push(Member {
-                entry: entry.clone(),
-                index: None,
-                files: files.clone(),
-            }),
+            Place::Base => base.push(whole(item)),
         }
     }
     if experts.is_empty() {
@@ -215,29 +225,34 @@ pub fn add(
     let dir_path = format!("{view}/experts");
     let dir = tree.dir_path(&dir_path);
 
-    let add_file = |tree: &mut Tree, name: &str, mut members: Vec<Member>| -> (u64, Value) {
+    // Expert files of a layer draw on the same few source files.
+    let mut sources: HashMap<Vec<usize>, String> = HashMap::new();
+    let mut add_file = |tree: &mut Tree, name: &str, mut members: Vec<Member>| -> (u64, Value) {
         members.sort_by_key(|m| std::cmp::Reverse(m.entry.dtype.alignment()));
-        let files: Vec<usize> = members
+        let mut files: Vec<usize> = members
             .iter()
-            .flat_map(|m| m.files.iter().copied())
+            .flat_map(|m| m.item.files.iter().copied())
             .collect();
-        let source = source_json(catalog, files);
+        files.sort_unstable();
+        files.dedup();
+        let source = sources
+            .entry(files)
+            .or_insert_with_key(|f| source_json(catalog, f.iter().copied()));
         let listed: Vec<Value> = members
             .iter()
             .map(|m| {
-                let rec: Value = serde_json::from_str(&m.entry.record).unwrap_or(Value::Null);
                 json!({
                     "name": m.entry.name,
                     "dtype": m.entry.dtype.name(),
                     "shape": m.entry.shape,
                     "bytes": m.entry.len(),
-                    "source": rec["source"]["name"],
+                    "source": m.item.source,
                     "index": m.index,
                 })
             })
             .collect();
         let entries = members.into_iter().map(|m| m.entry).collect();
-        let file = safetensors_file(&dir_path, &source, entries);
+        let file = safetensors_file(&dir_path, source, entries);
         let size = file.size;
         tree.add_file(dir, name, "", file);
         (size, Value::Array(listed))
@@ -339,6 +354,18 @@ mod tests {
             Place::Base
         );
         assert_eq!(place("model.embed_tokens.weight", &[8, 4], e), Place::Base);
+    }
+
+    #[test]
+    fn slice_records() {
+        let r = r#"{"logical_dtype":"FP4","source":{"name":"x,\"transform\":"},"transform":{"kind":"identity"}}"#;
+        let s = slice_record(r, 3).unwrap();
+        assert_eq!(
+            s,
+            r#"{"logical_dtype":"FP4","source":{"name":"x,\"transform\":"},"transform":{"axis":0,"index":3,"kind":"expert_slice","of":{"kind":"identity"}}}"#
+        );
+        let v: Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(crate::json::to_canonical(&v), s);
     }
 
     #[test]

@@ -322,24 +322,29 @@ pub fn build(catalog: &Catalog) -> (Tree, Vec<String>) {
     raw::add(&mut tree, catalog);
     let moe = experts::moe(catalog);
     if let Some(moe) = moe {
-        let entries: Vec<_> = (0..catalog.tensors.len())
-            .map(|i| (raw::entry(catalog, i), vec![catalog.tensors[i].file]))
+        let items: Vec<_> = (0..catalog.tensors.len())
+            .map(|i| experts::Item {
+                entry: raw::entry(catalog, i),
+                files: vec![catalog.tensors[i].file],
+                source: catalog.tensors[i].name.clone(),
+            })
             .collect();
-        experts::add(&mut tree, catalog, "raw", &entries, moe);
+        experts::add(&mut tree, catalog, "raw", &items, moe);
     }
     let built = bf16::tensors(catalog, &mut notes)
         .and_then(|ts| bf16::add(&mut tree, catalog, &ts).map(|()| ts));
     match built {
         Ok(ts) => {
             if let Some(moe) = moe {
-                let entries: Vec<_> = ts
+                let items: Vec<_> = ts
                     .into_iter()
-                    .map(|t| {
-                        let files = t.sources.iter().map(|&s| catalog.tensors[s].file).collect();
-                        (t.entry, files)
+                    .map(|t| experts::Item {
+                        files: t.sources.iter().map(|&s| catalog.tensors[s].file).collect(),
+                        source: catalog.tensors[t.sources[0]].name.clone(),
+                        entry: t.entry,
                     })
                     .collect();
-                experts::add(&mut tree, catalog, "bf16", &entries, moe);
+                experts::add(&mut tree, catalog, "bf16", &items, moe);
             }
         }
         Err(why) => notes.push(format!("bf16/ is not available for this source: {why}")),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build gyrofs, mount the bundled sample checkpoint, show its tree and one
-# tensor file, then unmount.
+# Build gyrofs, mount the bundled sample checkpoint (a tiny gpt-oss MXFP4
+# mixture-of-experts model), show its tree and a tensor, then unmount.
 #
 #   scripts/demo.sh [SOURCE]     (default: tests/data/gpt-oss-tiny)
 #
@@ -21,14 +21,14 @@ echo
 echo "\$ gyrofs mount $src $mnt"
 "$bin" mount "$src" "$mnt"
 echo
-echo "\$ find $mnt -maxdepth 2 | sort"
-(cd "$mnt" && find . -maxdepth 2 | sort)
-echo "   ... plus $(ls "$mnt/raw/tensors" | wc -l) files in raw/tensors/"
+echo "\$ find . -maxdepth 3 -not -path './*/tensors/*' | sort     (in $mnt)"
+(cd "$mnt" && find . -maxdepth 3 -not -path './*/tensors/*' | sort)
+echo "   ... plus $(ls "$mnt/raw/tensors" | wc -l) files in raw/tensors/ and $(ls "$mnt/bf16/tensors" | wc -l) in bf16/tensors/"
 echo
-f=$(ls "$mnt/raw/tensors" | grep -m1 'gate_up_proj_blocks\|mlp1_weight.blocks' || ls "$mnt/raw/tensors" | head -1)
-echo "\$ ls -l raw/tensors/$f; head -c 500 raw/tensors/$f   (its Gyro header)"
-ls -l "$mnt/raw/tensors/$f"
-head -c 500 "$mnt/raw/tensors/$f" | tail -c +9 | tr -d '\0'
+f=$(ls "$mnt/bf16/tensors" | grep -m1 'gate_up_proj.safetensors' || ls "$mnt/bf16/tensors" | head -1)
+echo "\$ ls -l bf16/tensors/$f; head -c 700 bf16/tensors/$f   (its Gyro header)"
+ls -l "$mnt/bf16/tensors/$f"
+head -c 700 "$mnt/bf16/tensors/$f" | tail -c +9 | tr -d '\0'
 echo " ..."
 echo
 echo "\$ cmp <(tail -c 16 raw/model.safetensors) <(tail -c 16 <last source shard>) && echo lossless"

@@ -13,10 +13,11 @@ use gyrofs::volume::Volume;
 
 /// Mount ML checkpoints as lazy, byte-exact virtual safetensors files.
 ///
-/// SOURCE is a .safetensors file or a folder: a Hugging Face model folder
-/// (single or sharded safetensors with model.safetensors.index.json, also a
-/// cache snapshot of symlinks) or a gpt-oss original/ folder (with
-/// dtypes.json). Nothing is converted until a byte is read.
+/// SOURCE is a .safetensors or .gguf file, or a folder: a Hugging Face model
+/// folder (single or sharded safetensors with model.safetensors.index.json,
+/// also a cache snapshot of symlinks), a gpt-oss original/ folder (with
+/// dtypes.json), or a GGUF split set (name-00001-of-0000N.gguf). Nothing is
+/// converted until a byte is read. Docs: docs/VIEWS.md, docs/FORMAT.md.
 #[derive(Parser)]
 #[command(name = "gyrofs", version, about, long_about)]
 struct Cli {
@@ -33,11 +34,16 @@ enum Cmd {
     /// `umount MOUNTPOINT` (or `gyrofs umount MOUNTPOINT`). Root mounts
     /// directly; other users need fusermount3 (Debian package fuse3).
     ///
-    /// The tree: manifest.json (every tensor and the config), raw/model.safetensors
-    /// (the whole checkpoint as one file, with config and tokenizer files beside
-    /// it) and raw/tensors/NAME.safetensors (one tensor per file).
+    /// The tree: manifest.json (every tensor and the config); raw/ (lossless:
+    /// model.safetensors with the config and tokenizer files beside it,
+    /// tensors/NAME.safetensors); bf16/ (dequantized to BF16 as a Hugging Face
+    /// model folder: sharded model, index, config.json, tensors/); and for
+    /// mixture-of-experts models raw/experts/ and bf16/experts/ (one file per
+    /// layer and expert, base.safetensors, registry.json).
     Mount {
+        /// The checkpoint: a file or a folder.
         source: PathBuf,
+        /// An existing directory to mount on.
         mountpoint: PathBuf,
         /// Stay in the foreground (Ctrl-C unmounts).
         #[arg(short, long)]
@@ -59,6 +65,7 @@ enum Cmd {
     },
     /// Unmount a gyrofs mount (same as `umount MOUNTPOINT`).
     Umount {
+        /// Where a gyrofs filesystem is mounted.
         mountpoint: PathBuf,
         /// Detach now, finish when the last open file is closed.
         #[arg(short = 'l', long)]
@@ -66,6 +73,7 @@ enum Cmd {
     },
     /// List the tensors of SOURCE: name, stored dtype, logical dtype, shape, bytes.
     Ls {
+        /// The checkpoint: a file or a folder.
         source: PathBuf,
         /// Print the manifest (every tensor, files, config) as JSON.
         #[arg(long)]
@@ -73,14 +81,18 @@ enum Cmd {
     },
     /// Write the files of one view of SOURCE to OUTDIR, without FUSE.
     ///
-    /// The output is byte-identical to `cp -r MOUNTPOINT/VIEW OUTDIR`.
-    /// Existing files of the same names are replaced.
+    /// The output is byte-identical to `cp -r MOUNTPOINT/VIEW OUTDIR` (OUTDIR
+    /// not existing yet). Existing files of the same names are replaced; each
+    /// file is written under a temporary name and renamed when complete.
     Convert {
+        /// The checkpoint: a file or a folder.
         source: PathBuf,
+        /// Where to write (created if missing).
         outdir: PathBuf,
-        /// A path inside the mount tree: a directory (`raw`, `raw/tensors`)
-        /// or a single file (`raw/model.safetensors`).
-        #[arg(long, default_value = "raw")]
+        /// A path inside the mount tree: a directory (`bf16`, `raw`,
+        /// `raw/tensors`, `bf16/experts`, `.` for everything) or a single file
+        /// (`raw/model.safetensors`).
+        #[arg(long, default_value = "bf16")]
         view: String,
         /// Do not print a progress bar or summary.
         #[arg(short, long)]

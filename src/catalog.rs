@@ -337,25 +337,10 @@ mod tests {
         assert!(ts[4].quant.is_none() && ts[5].quant.is_none());
         assert!(ts[6].quant.is_none());
     }
-}
-
-#[cfg(test)]
-mod fp8_tests {
-    use super::*;
 
     #[test]
     fn pairs_fp8_blocks() {
-        let mk = |name: &str, dtype, shape: &[u64]| Tensor {
-            name: name.into(),
-            dtype,
-            logical: dtype.name().into(),
-            shape: shape.to_vec(),
-            file: 0,
-            start: 0,
-            end: 0,
-            quant: None,
-            ggml: None,
-        };
+        let mk = t;
         let mut ts = vec![
             mk("a.weight", Dtype::F8_E4M3, &[200, 300]),
             mk("a.weight_scale_inv", Dtype::F32, &[2, 3]),

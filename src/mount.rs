@@ -158,6 +158,11 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     let canonical = std::fs::canonicalize(mountpoint).map_err(|e| Error::io(mountpoint, e))?;
     let started = Instant::now();
     let volume = Arc::new(Volume::open(source)?);
+    if notify {
+        // A daemon must not keep its starting directory busy (the source is
+        // open and the mount point resolved by now).
+        let _ = std::env::set_current_dir("/");
+    }
     for note in &volume.notes {
         log::warn!("{note}");
         if notify {
@@ -194,7 +199,7 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
 
-    let mut session = Session::new(GyroFs::new(volume), mountpoint, &config)
+    let mut session = Session::new(GyroFs::new(volume), &canonical, &config)
         .map_err(|e| Error::Usage(format!("{}: cannot mount: {e}", mountpoint.display())))?;
 
     set_read_ahead(&canonical, opts.read_ahead_kb);
@@ -212,7 +217,7 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     });
 
     if notify {
-        let probe = mountpoint.join(crate::view::manifest::NAME);
+        let probe = canonical.join(crate::view::manifest::NAME);
         std::thread::spawn(move || report_ready(&probe));
     }
     session

@@ -199,18 +199,19 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
 
-    let mut session = Session::new(GyroFs::new(volume), &canonical, &config)
+    let session = Session::new(GyroFs::new(volume), &canonical, &config)
         .map_err(|e| Error::Usage(format!("{}: cannot mount: {e}", mountpoint.display())))?;
 
     set_read_ahead(&canonical, opts.read_ahead_kb);
 
-    let mut unmounter = session.unmount_callable();
+    // Signals unmount by path, as `gyrofs umount` does; the session then ends.
     let mut signals =
         Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| Error::io("signal handlers", e))?;
+    let path = canonical.clone();
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
             log::info!("signal {sig}: unmounting");
-            if let Err(e) = unmounter.unmount() {
+            if let Err(e) = umount(&path, true) {
                 log::error!("unmount failed: {e}");
             }
         }
@@ -220,9 +221,33 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
         let probe = canonical.join(crate::view::manifest::NAME);
         std::thread::spawn(move || report_ready(&probe));
     }
-    session
-        .run()
-        .map_err(|e| Error::Usage(format!("{}: FUSE session ended: {e}", mountpoint.display())))
+
+    // Serve on a background session, which owns the mount, and wait for it
+    // to end. It ends only once the kernel has unmounted (`umount`, a signal
+    // above, `fusermount3 -u`); fuser would then unmount the path once more
+    // when dropping the mount, and a new mount may already sit there (it
+    // answers the kernel's DESTROY before the unmount completes). So the
+    // mount is forgotten, never dropped.
+    let mut background = session.spawn().map_err(|e| {
+        Error::Usage(format!(
+            "{}: cannot start the FUSE session: {e}",
+            mountpoint.display()
+        ))
+    })?;
+    let serving = std::mem::replace(&mut background.guard, std::thread::spawn(|| Ok(())));
+    let ended = serving.join();
+    std::mem::forget(background);
+    match ended {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Error::Usage(format!(
+            "{}: FUSE session ended: {e}",
+            mountpoint.display()
+        ))),
+        Err(_) => Err(Error::Usage(format!(
+            "{}: the FUSE session panicked",
+            mountpoint.display()
+        ))),
+    }
 }
 
 /// Set the kernel readahead of the mount at `mountpoint` (canonical path),

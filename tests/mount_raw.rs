@@ -432,3 +432,23 @@ fn quant_pairs_name_their_peer() {
         }
     }
 }
+
+#[test]
+fn remounting_at_the_same_path_is_not_undone_by_the_old_daemon() {
+    // The old daemon must never unmount by path once the kernel has
+    // unmounted it: a new mount may already sit at that path.
+    let mnt = Mount::new(&sample_hf());
+    let path = mnt.path.display().to_string();
+    let src = sample_hf().display().to_string();
+    for _ in 0..20 {
+        force_unmount(&mnt.path);
+        wait_until("unmount", Duration::from_secs(10), || {
+            !is_mounted(&mnt.path)
+        });
+        let o = gyrofs(&["mount", &src, &path]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(is_mounted(&mnt.path), "the new mount was undone");
+        assert!(mnt.join("manifest.json").exists());
+    }
+}

@@ -170,9 +170,11 @@ bench_gguf() {
     local gen="python3 scripts/make_synthetic_gguf.py"
     mkdir -p "$gdir"
     # Mount that must succeed, and unmount that also waits for the daemon to
-    # exit: a daemon still exiting when the next mount starts can umount()
-    # the mount point once more, taking the new mount with it (seen once in
-    # ~100 mounts here as "the mount daemon exited before the mount was ready").
+    # exit. One mount in ~100 once failed here with "the mount daemon exited
+    # before the mount was ready"; a likely cause is the previous daemon,
+    # whose fuser session calls umount(MNT) again on its way out (the
+    # "Failed to umount filesystem: Invalid argument" in its log), which
+    # would take a new mount at the same path with it.
     # Failures inside $( ... | median) cannot stop the script: they leave a
     # mark that `gguf_check` turns into an error.
     local failed=$gdir/failed

@@ -7,7 +7,11 @@
 #
 # Environment: BENCH_DIR (scratch space, default /tmp/gyrofs-bench; needs
 # ~6 GB of real disk for `read`), BENCH_READ_LAYERS (layers of the random
-# 20b-shaped checkpoint used by `read`, default 4, ~4.6 GB).
+# 20b-shaped checkpoint used by `read`, default 4, ~4.6 GB); for `gguf`:
+# BENCH_GGUF_MB (MiB of BF16 output per ggml type, default 512; the largest
+# scratch file, F16/BF16, is this size and is deleted after its row),
+# BENCH_GGUF_TYPES (space-separated ggml type names), BENCH_PYTHON (a Python
+# with gguf + numpy for the baseline, default /opt/pyref/bin/python).
 # Needs root (mounts, drop_caches) and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -219,8 +223,128 @@ PY
     umount_wait
 }
 
+bench_gguf() {
+    local gdir=$BENCH_DIR/gguf py=${BENCH_PYTHON:-/opt/pyref/bin/python}
+    local gen="python3 scripts/make_synthetic_gguf.py"
+    mkdir -p "$gdir"
+    # Mount that must succeed, and unmount that also waits for the daemon to
+    # exit. One mount in ~100 once failed here with "the mount daemon exited
+    # before the mount was ready"; a likely cause is the previous daemon,
+    # whose fuser session calls umount(MNT) again on its way out (the
+    # "Failed to umount filesystem: Invalid argument" in its log), which
+    # would take a new mount at the same path with it.
+    # Failures inside $( ... | median) cannot stop the script: they leave a
+    # mark that `gguf_check` turns into an error.
+    local failed=$gdir/failed
+    rm -f "$failed"
+    gguf_mounted() { grep -q " $MNT " /proc/self/mounts || { echo "mounting $1 failed" >> "$failed"; exit 1; }; }
+    gguf_mount() { mount_once "$1" || true; gguf_mounted "$1"; }
+    gguf_umount() { umount_wait; while pgrep -f -x -- "$G mount .* $MNT --foreground" >/dev/null; do sleep 0.01; done; }
+    gguf_check() {
+        if [ -e "$failed" ] || ! [[ $1 =~ ^[0-9.]+$ ]]; then
+            echo "bench_gguf: $2: measurement failed: $(cat "$failed" 2>/dev/null)" >&2
+            exit 1
+        fi
+    }
+
+    echo "## gguf: mount time of a GGUF vs tensor count and bytes"
+    echo "(sparse files: headers are real, incl. a 128256-token tokenizer for the llama presets; data is holes;"
+    echo " 'ls' = gyrofs ls > /dev/null, same run; median of 5)"
+    printf "%-32s %8s %8s %10s %10s %10s %8s\n" checkpoint tensors GB "mount ms" "ls ms" "us/tensor" "ms/GB"
+    local spec rows=()
+    for spec in "llama-8b:--preset llama-8b" "llama-70b:--preset llama-70b"; do
+        local name=${spec%%:*} args=${spec#*:} f
+        f=$gdir/sparse-$name-Q4_K.gguf
+        [ -f "$f" ] || $gen "$f" $args --type Q4_K --fill sparse >/dev/null
+        rows+=("$name Q4_K (sparse):$f")
+    done
+    for spec in "10000:512,512" "10000:4096,4096" "100000:512,512"; do
+        local n=${spec%%:*} dims=${spec#*:} f
+        f=$gdir/many-$n-${dims/,/x}.gguf
+        [ -f "$f" ] || $gen "$f" --tensors "$n" --dims "$dims" --type Q4_K --fill sparse >/dev/null
+        rows+=("$n x ${dims/,/x} Q4_K:$f")
+    done
+    for spec in "${rows[@]}"; do
+        local label=${spec%%:*} src=${spec#*:} tensors gb ms lsms
+        tensors=$("$G" ls --json "$src" | python3 -c 'import json,sys; print(json.load(sys.stdin)["tensor_count"])')
+        gb=$(echo "$(size_of "$src") / 1000000000" | bc -l)
+        ms=$(for _ in 1 2 3 4 5; do s=$(secs mount_once "$src"); gguf_mounted "$src"; gguf_umount; echo "$s * 1000" | bc -l; done | median)
+        lsms=$(for _ in 1 2 3 4 5; do echo "$(secs "$G" ls "$src") * 1000" | bc -l; done | median)
+        gguf_check "$ms" "mount $src"
+        gguf_check "$lsms" "ls $src"
+        printf "%-32s %8d %8.1f %10.1f %10.1f %10.2f %8.2f\n" "$label" "$tensors" "$gb" "$ms" "$lsms" \
+            "$(echo "$ms * 1000 / $tensors" | bc -l)" "$(echo "$ms / $gb" | bc -l)"
+    done
+    echo
+
+    # Dequantization: per type, 4 random tensors of ggml dims [16384, rows]
+    # (BENCH_GGUF_MB MiB of BF16 output in all), source warm, fresh mount.
+    local mb=${BENCH_GGUF_MB:-512}
+    local nrows=$(( mb * 8 ))
+    local elems=$(( 4 * 16384 * nrows ))
+    local types=${BENCH_GGUF_TYPES:-"F16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS MXFP4 BF16 TQ1_0 TQ2_0 IQ2_XXS IQ2_XS IQ2_S IQ3_XXS IQ3_S IQ1_S IQ1_M NVFP4"}
+    local havepy=0 gb
+    "$py" -c "import gguf, numpy" 2>/dev/null && havepy=1
+    gb=$(echo "$elems * 2 / 1000000000" | bc -l)
+    echo "## gguf: BF16 dequantization throughput per ggml type (GB/s of BF16 output)"
+    echo "(per type: 4 random tensors [$nrows, 16384], $(fmt "$gb") GB of BF16 output. gyrofs: cat MNT/bf16/tensors/*,"
+    echo " source warm in the page cache, fresh mount, median of 3. Baseline, same run: gguf.quants.dequantize(raw, type)"
+    echo " (gguf-py, numpy) on the same bytes (GGUFReader, copied to memory first), dequantize call only, its f32"
+    echo " output counted as 2 bytes/value, median of 3. ratio = gyrofs / gguf-py)"
+    printf "%-8s %10s %12s %12s %8s\n" type "source MB" "gyrofs GB/s" "gguf-py GB/s" ratio
+    local t
+    for t in $types; do
+        local f=$gdir/rand-$t.gguf files=() g fuse base=n/a gp ratio
+        $gen "$f" --tensors 4 --dims "16384,$nrows" --type "$t" --fill random >/dev/null
+        cat "$f" > /dev/null
+        cat "$f" > /dev/null
+        gguf_mount "$f"
+        for g in "$MNT"/bf16/tensors/*.safetensors; do files+=("${g#"$MNT"/}"); done
+        gguf_umount
+        [ ${#files[@]} -eq 4 ] || { echo "bench_gguf: $t: expected 4 tensors, got ${#files[@]}" >&2; exit 1; }
+        fuse=$(for _ in 1 2 3; do gguf_mount "$f"; s=$( (cd "$MNT" && secs cat "${files[@]}") ); echo "$s"; gguf_umount; done | median)
+        gguf_check "$fuse" "$t: cat MNT/bf16/tensors/*"
+        if [ $havepy = 1 ]; then
+            base=$("$py" - "$f" "$elems" <<'PY'
+import sys, time
+import numpy as np
+import gguf
+from gguf.quants import dequantize
+r = gguf.GGUFReader(sys.argv[1])
+raws = [(np.array(t.data), t.tensor_type) for t in r.tensors]
+n = sum(int(np.prod(t.shape)) for t in r.tensors)
+assert n == int(sys.argv[2]), (n, sys.argv[2])
+for raw, ty in raws:  # warm-up: lazy grid tables of the IQ types
+    dequantize(raw[:1], ty)
+times = []
+for _ in range(3):
+    t = 0.0
+    for raw, ty in raws:
+        t0 = time.perf_counter()
+        out = dequantize(raw, ty)
+        t += time.perf_counter() - t0
+        if not np.isfinite(out).all():
+            sys.exit(f"{ty.name}: non-finite values in the reference output")
+        del out
+    times.append(t)
+print(sorted(times)[1])
+PY
+)
+        fi
+        if [ "$base" = n/a ]; then gp=n/a ratio=n/a; else
+            gguf_check "$base" "$t: gguf-py baseline"
+            gp=$(printf "%.3f" "$(echo "$gb / $base" | bc -l)")
+            ratio=$(printf "%.1f" "$(echo "$base / $fuse" | bc -l)")
+        fi
+        printf "%-8s %10.0f %12.2f %12s %8s\n" "$t" "$(echo "$(size_of "$f") / 1000000" | bc -l)" \
+            "$(echo "$gb / $fuse" | bc -l)" "$gp" "$ratio"
+        rm -f "$f"
+    done
+    [ $havepy = 1 ] || echo "(gguf-py baseline: n/a, no gguf+numpy in $py)"
+}
+
 sections=("$@")
-[ ${#sections[@]} -gt 0 ] || sections=(mount read bf16 experts)
+[ ${#sections[@]} -gt 0 ] || sections=(mount read bf16 experts gguf)
 command -v bc >/dev/null || { echo "bench.sh needs bc (apt-get install bc)" >&2; exit 1; }
 for s in "${sections[@]}"; do
     "bench_$s"

@@ -226,7 +226,7 @@ fn open_safetensors_set(
                     path,
                     Problem::DuplicateTensor {
                         tensor: t.name,
-                        first: files_name(&files, &shards, other),
+                        first: shards[other].1.clone(),
                         second: name.clone(),
                     },
                 ));
@@ -297,13 +297,6 @@ fn open_safetensors_set(
         config,
         gguf_metadata: None,
     })
-}
-
-fn files_name(files: &[SourceFile], shards: &[(PathBuf, String)], i: usize) -> String {
-    files
-        .get(i)
-        .map(|f| f.name.clone())
-        .unwrap_or_else(|| shards[i].1.clone())
 }
 
 fn parse_json_file(file: &SourceFile) -> Result<Value, SourceError> {

@@ -60,13 +60,12 @@ impl GyroFs {
     fn attr(&self, id: NodeId) -> Option<FileAttr> {
         let node = self.volume.tree.node(id)?;
         let (kind, size, perm, nlink) = match &node.kind {
-            NodeKind::Dir(children) => {
-                let subdirs = children
-                    .iter()
-                    .filter(|&&c| self.volume.tree.children(c).is_some())
-                    .count();
-                (FileType::Directory, 0, 0o555, 2 + subdirs as u32)
-            }
+            NodeKind::Dir(_) => (
+                FileType::Directory,
+                0,
+                0o555,
+                2 + self.volume.tree.subdirs(id),
+            ),
             NodeKind::File(f) => (FileType::RegularFile, f.size, 0o444, 1),
         };
         Some(FileAttr {
@@ -173,20 +172,22 @@ impl Filesystem for GyroFs {
             return reply.error(Errno::ENOTDIR);
         };
         let parent = tree.node(id).map_or(id, |n| n.parent);
-        let dots = [
-            (id, FileType::Directory, "."),
-            (parent, FileType::Directory, ".."),
-        ];
-        let entries = dots.into_iter().chain(children.iter().map(|&c| {
+        // Offsets: 1 after ".", 2 after "..", 2 + k after child k.
+        let mut at = offset as usize;
+        for (cid, name) in [(id, "."), (parent, "..")].into_iter().skip(at) {
+            at += 1;
+            if reply.add(Self::ino(cid), at as u64, FileType::Directory, name) {
+                return reply.ok();
+            }
+        }
+        for &c in children.iter().skip(at - 2) {
+            at += 1;
             let node = tree.node(c).expect("child ids are valid");
             let kind = match node.kind {
                 NodeKind::Dir(_) => FileType::Directory,
                 NodeKind::File(_) => FileType::RegularFile,
             };
-            (c, kind, node.name.as_str())
-        }));
-        for (i, (cid, kind, name)) in entries.enumerate().skip(offset as usize) {
-            if reply.add(Self::ino(cid), i as u64 + 1, kind, name) {
+            if reply.add(Self::ino(c), at as u64, kind, &node.name) {
                 break;
             }
         }

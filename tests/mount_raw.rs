@@ -452,3 +452,32 @@ fn remounting_at_the_same_path_is_not_undone_by_the_old_daemon() {
         assert!(mnt.join("manifest.json").exists());
     }
 }
+
+#[test]
+fn large_directories_list_completely() {
+    // Enough entries that readdir takes many kernel requests.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("many.safetensors");
+    let ts: Vec<T> = (0..3000)
+        .map(|i| T::new(&format!("layer.{i}.w"), "U8", &[2], i))
+        .collect();
+    write_safetensors(&src, &ts);
+    let mnt = Mount::new(&src);
+    let mut names: Vec<String> = std::fs::read_dir(mnt.join("raw/tensors"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = ts
+        .iter()
+        .map(|t| format!("{}.safetensors", t.name))
+        .collect();
+    want.sort();
+    assert_eq!(names, want);
+    let raw = std::fs::metadata(mnt.join("raw")).unwrap();
+    assert_eq!(
+        raw.nlink(),
+        2 + 1,
+        "raw/ of a dense model has one subdirectory, tensors/"
+    );
+}

@@ -184,6 +184,8 @@ pub struct Node {
 pub struct Tree {
     nodes: Vec<Node>,
     index: HashMap<(NodeId, String), NodeId>,
+    /// Subdirectory count of each directory (for link counts), set by `finish`.
+    subdirs: Vec<u32>,
 }
 
 impl Default for Tree {
@@ -201,6 +203,7 @@ impl Tree {
                 kind: NodeKind::Dir(Vec::new()),
             }],
             index: HashMap::new(),
+            subdirs: Vec::new(),
         }
     }
 
@@ -291,14 +294,27 @@ impl Tree {
         id
     }
 
-    /// Sort every directory's children by name (byte order).
+    /// Sort every directory's children by name (byte order) and count
+    /// subdirectories.
     fn finish(&mut self) {
         let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
-        for node in &mut self.nodes {
+        let is_dir: Vec<bool> = self
+            .nodes
+            .iter()
+            .map(|n| matches!(n.kind, NodeKind::Dir(_)))
+            .collect();
+        self.subdirs = vec![0; self.nodes.len()];
+        for (id, node) in self.nodes.iter_mut().enumerate() {
             if let NodeKind::Dir(c) = &mut node.kind {
                 c.sort_by(|a, b| names[*a].as_bytes().cmp(names[*b].as_bytes()));
+                self.subdirs[id] = c.iter().filter(|&&k| is_dir[k]).count() as u32;
             }
         }
+    }
+
+    /// Number of subdirectories of directory `id`.
+    pub fn subdirs(&self, id: NodeId) -> u32 {
+        self.subdirs.get(id).copied().unwrap_or(0)
     }
 
     /// Total bytes of all files.

@@ -179,6 +179,15 @@ impl Catalog {
     }
 }
 
+/// Tensor name -> index.
+pub fn index_by_name(tensors: &[Tensor]) -> HashMap<&str, usize> {
+    tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect()
+}
+
 /// Find MXFP4 block/scale pairs and record them on both members.
 ///
 /// A pair is `X.blocks` + `X.scales` (gpt-oss original) or `X_blocks` +
@@ -186,11 +195,7 @@ impl Catalog {
 /// shape equal to the scales' shape plus a last axis of 16. Logical dtypes
 /// become `FP4` and `UE8` unless `dtypes.json` already said otherwise.
 pub fn pair_mxfp4(tensors: &mut [Tensor]) {
-    let index: HashMap<String, usize> = tensors
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.name.clone(), i))
-        .collect();
+    let index = index_by_name(tensors);
     let mut pairs = Vec::new();
     for (bi, t) in tensors.iter().enumerate() {
         let stem_sep = t
@@ -198,7 +203,7 @@ pub fn pair_mxfp4(tensors: &mut [Tensor]) {
             .strip_suffix("blocks")
             .filter(|s| s.ends_with('.') || s.ends_with('_'));
         let Some(stem) = stem_sep else { continue };
-        let Some(&si) = index.get(&format!("{stem}scales")) else {
+        let Some(&si) = index.get(format!("{stem}scales").as_str()) else {
             continue;
         };
         let s = &tensors[si];
@@ -250,17 +255,13 @@ pub fn pair_fp8_block(tensors: &mut [Tensor], config: Option<&Value>) {
         })
         .filter(|&(r, c)| r > 0 && c > 0)
         .unwrap_or((128, 128));
-    let index: HashMap<String, usize> = tensors
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.name.clone(), i))
-        .collect();
+    let index = index_by_name(tensors);
     let mut pairs = Vec::new();
     for (wi, w) in tensors.iter().enumerate() {
         if w.dtype != Dtype::F8_E4M3 || w.shape.len() != 2 || w.quant.is_some() {
             continue;
         }
-        let Some(&si) = index.get(&format!("{}_scale_inv", w.name)) else {
+        let Some(&si) = index.get(format!("{}_scale_inv", w.name).as_str()) else {
             continue;
         };
         let s = &tensors[si];

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::catalog::{Catalog, SourceFormat, Tensor, pair_fp8_block, pair_mxfp4};
+use crate::catalog::{Catalog, SourceFormat, Tensor, index_by_name, pair_fp8_block, pair_mxfp4};
 use crate::error::{Problem, SourceError};
 use mapped::SourceFile;
 
@@ -311,11 +311,7 @@ fn apply_dtypes_json(file: &SourceFile, tensors: &mut [Tensor]) -> Result<(), So
     let Value::Object(map) = v else {
         return Err(SourceError::invalid(&file.path, "not a JSON object"));
     };
-    let index: HashMap<&str, usize> = tensors
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.name.as_str(), i))
-        .collect();
+    let index = index_by_name(tensors);
     let mut updates = Vec::new();
     for (name, dt) in &map {
         let dt = dt.as_str().ok_or_else(|| {

@@ -261,3 +261,14 @@ fn mount_point_problems_are_one_line() {
         assert!(err.contains(&*mnt.display().to_string()), "{err}");
     }
 }
+
+#[test]
+fn pytorch_checkpoints_are_named_as_unsupported() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("model.pt");
+    std::fs::write(&p, b"PK\x03\x04 a zip archive").unwrap();
+    refused(
+        &p,
+        &["model.pt", "PyTorch checkpoints", "not supported yet"],
+    );
+}

@@ -58,6 +58,13 @@ pub fn open(path: &Path) -> Result<Catalog, SourceError> {
         if is_gguf(path) {
             return gguf_set::open_file(path);
         }
+        if is_pytorch(path) {
+            return Err(SourceError::invalid(
+                path,
+                "PyTorch checkpoints (torch.save zip, .pt/.pth/.bin) are not supported yet; \
+                 mount a safetensors or GGUF copy",
+            ));
+        }
         let name = file_name(path);
         open_safetensors_set(
             SourceFormat::Safetensors,
@@ -80,6 +87,19 @@ fn is_gguf(path: &Path) -> bool {
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
         .is_ok()
         && &magic == b"GGUF"
+}
+
+/// A torch.save checkpoint: a zip (or, for old pickles, a `.pt`/`.pth`/`.bin`
+/// that is not safetensors).
+fn is_pytorch(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    let zip = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && &magic == b"PK\x03\x04";
+    zip || path
+        .extension()
+        .is_some_and(|e| e == "pt" || e == "pth" || e == "bin" || e == "ckpt")
 }
 
 fn file_name(path: &Path) -> String {

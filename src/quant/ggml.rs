@@ -266,7 +266,8 @@ pub fn dequantize(ty: GgmlType, blocks: &[u8], out: &mut [u8]) -> Result<(), Deq
 }
 
 /// Dequantize whole blocks of type `ty` to the reference float32 values
-/// (what `gguf.quants.dequantize` returns), before rounding to BF16.
+/// (what `gguf.quants.dequantize` returns), before rounding to BF16. NaNs
+/// are NaN but their bits may differ (F16 NaNs come out quiet).
 /// `out.len()` must be `n * ty.block_size()`.
 pub fn dequantize_f32(ty: GgmlType, blocks: &[u8], out: &mut [f32]) -> Result<(), DequantError> {
     let n = check(ty, blocks, out.len(), true)?;
@@ -380,29 +381,11 @@ fn blocks<const TS: usize, const BS: usize>(
 
 // ---- field readers -------------------------------------------------------
 
-/// IEEE half bits -> f32 (exact: subnormals, inf and NaN included), as
-/// numpy's `view(np.float16).astype(np.float32)`.
-///
-/// Exponent rebias; subnormals are normalised by one exact f32 subtraction;
-/// inf and NaN keep their payload (the quiet bit is not forced, as numpy's
-/// software conversion). Tested against `half` on all 65536 inputs.
+/// F16 bits to f32, exactly (the conversion `quant::float` uses; NaNs
+/// come out quiet, which the rounding to BF16 makes canonical anyway).
 #[inline]
 fn f16(bits: u16) -> f32 {
-    const EXP: u32 = 0x7C00 << 13;
-    // 2^-14: the value of exponent field 1, used to normalise subnormals.
-    const MAGIC: f32 = f32::from_bits(113 << 23);
-    let mag = ((bits & 0x7FFF) as u32) << 13;
-    let exp = mag & EXP;
-    let out = if exp == EXP {
-        // inf / NaN: exponent all ones.
-        mag + ((255 - 31) << 23)
-    } else if exp == 0 {
-        // zero / subnormal: m * 2^-24 computed as (2^-14 + m*2^-24) - 2^-14.
-        (f32::from_bits(mag + (113 << 23)) - MAGIC).to_bits()
-    } else {
-        mag + ((127 - 15) << 23)
-    };
-    f32::from_bits(out | ((bits & 0x8000) as u32) << 16)
+    super::float::f16_to_f32(bits)
 }
 
 #[inline]
@@ -1068,9 +1051,11 @@ mod tests {
             let got = f16(bits);
             if want.is_nan() {
                 assert!(got.is_nan(), "{bits:#06x}");
-                let sign_payload = |x: u32| (x >> 31, x & 0x7F_FFFF);
-                let f16_sign_payload = ((bits >> 15) as u32, ((bits & 0x3FF) as u32) << 13);
+                // Sign and payload kept, made quiet (as vcvtph2ps and torch do).
+                let sign_payload = |x: u32| (x >> 31, x & 0x3F_FFFF);
+                let f16_sign_payload = ((bits >> 15) as u32, (((bits & 0x1FF) as u32) << 13));
                 assert_eq!(sign_payload(got.to_bits()), f16_sign_payload, "{bits:#06x}");
+                assert_ne!(got.to_bits() & 0x40_0000, 0, "{bits:#06x} is quiet");
             } else {
                 assert_eq!(got.to_bits(), want.to_bits(), "{bits:#06x}");
             }

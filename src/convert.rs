@@ -40,10 +40,10 @@ pub fn convert(volume: &Volume, view: &str, out: &Path, progress: bool) -> Resul
             .iter()
             .map(|&c| tree.path(c))
             .collect();
-        Error::Usage(format!(
-            "no view '{view}' in this source (top level: {})",
-            top.join(", ")
-        ))
+        Error::NoSuchView {
+            view: view.to_string(),
+            top: top.join(", "),
+        }
     })?;
     let mut jobs: Vec<(NodeId, PathBuf)> = Vec::new();
     let mut dirs = vec![out.to_path_buf()];

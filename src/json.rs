@@ -1,8 +1,15 @@
 //! Canonical JSON serialization.
 //!
 //! Gyro headers and generated JSON files must be the same bytes on every
-//! machine, so they are not left to a map implementation's iteration order.
-//! The canonical form (specified in docs/FORMAT.md):
+//! machine and with every build, so they are written here rather than left to
+//! serde_json's serializer: serde_json's object order is a *feature* of the
+//! crate (`preserve_order`, which any crate in a dependency graph can switch
+//! on for everyone through Cargo feature unification), and its escaping and
+//! pretty-printing are not specified for byte-stability. This module is the
+//! specification in code (docs/FORMAT.md, "Canonical JSON"); serde_json is
+//! used only to parse and to hold values.
+//!
+//! The canonical form:
 //! - object keys sorted by their UTF-8 bytes;
 //! - compact: `,` and `:` with no whitespace (or, for files meant for humans,
 //!   [`to_pretty`]: two-space indentation, `": "` after keys, `\n` line ends);
@@ -57,6 +64,71 @@ pub fn write_str(out: &mut String, s: &str) {
     }
     out.push_str(&s[run..]);
     out.push('"');
+}
+
+/// Append `[a,b,...]`.
+pub fn write_u64s(out: &mut String, v: &[u64]) {
+    use std::fmt::Write;
+    out.push('[');
+    for (i, d) in v.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{d}");
+    }
+    out.push(']');
+}
+
+/// Writes one compact canonical JSON object straight into a string, member
+/// by member. Keys must be given in canonical (byte) order; debug builds
+/// check it. For records written by the hundred thousand at mount time,
+/// where building a `serde_json::Value` first would cost more than the JSON.
+pub struct ObjectWriter<'a> {
+    out: &'a mut String,
+    last: Option<&'static str>,
+}
+
+impl<'a> ObjectWriter<'a> {
+    pub fn new(out: &'a mut String) -> Self {
+        out.push('{');
+        ObjectWriter { out, last: None }
+    }
+
+    /// Start member `key`; write its value into the returned string next.
+    pub fn key(&mut self, key: &'static str) -> &mut String {
+        debug_assert!(
+            self.last.is_none_or(|l| l.as_bytes() < key.as_bytes()),
+            "key {key:?} after {:?}: not in canonical order",
+            self.last
+        );
+        if self.last.is_some() {
+            self.out.push(',');
+        }
+        self.last = Some(key);
+        write_str(self.out, key);
+        self.out.push(':');
+        self.out
+    }
+
+    pub fn str(&mut self, key: &'static str, v: &str) -> &mut Self {
+        write_str(self.key(key), v);
+        self
+    }
+
+    pub fn u64(&mut self, key: &'static str, v: u64) -> &mut Self {
+        use std::fmt::Write;
+        let _ = write!(self.key(key), "{v}");
+        self
+    }
+
+    pub fn u64s(&mut self, key: &'static str, v: &[u64]) -> &mut Self {
+        write_u64s(self.key(key), v);
+        self
+    }
+
+    pub fn finish(self) {
+        self.out.push('}');
+    }
 }
 
 fn newline(out: &mut String, indent: Option<usize>, depth: usize) {
@@ -137,6 +209,17 @@ mod tests {
             to_pretty(&v),
             "{\n  \"a\": [\n    1,\n    {\n      \"c\": 2\n    }\n  ],\n  \"b\": []\n}\n"
         );
+    }
+
+    #[test]
+    fn object_writer_is_canonical() {
+        let mut s = String::new();
+        let mut o = ObjectWriter::new(&mut s);
+        o.u64s("a", &[1, 2]).str("b", "x\"y").u64("c", 7);
+        write_str(o.key("d"), "z");
+        o.finish();
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(to_canonical(&v), s);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 
 use std::io::Write;
 
-use crate::catalog::Catalog;
+use indicatif::HumanBytes;
+
+use crate::catalog::{Catalog, FileRole};
 use crate::error::ShapeDisplay;
 use crate::json::to_pretty;
 use crate::view::manifest::manifest;
@@ -52,31 +54,15 @@ pub fn print(catalog: &Catalog, json: bool, out: &mut impl Write) -> std::io::Re
     for r in &rows {
         line(out, [&r[0], &r[1], &r[2], &r[3], &r[4]])?;
     }
-    let files = catalog.tensor_files().count();
+    let files = catalog.files.with_role(FileRole::Tensors).count();
     writeln!(
         out,
         "{} tensors, {} bytes ({}) in {} file{} ({})",
         catalog.tensors.len(),
         catalog.tensor_bytes(),
-        human_bytes(catalog.tensor_bytes()),
+        HumanBytes(catalog.tensor_bytes()),
         files,
         if files == 1 { "" } else { "s" },
         catalog.format.name()
     )
-}
-
-/// `1.5 GiB`-style size.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

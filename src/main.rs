@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use indicatif::HumanBytes;
+
 use gyrofs::error::Error;
-use gyrofs::ls::human_bytes;
 use gyrofs::mount::{MountOptions, default_threads};
 use gyrofs::volume::Volume;
 
@@ -134,7 +135,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             };
             gyrofs::mount::mount(&source, &mountpoint, &opts)
         }
-        Cmd::Umount { mountpoint, lazy } => gyrofs::mount::umount(&mountpoint, lazy),
+        Cmd::Umount { mountpoint, lazy } => Ok(gyrofs::mount::umount(&mountpoint, lazy)?),
         Cmd::Ls { source, json } => {
             let catalog = gyrofs::source::open(&source)?;
             let mut out = std::io::stdout().lock();
@@ -160,7 +161,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 eprintln!(
                     "wrote {} files, {} ({} bytes) to {} in {:.2?}",
                     s.files,
-                    human_bytes(s.bytes),
+                    HumanBytes(s.bytes),
                     s.bytes,
                     outdir.display(),
                     s.elapsed

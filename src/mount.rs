@@ -22,7 +22,7 @@ use fuser::{Config, MountOption, Session, SessionACL};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::error::Error;
+use crate::error::{Error, MountError};
 use crate::fuse::GyroFs;
 use crate::volume::Volume;
 
@@ -119,24 +119,22 @@ fn spawn_daemon(opts: &MountOptions) -> Result<(), Error> {
             Ok(line) if line.starts_with("warning: ") => eprintln!("gyrofs: {line}"),
             Ok(line) => {
                 let _ = child.wait();
-                return Err(Error::Usage(match line.strip_prefix("error: ") {
+                return Err(MountError::Daemon(match line.strip_prefix("error: ") {
                     Some(msg) => msg.to_string(),
                     None => format!("unexpected message from the mount daemon: {line}"),
-                }));
+                })
+                .into());
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let _ = child.wait();
-                return Err(Error::Usage(
-                    "the mount daemon exited before the mount was ready (run with -f to see why)"
-                        .into(),
-                ));
+                return Err(MountError::DaemonExited.into());
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();
-                return Err(Error::Usage(format!(
-                    "the mount did not answer within {}s",
-                    READY_TIMEOUT.as_secs()
-                )));
+                return Err(MountError::Timeout {
+                    secs: READY_TIMEOUT.as_secs(),
+                }
+                .into());
             }
         }
     }
@@ -146,10 +144,10 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     match std::fs::metadata(mountpoint) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
-            return Err(Error::Usage(format!(
-                "{}: mount point is not a directory",
-                mountpoint.display()
-            )));
+            return Err(MountError::NotADirectory {
+                path: mountpoint.to_path_buf(),
+            }
+            .into());
         }
         Err(e) => return Err(Error::io(mountpoint, e)),
     }
@@ -199,8 +197,12 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
 
-    let session = Session::new(GyroFs::new(volume), &canonical, &config)
-        .map_err(|e| Error::Usage(format!("{}: cannot mount: {e}", mountpoint.display())))?;
+    let session = Session::new(GyroFs::new(volume), &canonical, &config).map_err(|err| {
+        MountError::Mount {
+            path: mountpoint.to_path_buf(),
+            err,
+        }
+    })?;
 
     set_read_ahead(&canonical, opts.read_ahead_kb);
 
@@ -228,25 +230,18 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     // when dropping the mount, and a new mount may already sit there (it
     // answers the kernel's DESTROY before the unmount completes). So the
     // mount is forgotten, never dropped.
-    let mut background = session.spawn().map_err(|e| {
-        Error::Usage(format!(
-            "{}: cannot start the FUSE session: {e}",
-            mountpoint.display()
-        ))
+    let mut background = session.spawn().map_err(|err| MountError::Start {
+        path: mountpoint.to_path_buf(),
+        err,
     })?;
     let serving = std::mem::replace(&mut background.guard, std::thread::spawn(|| Ok(())));
     let ended = serving.join();
     std::mem::forget(background);
+    let path = mountpoint.to_path_buf();
     match ended {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Error::Usage(format!(
-            "{}: FUSE session ended: {e}",
-            mountpoint.display()
-        ))),
-        Err(_) => Err(Error::Usage(format!(
-            "{}: the FUSE session panicked",
-            mountpoint.display()
-        ))),
+        Ok(Err(err)) => Err(MountError::Session { path, err }.into()),
+        Err(_) => Err(MountError::Panicked { path }.into()),
     }
 }
 
@@ -254,7 +249,7 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
 /// found through /proc/self/mountinfo so that the mount itself is not asked.
 /// Needs root; otherwise the kernel default stays and this is logged.
 fn set_read_ahead(mountpoint: &Path, kb: u32) {
-    let want = mountpoint.to_string_lossy().replace(' ', "\\040");
+    let want = mountinfo_escape(&mountpoint.to_string_lossy());
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     // Fields: id parent major:minor root mountpoint ...; the last match is the newest mount.
     let dev = info
@@ -283,7 +278,10 @@ fn report_ready(probe: &Path) {
     let deadline = Instant::now() + READY_TIMEOUT;
     while std::fs::metadata(probe).is_err() {
         if Instant::now() > deadline {
-            println!("error: {}: the mount does not answer", probe.display());
+            let err = MountError::NoAnswer {
+                path: probe.to_path_buf(),
+            };
+            println!("error: {err}");
             return;
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -300,16 +298,19 @@ fn report_ready(probe: &Path) {
 }
 
 /// `gyrofs umount MNT`: unmount(2) as root, `fusermount3 -u` otherwise.
-pub fn umount(mountpoint: &Path, lazy: bool) -> Result<(), Error> {
+pub fn umount(mountpoint: &Path, lazy: bool) -> Result<(), MountError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         use std::os::unix::ffi::OsStrExt;
         let c = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())
-            .map_err(|_| Error::Usage("mount point contains a NUL byte".into()))?;
+            .map_err(|_| MountError::NulInPath)?;
         let flags = if lazy { libc::MNT_DETACH } else { 0 };
         // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
         if unsafe { libc::umount2(c.as_ptr(), flags) } != 0 {
-            return Err(Error::io(mountpoint, std::io::Error::last_os_error()));
+            return Err(MountError::Unmount {
+                path: mountpoint.to_path_buf(),
+                err: std::io::Error::last_os_error(),
+            });
         }
         return Ok(());
     }
@@ -322,18 +323,46 @@ pub fn umount(mountpoint: &Path, lazy: bool) -> Result<(), Error> {
         }
         match cmd.arg(mountpoint).status() {
             Ok(s) if s.success() => return Ok(()),
-            Ok(s) => {
-                return Err(Error::Usage(format!(
-                    "{}: {bin} -u failed ({s})",
-                    mountpoint.display()
-                )));
+            Ok(status) => {
+                return Err(MountError::Fusermount {
+                    path: mountpoint.to_path_buf(),
+                    program: bin,
+                    status,
+                });
             }
             Err(e) => last = Some(e),
         }
     }
-    Err(Error::Usage(format!(
-        "{}: cannot unmount as a non-root user without fusermount3 (Debian package fuse3): {}",
-        mountpoint.display(),
-        last.map(|e| e.to_string()).unwrap_or_default()
-    )))
+    Err(MountError::NoFusermount {
+        path: mountpoint.to_path_buf(),
+        err: last.unwrap_or_else(|| std::io::Error::other("not found")),
+    })
+}
+
+/// `path` as /proc/self/mountinfo writes it: space, tab, newline and
+/// backslash as octal escapes (`\040`, `\011`, `\012`, `\134`).
+fn mountinfo_escape(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        match c {
+            ' ' => out.push_str("\\040"),
+            '\t' => out.push_str("\\011"),
+            '\n' => out.push_str("\\012"),
+            '\\' => out.push_str("\\134"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_like_mountinfo() {
+        assert_eq!(mountinfo_escape("/mnt/a b"), "/mnt/a\\040b");
+        assert_eq!(mountinfo_escape("t\tn\nb\\"), "t\\011n\\012b\\134");
+        assert_eq!(mountinfo_escape("/ü/x"), "/ü/x");
+    }
 }

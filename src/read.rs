@@ -9,8 +9,8 @@
 
 use std::ops::Deref;
 
+use crate::catalog::Files;
 use crate::error::ReadError;
-use crate::source::mapped::SourceFile;
 use crate::view::{Segment, VFile};
 
 /// Bytes returned by a read: borrowed when possible.
@@ -32,7 +32,7 @@ impl Deref for Data<'_> {
 
 /// Up to `size` bytes of `file` from `offset` (fewer only at end of file).
 pub fn read<'a>(
-    files: &'a [SourceFile],
+    files: &'a Files,
     file: &'a VFile,
     offset: u64,
     size: usize,
@@ -54,9 +54,7 @@ pub fn read<'a>(
             Segment::Bytes(b) => {
                 return Ok(Data::Borrowed(&b[within as usize..(within + len) as usize]));
             }
-            Segment::Source {
-                file: f, offset: o, ..
-            } => return Ok(Data::Borrowed(files[*f].bytes(o + within, len)?)),
+            Segment::Source(e) => return Ok(Data::Borrowed(files.bytes(e.sub(within, len))?)),
             Segment::Computed(_) => {}
         }
     }
@@ -78,13 +76,13 @@ pub fn read<'a>(
 }
 
 /// Fill `dst` with bytes of `seg` starting `within` bytes into it.
-fn fill(files: &[SourceFile], seg: &Segment, within: u64, dst: &mut [u8]) -> Result<(), ReadError> {
+fn fill(files: &Files, seg: &Segment, within: u64, dst: &mut [u8]) -> Result<(), ReadError> {
     match seg {
         Segment::Bytes(b) => {
             dst.copy_from_slice(&b[within as usize..within as usize + dst.len()]);
         }
-        Segment::Source { file, offset, .. } => {
-            dst.copy_from_slice(files[*file].bytes(offset + within, dst.len() as u64)?);
+        Segment::Source(e) => {
+            dst.copy_from_slice(files.bytes(e.sub(within, dst.len() as u64))?);
         }
         Segment::Computed(c) => c.read_at(files, within, dst)?,
     }
@@ -94,6 +92,8 @@ fn fill(files: &[SourceFile], seg: &Segment, within: u64, dst: &mut [u8]) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::{Extent, FileId, FileRole};
+    use crate::source::mapped::SourceFile;
     use crate::view::Compute;
     use std::sync::Arc;
 
@@ -104,7 +104,7 @@ mod tests {
         fn len(&self) -> u64 {
             self.0
         }
-        fn read_at(&self, _: &[SourceFile], offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+        fn read_at(&self, _: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
             for (k, b) in out.iter_mut().enumerate() {
                 *b = ((offset + k as u64) * 7 % 256) as u8;
             }
@@ -112,7 +112,7 @@ mod tests {
         }
     }
 
-    fn whole(files: &[SourceFile], f: &VFile) -> Vec<u8> {
+    fn whole(files: &Files, f: &VFile) -> Vec<u8> {
         read(files, f, 0, f.size as usize + 10).unwrap().to_vec()
     }
 
@@ -122,20 +122,25 @@ mod tests {
         let p = dir.path().join("src");
         let src: Vec<u8> = (0..100u8).collect();
         std::fs::write(&p, &src).unwrap();
-        let files = vec![SourceFile::open(&p, "src".into()).unwrap()];
+        let mut files = Files::default();
+        let id = files.push(
+            SourceFile::open(&p, "src".into()).unwrap(),
+            Default::default(),
+            FileRole::Tensors,
+        );
+        assert_eq!(id, FileId(0));
+        let at = |offset, len| {
+            Segment::Source(Extent {
+                file: id,
+                offset,
+                len,
+            })
+        };
         let vf = VFile::new([
             Segment::Bytes(Arc::from(&b"HEAD"[..])),
-            Segment::Source {
-                file: 0,
-                offset: 10,
-                len: 20,
-            },
+            at(10, 20),
             Segment::Computed(Arc::new(Ramp(9))),
-            Segment::Source {
-                file: 0,
-                offset: 90,
-                len: 10,
-            },
+            at(90, 10),
         ]);
         let mut expect = b"HEAD".to_vec();
         expect.extend_from_slice(&src[10..30]);

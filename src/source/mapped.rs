@@ -43,10 +43,17 @@ impl SourceFile {
         let map = if len == 0 {
             None
         } else {
-            // SAFETY: the map is read-only and private to this process. Another
-            // process may still modify or truncate the file; every access goes
-            // through `bytes`, which first checks that the file still has its
-            // mount-time length and mtime (see the module comment).
+            // SAFETY: `Mmap::map` is unsafe because another process may change
+            // the file while it is mapped. What that can and cannot do here:
+            // - the map is PROT_READ and gyrofs never writes through it;
+            // - every byte read from it is plain `u8` data without validity
+            //   invariants: headers are parsed once, at open, into owned
+            //   values, and tensor bytes are copied or decoded by kernels that
+            //   accept any bit pattern, so a concurrent rewrite changes values,
+            //   never memory safety (`bytes` then reports the change as EIO
+            //   when the length or mtime moved);
+            // - a truncation makes access past the new end raise SIGBUS. The
+            //   check in `bytes` narrows that window but cannot close it.
             let map = unsafe { Mmap::map(&file) }.map_err(|e| SourceError::io(path, e))?;
             Some(map)
         };
@@ -72,10 +79,12 @@ impl SourceFile {
         let end = offset.checked_add(len).filter(|&e| e <= self.len);
         match end {
             Some(end) => Ok(&self.data()[offset as usize..end as usize]),
-            None => Err(ReadError::Compute(format!(
-                "range {offset}+{len} outside {} ({} bytes)",
-                self.name, self.len
-            ))),
+            None => Err(ReadError::OutOfRange {
+                file: self.name.clone(),
+                offset,
+                len,
+                size: self.len,
+            }),
         }
     }
 

@@ -22,16 +22,18 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::catalog::{Catalog, QuantRole, QuantScheme, SourceFormat};
+use crate::catalog::{Catalog, FileId, FileRole, QuantRole, QuantScheme, SourceFormat, TensorId};
 use crate::dtype::Dtype;
-use crate::json::{to_canonical, to_pretty};
+use crate::error::ViewError;
+use crate::json::to_pretty;
 use crate::quant::fp8::BlockScaled;
-use crate::view::compute::{Cast, Extent, Fp8Block, GgmlDequant, Mxfp4, Mxfp4Transposed};
+use crate::view::compute::{Cast, Fp8Block, GgmlDequant, Mxfp4, Mxfp4Transposed};
 use crate::view::gpt_oss::{self, HfName, QkvRows};
-use crate::view::header::{Entry, IDENTITY, safetensors_file, source_json, tensor_record};
+use crate::view::header::{Entry, safetensors_file, source_json};
 use crate::view::names::escape;
 use crate::view::raw::EXT;
-use crate::view::{Segment, Tree, VFile};
+use crate::view::record::{Dequant, Record, Transform};
+use crate::view::{Compute, Segment, Tree, VFile};
 
 /// Largest shard written (the Hugging Face default, "5GB").
 pub const MAX_SHARD_BYTES: u64 = 5_000_000_000;
@@ -40,8 +42,37 @@ pub const MAX_SHARD_BYTES: u64 = 5_000_000_000;
 #[derive(Debug, Clone)]
 pub struct Bf16Tensor {
     pub entry: Entry,
-    /// Source tensor indices it is computed from (primary first).
-    pub sources: Vec<usize>,
+    /// Source tensors it is computed from (primary first).
+    pub sources: Vec<TensorId>,
+}
+
+impl Bf16Tensor {
+    fn new(name: String, dtype: Dtype, shape: Vec<u64>, record: Record, data: Segment) -> Self {
+        let sources = vec![record.source];
+        Bf16Tensor {
+            entry: Entry {
+                name,
+                dtype,
+                shape,
+                record,
+                data: vec![data],
+            },
+            sources,
+        }
+    }
+
+    fn computed(name: String, shape: Vec<u64>, record: Record, c: impl Compute + 'static) -> Self {
+        let data = Segment::Computed(Arc::new(c));
+        Bf16Tensor::new(name, Dtype::BF16, shape, record, data)
+    }
+
+    /// The source files it reads.
+    pub fn files(&self, catalog: &Catalog) -> Vec<FileId> {
+        self.sources
+            .iter()
+            .map(|&s| catalog.tensor(s).extent.file)
+            .collect()
+    }
 }
 
 /// Is this a gpt-oss checkpoint (either layout)?
@@ -58,264 +89,225 @@ pub fn is_gpt_oss(catalog: &Catalog) -> bool {
 /// Every tensor of the BF16 view, in source order. Tensors that cannot be
 /// converted (GGUF types without a dequantizer) are left out, each with a
 /// line in `notes`.
-pub fn tensors(catalog: &Catalog, notes: &mut Vec<String>) -> Result<Vec<Bf16Tensor>, String> {
+pub fn tensors(catalog: &Catalog, notes: &mut Vec<String>) -> Result<Vec<Bf16Tensor>, ViewError> {
     let gpt_oss = is_gpt_oss(catalog);
-    let original = catalog.format == SourceFormat::GptOssOriginal;
-    let qkv = if original {
-        let config = catalog
-            .config
-            .as_ref()
-            .ok_or("a gpt-oss original checkpoint needs its config.json")?;
+    let qkv = if catalog.format == SourceFormat::GptOssOriginal {
+        let config = catalog.config.as_ref().ok_or(ViewError::MissingConfig)?;
         Some(QkvRows::from_config(config)?)
     } else {
         None
     };
     let mut out = Vec::new();
-    for (i, t) in catalog.tensors.iter().enumerate() {
+    for (id, t) in catalog.tensor_ids() {
         let mapped = qkv.and_then(|q| gpt_oss::hf_name(&t.name, q));
-        if matches!(mapped, Some(HfName::Absorbed)) {
-            continue;
-        }
-        if let Some(HfName::Split(parts)) = &mapped {
-            let rows = t.shape.first().copied().unwrap_or(0);
-            let needed = parts.last().map_or(0, |p| p.1 + p.2);
-            if rows != needed {
-                return Err(format!(
-                    "{}: {rows} rows, but config.json's heads and head_dim make {needed}",
-                    t.name
-                ));
-            }
-            for (name, start, len) in parts {
-                out.push(row_slice(catalog, i, name, *start, *len)?);
-            }
-            continue;
-        }
         let name = match mapped {
+            Some(HfName::Absorbed) => continue,
+            Some(HfName::Split(parts)) => {
+                let rows = t.shape.first().copied().unwrap_or(0);
+                let needed = parts.last().map_or(0, |p| p.1 + p.2);
+                if rows != needed {
+                    return Err(ViewError::Tensor {
+                        tensor: t.name.clone(),
+                        why: format!(
+                            "{rows} rows, but config.json's heads and head_dim make {needed}"
+                        ),
+                    });
+                }
+                for (name, start, len) in parts {
+                    out.push(row_slice(catalog, id, name, start, len)?);
+                }
+                continue;
+            }
             Some(HfName::One(n)) | Some(HfName::Dequant(n)) => n,
-            _ => t.name.clone(),
+            None => t.name.clone(),
         };
         match &t.quant {
             Some(q) if q.role == QuantRole::Scales => continue,
-            Some(q) if q.scheme == QuantScheme::Mxfp4 => {
-                let name = name
-                    .strip_suffix("_blocks")
-                    .or_else(|| name.strip_suffix(".blocks"))
-                    .map(str::to_string)
-                    .unwrap_or(name);
-                out.push(mxfp4(catalog, i, q.peer, name, gpt_oss)?);
-            }
-            Some(q) => {
-                let QuantScheme::Fp8Block { rows, cols } = q.scheme else {
-                    unreachable!("only two schemes")
-                };
-                out.push(fp8_block(catalog, i, q.peer, name, (rows, cols))?);
-            }
+            Some(q) => match q.scheme {
+                QuantScheme::Mxfp4 => {
+                    let name = name
+                        .strip_suffix("_blocks")
+                        .or_else(|| name.strip_suffix(".blocks"))
+                        .map(str::to_string)
+                        .unwrap_or(name);
+                    out.push(mxfp4(catalog, id, q.peer, name, gpt_oss)?);
+                }
+                QuantScheme::Fp8Block { rows, cols } => {
+                    out.push(fp8_block(catalog, id, q.peer, name, (rows, cols))?);
+                }
+            },
             None if t.ggml.as_ref().is_some_and(|g| g.ty.is_quantized()) => {
-                match ggml(catalog, i) {
+                match ggml(catalog, id) {
                     Some(b) => out.push(b),
                     None => notes.push(format!(
                         "bf16/ leaves out tensor '{}': gyrofs cannot dequantize ggml type {} (it is in raw/)",
-                        t.name,
-                        t.logical
+                        t.name, t.logical
                     )),
                 }
             }
-            None => out.push(elementwise(catalog, i, name)),
+            None => out.push(elementwise(catalog, id, name)),
         }
     }
     Ok(out)
 }
 
-fn record(catalog: &Catalog, idx: usize, transform: serde_json::Value) -> String {
-    tensor_record(catalog, idx, &to_canonical(&transform))
-}
-
 /// A tensor passed through (BF16, integers, ...) or cast to BF16.
-fn elementwise(catalog: &Catalog, idx: usize, name: String) -> Bf16Tensor {
-    let t = &catalog.tensors[idx];
-    let (dtype, transform, data) = if Cast::supports(t.dtype) {
-        let cast = Cast {
-            src: Extent::of(t),
-            from: t.dtype,
-        };
-        (
-            Dtype::BF16,
-            json!({"kind": "cast", "to": "BF16"}),
-            Segment::Computed(Arc::new(cast)),
-        )
-    } else {
-        let seg = Segment::Source {
-            file: t.file,
-            offset: t.start,
-            len: t.len(),
-        };
-        (t.dtype, serde_json::from_str(IDENTITY).expect("valid"), seg)
-    };
-    Bf16Tensor {
-        entry: Entry {
-            name,
-            dtype,
-            shape: t.shape.clone(),
-            record: record(catalog, idx, transform),
-            data: vec![data],
-        },
-        sources: vec![idx],
+fn elementwise(catalog: &Catalog, id: TensorId, name: String) -> Bf16Tensor {
+    let t = catalog.tensor(id);
+    match Cast::new(t.extent, t.dtype) {
+        Some(cast) => {
+            let record = Record::new(id, Transform::Cast { to: Dtype::BF16 });
+            Bf16Tensor::computed(name, t.shape.clone(), record, cast)
+        }
+        None => {
+            let record = Record::new(id, Transform::Identity);
+            let data = Segment::Source(t.extent);
+            Bf16Tensor::new(name, t.dtype, t.shape.clone(), record, data)
+        }
     }
 }
 
 /// A GGUF block-quantized tensor dequantized to BF16 in its logical shape,
 /// or `None` if its type has no dequantizer.
-fn ggml(catalog: &Catalog, idx: usize) -> Option<Bf16Tensor> {
-    let t = &catalog.tensors[idx];
+fn ggml(catalog: &Catalog, id: TensorId) -> Option<Bf16Tensor> {
+    let t = catalog.tensor(id);
     let g = t.ggml.as_ref()?;
     if !crate::quant::ggml::can_dequantize(g.ty) {
         return None;
     }
     let c = GgmlDequant {
-        src: Extent::of(t),
+        src: t.extent,
         ty: g.ty,
     };
-    let transform = json!({"kind": "dequant", "scheme": "ggml", "type": g.ty.name(), "to": "BF16"});
-    Some(Bf16Tensor {
-        entry: Entry {
-            name: t.name.clone(),
-            dtype: Dtype::BF16,
-            shape: g.shape.clone(),
-            record: record(catalog, idx, transform),
-            data: vec![Segment::Computed(Arc::new(c))],
-        },
-        sources: vec![idx],
-    })
+    let record = Record::new(id, dequant(Dequant::Ggml(g.ty), None));
+    Some(Bf16Tensor::computed(
+        t.name.clone(),
+        g.shape.clone(),
+        record,
+        c,
+    ))
 }
 
-/// Rows `start..start + len` (axis 0) of tensor `idx`, as BF16.
+fn dequant(scheme: Dequant, transpose: Option<[u32; 2]>) -> Transform {
+    Transform::Dequant {
+        scheme,
+        to: Dtype::BF16,
+        transpose,
+    }
+}
+
+/// Rows `start..start + len` (axis 0) of tensor `id`, as BF16.
 fn row_slice(
     catalog: &Catalog,
-    idx: usize,
-    name: &str,
+    id: TensorId,
+    name: String,
     start: u64,
     len: u64,
-) -> Result<Bf16Tensor, String> {
-    let t = &catalog.tensors[idx];
+) -> Result<Bf16Tensor, ViewError> {
+    let t = catalog.tensor(id);
     let row_elems: u64 = t.shape[1..].iter().product();
     let row_bytes = t
         .dtype
         .bytes_for(row_elems)
-        .ok_or_else(|| format!("{}: rows are not whole bytes", t.name))?;
-    let src = Extent::of(t).sub(start * row_bytes, len * row_bytes);
+        .ok_or_else(|| ViewError::Tensor {
+            tensor: t.name.clone(),
+            why: "rows are not whole bytes".into(),
+        })?;
+    let src = t.extent.sub(start * row_bytes, len * row_bytes);
     let mut shape = t.shape.clone();
     shape[0] = len;
-    let mut transform = json!({"kind": "slice", "axis": 0, "start": start, "stop": start + len});
-    let (dtype, data) = if t.dtype == Dtype::BF16 || !Cast::supports(t.dtype) {
-        (
-            t.dtype,
-            Segment::Source {
-                file: src.file,
-                offset: src.offset,
-                len: src.len,
-            },
-        )
-    } else {
-        transform["to"] = json!("BF16");
-        let cast = Cast { src, from: t.dtype };
-        (Dtype::BF16, Segment::Computed(Arc::new(cast)))
+    let slice = |to| Transform::Slice {
+        axis: 0,
+        start,
+        stop: start + len,
+        to,
     };
-    Ok(Bf16Tensor {
-        entry: Entry {
-            name: name.to_string(),
-            dtype,
-            shape,
-            record: record(catalog, idx, transform),
-            data: vec![data],
-        },
-        sources: vec![idx],
+    let cast = (t.dtype != Dtype::BF16)
+        .then(|| Cast::new(src, t.dtype))
+        .flatten();
+    Ok(match cast {
+        Some(cast) => {
+            let record = Record::new(id, slice(Some(Dtype::BF16)));
+            Bf16Tensor::computed(name, shape, record, cast)
+        }
+        None => {
+            let record = Record::new(id, slice(None));
+            Bf16Tensor::new(name, t.dtype, shape, record, Segment::Source(src))
+        }
     })
 }
 
 /// An MXFP4 pair as one BF16 tensor.
 fn mxfp4(
     catalog: &Catalog,
-    blocks: usize,
-    scales: usize,
+    blocks: TensorId,
+    scales: TensorId,
     name: String,
     gpt_oss: bool,
-) -> Result<Bf16Tensor, String> {
-    let b = &catalog.tensors[blocks];
-    let s = &catalog.tensors[scales];
+) -> Result<Bf16Tensor, ViewError> {
+    let b = catalog.tensor(blocks);
+    let s = catalog.tensor(scales);
     let mut natural = s.shape.clone();
-    let last = natural
-        .last_mut()
-        .ok_or_else(|| format!("{}: scales have no axes", s.name))?;
+    let last = natural.last_mut().ok_or_else(|| ViewError::Tensor {
+        tensor: s.name.clone(),
+        why: "scales have no axes".into(),
+    })?;
     *last *= 32;
-    let (shape, data, transform): (Vec<u64>, Arc<dyn crate::view::Compute>, Value) = if gpt_oss
-        && b.shape.len() == 4
-    {
+    let mut t = if gpt_oss && b.shape.len() == 4 {
         let (e, r, g) = (b.shape[0], b.shape[1], b.shape[2]);
         let c = Mxfp4Transposed {
-            blocks: Extent::of(b),
-            scales: Extent::of(s),
+            blocks: b.extent,
+            scales: s.extent,
             experts: e,
             rows: r,
             groups: g,
         };
-        let t = json!({"kind": "dequant", "scheme": "mxfp4", "to": "BF16", "transpose": [1, 2]});
-        (vec![e, g * 32, r], Arc::new(c), t)
+        let record = Record::new(blocks, dequant(Dequant::Mxfp4, Some([1, 2])));
+        Bf16Tensor::computed(name, vec![e, g * 32, r], record, c)
     } else {
         let c = Mxfp4 {
-            blocks: Extent::of(b),
-            scales: Extent::of(s),
+            blocks: b.extent,
+            scales: s.extent,
         };
-        let t = json!({"kind": "dequant", "scheme": "mxfp4", "to": "BF16"});
-        (natural, Arc::new(c), t)
+        let record = Record::new(blocks, dequant(Dequant::Mxfp4, None));
+        Bf16Tensor::computed(name, natural, record, c)
     };
-    Ok(Bf16Tensor {
-        entry: Entry {
-            name,
-            dtype: Dtype::BF16,
-            shape,
-            record: record(catalog, blocks, transform),
-            data: vec![Segment::Computed(data)],
-        },
-        sources: vec![blocks, scales],
-    })
+    t.sources.push(scales);
+    Ok(t)
 }
 
 /// A block-scaled FP8 pair as its BF16 weight.
 fn fp8_block(
     catalog: &Catalog,
-    weight: usize,
-    scale_inv: usize,
+    weight: TensorId,
+    scale_inv: TensorId,
     name: String,
-    block: (u64, u64),
-) -> Result<Bf16Tensor, String> {
-    let w = &catalog.tensors[weight];
-    let s = &catalog.tensors[scale_inv];
+    (rows, cols): (u64, u64),
+) -> Result<Bf16Tensor, ViewError> {
+    let w = catalog.tensor(weight);
+    let s = catalog.tensor(scale_inv);
     let geometry = BlockScaled::new(
         w.shape[0] as usize,
         w.shape[1] as usize,
-        (block.0 as usize, block.1 as usize),
+        (rows as usize, cols as usize),
     )
-    .map_err(|e| format!("{}: {e}", w.name))?;
+    .map_err(|e| ViewError::Tensor {
+        tensor: w.name.clone(),
+        why: e.to_string(),
+    })?;
     let c = Fp8Block {
-        weight: Extent::of(w),
-        scale_inv: Extent::of(s),
+        weight: w.extent,
+        scale_inv: s.extent,
         geometry,
     };
-    let t = json!({"kind": "dequant", "scheme": "fp8_block", "to": "BF16", "block": [block.0, block.1]});
-    Ok(Bf16Tensor {
-        entry: Entry {
-            name,
-            dtype: Dtype::BF16,
-            shape: w.shape.clone(),
-            record: record(catalog, weight, t),
-            data: vec![Segment::Computed(Arc::new(c))],
-        },
-        sources: vec![weight, scale_inv],
-    })
+    let record = Record::new(weight, dequant(Dequant::Fp8Block { rows, cols }, None));
+    let mut t = Bf16Tensor::computed(name, w.shape.clone(), record, c);
+    t.sources.push(scale_inv);
+    Ok(t)
 }
 
 /// The BF16 view's config.json, or `None` when the source has no config.
-pub fn config(catalog: &Catalog) -> Result<Option<Value>, String> {
+pub fn config(catalog: &Catalog) -> Result<Option<Value>, ViewError> {
     let Some(src) = &catalog.config else {
         return Ok(None);
     };
@@ -325,7 +317,7 @@ pub fn config(catalog: &Catalog) -> Result<Option<Value>, String> {
         src.clone()
     };
     let Value::Object(o) = &mut c else {
-        return Err("config.json is not a JSON object".into());
+        return Err(ViewError::Config("is not a JSON object".into()));
     };
     o.remove("quantization_config");
     o.insert("torch_dtype".into(), json!("bfloat16"));
@@ -334,10 +326,8 @@ pub fn config(catalog: &Catalog) -> Result<Option<Value>, String> {
 }
 
 /// Source files a set of BF16 tensors draws on.
-fn files_of(catalog: &Catalog, ts: &[&Bf16Tensor]) -> Vec<usize> {
-    ts.iter()
-        .flat_map(|t| t.sources.iter().map(|&s| catalog.tensors[s].file))
-        .collect()
+fn files_of(catalog: &Catalog, ts: &[&Bf16Tensor]) -> Vec<FileId> {
+    ts.iter().flat_map(|t| t.files(catalog)).collect()
 }
 
 /// Split `tensors` into shards of at most `max` bytes (a bigger tensor gets
@@ -359,7 +349,7 @@ pub fn shard(tensors: &[Bf16Tensor], max: u64) -> Vec<Vec<usize>> {
 
 /// Add `bf16/` (made of `tensors`) to the tree. On a source the view cannot
 /// be built for, the reason is returned and nothing is added.
-pub fn add(tree: &mut Tree, catalog: &Catalog, tensors: &[Bf16Tensor]) -> Result<(), String> {
+pub fn add(tree: &mut Tree, catalog: &Catalog, tensors: &[Bf16Tensor]) -> Result<(), ViewError> {
     let config = config(catalog)?;
     let dir = tree.dir_path("bf16");
 
@@ -381,7 +371,7 @@ pub fn add(tree: &mut Tree, catalog: &Catalog, tensors: &[Bf16Tensor]) -> Result
             dir,
             &file_name,
             "",
-            safetensors_file("bf16", &source, entries),
+            safetensors_file(catalog, "bf16", &source, entries),
         );
     }
     let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
@@ -399,23 +389,19 @@ pub fn add(tree: &mut Tree, catalog: &Catalog, tensors: &[Bf16Tensor]) -> Result
             VFile::from_bytes(to_pretty(&c).into_bytes()),
         );
     }
-    for &f in &catalog.side_files {
-        let name = &catalog.files[f].name;
+    for (id, f) in catalog.files.with_role(FileRole::Side) {
+        let name = &f.file.name;
         if name == "config.json" || name == "dtypes.json" {
             continue;
         }
-        tree.add_file(
-            dir,
-            name,
-            "",
-            VFile::new([Segment::whole(&catalog.files, f)]),
-        );
+        let whole = VFile::new([Segment::Source(catalog.files.whole(id))]);
+        tree.add_file(dir, name, "", whole);
     }
 
     let tdir = tree.dir(dir, "tensors");
     for t in tensors {
-        let source = source_json(catalog, files_of(catalog, &[t]));
-        let file = safetensors_file("bf16/tensors", &source, vec![t.entry.clone()]);
+        let source = source_json(catalog, t.files(catalog));
+        let file = safetensors_file(catalog, "bf16/tensors", &source, vec![t.entry.clone()]);
         tree.add_file(tdir, &escape(&t.entry.name, EXT), EXT, file);
     }
     Ok(())

@@ -25,11 +25,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Value, json};
 
-use crate::catalog::{Catalog, SourceFormat};
+use crate::catalog::{Catalog, FileId, SourceFormat};
 use crate::dtype::numel;
 use crate::json::to_pretty;
 use crate::view::header::{Entry, safetensors_file, source_json};
-use crate::view::{Segment, Tree, VFile};
+use crate::view::{NodeId, Segment, Tree, VFile};
 
 /// The mixture-of-experts shape of a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,23 +141,9 @@ fn expert_slice(entry: &Entry, e: u64, experts: u64) -> Option<Entry> {
         name: entry.name.clone(),
         dtype: entry.dtype,
         shape: inner.to_vec(),
-        record: slice_record(&entry.record, e)?,
+        record: entry.record.expert_slice(e),
         data: slice_segments(&entry.data, e * per, per),
     })
-}
-
-/// A canonical record with its transform T replaced by
-/// `{"axis":0,"index":e,"kind":"expert_slice","of":T}`. `transform` is the
-/// record's last key (canonical order), and no transform value contains the
-/// text `,"transform":`, so the last occurrence is the key.
-fn slice_record(record: &str, e: u64) -> Option<String> {
-    const KEY: &str = ",\"transform\":";
-    let at = record.rfind(KEY)? + KEY.len();
-    let of = record[at..].strip_suffix('}')?;
-    Some(format!(
-        "{}{{\"axis\":0,\"index\":{e},\"kind\":\"expert_slice\",\"of\":{of}}}}}",
-        &record[..at]
-    ))
 }
 
 /// A tensor of a view, as the split needs it.
@@ -165,9 +151,7 @@ fn slice_record(record: &str, e: u64) -> Option<String> {
 pub struct Item {
     pub entry: Entry,
     /// Source files it reads.
-    pub files: Vec<usize>,
-    /// The (primary) source tensor's name.
-    pub source: String,
+    pub files: Vec<FileId>,
 }
 
 /// One tensor of the split.
@@ -178,64 +162,81 @@ struct Member<'a> {
     item: &'a Item,
 }
 
-/// Add `<view>/experts/` for the view's tensors `items`. Returns false (and
-/// adds nothing) if no tensor is an expert's.
-pub fn add(tree: &mut Tree, catalog: &Catalog, view: &str, items: &[Item], moe: Moe) -> bool {
-    let mut base: Vec<Member> = Vec::new();
-    let mut experts: BTreeMap<(u64, u64), Vec<Member>> = BTreeMap::new();
-    fn whole(item: &Item) -> Member<'_> {
+impl<'a> Member<'a> {
+    fn whole(item: &'a Item) -> Self {
         Member {
             entry: item.entry.clone(),
             index: None,
             item,
         }
     }
+}
+
+/// The split of a view's tensors: the base file's and each (layer, expert)'s.
+struct Split<'a> {
+    base: Vec<Member<'a>>,
+    experts: BTreeMap<(u64, u64), Vec<Member<'a>>>,
+}
+
+/// Place every item: whole into an expert or the base, or sliced by expert.
+fn split(items: &[Item], experts: u64) -> Split<'_> {
+    let mut out = Split {
+        base: Vec::new(),
+        experts: BTreeMap::new(),
+    };
     for item in items {
-        match place(&item.entry.name, &item.entry.shape, moe.experts) {
-            Place::Expert { layer, expert } => experts
+        match place(&item.entry.name, &item.entry.shape, experts) {
+            Place::Expert { layer, expert } => out
+                .experts
                 .entry((layer, expert))
                 .or_default()
-                .push(whole(item)),
+                .push(Member::whole(item)),
             Place::Fused { layer } => {
-                let slices: Option<Vec<Entry>> = (0..moe.experts)
-                    .map(|e| expert_slice(&item.entry, e, moe.experts))
+                let slices: Option<Vec<Entry>> = (0..experts)
+                    .map(|e| expert_slice(&item.entry, e, experts))
                     .collect();
-                match slices {
-                    Some(slices) => {
-                        for (e, entry) in slices.into_iter().enumerate() {
-                            experts.entry((layer, e as u64)).or_default().push(Member {
-                                entry,
-                                index: Some(e as u64),
-                                item,
-                            });
-                        }
-                    }
-                    None => base.push(whole(item)),
+                let Some(slices) = slices else {
+                    out.base.push(Member::whole(item));
+                    continue;
+                };
+                for (e, entry) in (0..).zip(slices) {
+                    out.experts.entry((layer, e)).or_default().push(Member {
+                        entry,
+                        index: Some(e),
+                        item,
+                    });
                 }
             }
-            Place::Base => base.push(whole(item)),
+            Place::Base => out.base.push(Member::whole(item)),
         }
     }
-    if experts.is_empty() {
-        return false;
-    }
-    let max_layer = experts.keys().map(|k| k.0).max().unwrap_or(0);
-    let layer_width = digits(moe.layers.unwrap_or(max_layer + 1).saturating_sub(1)).max(2);
-    let expert_width = digits(moe.experts - 1).max(3);
-    let dir_path = format!("{view}/experts");
-    let dir = tree.dir_path(&dir_path);
+    out
+}
 
-    // Expert files of a layer draw on the same few source files.
-    let mut sources: HashMap<Vec<usize>, String> = HashMap::new();
-    let mut add_file = |tree: &mut Tree, name: &str, mut members: Vec<Member>| -> (u64, Value) {
+/// Writes the files of one `<view>/experts/` directory.
+struct Writer<'c> {
+    catalog: &'c Catalog,
+    /// `raw/experts` or `bf16/experts`: the `gyro.view` of its files.
+    dir_path: String,
+    dir: NodeId,
+    /// `gyro.source` by source file set: the expert files of a layer draw on
+    /// the same few source files.
+    sources: HashMap<Vec<FileId>, String>,
+}
+
+impl Writer<'_> {
+    /// Add one file of `members`; its size and registry tensor list.
+    fn add(&mut self, tree: &mut Tree, name: &str, mut members: Vec<Member>) -> (u64, Value) {
         members.sort_by_key(|m| std::cmp::Reverse(m.entry.dtype.alignment()));
-        let mut files: Vec<usize> = members
+        let mut files: Vec<FileId> = members
             .iter()
             .flat_map(|m| m.item.files.iter().copied())
             .collect();
         files.sort_unstable();
         files.dedup();
-        let source = sources
+        let catalog = self.catalog;
+        let source = self
+            .sources
             .entry(files)
             .or_insert_with_key(|f| source_json(catalog, f.iter().copied()));
         let listed: Vec<Value> = members
@@ -246,24 +247,44 @@ pub fn add(tree: &mut Tree, catalog: &Catalog, view: &str, items: &[Item], moe: 
                     "dtype": m.entry.dtype.name(),
                     "shape": m.entry.shape,
                     "bytes": m.entry.len(),
-                    "source": m.item.source,
+                    "source": catalog.tensor(m.entry.record.source).name,
                     "index": m.index,
                 })
             })
             .collect();
         let entries = members.into_iter().map(|m| m.entry).collect();
-        let file = safetensors_file(&dir_path, source, entries);
+        let file = safetensors_file(catalog, &self.dir_path, source, entries);
         let size = file.size;
-        tree.add_file(dir, name, "", file);
+        tree.add_file(self.dir, name, "", file);
         (size, Value::Array(listed))
+    }
+}
+
+/// Add `<view>/experts/` for the view's tensors `items`. Returns false (and
+/// adds nothing) if no tensor is an expert's.
+pub fn add(tree: &mut Tree, catalog: &Catalog, view: &str, items: &[Item], moe: Moe) -> bool {
+    let Split { base, experts } = split(items, moe.experts);
+    if experts.is_empty() {
+        return false;
+    }
+    let max_layer = experts.keys().map(|k| k.0).max().unwrap_or(0);
+    let layer_width = digits(moe.layers.unwrap_or(max_layer + 1).saturating_sub(1)).max(2);
+    let expert_width = digits(moe.experts - 1).max(3);
+    let dir_path = format!("{view}/experts");
+    let dir = tree.dir_path(&dir_path);
+    let mut writer = Writer {
+        catalog,
+        dir_path,
+        dir,
+        sources: HashMap::new(),
     };
 
-    let (base_size, base_tensors) = add_file(tree, "base.safetensors", base);
+    let (base_size, base_tensors) = writer.add(tree, "base.safetensors", base);
     let mut registry_experts = Vec::new();
     for ((layer, expert), members) in experts {
         let name =
             format!("layer_{layer:0layer_width$}_expert_{expert:0expert_width$}.safetensors");
-        let (size, tensors) = add_file(tree, &name, members);
+        let (size, tensors) = writer.add(tree, &name, members);
         registry_experts.push(json!({
             "layer": layer,
             "expert": expert,
@@ -357,38 +378,21 @@ mod tests {
     }
 
     #[test]
-    fn slice_records() {
-        let r = r#"{"logical_dtype":"FP4","source":{"name":"x,\"transform\":"},"transform":{"kind":"identity"}}"#;
-        let s = slice_record(r, 3).unwrap();
-        assert_eq!(
-            s,
-            r#"{"logical_dtype":"FP4","source":{"name":"x,\"transform\":"},"transform":{"axis":0,"index":3,"kind":"expert_slice","of":{"kind":"identity"}}}"#
-        );
-        let v: Value = serde_json::from_str(&s).unwrap();
-        assert_eq!(crate::json::to_canonical(&v), s);
-    }
-
-    #[test]
     fn slices_segments() {
+        use crate::catalog::Extent;
         use std::sync::Arc;
+        let at = |offset, len| Extent {
+            file: FileId(0),
+            offset,
+            len,
+        };
         let segs = vec![
             Segment::Bytes(Arc::from(&b"abcd"[..])),
-            Segment::Source {
-                file: 0,
-                offset: 100,
-                len: 10,
-            },
+            Segment::Source(at(100, 10)),
         ];
         let s = slice_segments(&segs, 2, 5);
         assert_eq!(s.len(), 2);
         assert!(matches!(&s[0], Segment::Bytes(b) if &b[..] == b"cd"));
-        assert!(matches!(
-            s[1],
-            Segment::Source {
-                file: 0,
-                offset: 100,
-                len: 3
-            }
-        ));
+        assert!(matches!(s[1], Segment::Source(e) if e == at(100, 3)));
     }
 }

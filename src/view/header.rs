@@ -21,9 +21,10 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, FileId};
 use crate::dtype::Dtype;
-use crate::json::{to_canonical, write_str};
+use crate::json::{to_canonical, write_str, write_u64s};
+use crate::view::record::Record;
 use crate::view::{Segment, VFile};
 
 /// Version of the Gyro header format written by this build.
@@ -35,8 +36,8 @@ pub struct Entry {
     pub name: String,
     pub dtype: Dtype,
     pub shape: Vec<u64>,
-    /// Its record in `gyro.tensors`, as canonical JSON (see [`tensor_record`]).
-    pub record: String,
+    /// Its record in `gyro.tensors`.
+    pub record: Record,
     /// Where its bytes come from; their lengths must add up to the tensor's size.
     pub data: Vec<Segment>,
 }
@@ -53,8 +54,8 @@ impl Entry {
 
 /// A complete virtual safetensors file: Gyro header, then the entries' data
 /// in the order given. `source` is the canonical `gyro.source` JSON.
-pub fn safetensors_file(view: &str, source: &str, entries: Vec<Entry>) -> VFile {
-    let header = header_bytes(view, source, &entries);
+pub fn safetensors_file(catalog: &Catalog, view: &str, source: &str, entries: Vec<Entry>) -> VFile {
+    let header = header_bytes(catalog, view, source, &entries);
     let mut segments = Vec::with_capacity(1 + entries.len());
     segments.push(Segment::Bytes(Arc::from(header)));
     for e in entries {
@@ -64,16 +65,11 @@ pub fn safetensors_file(view: &str, source: &str, entries: Vec<Entry>) -> VFile 
 }
 
 /// The 8-byte length, JSON and padding of a Gyro header.
-pub fn header_bytes(view: &str, source: &str, entries: &[Entry]) -> Vec<u8> {
+pub fn header_bytes(catalog: &Catalog, view: &str, source: &str, entries: &[Entry]) -> Vec<u8> {
     // gyro.tensors: records keyed by name, in byte order of the names.
     let mut by_name: Vec<&Entry> = entries.iter().collect();
     by_name.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
-    let mut records = String::with_capacity(
-        entries
-            .iter()
-            .map(|e| e.record.len() + e.name.len() + 4)
-            .sum(),
-    );
+    let mut records = String::with_capacity(entries.iter().map(|e| 320 + 2 * e.name.len()).sum());
     records.push('{');
     for (i, e) in by_name.iter().enumerate() {
         if i > 0 {
@@ -81,7 +77,7 @@ pub fn header_bytes(view: &str, source: &str, entries: &[Entry]) -> Vec<u8> {
         }
         write_str(&mut records, &e.name);
         records.push(':');
-        records.push_str(&e.record);
+        e.record.write(catalog, &mut records);
     }
     records.push('}');
 
@@ -117,9 +113,9 @@ pub fn header_bytes(view: &str, source: &str, entries: &[Entry]) -> Vec<u8> {
         json.push_str(":{\"dtype\":");
         write_str(&mut json, e.dtype.name());
         json.push_str(",\"shape\":");
-        push_u64s(&mut json, &e.shape);
+        write_u64s(&mut json, &e.shape);
         json.push_str(",\"data_offsets\":");
-        push_u64s(&mut json, &[offset, offset + len]);
+        write_u64s(&mut json, &[offset, offset + len]);
         json.push('}');
         offset += len;
     }
@@ -133,32 +129,18 @@ pub fn header_bytes(view: &str, source: &str, entries: &[Entry]) -> Vec<u8> {
     out
 }
 
-/// Append `[a,b,...]`.
-fn push_u64s(out: &mut String, v: &[u64]) {
-    use std::fmt::Write;
-    out.push('[');
-    for (i, d) in v.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(out, "{d}");
-    }
-    out.push(']');
-}
-
 /// Canonical `gyro.source` for a virtual file drawing on source files `files`.
-pub fn source_json(catalog: &Catalog, files: impl IntoIterator<Item = usize>) -> String {
-    let files: BTreeSet<usize> = files.into_iter().collect();
+pub fn source_json(catalog: &Catalog, files: impl IntoIterator<Item = FileId>) -> String {
+    let files: BTreeSet<FileId> = files.into_iter().collect();
     let list: Vec<Value> = files
         .into_iter()
-        .map(|i| {
-            let f = &catalog.files[i];
+        .map(|id| {
+            let f = &catalog.files[id];
             let mut o = Map::new();
-            o.insert("name".into(), json!(f.name));
-            o.insert("size".into(), json!(f.len));
-            let md = &catalog.file_metadata[i];
-            if !md.is_empty() {
-                o.insert("metadata".into(), json!(md));
+            o.insert("name".into(), json!(f.file.name));
+            o.insert("size".into(), json!(f.file.len));
+            if !f.metadata.is_empty() {
+                o.insert("metadata".into(), json!(f.metadata));
             }
             Value::Object(o)
         })
@@ -166,84 +148,51 @@ pub fn source_json(catalog: &Catalog, files: impl IntoIterator<Item = usize>) ->
     to_canonical(&json!({"format": catalog.format.name(), "files": list}))
 }
 
-/// The canonical `gyro.tensors` record of source tensor `idx` under
-/// `transform` (itself canonical JSON):
-/// `{["ggml": {"block_size","shape","type","type_id","type_size"}],
-/// "logical_dtype", ["quant": {"peer","role","scheme","values_per_block"}],
-/// "source": {"dtype","file","name","offsets","shape"}, "transform"}`.
-/// Written directly, keys already in canonical order: mounts of models with
-/// 100k tensors build hundreds of thousands of these.
-pub fn tensor_record(catalog: &Catalog, idx: usize, transform: &str) -> String {
-    let t = &catalog.tensors[idx];
-    let mut o = String::with_capacity(256 + 2 * t.name.len());
-    o.push('{');
-    if let Some(g) = &t.ggml {
-        o.push_str(&format!(
-            "\"ggml\":{{\"block_size\":{},\"shape\":",
-            g.ty.block_size()
-        ));
-        push_u64s(&mut o, &g.shape);
-        o.push_str(&format!(
-            ",\"type\":\"{}\",\"type_id\":{},\"type_size\":{}}},",
-            g.ty.name(),
-            g.ty.id(),
-            g.ty.type_size()
-        ));
-    }
-    o.push_str("\"logical_dtype\":");
-    write_str(&mut o, &t.logical);
-    if let Some(q) = &t.quant {
-        o.push_str(",\"quant\":{\"peer\":");
-        write_str(&mut o, &catalog.tensors[q.peer].name);
-        o.push_str(",\"role\":");
-        write_str(&mut o, q.scheme.role_name(q.role));
-        o.push_str(",\"scheme\":");
-        write_str(&mut o, q.scheme.name());
-        o.push_str(&format!(
-            ",\"values_per_block\":{}}}",
-            q.scheme.values_per_block()
-        ));
-    }
-    o.push_str(",\"source\":{\"dtype\":");
-    write_str(&mut o, t.dtype.name());
-    o.push_str(",\"file\":");
-    write_str(&mut o, &catalog.files[t.file].name);
-    o.push_str(",\"name\":");
-    write_str(&mut o, &t.name);
-    o.push_str(",\"offsets\":");
-    push_u64s(&mut o, &[t.start, t.end]);
-    o.push_str(",\"shape\":");
-    push_u64s(&mut o, &t.shape);
-    o.push_str("},\"transform\":");
-    o.push_str(transform);
-    o.push('}');
-    o
-}
-
-/// The identity transform record.
-pub const IDENTITY: &str = r#"{"kind":"identity"}"#;
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn header_layout() {
+        use crate::catalog::{Extent, Files, SourceFormat, Tensor, TensorId};
+        let extent = Extent {
+            file: FileId(0),
+            offset: 8,
+            len: 4,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, [0u8; 12]).unwrap();
+        let mut files = Files::default();
+        let file = crate::source::mapped::SourceFile::open(&path, "f".into()).unwrap();
+        files.push(file, Default::default(), crate::catalog::FileRole::Tensors);
+        let catalog = Catalog {
+            format: SourceFormat::Safetensors,
+            files,
+            tensors: vec![Tensor::new("w".into(), Dtype::BF16, vec![2], extent)],
+            config: None,
+            gguf_metadata: None,
+        };
         let e = Entry {
             name: "w".into(),
             dtype: Dtype::BF16,
             shape: vec![2],
-            record: r#"{"k":1}"#.into(),
+            record: Record::new(TensorId(0), crate::view::record::Transform::Identity),
             data: vec![Segment::Bytes(Arc::from(&[1u8, 2, 3, 4][..]))],
         };
-        let h = header_bytes("raw/tensors", r#"{"files":[],"format":"x"}"#, &[e]);
+        let h = header_bytes(
+            &catalog,
+            "raw/tensors",
+            r#"{"files":[],"format":"x"}"#,
+            &[e],
+        );
         let n = u64::from_le_bytes(h[..8].try_into().unwrap()) as usize;
         assert_eq!(n % 8, 0);
         assert_eq!(h.len(), 8 + n);
         let text = std::str::from_utf8(&h[8..]).unwrap().trim_end_matches(' ');
         assert_eq!(
             text,
-            r#"{"__metadata__":{"format":"pt","gyro.source":"{\"files\":[],\"format\":\"x\"}","gyro.tensors":"{\"w\":{\"k\":1}}","gyro.version":"1","gyro.view":"raw/tensors"},"w":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]}}"#
+            r#"{"__metadata__":{"format":"pt","gyro.source":"{\"files\":[],\"format\":\"x\"}","gyro.tensors":"{\"w\":{\"logical_dtype\":\"BF16\",\"source\":{\"dtype\":\"BF16\",\"file\":\"f\",\"name\":\"w\",\"offsets\":[8,12],\"shape\":[2]},\"transform\":{\"kind\":\"identity\"}}}","gyro.version":"1","gyro.view":"raw/tensors"},"w":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]}}"#
         );
     }
 }

@@ -14,6 +14,7 @@ use crate::json::to_pretty;
 use crate::view::header::GYRO_VERSION;
 use crate::view::names::escape;
 use crate::view::raw::EXT;
+use crate::view::record::QuantFields;
 use crate::view::{ROOT, Tree, VFile};
 
 pub const NAME: &str = "manifest.json";
@@ -33,22 +34,14 @@ pub fn manifest(catalog: &Catalog, notes: &[String]) -> Value {
                 o.insert("logical_shape".into(), json!(g.shape));
             }
             o.insert("bytes".into(), json!(t.len()));
-            o.insert("file".into(), json!(catalog.files[t.file].name));
-            o.insert("offset".into(), json!(t.start));
+            o.insert("file".into(), json!(catalog.file_name(t)));
+            o.insert("offset".into(), json!(t.extent.offset));
             o.insert(
                 "raw_file".into(),
                 json!(format!("raw/tensors/{}{EXT}", escape(&t.name, EXT))),
             );
             if let Some(q) = &t.quant {
-                o.insert(
-                    "quant".into(),
-                    json!({
-                        "peer": catalog.tensors[q.peer].name,
-                        "role": q.scheme.role_name(q.role),
-                        "scheme": q.scheme.name(),
-                        "values_per_block": q.scheme.values_per_block(),
-                    }),
-                );
+                o.insert("quant".into(), QuantFields::of(catalog, q).to_value());
             }
             Value::Object(o)
         })
@@ -56,15 +49,7 @@ pub fn manifest(catalog: &Catalog, notes: &[String]) -> Value {
     let files: Vec<Value> = catalog
         .files
         .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let role = if catalog.side_files.contains(&i) {
-                "side"
-            } else {
-                "tensors"
-            };
-            json!({"name": f.name, "size": f.len, "role": role})
-        })
+        .map(|(_, f)| json!({"name": f.file.name, "size": f.file.len, "role": f.role.name()}))
         .collect();
     let mut m = json!({
         "gyro_version": GYRO_VERSION,

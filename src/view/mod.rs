@@ -3,7 +3,7 @@
 //! A virtual file is a list of [`Segment`]s whose lengths are all known when
 //! the tree is built, so sizes are exact before any byte is read:
 //! - [`Segment::Bytes`]: bytes held in memory (Gyro headers, generated JSON);
-//! - [`Segment::Source`]: a byte range of a mapped source file, served
+//! - [`Segment::Source`]: an [`Extent`] of a mapped source file, served
 //!   zero-copy;
 //! - [`Segment::Computed`]: bytes produced on demand by a [`Compute`] (a
 //!   dequantization, a slice, a transpose) for exactly the requested range.
@@ -13,8 +13,9 @@
 //! with `gpt_oss` bridging the two gpt-oss layouts), `experts` (one file per
 //! MoE expert, in `raw/` and `bf16/`). `compute` holds the
 //! computed segments; `header` writes the Gyro safetensors header every
-//! virtual safetensors file starts with; `names` escapes tensor names into
-//! file names. Reading is done by `crate::read`.
+//! virtual safetensors file starts with, and `record` the typed provenance
+//! record of each of its tensors; `names` escapes tensor names into file
+//! names. Reading is done by `crate::read`.
 
 pub mod bf16;
 pub mod compute;
@@ -24,14 +25,14 @@ pub mod header;
 pub mod manifest;
 pub mod names;
 pub mod raw;
+pub mod record;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::catalog::Catalog;
-use crate::error::ReadError;
-use crate::source::mapped::SourceFile;
+use crate::catalog::{Catalog, Extent, Files};
+use crate::error::{ReadError, ViewError};
 
 /// Bytes computed on demand. `read_at` must fill `out` with bytes
 /// `[offset, offset + out.len())` of its output, which is `len()` bytes long,
@@ -41,14 +42,14 @@ pub trait Compute: Send + Sync + fmt::Debug {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    fn read_at(&self, files: &[SourceFile], offset: u64, out: &mut [u8]) -> Result<(), ReadError>;
+    fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError>;
 }
 
 /// A contiguous piece of a virtual file.
 #[derive(Debug, Clone)]
 pub enum Segment {
     Bytes(Arc<[u8]>),
-    Source { file: usize, offset: u64, len: u64 },
+    Source(Extent),
     Computed(Arc<dyn Compute>),
 }
 
@@ -56,7 +57,7 @@ impl Segment {
     pub fn len(&self) -> u64 {
         match self {
             Segment::Bytes(b) => b.len() as u64,
-            Segment::Source { len, .. } => *len,
+            Segment::Source(e) => e.len,
             Segment::Computed(c) => c.len(),
         }
     }
@@ -73,27 +74,12 @@ impl Segment {
             Segment::Bytes(b) => {
                 Segment::Bytes(Arc::from(&b[offset as usize..(offset + len) as usize]))
             }
-            Segment::Source {
-                file, offset: o, ..
-            } => Segment::Source {
-                file: *file,
-                offset: o + offset,
-                len,
-            },
+            Segment::Source(e) => Segment::Source(e.sub(offset, len)),
             Segment::Computed(c) => Segment::Computed(Arc::new(compute::Window {
                 inner: c.clone(),
                 offset,
                 len,
             })),
-        }
-    }
-
-    /// A whole source file, passed through unchanged.
-    pub fn whole(files: &[SourceFile], file: usize) -> Segment {
-        Segment::Source {
-            file,
-            offset: 0,
-            len: files[file].len,
         }
     }
 }
@@ -117,18 +103,11 @@ impl VFile {
             if seg.is_empty() {
                 continue;
             }
-            if let (
-                Some(Segment::Source { file, offset, len }),
-                Segment::Source {
-                    file: f2,
-                    offset: o2,
-                    len: l2,
-                },
-            ) = (merged.last_mut(), &seg)
-                && *file == *f2
-                && *offset + *len == *o2
+            if let (Some(Segment::Source(a)), Segment::Source(b)) = (merged.last_mut(), &seg)
+                && a.file == b.file
+                && a.end() == b.offset
             {
-                *len += l2;
+                a.len += b.len;
                 continue;
             }
             merged.push(seg);
@@ -338,11 +317,11 @@ pub fn build(catalog: &Catalog) -> (Tree, Vec<String>) {
     raw::add(&mut tree, catalog);
     let moe = experts::moe(catalog);
     if let Some(moe) = moe {
-        let items: Vec<_> = (0..catalog.tensors.len())
-            .map(|i| experts::Item {
-                entry: raw::entry(catalog, i),
-                files: vec![catalog.tensors[i].file],
-                source: catalog.tensors[i].name.clone(),
+        let items: Vec<_> = catalog
+            .tensor_ids()
+            .map(|(id, t)| experts::Item {
+                entry: raw::entry(catalog, id),
+                files: vec![t.extent.file],
             })
             .collect();
         experts::add(&mut tree, catalog, "raw", &items, moe);
@@ -355,19 +334,23 @@ pub fn build(catalog: &Catalog) -> (Tree, Vec<String>) {
                 let items: Vec<_> = ts
                     .into_iter()
                     .map(|t| experts::Item {
-                        files: t.sources.iter().map(|&s| catalog.tensors[s].file).collect(),
-                        source: catalog.tensors[t.sources[0]].name.clone(),
+                        files: t.files(catalog),
                         entry: t.entry,
                     })
                     .collect();
                 experts::add(&mut tree, catalog, "bf16", &items, moe);
             }
         }
-        Err(why) => notes.push(format!("bf16/ is not available for this source: {why}")),
+        Err(why) => notes.push(unavailable("bf16/", &why)),
     }
     manifest::add(&mut tree, catalog, &notes);
     tree.finish();
     (tree, notes)
+}
+
+/// The note for a view that cannot be built.
+fn unavailable(view: &str, why: &ViewError) -> String {
+    format!("{view} is not available for this source: {why}")
 }
 
 #[cfg(test)]
@@ -376,24 +359,19 @@ mod tests {
 
     #[test]
     fn merges_contiguous_source_ranges() {
+        let src = |file, offset, len| {
+            Segment::Source(Extent {
+                file: crate::catalog::FileId(file),
+                offset,
+                len,
+            })
+        };
         let f = VFile::new([
             Segment::Bytes(Arc::from(&b"hd"[..])),
-            Segment::Source {
-                file: 0,
-                offset: 10,
-                len: 5,
-            },
-            Segment::Source {
-                file: 0,
-                offset: 15,
-                len: 5,
-            },
+            src(0, 10, 5),
+            src(0, 15, 5),
             Segment::Bytes(Arc::from(&b""[..])),
-            Segment::Source {
-                file: 1,
-                offset: 20,
-                len: 1,
-            },
+            src(1, 20, 1),
         ]);
         assert_eq!(f.size, 13);
         assert_eq!(f.segments().len(), 3);

@@ -10,35 +10,36 @@
 //!
 //! Every tensor byte is a [`Segment::Source`] range of the map.
 
-use crate::catalog::Catalog;
-use crate::view::header::{Entry, IDENTITY, safetensors_file, source_json, tensor_record};
+use crate::catalog::{Catalog, FileRole, TensorId};
+use crate::view::header::{Entry, safetensors_file, source_json};
 use crate::view::names::escape;
-use crate::view::{Segment, Tree};
+use crate::view::record::{Record, Transform};
+use crate::view::{Segment, Tree, VFile};
 
 pub const EXT: &str = ".safetensors";
 
-/// The lossless entry for source tensor `idx`.
-pub fn entry(catalog: &Catalog, idx: usize) -> Entry {
-    let t = &catalog.tensors[idx];
+/// The lossless entry for source tensor `id`.
+pub fn entry(catalog: &Catalog, id: TensorId) -> Entry {
+    let t = catalog.tensor(id);
     Entry {
         name: t.name.clone(),
         dtype: t.dtype,
         shape: t.shape.clone(),
-        record: tensor_record(catalog, idx, IDENTITY),
-        data: vec![Segment::Source {
-            file: t.file,
-            offset: t.start,
-            len: t.len(),
-        }],
+        record: Record::new(id, Transform::Identity),
+        data: vec![Segment::Source(t.extent)],
     }
 }
 
-/// Tensor indices in pack order: alignment descending, then source order.
-pub fn pack_order(catalog: &Catalog) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..catalog.tensors.len()).collect();
-    order.sort_by_key(|&i| {
-        let t = &catalog.tensors[i];
-        (std::cmp::Reverse(t.dtype.alignment()), t.file, t.start)
+/// Tensor ids in pack order: alignment descending, then source order.
+pub fn pack_order(catalog: &Catalog) -> Vec<TensorId> {
+    let mut order: Vec<TensorId> = catalog.tensor_ids().map(|(id, _)| id).collect();
+    order.sort_by_key(|&id| {
+        let t = catalog.tensor(id);
+        (
+            std::cmp::Reverse(t.dtype.alignment()),
+            t.extent.file,
+            t.extent.offset,
+        )
     });
     order
 }
@@ -47,26 +48,30 @@ pub fn add(tree: &mut Tree, catalog: &Catalog) {
     let raw = tree.dir_path("raw");
     let pack: Vec<Entry> = pack_order(catalog)
         .into_iter()
-        .map(|i| entry(catalog, i))
+        .map(|id| entry(catalog, id))
         .collect();
-    let source = source_json(catalog, catalog.tensor_files());
-    tree.add_file(raw, "model", EXT, safetensors_file("raw", &source, pack));
-    for &f in &catalog.side_files {
-        let name = catalog.files[f].name.clone();
-        tree.add_file(
-            raw,
-            &name,
-            "",
-            crate::view::VFile::new([Segment::whole(&catalog.files, f)]),
-        );
+    let tensor_files = catalog.files.with_role(FileRole::Tensors).map(|(id, _)| id);
+    let source = source_json(catalog, tensor_files);
+    tree.add_file(
+        raw,
+        "model",
+        EXT,
+        safetensors_file(catalog, "raw", &source, pack),
+    );
+    for (id, f) in catalog.files.with_role(FileRole::Side) {
+        let whole = VFile::new([Segment::Source(catalog.files.whole(id))]);
+        tree.add_file(raw, &f.file.name, "", whole);
     }
 
     let dir = tree.dir(raw, "tensors");
-    let per_file: Vec<String> = (0..catalog.files.len())
-        .map(|f| source_json(catalog, [f]))
+    let per_file: Vec<String> = catalog
+        .files
+        .iter()
+        .map(|(id, _)| source_json(catalog, [id]))
         .collect();
-    for (i, t) in catalog.tensors.iter().enumerate() {
-        let file = safetensors_file("raw/tensors", &per_file[t.file], vec![entry(catalog, i)]);
+    for (id, t) in catalog.tensor_ids() {
+        let source = &per_file[t.extent.file.index()];
+        let file = safetensors_file(catalog, "raw/tensors", source, vec![entry(catalog, id)]);
         tree.add_file(dir, &escape(&t.name, EXT), EXT, file);
     }
 }

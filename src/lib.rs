@@ -8,9 +8,11 @@
 //! - [`view`]: the tree of virtual files built from the catalog (`raw/`,
 //!   `manifest.json`), each a Gyro header plus segments;
 //! - [`read`]: the one read path from (file, offset, length) to bytes;
-//! - [`volume`]: a source and its tree together, the filesystem without FUSE;
+//! - [`volume`]: a source and its tree together, the filesystem operations
+//!   without FUSE;
 //! - front ends: [`fuse`] (the kernel adapter) and [`mount`] (its process
-//!   life cycle), [`convert`] (writes a view to disk), [`ls`] (lists tensors).
+//!   life cycle), [`convert`] (writes a view to disk), [`ls`] (lists tensors);
+//! - [`error`]: the typed errors of every layer, and their errno.
 
 pub mod catalog;
 pub mod convert;

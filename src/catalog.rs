@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::dtype::Dtype;
 use crate::error::ReadError;
 use crate::quant::ggml::GgmlType;
+use crate::source::fault;
 use crate::source::mapped::SourceFile;
 
 /// Index of a file in [`Catalog::files`].
@@ -95,7 +96,11 @@ pub struct CatalogFile {
 /// Every file of a source, indexed by [`FileId`]: tensor files first (in
 /// source order), then side files. The read path gets its bytes here.
 #[derive(Debug, Default)]
-pub struct Files(Vec<CatalogFile>);
+pub struct Files {
+    files: Vec<CatalogFile>,
+    /// The address range of each file's map, for SIGBUS recovery.
+    ranges: Vec<fault::Range>,
+}
 
 impl Files {
     pub fn push(
@@ -104,8 +109,10 @@ impl Files {
         metadata: BTreeMap<String, String>,
         role: FileRole,
     ) -> FileId {
-        let id = FileId(self.0.len() as u32);
-        self.0.push(CatalogFile {
+        let id = FileId(self.files.len() as u32);
+        let data = file.data();
+        self.ranges.push((data.as_ptr() as usize, data.len()));
+        self.files.push(CatalogFile {
             file,
             metadata,
             role,
@@ -113,17 +120,35 @@ impl Files {
         id
     }
 
+    /// Run `f`, which reads the maps of these files, recovering from a
+    /// SIGBUS in them (a file truncated under the map, `source::fault`): the
+    /// file is then marked changed and `f`'s result replaced by
+    /// [`ReadError::SourceChanged`].
+    pub fn guarded<T>(&self, f: impl FnOnce() -> Result<T, ReadError>) -> Result<T, ReadError> {
+        match fault::guarded(&self.ranges, f) {
+            Ok(r) => r,
+            Err(fault) => {
+                let hit = self.files.iter().find(|f| f.file.maps(fault.addr));
+                let file = hit.map_or_else(|| "?".to_string(), |f| f.file.name.clone());
+                if let Some(f) = hit {
+                    f.file.mark_changed();
+                }
+                Err(ReadError::SourceChanged { file })
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.files.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.files.is_empty()
     }
 
     /// Every file with its id.
     pub fn iter(&self) -> impl Iterator<Item = (FileId, &CatalogFile)> {
-        self.0
+        self.files
             .iter()
             .enumerate()
             .map(|(i, f)| (FileId(i as u32), f))
@@ -140,6 +165,11 @@ impl Files {
         self[e.file].file.bytes(e.offset, e.len)
     }
 
+    /// Copy the bytes of `e` into `dst` (`pread`; no map access).
+    pub fn read_into(&self, e: Extent, dst: &mut [u8]) -> Result<(), ReadError> {
+        self[e.file].file.read_into(e.offset, dst)
+    }
+
     /// The whole of file `id`.
     pub fn whole(&self, id: FileId) -> Extent {
         Extent {
@@ -153,7 +183,7 @@ impl Files {
 impl Index<FileId> for Files {
     type Output = CatalogFile;
     fn index(&self, id: FileId) -> &CatalogFile {
-        &self.0[id.index()]
+        &self.files[id.index()]
     }
 }
 

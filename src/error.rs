@@ -223,12 +223,23 @@ pub enum MountError {
     NulInPath,
     #[error("{}: cannot unmount: {err}", path.display())]
     Unmount { path: PathBuf, err: io::Error },
-    #[error("{}: {program} -u failed ({status})", path.display())]
+    #[error("{}: {program} -u failed ({status}): {said}", path.display())]
     Fusermount {
         path: PathBuf,
         program: &'static str,
         status: std::process::ExitStatus,
+        said: String,
     },
+    #[error("{}: already mounted ({mounted}); unmount it first: gyrofs umount {}", path.display(), path.display())]
+    AlreadyMounted { path: PathBuf, mounted: String },
+    #[error("{}: a dead FUSE mount is still attached here (its daemon has exited); run `gyrofs umount {}` first", path.display(), path.display())]
+    Stale { path: PathBuf },
+    #[error("{}: {}", path.display(), if *exists { "not a mount point (a plain directory or file)" } else { "no such file or directory" })]
+    NotMounted { path: PathBuf, exists: bool },
+    #[error("{}: a {fstype} mount, not a gyrofs one; use umount(8) for it", path.display())]
+    NotGyrofs { path: PathBuf, fstype: String },
+    #[error("{}: busy (files are open under it); close them, or detach it now and let it go when they close: gyrofs umount -l {}", path.display(), path.display())]
+    Busy { path: PathBuf },
     #[error("{}: cannot unmount as a non-root user without fusermount3 (Debian package fuse3): {err}", path.display())]
     NoFusermount { path: PathBuf, err: io::Error },
 }

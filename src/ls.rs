@@ -1,4 +1,8 @@
 //! `gyrofs ls`: list the tensors of a checkpoint without mounting it.
+//!
+//! Names are printed with control characters escaped (`%1B`, as in file
+//! names), so that a hostile checkpoint cannot drive the terminal; `--json`
+//! prints them exactly (JSON escapes control characters itself).
 
 use std::io::Write;
 
@@ -8,6 +12,7 @@ use crate::catalog::{Catalog, FileRole};
 use crate::error::ShapeDisplay;
 use crate::json::to_pretty;
 use crate::view::manifest::manifest;
+use crate::view::names::printable;
 
 /// Print `catalog` as a table (or, with `json`, as the manifest JSON).
 pub fn print(catalog: &Catalog, json: bool, out: &mut impl Write) -> std::io::Result<()> {
@@ -19,7 +24,7 @@ pub fn print(catalog: &Catalog, json: bool, out: &mut impl Write) -> std::io::Re
         .iter()
         .map(|t| {
             [
-                t.name.clone(),
+                printable(&t.name).into_owned(),
                 t.dtype.name().to_string(),
                 t.logical.clone(),
                 ShapeDisplay(t.logical_shape()).to_string(),

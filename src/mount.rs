@@ -18,12 +18,13 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use fuser::{Config, MountOption, Session, SessionACL};
+use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::error::{Error, MountError};
 use crate::fuse::GyroFs;
+use crate::mounts;
 use crate::volume::Volume;
 
 /// Set in the daemon's environment: report readiness on stdout.
@@ -141,20 +142,10 @@ fn spawn_daemon(opts: &MountOptions) -> Result<(), Error> {
 }
 
 fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) -> Result<(), Error> {
-    match std::fs::metadata(mountpoint) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Err(MountError::NotADirectory {
-                path: mountpoint.to_path_buf(),
-            }
-            .into());
-        }
-        Err(e) => return Err(Error::io(mountpoint, e)),
-    }
-    // Resolve now: once mounted, resolving the path would ask the mount
-    // itself, which does not answer until the session runs.
-    let canonical = std::fs::canonicalize(mountpoint).map_err(|e| Error::io(mountpoint, e))?;
+    let canonical = check_mountpoint(mountpoint)?;
     let started = Instant::now();
+    crate::source::fault::install();
+    log_panics();
     let volume = Arc::new(Volume::open(source)?);
     if notify {
         // A daemon must not keep its starting directory busy (the source is
@@ -197,12 +188,13 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
 
-    let session = Session::new(GyroFs::new(volume), &canonical, &config).map_err(|err| {
-        MountError::Mount {
-            path: mountpoint.to_path_buf(),
-            err,
-        }
-    })?;
+    let session =
+        Session::new(GyroFs::new(Arc::clone(&volume)), &canonical, &config).map_err(|err| {
+            MountError::Mount {
+                path: mountpoint.to_path_buf(),
+                err,
+            }
+        })?;
 
     set_read_ahead(&canonical, opts.read_ahead_kb);
 
@@ -234,6 +226,8 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
         path: mountpoint.to_path_buf(),
         err,
     })?;
+    let notifier = background.notifier();
+    std::thread::spawn(move || watch(&volume, &notifier));
     let serving = std::mem::replace(&mut background.guard, std::thread::spawn(|| Ok(())));
     let ended = serving.join();
     std::mem::forget(background);
@@ -245,27 +239,105 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     }
 }
 
+/// Check that `mountpoint` can take a new mount, and resolve it (now: once
+/// mounted, resolving the path would ask the mount itself, which does not
+/// answer until the session runs).
+fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, Error> {
+    let path = mountpoint.to_path_buf();
+    match std::fs::metadata(mountpoint) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(MountError::NotADirectory { path }.into()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            return Err(MountError::Stale { path }.into());
+        }
+        Err(e) => return Err(Error::io(mountpoint, e)),
+    }
+    let canonical = std::fs::canonicalize(mountpoint).map_err(|e| Error::io(mountpoint, e))?;
+    if let Some(m) = mounts::mount_at(&canonical)
+        && m.is_gyrofs()
+    {
+        // The kernel may answer stat from its cache even for a dead mount;
+        // statfs always asks the daemon.
+        if statfs_errno(&canonical) == Some(libc::ENOTCONN) {
+            return Err(MountError::Stale { path }.into());
+        }
+        return Err(MountError::AlreadyMounted {
+            path,
+            mounted: m.source,
+        }
+        .into());
+    }
+    Ok(canonical)
+}
+
+/// The errno of statfs(2) on `path`, if it fails.
+fn statfs_errno(path: &Path) -> Option<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a zeroed statfs is a valid out-parameter; `c` is a valid
+    // NUL-terminated path for the duration of the call.
+    let r = unsafe {
+        let mut buf: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut buf)
+    };
+    (r != 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+}
+
+/// How often the watcher checks the source files for changes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Check the source files for changes every [`WATCH_INTERVAL`], for the life
+/// of the daemon. A changed file is logged with every virtual file that reads
+/// it (one line each), and their pages in the kernel's cache are dropped, so
+/// that no stale byte is served from the cache: the next read reaches the
+/// daemon and answers EIO.
+fn watch(volume: &Volume, notifier: &Notifier) {
+    loop {
+        std::thread::sleep(WATCH_INTERVAL);
+        for changed in volume.poll_changes() {
+            let name = &volume.catalog.files[changed.file].file.name;
+            log::error!(
+                "source file {name} changed since it was mounted; reads of the {} files made from it answer EIO",
+                changed.affected.len()
+            );
+            for ino in changed.affected {
+                log::error!(
+                    "{}: source file {name} changed; reads answer EIO",
+                    volume.path_of(ino)
+                );
+                // ENOENT: the kernel holds nothing of this file; nothing to drop.
+                if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, 0)
+                    && e.raw_os_error() != Some(libc::ENOENT)
+                {
+                    log::warn!("cannot drop cached pages of inode {ino}: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Log panics (the daemon's stderr is the log file, or nothing) before the
+/// default report.
+fn log_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        log::error!("panic: {info}");
+        default(info);
+    }));
+}
+
 /// Set the kernel readahead of the mount at `mountpoint` (canonical path),
 /// found through /proc/self/mountinfo so that the mount itself is not asked.
 /// Needs root; otherwise the kernel default stays and this is logged.
 fn set_read_ahead(mountpoint: &Path, kb: u32) {
-    let want = mountinfo_escape(&mountpoint.to_string_lossy());
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    // Fields: id parent major:minor root mountpoint ...; the last match is the newest mount.
-    let dev = info
-        .lines()
-        .rev()
-        .map(|l| l.split(' ').collect::<Vec<_>>())
-        .find(|f| f.len() > 4 && f[4] == want)
-        .map(|f| f[2].to_string());
-    let Some(dev) = dev else {
+    let Some(m) = mounts::mount_at(mountpoint) else {
         log::info!(
             "{}: not found in /proc/self/mountinfo; readahead unchanged",
             mountpoint.display()
         );
         return;
     };
-    let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    let knob = format!("/sys/class/bdi/{}/read_ahead_kb", m.device);
     match std::fs::write(&knob, kb.to_string()) {
         Ok(()) => log::info!("{knob} = {kb}"),
         Err(e) => log::info!("cannot set {knob} ({e}); readahead unchanged"),
@@ -297,20 +369,53 @@ fn report_ready(probe: &Path) {
     }
 }
 
-/// `gyrofs umount MNT`: unmount(2) as root, `fusermount3 -u` otherwise.
+/// `gyrofs umount MNT`: unmount a gyrofs mount (and nothing else):
+/// umount(2) as root, `fusermount3 -u` otherwise.
 pub fn umount(mountpoint: &Path, lazy: bool) -> Result<(), MountError> {
+    let path = mountpoint.to_path_buf();
+    // Not canonicalize(): a dead FUSE mount cannot be resolved. Resolve the
+    // parent and keep the last component.
+    let abs = match (mountpoint.parent(), mountpoint.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            std::fs::canonicalize(parent)
+                .map(|p| p.join(name))
+                .unwrap_or_else(|_| path.clone())
+        }
+        _ => std::fs::canonicalize(mountpoint).unwrap_or_else(|_| path.clone()),
+    };
+    match mounts::mount_at(&abs) {
+        None => {
+            return Err(MountError::NotMounted {
+                path,
+                exists: abs.exists(),
+            });
+        }
+        Some(m) if !m.is_gyrofs() => {
+            return Err(MountError::NotGyrofs {
+                path,
+                fstype: m.fstype,
+            });
+        }
+        Some(_) => {}
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         use std::os::unix::ffi::OsStrExt;
-        let c = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())
+        let c = std::ffi::CString::new(abs.as_os_str().as_bytes())
             .map_err(|_| MountError::NulInPath)?;
         let flags = if lazy { libc::MNT_DETACH } else { 0 };
         // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
         if unsafe { libc::umount2(c.as_ptr(), flags) } != 0 {
-            return Err(MountError::Unmount {
-                path: mountpoint.to_path_buf(),
-                err: std::io::Error::last_os_error(),
-            });
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EBUSY) {
+                return Err(MountError::Busy { path });
+            }
+            return Err(MountError::Unmount { path, err });
         }
         return Ok(());
     }
@@ -321,48 +426,25 @@ pub fn umount(mountpoint: &Path, lazy: bool) -> Result<(), MountError> {
         if lazy {
             cmd.arg("-z");
         }
-        match cmd.arg(mountpoint).status() {
-            Ok(s) if s.success() => return Ok(()),
-            Ok(status) => {
+        match cmd.arg(&abs).stderr(Stdio::piped()).output() {
+            Ok(out) if out.status.success() => return Ok(()),
+            Ok(out) => {
+                let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                if said.contains("busy") && !lazy {
+                    return Err(MountError::Busy { path });
+                }
                 return Err(MountError::Fusermount {
-                    path: mountpoint.to_path_buf(),
+                    path,
                     program: bin,
-                    status,
+                    status: out.status,
+                    said,
                 });
             }
             Err(e) => last = Some(e),
         }
     }
     Err(MountError::NoFusermount {
-        path: mountpoint.to_path_buf(),
+        path,
         err: last.unwrap_or_else(|| std::io::Error::other("not found")),
     })
-}
-
-/// `path` as /proc/self/mountinfo writes it: space, tab, newline and
-/// backslash as octal escapes (`\040`, `\011`, `\012`, `\134`).
-fn mountinfo_escape(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for c in path.chars() {
-        match c {
-            ' ' => out.push_str("\\040"),
-            '\t' => out.push_str("\\011"),
-            '\n' => out.push_str("\\012"),
-            '\\' => out.push_str("\\134"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escapes_like_mountinfo() {
-        assert_eq!(mountinfo_escape("/mnt/a b"), "/mnt/a\\040b");
-        assert_eq!(mountinfo_escape("t\tn\nb\\"), "t\\011n\\012b\\134");
-        assert_eq!(mountinfo_escape("/ü/x"), "/ü/x");
-    }
 }

@@ -1,15 +1,21 @@
 //! The one read path: (virtual file, offset, length) -> bytes.
 //!
 //! FUSE `read` and `gyrofs convert` both call [`read`], so a mount and a
-//! conversion cannot disagree. A request that falls inside one in-memory or
-//! source segment is answered with a slice borrowed from the header or the
-//! memory map (no copy in gyrofs; the kernel copies it into the reply). A
-//! request that spans segments, or touches computed bytes, is assembled into
-//! one buffer, computing only the covered range of each computed segment.
+//! conversion cannot disagree. A request inside one in-memory segment (a
+//! header, a generated JSON file) is answered with a borrowed slice. Anything
+//! else is assembled into one buffer: lossless source ranges with `pread`
+//! (one copy, as `cat` makes; no page-table work on the map), computed ranges
+//! by their kernels reading the memory map, only over the covered range.
+//!
+//! A source file can change under a read (docs/RELIABILITY.md). The read runs inside `Files::guarded` (a truncation under a
+//! kernel's map access is recovered, not fatal), and once the bytes are
+//! assembled every source file they came from is checked again: if it moved
+//! during the read, the read answers `SourceChanged` (EIO) instead of bytes
+//! that may mix old and new contents.
 
 use std::ops::Deref;
 
-use crate::catalog::Files;
+use crate::catalog::{FileId, Files};
 use crate::error::ReadError;
 use crate::view::{Segment, VFile};
 
@@ -31,7 +37,18 @@ impl Deref for Data<'_> {
 }
 
 /// Up to `size` bytes of `file` from `offset` (fewer only at end of file).
+/// A source file truncated during the read gives `SourceChanged`, not a
+/// crash (`Files::guarded`).
 pub fn read<'a>(
+    files: &'a Files,
+    file: &'a VFile,
+    offset: u64,
+    size: usize,
+) -> Result<Data<'a>, ReadError> {
+    files.guarded(|| read_unguarded(files, file, offset, size))
+}
+
+fn read_unguarded<'a>(
     files: &'a Files,
     file: &'a VFile,
     offset: u64,
@@ -50,16 +67,13 @@ pub fn read<'a>(
     if end <= seg_end {
         let within = offset - starts[first];
         let len = end - offset;
-        match &segments[first] {
-            Segment::Bytes(b) => {
-                return Ok(Data::Borrowed(&b[within as usize..(within + len) as usize]));
-            }
-            Segment::Source(e) => return Ok(Data::Borrowed(files.bytes(e.sub(within, len))?)),
-            Segment::Computed(_) => {}
+        if let Segment::Bytes(b) = &segments[first] {
+            return Ok(Data::Borrowed(&b[within as usize..(within + len) as usize]));
         }
     }
 
     let mut out = vec![0u8; (end - offset) as usize];
+    let mut touched: Vec<FileId> = Vec::new();
     let mut at = offset;
     let mut i = first;
     while at < end {
@@ -68,23 +82,44 @@ pub fn read<'a>(
         let within = at - s0;
         let n = (s0 + seg.len()).min(end) - at;
         let dst = &mut out[(at - offset) as usize..(at - offset + n) as usize];
-        fill(files, seg, within, dst)?;
+        fill(files, seg, within, dst, &mut touched)?;
         at += n;
         i += 1;
+    }
+    for f in touched {
+        files[f].file.check_unchanged()?;
     }
     Ok(Data::Owned(out))
 }
 
-/// Fill `dst` with bytes of `seg` starting `within` bytes into it.
-fn fill(files: &Files, seg: &Segment, within: u64, dst: &mut [u8]) -> Result<(), ReadError> {
+/// Fill `dst` with bytes of `seg` starting `within` bytes into it; note the
+/// source files read in `touched`.
+fn fill(
+    files: &Files,
+    seg: &Segment,
+    within: u64,
+    dst: &mut [u8],
+    touched: &mut Vec<FileId>,
+) -> Result<(), ReadError> {
+    let mut touch = |f: FileId| {
+        if !touched.contains(&f) {
+            touched.push(f);
+        }
+    };
     match seg {
         Segment::Bytes(b) => {
             dst.copy_from_slice(&b[within as usize..within as usize + dst.len()]);
         }
         Segment::Source(e) => {
-            dst.copy_from_slice(files.bytes(e.sub(within, dst.len() as u64))?);
+            touch(e.file);
+            files.read_into(e.sub(within, dst.len() as u64), dst)?;
         }
-        Segment::Computed(c) => c.read_at(files, within, dst)?,
+        Segment::Computed(c) => {
+            for e in c.extents() {
+                touch(e.file);
+            }
+            c.read_at(files, within, dst)?;
+        }
     }
     Ok(())
 }
@@ -92,7 +127,7 @@ fn fill(files: &Files, seg: &Segment, within: u64, dst: &mut [u8]) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Extent, FileId, FileRole};
+    use crate::catalog::{Extent, FileRole};
     use crate::source::mapped::SourceFile;
     use crate::view::Compute;
     use std::sync::Arc;
@@ -103,6 +138,9 @@ mod tests {
     impl Compute for Ramp {
         fn len(&self) -> u64 {
             self.0
+        }
+        fn extents(&self) -> Vec<Extent> {
+            Vec::new()
         }
         fn read_at(&self, _: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
             for (k, b) in out.iter_mut().enumerate() {
@@ -155,9 +193,9 @@ mod tests {
                 assert_eq!(&got[..], &expect[lo.min(hi)..hi], "off {off} len {len}");
             }
         }
-        // Within one source segment the bytes are borrowed from the map.
+        // Within the header the bytes are borrowed.
         assert!(matches!(
-            read(&files, &vf, 5, 4).unwrap(),
+            read(&files, &vf, 1, 2).unwrap(),
             Data::Borrowed(_)
         ));
     }

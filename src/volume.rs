@@ -10,8 +10,9 @@
 
 use std::ffi::OsStr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, FileId};
 use crate::error::{FsError, ReadError, SourceError};
 use crate::read::{Data, read};
 use crate::view::{self, NodeId, NodeKind, Tree};
@@ -28,6 +29,16 @@ pub struct Volume {
     pub tree: Tree,
     /// Views left out for this source, and why (one line each).
     pub notes: Vec<String>,
+    /// Source files whose change has been reported by [`Volume::poll_changes`].
+    reported: Vec<AtomicBool>,
+}
+
+/// A source file found changed, and the virtual files that read it.
+#[derive(Debug)]
+pub struct Changed {
+    pub file: FileId,
+    /// Inode numbers of the files whose reads now answer EIO.
+    pub affected: Vec<u64>,
 }
 
 /// A directory entry's or a node's type.
@@ -87,11 +98,36 @@ impl Volume {
     pub fn open(source: &Path) -> Result<Volume, SourceError> {
         let catalog = crate::source::open(source)?;
         let (tree, notes) = view::build(&catalog);
+        let reported = (0..catalog.files.len())
+            .map(|_| AtomicBool::new(false))
+            .collect();
         Ok(Volume {
             catalog,
             tree,
             notes,
+            reported,
         })
+    }
+
+    /// Check every source file for a change (its contents, or what its path
+    /// names: `SourceFile::check_path`), including changes already seen by a
+    /// read. Each changed file is returned once, with the virtual files that
+    /// read it, so that the mount can log them and drop their cached pages.
+    pub fn poll_changes(&self) -> Vec<Changed> {
+        let mut out = Vec::new();
+        for (id, f) in self.catalog.files.iter() {
+            if !f.file.check_path() || self.reported[id.index()].swap(true, Ordering::Relaxed) {
+                continue;
+            }
+            let affected = self
+                .tree
+                .files()
+                .filter(|(_, vf)| vf.reads(id))
+                .map(|(n, _)| ino(n))
+                .collect();
+            out.push(Changed { file: id, affected });
+        }
+        out
     }
 
     /// Read from the file `id` (see [`crate::read::read`]). Reading a
@@ -336,5 +372,37 @@ mod tests {
         assert_eq!(v.path_of(m.ino), "/manifest.json");
         let s = v.statfs();
         assert_eq!(s.files, v.tree.len() as u64);
+    }
+
+    #[test]
+    fn reports_a_changed_source_once_with_its_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gpt-oss-tiny");
+        for e in std::fs::read_dir(&src).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+            }
+        }
+        let v = Volume::open(dir.path()).unwrap();
+        assert!(v.poll_changes().is_empty());
+        let shard = dir.path().join("model-00002-of-00002.safetensors");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&shard)
+            .unwrap()
+            .set_len(100)
+            .unwrap();
+        let changed = v.poll_changes();
+        assert_eq!(changed.len(), 1);
+        let name = &v.catalog.files[changed[0].file].file.name;
+        assert_eq!(name, "model-00002-of-00002.safetensors");
+        let paths: Vec<String> = changed[0].affected.iter().map(|&i| v.path_of(i)).collect();
+        assert!(paths.contains(&"/raw/model.safetensors".to_string()));
+        assert!(!paths.contains(&"/manifest.json".to_string()));
+        assert!(v.poll_changes().is_empty(), "reported once");
+        let pack = v.tree.resolve("raw/model.safetensors").unwrap();
+        let err = v.read(pack, 0, 1 << 30).unwrap_err();
+        assert_eq!(err.to_errno(), libc::EIO);
     }
 }

@@ -6,7 +6,8 @@
 //! be read is refused here with one [`SourceError`] naming the file, so a mount
 //! either happens completely or not at all.
 //!
-//! - `mapped`: read-only memory maps with change detection.
+//! - `mapped`: read-only memory maps with change detection; `fault`: SIGBUS
+//!   recovery for maps of files truncated while mounted.
 //! - `safetensors`: header parser and validator.
 //! - `gguf`: GGUF header parser and validator; `gguf_set`: GGUF files and
 //!   split sets into a catalog.
@@ -14,6 +15,7 @@
 //!   `model.safetensors.index.json`, gpt-oss `original/` with `dtypes.json`,
 //!   Hugging Face cache snapshots of symlinks) and side files.
 
+pub mod fault;
 pub mod gguf;
 mod gguf_set;
 pub mod mapped;

@@ -85,6 +85,10 @@ impl Cast {
 }
 
 impl Compute for Cast {
+    fn extents(&self) -> Vec<Extent> {
+        vec![self.src]
+    }
+
     fn len(&self) -> u64 {
         self.src.len / self.width * 2
     }
@@ -108,6 +112,10 @@ pub struct Mxfp4 {
 }
 
 impl Compute for Mxfp4 {
+    fn extents(&self) -> Vec<Extent> {
+        vec![self.blocks, self.scales]
+    }
+
     fn len(&self) -> u64 {
         self.scales.len * 32 * 2
     }
@@ -163,6 +171,10 @@ impl Mxfp4Transposed {
 }
 
 impl Compute for Mxfp4Transposed {
+    fn extents(&self) -> Vec<Extent> {
+        vec![self.blocks, self.scales]
+    }
+
     fn len(&self) -> u64 {
         self.experts * self.cols() * self.rows * 2
     }
@@ -266,6 +278,10 @@ pub struct Fp8Block {
 }
 
 impl Compute for Fp8Block {
+    fn extents(&self) -> Vec<Extent> {
+        vec![self.weight, self.scale_inv]
+    }
+
     fn len(&self) -> u64 {
         self.weight.len * 2
     }
@@ -292,6 +308,10 @@ pub struct GgmlDequant {
 }
 
 impl Compute for GgmlDequant {
+    fn extents(&self) -> Vec<Extent> {
+        vec![self.src]
+    }
+
     fn len(&self) -> u64 {
         self.src.len / self.ty.type_size() * self.ty.block_size() * 2
     }
@@ -316,6 +336,10 @@ pub struct Window {
 }
 
 impl Compute for Window {
+    fn extents(&self) -> Vec<Extent> {
+        self.inner.extents()
+    }
+
     fn len(&self) -> u64 {
         self.len
     }

@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::catalog::{Catalog, Extent, Files};
+use crate::catalog::{Catalog, Extent, FileId, Files};
 use crate::error::{ReadError, ViewError};
 
 /// Bytes computed on demand. `read_at` must fill `out` with bytes
@@ -43,6 +43,9 @@ pub trait Compute: Send + Sync + fmt::Debug {
         self.len() == 0
     }
     fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError>;
+    /// The source ranges it reads (to know which files depend on which
+    /// source file).
+    fn extents(&self) -> Vec<Extent>;
 }
 
 /// A contiguous piece of a virtual file.
@@ -135,6 +138,15 @@ impl VFile {
 
     pub fn starts(&self) -> &[u64] {
         &self.starts
+    }
+
+    /// Does any byte of this file come from source file `id`?
+    pub fn reads(&self, id: FileId) -> bool {
+        self.segments.iter().any(|s| match s {
+            Segment::Bytes(_) => false,
+            Segment::Source(e) => e.file == id,
+            Segment::Computed(c) => c.extents().iter().any(|e| e.file == id),
+        })
     }
 }
 
@@ -294,6 +306,17 @@ impl Tree {
     /// Number of subdirectories of directory `id`.
     pub fn subdirs(&self, id: NodeId) -> u32 {
         self.subdirs.get(id).copied().unwrap_or(0)
+    }
+
+    /// Every file, with its id.
+    pub fn files(&self) -> impl Iterator<Item = (NodeId, &VFile)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(id, n)| match &n.kind {
+                NodeKind::File(f) => Some((id, f)),
+                NodeKind::Dir(_) => None,
+            })
     }
 
     /// Total bytes of all files.

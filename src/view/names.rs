@@ -51,6 +51,29 @@ pub fn escape(tensor: &str, ext: &str) -> String {
     format!("{}%~{:016x}", &out[..cut], fnv1a64(tensor.as_bytes()))
 }
 
+/// A name made safe to print on a terminal: `%` and control characters
+/// (C0, DEL and the C1 range U+0080..U+009F, which terminals can take as
+/// escape sequences) become `%XX` per UTF-8 byte, as in file names; the rest
+/// is kept. `gyrofs ls` prints names this way.
+pub fn printable(name: &str) -> std::borrow::Cow<'_, str> {
+    let control = |c: char| c == '%' || c.is_control();
+    if !name.contains(control) {
+        return name.into();
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        if control(c) {
+            let mut b = [0u8; 4];
+            for byte in c.encode_utf8(&mut b).bytes() {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
 /// Inverse of [`escape`] for names that were not shortened; `None` for a
 /// shortened (`%~`) or malformed name.
 pub fn unescape(stem: &str) -> Option<String> {
@@ -86,6 +109,13 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_names() {
+        assert_eq!(printable("model.layers.0.w"), "model.layers.0.w");
+        assert_eq!(printable("a\x1b[31mb%\u{9b}é/x"), "a%1B[31mb%25%C2%9Bé/x");
+        assert_eq!(unescape(&printable("t\ta%")).unwrap(), "t\ta%");
+    }
 
     #[test]
     fn plain_names_unchanged() {

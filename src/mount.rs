@@ -29,7 +29,10 @@ use crate::volume::Volume;
 
 /// Set in the daemon's environment: report readiness on stdout.
 const NOTIFY_ENV: &str = "GYROFS_NOTIFY_READY";
-/// How long `mount` waits for the daemon to answer.
+/// How long `mount` waits for the mount to answer once the daemon has read
+/// the source. Reading the source itself (headers only, but a model can have
+/// a million tensors) is not timed: the daemon either finishes or reports
+/// an error, and the wait ends if it dies.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone)]
@@ -62,7 +65,7 @@ pub fn mount(source: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<()
     let result = serve(source, mountpoint, opts, notify);
     if let (Err(e), true) = (&result, notify) {
         // The parent is waiting on our stdout for exactly this line.
-        println!("error: {e}");
+        tell_parent(&format!("error: {e}"));
     }
     result
 }
@@ -101,22 +104,27 @@ fn spawn_daemon(opts: &MountOptions) -> Result<(), Error> {
     let mut child = cmd.spawn().map_err(|e| Error::io("gyrofs daemon", e))?;
     let stdout = child.stdout.take().expect("stdout is piped");
     // The daemon speaks one line at a time: `warning: ...` (any number),
-    // then `ready` or `error: ...`.
+    // `opened` once the source is read, then `ready` or `error: ...`.
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            let last = !line.starts_with("warning: ");
+            let last = line == "ready" || line.starts_with("error: ");
             if tx.send(line).is_err() || last {
                 return;
             }
         }
     });
-    let deadline = Instant::now() + READY_TIMEOUT;
+    // No deadline until the source is read (see READY_TIMEOUT).
+    let mut deadline: Option<Instant> = None;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
+        let got = match deadline {
+            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
+        };
+        match got {
             Ok(line) if line == "ready" => return Ok(()),
+            Ok(line) if line == "opened" => deadline = Some(Instant::now() + READY_TIMEOUT),
             Ok(line) if line.starts_with("warning: ") => eprintln!("gyrofs: {line}"),
             Ok(line) => {
                 let _ = child.wait();
@@ -155,8 +163,11 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     for note in &volume.notes {
         log::warn!("{note}");
         if notify {
-            println!("warning: {note}");
+            tell_parent(&format!("warning: {note}"));
         }
+    }
+    if notify {
+        tell_parent("opened");
     }
     log::info!(
         "opened {} ({} tensors, {} files in the tree) in {:?}",
@@ -344,6 +355,14 @@ fn set_read_ahead(mountpoint: &Path, kb: u32) {
     }
 }
 
+/// One line to the waiting `gyrofs mount` (our stdout is its pipe). A parent
+/// that has gone away (killed while waiting) is not an error of ours.
+fn tell_parent(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 /// Wait (bounded) until the mount answers a lookup, then tell the waiting
 /// parent and let go of the pipe.
 fn report_ready(probe: &Path) {
@@ -353,7 +372,7 @@ fn report_ready(probe: &Path) {
             let err = MountError::NoAnswer {
                 path: probe.to_path_buf(),
             };
-            println!("error: {err}");
+            tell_parent(&format!("error: {err}"));
             return;
         }
         std::thread::sleep(Duration::from_millis(5));

@@ -374,8 +374,9 @@ pub fn parse(file: &SourceFile) -> Result<GgufHeader, SourceError> {
     parse_data(&file.path, file.data())
 }
 
-/// Parse the header of the file at `path` whose bytes are `data`.
-fn parse_data(path: &Path, data: &[u8]) -> Result<GgufHeader, SourceError> {
+/// Parse the header of the file at `path` whose bytes are `data` (the whole
+/// file; `path` is only for messages). The entry point for fuzzing.
+pub fn parse_data(path: &Path, data: &[u8]) -> Result<GgufHeader, SourceError> {
     Parser {
         path,
         data,

@@ -9,6 +9,7 @@
 //! names the file and the tensor or byte range involved.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde_json::Value;
 
@@ -42,10 +43,16 @@ pub struct TensorInfo {
 
 /// Parse and validate the header of `file`.
 pub fn parse(file: &SourceFile) -> Result<Header, SourceError> {
-    let data = file.data();
-    let len = file.len;
+    parse_bytes(&file.path, file.data())
+}
+
+/// Parse and validate the safetensors header of `data`, the whole file
+/// (`path` is only for messages). The entry point for fuzzing.
+pub fn parse_bytes(path: &Path, data: &[u8]) -> Result<Header, SourceError> {
+    let len = data.len() as u64;
+    let error = |p: Problem| SourceError::new(path, p);
     if len < 8 {
-        return Err(file.error(Problem::Truncated {
+        return Err(error(Problem::Truncated {
             what: "the 8-byte header length",
             len,
             need: 8,
@@ -53,19 +60,19 @@ pub fn parse(file: &SourceFile) -> Result<Header, SourceError> {
     }
     let n = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
     if n > MAX_HEADER_LEN {
-        return Err(file.error(Problem::HeaderTooLarge(n)));
+        return Err(error(Problem::HeaderTooLarge(n)));
     }
     if n > len - 8 {
-        return Err(file.error(Problem::HeaderPastEnd { header_len: n, len }));
+        return Err(error(Problem::HeaderPastEnd { header_len: n, len }));
     }
     let json = &data[8..8 + n as usize];
     if json.first() != Some(&b'{') {
-        return Err(file.error(Problem::HeaderNotObject));
+        return Err(error(Problem::HeaderNotObject));
     }
     let value: Value =
-        serde_json::from_slice(json).map_err(|e| file.error(Problem::HeaderJson(e.to_string())))?;
+        serde_json::from_slice(json).map_err(|e| error(Problem::HeaderJson(e.to_string())))?;
     let Value::Object(map) = value else {
-        return Err(file.error(Problem::HeaderNotObject));
+        return Err(error(Problem::HeaderNotObject));
     };
     let data_start = 8 + n;
     let buffer = len - data_start;
@@ -75,13 +82,13 @@ pub fn parse(file: &SourceFile) -> Result<Header, SourceError> {
     for (name, entry) in map {
         if name == "__metadata__" {
             let Value::Object(md) = entry else {
-                return Err(file.error(Problem::Invalid(
+                return Err(error(Problem::Invalid(
                     "__metadata__ is not an object of strings".into(),
                 )));
             };
             for (k, v) in md {
                 let Value::String(s) = v else {
-                    return Err(file.error(Problem::Invalid(format!(
+                    return Err(error(Problem::Invalid(format!(
                         "__metadata__ value for '{k}' is not a string"
                     ))));
                 };
@@ -89,7 +96,7 @@ pub fn parse(file: &SourceFile) -> Result<Header, SourceError> {
             }
             continue;
         }
-        tensors.push(tensor_info(file, name, &entry, data_start, buffer)?);
+        tensors.push(tensor_info(path, name, &entry, data_start, buffer)?);
     }
 
     tensors.sort_by(|a, b| (a.start, a.end, &a.name).cmp(&(b.start, b.end, &b.name)));
@@ -98,7 +105,7 @@ pub fn parse(file: &SourceFile) -> Result<Header, SourceError> {
     for t in &tensors {
         if t.start < cursor {
             let p = prev.expect("cursor only moves past data_start after a tensor");
-            return Err(file.error(Problem::Overlap {
+            return Err(error(Problem::Overlap {
                 first: p.name.clone(),
                 second: t.name.clone(),
                 begin: t.start - data_start,
@@ -106,7 +113,7 @@ pub fn parse(file: &SourceFile) -> Result<Header, SourceError> {
             }));
         }
         if t.start > cursor {
-            return Err(file.error(Problem::Gap {
+            return Err(error(Problem::Gap {
                 begin: cursor - data_start,
                 end: t.start - data_start,
             }));
@@ -115,7 +122,7 @@ pub fn parse(file: &SourceFile) -> Result<Header, SourceError> {
         prev = Some(t);
     }
     if cursor != len {
-        return Err(file.error(Problem::Gap {
+        return Err(error(Problem::Gap {
             begin: cursor - data_start,
             end: buffer,
         }));
@@ -128,14 +135,15 @@ pub fn parse(file: &SourceFile) -> Result<Header, SourceError> {
 }
 
 fn tensor_info(
-    file: &SourceFile,
+    path: &Path,
     name: String,
     entry: &Value,
     data_start: u64,
     buffer: u64,
 ) -> Result<TensorInfo, SourceError> {
+    let error = |p: Problem| SourceError::new(path, p);
     let bad = |why: &str| {
-        file.error(Problem::Tensor {
+        error(Problem::Tensor {
             tensor: name.clone(),
             why: why.to_string(),
         })
@@ -148,7 +156,7 @@ fn tensor_info(
         .and_then(Value::as_str)
         .ok_or_else(|| bad("missing or non-string 'dtype'"))?;
     let dtype = Dtype::from_name(dtype_name).ok_or_else(|| {
-        file.error(Problem::UnknownDtype {
+        error(Problem::UnknownDtype {
             tensor: name.clone(),
             dtype: dtype_name.to_string(),
         })
@@ -173,7 +181,7 @@ fn tensor_info(
         _ => return Err(bad("'data_offsets' must hold exactly two integers")),
     };
     if begin > end || end > buffer {
-        return Err(file.error(Problem::OffsetsOutOfRange {
+        return Err(error(Problem::OffsetsOutOfRange {
             tensor: name,
             begin,
             end,
@@ -184,7 +192,7 @@ fn tensor_info(
         .and_then(|n| dtype.bytes_for(n))
         .ok_or_else(|| bad("shape overflows or is not a whole number of bytes for its dtype"))?;
     if expected != end - begin {
-        return Err(file.error(Problem::ShapeMismatch {
+        return Err(error(Problem::ShapeMismatch {
             tensor: name,
             dtype: dtype.name().to_string(),
             shape,

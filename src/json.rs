@@ -19,6 +19,48 @@
 
 use serde_json::Value;
 
+/// Where JSON text goes: a `String`, or a [`Count`] of its bytes (to size a
+/// file without building it), or [`Escaped`] (as the content of a JSON
+/// string, for JSON nested in a string value).
+pub trait Sink {
+    fn push_str(&mut self, s: &str);
+    fn push(&mut self, c: char) {
+        let mut b = [0u8; 4];
+        self.push_str(c.encode_utf8(&mut b));
+    }
+}
+
+impl Sink for String {
+    fn push_str(&mut self, s: &str) {
+        String::push_str(self, s);
+    }
+    fn push(&mut self, c: char) {
+        String::push(self, c);
+    }
+}
+
+/// Counts the bytes that would be written.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Count(pub u64);
+
+impl Sink for Count {
+    fn push_str(&mut self, s: &str) {
+        self.0 += s.len() as u64;
+    }
+    fn push(&mut self, c: char) {
+        self.0 += c.len_utf8() as u64;
+    }
+}
+
+/// Writes into the inner sink escaped as the content of a JSON string.
+pub struct Escaped<'a, S: Sink + ?Sized>(pub &'a mut S);
+
+impl<S: Sink + ?Sized> Sink for Escaped<'_, S> {
+    fn push_str(&mut self, s: &str) {
+        escape_into(self.0, s);
+    }
+}
+
 /// Compact canonical JSON.
 pub fn to_canonical(v: &Value) -> String {
     let mut out = String::new();
@@ -35,8 +77,14 @@ pub fn to_pretty(v: &Value) -> String {
 }
 
 /// Append `s` as a JSON string literal.
-pub fn write_str(out: &mut String, s: &str) {
+pub fn write_str<S: Sink + ?Sized>(out: &mut S, s: &str) {
     out.push('"');
+    escape_into(out, s);
+    out.push('"');
+}
+
+/// Append `s` escaped as JSON string content (without the quotes).
+fn escape_into<S: Sink + ?Sized>(out: &mut S, s: &str) {
     let bytes = s.as_bytes();
     let mut run = 0; // start of the current run of bytes needing no escape
     for (i, &b) in bytes.iter().enumerate() {
@@ -63,18 +111,31 @@ pub fn write_str(out: &mut String, s: &str) {
         run = i + 1;
     }
     out.push_str(&s[run..]);
-    out.push('"');
+}
+
+/// Append `v` in decimal.
+pub fn write_u64<S: Sink + ?Sized>(out: &mut S, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&buf[i..]).expect("ASCII digits"));
 }
 
 /// Append `[a,b,...]`.
-pub fn write_u64s(out: &mut String, v: &[u64]) {
-    use std::fmt::Write;
+pub fn write_u64s<S: Sink + ?Sized>(out: &mut S, v: &[u64]) {
     out.push('[');
-    for (i, d) in v.iter().enumerate() {
+    for (i, &d) in v.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        let _ = write!(out, "{d}");
+        write_u64(out, d);
     }
     out.push(']');
 }
@@ -83,19 +144,19 @@ pub fn write_u64s(out: &mut String, v: &[u64]) {
 /// by member. Keys must be given in canonical (byte) order; debug builds
 /// check it. For records written by the hundred thousand at mount time,
 /// where building a `serde_json::Value` first would cost more than the JSON.
-pub struct ObjectWriter<'a> {
-    out: &'a mut String,
+pub struct ObjectWriter<'a, S: Sink + ?Sized> {
+    out: &'a mut S,
     last: Option<&'static str>,
 }
 
-impl<'a> ObjectWriter<'a> {
-    pub fn new(out: &'a mut String) -> Self {
+impl<'a, S: Sink + ?Sized> ObjectWriter<'a, S> {
+    pub fn new(out: &'a mut S) -> Self {
         out.push('{');
         ObjectWriter { out, last: None }
     }
 
-    /// Start member `key`; write its value into the returned string next.
-    pub fn key(&mut self, key: &'static str) -> &mut String {
+    /// Start member `key`; write its value into the returned sink next.
+    pub fn key(&mut self, key: &'static str) -> &mut S {
         debug_assert!(
             self.last.is_none_or(|l| l.as_bytes() < key.as_bytes()),
             "key {key:?} after {:?}: not in canonical order",
@@ -116,8 +177,7 @@ impl<'a> ObjectWriter<'a> {
     }
 
     pub fn u64(&mut self, key: &'static str, v: u64) -> &mut Self {
-        use std::fmt::Write;
-        let _ = write!(self.key(key), "{v}");
+        write_u64(self.key(key), v);
         self
     }
 
@@ -131,7 +191,7 @@ impl<'a> ObjectWriter<'a> {
     }
 }
 
-fn newline(out: &mut String, indent: Option<usize>, depth: usize) {
+fn newline<S: Sink + ?Sized>(out: &mut S, indent: Option<usize>, depth: usize) {
     if let Some(n) = indent {
         out.push('\n');
         for _ in 0..n * depth {
@@ -140,11 +200,16 @@ fn newline(out: &mut String, indent: Option<usize>, depth: usize) {
     }
 }
 
-fn write_value(out: &mut String, v: &Value, indent: Option<usize>, depth: usize) {
+/// Append `v` canonically: compact, or indented by `indent` spaces per level
+/// starting at `depth` (no final newline).
+pub fn write_value<S: Sink + ?Sized>(out: &mut S, v: &Value, indent: Option<usize>, depth: usize) {
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::Number(n) => match n.as_u64() {
+            Some(u) => write_u64(out, u),
+            None => out.push_str(&n.to_string()),
+        },
         Value::String(s) => write_str(out, s),
         Value::Array(items) => {
             if items.is_empty() {
@@ -220,6 +285,22 @@ mod tests {
         o.finish();
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(to_canonical(&v), s);
+    }
+
+    #[test]
+    fn sinks_agree() {
+        let v =
+            json!({"a\"b": [1, 2, {"c": "d\n"}], "e": 18446744073709551615u64, "f": -3, "g": 1.5});
+        let mut s = String::new();
+        write_value(&mut s, &v, Some(2), 1);
+        let mut c = Count::default();
+        write_value(&mut c, &v, Some(2), 1);
+        assert_eq!(c.0, s.len() as u64);
+        let mut e = String::new();
+        write_value(&mut Escaped(&mut e), &v, None, 0);
+        let mut quoted = String::new();
+        write_str(&mut quoted, &to_canonical(&v));
+        assert_eq!(format!("\"{e}\""), quoted);
     }
 
     #[test]

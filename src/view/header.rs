@@ -23,12 +23,27 @@ use serde_json::{Map, Value, json};
 
 use crate::catalog::{Catalog, FileId};
 use crate::dtype::Dtype;
-use crate::json::{to_canonical, write_str, write_u64s};
+use crate::json::{Count, Escaped, Sink, to_canonical, write_str, write_u64s};
 use crate::view::record::Record;
 use crate::view::{Segment, VFile};
 
 /// Version of the Gyro header format written by this build.
 pub const GYRO_VERSION: &str = "1";
+
+/// The largest header the reference safetensors reader accepts (its
+/// `MAX_HEADER_SIZE`); views never write a larger one.
+pub const MAX_HEADER_LEN: u64 = 100_000_000;
+
+/// What a header says about one tensor: everything but its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryHead<'a> {
+    pub name: &'a str,
+    pub dtype: Dtype,
+    pub shape: &'a [u64],
+    pub record: &'a Record,
+    /// Bytes of data.
+    pub len: u64,
+}
 
 /// One tensor of a virtual safetensors file.
 #[derive(Debug, Clone)]
@@ -50,12 +65,23 @@ impl Entry {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    pub fn head(&self) -> EntryHead<'_> {
+        EntryHead {
+            name: &self.name,
+            dtype: self.dtype,
+            shape: &self.shape,
+            record: &self.record,
+            len: self.len(),
+        }
+    }
 }
 
 /// A complete virtual safetensors file: Gyro header, then the entries' data
 /// in the order given. `source` is the canonical `gyro.source` JSON.
 pub fn safetensors_file(catalog: &Catalog, view: &str, source: &str, entries: Vec<Entry>) -> VFile {
-    let header = header_bytes(catalog, view, source, &entries);
+    let heads: Vec<EntryHead> = entries.iter().map(Entry::head).collect();
+    let header = header_bytes(catalog, view, source, &heads);
     let mut segments = Vec::with_capacity(1 + entries.len());
     segments.push(Segment::Bytes(Arc::from(header)));
     for e in entries {
@@ -64,62 +90,21 @@ pub fn safetensors_file(catalog: &Catalog, view: &str, source: &str, entries: Ve
     VFile::new(segments)
 }
 
-/// The 8-byte length, JSON and padding of a Gyro header.
-pub fn header_bytes(catalog: &Catalog, view: &str, source: &str, entries: &[Entry]) -> Vec<u8> {
-    // gyro.tensors: records keyed by name, in byte order of the names.
-    let mut by_name: Vec<&Entry> = entries.iter().collect();
+/// The 8-byte length, JSON and padding of a Gyro header for `entries` (in
+/// data order).
+pub fn header_bytes(catalog: &Catalog, view: &str, source: &str, entries: &[EntryHead]) -> Vec<u8> {
+    let mut by_name: Vec<&EntryHead> = entries.iter().collect();
     by_name.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
-    let mut records = String::with_capacity(entries.iter().map(|e| 320 + 2 * e.name.len()).sum());
-    records.push('{');
-    for (i, e) in by_name.iter().enumerate() {
-        if i > 0 {
-            records.push(',');
-        }
-        write_str(&mut records, &e.name);
-        records.push(':');
-        e.record.write(catalog, &mut records);
-    }
-    records.push('}');
-
-    let mut json = String::with_capacity(records.len() * 5 / 4 + entries.len() * 64 + 256);
-    json.push_str("{\"__metadata__\":{");
-    let metadata = [
-        ("format", "pt"),
-        ("gyro.source", source),
-        ("gyro.tensors", records.as_str()),
-        ("gyro.version", GYRO_VERSION),
-        ("gyro.view", view),
-    ];
-    for (i, (k, v)) in metadata.iter().enumerate() {
-        if i > 0 {
-            json.push(',');
-        }
-        write_str(&mut json, k);
-        json.push(':');
-        write_str(&mut json, v);
-    }
-    json.push('}');
-    let mut offset = 0u64;
-    for e in entries {
-        let len = e.len();
-        debug_assert_eq!(
-            crate::dtype::numel(&e.shape).and_then(|n| e.dtype.bytes_for(n)),
-            Some(len),
-            "entry {} has the wrong byte length",
-            e.name
-        );
-        json.push(',');
-        write_str(&mut json, &e.name);
-        json.push_str(":{\"dtype\":");
-        write_str(&mut json, e.dtype.name());
-        json.push_str(",\"shape\":");
-        write_u64s(&mut json, &e.shape);
-        json.push_str(",\"data_offsets\":");
-        write_u64s(&mut json, &[offset, offset + len]);
-        json.push('}');
-        offset += len;
-    }
-    json.push('}');
+    let mut json = String::with_capacity(entries.iter().map(|e| 400 + 3 * e.name.len()).sum());
+    let records = by_name.into_iter().copied();
+    write_json(
+        &mut json,
+        catalog,
+        view,
+        source,
+        records,
+        entries.iter().copied(),
+    );
     while json.len() % 8 != 0 {
         json.push(' ');
     }
@@ -127,6 +112,94 @@ pub fn header_bytes(catalog: &Catalog, view: &str, source: &str, entries: &[Entr
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
     out.extend_from_slice(json.as_bytes());
     out
+}
+
+/// The length [`header_bytes`] would have (8-byte length and padding
+/// included), without building it. `entries` may come in any order.
+pub fn header_len<'a>(
+    catalog: &Catalog,
+    view: &str,
+    source: &str,
+    entries: impl Iterator<Item = EntryHead<'a>> + Clone,
+) -> u64 {
+    let mut n = Count::default();
+    // Counting does not depend on the order of the records.
+    write_json(&mut n, catalog, view, source, entries.clone(), entries);
+    8 + n.0.next_multiple_of(8)
+}
+
+/// What one more entry adds to a header (its record, its tensor entry and
+/// their separators), for deciding where a shard ends.
+pub fn entry_cost(catalog: &Catalog, e: &EntryHead) -> u64 {
+    let mut n = Count::default();
+    {
+        let mut esc = Escaped(&mut n);
+        esc.push(',');
+        write_str(&mut esc, e.name);
+        esc.push(':');
+        e.record.write(catalog, &mut esc);
+    }
+    write_entry(&mut n, e, 0);
+    n.0
+}
+
+/// The header JSON: metadata with the records of `by_name` (sorted by name),
+/// then the tensor entries in data order.
+fn write_json<'e, S: Sink>(
+    out: &mut S,
+    catalog: &Catalog,
+    view: &str,
+    source: &str,
+    by_name: impl Iterator<Item = EntryHead<'e>>,
+    in_order: impl Iterator<Item = EntryHead<'e>>,
+) {
+    out.push_str("{\"__metadata__\":{\"format\":\"pt\",\"gyro.source\":");
+    write_str(out, source);
+    out.push_str(",\"gyro.tensors\":\"");
+    {
+        // gyro.tensors: a JSON object (records keyed by name) inside a string.
+        let mut esc = Escaped(out);
+        esc.push('{');
+        for (i, e) in by_name.enumerate() {
+            if i > 0 {
+                esc.push(',');
+            }
+            write_str(&mut esc, e.name);
+            esc.push(':');
+            e.record.write(catalog, &mut esc);
+        }
+        esc.push('}');
+    }
+    out.push_str("\",\"gyro.version\":");
+    write_str(out, GYRO_VERSION);
+    out.push_str(",\"gyro.view\":");
+    write_str(out, view);
+    out.push('}');
+    let mut offset = 0u64;
+    for e in in_order {
+        debug_assert_eq!(
+            crate::dtype::numel(e.shape).and_then(|n| e.dtype.bytes_for(n)),
+            Some(e.len),
+            "entry {} has the wrong byte length",
+            e.name
+        );
+        write_entry(out, &e, offset);
+        offset += e.len;
+    }
+    out.push('}');
+}
+
+/// `,"name":{"dtype":..,"shape":[..],"data_offsets":[b,e]}`
+fn write_entry<S: Sink + ?Sized>(out: &mut S, e: &EntryHead, offset: u64) {
+    out.push(',');
+    write_str(out, e.name);
+    out.push_str(":{\"dtype\":");
+    write_str(out, e.dtype.name());
+    out.push_str(",\"shape\":");
+    write_u64s(out, e.shape);
+    out.push_str(",\"data_offsets\":");
+    write_u64s(out, &[offset, offset + e.len]);
+    out.push('}');
 }
 
 /// Canonical `gyro.source` for a virtual file drawing on source files `files`.
@@ -180,12 +253,10 @@ mod tests {
             record: Record::new(TensorId(0), crate::view::record::Transform::Identity),
             data: vec![Segment::Bytes(Arc::from(&[1u8, 2, 3, 4][..]))],
         };
-        let h = header_bytes(
-            &catalog,
-            "raw/tensors",
-            r#"{"files":[],"format":"x"}"#,
-            &[e],
-        );
+        let source = r#"{"files":[],"format":"x"}"#;
+        let h = header_bytes(&catalog, "raw/tensors", source, &[e.head()]);
+        let counted = header_len(&catalog, "raw/tensors", source, [e.head()].into_iter());
+        assert_eq!(counted, h.len() as u64);
         let n = u64::from_le_bytes(h[..8].try_into().unwrap()) as usize;
         assert_eq!(n % 8, 0);
         assert_eq!(h.len(), 8 + n);

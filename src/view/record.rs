@@ -14,7 +14,7 @@
 
 use crate::catalog::{Catalog, Quant, TensorId};
 use crate::dtype::Dtype;
-use crate::json::ObjectWriter;
+use crate::json::{ObjectWriter, Sink};
 use crate::quant::ggml::GgmlType;
 
 /// One tensor's provenance.
@@ -76,7 +76,7 @@ impl Record {
     }
 
     /// Append the record's canonical JSON.
-    pub fn write(&self, catalog: &Catalog, out: &mut String) {
+    pub fn write<S: Sink + ?Sized>(&self, catalog: &Catalog, out: &mut S) {
         let t = catalog.tensor(self.source);
         let mut o = ObjectWriter::new(out);
         if let Some(g) = &t.ggml {
@@ -121,7 +121,7 @@ impl Record {
 
 impl Transform {
     /// Append the transform's canonical JSON.
-    pub fn write(&self, out: &mut String) {
+    pub fn write<S: Sink + ?Sized>(&self, out: &mut S) {
         let mut o = ObjectWriter::new(out);
         match self {
             Transform::Identity => {

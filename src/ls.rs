@@ -10,15 +10,18 @@ use indicatif::HumanBytes;
 
 use crate::catalog::{Catalog, FileRole};
 use crate::error::ShapeDisplay;
-use crate::json::to_pretty;
-use crate::view::manifest::manifest;
 use crate::view::names::printable;
+use crate::view::{Listing, manifest};
+use crate::volume::Volume;
 
-/// Print `catalog` as a table (or, with `json`, as the manifest JSON).
-pub fn print(catalog: &Catalog, json: bool, out: &mut impl Write) -> std::io::Result<()> {
-    if json {
-        return out.write_all(to_pretty(&manifest(catalog, &[])).as_bytes());
-    }
+/// Print the manifest of `volume` (what `manifest.json` holds).
+pub fn print_json(volume: &Volume, out: &mut impl Write) -> std::io::Result<()> {
+    let renamed = volume.tree.renamed(Listing::RawTensors);
+    manifest::write(&volume.catalog, volume.notes(), renamed, out)
+}
+
+/// Print `catalog` as a table.
+pub fn print(catalog: &Catalog, out: &mut impl Write) -> std::io::Result<()> {
     let rows: Vec<[String; 5]> = catalog
         .tensors
         .iter()

@@ -137,9 +137,15 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Cmd::Umount { mountpoint, lazy } => Ok(gyrofs::mount::umount(&mountpoint, lazy)?),
         Cmd::Ls { source, json } => {
-            let catalog = gyrofs::source::open(&source)?;
-            let mut out = std::io::stdout().lock();
-            match gyrofs::ls::print(&catalog, json, &mut out) {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let printed = if json {
+                // The manifest, with the notes of the views: needs the views.
+                let volume = Volume::open(&source)?;
+                gyrofs::ls::print_json(&volume, &mut out)
+            } else {
+                gyrofs::ls::print(&gyrofs::source::open(&source)?, &mut out)
+            };
+            match printed.and_then(|()| std::io::Write::flush(&mut out)) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
                 Err(e) => Err(Error::io("stdout", e)),
@@ -152,7 +158,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             quiet,
         } => {
             let volume = Volume::open(&source)?;
-            for note in &volume.notes {
+            for note in volume.notes() {
                 eprintln!("gyrofs: warning: {note}");
             }
             let progress = !quiet && std::io::stderr().is_terminal();

@@ -3,7 +3,7 @@
 //! By default `mount` returns only once the mount answers: it starts itself
 //! again as a detached daemon (new session, stdin/stdout/stderr away from the
 //! terminal) and waits for the daemon to report on a pipe either `ready`
-//! (after it has looked up `manifest.json` through the kernel) or the one-line
+//! (after it has looked up `raw` through the kernel) or the one-line
 //! error that stopped it. `-f` keeps the daemon attached. Either way SIGINT,
 //! SIGTERM and SIGHUP unmount cleanly, and an external `umount` ends it.
 //!
@@ -160,7 +160,7 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
         // open and the mount point resolved by now).
         let _ = std::env::set_current_dir("/");
     }
-    for note in &volume.notes {
+    for note in volume.notes() {
         log::warn!("{note}");
         if notify {
             tell_parent(&format!("warning: {note}"));
@@ -223,7 +223,9 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     });
 
     if notify {
-        let probe = canonical.join(crate::view::manifest::NAME);
+        // `raw` is in every tree and costs nothing to look up (the manifest
+        // of a million-tensor model takes a while to size).
+        let probe = canonical.join("raw");
         std::thread::spawn(move || report_ready(&probe));
     }
 

@@ -1,76 +1,44 @@
 //! The one read path: (virtual file, offset, length) -> bytes.
 //!
 //! FUSE `read` and `gyrofs convert` both call [`read`], so a mount and a
-//! conversion cannot disagree. A request inside one in-memory segment (a
-//! header, a generated JSON file) is answered with a borrowed slice. Anything
-//! else is assembled into one buffer: lossless source ranges with `pread`
-//! (one copy, as `cat` makes; no page-table work on the map), computed ranges
-//! by their kernels reading the memory map, only over the covered range.
+//! conversion cannot disagree. A request is assembled into one buffer:
+//! in-memory bytes (headers, generated JSON) copied, lossless source ranges
+//! read with `pread` (one copy, as `cat` makes; no page-table work on the
+//! map), computed ranges produced by their kernels reading the memory map,
+//! only over the covered range.
 //!
-//! A source file can change under a read (docs/RELIABILITY.md). The read runs inside `Files::guarded` (a truncation under a
-//! kernel's map access is recovered, not fatal), and once the bytes are
+//! A source file can change under a read (docs/RELIABILITY.md). The read
+//! runs inside `Files::guarded` (a truncation under a kernel's map access is
+//! recovered, not fatal), and once the bytes are
 //! assembled every source file they came from is checked again: if it moved
 //! during the read, the read answers `SourceChanged` (EIO) instead of bytes
 //! that may mix old and new contents.
-
-use std::ops::Deref;
 
 use crate::catalog::{FileId, Files};
 use crate::error::ReadError;
 use crate::view::{Segment, VFile};
 
-/// Bytes returned by a read: borrowed when possible.
-#[derive(Debug)]
-pub enum Data<'a> {
-    Borrowed(&'a [u8]),
-    Owned(Vec<u8>),
-}
-
-impl Deref for Data<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Data::Borrowed(b) => b,
-            Data::Owned(v) => v,
-        }
-    }
-}
-
 /// Up to `size` bytes of `file` from `offset` (fewer only at end of file).
 /// A source file truncated during the read gives `SourceChanged`, not a
 /// crash (`Files::guarded`).
-pub fn read<'a>(
-    files: &'a Files,
-    file: &'a VFile,
-    offset: u64,
-    size: usize,
-) -> Result<Data<'a>, ReadError> {
+pub fn read(files: &Files, file: &VFile, offset: u64, size: usize) -> Result<Vec<u8>, ReadError> {
     files.guarded(|| read_unguarded(files, file, offset, size))
 }
 
-fn read_unguarded<'a>(
-    files: &'a Files,
-    file: &'a VFile,
+fn read_unguarded(
+    files: &Files,
+    file: &VFile,
     offset: u64,
     size: usize,
-) -> Result<Data<'a>, ReadError> {
+) -> Result<Vec<u8>, ReadError> {
     if offset >= file.size || size == 0 {
-        return Ok(Data::Borrowed(&[]));
+        return Ok(Vec::new());
     }
     let end = offset.saturating_add(size as u64).min(file.size);
     let segments = file.segments();
     let starts = file.starts();
     // Last segment starting at or before `offset`.
     let first = starts.partition_point(|&s| s <= offset) - 1;
-
-    let seg_end = starts[first] + segments[first].len();
-    if end <= seg_end {
-        let within = offset - starts[first];
-        let len = end - offset;
-        if let Segment::Bytes(b) = &segments[first] {
-            return Ok(Data::Borrowed(&b[within as usize..(within + len) as usize]));
-        }
-    }
 
     let mut out = vec![0u8; (end - offset) as usize];
     let mut touched: Vec<FileId> = Vec::new();
@@ -89,7 +57,7 @@ fn read_unguarded<'a>(
     for f in touched {
         files[f].file.check_unchanged()?;
     }
-    Ok(Data::Owned(out))
+    Ok(out)
 }
 
 /// Fill `dst` with bytes of `seg` starting `within` bytes into it; note the
@@ -193,10 +161,5 @@ mod tests {
                 assert_eq!(&got[..], &expect[lo.min(hi)..hi], "off {off} len {len}");
             }
         }
-        // Within the header the bytes are borrowed.
-        assert!(matches!(
-            read(&files, &vf, 1, 2).unwrap(),
-            Data::Borrowed(_)
-        ));
     }
 }

@@ -11,11 +11,12 @@
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::catalog::{Catalog, FileId};
 use crate::error::{FsError, ReadError, SourceError};
-use crate::read::{Data, read};
-use crate::view::{self, NodeId, NodeKind, Tree};
+use crate::read::read;
+use crate::view::{self, NodeId, NodeKind, Tree, VFile, Views};
 
 /// Block size reported in attributes and statfs.
 pub const BLOCK: u32 = 4096;
@@ -23,14 +24,49 @@ pub const BLOCK: u32 = 4096;
 /// Longest file name, reported by statfs.
 pub const NAME_MAX: u32 = 255;
 
+/// Memory the cache of built files may hold (headers and generated JSON).
+const CACHE_BYTES: u64 = 256 << 20;
+
 #[derive(Debug)]
 pub struct Volume {
-    pub catalog: Catalog,
+    pub catalog: Arc<Catalog>,
+    pub views: Views,
     pub tree: Tree,
-    /// Views left out for this source, and why (one line each).
-    pub notes: Vec<String>,
+    cache: Mutex<FileCache>,
     /// Source files whose change has been reported by [`Volume::poll_changes`].
     reported: Vec<AtomicBool>,
+}
+
+/// Files built recently, by node, within a byte budget (least recently used
+/// first out). A file is rebuilt, identically, when it is needed again.
+#[derive(Debug)]
+struct FileCache {
+    files: lru::LruCache<NodeId, Arc<VFile>>,
+    bytes: u64,
+}
+
+impl FileCache {
+    fn get(&mut self, id: NodeId) -> Option<Arc<VFile>> {
+        self.files.get(&id).cloned()
+    }
+
+    fn put(&mut self, id: NodeId, f: Arc<VFile>) {
+        self.bytes += cost(&f);
+        if let Some((_, old)) = self.files.push(id, f) {
+            self.bytes -= cost(&old);
+        }
+        while self.bytes > CACHE_BYTES && self.files.len() > 1 {
+            match self.files.pop_lru() {
+                Some((_, old)) => self.bytes -= cost(&old),
+                None => break,
+            }
+        }
+    }
+}
+
+/// What a cached file costs: the bytes it holds, plus its bookkeeping.
+fn cost(f: &VFile) -> u64 {
+    f.held_bytes() + 256
 }
 
 /// A source file found changed, and the virtual files that read it.
@@ -94,19 +130,89 @@ pub fn node_id(ino: u64) -> NodeId {
 }
 
 impl Volume {
-    /// Open SOURCE, read its headers and build every view.
+    /// Open SOURCE, read its headers and decide every view (no file is
+    /// built until it is asked for).
     pub fn open(source: &Path) -> Result<Volume, SourceError> {
-        let catalog = crate::source::open(source)?;
-        let (tree, notes) = view::build(&catalog);
+        let catalog = Arc::new(crate::source::open(source)?);
+        let (views, tree) = view::build(&catalog);
         let reported = (0..catalog.files.len())
             .map(|_| AtomicBool::new(false))
             .collect();
+        let files = lru::LruCache::unbounded();
         Ok(Volume {
             catalog,
+            views,
             tree,
-            notes,
+            cache: Mutex::new(FileCache { files, bytes: 0 }),
             reported,
         })
+    }
+
+    /// Views left out for this source, and why (one line each).
+    pub fn notes(&self) -> &[String] {
+        &self.views.notes
+    }
+
+    /// The bytes of file `id` (built now, or from the cache); `None` for a
+    /// directory or an unknown id.
+    pub fn file(&self, id: NodeId) -> Option<Arc<VFile>> {
+        let NodeKind::File(f) = self.tree.kind(id)? else {
+            return None;
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = cache.get(id) {
+            return Some(v);
+        }
+        drop(cache);
+        let built = Arc::new(self.views.file(&self.catalog, &self.tree, f));
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.put(id, Arc::clone(&built));
+        Some(built)
+    }
+
+    /// Read from the file `id` (see [`crate::read::read`]). Reading a
+    /// directory or an unknown id gives no bytes.
+    pub fn read(&self, id: NodeId, offset: u64, size: usize) -> Result<Vec<u8>, ReadError> {
+        match self.file(id) {
+            Some(f) => read(&self.catalog.files, &f, offset, size),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The node at `path` (`/`-separated, relative to the root).
+    pub fn resolve(&self, path: &str) -> Option<NodeId> {
+        self.tree.resolve(&self.catalog, &self.views, path)
+    }
+
+    /// The path of node `id` relative to the root.
+    pub fn path(&self, id: NodeId) -> String {
+        self.tree.path(&self.catalog, &self.views, id)
+    }
+
+    /// The name of node `id`.
+    pub fn name(&self, id: NodeId) -> String {
+        self.tree.name(&self.catalog, &self.views, id).into_owned()
+    }
+
+    /// The children of directory `id`, in listing order.
+    pub fn children(&self, id: NodeId) -> Option<impl Iterator<Item = NodeId> + '_> {
+        let n = self.tree.child_count(id)?;
+        Some((0..n).filter_map(move |k| self.tree.child(id, k)))
+    }
+
+    pub fn is_dir(&self, id: NodeId) -> bool {
+        self.tree.kind(id) == Some(NodeKind::Dir)
+    }
+
+    /// Newest modification time of the source files, in seconds: the time
+    /// every entry of the mount reports.
+    pub fn mtime_secs(&self) -> i64 {
+        self.catalog
+            .files
+            .iter()
+            .map(|(_, f)| f.file.mtime_secs())
+            .max()
+            .unwrap_or(0)
     }
 
     /// Check every source file for a change (its contents, or what its path
@@ -122,7 +228,7 @@ impl Volume {
             let affected = self
                 .tree
                 .files()
-                .filter(|(_, vf)| vf.reads(id))
+                .filter(|&(_, vf)| self.views.reads(&self.catalog, vf, id))
                 .map(|(n, _)| ino(n))
                 .collect();
             out.push(Changed { file: id, affected });
@@ -130,42 +236,21 @@ impl Volume {
         out
     }
 
-    /// Read from the file `id` (see [`crate::read::read`]). Reading a
-    /// directory or an unknown id gives no bytes.
-    pub fn read(&self, id: NodeId, offset: u64, size: usize) -> Result<Data<'_>, ReadError> {
-        match self.tree.file(id) {
-            Some(f) => read(&self.catalog.files, f, offset, size),
-            None => Ok(Data::Borrowed(&[])),
-        }
-    }
-
-    /// Newest modification time of the source files, in seconds: the time
-    /// every entry of the mount reports.
-    pub fn mtime_secs(&self) -> i64 {
-        self.catalog
-            .files
-            .iter()
-            .map(|(_, f)| f.file.mtime_secs())
-            .max()
-            .unwrap_or(0)
-    }
-
     /// The attributes of inode `ino`.
     pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
         let id = node_id(ino);
-        let node = self.tree.node(id).ok_or(FsError::NotFound)?;
-        Ok(match &node.kind {
-            NodeKind::Dir(_) => Attr {
+        Ok(match self.tree.kind(id).ok_or(FsError::NotFound)? {
+            NodeKind::Dir => Attr {
                 ino,
                 kind: Kind::Dir,
                 size: 0,
                 perm: 0o555,
                 nlink: 2 + self.tree.subdirs(id),
             },
-            NodeKind::File(f) => Attr {
+            NodeKind::File(_) => Attr {
                 ino,
                 kind: Kind::File,
-                size: f.size,
+                size: self.file(id).map_or(0, |f| f.size),
                 perm: 0o444,
                 nlink: 1,
             },
@@ -177,16 +262,16 @@ impl Volume {
         let name = name.to_str().ok_or(FsError::NotFound)?;
         let id = self
             .tree
-            .lookup(node_id(parent), name)
+            .lookup(&self.catalog, &self.views, node_id(parent), name)
             .ok_or(FsError::NotFound)?;
         self.getattr(ino(id))
     }
 
     /// Open a file with `open(2)` flags: reading only.
     pub fn open_file(&self, ino: u64, flags: i32) -> Result<(), FsError> {
-        let node = self.tree.node(node_id(ino)).ok_or(FsError::NotFound)?;
-        if matches!(node.kind, NodeKind::Dir(_)) {
-            return Err(FsError::IsADirectory);
+        match self.tree.kind(node_id(ino)).ok_or(FsError::NotFound)? {
+            NodeKind::Dir => return Err(FsError::IsADirectory),
+            NodeKind::File(_) => {}
         }
         if flags & libc::O_ACCMODE != libc::O_RDONLY {
             return Err(FsError::ReadOnly);
@@ -195,13 +280,13 @@ impl Volume {
     }
 
     pub fn opendir(&self, ino: u64) -> Result<(), FsError> {
-        self.children(ino).map(|_| ())
+        self.child_count(ino).map(|_| ())
     }
 
-    fn children(&self, ino: u64) -> Result<&[NodeId], FsError> {
+    fn child_count(&self, ino: u64) -> Result<usize, FsError> {
         let id = node_id(ino);
-        match self.tree.node(id).map(|n| &n.kind) {
-            Some(NodeKind::Dir(c)) => Ok(c),
+        match self.tree.kind(id) {
+            Some(NodeKind::Dir) => Ok(self.tree.child_count(id).unwrap_or(0)),
             Some(NodeKind::File(_)) => Err(FsError::NotADirectory),
             None => Err(FsError::NotFound),
         }
@@ -209,12 +294,12 @@ impl Volume {
 
     /// List directory `ino` from `offset` into `sink` until it is full.
     /// Offsets: 0 is the start, 1 resumes after `.`, 2 after `..`, `2 + k`
-    /// after child `k` (children sorted by name), so a listing resumes where
-    /// the previous reply stopped however large the directory.
+    /// after child `k` (in listing order), so a listing resumes where the
+    /// previous reply stopped however large the directory.
     pub fn readdir(&self, ino: u64, offset: u64, sink: &mut dyn DirSink) -> Result<(), FsError> {
-        let children = self.children(ino)?;
+        let count = self.child_count(ino)?;
         let id = node_id(ino);
-        let parent = self.tree.node(id).map_or(id, |n| n.parent);
+        let parent = self.tree.parent(id).unwrap_or(id);
         let dots = [(id, "."), (parent, "..")];
         let mut at = offset;
         for (nid, name) in dots.iter().skip(at as usize) {
@@ -223,14 +308,16 @@ impl Volume {
             }
             at += 1;
         }
-        let first = (at - 2) as usize;
-        for &c in children.iter().skip(first) {
-            let node = self.tree.node(c).expect("child ids are valid");
-            let kind = match node.kind {
-                NodeKind::Dir(_) => Kind::Dir,
-                NodeKind::File(_) => Kind::File,
+        for k in (at - 2) as usize..count {
+            let Some(c) = self.tree.child(id, k) else {
+                break;
             };
-            if sink.add(self::ino(c), at + 1, kind, &node.name) {
+            let kind = match self.tree.kind(c) {
+                Some(NodeKind::Dir) => Kind::Dir,
+                _ => Kind::File,
+            };
+            let name = self.tree.name(&self.catalog, &self.views, c);
+            if sink.add(self::ino(c), at + 1, kind, &name) {
                 break;
             }
             at += 1;
@@ -240,16 +327,19 @@ impl Volume {
 
     /// `access(2)`: anything may be read or searched, nothing written.
     pub fn access(&self, ino: u64, mask: i32) -> Result<(), FsError> {
-        self.tree.node(node_id(ino)).ok_or(FsError::NotFound)?;
+        self.tree.kind(node_id(ino)).ok_or(FsError::NotFound)?;
         if mask & libc::W_OK != 0 {
             return Err(FsError::ReadOnly);
         }
         Ok(())
     }
 
+    /// `statfs(2)`. The block count is the tensor data of every view
+    /// (headers and generated JSON are not counted: counting them would
+    /// mean building every file).
     pub fn statfs(&self) -> StatFs {
         StatFs {
-            blocks: self.tree.total_size().div_ceil(BLOCK as u64),
+            blocks: self.views.data_bytes(&self.catalog).div_ceil(BLOCK as u64),
             files: self.tree.len() as u64,
             block_size: BLOCK,
             name_max: NAME_MAX,
@@ -257,22 +347,20 @@ impl Volume {
     }
 
     /// `read(2)` of inode `ino`.
-    pub fn read_ino(&self, ino: u64, offset: u64, size: usize) -> Result<Data<'_>, FsError> {
+    pub fn read_ino(&self, ino: u64, offset: u64, size: usize) -> Result<Vec<u8>, FsError> {
         let id = node_id(ino);
-        if self.tree.file(id).is_none() {
-            return Err(match self.tree.node(id) {
-                Some(_) => FsError::IsADirectory,
-                None => FsError::NotFound,
-            });
+        match self.tree.kind(id) {
+            None => Err(FsError::NotFound),
+            Some(NodeKind::Dir) => Err(FsError::IsADirectory),
+            Some(NodeKind::File(_)) => Ok(self.read(id, offset, size)?),
         }
-        Ok(self.read(id, offset, size)?)
     }
 
     /// The path of inode `ino` inside the mount, for log lines.
     pub fn path_of(&self, ino: u64) -> String {
         let id = node_id(ino);
-        match self.tree.node(id) {
-            Some(_) => format!("/{}", self.tree.path(id)),
+        match self.tree.kind(id) {
+            Some(_) => format!("/{}", self.path(id)),
             None => format!("<inode {ino}>"),
         }
     }
@@ -329,9 +417,19 @@ mod tests {
         let whole = list(&v, tensors.ino, usize::MAX);
         let names: Vec<&str> = whole.iter().map(|e| e.3.as_str()).collect();
         assert_eq!(&names[..2], &[".", ".."]);
-        let mut sorted = names[2..].to_vec();
-        sorted.sort();
-        assert_eq!(sorted, names[2..], "children sorted by name");
+        // A listing: the source tensors, in source order.
+        let expect: Vec<String> = v
+            .catalog
+            .tensors
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}.safetensors",
+                    crate::view::names::escape(&t.name, ".safetensors")
+                )
+            })
+            .collect();
+        assert_eq!(names[2..], expect);
         assert!(names.len() > 10);
         for room in [1, 2, 3, 7] {
             assert_eq!(list(&v, tensors.ino, room), whole, "page size {room}");
@@ -401,7 +499,7 @@ mod tests {
         assert!(paths.contains(&"/raw/model.safetensors".to_string()));
         assert!(!paths.contains(&"/manifest.json".to_string()));
         assert!(v.poll_changes().is_empty(), "reported once");
-        let pack = v.tree.resolve("raw/model.safetensors").unwrap();
+        let pack = v.resolve("raw/model.safetensors").unwrap();
         let err = v.read(pack, 0, 1 << 30).unwrap_err();
         assert_eq!(err.to_errno(), libc::EIO);
     }

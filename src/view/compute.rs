@@ -61,25 +61,37 @@ pub struct Cast {
     src: Extent,
     /// Bytes per source element.
     width: u64,
-    kernel: fn(&[u8], &mut [u8]) -> Result<(), KernelError>,
+    kernel: CastKernel,
+}
+
+type CastKernel = fn(&[u8], &mut [u8]) -> Result<(), KernelError>;
+
+/// The BF16 kernel for elements of `from`, if gyrofs converts them.
+fn cast_kernel(from: Dtype) -> Option<CastKernel> {
+    Some(match from {
+        Dtype::F16 => quant::float::f16_to_bf16,
+        Dtype::F32 => quant::float::f32_to_bf16,
+        Dtype::F64 => quant::float::f64_to_bf16,
+        Dtype::F8_E4M3 => quant::fp8::e4m3_to_bf16,
+        Dtype::F8_E5M2 => quant::fp8::e5m2_to_bf16,
+        _ => return None,
+    })
 }
 
 impl Cast {
+    /// Does gyrofs convert elements of `from` to BF16? (BF16 itself, integers
+    /// and the rest pass through unchanged.)
+    pub fn converts(from: Dtype) -> bool {
+        cast_kernel(from).is_some()
+    }
+
     /// The cast of `src`, elements of dtype `from`; `None` if gyrofs does
     /// not convert `from` to BF16.
     pub fn new(src: Extent, from: Dtype) -> Option<Cast> {
-        let kernel = match from {
-            Dtype::F16 => quant::float::f16_to_bf16,
-            Dtype::F32 => quant::float::f32_to_bf16,
-            Dtype::F64 => quant::float::f64_to_bf16,
-            Dtype::F8_E4M3 => quant::fp8::e4m3_to_bf16,
-            Dtype::F8_E5M2 => quant::fp8::e5m2_to_bf16,
-            _ => return None,
-        };
         Some(Cast {
             src,
             width: from.bits() / 8,
-            kernel,
+            kernel: cast_kernel(from)?,
         })
     }
 }

@@ -18,10 +18,17 @@ const NAME_MAX: usize = 255;
 /// Bytes of escaped name kept when a name is too long.
 const LONG_PREFIX: usize = 200;
 
-/// File name stem for `tensor` such that `stem + ext` fits in NAME_MAX.
-pub fn escape(tensor: &str, ext: &str) -> String {
+/// File name stem for `tensor` such that `stem + ext` fits in NAME_MAX
+/// (borrowed when the name needs no escaping, as most do).
+pub fn escape<'a>(tensor: &'a str, ext: &str) -> std::borrow::Cow<'a, str> {
     if tensor.is_empty() {
-        return "%_".to_string();
+        return "%_".into();
+    }
+    let plain = |(i, c): (usize, char)| {
+        !(c == '%' || c == '/' || (c == '.' && i == 0) || (c as u32) < 0x20 || c as u32 == 0x7f)
+    };
+    if tensor.len() + ext.len() <= NAME_MAX && tensor.char_indices().all(plain) {
+        return tensor.into();
     }
     let mut out = String::with_capacity(tensor.len());
     for (i, c) in tensor.char_indices() {
@@ -36,7 +43,7 @@ pub fn escape(tensor: &str, ext: &str) -> String {
         }
     }
     if out.len() + ext.len() <= NAME_MAX {
-        return out;
+        return out.into();
     }
     let mut cut = LONG_PREFIX;
     while !out.is_char_boundary(cut) {
@@ -48,7 +55,7 @@ pub fn escape(tensor: &str, ext: &str) -> String {
     {
         cut = p;
     }
-    format!("{}%~{:016x}", &out[..cut], fnv1a64(tensor.as_bytes()))
+    format!("{}%~{:016x}", &out[..cut], fnv1a64(tensor.as_bytes())).into()
 }
 
 /// A name made safe to print on a terminal: `%` and control characters

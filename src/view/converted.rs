@@ -594,7 +594,9 @@ fn shard(catalog: &Catalog, plans: &[Plan], max: u64) -> Vec<Vec<u32>> {
     // Headers of ordinary models are far below the limit: count them only
     // when the tensor count makes it possible to reach it.
     let count_headers = plans.len() > 50_000;
-    let header_budget = MAX_HEADER_LEN - 64 * 1024;
+    // The order inside a shard (by alignment) moves data offsets a little:
+    // keep a margin.
+    let header_budget = MAX_HEADER_LEN / 100 * 99;
     let mut shards: Vec<Vec<u32>> = Vec::new();
     let (mut size, mut header) = (0u64, 0u64);
     for (i, p) in plans.iter().enumerate() {
@@ -608,7 +610,7 @@ fn shard(catalog: &Catalog, plans: &[Plan], max: u64) -> Vec<Vec<u32>> {
                 record: &record,
                 len: n,
             };
-            entry_cost(catalog, &head)
+            entry_cost(catalog, &head, size)
         } else {
             0
         };

@@ -129,8 +129,9 @@ pub fn header_len<'a>(
 }
 
 /// What one more entry adds to a header (its record, its tensor entry and
-/// their separators), for deciding where a shard ends.
-pub fn entry_cost(catalog: &Catalog, e: &EntryHead) -> u64 {
+/// their separators), for deciding where a shard ends; `offset` is about
+/// where its data will start (the digits of its `data_offsets` count).
+pub fn entry_cost(catalog: &Catalog, e: &EntryHead, offset: u64) -> u64 {
     let mut n = Count::default();
     {
         let mut esc = Escaped(&mut n);
@@ -139,7 +140,7 @@ pub fn entry_cost(catalog: &Catalog, e: &EntryHead) -> u64 {
         esc.push(':');
         e.record.write(catalog, &mut esc);
     }
-    write_entry(&mut n, e, 0);
+    write_entry(&mut n, e, offset);
     n.0
 }
 

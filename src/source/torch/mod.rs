@@ -1,0 +1,321 @@
+//! PyTorch `torch.save` checkpoints, read without running any pickle code.
+//!
+//! For: turning the bytes of a `.pt`/`.pth`/`.bin`/`.ckpt` file (a memory
+//! map) into a [`Checkpoint`]: where every storage's bytes lie in the file,
+//! every tensor as a strided view of a storage, and the rest of the pickled
+//! object tree as JSON. [`parse`] takes the whole file as `&[u8]` and does no
+//! I/O, so a fuzzer can call it directly. The format is detected by content:
+//! a zip (`PK\x03\x04`, torch >= 1.6) or a legacy pickle stream starting with
+//! torch's magic number.
+//!
+//! Not for: tensor bytes (the caller gathers `t.contiguous()` from the map
+//! using [`TensorRef`]), byte swapping of big-endian files, naming files,
+//! catalogs or views.
+//!
+//! Modules: `zip` (central directory, ZIP64, stored entries), `pickle` (the
+//! restricted unpickler), `legacy` (the pre-1.6 stream), `rebuild` (the
+//! value graph -> tensors, JSON values and notes).
+//!
+//! # What a checkpoint becomes
+//!
+//! **Paths.** The root object is walked depth first, in pickle order. A dict
+//! (plain, `OrderedDict`, `Counter`, `defaultdict`) contributes its keys, a
+//! list, tuple or set its indices (decimal, from 0); a path is its segments
+//! joined with `.` (`model.transformer.h.0.attn.c_attn.weight`,
+//! `optimizer.state.0.exp_avg`). Keys are used as they are, never escaped,
+//! so a flat state dict's own keys are its paths. A string key is itself;
+//! an integer key is its decimal digits; any other key (bool, None, float,
+//! tuple, ...) is the compact JSON text of its value as below (`true`,
+//! `null`, `[0,"a"]`). Two keys of one dict that give the same text (`1` and
+//! `"1"`): the later one gets `#2` appended (`#3`, ... if that is taken too).
+//! A tensor whose path equals an earlier tensor's path (a key `"a.b"` next
+//! to a dict `"a"` holding `"b"`) gets the first free `#2`, `#3`, ...
+//! suffix. A tensor at the root (`torch.save(t)`) is named `tensor`, as is a
+//! tensor whose path would be empty. Each such renaming adds a note. A tensor
+//! (or container) reachable by several paths (tied weights, memoized
+//! objects) appears under each path, all referring to the same storage.
+//!
+//! **Values** ([`Checkpoint::values`]) mirror the object tree: `None` ->
+//! `null`; bools; integers -> numbers (beyond 64 bits: a string of decimal
+//! digits); floats -> numbers, non-finite ones -> `"NaN"`, `"inf"`,
+//! `"-inf"`; strings; bytes/bytearray -> `{"gyro_bytes": <length>}`; lists,
+//! tuples, sets, `torch.Size` -> arrays; dicts -> objects (keys as above;
+//! JSON objects are key-sorted); a tensor -> `{"gyro_tensor": "<path>"}`; a
+//! tensor left out -> `{"gyro_omitted": "<why>"}`; a bare storage ->
+//! `{"gyro_storage": "<key>"}`; `torch.float32` etc. -> `"torch.float32"`;
+//! `torch.device("cuda", 0)` -> `"cuda:0"`; a layout or qscheme -> its name;
+//! `complex(a, b)` -> `{"gyro_complex": [a, b]}`; a global that is named but
+//! not called -> `{"gyro_global": "module.name"}`; an object of a class not
+//! on the allowlist -> `{"gyro_opaque": "module.Name"}` plus, when present,
+//! `"args"` (its constructor arguments), `"state"` (its `BUILD` state, e.g.
+//! an `argparse.Namespace`'s fields), `"items"` (dict items) and `"list"`
+//! (list items); a container that contains itself -> `{"gyro_cycle":
+//! "<path of the enclosing copy>"}`. `OrderedDict` attributes (the state
+//! dict's `_metadata`) and tensor attributes are not items and are dropped.
+//!
+//! **Allowlist.** Only names are resolved, never imported. Interpreted:
+//! `collections.OrderedDict`, `collections.Counter`, `collections.defaultdict`
+//! (dicts); `torch._utils._rebuild_tensor`, `_rebuild_tensor_v2`,
+//! `_rebuild_tensor_v3`, `_rebuild_parameter`, `_rebuild_parameter_with_state`,
+//! `_rebuild_device_tensor_from_cpu_tensor`, `torch._tensor._rebuild_from_type_v2`,
+//! `torch.nn.parameter.Parameter` (tensors); storage classes
+//! (`torch.FloatStorage`, ..., `torch.cuda.*Storage`,
+//! `torch.storage.UntypedStorage`) in persistent ids; torch dtypes,
+//! `torch.Size`, `torch.device`, `torch.serialization._get_layout`, qschemes;
+//! `_codecs.encode` and `builtins.bytearray` (bytes), `builtins.set`,
+//! `builtins.frozenset`, `builtins.complex`; `copyreg._reconstructor` (names
+//! the class of a placeholder). Recognised and left out with a note:
+//! `_rebuild_qtensor`, `_rebuild_sparse_tensor`, `_rebuild_nested_tensor`,
+//! `_rebuild_meta_tensor_no_storage`, `_rebuild_wrapper_subclass`,
+//! `_rebuild_device_tensor_from_numpy`, tensors whose conj/neg bit is set and
+//! tensors of dtypes with no safetensors equivalent (complex, quantized,
+//! `float4_e2m1fn_x2`, `bits*`, sub-byte `uintN`/`intN`). Any other global
+//! becomes a placeholder when called (`REDUCE`, `NEWOBJ`, `INST`, `OBJ`),
+//! which is fine unless a tensor is built from it or held inside it: then
+//! the file is refused. Globals from modules that exist to run code (`os`,
+//! `subprocess`, `builtins.eval`, ...: `pickle::is_refused`) refuse the file
+//! as soon as they are named.
+//!
+//! **Dtypes.** `float64 float32 float16 bfloat16 int64 int32 int16 int8
+//! uint8 bool uint16 uint32 uint64 float8_e4m3fn float8_e5m2 float8_e4m3fnuz
+//! float8_e5m2fnuz float8_e8m0fnu` -> `F64 F32 F16 BF16 I64 I32 I16 I8 U8
+//! BOOL U16 U32 U64 F8_E4M3 F8_E5M2 F8_E4M3FNUZ F8_E5M2FNUZ F8_E8M0`.
+//!
+//! **Limits** (each refused with one line): at most `pickle::MAX_VALUES`
+//! values per pickle, `MARK`s and containers nested at most
+//! `pickle::MAX_DEPTH` deep, integers of at most `pickle::MAX_LONG_BYTES`
+//! bytes, tensors of at most [`MAX_DIMS`] dimensions, paths of at most
+//! [`MAX_PATH_LEN`] bytes, and a walk of the object tree that visits at most
+//! twice the pickle's values plus a million and copies at most twice the
+//! pickle's length plus 64 MiB of text (shared references could otherwise
+//! expand a small pickle exponentially).
+
+mod legacy;
+pub mod pickle;
+mod rebuild;
+pub mod zip;
+
+use serde_json::Value;
+
+use crate::dtype::Dtype;
+pub use pickle::PickleError;
+
+/// Most dimensions a tensor may have (torch's own limit is 64 too).
+pub const MAX_DIMS: usize = 64;
+/// Longest path of a tensor or value, in bytes.
+pub const MAX_PATH_LEN: usize = 64 * 1024;
+
+/// A parsed, validated torch.save checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    pub format: Format,
+    /// The storages' bytes are big-endian (zip `byteorder` entry says
+    /// `big`). Legacy files are always little-endian: torch converts when it
+    /// writes them.
+    pub big_endian: bool,
+    /// Every storage named by a persistent id, in key order: keys that are
+    /// decimal integers first, numerically, then the others by bytes.
+    pub storages: Vec<Storage>,
+    /// Every tensor reachable from the root, in traversal order; a tensor
+    /// reachable by several paths appears once per path.
+    pub tensors: Vec<TensorRef>,
+    /// The object tree as JSON (see the module documentation).
+    pub values: Value,
+    /// One line per thing left out, renamed or kept as a placeholder, and why.
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Format {
+    /// A zip archive (torch >= 1.6) whose entries sit under `archive_name/`.
+    Zip { archive_name: String },
+    /// The pre-1.6 stream of pickles followed by raw storages.
+    Legacy,
+}
+
+/// A storage: a contiguous byte range of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Storage {
+    /// The key in the pickle (`"0"`, `"1"`, ... in zips; `str(cdata)` in
+    /// legacy files).
+    pub key: String,
+    /// The dtype the first persistent id naming it gives (typed storages:
+    /// `FloatStorage` -> F32; untyped: U8); U8 if that has no safetensors
+    /// equivalent. Tensors carry their own dtype.
+    pub dtype: Dtype,
+    /// Absolute byte offset of the payload in the file.
+    pub offset: u64,
+    /// Bytes of payload.
+    pub len: u64,
+}
+
+/// A tensor: a strided view of a storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorRef {
+    pub path: String,
+    /// Index into [`Checkpoint::storages`].
+    pub storage: usize,
+    pub dtype: Dtype,
+    /// Offset of element [0, 0, ...] in the storage, in elements of `dtype`.
+    pub storage_offset: u64,
+    pub shape: Vec<u64>,
+    /// In elements; any non-negative values (transposed, sliced, expanded
+    /// with stride 0). Validated: every element lies inside the storage.
+    pub strides: Vec<u64>,
+    pub requires_grad: bool,
+}
+
+impl TensorRef {
+    /// Number of elements.
+    pub fn numel(&self) -> u64 {
+        self.shape.iter().product()
+    }
+}
+
+/// Why a file is not a readable torch.save checkpoint. `Display` is one line
+/// naming what is wrong and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TorchError {
+    #[error("not a torch.save checkpoint: {0}")]
+    NotTorch(String),
+    /// The zip structure (end of central directory, central directory).
+    #[error("zip: {0}")]
+    Zip(String),
+    #[error("zip entry '{name}': {why}")]
+    Entry { name: String, why: String },
+    #[error("{0}")]
+    Legacy(String),
+    /// A pickle that cannot be decoded: `what` is `archive/data.pkl`, or
+    /// `legacy main pickle` (whose offsets are file offsets).
+    #[error("{what}: {err}")]
+    Pickle { what: String, err: PickleError },
+    /// A call the pickle asks for that cannot be interpreted safely.
+    #[error("{what}: byte {offset}: {global}: {why}")]
+    Rebuild {
+        what: String,
+        offset: u64,
+        global: String,
+        why: String,
+    },
+    #[error("storage '{key}': {why}")]
+    Storage { key: String, why: String },
+    #[error("tensor '{path}': {why}")]
+    Tensor { path: String, why: String },
+    /// Something wrong at a path of the object tree (depth, size).
+    #[error("'{path}': {why}")]
+    Value { path: String, why: String },
+}
+
+/// Parse the whole file `data`.
+pub fn parse(data: &[u8]) -> Result<Checkpoint, TorchError> {
+    if data.starts_with(b"PK\x03\x04") || data.starts_with(b"PK\x05\x06") {
+        return parse_zip(data);
+    }
+    if legacy::is_legacy(data) {
+        return legacy::parse(data);
+    }
+    Err(TorchError::NotTorch(
+        if data.get(257..262) == Some(b"ustar") {
+            "a tar archive (the torch.save format before torch 0.4 is not supported)".to_string()
+        } else if data.first() == Some(&0x80) {
+            "a pickle without torch.save's magic number (plain pickle.dump output?)".to_string()
+        } else {
+            format!(
+                "neither a zip archive nor a legacy torch.save pickle (starts with {})",
+                hex_prefix(data)
+            )
+        },
+    ))
+}
+
+fn hex_prefix(data: &[u8]) -> String {
+    if data.is_empty() {
+        return "nothing: the file is empty".to_string();
+    }
+    let n = data.len().min(8);
+    let hex: Vec<String> = data[..n].iter().map(|b| format!("{b:02x}")).collect();
+    hex.join(" ")
+}
+
+/// A torch.save zip: `<archive>/data.pkl`, `<archive>/data/<key>`,
+/// `<archive>/byteorder`.
+fn parse_zip(data: &[u8]) -> Result<Checkpoint, TorchError> {
+    let archive = zip::Archive::parse(data)?;
+    // torch's reader takes the folder of the first entry as the archive name.
+    let first = archive
+        .entries()
+        .first()
+        .ok_or_else(|| TorchError::Zip("the archive is empty (no data.pkl)".to_string()))?;
+    let Some((archive_name, _)) = first.name.split_once('/') else {
+        return Err(TorchError::Zip(format!(
+            "first entry '{}' is not inside a folder (torch.save puts every entry under one)",
+            pickle::esc(&first.name)
+        )));
+    };
+    let archive_name = archive_name.to_string();
+    let entry_name = |rel: &str| format!("{archive_name}/{rel}");
+    let pkl_name = entry_name("data.pkl");
+    let Some(pkl) = archive.find(&pkl_name) else {
+        if archive.find(&entry_name("constants.pkl")).is_some() {
+            return Err(TorchError::NotTorch(
+                "a TorchScript archive (torch.jit.save), not a torch.save checkpoint".to_string(),
+            ));
+        }
+        return Err(TorchError::Zip(format!(
+            "no entry '{}' (not a torch.save archive?)",
+            pickle::esc(&pkl_name)
+        )));
+    };
+    let (pkl_off, pkl_len) = archive.stored_payload(pkl)?;
+    let pkl_data = &data[pkl_off as usize..(pkl_off + pkl_len) as usize];
+
+    let big_endian = match archive.find(&entry_name("byteorder")) {
+        None => false,
+        Some(e) => {
+            let (o, n) = archive.stored_payload(e)?;
+            match &data[o as usize..(o + n) as usize] {
+                b"little" => false,
+                b"big" => true,
+                other => {
+                    return Err(TorchError::Entry {
+                        name: pickle::esc(&e.name),
+                        why: format!(
+                            "holds '{}', expected 'little' or 'big'",
+                            pickle::esc(&String::from_utf8_lossy(&other[..other.len().min(32)]))
+                        ),
+                    });
+                }
+            }
+        }
+    };
+
+    let what = pickle::esc(&pkl_name);
+    let p = pickle::parse(pkl_data, 0).map_err(|err| TorchError::Pickle {
+        what: what.clone(),
+        err,
+    })?;
+    let pids = rebuild::persistent_ids(&p, &what)?;
+    let mut payloads = rebuild::Payloads::new();
+    for pid in &pids {
+        let Some(key) = pid.key() else { continue };
+        if payloads.contains_key(key) {
+            continue;
+        }
+        let name = entry_name(&format!("data/{key}"));
+        let e = archive.find(&name).ok_or_else(|| TorchError::Storage {
+            key: pickle::esc(key),
+            why: format!("the archive has no entry '{}'", pickle::esc(&name)),
+        })?;
+        let (offset, len) = archive.stored_payload(e)?;
+        payloads.insert(key.to_string(), rebuild::Payload { offset, len });
+    }
+    let out = rebuild::build(&p, &what, &pids, &payloads, pkl_data.len())?;
+    Ok(Checkpoint {
+        format: Format::Zip { archive_name },
+        big_endian,
+        storages: out.storages,
+        tensors: out.tensors,
+        values: out.values,
+        notes: out.notes,
+    })
+}

@@ -62,7 +62,7 @@
 //! (`torch.FloatStorage`, ..., `torch.cuda.*Storage`,
 //! `torch.storage.UntypedStorage`) in persistent ids; torch dtypes,
 //! `torch.Size`, `torch.device`, `torch.serialization._get_layout`, qschemes;
-//! `_codecs.encode` and `builtins.bytearray` (bytes), `builtins.set`,
+//! `_codecs.encode`, `builtins.bytes` and `builtins.bytearray` (bytes), `builtins.set`,
 //! `builtins.frozenset`, `builtins.complex`; `copyreg._reconstructor` (names
 //! the class of a placeholder). Recognised and left out with a note:
 //! `_rebuild_qtensor`, `_rebuild_sparse_tensor`, `_rebuild_nested_tensor`,
@@ -318,4 +318,186 @@ fn parse_zip(data: &[u8]) -> Result<Checkpoint, TorchError> {
         values: out.values,
         notes: out.notes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::zip::tests::{W, write_zip};
+    use super::*;
+    use serde_json::json;
+
+    fn s(x: &str) -> Vec<u8> {
+        let mut v = vec![b'X'];
+        v.extend_from_slice(&(x.len() as u32).to_le_bytes());
+        v.extend_from_slice(x.as_bytes());
+        v
+    }
+
+    fn global(m: &str, n: &str) -> Vec<u8> {
+        format!("c{m}\n{n}\n").into_bytes()
+    }
+
+    /// `{"w": _rebuild_tensor_v2(storage '0' of 4 floats, 0, (2, 2), (1, 2))}`
+    fn tensor_pickle() -> Vec<u8> {
+        let mut p = b"\x80\x02}(".to_vec();
+        p.extend(s("w"));
+        p.extend(global("torch._utils", "_rebuild_tensor_v2"));
+        p.extend(b"((");
+        p.extend(s("storage"));
+        p.extend(global("torch", "FloatStorage"));
+        p.extend(s("0"));
+        p.extend(s("cpu"));
+        p.extend(b"K\x04tQK\x00K\x02K\x02\x86K\x01K\x02\x86\x89");
+        p.extend(global("collections", "OrderedDict"));
+        p.extend(b")RtRu.");
+        p
+    }
+
+    fn zip_with(pkl: &[u8], zip64: bool) -> Vec<u8> {
+        let floats: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
+            .iter()
+            .flat_map(|f| f.to_le_bytes())
+            .collect();
+        write_zip(
+            &[
+                W {
+                    name: "ck/data.pkl",
+                    data: pkl,
+                    method: 0,
+                    local_extra: b"\x42\x46\x03\x00ZZZ",
+                },
+                W {
+                    name: "ck/data/0",
+                    data: &floats,
+                    method: 0,
+                    local_extra: &[],
+                },
+            ],
+            zip64,
+            b"comment",
+        )
+    }
+
+    #[test]
+    fn hand_built_zip64_archive() {
+        for zip64 in [false, true] {
+            let z = zip_with(&tensor_pickle(), zip64);
+            let ck = parse(&z).unwrap();
+            assert_eq!(
+                ck.format,
+                Format::Zip {
+                    archive_name: "ck".to_string()
+                }
+            );
+            assert_eq!(ck.storages.len(), 1);
+            let st = &ck.storages[0];
+            assert_eq!(
+                &z[st.offset as usize..(st.offset + st.len) as usize],
+                &1.0f32
+                    .to_le_bytes()
+                    .iter()
+                    .chain(&2.0f32.to_le_bytes())
+                    .chain(&3.0f32.to_le_bytes())
+                    .chain(&4.0f32.to_le_bytes())
+                    .copied()
+                    .collect::<Vec<u8>>()[..]
+            );
+            let t = &ck.tensors[0];
+            assert_eq!((t.path.as_str(), t.dtype), ("w", Dtype::F32));
+            assert_eq!(
+                (t.shape.clone(), t.strides.clone()),
+                (vec![2, 2], vec![1, 2])
+            );
+            assert_eq!(ck.values, json!({"w": {"gyro_tensor": "w"}}));
+        }
+    }
+
+    #[test]
+    fn rare_opcodes() {
+        let mut p = b"\x80\x04}(".to_vec();
+        p.extend(b"U\x01aT\x03\x00\x00\x00abc"); // py2 str keys and values
+        p.extend(b"S'b'\nB\x02\x00\x00\x00xy");
+        p.extend(b"\x8c\x01c\x8e\x03\x00\x00\x00\x00\x00\x00\x00xyz");
+        p.extend(b"\x8d\x01\x00\x00\x00\x00\x00\x00\x00d\x8b\x09\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01");
+        p.extend(b"\x8c\x01eK\x0520"); // DUP POP
+        p.extend(b"\x8c\x01f(K\x011K\x02"); // MARK POP_MARK
+        p.extend(b"\x8c\x01g");
+        p.extend(global("mod", "Cls"));
+        p.extend(b")}\x92"); // NEWOBJ_EX
+        p.extend(b"\x8c\x01hC\x01z\x98"); // READONLY_BUFFER
+        p.extend(b"\x8c\x01i");
+        p.extend(global("copy_reg", "_reconstructor"));
+        p.extend(b"(");
+        p.extend(global("argparse", "Namespace"));
+        p.extend(global("__builtin__", "object"));
+        p.extend(b"NtR}\x8c\x01xK\x01sb"); // protocol 0/1 object pickling
+        p.extend(b"\x8c\x01j");
+        p.extend(global("__builtin__", "frozenset"));
+        p.extend(b"]K\x07a\x85R");
+        p.extend(b"u.");
+        let ck = parse(&zip_with(&p, false)).unwrap();
+        assert_eq!(
+            ck.values,
+            json!({
+                "a": "abc",
+                "b": {"gyro_bytes": 2},
+                "c": {"gyro_bytes": 3},
+                "d": "18446744073709551616",
+                "e": 5,
+                "f": 2,
+                "g": {"gyro_opaque": "mod.Cls"},
+                "h": {"gyro_bytes": 1},
+                "i": {"gyro_opaque": "argparse.Namespace", "state": {"x": 1}},
+                "j": [7],
+            })
+        );
+        assert!(ck.tensors.is_empty());
+
+        for (pkl, want) in [
+            (
+                &b"\x80\x02Pabc\n."[..],
+                "BINPERSID: persistent id is a string, not a ('storage', ...) tuple",
+            ),
+            (
+                b"\x80\x02\x82\x01.",
+                "EXT1: extension registry codes are not supported",
+            ),
+            (
+                b"\x80\x05\x97.",
+                "NEXT_BUFFER: out-of-band buffers are not supported",
+            ),
+        ] {
+            let e = parse(&zip_with(pkl, false)).unwrap_err().to_string();
+            assert!(
+                e.starts_with("ck/data.pkl: byte ") && e.ends_with(want),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn format_detection() {
+        assert_eq!(
+            parse(b"").unwrap_err().to_string(),
+            "not a torch.save checkpoint: neither a zip archive nor a legacy torch.save pickle (starts with nothing: the file is empty)"
+        );
+        let mut tar = vec![0u8; 512];
+        tar[257..262].copy_from_slice(b"ustar");
+        assert!(parse(&tar).unwrap_err().to_string().contains("tar archive"));
+        // A TorchScript archive.
+        let z = write_zip(
+            &[W {
+                name: "m/constants.pkl",
+                data: b"\x80\x02).",
+                method: 0,
+                local_extra: &[],
+            }],
+            false,
+            b"",
+        );
+        assert_eq!(
+            parse(&z).unwrap_err().to_string(),
+            "not a torch.save checkpoint: a TorchScript archive (torch.jit.save), not a torch.save checkpoint"
+        );
+    }
 }

@@ -200,6 +200,7 @@ pub enum Global {
     GetLayout,
     QScheme,
     CodecsEncode,
+    Bytes,
     ByteArray,
     Set,
     FrozenSet,
@@ -277,6 +278,7 @@ impl Global {
             }
             ("torch.serialization", "_get_layout") => Global::GetLayout,
             ("_codecs", "encode") => Global::CodecsEncode,
+            ("builtins", "bytes") => Global::Bytes,
             ("builtins", "bytearray") => Global::ByteArray,
             ("builtins", "set") => Global::Set,
             ("builtins", "frozenset") => Global::FrozenSet,

@@ -704,9 +704,10 @@ impl Walker<'_> {
                 Some(Node::Str(s)) => Ok(Resolved::Json(Value::from(s.to_string()))),
                 _ => self.rebuild_err(o, g, "argument is not a layout name"),
             },
-            Global::CodecsEncode | Global::ByteArray => {
-                // bytes written by protocol 2: _codecs.encode(text, 'latin1');
-                // bytearray(bytes) / bytearray(text, encoding).
+            Global::CodecsEncode | Global::Bytes | Global::ByteArray => {
+                // bytes written by protocols 0-2: _codecs.encode(text,
+                // 'latin1'), bytes() for b""; bytearray(bytes) /
+                // bytearray(text, encoding); bytes(n) / bytearray(n).
                 let len = match a.first().map(|&f| self.node(f)) {
                     None => 0,
                     Some(Node::Bytes(n)) => *n,
@@ -725,6 +726,25 @@ impl Walker<'_> {
                         }
                     }
                     Some(Node::Int(n)) if *n >= 0 => *n as u64,
+                    // bytearray(_codecs.encode(text, 'latin1')), protocol 2.
+                    Some(Node::Object(_)) => {
+                        let inner = self.resolve(a[0], depth + 1)?;
+                        match &*inner {
+                            Resolved::Json(v) => {
+                                match v.get("gyro_bytes").and_then(Value::as_u64) {
+                                    Some(n) => n,
+                                    None => {
+                                        return self.rebuild_err(
+                                            o,
+                                            g,
+                                            "argument is not bytes or text",
+                                        );
+                                    }
+                                }
+                            }
+                            _ => return self.rebuild_err(o, g, "argument is not bytes or text"),
+                        }
+                    }
                     _ => return self.rebuild_err(o, g, "argument is not bytes or text"),
                 };
                 Ok(Resolved::Json(tagged("gyro_bytes", len)))
@@ -895,12 +915,12 @@ impl Walker<'_> {
     /// The JSON of node `id` at `path`; tensors found are recorded. Inside
     /// an opaque object (`opaque` = its class and path) a tensor is an error.
     fn walk(&mut self, id: Id, path: &str, depth: usize, opaque: Option<(&str, &str)>) -> R<Value> {
+        if let Some(v) = self.leaf(id, path, depth)? {
+            return Ok(v);
+        }
         self.visit(path, depth)?;
         let p = self.p;
         match p.node(id) {
-            Node::None => Ok(Value::Null),
-            Node::Bool(b) => Ok(Value::Bool(*b)),
-            Node::Int(v) => Ok(Value::from(*v)),
             Node::BigInt(s) => Ok(match s.parse::<u64>() {
                 Ok(v) => Value::from(v),
                 Err(_) => {
@@ -912,20 +932,18 @@ impl Walker<'_> {
                     Value::from(s.to_string())
                 }
             }),
-            Node::Float(f) => Ok(float_json(*f)),
-            Node::Str(s) => {
-                self.charge_text(s.len(), path)?;
-                Ok(Value::from(s.to_string()))
-            }
-            Node::Bytes(n) => Ok(tagged("gyro_bytes", *n)),
+            // Leaves, handled above.
+            Node::None
+            | Node::Bool(_)
+            | Node::Int(_)
+            | Node::Float(_)
+            | Node::Str(_)
+            | Node::Bytes(_)
+            | Node::Global(_) => Ok(Value::Null),
             Node::List(items) | Node::Tuple(items) | Node::Set { items, .. } => {
                 self.container(id, path, |w| w.array(items, path, depth, opaque))
             }
             Node::Dict(pairs) => self.container(id, path, |w| w.dict(pairs, path, depth, opaque)),
-            Node::Global(g) => Ok(match g.kind {
-                Global::Dtype(d) => Value::from(d.name()),
-                _ => tagged("gyro_global", g.full_name()),
-            }),
             Node::PersId { .. } => Ok(
                 match self.pids.get(&id).and_then(Pid::key).map(str::to_string) {
                     Some(key) => {
@@ -995,6 +1013,31 @@ impl Walker<'_> {
         r
     }
 
+    /// The JSON of a leaf that needs no path (everything but containers,
+    /// objects, persistent ids and big integers), so that long lists of
+    /// numbers cost no path text.
+    fn leaf(&mut self, id: Id, path: &str, depth: usize) -> R<Option<Value>> {
+        let p = self.p;
+        let v = match p.node(id) {
+            Node::None => Value::Null,
+            Node::Bool(b) => Value::Bool(*b),
+            Node::Int(v) => Value::from(*v),
+            Node::Float(f) => float_json(*f),
+            Node::Str(s) => {
+                self.charge_text(s.len(), path)?;
+                Value::from(s.to_string())
+            }
+            Node::Bytes(n) => tagged("gyro_bytes", *n),
+            Node::Global(g) => match g.kind {
+                Global::Dtype(d) => Value::from(d.name()),
+                _ => tagged("gyro_global", g.full_name()),
+            },
+            _ => return Ok(None),
+        };
+        self.visit(path, depth)?;
+        Ok(Some(v))
+    }
+
     fn array(
         &mut self,
         items: &[Id],
@@ -1004,6 +1047,10 @@ impl Walker<'_> {
     ) -> R<Value> {
         let mut out = Vec::with_capacity(items.len().min(1 << 16));
         for (i, &item) in items.iter().enumerate() {
+            if let Some(v) = self.leaf(item, path, depth + 1)? {
+                out.push(v);
+                continue;
+            }
             let cp = self.child_path(path, &i.to_string())?;
             out.push(self.walk(item, &cp, depth + 1, opaque)?);
         }
@@ -1039,8 +1086,13 @@ impl Walker<'_> {
                 key = renamed;
             }
             self.charge_text(key.len(), path)?;
-            let cp = self.child_path(path, &key)?;
-            let value = self.walk(v, &cp, depth + 1, opaque)?;
+            let value = match self.leaf(v, path, depth + 1)? {
+                Some(value) => value,
+                None => {
+                    let cp = self.child_path(path, &key)?;
+                    self.walk(v, &cp, depth + 1, opaque)?
+                }
+            };
             out.insert(key, value);
         }
         if non_string > 0 {

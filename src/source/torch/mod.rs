@@ -13,8 +13,9 @@
 //! catalogs or views.
 //!
 //! Modules: `zip` (central directory, ZIP64, stored entries), `pickle` (the
-//! restricted unpickler), `legacy` (the pre-1.6 stream), `rebuild` (the
-//! value graph -> tensors, JSON values and notes).
+//! restricted unpickler), `globals` (the allowlist, refused names, dtypes),
+//! `legacy` (the pre-1.6 stream), `rebuild` (the value graph -> tensors,
+//! JSON values and notes).
 //!
 //! # What a checkpoint becomes
 //!
@@ -73,7 +74,7 @@
 //! becomes a placeholder when called (`REDUCE`, `NEWOBJ`, `INST`, `OBJ`),
 //! which is fine unless a tensor is built from it or held inside it: then
 //! the file is refused. Globals from modules that exist to run code (`os`,
-//! `subprocess`, `builtins.eval`, ...: `pickle::is_refused`) refuse the file
+//! `subprocess`, `builtins.eval`, ...: `globals::is_refused`) refuse the file
 //! as soon as they are named.
 //!
 //! **Dtypes.** `float64 float32 float16 bfloat16 int64 int32 int16 int8
@@ -90,6 +91,7 @@
 //! pickle's length plus 64 MiB of text (shared references could otherwise
 //! expand a small pickle exponentially).
 
+pub mod globals;
 mod legacy;
 pub mod pickle;
 mod rebuild;
@@ -499,5 +501,63 @@ mod tests {
             parse(&z).unwrap_err().to_string(),
             "not a torch.save checkpoint: a TorchScript archive (torch.jit.save), not a torch.save checkpoint"
         );
+    }
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::zip::tests::{W, write_zip};
+    use super::*;
+
+    fn zip(pkl: &[u8]) -> Vec<u8> {
+        write_zip(
+            &[W {
+                name: "d/data.pkl",
+                data: pkl,
+                method: 0,
+                local_extra: &[],
+            }],
+            false,
+            b"",
+        )
+    }
+
+    /// Nesting past the limit, in a thread with half the usual 2 MiB test
+    /// stack: refused with an error, never a stack overflow.
+    #[test]
+    fn deep_nesting_fits_a_small_stack() {
+        let n = pickle::MAX_DEPTH + 5;
+        // Lists nested by APPEND (no MARKs).
+        let mut lists = b"\x80\x02".to_vec();
+        lists.extend(std::iter::repeat_n(b']', n));
+        lists.extend(std::iter::repeat_n(b'a', n - 1));
+        lists.push(b'.');
+        // _rebuild_parameter(_rebuild_parameter(...(None)...)).
+        let mut params = b"\x80\x02".to_vec();
+        for _ in 0..n {
+            params.extend(b"ctorch._utils\n_rebuild_parameter\n");
+        }
+        params.push(b'N');
+        for _ in 0..n {
+            params.extend(b"\x88N\x87R");
+        }
+        params.push(b'.');
+        // Deep dicts of tensors-to-be inside an opaque object's state.
+        let mut opaque = b"\x80\x02cevil\nThing\n)\x81".to_vec();
+        opaque.extend(std::iter::repeat_n(&b"}X\x01\x00\x00\x00k"[..], n).flatten());
+        opaque.push(b'N');
+        opaque.extend(std::iter::repeat_n(b's', n));
+        opaque.extend(b"b.");
+        for pkl in [lists, params, opaque] {
+            let z = zip(&pkl);
+            let r = std::thread::Builder::new()
+                .stack_size(1 << 20)
+                .spawn(move || parse(&z).map(|_| ()).map_err(|e| e.to_string()))
+                .unwrap()
+                .join()
+                .unwrap();
+            let e = r.unwrap_err();
+            assert!(e.contains("deeper than 256"), "{e}");
+        }
     }
 }

@@ -20,7 +20,7 @@ use std::rc::Rc;
 use serde_json::{Map, Number, Value};
 
 use super::pickle::{
-    Global, GlobalRef, Id, MAX_DEPTH, Node, Object, Pickle, PickleError, TorchDtype, esc,
+    Global, GlobalRef, Id, IdMap, MAX_DEPTH, Node, Object, Pickle, PickleError, TorchDtype, esc,
 };
 use super::{MAX_DIMS, MAX_PATH_LEN, Storage, TensorRef, TorchError};
 use crate::dtype::Dtype;
@@ -275,9 +275,9 @@ pub fn build(
     let mut w = Walker {
         p,
         what,
-        pids: pids.iter().map(|pid| (pid.node(), pid.clone())).collect(),
+        pids: pids.iter().map(|pid| (pid.node(), pid)).collect(),
         storage_index,
-        resolved: HashMap::new(),
+        resolved: IdMap::default(),
         tensors: Vec::new(),
         tensor_paths: HashSet::new(),
         notes: Vec::new(),
@@ -285,7 +285,7 @@ pub fn build(
         max_visits: 2 * p.nodes.len() as u64 + 1_000_000,
         text: 0,
         max_text: 2 * pickle_len as u64 + (64 << 20),
-        on_path: HashMap::new(),
+        on_path: IdMap::default(),
     };
     let values = w.walk(p.root, "", 0, None)?;
     Ok(Output {
@@ -329,9 +329,9 @@ enum Resolved {
 struct Walker<'a> {
     p: &'a Pickle,
     what: &'a str,
-    pids: HashMap<Id, Pid>,
+    pids: IdMap<&'a Pid>,
     storage_index: HashMap<String, usize>,
-    resolved: HashMap<Id, Rc<Resolved>>,
+    resolved: IdMap<Rc<Resolved>>,
     tensors: Vec<TensorRef>,
     tensor_paths: HashSet<String>,
     notes: Vec<String>,
@@ -341,7 +341,7 @@ struct Walker<'a> {
     text: u64,
     max_text: u64,
     /// Containers on the current path, with their paths (cycle detection).
-    on_path: HashMap<Id, String>,
+    on_path: IdMap<String>,
 }
 
 type R<T> = Result<T, TorchError>;
@@ -594,6 +594,7 @@ impl Walker<'_> {
                         _ => {}
                     }
                     items.extend(o.dict_items.iter().copied());
+                    self.spend(o, g, items.len())?;
                     Ok(Resolved::Dict(items))
                 } else {
                     let mut items = Vec::new();
@@ -603,6 +604,7 @@ impl Walker<'_> {
                         items.extend(l.iter().copied())
                     }
                     items.extend(o.list_items.iter().copied());
+                    self.spend(o, g, items.len())?;
                     Ok(Resolved::Seq(items))
                 }
             }
@@ -682,7 +684,11 @@ impl Walker<'_> {
             }
             Global::RebuildUnsupported(why) => Ok(Resolved::Omitted(why.to_string())),
             Global::Size => match a.first().and_then(|&f| self.seq(f)) {
-                Some(items) => Ok(Resolved::Seq(items.to_vec())),
+                Some(items) => {
+                    let items = items.to_vec();
+                    self.spend(o, g, items.len())?;
+                    Ok(Resolved::Seq(items))
+                }
                 None if a.is_empty() => Ok(Resolved::Seq(Vec::new())),
                 None => self.rebuild_err(o, g, "argument is not a tuple"),
             },
@@ -877,12 +883,14 @@ impl Walker<'_> {
     }
 
     /// Does the tensor metadata dict `{"conj": bool, "neg": bool}` set a bit?
+    /// Anything else (or more than a few items: torch writes at most two)
+    /// counts as set, which leaves the tensor out.
     fn truthy_dict(&mut self, id: Id, depth: usize) -> R<bool> {
         let items: Vec<(Id, Id)> = match self.node(id) {
             Node::None => return Ok(false),
-            Node::Dict(d) => d.clone(),
+            Node::Dict(d) if d.len() <= 4 => d.clone(),
             Node::Object(_) => match &*self.resolve(id, depth + 1)? {
-                Resolved::Dict(d) => d.clone(),
+                Resolved::Dict(d) if d.len() <= 4 => d.clone(),
                 _ => return Ok(true),
             },
             _ => return Ok(true),
@@ -890,6 +898,24 @@ impl Walker<'_> {
         Ok(items
             .iter()
             .any(|&(_, v)| !matches!(self.node(v), Node::Bool(false) | Node::Int(0) | Node::None)))
+    }
+
+    /// Count `n` items copied while interpreting object `o` against the
+    /// walk's budget (a shared argument list could otherwise be copied once
+    /// per object that names it).
+    fn spend(&mut self, o: &Object, g: &GlobalRef, n: usize) -> R<()> {
+        self.visits += n as u64;
+        if self.visits > self.max_visits {
+            return self.rebuild_err(
+                o,
+                g,
+                format!(
+                    "the object tree expands to more than {} values through shared references",
+                    self.max_visits
+                ),
+            );
+        }
+        Ok(())
     }
 
     fn visit(&mut self, path: &str, depth: usize) -> R<()> {
@@ -945,7 +971,7 @@ impl Walker<'_> {
             }
             Node::Dict(pairs) => self.container(id, path, |w| w.dict(pairs, path, depth, opaque)),
             Node::PersId { .. } => Ok(
-                match self.pids.get(&id).and_then(Pid::key).map(str::to_string) {
+                match self.pids.get(&id).and_then(|p| p.key()).map(str::to_string) {
                     Some(key) => {
                         self.charge_text(key.len(), path)?;
                         tagged("gyro_storage", key)

@@ -198,3 +198,113 @@ pub fn parse(data: &[u8]) -> Result<Checkpoint, TorchError> {
         notes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::Dtype;
+
+    fn s(x: &str) -> Vec<u8> {
+        let mut v = vec![b'X'];
+        v.extend_from_slice(&(x.len() as u32).to_le_bytes());
+        v.extend_from_slice(x.as_bytes());
+        v
+    }
+
+    /// A legacy file by hand: `{"v": tensor}` whose persistent id carries
+    /// `view_metadata` (written by torch < 1.0 for storage views), then the
+    /// key list and the storage (`count` i16 elements declared, `data`).
+    fn legacy_file(view: Option<(u32, u32)>, keys: &[&str], count: u64, data: &[u8]) -> Vec<u8> {
+        let mut f = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.".to_vec();
+        f.extend(b"\x80\x02M\xe9\x03.");
+        f.extend(b"\x80\x02}(");
+        f.extend(s("little_endian"));
+        f.extend(b"\x89u.");
+        f.extend(b"\x80\x02}(");
+        f.extend(s("v"));
+        f.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+        f.extend(s("storage"));
+        f.extend(b"ctorch\nShortStorage\n");
+        f.extend(s("k"));
+        f.extend(s("cpu"));
+        f.extend(b"K\x06");
+        match view {
+            Some((o, n)) => {
+                f.extend(b"(");
+                f.extend(s("k2"));
+                f.extend(b"J");
+                f.extend(o.to_le_bytes());
+                f.extend(b"J");
+                f.extend(n.to_le_bytes());
+                f.extend(b"t");
+            }
+            None => f.push(b'N'),
+        }
+        f.extend(b"tQK\x01K\x02\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtRu.");
+        f.extend(b"\x80\x02](");
+        for k in keys {
+            f.extend(s(k));
+        }
+        f.extend(b"e.");
+        f.extend(count.to_le_bytes());
+        f.extend(data);
+        f
+    }
+
+    const DATA: [u8; 12] = [0, 0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0];
+
+    #[test]
+    fn storage_views_and_offsets() {
+        let f = legacy_file(Some((2, 3)), &["k"], 6, &DATA);
+        let ck = parse(&f).unwrap();
+        assert_eq!(ck.format, Format::Legacy);
+        assert_eq!(ck.storages.len(), 1);
+        let st = &ck.storages[0];
+        assert_eq!((st.dtype, st.len), (Dtype::I16, 12));
+        assert_eq!(&f[st.offset as usize..][..12], &DATA);
+        let t = &ck.tensors[0];
+        // View offset 2 plus tensor offset 1.
+        assert_eq!((t.storage_offset, t.shape.clone()), (3, vec![2]));
+        assert_eq!(
+            ck.notes,
+            ["written on a big-endian machine; legacy storages are little-endian regardless"]
+        );
+        assert!(!ck.big_endian);
+    }
+
+    #[test]
+    fn refusals() {
+        let cases: [(Vec<u8>, &str); 5] = [
+            (
+                // The view (offset 2, 1 element) is too small for offset 1 + 2 elements.
+                legacy_file(Some((2, 1)), &["k"], 6, &DATA),
+                "tensor 'v': view needs 3 elements but storage 'k' has 1",
+            ),
+            (
+                legacy_file(Some((5, 3)), &["k"], 6, &DATA),
+                "storage 'k': view 'k2' (5+3 elements) lies outside the storage",
+            ),
+            (
+                legacy_file(None, &["k"], 6, &DATA[..10]),
+                "storage 'k': 6 elements of torch.int16 (12 bytes at byte 202) run past the end of the file (212 bytes)",
+            ),
+            (
+                legacy_file(None, &[], 6, &DATA),
+                "storage 'k': named by a persistent id but missing from the storage key list",
+            ),
+            (
+                legacy_file(None, &["k", "x"], 6, &DATA),
+                "storage 'x': listed in the storage key list but named by no persistent id",
+            ),
+        ];
+        for (f, want) in cases {
+            assert_eq!(parse(&f).unwrap_err().to_string(), want);
+        }
+        // Truncated anywhere: an error, never a panic.
+        let f = legacy_file(None, &["k"], 6, &DATA);
+        assert!(parse(&f).is_ok());
+        for n in 0..f.len() {
+            assert!(parse(&f[..n]).is_err(), "{n}");
+        }
+    }
+}

@@ -162,15 +162,19 @@ pub struct TensorRef {
     pub storage_offset: u64,
     pub shape: Vec<u64>,
     /// In elements; any non-negative values (transposed, sliced, expanded
-    /// with stride 0). Validated: every element lies inside the storage.
+    /// with stride 0). Validated: every element lies inside the storage, and
+    /// the contiguous bytes (numel x element size) fit in 2^63. A zero-size
+    /// tensor has no elements; only `storage_offset <= storage elements` is
+    /// checked for it.
     pub strides: Vec<u64>,
     pub requires_grad: bool,
 }
 
 impl TensorRef {
-    /// Number of elements.
+    /// Number of elements (validated by [`parse`] to need at most 2^63
+    /// bytes; saturates rather than overflow for a hand-made value).
     pub fn numel(&self) -> u64 {
-        self.shape.iter().product()
+        self.shape.iter().fold(1u64, |a, &d| a.saturating_mul(d))
     }
 }
 
@@ -341,6 +345,16 @@ mod tests {
 
     /// `{"w": _rebuild_tensor_v2(storage '0' of 4 floats, 0, (2, 2), (1, 2))}`
     fn tensor_pickle() -> Vec<u8> {
+        view_pickle(0, &[2, 2], &[1, 2])
+    }
+
+    fn int(v: u64) -> Vec<u8> {
+        let mut p = vec![0x8a, 8];
+        p.extend(v.to_le_bytes());
+        p
+    }
+
+    fn view_pickle(offset: u64, shape: &[u64], stride: &[u64]) -> Vec<u8> {
         let mut p = b"\x80\x02}(".to_vec();
         p.extend(s("w"));
         p.extend(global("torch._utils", "_rebuild_tensor_v2"));
@@ -349,10 +363,50 @@ mod tests {
         p.extend(global("torch", "FloatStorage"));
         p.extend(s("0"));
         p.extend(s("cpu"));
-        p.extend(b"K\x04tQK\x00K\x02K\x02\x86K\x01K\x02\x86\x89");
+        p.extend(b"K\x04tQ");
+        p.extend(int(offset));
+        for v in [shape, stride] {
+            p.push(b'(');
+            for &d in v {
+                p.extend(int(d));
+            }
+            p.push(b't');
+        }
+        p.extend(b"\x89");
         p.extend(global("collections", "OrderedDict"));
         p.extend(b")RtRu.");
         p
+    }
+
+    #[test]
+    fn view_validation() {
+        let ok = |o, sh: &[u64], st: &[u64]| parse(&zip_with(&view_pickle(o, sh, st), false));
+        let err = |o, sh: &[u64], st: &[u64]| ok(o, sh, st).unwrap_err().to_string();
+        // Expanded (stride 0), transposed, zero-size views are fine.
+        assert!(ok(0, &[1000, 1000], &[0, 0]).is_ok());
+        assert!(ok(3, &[5, 0], &[7, 9]).is_ok());
+        assert!(ok(4, &[0], &[1]).is_ok());
+        assert_eq!(ok(1, &[3], &[1]).unwrap().tensors[0].storage_offset, 1);
+        assert_eq!(
+            err(1, &[2, 2], &[2, 1]),
+            "tensor 'w': view needs 5 elements but storage '0' has 4"
+        );
+        assert_eq!(
+            err(5, &[0], &[1]),
+            "tensor 'w': empty view starts at element 5 but storage '0' has 4"
+        );
+        assert_eq!(
+            err(0, &[1 << 40, 1 << 40], &[0, 0]),
+            "tensor 'w': shape [1099511627776, 1099511627776] holds more than 2^63 bytes"
+        );
+        assert_eq!(
+            err(0, &[3, 3], &[1 << 62, 1 << 62]),
+            "tensor 'w': view needs more than 2^64 elements but storage '0' has 4"
+        );
+        assert_eq!(
+            err(u64::MAX, &[1], &[1]),
+            "ck/data.pkl: byte 158: torch._utils._rebuild_tensor_v2: storage_offset is negative (-1)"
+        );
     }
 
     fn zip_with(pkl: &[u8], zip64: bool) -> Vec<u8> {

@@ -1254,9 +1254,13 @@ impl Walker<'_> {
         let elsize = t.dtype.size();
         // Bytes the tensor may address: its persistent id's (already checked
         // to lie within the payload), or a legacy view's sub-range.
+        // (Checked in `build`: these products do not overflow.)
         let (base_bytes, avail_bytes) = match view {
-            Some((_, o, n)) => (o * sdtype.size(), n * sdtype.size()),
-            None => (0, snumel * sdtype.size()),
+            Some((_, o, n)) => (
+                o.saturating_mul(sdtype.size()),
+                n.saturating_mul(sdtype.size()),
+            ),
+            None => (0, snumel.saturating_mul(sdtype.size())),
         };
         if base_bytes % elsize != 0 {
             return Err(terr(format!(
@@ -1264,8 +1268,28 @@ impl Walker<'_> {
             )));
         }
         let storage_numel = avail_bytes / elsize;
-        let storage_offset = base_bytes / elsize + t.offset;
-        if t.shape.iter().all(|&d| d > 0) {
+        // torch's own limit: a tensor's bytes fit an int64.
+        let numel = crate::dtype::numel(&t.shape);
+        if numel
+            .and_then(|n| n.checked_mul(elsize))
+            .is_none_or(|b| b > i64::MAX as u64)
+        {
+            return Err(terr(format!(
+                "shape {} holds more than 2^63 bytes",
+                crate::error::ShapeDisplay(&t.shape)
+            )));
+        }
+        if numel == Some(0) {
+            // No bytes; only the start is checked, so that offsets computed
+            // from it stay inside the storage.
+            if t.offset > storage_numel {
+                return Err(terr(format!(
+                    "empty view starts at element {} but storage '{}' has {storage_numel}",
+                    t.offset,
+                    esc(key)
+                )));
+            }
+        } else {
             let mut last = Some(t.offset);
             for (&d, &s) in t.shape.iter().zip(&t.strides) {
                 last = last.and_then(|l| (d - 1).checked_mul(s).and_then(|x| l.checked_add(x)));
@@ -1279,6 +1303,7 @@ impl Walker<'_> {
                 )));
             }
         }
+        let storage_offset = base_bytes / elsize + t.offset; // both within the storage
         let Some(&storage) = self.storage_index.get(key) else {
             return Err(terr(format!("storage '{}' is missing", esc(key))));
         };

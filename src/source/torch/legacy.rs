@@ -104,7 +104,7 @@ pub fn parse(data: &[u8]) -> Result<Checkpoint, TorchError> {
         Node::List(items) => items
             .iter()
             .map(|&k| match keys_pickle.node(k) {
-                Node::Str(s) => Ok(s.to_string()),
+                Node::Str(s) if s.len() <= rebuild::MAX_KEY_LEN => Ok(s.to_string()),
                 Node::Int(v) => Ok(v.to_string()),
                 n => legacy_err(format!(
                     "storage key list at byte {} holds {}, not a key",

@@ -27,7 +27,8 @@
 //! so a flat state dict's own keys are its paths. A string key is itself;
 //! an integer key is its decimal digits; any other key (bool, None, float,
 //! tuple, ...) is the compact JSON text of its value as below (`true`,
-//! `null`, `[0,"a"]`). Two keys of one dict that give the same text (`1` and
+//! `null`, `[0,"a"]`; floats as serde_json writes them, the shortest
+//! decimal that reads back: `0.5`, `1e-5`). Two keys of one dict that give the same text (`1` and
 //! `"1"`): the later one gets `#2` appended (`#3`, ... if that is taken too).
 //! A tensor whose path equals an earlier tensor's path (a key `"a.b"` next
 //! to a dict `"a"` holding `"b"`) gets the first free `#2`, `#3`, ...
@@ -559,7 +560,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod depth_tests {
+mod limit_tests {
     use super::zip::tests::{W, write_zip};
     use super::*;
 
@@ -612,6 +613,45 @@ mod depth_tests {
                 .unwrap();
             let e = r.unwrap_err();
             assert!(e.contains("deeper than 256"), "{e}");
+        }
+    }
+
+    /// Many objects sharing one big argument: interpretation work counts
+    /// against the walk's budgets, so it stays linear in the input.
+    #[test]
+    fn shared_arguments_do_not_multiply_work() {
+        let n = 100_000;
+        for (callable, arg) in [
+            // set(T) for a shared 100k-item tuple T.
+            (&b"cbuiltins\nset\nq\x01"[..], {
+                let mut t = b"(".to_vec();
+                t.extend(std::iter::repeat_n(&b"K\x07"[..], n).flatten());
+                t.extend(b"tq\x00");
+                t
+            }),
+            // _codecs.encode(S, 'latin1') for a shared 1 MB string S.
+            (&b"c_codecs\nencode\nq\x01"[..], {
+                let mut t = b"X\x00\x00\x10\x00".to_vec();
+                t.extend(std::iter::repeat_n(b'a', 1 << 20));
+                t.extend(b"q\x00");
+                t
+            }),
+        ] {
+            let mut p = b"\x80\x02".to_vec();
+            p.extend(&arg);
+            p.extend(callable);
+            p.extend(b"](");
+            let call: &[u8] = if callable.starts_with(b"cbuiltins") {
+                b"h\x01h\x00\x85R"
+            } else {
+                b"h\x01h\x00X\x06\x00\x00\x00latin1\x86R"
+            };
+            p.extend(std::iter::repeat_n(call, 20_000).flatten());
+            p.extend(b"e.");
+            let t = std::time::Instant::now();
+            let e = parse(&zip(&p)).unwrap_err().to_string();
+            assert!(e.contains("through shared references"), "{e}");
+            assert!(t.elapsed().as_secs() < 5, "{:?}", t.elapsed());
         }
     }
 }

@@ -34,6 +34,9 @@ pub struct Payload {
 
 pub type Payloads = HashMap<String, Payload>;
 
+/// Longest storage key, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+
 /// A persistent id, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pid {
@@ -98,11 +101,18 @@ pub fn persistent_ids(p: &Pickle, what: &str) -> Result<Vec<Pid>, TorchError> {
                 p.node(*pid).kind()
             )));
         };
-        let text = |id: Id| match p.node(id) {
-            Node::Str(s) => Some(s.to_string()),
+        // Storage keys are short ("0", "1", ... or a pointer's digits); a
+        // bound keeps a shared huge string from being copied per id.
+        let key_text = |id: Id| match p.node(id) {
+            Node::Str(s) if s.len() <= MAX_KEY_LEN => Some(s.to_string()),
+            Node::Int(v) => Some(v.to_string()),
             _ => None,
         };
-        match items.first().and_then(|&t| text(t)).as_deref() {
+        let tag = items.first().and_then(|&t| match p.node(t) {
+            Node::Str(s) => Some(&**s),
+            _ => None,
+        });
+        match tag {
             Some("storage") => {}
             Some("module") => {
                 out.push(Pid::Module { node });
@@ -134,10 +144,11 @@ pub fn persistent_ids(p: &Pickle, what: &str) -> Result<Vec<Pid>, TorchError> {
                 )));
             }
         };
-        let key = match p.node(items[2]) {
-            Node::Str(s) => s.to_string(),
-            Node::Int(v) => v.to_string(),
-            other => return Err(err(format!("storage key is {}", other.kind()))),
+        let Some(key) = key_text(items[2]) else {
+            return Err(err(format!(
+                "storage key is {}, not a string of at most {MAX_KEY_LEN} bytes",
+                p.node(items[2]).kind()
+            )));
         };
         let numel = match p.node(items[4]) {
             Node::Int(v) if *v >= 0 => *v as u64,
@@ -153,7 +164,7 @@ pub fn persistent_ids(p: &Pickle, what: &str) -> Result<Vec<Pid>, TorchError> {
             None | Some(Node::None) => None,
             Some(Node::Tuple(v)) if v.len() == 3 => {
                 let (Some(vk), Node::Int(o), Node::Int(n)) =
-                    (text(v[0]), p.node(v[1]), p.node(v[2]))
+                    (key_text(v[0]), p.node(v[1]), p.node(v[2]))
                 else {
                     return Err(err("storage view is not (key, offset, size)".to_string()));
                 };
@@ -465,17 +476,18 @@ impl Walker<'_> {
         {
             id = first;
         }
-        let Some(items) = self.seq(id).map(<[Id]>::to_vec) else {
+        let Some(n) = self.seq(id).map(<[Id]>::len) else {
             let d = self.describe(id, depth);
             return self.rebuild_err(o, g, format!("{what} is {d}, not a tuple of ints"));
         };
-        if items.len() > MAX_DIMS {
+        if n > MAX_DIMS {
             return self.rebuild_err(
                 o,
                 g,
-                format!("{what} has {} dimensions (at most {MAX_DIMS})", items.len()),
+                format!("{what} has {n} dimensions (at most {MAX_DIMS})"),
             );
         }
+        let items = self.seq(id).map(<[Id]>::to_vec).unwrap_or_default();
         items
             .iter()
             .map(|&i| self.int_arg(o, g, i, what, depth))
@@ -556,6 +568,8 @@ impl Walker<'_> {
     /// `g(*args)` for object `o` (`args` is `o.args`, or the inner argument
     /// tuple of `_rebuild_from_type_v2`).
     fn call(&mut self, o: &Object, g: &GlobalRef, args: Id, depth: usize) -> R<Resolved> {
+        // The argument tuple may be shared by many objects: charged.
+        self.spend(o, g, self.seq(args).map_or(0, <[Id]>::len))?;
         let a: Vec<Id> = self.seq(args).map(<[Id]>::to_vec).unwrap_or_default();
         let is_tuple = self.seq(args).is_some();
         let opaque = || Ok(Resolved::Opaque(g.full_name()));
@@ -693,21 +707,26 @@ impl Walker<'_> {
                 None => self.rebuild_err(o, g, "argument is not a tuple"),
             },
             Global::Device => {
+                // Short names only: the JSON is copied once per path.
                 let s = |id: Id| match self.node(id) {
-                    Node::Str(s) => Some(s.to_string()),
+                    Node::Str(s) if s.len() <= 64 => Some(s.to_string()),
                     Node::Int(v) => Some(v.to_string()),
                     _ => None,
                 };
-                let parts: Option<Vec<String>> = a.iter().map(|&x| s(x)).collect();
+                let parts: Option<Vec<String>> = if (1..=2).contains(&a.len()) {
+                    a.iter().map(|&x| s(x)).collect()
+                } else {
+                    None
+                };
                 match parts {
-                    Some(p) if !p.is_empty() && p.len() <= 2 => {
-                        Ok(Resolved::Json(Value::from(p.join(":"))))
-                    }
-                    _ => self.rebuild_err(o, g, "arguments are not (type[, index])"),
+                    Some(p) => Ok(Resolved::Json(Value::from(p.join(":")))),
+                    None => self.rebuild_err(o, g, "arguments are not (type[, index])"),
                 }
             }
             Global::GetLayout => match a.first().map(|&f| self.node(f)) {
-                Some(Node::Str(s)) => Ok(Resolved::Json(Value::from(s.to_string()))),
+                Some(Node::Str(s)) if s.len() <= 64 => {
+                    Ok(Resolved::Json(Value::from(s.to_string())))
+                }
                 _ => self.rebuild_err(o, g, "argument is not a layout name"),
             },
             Global::CodecsEncode | Global::Bytes | Global::ByteArray => {
@@ -718,18 +737,17 @@ impl Walker<'_> {
                     None => 0,
                     Some(Node::Bytes(n)) => *n,
                     Some(Node::Str(s)) => {
-                        let latin1 = a
-                            .get(1)
-                            .and_then(|&e| match self.node(e) {
-                                Node::Str(e) => Some(e.to_ascii_lowercase()),
-                                _ => None,
-                            })
-                            .is_some_and(|e| e == "latin1" || e == "latin-1" || e == "iso-8859-1");
-                        if latin1 {
-                            s.chars().count() as u64
-                        } else {
-                            s.len() as u64
-                        }
+                        let latin1 = a.get(1).is_some_and(|&e| {
+                            matches!(self.node(e), Node::Str(e)
+                                if ["latin1", "latin-1", "iso-8859-1"]
+                                    .iter()
+                                    .any(|l| e.eq_ignore_ascii_case(l)))
+                        });
+                        // Counting characters scans the text: charged, as
+                        // the text may be shared by many objects.
+                        let (n, len) = (s.len(), if latin1 { s.chars().count() } else { s.len() });
+                        self.spend_text(o, g, n)?;
+                        len as u64
                     }
                     Some(Node::Int(n)) if *n >= 0 => *n as u64,
                     // bytearray(_codecs.encode(text, 'latin1')), protocol 2.
@@ -898,6 +916,23 @@ impl Walker<'_> {
         Ok(items
             .iter()
             .any(|&(_, v)| !matches!(self.node(v), Node::Bool(false) | Node::Int(0) | Node::None)))
+    }
+
+    /// Count `n` bytes of text scanned while interpreting object `o`
+    /// against the walk's text budget.
+    fn spend_text(&mut self, o: &Object, g: &GlobalRef, n: usize) -> R<()> {
+        self.text += n as u64;
+        if self.text > self.max_text {
+            return self.rebuild_err(
+                o,
+                g,
+                format!(
+                    "the object tree expands to more than {} bytes of text through shared references",
+                    self.max_text
+                ),
+            );
+        }
+        Ok(())
     }
 
     /// Count `n` items copied while interpreting object `o` against the

@@ -2,7 +2,10 @@
 """Generate the torch.save fixtures and their golden data (tests/data/torch/).
 
 Run with the reference environment:  /opt/pyref/bin/python scripts/make_torch_fixtures.py
-Deterministic (fixed seeds; torch.save output is a function of its input).
+Deterministic (fixed seeds; torch.save zip output is a function of its input;
+zip entries written here carry the fixed 1980-01-01 timestamp), except the
+legacy-format files, whose storage keys are torch's memory addresses
+(`str(storage._cdata)`): they change from run to run, and nothing depends on them.
 Versions it ran with go to tests/data/torch/SOURCE.json.
 
 For every good fixture `<name>.pt` the reference is torch itself:
@@ -240,8 +243,8 @@ def plain(name, obj, protocol):
 
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
-        z.writestr(f"{name}/data.pkl", pickle.dumps(obj, protocol=protocol))
-        z.writestr(f"{name}/byteorder", b"little")
+        z.writestr(zipfile.ZipInfo(f"{name}/data.pkl"), pickle.dumps(obj, protocol=protocol))
+        z.writestr(zipfile.ZipInfo(f"{name}/byteorder"), b"little")
     (OUT / f"{name}.pt").write_bytes(out.getvalue())
     write_expected_obj(name, obj, name)
 
@@ -453,7 +456,7 @@ def big_endian(name):
             elif rel.startswith("data/"):
                 size = sizes[rel[len("data/"):]]
                 data = numpy.frombuffer(data, dtype=f"u{size}").byteswap().tobytes()
-            zout.writestr(info.filename.replace("archive/", f"{name}/", 1), data)
+            zout.writestr(zipfile.ZipInfo(info.filename.replace("archive/", f"{name}/", 1)), data)
     path = OUT / f"{name}.pt"
     path.write_bytes(out.getvalue())
     write_expected(name, path, name, big_endian=True)
@@ -590,7 +593,7 @@ def hostile():
     torch_zip("deflated-pickle", ok(p_dict((p_str("w"), one))), deflate={"data.pkl"})
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as z:
-        z.writestr("nodata/version", b"3\n")
+        z.writestr(zipfile.ZipInfo("nodata/version"), b"3\n")
     (BAD / "no-data-pkl.pt").write_bytes(out.getvalue())
     (BAD / "plain-pickle.pt").write_bytes(ok(p_dict((p_str("a"), p_int(1)))))
     (BAD / "not-torch.pt").write_bytes(b"hello, world\n")

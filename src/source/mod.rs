@@ -20,6 +20,7 @@ pub mod gguf;
 mod gguf_set;
 pub mod mapped;
 pub mod safetensors;
+pub mod torch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;

@@ -196,6 +196,9 @@ pub enum SourceFormat {
     GptOssOriginal,
     /// A `.gguf` file or a split set `name-0000i-of-0000n.gguf`.
     Gguf,
+    /// `torch.save` files (zip or legacy): a `.pt`/`.pth`/`.ckpt`, or a
+    /// Hugging Face folder of `pytorch_model*.bin`.
+    Pytorch,
 }
 
 impl SourceFormat {
@@ -204,6 +207,7 @@ impl SourceFormat {
             SourceFormat::Safetensors => "safetensors",
             SourceFormat::GptOssOriginal => "gpt-oss-original",
             SourceFormat::Gguf => "gguf",
+            SourceFormat::Pytorch => "pytorch",
         }
     }
 }
@@ -218,13 +222,33 @@ pub struct Tensor {
     /// MXFP4 pairing), a ggml type name, otherwise the storage dtype's name.
     pub logical: String,
     pub shape: Vec<u64>,
-    /// Where its bytes are.
+    /// Where its bytes are: exactly (the usual case), or, for a strided or
+    /// big-endian view (`layout`), the part of its storage the view spans.
     pub extent: Extent,
+    /// How a PyTorch tensor that is not a plain little-endian run of bytes
+    /// lies in its storage; `None` for every other tensor.
+    pub layout: Option<Box<Layout>>,
     pub quant: Option<Quant>,
     /// For GGUF tensors: the ggml type and the logical (numpy-order) shape.
     /// Quantized types are stored as U8 rows of whole blocks, so `shape` is
     /// then the logical shape with its last axis counted in bytes.
     pub ggml: Option<Ggml>,
+}
+
+/// A strided view of a storage (PyTorch): element `[i, j, ...]` is element
+/// `offset + i * strides[0] + j * strides[1] + ...` of the storage. The
+/// tensor's bytes are its elements in row-major order, little-endian (what
+/// `t.contiguous()` holds), gathered on demand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The whole storage.
+    pub storage: Extent,
+    /// In elements.
+    pub offset: u64,
+    /// In elements, one per axis.
+    pub strides: Vec<u64>,
+    /// The storage holds big-endian elements (swapped when gathered).
+    pub big_endian: bool,
 }
 
 /// The ggml view of a GGUF tensor.
@@ -243,6 +267,7 @@ impl Tensor {
             dtype,
             shape,
             extent,
+            layout: None,
             quant: None,
             ggml: None,
         }
@@ -257,12 +282,18 @@ impl Tensor {
         }
     }
 
+    /// Bytes of the tensor's data (of its elements in row-major order).
     pub fn len(&self) -> u64 {
-        self.extent.len
+        match &self.layout {
+            None => self.extent.len,
+            Some(_) => crate::dtype::numel(&self.shape)
+                .and_then(|n| self.dtype.bytes_for(n))
+                .unwrap_or(0),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.extent.len == 0
+        self.len() == 0
     }
 }
 
@@ -331,6 +362,12 @@ pub struct Catalog {
     pub config: Option<Value>,
     /// A GGUF source's key/value metadata (all of it), as JSON.
     pub gguf_metadata: Option<Value>,
+    /// A PyTorch source's pickled objects other than tensors, as JSON (by
+    /// file for a sharded source).
+    pub pickle: Option<Value>,
+    /// What the source reader left out or chose, one line each (they go
+    /// into the manifest's notes).
+    pub notes: Vec<String>,
 }
 
 impl Catalog {
@@ -398,7 +435,9 @@ pub fn pair_mxfp4(tensors: &mut [Tensor]) {
             .name
             .strip_suffix("blocks")
             .filter(|s| s.ends_with('.') || s.ends_with('_'));
-        let Some(stem) = stem_sep else { continue };
+        let Some(stem) = stem_sep.filter(|_| t.layout.is_none()) else {
+            continue;
+        };
         let Some(&si) = index.get(format!("{stem}scales").as_str()) else {
             continue;
         };
@@ -407,7 +446,7 @@ pub fn pair_mxfp4(tensors: &mut [Tensor]) {
         let shapes_match = t.shape.len() == s.shape.len() + 1
             && t.shape.last() == Some(&16)
             && t.shape[..s.shape.len()] == s.shape[..];
-        if byte_sized(t.dtype) && byte_sized(s.dtype) && shapes_match {
+        if byte_sized(t.dtype) && byte_sized(s.dtype) && shapes_match && s.layout.is_none() {
             pairs.push((TensorId(bi as u32), si));
         } else {
             log::warn!(
@@ -445,7 +484,11 @@ pub fn pair_fp8_block(tensors: &mut [Tensor], config: Option<&Value>) {
     let index = index_by_name(tensors);
     let mut pairs = Vec::new();
     for (wi, w) in tensors.iter().enumerate() {
-        if w.dtype != Dtype::F8_E4M3 || w.shape.len() != 2 || w.quant.is_some() {
+        if w.dtype != Dtype::F8_E4M3
+            || w.shape.len() != 2
+            || w.quant.is_some()
+            || w.layout.is_some()
+        {
             continue;
         }
         let Some(&si) = index.get(format!("{}_scale_inv", w.name).as_str()) else {
@@ -453,7 +496,7 @@ pub fn pair_fp8_block(tensors: &mut [Tensor], config: Option<&Value>) {
         };
         let s = &tensors[si.index()];
         let grid = [w.shape[0].div_ceil(block.0), w.shape[1].div_ceil(block.1)];
-        if s.dtype == Dtype::F32 && s.shape == grid {
+        if s.dtype == Dtype::F32 && s.shape == grid && s.layout.is_none() {
             pairs.push((TensorId(wi as u32), si));
         } else {
             log::warn!(

@@ -263,12 +263,13 @@ fn mount_point_problems_are_one_line() {
 }
 
 #[test]
-fn pytorch_checkpoints_are_named_as_unsupported() {
+fn broken_pytorch_files_are_refused() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("model.pt");
     std::fs::write(&p, b"PK\x03\x04 a zip archive").unwrap();
-    refused(
-        &p,
-        &["model.pt", "PyTorch checkpoints", "not supported yet"],
-    );
+    refused(&p, &["model.pt", "zip", "truncated"]);
+    // By content, not by extension: a .bin that is not a torch file.
+    let q = d.path().join("pytorch_model.bin");
+    std::fs::write(&q, b"hello, world").unwrap();
+    refused(&q, &["pytorch_model.bin", "not a torch.save checkpoint"]);
 }

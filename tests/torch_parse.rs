@@ -200,11 +200,10 @@ fn notes_say_what_was_left_out() {
         &"'int_keys': key '1' occurs more than once; this one is named '1#2'".to_string()
     ));
 
+    // Integer keys (the optimizer state's parameter ids) are plain decimal
+    // path segments: nothing to note.
     let ck = check_fixture("nanogpt");
-    assert_eq!(
-        ck.notes,
-        ["'optimizer.state': 16 non-string dict keys turned into strings"]
-    );
+    assert!(ck.notes.is_empty(), "{:?}", ck.notes);
 }
 
 #[test]

@@ -124,6 +124,8 @@ fn open_set(paths: Vec<(PathBuf, String)>) -> Result<Catalog, SourceError> {
         tensors,
         config: None,
         gguf_metadata: metadata,
+        pickle: None,
+        notes: Vec::new(),
     })
 }
 

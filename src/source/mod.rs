@@ -11,9 +11,14 @@
 //! - `safetensors`: header parser and validator.
 //! - `gguf`: GGUF header parser and validator; `gguf_set`: GGUF files and
 //!   split sets into a catalog.
-//! - this module: folder layouts (single file, shards with or without
+//! - `torch`: torch.save files (zip and legacy) read by a restricted
+//!   unpickler that runs no code; `torch_set`: PyTorch files and Hugging
+//!   Face `pytorch_model*.bin` folders into a catalog.
+//! - this module: what SOURCE is (by content, not extension) and folder
+//!   layouts (single file, shards with or without
 //!   `model.safetensors.index.json`, gpt-oss `original/` with `dtypes.json`,
-//!   Hugging Face cache snapshots of symlinks) and side files.
+//!   `pytorch_model*.bin`, Hugging Face cache snapshots of symlinks) and
+//!   side files.
 
 pub mod fault;
 pub mod gguf;
@@ -21,6 +26,9 @@ mod gguf_set;
 pub mod mapped;
 pub mod safetensors;
 pub mod torch;
+mod torch_set;
+
+pub use torch_set::row_major;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -65,30 +73,16 @@ pub fn open(path: &Path) -> Result<Catalog, SourceError> {
     if !meta.is_file() {
         return Err(SourceError::invalid(path, "not a file or a folder"));
     }
-    let torch_ext = matches!(
-        extension(&file_name(path)),
-        Some("pt" | "pth" | "bin" | "ckpt")
-    );
+    let ext = extension(&file_name(path)).map(str::to_string);
+    let torch_ext = matches!(ext.as_deref(), Some("pt" | "pth" | "bin" | "ckpt"));
+    let one = vec![(path.to_path_buf(), file_name(path))];
     match sniff(path) {
         Magic::Gguf => gguf_set::open_file(path),
-        _ if extension(&file_name(path)) == Some("gguf") => gguf_set::open_file(path),
-        Magic::Zip => Err(not_yet_pytorch(path)),
-        Magic::Other if torch_ext => Err(not_yet_pytorch(path)),
-        Magic::Other => open_safetensors_set(
-            SourceFormat::Safetensors,
-            vec![(path.to_path_buf(), file_name(path))],
-            &[],
-            None,
-        ),
+        _ if ext.as_deref() == Some("gguf") => gguf_set::open_file(path),
+        Magic::Torch => torch_set::open(one, &[], Vec::new()),
+        Magic::Other if torch_ext => torch_set::open(one, &[], Vec::new()),
+        Magic::Other => open_safetensors_set(SourceFormat::Safetensors, one, &[], None),
     }
-}
-
-fn not_yet_pytorch(path: &Path) -> SourceError {
-    SourceError::invalid(
-        path,
-        "PyTorch checkpoints (torch.save zip, .pt/.pth/.bin) are not supported yet; \
-         mount a safetensors or GGUF copy",
-    )
 }
 
 /// What a file's first bytes say it is.
@@ -96,19 +90,34 @@ fn not_yet_pytorch(path: &Path) -> SourceError {
 enum Magic {
     /// `GGUF`.
     Gguf,
-    /// A zip archive (`PK\x03\x04`): torch.save's format since torch 1.6.
-    Zip,
+    /// A zip archive (torch.save's format since torch 1.6) or a legacy
+    /// torch.save pickle stream.
+    Torch,
     /// Anything else (safetensors starts with a length, not a magic).
     Other,
 }
 
 fn sniff(path: &Path) -> Magic {
-    let mut magic = [0u8; 4];
-    let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic));
-    match (read, &magic) {
-        (Ok(()), b"GGUF") => Magic::Gguf,
-        (Ok(()), b"PK\x03\x04") => Magic::Zip,
-        _ => Magic::Other,
+    let mut head = [0u8; 64];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| {
+            let mut n = 0;
+            while n < head.len() {
+                match f.read(&mut head[n..])? {
+                    0 => break,
+                    k => n += k,
+                }
+            }
+            Ok(n)
+        })
+        .unwrap_or(0);
+    let head = &head[..n];
+    if head.starts_with(b"GGUF") {
+        Magic::Gguf
+    } else if torch_set::sniff(head) {
+        Magic::Torch
+    } else {
+        Magic::Other
     }
 }
 
@@ -165,7 +174,7 @@ fn list_files(dir: &Path) -> Result<Vec<String>, SourceError> {
 }
 
 /// A parsed `model.safetensors.index.json`.
-struct ShardIndex {
+pub(crate) struct ShardIndex {
     path: PathBuf,
     /// Tensor -> shard file name.
     weight_map: BTreeMap<String, String>,
@@ -173,7 +182,7 @@ struct ShardIndex {
 
 impl ShardIndex {
     /// The shard names (sorted, unique).
-    fn shards(&self) -> Vec<String> {
+    pub(crate) fn shards(&self) -> Vec<String> {
         let mut shards: Vec<String> = self.weight_map.values().cloned().collect();
         shards.sort();
         shards.dedup();
@@ -184,7 +193,26 @@ impl ShardIndex {
 fn open_dir(dir: &Path) -> Result<Catalog, SourceError> {
     let names = list_files(dir)?;
     let has = |n: &str| names.iter().any(|x| x == n);
+    let side = |skip: &str| -> Vec<(PathBuf, String)> {
+        names
+            .iter()
+            .filter(|n| n.as_str() != skip && n.as_str() != torch_set::INDEX_JSON)
+            .filter(|n| extension(n).is_none_or(|e| !CHECKPOINT_EXTENSIONS.contains(&e)))
+            .map(|n| (dir.join(n), n.clone()))
+            .collect()
+    };
+    let torch_files: Vec<String> = if has(torch_set::INDEX_JSON) {
+        torch_set::shards_from_index(&dir.join(torch_set::INDEX_JSON))?
+    } else {
+        names
+            .iter()
+            .filter(|n| matches!(extension(n), Some("bin" | "pt" | "pth" | "ckpt")))
+            .filter(|n| sniff(&dir.join(n)) == Magic::Torch)
+            .cloned()
+            .collect()
+    };
 
+    // Safetensors first, as transformers prefers them.
     let index = if has(INDEX_JSON) {
         Some(read_index(&dir.join(INDEX_JSON))?)
     } else {
@@ -198,39 +226,59 @@ fn open_dir(dir: &Path) -> Result<Catalog, SourceError> {
             .cloned()
             .collect(),
     };
-    if shard_names.is_empty() {
-        let ggufs: Vec<&String> = names
+    if !shard_names.is_empty() {
+        let format = if has("dtypes.json") {
+            SourceFormat::GptOssOriginal
+        } else {
+            SourceFormat::Safetensors
+        };
+        let shards = shard_names
             .iter()
-            .filter(|n| extension(n) == Some("gguf"))
+            .map(|n| (dir.join(n), n.clone()))
             .collect();
-        if !ggufs.is_empty() {
-            return gguf_set::open_dir(dir, &ggufs);
+        let mut catalog = open_safetensors_set(format, shards, &side(INDEX_JSON), index.as_ref())?;
+        if !torch_files.is_empty() {
+            catalog.notes.push(format!(
+                "the folder also holds PyTorch weights ({}); as transformers does, the safetensors weights are used",
+                torch_files.join(", ")
+            ));
         }
-        return Err(SourceError::invalid(
-            dir,
-            "no checkpoint found (looked for *.safetensors, model.safetensors.index.json and *.gguf)",
-        ));
+        return Ok(catalog);
     }
-    let format = if has("dtypes.json") {
-        SourceFormat::GptOssOriginal
-    } else {
-        SourceFormat::Safetensors
-    };
-    let shards = shard_names
+    if !torch_files.is_empty() {
+        let is_shard = |n: &str| n.starts_with("pytorch_model-") || has(torch_set::INDEX_JSON);
+        if torch_files.len() > 1 && !torch_files.iter().all(|n| is_shard(n)) {
+            return Err(SourceError::invalid(
+                dir,
+                format!(
+                    "holds several PyTorch checkpoints ({}); name the one to mount",
+                    torch_files.join(", ")
+                ),
+            ));
+        }
+        let shards = torch_files
+            .iter()
+            .map(|n| (dir.join(n), n.clone()))
+            .collect();
+        return torch_set::open(shards, &side(INDEX_JSON), Vec::new());
+    }
+    let ggufs: Vec<&String> = names
         .iter()
-        .map(|n| (dir.join(n), n.clone()))
+        .filter(|n| extension(n) == Some("gguf"))
         .collect();
-    let side: Vec<(PathBuf, String)> = names
-        .iter()
-        .filter(|n| n.as_str() != INDEX_JSON)
-        .filter(|n| extension(n).is_none_or(|e| !CHECKPOINT_EXTENSIONS.contains(&e)))
-        .map(|n| (dir.join(n), n.clone()))
-        .collect();
-    open_safetensors_set(format, shards, &side, index.as_ref())
+    if !ggufs.is_empty() {
+        return gguf_set::open_dir(dir, &ggufs);
+    }
+    Err(SourceError::invalid(
+        dir,
+        "no checkpoint found (looked for *.safetensors, model.safetensors.index.json, \
+         pytorch_model*.bin, *.pt, *.pth, *.ckpt and *.gguf)",
+    ))
 }
 
-/// Parse `model.safetensors.index.json`.
-fn read_index(path: &Path) -> Result<ShardIndex, SourceError> {
+/// Parse a shard index (`model.safetensors.index.json`,
+/// `pytorch_model.bin.index.json`).
+pub(crate) fn read_index(path: &Path) -> Result<ShardIndex, SourceError> {
     let text = std::fs::read(path).map_err(|e| SourceError::io(path, e))?;
     let v: Value = serde_json::from_slice(&text)
         .map_err(|e| SourceError::new(path, Problem::HeaderJson(e.to_string())))?;
@@ -320,6 +368,8 @@ fn open_safetensors_set(
         tensors,
         config,
         gguf_metadata: None,
+        pickle: None,
+        notes: Vec::new(),
     })
 }
 
@@ -355,7 +405,7 @@ fn check_weight_map(
     Ok(())
 }
 
-fn parse_json_file(file: &SourceFile) -> Result<Value, SourceError> {
+pub(crate) fn parse_json_file(file: &SourceFile) -> Result<Value, SourceError> {
     serde_json::from_slice(file.data())
         .map_err(|e| SourceError::invalid(&file.path, format!("not valid JSON: {e}")))
 }

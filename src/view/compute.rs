@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use crate::catalog::{Extent, Files};
+use crate::catalog::{Extent, Files, Layout};
 use crate::dtype::Dtype;
 use crate::error::ReadError;
 use crate::quant::{self, KernelError};
@@ -338,6 +338,199 @@ impl Compute for GgmlDequant {
     }
 }
 
+/// The elements of a strided view of a storage, in row-major order and
+/// little-endian: the bytes of `t.contiguous()` for a PyTorch tensor saved
+/// as a view (transposed, sliced with a step, expanded), or saved big-endian
+/// (`swap`). Runs along a contiguous last axis are copied whole.
+#[derive(Debug)]
+pub struct Gather {
+    pub storage: Extent,
+    /// Bytes per element.
+    pub elem: u64,
+    /// Offset of element `[0, 0, ...]` in the storage, in elements.
+    pub offset: u64,
+    pub shape: Vec<u64>,
+    /// In elements.
+    pub strides: Vec<u64>,
+    /// Reverse the bytes of every element (big-endian storage).
+    pub swap: bool,
+}
+
+impl Gather {
+    /// The view `layout` of a tensor of `shape` and element size `elem`,
+    /// with its axes permuted by `perm` (identity: `None`).
+    pub fn of(layout: &Layout, elem: u64, shape: &[u64], perm: Option<&[usize]>) -> Gather {
+        let (shape, strides) = match perm {
+            None => (shape.to_vec(), layout.strides.clone()),
+            Some(p) => (
+                p.iter().map(|&a| shape[a]).collect(),
+                p.iter().map(|&a| layout.strides[a]).collect(),
+            ),
+        };
+        Gather {
+            storage: layout.storage,
+            elem,
+            offset: layout.offset,
+            shape,
+            strides,
+            swap: layout.big_endian,
+        }
+    }
+
+    fn numel(&self) -> u64 {
+        self.shape.iter().product()
+    }
+}
+
+impl Compute for Gather {
+    fn extents(&self) -> Vec<Extent> {
+        vec![self.storage]
+    }
+
+    fn len(&self) -> u64 {
+        self.numel() * self.elem
+    }
+
+    fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+        let storage = files.bytes(self.storage)?;
+        let e = self.elem as usize;
+        let dims = self.shape.len();
+        by_units(offset, out, self.elem, |first, buf| {
+            // Multi-index of element `first`, and its storage element.
+            let mut idx = vec![0u64; dims];
+            let mut rest = first;
+            for a in (0..dims).rev() {
+                idx[a] = rest % self.shape[a].max(1);
+                rest /= self.shape[a].max(1);
+            }
+            let mut src: u64 = self.offset
+                + idx
+                    .iter()
+                    .zip(&self.strides)
+                    .map(|(i, s)| i * s)
+                    .sum::<u64>();
+            let mut done = 0usize;
+            let n = buf.len() / e;
+            while done < n {
+                // A run along the last axis (the whole tensor for a 0-d one).
+                let (run, step) = match dims {
+                    0 => (1, 0),
+                    _ => (
+                        ((self.shape[dims - 1] - idx[dims - 1]) as usize).min(n - done),
+                        self.strides[dims - 1],
+                    ),
+                };
+                let dst = &mut buf[done * e..(done + run) * e];
+                if step == 1 {
+                    let at = src as usize * e;
+                    let bytes = storage
+                        .get(at..at + run * e)
+                        .ok_or_else(|| self.outside(files))?;
+                    dst.copy_from_slice(bytes);
+                } else {
+                    for (k, d) in dst.chunks_exact_mut(e).enumerate() {
+                        let at = (src + k as u64 * step) as usize * e;
+                        let bytes = storage.get(at..at + e).ok_or_else(|| self.outside(files))?;
+                        d.copy_from_slice(bytes);
+                    }
+                }
+                if self.swap {
+                    dst.chunks_exact_mut(e).for_each(|c| c.reverse());
+                }
+                done += run;
+                if dims == 0 {
+                    break;
+                }
+                // Next run: carry into the outer axes.
+                src += run as u64 * step;
+                idx[dims - 1] += run as u64;
+                let mut a = dims - 1;
+                while a > 0 && idx[a] == self.shape[a] {
+                    src -= idx[a] * self.strides[a];
+                    idx[a] = 0;
+                    idx[a - 1] += 1;
+                    src += self.strides[a - 1];
+                    a -= 1;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Gather {
+    fn outside(&self, files: &Files) -> ReadError {
+        ReadError::OutOfRange {
+            file: files[self.storage.file].file.name.clone(),
+            offset: self.storage.offset,
+            len: self.storage.len,
+            size: files[self.storage.file].file.len,
+        }
+    }
+}
+
+/// A computed tensor of another dtype (a [`Gather`]) converted to BF16
+/// elementwise, as [`Cast`] converts a source range.
+#[derive(Debug)]
+pub struct CastOf {
+    inner: Arc<dyn Compute>,
+    width: u64,
+    kernel: CastKernel,
+}
+
+impl CastOf {
+    /// `inner` (elements of dtype `from`) as BF16; `None` if gyrofs does not
+    /// convert `from`.
+    pub fn new(inner: Arc<dyn Compute>, from: Dtype) -> Option<CastOf> {
+        Some(CastOf {
+            inner,
+            width: from.bits() / 8,
+            kernel: cast_kernel(from)?,
+        })
+    }
+}
+
+impl Compute for CastOf {
+    fn extents(&self) -> Vec<Extent> {
+        self.inner.extents()
+    }
+
+    fn len(&self) -> u64 {
+        self.inner.len() / self.width * 2
+    }
+
+    fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+        let w = self.width;
+        by_units(offset, out, 2, |first, buf| {
+            let n = buf.len() as u64 / 2;
+            let mut src = vec![0u8; (n * w) as usize];
+            self.inner.read_at(files, first * w, &mut src)?;
+            Ok((self.kernel)(&src, buf)?)
+        })
+    }
+}
+
+/// `len` zero bytes (a synthesized tensor).
+#[derive(Debug)]
+pub struct Zeros {
+    pub len: u64,
+}
+
+impl Compute for Zeros {
+    fn extents(&self) -> Vec<Extent> {
+        Vec::new()
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, _: &Files, _: u64, out: &mut [u8]) -> Result<(), ReadError> {
+        out.fill(0);
+        Ok(())
+    }
+}
+
 /// A window `[offset, offset + len)` of another computed output (an
 /// expert's slice of a dequantized tensor, a row range).
 #[derive(Debug)]
@@ -382,6 +575,76 @@ mod tests {
                 })
                 .unwrap();
                 assert_eq!(&out[..], &whole[off as usize..off as usize + len]);
+            }
+        }
+    }
+
+    fn files_of(bytes: &[u8]) -> (tempfile::TempDir, Files) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s");
+        std::fs::write(&p, bytes).unwrap();
+        let mut files = Files::default();
+        let f = crate::source::mapped::SourceFile::open(&p, "s".into()).unwrap();
+        files.push(f, Default::default(), crate::catalog::FileRole::Tensors);
+        (dir, files)
+    }
+
+    /// Every view shape against a naive index computation, at every offset
+    /// and length.
+    #[test]
+    fn gather_matches_naive_indexing() {
+        let storage: Vec<u8> = (0..=255u8).collect();
+        let (_d, files) = files_of(&storage);
+        let cases: &[(&[u64], &[u64], u64, u64)] = &[
+            (&[3, 4], &[1, 3], 2, 2),        // transposed
+            (&[2, 3, 2], &[12, 1, 5], 1, 2), // mixed
+            (&[5], &[3], 7, 4),              // stepped
+            (&[2, 3], &[0, 1], 0, 2),        // expanded
+            (&[], &[], 9, 4),                // 0-d
+            (&[2, 0, 3], &[3, 3, 1], 0, 2),  // empty
+        ];
+        for &(shape, strides, offset, elem) in cases {
+            for swap in [false, true] {
+                let g = Gather {
+                    storage: Extent {
+                        file: crate::catalog::FileId(0),
+                        offset: 0,
+                        len: 256,
+                    },
+                    elem,
+                    offset,
+                    shape: shape.to_vec(),
+                    strides: strides.to_vec(),
+                    swap,
+                };
+                let numel: u64 = shape.iter().product();
+                let mut want = Vec::new();
+                for i in 0..numel {
+                    let (mut rest, mut src) = (i, offset);
+                    for a in (0..shape.len()).rev() {
+                        src += rest % shape[a] * strides[a];
+                        rest /= shape[a];
+                    }
+                    let mut el =
+                        storage[(src * elem) as usize..((src + 1) * elem) as usize].to_vec();
+                    if swap {
+                        el.reverse();
+                    }
+                    want.extend(el);
+                }
+                assert_eq!(g.len(), want.len() as u64);
+                for off in 0..want.len() {
+                    for len in [0, 1, 3, 7, want.len()] {
+                        let len = len.min(want.len() - off);
+                        let mut out = vec![0u8; len];
+                        g.read_at(&files, off as u64, &mut out).unwrap();
+                        assert_eq!(
+                            out,
+                            want[off..off + len],
+                            "{shape:?} {strides:?} {off}+{len}"
+                        );
+                    }
+                }
             }
         }
     }

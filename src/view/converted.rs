@@ -28,17 +28,22 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::catalog::{Catalog, FileId, FileRole, QuantRole, QuantScheme, SourceFormat, TensorId};
+use crate::catalog::{
+    Catalog, FileId, FileRole, Layout, QuantRole, QuantScheme, SourceFormat, TensorId,
+};
 use crate::dtype::{Dtype, numel};
 use crate::error::ViewError;
 use crate::json::to_pretty;
 use crate::quant::fp8::BlockScaled;
-use crate::view::compute::{Cast, Fp8Block, GgmlDequant, Mxfp4, Mxfp4Transposed};
+use crate::view::compute::{
+    Cast, CastOf, Fp8Block, Gather, GgmlDequant, Mxfp4, Mxfp4Transposed, Zeros,
+};
 use crate::view::experts::ItemInfo;
 use crate::view::gpt_oss::{self, HfName, QkvRows};
 use crate::view::header::{
     Entry, EntryHead, MAX_HEADER_LEN, entry_cost, safetensors_file, source_json,
 };
+use crate::view::nanogpt::{self, Out};
 use crate::view::record::{Dequant, Record, Transform};
 use crate::view::tree::Tree;
 use crate::view::{Compute, FileRef, Listing, Segment, VFile};
@@ -76,6 +81,10 @@ enum PlanKind {
         rows: u64,
         cols: u64,
     },
+    /// A 2-D tensor transposed (nanoGPT `nn.Linear` -> HF GPT-2 `Conv1D`).
+    Transposed(TensorId),
+    /// `len` zeros (a bias the source does not have; no source tensor).
+    Zeros { len: u64 },
 }
 
 impl Plan {
@@ -87,7 +96,9 @@ impl Plan {
     }
 
     fn named(name: String, catalog: &Catalog, kind: PlanKind) -> Plan {
-        let same = name == catalog.tensor(kind.primary()).name;
+        let same = kind
+            .primary()
+            .is_some_and(|p| name == catalog.tensor(p).name);
         Plan {
             renamed: (!same).then(|| name.into_boxed_str()),
             kind,
@@ -95,22 +106,21 @@ impl Plan {
     }
 
     pub fn name<'a>(&'a self, catalog: &'a Catalog) -> &'a str {
-        match &self.renamed {
-            Some(n) => n,
-            None => &catalog.tensor(self.kind.primary()).name,
+        match (&self.renamed, self.kind.primary()) {
+            (Some(n), _) => n,
+            (None, Some(p)) => &catalog.tensor(p).name,
+            (None, None) => "",
         }
     }
 
     /// The source tensors it reads (primary first).
     pub fn sources(&self) -> impl Iterator<Item = TensorId> {
         let (a, b) = match self.kind {
-            PlanKind::Elementwise(id) | PlanKind::Ggml(id) | PlanKind::RowSlice { id, .. } => {
-                (id, None)
-            }
-            PlanKind::Mxfp4 { blocks, scales, .. } => (blocks, Some(scales)),
-            PlanKind::Fp8Block { weight, scales, .. } => (weight, Some(scales)),
+            PlanKind::Mxfp4 { blocks, scales, .. } => (Some(blocks), Some(scales)),
+            PlanKind::Fp8Block { weight, scales, .. } => (Some(weight), Some(scales)),
+            k => (k.primary(), None),
         };
-        std::iter::once(a).chain(b)
+        a.into_iter().chain(b)
     }
 
     /// The source files it reads.
@@ -161,6 +171,17 @@ impl Plan {
             PlanKind::Fp8Block {
                 weight, rows, cols, ..
             } => (weight, dequant(Dequant::Fp8Block { rows, cols }, None)),
+            PlanKind::Transposed(id) => {
+                let to = casts(catalog.tensor(id).dtype).then_some(bf16);
+                let dims = vec![1, 0];
+                (id, Transform::Transpose { dims, to })
+            }
+            PlanKind::Zeros { .. } => {
+                return Record {
+                    source: None,
+                    transform: Transform::Synthesized { dtype: bf16 },
+                };
+            }
         };
         Record::new(source, transform)
     }
@@ -215,6 +236,16 @@ impl Plan {
             PlanKind::Fp8Block { weight, .. } => {
                 bf16_of(Cow::Borrowed(&catalog.tensor(weight).shape))
             }
+            PlanKind::Transposed(id) => {
+                let t = catalog.tensor(id);
+                let shape: Vec<u64> = t.shape.iter().rev().copied().collect();
+                if casts(t.dtype) {
+                    bf16_of(Cow::Owned(shape))
+                } else {
+                    (t.dtype, Cow::Owned(shape), t.len())
+                }
+            }
+            PlanKind::Zeros { len } => bf16_of(Cow::Owned(vec![len])),
         }
     }
 
@@ -224,9 +255,19 @@ impl Plan {
         let data: Segment = match self.kind {
             PlanKind::Elementwise(id) => {
                 let t = catalog.tensor(id);
-                match Cast::new(t.extent, t.dtype) {
-                    Some(c) => computed(c),
-                    None => Segment::Source(t.extent),
+                match &t.layout {
+                    None => match Cast::new(t.extent, t.dtype) {
+                        Some(c) => computed(c),
+                        None => Segment::Source(t.extent),
+                    },
+                    Some(l) => {
+                        let g: Arc<dyn Compute> =
+                            Arc::new(Gather::of(l, t.dtype.bits() / 8, &t.shape, None));
+                        match CastOf::new(Arc::clone(&g), t.dtype) {
+                            Some(c) => computed(c),
+                            None => Segment::Computed(g),
+                        }
+                    }
                 }
             }
             PlanKind::Ggml(id) => {
@@ -283,6 +324,23 @@ impl Plan {
                     geometry,
                 })
             }
+            PlanKind::Transposed(id) => {
+                let t = catalog.tensor(id);
+                let elem = t.dtype.bits() / 8;
+                let layout = t.layout.as_deref().cloned().unwrap_or_else(|| Layout {
+                    storage: t.extent,
+                    offset: 0,
+                    strides: crate::source::row_major(&t.shape),
+                    big_endian: false,
+                });
+                let g: Arc<dyn Compute> =
+                    Arc::new(Gather::of(&layout, elem, &t.shape, Some(&[1, 0])));
+                match CastOf::new(Arc::clone(&g), t.dtype) {
+                    Some(c) => computed(c),
+                    None => Segment::Computed(g),
+                }
+            }
+            PlanKind::Zeros { len } => computed(Zeros { len: len * 2 }),
         };
         Entry {
             name: self.name(catalog).to_string(),
@@ -295,12 +353,17 @@ impl Plan {
 }
 
 impl PlanKind {
-    fn primary(self) -> TensorId {
-        match self {
-            PlanKind::Elementwise(id) | PlanKind::Ggml(id) | PlanKind::RowSlice { id, .. } => id,
+    /// The source tensor it is made from (for pairs, the quantized data).
+    fn primary(self) -> Option<TensorId> {
+        Some(match self {
+            PlanKind::Elementwise(id)
+            | PlanKind::Ggml(id)
+            | PlanKind::RowSlice { id, .. }
+            | PlanKind::Transposed(id) => id,
             PlanKind::Mxfp4 { blocks, .. } => blocks,
             PlanKind::Fp8Block { weight, .. } => weight,
-        }
+            PlanKind::Zeros { .. } => return None,
+        })
     }
 }
 
@@ -346,8 +409,23 @@ impl ConvertedView {
         notes: &mut Vec<String>,
     ) -> Result<ConvertedView, ViewError> {
         debug_assert_eq!(dtype, Dtype::BF16, "only BF16 so far");
-        let plans = plans(catalog, notes)?;
-        let config = config(catalog)?;
+        let (plans, config) = match nanogpt::detect(catalog) {
+            Ok(Some(g)) => {
+                let left = nanogpt::left_out(catalog, &g);
+                if left > 0 {
+                    notes.push(format!(
+                        "bf16/ is the GPT-2 model of this nanoGPT checkpoint as a Hugging Face \
+                         GPT2LMHeadModel; the other {left} tensors (optimizer state, ...) are in raw/ only"
+                    ));
+                }
+                (nanogpt_plans(catalog, &g), Some(with_dtype(g.config)?))
+            }
+            Ok(None) => (plans(catalog, notes)?, config(catalog)?),
+            Err(why) => {
+                notes.push(format!("bf16/ is not mapped to Hugging Face GPT-2: {why}"));
+                (plans(catalog, notes)?, config(catalog)?)
+            }
+        };
         let shards = shard(catalog, &plans, MAX_SHARD_BYTES);
         Ok(ConvertedView {
             dir: "bf16",
@@ -571,18 +649,42 @@ fn config(catalog: &Catalog) -> Result<Option<Value>, ViewError> {
     let Some(src) = &catalog.config else {
         return Ok(None);
     };
-    let mut c = if catalog.format == SourceFormat::GptOssOriginal {
+    let c = if catalog.format == SourceFormat::GptOssOriginal {
         gpt_oss::hf_config(src)?
     } else {
         src.clone()
     };
-    let Value::Object(o) = &mut c else {
+    with_dtype(c).map(Some)
+}
+
+/// `config` without `quantization_config`, with the view's dtype.
+fn with_dtype(mut config: Value) -> Result<Value, ViewError> {
+    let Value::Object(o) = &mut config else {
         return Err(ViewError::Config("is not a JSON object".into()));
     };
     o.remove("quantization_config");
     o.insert("torch_dtype".into(), json!("bfloat16"));
     o.insert("dtype".into(), json!("bfloat16"));
-    Ok(Some(c))
+    Ok(config)
+}
+
+/// The plans of a nanoGPT checkpoint's GPT-2.
+fn nanogpt_plans(catalog: &Catalog, g: &nanogpt::NanoGpt) -> Vec<Plan> {
+    g.outputs
+        .iter()
+        .map(|o| match o {
+            Out::Keep { name, id } => {
+                Plan::named(name.clone(), catalog, PlanKind::Elementwise(*id))
+            }
+            Out::Transpose { name, id } => {
+                Plan::named(name.clone(), catalog, PlanKind::Transposed(*id))
+            }
+            Out::Zeros { name, shape } => {
+                let len = shape.iter().product();
+                Plan::named(name.clone(), catalog, PlanKind::Zeros { len })
+            }
+        })
+        .collect()
 }
 
 /// Split `plans` into shards, in order: a new shard starts when the next

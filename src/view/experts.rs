@@ -318,7 +318,7 @@ impl ExpertsView {
                         "dtype": e.dtype.name(),
                         "shape": e.shape,
                         "bytes": e.len(),
-                        "source": catalog.tensor(e.record.source).name,
+                        "source": e.record.source.map_or(&e.name, |s| &catalog.tensor(s).name),
                         "index": m.slice,
                     })
                 })

@@ -246,6 +246,8 @@ mod tests {
             tensors: vec![Tensor::new("w".into(), Dtype::BF16, vec![2], extent)],
             config: None,
             gguf_metadata: None,
+            pickle: None,
+            notes: Vec::new(),
         };
         let e = Entry {
             name: "w".into(),

@@ -225,6 +225,9 @@ fn head_value(catalog: &Catalog, notes: &[String]) -> Value {
     if let Some(g) = &catalog.gguf_metadata {
         m["gguf"] = summarize(g);
     }
+    if let Some(p) = &catalog.pickle {
+        m["pickle"] = p.clone();
+    }
     m
 }
 

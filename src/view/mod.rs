@@ -31,6 +31,7 @@ pub mod gpt_oss;
 pub mod header;
 pub mod manifest;
 pub mod names;
+pub mod nanogpt;
 pub mod raw;
 pub mod record;
 pub mod tree;
@@ -349,7 +350,7 @@ impl Views {
 /// (they also go into `manifest.json`).
 pub fn build(catalog: &Catalog) -> (Views, Tree) {
     let mut tree = Tree::new();
-    let mut notes = Vec::new();
+    let mut notes = catalog.notes.clone();
     let raw = raw::RawView::new(catalog, &mut notes);
     raw.add(&mut tree, catalog);
     let moe = experts::moe(catalog);

@@ -11,9 +11,14 @@
 //!   byte for byte, so a loader pointed at `raw/` loads the same model;
 //! - `raw/tensors/<name>.safetensors`: one tensor per file (a listing).
 //!
-//! Every tensor byte is a [`Segment::Source`] extent of the source.
+//! Every tensor byte is a [`Segment::Source`] extent of the source, but for
+//! PyTorch tensors saved as strided views (or big-endian), which are
+//! gathered into row-major, little-endian order (`t.contiguous()`).
+
+use std::sync::Arc;
 
 use crate::catalog::{Catalog, FileRole, TensorId};
+use crate::view::compute::Gather;
 use crate::view::header::{Entry, MAX_HEADER_LEN, header_len, safetensors_file, source_json};
 use crate::view::record::{Record, Transform};
 use crate::view::tree::Tree;
@@ -28,15 +33,23 @@ pub struct RawView {
     per_file_source: Vec<String>,
 }
 
-/// The lossless entry for source tensor `id`.
+/// The lossless entry for source tensor `id`: its bytes, or for a strided or
+/// big-endian PyTorch view, its elements gathered in row-major order.
 pub fn entry(catalog: &Catalog, id: TensorId) -> Entry {
     let t = catalog.tensor(id);
+    let (transform, data) = match &t.layout {
+        None => (Transform::Identity, Segment::Source(t.extent)),
+        Some(l) => {
+            let gather = Gather::of(l, t.dtype.bits() / 8, &t.shape, None);
+            (Transform::Contiguous, Segment::Computed(Arc::new(gather)))
+        }
+    };
     Entry {
         name: t.name.clone(),
         dtype: t.dtype,
         shape: t.shape.clone(),
-        record: Record::new(id, Transform::Identity),
-        data: vec![Segment::Source(t.extent)],
+        record: Record::new(id, transform),
+        data: vec![data],
     }
 }
 
@@ -63,7 +76,13 @@ impl RawView {
     pub fn new(catalog: &Catalog, notes: &mut Vec<String>) -> RawView {
         let records: Vec<Record> = catalog
             .tensor_ids()
-            .map(|(id, _)| Record::new(id, Transform::Identity))
+            .map(|(id, t)| {
+                let tr = match t.layout {
+                    None => Transform::Identity,
+                    Some(_) => Transform::Contiguous,
+                };
+                Record::new(id, tr)
+            })
             .collect();
         let heads = catalog.tensors.iter().zip(&records).map(|(t, record)| {
             crate::view::header::EntryHead {

@@ -3,8 +3,9 @@
 //!
 //! A [`Record`] names its source tensor by id and says what was done to it
 //! ([`Transform`]); everything else in the record (stored dtype, shape, file
-//! and byte range, logical dtype, quantization pairing, ggml type) is read
-//! from the catalog when it is written. [`Record::write`] is the only writer
+//! and byte range, strides of a strided PyTorch view, logical dtype,
+//! quantization pairing, ggml type) is read from the catalog when it is
+//! written. A synthesized tensor (no source) records only its transform. [`Record::write`] is the only writer
 //! of the `gyro.tensors` record JSON (docs/FORMAT.md, "The Gyro header"),
 //! compact and canonical, keys in byte order:
 //!
@@ -21,8 +22,8 @@ use crate::quant::ggml::GgmlType;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     /// The source tensor (for pairs, the quantized data; its peer is named
-    /// in the record's `quant`).
-    pub source: TensorId,
+    /// in the record's `quant`); `None` for a synthesized tensor.
+    pub source: Option<TensorId>,
     pub transform: Transform,
 }
 
@@ -31,6 +32,13 @@ pub struct Record {
 pub enum Transform {
     /// The source bytes, unchanged.
     Identity,
+    /// The elements of a strided or big-endian source view in row-major
+    /// order, little-endian (what `t.contiguous()` holds).
+    Contiguous,
+    /// Axes permuted (`dims`, as `Tensor.permute`), converted to `to` when given.
+    Transpose { dims: Vec<u32>, to: Option<Dtype> },
+    /// Made, not read: every element `fill` (zero), of dtype `dtype`.
+    Synthesized { dtype: Dtype },
     /// Each element converted to `to` (NUMERICS.md).
     Cast { to: Dtype },
     /// Rows `start..stop` of axis `axis`, converted to `to` when given.
@@ -61,7 +69,10 @@ pub enum Dequant {
 
 impl Record {
     pub fn new(source: TensorId, transform: Transform) -> Record {
-        Record { source, transform }
+        Record {
+            source: Some(source),
+            transform,
+        }
     }
 
     /// Expert `index`'s slice of this record's tensor.
@@ -77,7 +88,16 @@ impl Record {
 
     /// Append the record's canonical JSON.
     pub fn write<S: Sink + ?Sized>(&self, catalog: &Catalog, out: &mut S) {
-        let t = catalog.tensor(self.source);
+        let Some(source) = self.source else {
+            let mut o = ObjectWriter::new(out);
+            if let Transform::Synthesized { dtype } = &self.transform {
+                o.str("logical_dtype", dtype.name());
+            }
+            self.transform.write(o.key("transform"));
+            o.finish();
+            return;
+        };
+        let t = catalog.tensor(source);
         let mut o = ObjectWriter::new(out);
         if let Some(g) = &t.ggml {
             let mut w = ObjectWriter::new(o.key("ggml"));
@@ -100,11 +120,18 @@ impl Record {
         }
         {
             let mut w = ObjectWriter::new(o.key("source"));
+            if t.layout.as_ref().is_some_and(|l| l.big_endian) {
+                w.str("byteorder", "big");
+            }
             w.str("dtype", t.dtype.name())
                 .str("file", catalog.file_name(t))
                 .str("name", &t.name)
                 .u64s("offsets", &[t.extent.offset, t.extent.end()])
                 .u64s("shape", &t.shape);
+            if let Some(l) = &t.layout {
+                w.u64("storage_offset", l.offset)
+                    .u64s("strides", &l.strides);
+            }
             w.finish();
         }
         self.transform.write(o.key("transform"));
@@ -126,6 +153,19 @@ impl Transform {
         match self {
             Transform::Identity => {
                 o.str("kind", "identity");
+            }
+            Transform::Contiguous => {
+                o.str("kind", "contiguous");
+            }
+            Transform::Transpose { dims, to } => {
+                let dims: Vec<u64> = dims.iter().map(|&d| d.into()).collect();
+                o.u64s("dims", &dims).str("kind", "transpose");
+                if let Some(to) = to {
+                    o.str("to", to.name());
+                }
+            }
+            Transform::Synthesized { .. } => {
+                o.str("fill", "zeros").str("kind", "synthesized");
             }
             Transform::Cast { to } => {
                 o.str("kind", "cast").str("to", to.name());
@@ -267,6 +307,18 @@ mod tests {
                     of: Box::new(Transform::Identity),
                 },
                 r#"{"axis":0,"index":3,"kind":"expert_slice","of":{"kind":"identity"}}"#,
+            ),
+            (Transform::Contiguous, r#"{"kind":"contiguous"}"#),
+            (
+                Transform::Transpose {
+                    dims: vec![1, 0],
+                    to: Some(bf16),
+                },
+                r#"{"dims":[1,0],"kind":"transpose","to":"BF16"}"#,
+            ),
+            (
+                Transform::Synthesized { dtype: bf16 },
+                r#"{"fill":"zeros","kind":"synthesized"}"#,
             ),
         ];
         for (t, want) in cases {

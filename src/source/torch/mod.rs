@@ -213,6 +213,12 @@ pub enum TorchError {
     Value { path: String, why: String },
 }
 
+/// Does `data` (a file's first 64 bytes or more) look like a torch.save
+/// file: a zip archive, or torch's legacy magic-number pickle?
+pub fn is_torch(data: &[u8]) -> bool {
+    data.starts_with(b"PK\x03\x04") || data.starts_with(b"PK\x05\x06") || legacy::is_legacy(data)
+}
+
 /// Parse the whole file `data`.
 pub fn parse(data: &[u8]) -> Result<Checkpoint, TorchError> {
     if data.starts_with(b"PK\x03\x04") || data.starts_with(b"PK\x05\x06") {

@@ -1158,19 +1158,21 @@ impl Walker<'_> {
         }
         if non_string > 0 {
             self.note(format!(
-                "'{}': {non_string} non-string dict keys turned into strings",
+                "'{}': {non_string} dict keys that are neither strings nor integers written as JSON text",
                 esc(path)
             ));
         }
         Ok(Value::Object(out))
     }
 
-    /// The text of a dict key, and whether it was a string.
+    /// The text of a dict key, and whether it was a string or an integer.
     fn key_text(&mut self, k: Id, path: &str) -> R<(String, bool)> {
         match self.node(k) {
             Node::Str(s) => Ok((s.to_string(), true)),
-            Node::Int(v) => Ok((v.to_string(), false)),
-            Node::BigInt(s) => Ok((s.to_string(), false)),
+            // Integer keys (optimizer state ids, ...) are their decimal text
+            // by the documented rule; only other kinds of keys earn a note.
+            Node::Int(v) => Ok((v.to_string(), true)),
+            Node::BigInt(s) => Ok((s.to_string(), true)),
             _ => {
                 let v = self.key_json(k, path, 0)?;
                 Ok((serde_json::to_string(&v).unwrap_or_default(), false))

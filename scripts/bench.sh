@@ -3,7 +3,7 @@
 # the same run on the same machine (these machines are noisy; ratios travel,
 # absolute numbers do not). Method and recorded results: docs/PERFORMANCE.md.
 #
-#   scripts/bench.sh [mount] [read] ...     (default: all sections)
+#   scripts/bench.sh [mount] [read] [bf16] [experts] [gguf] [scale] [torch]   (default: all)
 #
 # Environment: BENCH_DIR (scratch space, default /tmp/gyrofs-bench; needs
 # ~6 GB of real disk for `read`), BENCH_READ_LAYERS (layers of the random
@@ -12,7 +12,9 @@
 # scratch file, F16/BF16, is this size and is deleted after its row),
 # BENCH_GGUF_TYPES (space-separated ggml type names), BENCH_PYTHON (a Python
 # with gguf + numpy for the baseline, default /opt/pyref/bin/python),
-# GYROFS_BIN (the gyrofs binary to measure; default: build this checkout).
+# GYROFS_BIN (the gyrofs binary to measure; default: build this checkout),
+# BENCH_BASE_BIN (scale: also measure this other build, same run),
+# BENCH_TORCH_MB (torch: size of the generated pytorch_model.bin, default 2048).
 # Needs root (mounts, drop_caches) and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -350,8 +352,110 @@ PY
     [ $havepy = 1 ] || echo "(gguf-py baseline: n/a, no gguf+numpy in $py)"
 }
 
+# daemon_hwm: peak RSS (VmHWM, kB) of the daemon serving $MNT.
+daemon_hwm() {
+    local pid
+    pid=$(pgrep -f -- "mount .* $MNT --foreground" | head -1)
+    awk '/VmHWM/ {print $2}' "/proc/$pid/status"
+}
+
+bench_scale() {
+    local base=${BENCH_BASE_BIN:-}
+    echo "## scale: mount time and daemon memory vs tensor count (sparse safetensors of 256x256 BF16 tensors)"
+    echo "(mount = gyrofs mount until it answers, median of 3; peak RSS = the daemon's VmHWM after mounting;"
+    echo " ls = gyrofs ls > /dev/null; manifest = first stat of manifest.json (sizes the streamed manifest)."
+    [ -n "$base" ] && echo " 'before' rows: BENCH_BASE_BIN=$base in the same run."
+    echo ")"
+    printf "%-10s %-8s %10s %12s %10s %12s\n" tensors build "mount s" "peak RSS MB" "ls s" "manifest s"
+    local n
+    for n in 10000 100000 1000000; do
+        local f=$BENCH_DIR/scale-$n.safetensors
+        [ -f "$f" ] || python3 - "$f" "$n" <<'EOF2'
+import json, struct, sys
+path, n = sys.argv[1], int(sys.argv[2])
+parts = ['{"__metadata__":{"format":"pt"}']
+for i in range(n):
+    parts.append(',"layers.%d.e%d.w":{"dtype":"BF16","shape":[256,256],"data_offsets":[%d,%d]}' % (i // 1000, i % 1000, i * 131072, (i + 1) * 131072))
+parts.append("}")
+t = "".join(parts); t += " " * (-len(t) % 8)
+with open(path, "wb") as f:
+    f.write(struct.pack("<Q", len(t)) + t.encode()); f.truncate(8 + len(t) + n * 131072)
+EOF2
+        local bin label
+        for spec in "this:$G" ${base:+"before:$base"}; do
+            label=${spec%%:*} bin=${spec#*:}
+            local ms hwm lss mans
+            ms=$(for _ in 1 2 3; do s=$(secs "$bin" mount "$f" "$MNT"); umount_wait; echo "$s"; done | median)
+            "$bin" mount "$f" "$MNT" 2>/dev/null
+            hwm=$(daemon_hwm)
+            mans=$(secs stat "$MNT/manifest.json")
+            umount_wait
+            lss=$(secs "$bin" ls "$f")
+            printf "%-10s %-8s %10.2f %12.0f %10.2f %12.2f\n" "$n" "$label" "$ms" "$(echo "$hwm / 1024" | bc -l)" "$lss" "$mans"
+        done
+    done
+}
+
+bench_torch() {
+    local py=${BENCH_PYTHON:-/opt/pyref/bin/python}
+    local mb=${BENCH_TORCH_MB:-2048}
+    local dir=$BENCH_DIR/torch-$mb
+    echo "## torch: a ${mb} MiB pytorch_model.bin (F32, GPT-2-medium-like shapes), source warm in the page cache"
+    if ! "$py" -c "import torch, safetensors" 2>/dev/null; then
+        echo "n/a: no torch + safetensors in $py"
+        return
+    fi
+    if [ ! -f "$dir/pytorch_model.bin" ]; then
+        mkdir -p "$dir"
+        "$py" - "$dir/pytorch_model.bin" "$mb" <<'EOF2'
+import sys, torch
+path, mb = sys.argv[1], int(sys.argv[2])
+sd, total, i = {}, 0, 0
+g = torch.Generator().manual_seed(0)
+while total < mb << 20:
+    for name, shape in [("attn.c_attn.weight", (1024, 3072)), ("attn.c_proj.weight", (1024, 1024)),
+                        ("mlp.c_fc.weight", (1024, 4096)), ("mlp.c_proj.weight", (4096, 1024)),
+                        ("ln_1.weight", (1024,)), ("ln_1.bias", (1024,))]:
+        t = torch.randn(shape, generator=g)
+        sd[f"h.{i}.{name}"] = t
+        total += t.numel() * 4
+    i += 1
+torch.save(sd, path)
+EOF2
+    fi
+    local f=$dir/pytorch_model.bin bytes
+    bytes=$(size_of "$f")
+    cat "$f" > /dev/null; cat "$f" > /dev/null
+    local tensors mount_ms cat_src cat_raw conv base_s base_rss
+    tensors=$("$G" ls --json "$f" | python3 -c 'import json,sys; print(json.load(sys.stdin)["tensor_count"])')
+    mount_ms=$(for _ in 1 2 3 4 5; do s=$(secs mount_once "$f"); umount_wait; echo "$s * 1000" | bc -l; done | median)
+    cat_src=$(for _ in 1 2 3; do secs cat "$f"; done | median)
+    cat_raw=$(for _ in 1 2 3; do mount_once "$f"; s=$(secs cat "$MNT/raw/model.safetensors"); echo "$s"; umount_wait; done | median)
+    rm -rf "$dir/out-gyrofs"
+    conv=$(secs "$G" convert "$f" "$dir/out-gyrofs" --view raw --quiet)
+    rm -rf "$dir/out-gyrofs" "$dir/out-torch.safetensors"
+    read -r base_s base_rss < <(/usr/bin/time -f "%e %M" "$py" - "$f" "$dir/out-torch.safetensors" 2>&1 >/dev/null <<'EOF2' | tail -1
+import sys, torch
+from safetensors.torch import save_file
+sd = torch.load(sys.argv[1], mmap=True, weights_only=True)
+save_file({k: v.contiguous() for k, v in sd.items()}, sys.argv[2])
+EOF2
+)
+    rm -f "$dir/out-torch.safetensors"
+    local gb
+    gb=$(echo "$bytes / 1000000000" | bc -l)
+    echo "($tensors tensors, $(fmt "$gb") GB; baseline: torch.load(mmap=True, weights_only=True) + safetensors.torch.save_file, what users run today)"
+    printf "%-64s %10s\n" "" "value"
+    printf "%-64s %10.1f\n" "gyrofs mount, ms (median of 5)" "$mount_ms"
+    printf "%-64s %10.2f\n" "cat of the .bin, GB/s" "$(echo "$gb / $cat_src" | bc -l)"
+    printf "%-64s %10.2f\n" "cat MNT/raw/model.safetensors (fresh mount), GB/s" "$(echo "$gb / $cat_raw" | bc -l)"
+    printf "%-64s %10.2f\n" "gyrofs convert --view raw (writes the safetensors copy), s" "$conv"
+    printf "%-64s %10.2f\n" "torch.load(mmap) + save_file (writes the copy), s" "$base_s"
+    printf "%-64s %10.0f\n" "torch.load(mmap) + save_file, peak RSS MB" "$(echo "$base_rss / 1024" | bc -l)"
+}
+
 sections=("$@")
-[ ${#sections[@]} -gt 0 ] || sections=(mount read bf16 experts gguf)
+[ ${#sections[@]} -gt 0 ] || sections=(mount read bf16 experts gguf scale torch)
 command -v bc >/dev/null || { echo "bench.sh needs bc (apt-get install bc)" >&2; exit 1; }
 for s in "${sections[@]}"; do
     "bench_$s"

@@ -12,6 +12,8 @@
 //! - front ends: [`fuse`] (the kernel adapter) and [`mount`] (its process
 //!   life cycle), [`convert`] (writes a view to disk), [`ls`] (lists tensors).
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod catalog;
 pub mod convert;
 pub mod dtype;

@@ -124,7 +124,7 @@ pub fn header_bytes(view: &str, source: &str, entries: &[Entry]) -> Vec<u8> {
         offset += len;
     }
     json.push('}');
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(' ');
     }
     let mut out = Vec::with_capacity(8 + json.len());

@@ -9,33 +9,49 @@
 //! cargo bench --bench kernel_table -- --markdown       # as a Markdown table
 //! ```
 //!
-//! On shared, noisy machines the order of measurements matters more than
-//! their number: a run of criterion's (`cargo bench --bench kernels`) measures
-//! one path after the other, so load that changes in between skews their
-//! ratio. Here every round measures memcpy and each path once, back to back
-//! (each at least 30 ms, repeated if faster), and the table reports each
-//! one's median over the rounds.
+//! Made for shared, noisy machines (other builds on the same cores):
+//! - time is the thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), so the time
+//!   the thread waits for a core does not count (what is left of the other
+//!   load is its use of caches and memory bandwidth);
+//! - every round measures memcpy and each path once, back to back (each at
+//!   least 30 ms of CPU time, repeated if faster), so load that changes
+//!   during the run affects all of them alike; the table shows each one's
+//!   median over the rounds. (criterion's `cargo bench --bench kernels`
+//!   measures wall time, one path after the other.)
 
 #[path = "workloads.rs"]
 mod workloads;
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gyrofs::quant::simd;
 
 const ROUNDS: usize = 9;
 const MIN_TIME: Duration = Duration::from_millis(30);
 
-/// Seconds per call of `f` (called repeatedly for at least [`MIN_TIME`]).
+/// This thread's CPU time.
+fn cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// CPU seconds per call of `f` (called repeatedly for at least
+/// [`MIN_TIME`]).
 fn time(mut f: impl FnMut()) -> f64 {
-    let start = Instant::now();
+    let start = cpu_time();
     let mut calls = 0u32;
-    while calls == 0 || start.elapsed() < MIN_TIME {
+    while calls == 0 || cpu_time() - start < MIN_TIME {
         f();
         calls += 1;
     }
-    start.elapsed().as_secs_f64() / calls as f64
+    (cpu_time() - start).as_secs_f64() / calls as f64
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -59,7 +75,7 @@ fn main() {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
     let names: Vec<&str> = paths.iter().map(|k| k.level().name()).collect();
     println!(
-        "# {cpu}; paths: {}; median of {ROUNDS} interleaved rounds",
+        "# {cpu}; paths: {}; thread CPU time, median of {ROUNDS} interleaved rounds",
         names.join(", ")
     );
     if markdown {

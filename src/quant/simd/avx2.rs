@@ -24,7 +24,7 @@
 
 use std::arch::x86_64::*;
 
-use super::ggml_runs::{self as runs, Op, Runs};
+use super::ggml_runs::{self as runs, Runs};
 use super::{Fns, Kernels, Level};
 use crate::quant::ggml::GgmlType;
 use crate::quant::mxfp4::{self, EXPONENT_SCALES, Expert, PREFETCH_ROWS};
@@ -314,24 +314,26 @@ unsafe fn f64(src: &[u8], dst: &mut [u8]) {
 // ---- FP8 -------------------------------------------------------------------
 
 /// f32 of 8 F8_E4M3 codes (the low 8 bytes of `c`), as `fp8::E4M3_F32`
-/// except that NaN is 0x7FC00000 (any NaN rounds to 0x7FC0).
+/// except that NaN is 0x7FC00000 (any NaN rounds to 0x7FC0). Integer
+/// operations only: normal codes rebias their exponent (`+ 120 << 23`),
+/// the 8 subnormal magnitudes come from the table (float arithmetic on
+/// f32 subnormals would be exact too, but costs a microcode assist).
 #[inline]
 #[target_feature(enable = "avx2")]
 fn e4m3x8(c: __m128i) -> __m256 {
     let c = _mm256_cvtepu8_epi32(c);
     let mag = _mm256_and_si256(c, _mm256_set1_epi32(0x7F));
-    // (e, m) in f32's exponent/mantissa position is 2^(e-127) (1 + m/8), or
-    // m * 2^-129 for e = 0; times 2^120 (exact) that is the E4M3 value.
-    let pow = _mm256_set1_ps(f32::from_bits((120 + 127) << 23));
-    let v = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32::<20>(mag)), pow);
-    let sign = _mm256_slli_epi32::<24>(_mm256_and_si256(c, _mm256_set1_epi32(0x80)));
-    let v = _mm256_or_ps(v, _mm256_castsi256_ps(sign));
+    let normal = _mm256_add_epi32(_mm256_slli_epi32::<20>(mag), _mm256_set1_epi32(120 << 23));
+    // SAFETY: the first 8 entries of the table (codes 0..7: zero and the
+    // subnormals) are 32 bytes; an unaligned load.
+    let small = unsafe { _mm256_loadu_si256(fp8::E4M3_F32.as_ptr().cast()) };
+    let small = _mm256_permutevar8x32_epi32(small, mag);
+    let is_small = _mm256_cmpgt_epi32(_mm256_set1_epi32(8), mag);
+    let v = _mm256_blendv_epi8(normal, small, is_small);
     let nan = _mm256_cmpeq_epi32(mag, _mm256_set1_epi32(0x7F));
-    _mm256_blendv_ps(
-        v,
-        _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC0_0000)),
-        _mm256_castsi256_ps(nan),
-    )
+    let v = _mm256_blendv_epi8(v, _mm256_set1_epi32(0x7FC0_0000), nan);
+    let sign = _mm256_slli_epi32::<24>(_mm256_and_si256(c, _mm256_set1_epi32(0x80)));
+    _mm256_castsi256_ps(_mm256_or_si256(v, sign))
 }
 
 #[target_feature(enable = "avx2,f16c")]
@@ -375,78 +377,107 @@ unsafe fn e5m2(src: &[u8], dst: &mut [u8]) {
 
 // ---- ggml ------------------------------------------------------------------
 
-/// BF16 of a block's runs into `out` (`2 * BS` bytes).
-#[inline]
-#[target_feature(enable = "avx2")]
-fn emit<const BS: usize>(r: &Runs<BS>, out: &mut [u8]) {
-    for (t, (qr, or)) in
-        r.q.chunks_exact(r.run)
-            .zip(out.chunks_exact_mut(2 * r.run))
-            .enumerate()
-    {
-        let a = _mm256_set1_ps(r.a[t]);
-        let m = _mm256_set1_ps(r.m[t]);
-        for (q, o) in qr.chunks_exact(16).zip(or.chunks_exact_mut(32)) {
-            // SAFETY: `q` is 16 i8; an unaligned 16-byte load.
-            let q = unsafe { _mm_loadu_si128(q.as_ptr().cast()) };
+/// [`emit`]'s operations (`runs::Op` as a const generic).
+const MUL: u8 = 0;
+const ADD: u8 = 1;
+const SUB: u8 = 2;
+
+/// BF16 of a block's runs into `out[..2 * BS]`: `a * f32(q)` (then `+ m`
+/// or `- m` by `OP`), 16 values at a time; `KV`: look the codes up in
+/// `kv` first. `kv` and `bias` are `r.kv` and `r.bias` as vectors.
+///
+/// # Safety
+///
+/// The CPU supports AVX2. `#[inline(always)]` compiles this body into its
+/// callers, which enable those features (a `#[target_feature]` function
+/// would be a call per block here, which measured a third slower).
+#[inline(always)]
+unsafe fn emit<const BS: usize, const OP: u8, const KV: bool>(
+    r: &Runs<BS>,
+    kv: __m128i,
+    bias: __m128i,
+    out: &mut [u8],
+) {
+    let out = &mut out[..2 * BS];
+    let shift = r.run.trailing_zeros();
+    for i in (0..BS).step_by(16) {
+        let t = (i >> shift) & 15;
+        // SAFETY: the CPU supports the features (this function's contract);
+        // `r.q[i..i + 16]` is in bounds (`i + 16 <= BS`): an unaligned load.
+        unsafe {
+            let q = _mm_loadu_si128(r.q[i..i + 16].as_ptr().cast());
+            let q = if KV { _mm_shuffle_epi8(kv, q) } else { q };
+            let q = _mm_sub_epi8(q, bias);
             let x0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
             let x1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(q)));
-            let (y0, y1) = (_mm256_mul_ps(a, x0), _mm256_mul_ps(a, x1));
-            let (y0, y1) = match r.op {
-                Op::Mul => (y0, y1),
-                Op::MulAdd => (_mm256_add_ps(y0, m), _mm256_add_ps(y1, m)),
-                Op::MulSub => (_mm256_sub_ps(y0, m), _mm256_sub_ps(y1, m)),
-            };
-            store_bf16x16(o, y0, y1);
+            let a = _mm256_set1_ps(r.a[t]);
+            let (mut y0, mut y1) = (_mm256_mul_ps(a, x0), _mm256_mul_ps(a, x1));
+            if OP == ADD {
+                let m = _mm256_set1_ps(r.m[t]);
+                (y0, y1) = (_mm256_add_ps(y0, m), _mm256_add_ps(y1, m));
+            } else if OP == SUB {
+                let m = _mm256_set1_ps(r.m[t]);
+                (y0, y1) = (_mm256_sub_ps(y0, m), _mm256_sub_ps(y1, m));
+            }
+            store_bf16x16(&mut out[2 * i..], y0, y1);
         }
     }
 }
 
-/// Every `TS`-byte block of `b` through `decode` and [`emit`].
+/// Every `TS`-byte block of `b` through `decode` and [`emit`]; `OP` and
+/// `KV` must be the type's `runs::shape` (the tests compare every type
+/// with the portable code).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn each<const TS: usize, const BS: usize>(
+fn each<const TS: usize, const BS: usize, const OP: u8, const KV: bool>(
     ty: GgmlType,
     b: &[u8],
     out: &mut [u8],
     decode: impl Fn(&[u8; TS], &mut Runs<BS>),
 ) {
-    let Some((run, op)) = runs::shape(ty) else {
+    let Some(shape) = runs::shape(ty) else {
         return;
     };
-    let mut r = Runs::<BS>::new(run, op);
+    debug_assert_eq!((shape.op as u8, shape.kv.is_some()), (OP, KV), "{ty}");
+    let mut r = Runs::<BS>::new(shape);
+    let kv = shape.kv.map_or(_mm_setzero_si128(), |t| {
+        // SAFETY: a value table is 16 i8; an unaligned 16-byte load.
+        unsafe { _mm_loadu_si128(t.as_ptr().cast()) }
+    });
+    let bias = _mm_set1_epi8(shape.bias);
     for (c, o) in b.chunks_exact(TS).zip(out.chunks_exact_mut(2 * BS)) {
         let Ok(c) = c.try_into() else { continue };
         decode(c, &mut r);
-        emit(&r, o);
+        // SAFETY: this function runs with the features `emit` needs.
+        unsafe { emit::<BS, OP, KV>(&r, kv, bias, o) };
     }
 }
 
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn ggml(ty: GgmlType, b: &[u8], out: &mut [u8]) -> bool {
+pub(super) unsafe fn ggml(ty: GgmlType, b: &[u8], out: &mut [u8]) -> bool {
     use GgmlType as T;
     match ty {
-        T::Q4_0 => each::<18, 32>(ty, b, out, runs::q4_0),
-        T::Q4_1 => each::<20, 32>(ty, b, out, runs::q4_1),
-        T::Q5_0 => each::<22, 32>(ty, b, out, runs::q5_0),
-        T::Q5_1 => each::<24, 32>(ty, b, out, runs::q5_1),
-        T::Q8_0 => each::<34, 32>(ty, b, out, runs::q8_0),
-        T::Q2_K => each::<84, 256>(ty, b, out, runs::q2_k),
-        T::Q3_K => each::<110, 256>(ty, b, out, runs::q3_k),
-        T::Q4_K => each::<144, 256>(ty, b, out, runs::q4_k),
-        T::Q5_K => each::<176, 256>(ty, b, out, runs::q5_k),
-        T::Q6_K => each::<210, 256>(ty, b, out, runs::q6_k),
-        T::IQ4_NL => each::<18, 32>(ty, b, out, runs::iq4_nl),
-        T::IQ4_XS => each::<136, 256>(ty, b, out, runs::iq4_xs),
-        T::MXFP4 => each::<17, 32>(ty, b, out, runs::mxfp4),
-        T::NVFP4 => each::<36, 64>(ty, b, out, runs::nvfp4),
-        T::TQ1_0 => each::<54, 256>(ty, b, out, runs::tq1_0),
-        T::TQ2_0 => each::<66, 256>(ty, b, out, runs::tq2_0),
-        T::IQ2_XXS => each::<66, 256>(ty, b, out, runs::iq2_xxs),
-        T::IQ2_XS => each::<74, 256>(ty, b, out, runs::iq2_xs),
-        T::IQ2_S => each::<82, 256>(ty, b, out, runs::iq2_s),
-        T::IQ3_XXS => each::<98, 256>(ty, b, out, runs::iq3_xxs),
-        T::IQ3_S => each::<110, 256>(ty, b, out, runs::iq3_s),
+        T::Q4_0 => each::<18, 32, MUL, false>(ty, b, out, runs::q4_0),
+        T::Q4_1 => each::<20, 32, ADD, false>(ty, b, out, runs::q4_1),
+        T::Q5_0 => each::<22, 32, MUL, false>(ty, b, out, runs::q5_0),
+        T::Q5_1 => each::<24, 32, ADD, false>(ty, b, out, runs::q5_1),
+        T::Q8_0 => each::<34, 32, MUL, false>(ty, b, out, runs::q8_0),
+        T::Q2_K => each::<84, 256, SUB, false>(ty, b, out, runs::q2_k),
+        T::Q3_K => each::<110, 256, MUL, false>(ty, b, out, runs::q3_k),
+        T::Q4_K => each::<144, 256, SUB, false>(ty, b, out, runs::q4_k),
+        T::Q5_K => each::<176, 256, SUB, false>(ty, b, out, runs::q5_k),
+        T::Q6_K => each::<210, 256, MUL, false>(ty, b, out, runs::q6_k),
+        T::IQ4_NL => each::<18, 32, MUL, true>(ty, b, out, runs::iq4_nl),
+        T::IQ4_XS => each::<136, 256, MUL, true>(ty, b, out, runs::iq4_xs),
+        T::MXFP4 => each::<17, 32, MUL, true>(ty, b, out, runs::mxfp4),
+        T::NVFP4 => each::<36, 64, MUL, true>(ty, b, out, runs::nvfp4),
+        T::TQ1_0 => each::<54, 256, MUL, false>(ty, b, out, runs::tq1_0),
+        T::TQ2_0 => each::<66, 256, MUL, false>(ty, b, out, runs::tq2_0),
+        T::IQ2_XXS => each::<66, 256, MUL, false>(ty, b, out, runs::iq2_xxs),
+        T::IQ2_XS => each::<74, 256, MUL, false>(ty, b, out, runs::iq2_xs),
+        T::IQ2_S => each::<82, 256, MUL, false>(ty, b, out, runs::iq2_s),
+        T::IQ3_XXS => each::<98, 256, MUL, false>(ty, b, out, runs::iq3_xxs),
+        T::IQ3_S => each::<110, 256, MUL, false>(ty, b, out, runs::iq3_s),
         _ => return false,
     }
     true

@@ -13,12 +13,14 @@
 //!   output row's 32 values are one `vpermw` of the scale-127 words and one
 //!   masked add of the rows' exponent deltas (mask: non-zero nibbles);
 //! - elementwise conversions and ggml runs 16 values per instruction, with
-//!   `vpmovdw` narrowing and mask registers for the NaN rule.
+//!   `vpmovdw` narrowing and mask registers for the NaN rule. (The i-quants
+//!   IQ2_* / IQ3_* take the AVX2 code: their grid lookups, compiled with
+//!   AVX-512, become slow gathers.)
 
 use std::arch::x86_64::*;
 
 use super::avx2::{tile_deltas, transpose16};
-use super::ggml_runs::{self as runs, Op, Runs};
+use super::ggml_runs::{self as runs, Runs};
 use super::{Fns, Kernels, Level};
 use crate::quant::ggml::GgmlType;
 use crate::quant::mxfp4::{self, Expert, PREFETCH_ROWS};
@@ -237,19 +239,23 @@ unsafe fn f64(src: &[u8], dst: &mut [u8]) {
 /// f32 of 16 F8_E4M3 codes (NaN as 0x7FC00000); see `avx2::e4m3x8`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,f16c")]
-fn e4m3x16(c: __m128i) -> __m512 {
+fn e4m3x16(c: __m128i) -> __m512i {
     let c = _mm512_cvtepu8_epi32(c);
     let mag = _mm512_and_si512(c, _mm512_set1_epi32(0x7F));
-    let pow = _mm512_set1_ps(f32::from_bits((120 + 127) << 23));
-    let v = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32::<20>(mag)), pow);
-    let sign = _mm512_slli_epi32::<24>(_mm512_and_si512(c, _mm512_set1_epi32(0x80)));
-    let v = _mm512_or_si512(_mm512_castps_si512(v), sign);
+    let normal = _mm512_add_epi32(_mm512_slli_epi32::<20>(mag), _mm512_set1_epi32(120 << 23));
+    // SAFETY: the first 16 entries of the table are 64 bytes; an unaligned
+    // load. Codes 0..7 (zero, subnormals) are taken from it.
+    let small = unsafe { _mm512_loadu_si512(fp8::E4M3_F32.as_ptr().cast()) };
+    let small = _mm512_permutexvar_epi32(mag, small);
+    let v = _mm512_mask_mov_epi32(
+        normal,
+        _mm512_cmplt_epi32_mask(mag, _mm512_set1_epi32(8)),
+        small,
+    );
     let nan = _mm512_cmpeq_epi32_mask(mag, _mm512_set1_epi32(0x7F));
-    _mm512_castsi512_ps(_mm512_mask_mov_epi32(
-        v,
-        nan,
-        _mm512_set1_epi32(0x7FC0_0000),
-    ))
+    let v = _mm512_mask_mov_epi32(v, nan, _mm512_set1_epi32(0x7FC0_0000));
+    let sign = _mm512_slli_epi32::<24>(_mm512_and_si512(c, _mm512_set1_epi32(0x80)));
+    _mm512_or_si512(v, sign)
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,f16c")]
@@ -257,7 +263,7 @@ unsafe fn e4m3(src: &[u8], dst: &mut [u8]) {
     let mut s = src.chunks_exact(16);
     let mut d = dst.chunks_exact_mut(32);
     for (s, d) in (&mut s).zip(&mut d) {
-        store32(d, bf16x16(e4m3x16(load16(s))));
+        store32(d, bf16x16(_mm512_castsi512_ps(e4m3x16(load16(s)))));
     }
     fp8::portable_e4m3(s.remainder(), d.into_remainder());
 }
@@ -268,7 +274,8 @@ unsafe fn e4m3_scaled(src: &[u8], scale: f32, dst: &mut [u8]) {
     let mut d = dst.chunks_exact_mut(32);
     let k = _mm512_set1_ps(scale);
     for (s, d) in (&mut s).zip(&mut d) {
-        store32(d, bf16x16(_mm512_mul_ps(e4m3x16(load16(s)), k)));
+        let v = _mm512_castsi512_ps(e4m3x16(load16(s)));
+        store32(d, bf16x16(_mm512_mul_ps(v, k)));
     }
     fp8::portable_e4m3_scaled(s.remainder(), scale, d.into_remainder());
 }
@@ -287,47 +294,75 @@ unsafe fn e5m2(src: &[u8], dst: &mut [u8]) {
 
 // ---- ggml ------------------------------------------------------------------
 
-/// BF16 of a block's runs into `out` (`2 * BS` bytes), 16 values at a time.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,f16c")]
-fn emit<const BS: usize>(r: &Runs<BS>, out: &mut [u8]) {
-    for (t, (qr, or)) in
-        r.q.chunks_exact(r.run)
-            .zip(out.chunks_exact_mut(2 * r.run))
-            .enumerate()
-    {
-        let a = _mm512_set1_ps(r.a[t]);
-        let m = _mm512_set1_ps(r.m[t]);
-        for (q, o) in qr.chunks_exact(16).zip(or.chunks_exact_mut(32)) {
-            // SAFETY: `q` is 16 i8; an unaligned 16-byte load.
-            let q = unsafe { _mm_loadu_si128(q.as_ptr().cast()) };
-            let y = _mm512_mul_ps(a, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)));
-            let y = match r.op {
-                Op::Mul => y,
-                Op::MulAdd => _mm512_add_ps(y, m),
-                Op::MulSub => _mm512_sub_ps(y, m),
-            };
-            store32(o, bf16x16(y));
+/// [`emit`]'s operations (`runs::Op` as a const generic).
+const MUL: u8 = 0;
+const ADD: u8 = 1;
+const SUB: u8 = 2;
+
+/// BF16 of a block's runs into `out[..2 * BS]`: `a * f32(q)` (then `+ m`
+/// or `- m` by `OP`), 16 values at a time; `KV`: look the codes up in
+/// `kv` first. `kv` and `bias` are `r.kv` and `r.bias` as vectors.
+///
+/// # Safety
+///
+/// The CPU supports AVX-512 F/BW/VL. `#[inline(always)]` compiles this body into its
+/// callers, which enable those features (a `#[target_feature]` function
+/// would be a call per block here, which measured a third slower).
+#[inline(always)]
+unsafe fn emit<const BS: usize, const OP: u8, const KV: bool>(
+    r: &Runs<BS>,
+    kv: __m128i,
+    bias: __m128i,
+    out: &mut [u8],
+) {
+    let out = &mut out[..2 * BS];
+    let shift = r.run.trailing_zeros();
+    for i in (0..BS).step_by(16) {
+        let t = (i >> shift) & 15;
+        // SAFETY: the CPU supports the features (this function's contract);
+        // `r.q[i..i + 16]` is in bounds (`i + 16 <= BS`): an unaligned load.
+        unsafe {
+            let q = _mm_loadu_si128(r.q[i..i + 16].as_ptr().cast());
+            let q = if KV { _mm_shuffle_epi8(kv, q) } else { q };
+            let q = _mm_sub_epi8(q, bias);
+            let a = _mm512_set1_ps(r.a[t]);
+            let mut y = _mm512_mul_ps(a, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)));
+            if OP == ADD {
+                y = _mm512_add_ps(y, _mm512_set1_ps(r.m[t]));
+            } else if OP == SUB {
+                y = _mm512_sub_ps(y, _mm512_set1_ps(r.m[t]));
+            }
+            store32(&mut out[2 * i..], bf16x16(y));
         }
     }
 }
 
+/// Every `TS`-byte block of `b` through `decode` and [`emit`]; `OP` and
+/// `KV` must be the type's `runs::shape` (the tests compare every type
+/// with the portable code).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,f16c")]
-fn each<const TS: usize, const BS: usize>(
+fn each<const TS: usize, const BS: usize, const OP: u8, const KV: bool>(
     ty: GgmlType,
     b: &[u8],
     out: &mut [u8],
     decode: impl Fn(&[u8; TS], &mut Runs<BS>),
 ) {
-    let Some((run, op)) = runs::shape(ty) else {
+    let Some(shape) = runs::shape(ty) else {
         return;
     };
-    let mut r = Runs::<BS>::new(run, op);
+    debug_assert_eq!((shape.op as u8, shape.kv.is_some()), (OP, KV), "{ty}");
+    let mut r = Runs::<BS>::new(shape);
+    let kv = shape.kv.map_or(_mm_setzero_si128(), |t| {
+        // SAFETY: a value table is 16 i8; an unaligned 16-byte load.
+        unsafe { _mm_loadu_si128(t.as_ptr().cast()) }
+    });
+    let bias = _mm_set1_epi8(shape.bias);
     for (c, o) in b.chunks_exact(TS).zip(out.chunks_exact_mut(2 * BS)) {
         let Ok(c) = c.try_into() else { continue };
         decode(c, &mut r);
-        emit(&r, o);
+        // SAFETY: this function runs with the features `emit` needs.
+        unsafe { emit::<BS, OP, KV>(&r, kv, bias, o) };
     }
 }
 
@@ -335,27 +370,29 @@ fn each<const TS: usize, const BS: usize>(
 unsafe fn ggml(ty: GgmlType, b: &[u8], out: &mut [u8]) -> bool {
     use GgmlType as T;
     match ty {
-        T::Q4_0 => each::<18, 32>(ty, b, out, runs::q4_0),
-        T::Q4_1 => each::<20, 32>(ty, b, out, runs::q4_1),
-        T::Q5_0 => each::<22, 32>(ty, b, out, runs::q5_0),
-        T::Q5_1 => each::<24, 32>(ty, b, out, runs::q5_1),
-        T::Q8_0 => each::<34, 32>(ty, b, out, runs::q8_0),
-        T::Q2_K => each::<84, 256>(ty, b, out, runs::q2_k),
-        T::Q3_K => each::<110, 256>(ty, b, out, runs::q3_k),
-        T::Q4_K => each::<144, 256>(ty, b, out, runs::q4_k),
-        T::Q5_K => each::<176, 256>(ty, b, out, runs::q5_k),
-        T::Q6_K => each::<210, 256>(ty, b, out, runs::q6_k),
-        T::IQ4_NL => each::<18, 32>(ty, b, out, runs::iq4_nl),
-        T::IQ4_XS => each::<136, 256>(ty, b, out, runs::iq4_xs),
-        T::MXFP4 => each::<17, 32>(ty, b, out, runs::mxfp4),
-        T::NVFP4 => each::<36, 64>(ty, b, out, runs::nvfp4),
-        T::TQ1_0 => each::<54, 256>(ty, b, out, runs::tq1_0),
-        T::TQ2_0 => each::<66, 256>(ty, b, out, runs::tq2_0),
-        T::IQ2_XXS => each::<66, 256>(ty, b, out, runs::iq2_xxs),
-        T::IQ2_XS => each::<74, 256>(ty, b, out, runs::iq2_xs),
-        T::IQ2_S => each::<82, 256>(ty, b, out, runs::iq2_s),
-        T::IQ3_XXS => each::<98, 256>(ty, b, out, runs::iq3_xxs),
-        T::IQ3_S => each::<110, 256>(ty, b, out, runs::iq3_s),
+        T::Q4_0 => each::<18, 32, MUL, false>(ty, b, out, runs::q4_0),
+        T::Q4_1 => each::<20, 32, ADD, false>(ty, b, out, runs::q4_1),
+        T::Q5_0 => each::<22, 32, MUL, false>(ty, b, out, runs::q5_0),
+        T::Q5_1 => each::<24, 32, ADD, false>(ty, b, out, runs::q5_1),
+        T::Q8_0 => each::<34, 32, MUL, false>(ty, b, out, runs::q8_0),
+        T::Q2_K => each::<84, 256, SUB, false>(ty, b, out, runs::q2_k),
+        T::Q3_K => each::<110, 256, MUL, false>(ty, b, out, runs::q3_k),
+        T::Q4_K => each::<144, 256, SUB, false>(ty, b, out, runs::q4_k),
+        T::Q5_K => each::<176, 256, SUB, false>(ty, b, out, runs::q5_k),
+        T::Q6_K => each::<210, 256, MUL, false>(ty, b, out, runs::q6_k),
+        T::IQ4_NL => each::<18, 32, MUL, true>(ty, b, out, runs::iq4_nl),
+        T::IQ4_XS => each::<136, 256, MUL, true>(ty, b, out, runs::iq4_xs),
+        T::MXFP4 => each::<17, 32, MUL, true>(ty, b, out, runs::mxfp4),
+        T::NVFP4 => each::<36, 64, MUL, true>(ty, b, out, runs::nvfp4),
+        T::TQ1_0 => each::<54, 256, MUL, false>(ty, b, out, runs::tq1_0),
+        T::TQ2_0 => each::<66, 256, MUL, false>(ty, b, out, runs::tq2_0),
+        // The i-quants' grid lookups: compiled with AVX-512, LLVM
+        // vectorizes them into gathers, which are slow on current CPUs (a
+        // third slower than the AVX2 build, measured on Zen 4).
+        T::IQ2_XXS | T::IQ2_XS | T::IQ2_S | T::IQ3_XXS | T::IQ3_S => {
+            // SAFETY: this path runs only where AVX2 and F16C are present too.
+            return unsafe { super::avx2::ggml(ty, b, out) };
+        }
         _ => return false,
     }
     true

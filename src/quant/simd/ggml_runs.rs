@@ -33,63 +33,106 @@ use crate::quant::ggml::{f16_at, u16_at, u32_at, ue4m3_half};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op {
     /// `a * q`
-    Mul,
+    Mul = 0,
     /// `a * q + m`
-    MulAdd,
+    MulAdd = 1,
     /// `a * q - m`
-    MulSub,
+    MulSub = 2,
+}
+
+/// How a type's blocks are computed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shape {
+    /// Values per run: 16, 32 or the block (always a multiple of 16).
+    pub run: usize,
+    pub op: Op,
+    /// A 16-entry value table the codes index (the IQ4_NL / FP4 values),
+    /// looked up by the SIMD path (`pshufb`).
+    pub kv: Option<&'static [i8; 16]>,
+    /// Subtracted from every code (after the lookup, if any): the integer
+    /// is `code - bias`.
+    pub bias: i8,
 }
 
 /// One block of `BS` values as runs of `run` values sharing `a[t]`, `m[t]`.
 pub(crate) struct Runs<const BS: usize> {
-    pub q: [i8; BS],
-    /// Values per run: 16, 32 or `BS` (always a multiple of 16).
+    /// The codes: the integer of value `i` is `kv[q[i]] - bias` (or
+    /// `q[i] - bias` without a table; as i8, wrapping), with `kv` and
+    /// `bias` the type's [`Shape`].
+    pub q: [u8; BS],
+    /// Values per run: 16, 32 or `BS`.
     pub run: usize,
     pub a: [f32; 16],
     pub m: [f32; 16],
-    pub op: Op,
 }
 
 impl<const BS: usize> Runs<BS> {
-    pub(crate) fn new(run: usize, op: Op) -> Self {
+    pub(crate) fn new(shape: Shape) -> Self {
         Runs {
             q: [0; BS],
-            run,
+            run: shape.run,
             a: [0.0; 16],
             m: [0.0; 16],
-            op,
         }
     }
 }
 
-/// The run shape of each accelerated type: (values per run, op).
-pub(crate) fn shape(ty: crate::quant::ggml::GgmlType) -> Option<(usize, Op)> {
+/// The shape of each accelerated type.
+pub(crate) fn shape(ty: crate::quant::ggml::GgmlType) -> Option<Shape> {
     use crate::quant::ggml::GgmlType as T;
-    Some(match ty {
-        T::Q4_0 | T::Q5_0 | T::Q8_0 | T::IQ4_NL | T::MXFP4 => (32, Op::Mul),
-        T::Q4_1 | T::Q5_1 => (32, Op::MulAdd),
-        T::Q2_K => (16, Op::MulSub),
-        T::Q4_K | T::Q5_K => (32, Op::MulSub),
-        T::Q3_K | T::Q6_K | T::IQ2_XS | T::IQ2_S | T::NVFP4 => (16, Op::Mul),
-        T::IQ4_XS | T::IQ2_XXS | T::IQ3_XXS | T::IQ3_S => (32, Op::Mul),
-        T::TQ1_0 | T::TQ2_0 => (256, Op::Mul),
+    let (iq4, fp4) = (Some(&tables::IQ4NL_VALUES), Some(&tables::FP4_VALUES_X2));
+    let (run, op, kv, bias) = match ty {
+        T::Q4_0 => (32, Op::Mul, None, 8),
+        T::Q5_0 => (32, Op::Mul, None, 16),
+        T::Q8_0 => (32, Op::Mul, None, 0),
+        T::IQ4_NL | T::IQ4_XS => (32, Op::Mul, iq4, 0),
+        T::MXFP4 => (32, Op::Mul, fp4, 0),
+        T::NVFP4 => (16, Op::Mul, fp4, 0),
+        T::Q4_1 | T::Q5_1 => (32, Op::MulAdd, None, 0),
+        T::Q2_K => (16, Op::MulSub, None, 0),
+        T::Q4_K | T::Q5_K => (32, Op::MulSub, None, 0),
+        T::Q3_K => (16, Op::Mul, None, 4),
+        T::Q6_K => (16, Op::Mul, None, 32),
+        T::IQ2_XS | T::IQ2_S => (16, Op::Mul, None, 0),
+        T::IQ2_XXS | T::IQ3_XXS | T::IQ3_S => (32, Op::Mul, None, 0),
+        T::TQ1_0 | T::TQ2_0 => (256, Op::Mul, None, 1),
         _ => return None,
-    })
+    };
+    Some(Shape { run, op, kv, bias })
 }
 
+/// Bytes 0x0F of a little-endian word.
+const LOW4: u64 = 0x0F0F_0F0F_0F0F_0F0F;
+/// Bytes 0x03.
+const LOW2: u64 = 0x0303_0303_0303_0303;
+/// Bytes 0x01.
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// 8 bytes of `b` from `i` as a little-endian word.
 #[inline(always)]
-fn nibbles(src: &[u8], lo: &mut [i8], hi: &mut [i8], sub: i8) {
-    for ((&q, l), h) in src.iter().zip(lo.iter_mut()).zip(hi.iter_mut()) {
-        *l = (q & 0xF) as i8 - sub;
-        *h = (q >> 4) as i8 - sub;
-    }
+fn word(b: &[u8], i: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[i..i + 8]);
+    u64::from_le_bytes(w)
 }
 
+/// Store the 8 bytes of `w` as codes `q[..8]`.
 #[inline(always)]
-fn lookup(src: &[u8], lo: &mut [i8], hi: &mut [i8], kv: &[i8; 16]) {
-    for ((&q, l), h) in src.iter().zip(lo.iter_mut()).zip(hi.iter_mut()) {
-        *l = kv[(q & 0xF) as usize];
-        *h = kv[(q >> 4) as usize];
+fn put(q: &mut [u8], w: u64) {
+    q[..8].copy_from_slice(&w.to_le_bytes());
+}
+
+/// Low nibbles of `src` (8k bytes) into `lo`, high nibbles into `hi`.
+#[inline(always)]
+fn nibbles(src: &[u8], lo: &mut [u8], hi: &mut [u8]) {
+    for ((s, l), h) in src
+        .chunks_exact(8)
+        .zip(lo.chunks_exact_mut(8))
+        .zip(hi.chunks_exact_mut(8))
+    {
+        let w = word(s, 0);
+        put(l, w & LOW4);
+        put(h, (w >> 4) & LOW4);
     }
 }
 
@@ -97,7 +140,7 @@ fn lookup(src: &[u8], lo: &mut [i8], hi: &mut [i8], kv: &[i8; 16]) {
 pub(crate) fn q4_0(b: &[u8; 18], r: &mut Runs<32>) {
     r.a[0] = f16_at(b, 0);
     let (lo, hi) = r.q.split_at_mut(16);
-    nibbles(&b[2..18], lo, hi, 8);
+    nibbles(&b[2..18], lo, hi);
 }
 
 #[inline(always)]
@@ -105,45 +148,67 @@ pub(crate) fn q4_1(b: &[u8; 20], r: &mut Runs<32>) {
     r.a[0] = f16_at(b, 0);
     r.m[0] = f16_at(b, 2);
     let (lo, hi) = r.q.split_at_mut(16);
-    nibbles(&b[4..20], lo, hi, 0);
+    nibbles(&b[4..20], lo, hi);
 }
 
+/// Byte `i` of `spread(m, v)[x]` is `v` if bit `i` of `x` is set, else 0.
+const fn spread(v: u8) -> [u64; 256] {
+    let mut t = [0u64; 256];
+    let mut x = 0;
+    while x < 256 {
+        let mut i = 0;
+        while i < 8 {
+            if (x >> i) & 1 == 1 {
+                t[x] |= (v as u64) << (8 * i);
+            }
+            i += 1;
+        }
+        x += 1;
+    }
+    t
+}
+
+/// Bit `i` of a byte as the 5th bit (0x10) of byte `i`.
+static FIFTH_BIT: [u64; 256] = spread(0x10);
+/// Bit `i` of a byte as 0xFF in byte `i` (a sign mask).
+static SIGN_MASK: [u64; 256] = spread(0xFF);
+
+/// Q5_0 / Q5_1 codes: nibbles of `qs` (16 bytes) with bit j of `qh` as
+/// the 5th bit of value j.
 #[inline(always)]
-fn fifth_bits(qs: &[u8], qh: u32, q: &mut [i8; 32], sub: i8) {
-    for j in 0..16 {
-        let lo = (qs[j] & 0xF) | ((((qh >> j) & 1) as u8) << 4);
-        let hi = (qs[j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
-        q[j] = lo as i8 - sub;
-        q[j + 16] = hi as i8 - sub;
+fn fifth_bits(qs: &[u8], qh: u32, q: &mut [u8; 32]) {
+    let h = qh.to_le_bytes().map(|b| FIFTH_BIT[b as usize]);
+    for i in [0, 8] {
+        let w = word(qs, i);
+        put(&mut q[i..], (w & LOW4) | h[i / 8]);
+        put(&mut q[16 + i..], ((w >> 4) & LOW4) | h[2 + i / 8]);
     }
 }
 
 #[inline(always)]
 pub(crate) fn q5_0(b: &[u8; 22], r: &mut Runs<32>) {
     r.a[0] = f16_at(b, 0);
-    fifth_bits(&b[6..22], u32_at(b, 2), &mut r.q, 16);
+    fifth_bits(&b[6..22], u32_at(b, 2), &mut r.q);
 }
 
 #[inline(always)]
 pub(crate) fn q5_1(b: &[u8; 24], r: &mut Runs<32>) {
     r.a[0] = f16_at(b, 0);
     r.m[0] = f16_at(b, 2);
-    fifth_bits(&b[8..24], u32_at(b, 4), &mut r.q, 0);
+    fifth_bits(&b[8..24], u32_at(b, 4), &mut r.q);
 }
 
 #[inline(always)]
 pub(crate) fn q8_0(b: &[u8; 34], r: &mut Runs<32>) {
     r.a[0] = f16_at(b, 0);
-    for (q, &x) in r.q.iter_mut().zip(&b[2..34]) {
-        *q = x as i8;
-    }
+    r.q.copy_from_slice(&b[2..34]);
 }
 
 #[inline(always)]
 pub(crate) fn iq4_nl(b: &[u8; 18], r: &mut Runs<32>) {
     r.a[0] = f16_at(b, 0);
     let (lo, hi) = r.q.split_at_mut(16);
-    lookup(&b[2..18], lo, hi, &tables::IQ4NL_VALUES);
+    nibbles(&b[2..18], lo, hi);
 }
 
 #[inline(always)]
@@ -156,7 +221,7 @@ pub(crate) fn mxfp4(b: &[u8; 17], r: &mut Runs<32>) {
     };
     r.a[0] = f32::from_bits(bits);
     let (lo, hi) = r.q.split_at_mut(16);
-    lookup(&b[1..17], lo, hi, &tables::FP4_VALUES_X2);
+    nibbles(&b[1..17], lo, hi);
 }
 
 #[inline(always)]
@@ -164,7 +229,7 @@ pub(crate) fn nvfp4(b: &[u8; 36], r: &mut Runs<64>) {
     for s in 0..4 {
         r.a[s] = ue4m3_half(b[s]);
         let (lo, hi) = r.q[16 * s..16 * s + 16].split_at_mut(8);
-        lookup(&b[4 + 8 * s..12 + 8 * s], lo, hi, &tables::FP4_VALUES_X2);
+        nibbles(&b[4 + 8 * s..12 + 8 * s], lo, hi);
     }
 }
 
@@ -176,12 +241,11 @@ pub(crate) fn q2_k(b: &[u8; 84], r: &mut Runs<256>) {
         r.a[i] = d * (b[i] & 0xF) as f32;
         r.m[i] = dmin * (b[i] >> 4) as f32;
     }
-    let qs = &b[16..80];
     for half in 0..2 {
-        for j in 0..4 {
-            let o = &mut r.q[128 * half + 32 * j..128 * half + 32 * j + 32];
-            for (q, &x) in o.iter_mut().zip(&qs[32 * half..32 * half + 32]) {
-                *q = ((x >> (2 * j)) & 3) as i8;
+        for i in (0..32).step_by(8) {
+            let w = word(b, 16 + 32 * half + i);
+            for j in 0..4 {
+                put(&mut r.q[128 * half + 32 * j + i..], (w >> (2 * j)) & LOW2);
             }
         }
     }
@@ -199,14 +263,15 @@ pub(crate) fn q3_k(b: &[u8; 110], r: &mut Runs<256>) {
         let s = (lo | (hi << 4)) as i32 - 32;
         r.a[i] = d * s as f32;
     }
+    // Code ql | hbit << 2 (0..7); the integer is code - 4 (bias).
     for half in 0..2 {
-        for j in 0..4 {
-            let base = 128 * half + 32 * j;
-            let shift = (base / 32) as u32;
-            for l in 0..32 {
-                let ql = ((qs[32 * half + l] >> (2 * j)) & 3) as i8;
-                let qh = ((hmask[l] >> shift) & 1) as i8;
-                r.q[base + l] = ql - ((qh ^ 1) << 2);
+        for i in (0..32).step_by(8) {
+            let w = word(qs, 32 * half + i);
+            let h = word(hmask, i);
+            for j in 0..4 {
+                let ql = (w >> (2 * j)) & LOW2;
+                let qh = (h >> (4 * half + j)) & ONES;
+                put(&mut r.q[128 * half + 32 * j + i..], ql | (qh << 2));
             }
         }
     }
@@ -234,22 +299,22 @@ pub(crate) fn q4_k(b: &[u8; 144], r: &mut Runs<256>) {
     let qs = &b[16..144];
     for p in 0..4 {
         let (lo, hi) = r.q[64 * p..64 * p + 64].split_at_mut(32);
-        nibbles(&qs[32 * p..32 * p + 32], lo, hi, 0);
+        nibbles(&qs[32 * p..32 * p + 32], lo, hi);
     }
 }
 
 #[inline(always)]
 pub(crate) fn q5_k(b: &[u8; 176], r: &mut Runs<256>) {
     k4_scales(b, r);
-    let qh = &b[16..48];
-    let qs = &b[48..176];
     for p in 0..4 {
-        let (lo, hi) = r.q[64 * p..64 * p + 64].split_at_mut(32);
-        for l in 0..32 {
-            let x = qs[32 * p + l];
-            let h = qh[l] >> (2 * p);
-            lo[l] = ((x & 0xF) | ((h & 1) << 4)) as i8;
-            hi[l] = ((x >> 4) | ((h & 2) << 3)) as i8;
+        for i in (0..32).step_by(8) {
+            let w = word(b, 48 + 32 * p + i);
+            let h = word(b, 16 + i) >> (2 * p);
+            put(&mut r.q[64 * p + i..], (w & LOW4) | ((h & ONES) << 4));
+            put(
+                &mut r.q[64 * p + 32 + i..],
+                ((w >> 4) & LOW4) | (((h >> 1) & ONES) << 4),
+            );
         }
     }
 }
@@ -260,15 +325,22 @@ pub(crate) fn q6_k(b: &[u8; 210], r: &mut Runs<256>) {
     for i in 0..16 {
         r.a[i] = d * (b[192 + i] as i8) as f32;
     }
+    // Code (6 bits) - 32 (bias).
     for h in 0..2 {
-        let ql = &b[64 * h..64 * h + 64];
-        let qh = &b[128 + 32 * h..128 + 32 * h + 32];
-        let o = &mut r.q[128 * h..128 * h + 128];
-        for l in 0..32 {
-            o[l] = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i8 - 32;
-            o[32 + l] = ((ql[32 + l] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
-            o[64 + l] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
-            o[96 + l] = ((ql[32 + l] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+        for l in (0..32).step_by(8) {
+            let (ql0, ql1) = (word(b, 64 * h + l), word(b, 64 * h + 32 + l));
+            let qh = word(b, 128 + 32 * h + l);
+            let o = 128 * h + l;
+            put(&mut r.q[o..], (ql0 & LOW4) | ((qh & LOW2) << 4));
+            put(&mut r.q[o + 32..], (ql1 & LOW4) | (((qh >> 2) & LOW2) << 4));
+            put(
+                &mut r.q[o + 64..],
+                ((ql0 >> 4) & LOW4) | (((qh >> 4) & LOW2) << 4),
+            );
+            put(
+                &mut r.q[o + 96..],
+                ((ql1 >> 4) & LOW4) | (((qh >> 6) & LOW2) << 4),
+            );
         }
     }
 }
@@ -277,7 +349,8 @@ pub(crate) fn q6_k(b: &[u8; 210], r: &mut Runs<256>) {
 pub(crate) fn tq1_0(b: &[u8; 54], r: &mut Runs<256>) {
     const POW3: [u8; 5] = [1, 3, 9, 27, 81];
     r.a[0] = f16_at(b, 52);
-    let trit = |x: u8, k: usize| ((x.wrapping_mul(POW3[k]) as u32 * 3) >> 8) as i8 - 1;
+    // Code: the base-3 digit (0..2); the integer is code - 1 (bias).
+    let trit = |x: u8, k: usize| ((x.wrapping_mul(POW3[k]) as u32 * 3) >> 8) as u8;
     for k in 0..5 {
         for l in 0..32 {
             r.q[32 * k + l] = trit(b[l], k);
@@ -296,11 +369,12 @@ pub(crate) fn tq1_0(b: &[u8; 54], r: &mut Runs<256>) {
 #[inline(always)]
 pub(crate) fn tq2_0(b: &[u8; 66], r: &mut Runs<256>) {
     r.a[0] = f16_at(b, 64);
+    // Code: 2 bits (0..3); the integer is code - 1 (bias).
     for half in 0..2 {
-        for j in 0..4 {
-            let o = &mut r.q[128 * half + 32 * j..128 * half + 32 * j + 32];
-            for (q, &x) in o.iter_mut().zip(&b[32 * half..32 * half + 32]) {
-                *q = ((x >> (2 * j)) & 3) as i8 - 1;
+        for i in (0..32).step_by(8) {
+            let w = word(b, 32 * half + i);
+            for j in 0..4 {
+                put(&mut r.q[128 * half + 32 * j + i..], (w >> (2 * j)) & LOW2);
             }
         }
     }
@@ -315,17 +389,17 @@ pub(crate) fn iq4_xs(b: &[u8; 136], r: &mut Runs<256>) {
         let hi = ((sh >> (2 * s)) & 3) as u8;
         r.a[s] = d * ((lo | (hi << 4)) as i32 - 32) as f32;
         let (l, h) = r.q[32 * s..32 * s + 32].split_at_mut(16);
-        lookup(&b[8 + 16 * s..24 + 16 * s], l, h, &tables::IQ4NL_VALUES);
+        nibbles(&b[8 + 16 * s..24 + 16 * s], l, h);
     }
 }
 
-/// 8 grid values (bytes of `row`) with the signs of `signs`' bits.
+/// 8 grid values (bytes of `row`, each 1..=127) negated where `signs` has
+/// a bit set: per byte `(v ^ m) + (m & 1)` with `m` 0 or 0xFF, which is
+/// `v` or `-v` and never carries into the next byte (`!v <= 0xFE`).
 #[inline(always)]
-fn signed_row(row: u64, signs: u8, q: &mut [i8]) {
-    for (e, q) in q.iter_mut().enumerate().take(8) {
-        let v = (row >> (8 * e)) as u8 as i8;
-        *q = if (signs >> e) & 1 == 0 { v } else { -v };
-    }
+fn signed_row(row: u64, signs: u8, q: &mut [u8]) {
+    let m = SIGN_MASK[signs as usize];
+    put(q, (row ^ m).wrapping_add(m & ONES));
 }
 
 #[inline(always)]
@@ -394,14 +468,44 @@ pub(crate) fn iq3_s(b: &[u8; 110], r: &mut Runs<256>) {
         let s = (b[106 + i / 2] >> (4 * (i % 2))) & 0xF;
         r.a[i] = d * (1 + 2 * s) as f32;
     }
-    for e in 0..64 {
-        let hi = ((b[66 + e / 8] >> (e % 8)) & 1) as usize;
-        let row = tables::IQ3S_GRID[b[2 + e] as usize | (hi << 8)];
-        // Values 4e..4e+4 take sign bits (4e % 8)..+4 of byte 74 + 4e / 8.
-        let signs = b[74 + e / 2] >> (4 * (e % 2));
-        for t in 0..4 {
-            let v = (row >> (8 * t)) as u8 as i8;
-            r.q[4 * e + t] = if (signs >> t) & 1 == 0 { v } else { -v };
+    for e in (0..64).step_by(2) {
+        // Values 4e..4e+8: two grid rows of 4, signs from byte 74 + e / 2.
+        let row = |e: usize| {
+            let hi = ((b[66 + e / 8] >> (e % 8)) & 1) as usize;
+            tables::IQ3S_GRID[b[2 + e] as usize | (hi << 8)] as u64
+        };
+        signed_row(
+            row(e) | (row(e + 1) << 32),
+            b[74 + e / 2],
+            &mut r.q[4 * e..],
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `signed_row`'s byte arithmetic needs grid values in 1..=127.
+    #[test]
+    fn grid_values_are_small_positive() {
+        let bytes = |r: u64| r.to_le_bytes();
+        let all = tables::IQ2XXS_GRID
+            .iter()
+            .chain(&tables::IQ2XS_GRID)
+            .chain(&tables::IQ2S_GRID)
+            .flat_map(|&r| bytes(r))
+            .chain(
+                tables::IQ3XXS_GRID
+                    .iter()
+                    .chain(&tables::IQ3S_GRID)
+                    .flat_map(|&r| r.to_le_bytes()),
+            );
+        for v in all {
+            assert!((1..=127).contains(&v), "{v}");
         }
+        let mut q = [0u8; 8];
+        signed_row(0x7F01_0203_0405_0607, 0b1010_0101, &mut q);
+        assert_eq!(q.map(|b| b as i8), [-7, 6, -5, 4, 3, -2, 1, -127]);
     }
 }

@@ -16,6 +16,26 @@
 //!
 //! Slice kernels take `n` source elements as little-endian bytes and write `n`
 //! BF16 values as little-endian bytes; both slices may have any alignment.
+//! They run the path `simd::active` chose (F16C `vcvtph2ps` on x86-64); the
+//! code here is the portable one.
+//!
+//! Why not the `half` crate for F16 (issue 8), decided by measurement
+//! (`cargo bench --bench kernel_table -- f16`, docs/PERFORMANCE.md):
+//! - exactness is not the question: `half::f16::to_f32`, `to_f32_const` and
+//!   its F16C slice conversion give the same f32 as [`f16_to_f32`] for all
+//!   65536 codes (NaNs quieted alike), hence the same BF16 after rounding;
+//! - speed is: `half`'s slice API (`HalfFloatSliceExt::convert_to_f32_slice`,
+//!   F16C when present) converts to an f32 buffer, which then has to be
+//!   rounded in a second pass; with this crate's SIMD F32 -> BF16 kernel as
+//!   that pass it ran at a third of the fused kernel (F16C conversion and
+//!   rounding in registers, no intermediate buffer): 0.24 vs 1.08 of memcpy
+//!   per core. Per element, `half::f16::to_f32` (a runtime feature check and
+//!   a call per value) and `to_f32_const` (branches) ran at about a quarter
+//!   of the branch-free [`f16_to_f32`] below, which is also a `const fn` the
+//!   FP8 tables are built with.
+//!
+//! So gyrofs keeps its own conversion, and `half` is the independent
+//! reference the tests compare it with (a dev-dependency).
 
 use super::simd::{self, Kernels};
 use super::{KernelError, bf16, check_elementwise};

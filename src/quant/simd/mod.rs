@@ -265,5 +265,8 @@ mod tests {
         if is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("f16c") {
             assert!(Level::Avx512.is_supported() && Level::Avx2.is_supported());
         }
+        // NEON is part of every aarch64 CPU: its tests always run there.
+        #[cfg(target_arch = "aarch64")]
+        assert_eq!(best().level(), Level::Neon);
     }
 }

@@ -95,7 +95,6 @@ pub(crate) static TABLE_SPLIT: [[u8; 32]; 256] = build_split();
 /// (magnitudes 2^(s-128) to 1.5 * 2^(s-125)), so scaling is exact exponent
 /// arithmetic. Below 2 the smallest values are subnormal, above 252 the
 /// largest overflow; SIMD paths use the table there. (Tested for every scale.)
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) const EXPONENT_SCALES: std::ops::RangeInclusive<u8> = 2..=252;
 
 fn check(kernel: &'static str, blocks: &[u8], scales: &[u8]) -> Result<(), KernelError> {
@@ -434,7 +433,10 @@ pub(crate) fn transposed_tile(
 /// cache-line aligned (unaligned ones straddle two lines: measured 10-40%
 /// slower). `full(x, gi, j0, out)` computes a full tile, or returns `false`
 /// to leave it to [`transposed_tile`]; heads and tails always go there.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 #[inline]
 pub(crate) fn walk_tiles(
     x: &Expert,
@@ -461,6 +463,25 @@ pub(crate) fn walk_tiles(
             j0 += jn;
         }
     }
+}
+
+/// Exponent-field deltas `(s - 127) << 7` of the scales of the 32 source
+/// rows `j0..` of block column `gi`, or `None` if a scale is outside
+/// [`EXPONENT_SCALES`] (the SIMD paths' full tiles).
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+#[inline]
+pub(crate) fn tile_deltas(scales: &[u8], g: usize, gi: usize, j0: usize) -> Option<[i16; 32]> {
+    let mut delta = [0i16; 32];
+    let mut ok = true;
+    for (jj, d) in delta.iter_mut().enumerate() {
+        let s = scales[(j0 + jj) * g + gi];
+        ok &= EXPONENT_SCALES.contains(&s);
+        *d = (s as i16 - 127) << 7;
+    }
+    ok.then_some(delta)
 }
 
 /// Source rows to prefetch ahead in the transposed kernels: consecutive

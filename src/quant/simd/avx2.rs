@@ -27,7 +27,7 @@ use std::arch::x86_64::*;
 use super::ggml_runs::{self as runs, Runs};
 use super::{Fns, Kernels, Level};
 use crate::quant::ggml::GgmlType;
-use crate::quant::mxfp4::{self, EXPONENT_SCALES, Expert, PREFETCH_ROWS};
+use crate::quant::mxfp4::{self, Expert, PREFETCH_ROWS, tile_deltas};
 use crate::quant::{float, fp8};
 
 pub(crate) static KERNELS: Kernels = Kernels {
@@ -167,21 +167,6 @@ pub(super) fn transpose16(x: &[__m256i; 16]) -> [__m256i; 16] {
         cols[2 * cp + 1] = _mm256_unpackhi_epi64(c[2 * cp], c[2 * cp + 1]);
     }
     cols
-}
-
-/// Exponent-field deltas `(s - 127) << 7` of the 32 source rows `j0..`
-/// of block column `gi`, or `None` if a scale is outside
-/// [`EXPONENT_SCALES`].
-#[inline]
-pub(super) fn tile_deltas(scales: &[u8], g: usize, gi: usize, j0: usize) -> Option<[i16; 32]> {
-    let mut delta = [0i16; 32];
-    let mut ok = true;
-    for (jj, d) in delta.iter_mut().enumerate() {
-        let s = scales[(j0 + jj) * g + gi];
-        ok &= EXPONENT_SCALES.contains(&s);
-        *d = (s as i16 - 127) << 7;
-    }
-    ok.then_some(delta)
 }
 
 #[target_feature(enable = "avx2,f16c")]

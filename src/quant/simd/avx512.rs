@@ -19,11 +19,11 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{tile_deltas, transpose16};
+use super::avx2::transpose16;
 use super::ggml_runs::{self as runs, Runs};
 use super::{Fns, Kernels, Level};
 use crate::quant::ggml::GgmlType;
-use crate::quant::mxfp4::{self, Expert, PREFETCH_ROWS};
+use crate::quant::mxfp4::{self, Expert, PREFETCH_ROWS, tile_deltas};
 use crate::quant::{float, fp8};
 
 pub(crate) static KERNELS: Kernels = Kernels {

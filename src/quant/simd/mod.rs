@@ -34,7 +34,7 @@ use super::ggml::GgmlType;
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod ggml_runs;
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod neon;

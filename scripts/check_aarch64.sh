@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target=aarch64-unknown-linux-gnu
 if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
-    if ! rustup target add "$target"; then
+    if ! timeout 300 rustup target add "$target"; then
         echo "check_aarch64: cannot install the $target target here; skipped" >&2
         exit 0
     fi

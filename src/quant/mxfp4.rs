@@ -129,7 +129,8 @@ fn check_out(
 }
 
 /// Dequantize whole blocks to BF16 values: `blocks.len() == 16 * scales.len()`,
-/// `out.len() == 32 * scales.len()`.
+/// `out.len() == 32 * scales.len()`. (Portable code: views use the byte
+/// forms below, which run the SIMD paths.)
 pub fn dequant_blocks(blocks: &[u8], scales: &[u8], out: &mut [u16]) -> Result<(), KernelError> {
     check("mxfp4::dequant_blocks", blocks, scales)?;
     check_out("mxfp4::dequant_blocks", out.len(), scales, 1)?;

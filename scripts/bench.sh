@@ -11,15 +11,22 @@
 # BENCH_GGUF_MB (MiB of BF16 output per ggml type, default 512; the largest
 # scratch file, F16/BF16, is this size and is deleted after its row),
 # BENCH_GGUF_TYPES (space-separated ggml type names), BENCH_PYTHON (a Python
-# with gguf + numpy for the baseline, default /opt/pyref/bin/python).
+# with gguf + numpy for the baseline, default /opt/pyref/bin/python),
+# GYROFS_BIN (the gyrofs binary to measure; default: build this checkout).
 # Needs root (mounts, drop_caches) and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BENCH_DIR=${BENCH_DIR:-/tmp/gyrofs-bench}
 mkdir -p "$BENCH_DIR"
-cargo build --release --quiet
-G=$PWD/target/release/gyrofs
+# GYROFS_BIN: benchmark another build (e.g. the previous commit's, to compare
+# two builds in one session); default: build this checkout's release binary.
+if [ -n "${GYROFS_BIN:-}" ]; then
+    G=$GYROFS_BIN
+else
+    cargo build --release --quiet
+    G=$PWD/target/release/gyrofs
+fi
 MNT=$BENCH_DIR/mnt
 mkdir -p "$MNT"
 cleanup() { umount -l "$MNT" 2>/dev/null || true; }

@@ -2,18 +2,190 @@
 //! headers, and nothing it would have to read tensor data to know.
 //!
 //! Source readers (`source/`) produce it; views (`view/`) consume it. It holds
-//! the mapped files, every tensor (stored dtype, logical dtype, shape, byte
-//! extent in a mapped file), quantization pairings, the parsed `config.json`,
-//! and the side files (tokenizer, generation config, ...) that views pass
-//! through unchanged.
+//! the mapped files ([`CatalogFile`]: the map, the file's own metadata, its
+//! role), every tensor (stored dtype, logical dtype, shape, [`Extent`] in a
+//! mapped file), quantization pairings, the parsed `config.json`, and the side
+//! files (tokenizer, generation config, ...) that views pass through unchanged.
+//!
+//! Files and tensors are referred to by dense typed indices ([`FileId`],
+//! [`TensorId`]), never by position in some parallel vector.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Index;
 
 use serde_json::Value;
 
 use crate::dtype::Dtype;
+use crate::error::ReadError;
 use crate::quant::ggml::GgmlType;
+use crate::source::fault;
 use crate::source::mapped::SourceFile;
+
+/// Index of a file in [`Catalog::files`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileId(pub u32);
+
+/// Index of a tensor in [`Catalog::tensors`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(pub u32);
+
+impl FileId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl TensorId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A byte range `[offset, offset + len)` of a source file: where a tensor's
+/// bytes are, and what a lossless segment or a kernel reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    pub file: FileId,
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl Extent {
+    pub fn end(&self) -> u64 {
+        self.offset + self.len
+    }
+
+    /// `len` bytes starting `offset` bytes in.
+    pub fn sub(&self, offset: u64, len: u64) -> Extent {
+        debug_assert!(offset + len <= self.len);
+        Extent {
+            file: self.file,
+            offset: self.offset + offset,
+            len,
+        }
+    }
+}
+
+/// What a source file is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileRole {
+    /// Holds tensor data (a safetensors shard, a GGUF file).
+    Tensors,
+    /// Passed through unchanged next to the model (config, tokenizer, ...).
+    Side,
+}
+
+impl FileRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            FileRole::Tensors => "tensors",
+            FileRole::Side => "side",
+        }
+    }
+}
+
+/// One mapped source file and what the catalog knows about it.
+#[derive(Debug)]
+pub struct CatalogFile {
+    pub file: SourceFile,
+    /// The file's own `__metadata__` (safetensors; empty otherwise).
+    pub metadata: BTreeMap<String, String>,
+    pub role: FileRole,
+}
+
+/// Every file of a source, indexed by [`FileId`]: tensor files first (in
+/// source order), then side files. The read path gets its bytes here.
+#[derive(Debug, Default)]
+pub struct Files {
+    files: Vec<CatalogFile>,
+    /// The address range of each file's map, for SIGBUS recovery.
+    ranges: Vec<fault::Range>,
+}
+
+impl Files {
+    pub fn push(
+        &mut self,
+        file: SourceFile,
+        metadata: BTreeMap<String, String>,
+        role: FileRole,
+    ) -> FileId {
+        let id = FileId(self.files.len() as u32);
+        let data = file.data();
+        self.ranges.push((data.as_ptr() as usize, data.len()));
+        self.files.push(CatalogFile {
+            file,
+            metadata,
+            role,
+        });
+        id
+    }
+
+    /// Run `f`, which reads the maps of these files, recovering from a
+    /// SIGBUS in them (a file truncated under the map, `source::fault`): the
+    /// file is then marked changed and `f`'s result replaced by
+    /// [`ReadError::SourceChanged`].
+    pub fn guarded<T>(&self, f: impl FnOnce() -> Result<T, ReadError>) -> Result<T, ReadError> {
+        match fault::guarded(&self.ranges, f) {
+            Ok(r) => r,
+            Err(fault) => {
+                let hit = self.files.iter().find(|f| f.file.maps(fault.addr));
+                let file = hit.map_or_else(|| "?".to_string(), |f| f.file.name.clone());
+                if let Some(f) = hit {
+                    f.file.mark_changed();
+                }
+                Err(ReadError::SourceChanged { file })
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Every file with its id.
+    pub fn iter(&self) -> impl Iterator<Item = (FileId, &CatalogFile)> {
+        self.files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (FileId(i as u32), f))
+    }
+
+    /// The files with `role`.
+    pub fn with_role(&self, role: FileRole) -> impl Iterator<Item = (FileId, &CatalogFile)> {
+        self.iter().filter(move |(_, f)| f.role == role)
+    }
+
+    /// The bytes of `e`, borrowed from the map after checking that the file
+    /// is unchanged.
+    pub fn bytes(&self, e: Extent) -> Result<&[u8], ReadError> {
+        self[e.file].file.bytes(e.offset, e.len)
+    }
+
+    /// Copy the bytes of `e` into `dst` (`pread`; no map access).
+    pub fn read_into(&self, e: Extent, dst: &mut [u8]) -> Result<(), ReadError> {
+        self[e.file].file.read_into(e.offset, dst)
+    }
+
+    /// The whole of file `id`.
+    pub fn whole(&self, id: FileId) -> Extent {
+        Extent {
+            file: id,
+            offset: 0,
+            len: self[id].file.len,
+        }
+    }
+}
+
+impl Index<FileId> for Files {
+    type Output = CatalogFile;
+    fn index(&self, id: FileId) -> &CatalogFile {
+        &self.files[id.index()]
+    }
+}
 
 /// Which kind of checkpoint the catalog was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,14 +215,11 @@ pub struct Tensor {
     /// Storage dtype (what the bytes are laid out as).
     pub dtype: Dtype,
     /// What the values mean: `FP4`, `UE8` (from `dtypes.json` or a detected
-    /// MXFP4 pairing), otherwise the storage dtype's name.
+    /// MXFP4 pairing), a ggml type name, otherwise the storage dtype's name.
     pub logical: String,
     pub shape: Vec<u64>,
-    /// Index into [`Catalog::files`].
-    pub file: usize,
-    /// Absolute byte range in that file.
-    pub start: u64,
-    pub end: u64,
+    /// Where its bytes are.
+    pub extent: Extent,
     pub quant: Option<Quant>,
     /// For GGUF tensors: the ggml type and the logical (numpy-order) shape.
     /// Quantized types are stored as U8 rows of whole blocks, so `shape` is
@@ -66,6 +235,19 @@ pub struct Ggml {
 }
 
 impl Tensor {
+    /// A tensor whose logical dtype is its stored dtype, not paired.
+    pub fn new(name: String, dtype: Dtype, shape: Vec<u64>, extent: Extent) -> Tensor {
+        Tensor {
+            logical: dtype.name().to_string(),
+            name,
+            dtype,
+            shape,
+            extent,
+            quant: None,
+            ggml: None,
+        }
+    }
+
     /// The shape of the values (a GGUF tensor's logical shape; otherwise the
     /// stored shape).
     pub fn logical_shape(&self) -> &[u64] {
@@ -76,11 +258,11 @@ impl Tensor {
     }
 
     pub fn len(&self) -> u64 {
-        self.end - self.start
+        self.extent.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.start == self.end
+        self.extent.len == 0
     }
 }
 
@@ -89,8 +271,8 @@ impl Tensor {
 pub struct Quant {
     pub scheme: QuantScheme,
     pub role: QuantRole,
-    /// Index of the other member in [`Catalog::tensors`].
-    pub peer: usize,
+    /// The other member.
+    pub peer: TensorId,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,15 +324,9 @@ pub enum QuantRole {
 #[derive(Debug)]
 pub struct Catalog {
     pub format: SourceFormat,
-    /// Every mapped file: tensor files first (in source order), then side files.
-    pub files: Vec<SourceFile>,
-    /// The `__metadata__` of each tensor file (same index as `files`; empty
-    /// for side files and files without one).
-    pub file_metadata: Vec<BTreeMap<String, String>>,
+    pub files: Files,
     /// Tensors in source order: by file, then by offset.
     pub tensors: Vec<Tensor>,
-    /// Indices into `files` of files passed through unchanged, by name.
-    pub side_files: Vec<usize>,
     /// The parsed `config.json`, if the source has one.
     pub config: Option<Value>,
     /// A GGUF source's key/value metadata (all of it), as JSON.
@@ -158,14 +334,24 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Index of the tensor called `name`.
-    pub fn find(&self, name: &str) -> Option<usize> {
-        self.tensors.iter().position(|t| t.name == name)
+    pub fn tensor(&self, id: TensorId) -> &Tensor {
+        &self.tensors[id.index()]
     }
 
-    /// Indices into `files` of the files that hold tensors.
-    pub fn tensor_files(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.files.len()).filter(move |i| !self.side_files.contains(i))
+    /// Every tensor with its id, in source order.
+    pub fn tensor_ids(&self) -> impl Iterator<Item = (TensorId, &Tensor)> {
+        self.tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (TensorId(i as u32), t))
+    }
+
+    /// The tensor called `name`.
+    pub fn find(&self, name: &str) -> Option<TensorId> {
+        self.tensors
+            .iter()
+            .position(|t| t.name == name)
+            .map(|i| TensorId(i as u32))
     }
 
     /// Total bytes of tensor data.
@@ -173,19 +359,29 @@ impl Catalog {
         self.tensors.iter().map(Tensor::len).sum()
     }
 
-    /// The source file holding tensor `t`.
-    pub fn file_of(&self, t: &Tensor) -> &SourceFile {
-        &self.files[t.file]
+    /// The name of the source file holding `t`.
+    pub fn file_name(&self, t: &Tensor) -> &str {
+        &self.files[t.extent.file].file.name
     }
 }
 
-/// Tensor name -> index.
-pub fn index_by_name(tensors: &[Tensor]) -> HashMap<&str, usize> {
+/// Tensor name -> id.
+pub fn index_by_name(tensors: &[Tensor]) -> HashMap<&str, TensorId> {
     tensors
         .iter()
         .enumerate()
-        .map(|(i, t)| (t.name.as_str(), i))
+        .map(|(i, t)| (t.name.as_str(), TensorId(i as u32)))
         .collect()
+}
+
+/// Record a quantization pair on both members.
+fn link_pair(tensors: &mut [Tensor], data: TensorId, scales: TensorId, scheme: QuantScheme) {
+    for (me, peer, role) in [
+        (data, scales, QuantRole::Data),
+        (scales, data, QuantRole::Scales),
+    ] {
+        tensors[me.index()].quant = Some(Quant { scheme, role, peer });
+    }
 }
 
 /// Find MXFP4 block/scale pairs and record them on both members.
@@ -206,13 +402,13 @@ pub fn pair_mxfp4(tensors: &mut [Tensor]) {
         let Some(&si) = index.get(format!("{stem}scales").as_str()) else {
             continue;
         };
-        let s = &tensors[si];
+        let s = &tensors[si.index()];
         let byte_sized = |d: Dtype| matches!(d, Dtype::U8 | Dtype::I8 | Dtype::F8_E8M0);
         let shapes_match = t.shape.len() == s.shape.len() + 1
             && t.shape.last() == Some(&16)
             && t.shape[..s.shape.len()] == s.shape[..];
         if byte_sized(t.dtype) && byte_sized(s.dtype) && shapes_match {
-            pairs.push((bi, si));
+            pairs.push((TensorId(bi as u32), si));
         } else {
             log::warn!(
                 "{} and {} look like an MXFP4 pair but their dtypes/shapes do not fit; left unpaired",
@@ -221,22 +417,13 @@ pub fn pair_mxfp4(tensors: &mut [Tensor]) {
             );
         }
     }
-    for (bi, si) in pairs {
-        tensors[bi].quant = Some(Quant {
-            scheme: QuantScheme::Mxfp4,
-            role: QuantRole::Data,
-            peer: si,
-        });
-        tensors[si].quant = Some(Quant {
-            scheme: QuantScheme::Mxfp4,
-            role: QuantRole::Scales,
-            peer: bi,
-        });
-        if tensors[bi].logical == tensors[bi].dtype.name() {
-            tensors[bi].logical = "FP4".into();
-        }
-        if tensors[si].logical == tensors[si].dtype.name() {
-            tensors[si].logical = "UE8".into();
+    for (b, s) in pairs {
+        link_pair(tensors, b, s, QuantScheme::Mxfp4);
+        for (id, logical) in [(b, "FP4"), (s, "UE8")] {
+            let t = &mut tensors[id.index()];
+            if t.logical == t.dtype.name() {
+                t.logical = logical.into();
+            }
         }
     }
 }
@@ -264,10 +451,10 @@ pub fn pair_fp8_block(tensors: &mut [Tensor], config: Option<&Value>) {
         let Some(&si) = index.get(format!("{}_scale_inv", w.name).as_str()) else {
             continue;
         };
-        let s = &tensors[si];
+        let s = &tensors[si.index()];
         let grid = [w.shape[0].div_ceil(block.0), w.shape[1].div_ceil(block.1)];
         if s.dtype == Dtype::F32 && s.shape == grid {
-            pairs.push((wi, si));
+            pairs.push((TensorId(wi as u32), si));
         } else {
             log::warn!(
                 "{} has a {} with dtype {} shape {:?}, not F32 {:?} for {}x{} blocks; left unpaired",
@@ -285,17 +472,8 @@ pub fn pair_fp8_block(tensors: &mut [Tensor], config: Option<&Value>) {
         rows: block.0,
         cols: block.1,
     };
-    for (wi, si) in pairs {
-        tensors[wi].quant = Some(Quant {
-            scheme,
-            role: QuantRole::Data,
-            peer: si,
-        });
-        tensors[si].quant = Some(Quant {
-            scheme,
-            role: QuantRole::Scales,
-            peer: wi,
-        });
+    for (w, s) in pairs {
+        link_pair(tensors, w, s, scheme);
     }
 }
 
@@ -304,17 +482,16 @@ mod tests {
     use super::*;
 
     fn t(name: &str, dtype: Dtype, shape: &[u64]) -> Tensor {
-        Tensor {
-            name: name.into(),
-            dtype,
-            logical: dtype.name().into(),
-            shape: shape.to_vec(),
-            file: 0,
-            start: 0,
-            end: 0,
-            quant: None,
-            ggml: None,
-        }
+        let extent = Extent {
+            file: FileId(0),
+            offset: 0,
+            len: 0,
+        };
+        Tensor::new(name.into(), dtype, shape.to_vec(), extent)
+    }
+
+    fn peer(t: &Tensor) -> usize {
+        t.quant.as_ref().unwrap().peer.index()
     }
 
     #[test]
@@ -330,7 +507,8 @@ mod tests {
             t("xscales", Dtype::U8, &[1]),
         ];
         pair_mxfp4(&mut ts);
-        assert_eq!(ts[0].quant.as_ref().unwrap().peer, 1);
+        assert_eq!(peer(&ts[0]), 1);
+        assert_eq!(peer(&ts[1]), 0);
         assert_eq!(ts[1].quant.as_ref().unwrap().role, QuantRole::Scales);
         assert_eq!(ts[0].logical, "FP4");
         assert_eq!(ts[3].logical, "UE8");
@@ -341,18 +519,16 @@ mod tests {
 
     #[test]
     fn pairs_fp8_blocks() {
-        let mk = t;
         let mut ts = vec![
-            mk("a.weight", Dtype::F8_E4M3, &[200, 300]),
-            mk("a.weight_scale_inv", Dtype::F32, &[2, 3]),
-            mk("b.weight", Dtype::F8_E4M3, &[200, 300]),
-            mk("b.weight_scale_inv", Dtype::F32, &[1, 3]),
+            t("a.weight", Dtype::F8_E4M3, &[200, 300]),
+            t("a.weight_scale_inv", Dtype::F32, &[2, 3]),
+            t("b.weight", Dtype::F8_E4M3, &[200, 300]),
+            t("b.weight_scale_inv", Dtype::F32, &[1, 3]),
         ];
         pair_fp8_block(&mut ts, None);
-        let q = ts[0].quant.as_ref().unwrap();
-        assert_eq!(q.peer, 1);
+        assert_eq!(peer(&ts[0]), 1);
         assert_eq!(
-            q.scheme,
+            ts[0].quant.as_ref().unwrap().scheme,
             QuantScheme::Fp8Block {
                 rows: 128,
                 cols: 128
@@ -361,18 +537,11 @@ mod tests {
         assert!(ts[2].quant.is_none());
         let cfg = serde_json::json!({"quantization_config": {"weight_block_size": [100, 300]}});
         let mut ts2 = vec![
-            mk("b.weight", Dtype::F8_E4M3, &[200, 300]),
-            mk("b.weight_scale_inv", Dtype::F32, &[2, 1]),
+            t("b.weight", Dtype::F8_E4M3, &[200, 300]),
+            t("b.weight_scale_inv", Dtype::F32, &[2, 1]),
         ];
         pair_fp8_block(&mut ts2, Some(&cfg));
-        assert_eq!(
-            ts2[1]
-                .quant
-                .as_ref()
-                .unwrap()
-                .scheme
-                .role_name(QuantRole::Scales),
-            "scale_inv"
-        );
+        let q = ts2[1].quant.as_ref().unwrap();
+        assert_eq!(q.scheme.role_name(q.role), "scale_inv");
     }
 }

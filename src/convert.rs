@@ -32,30 +32,34 @@ pub struct Summary {
 /// `out`. A directory's contents land directly in `out`, like
 /// `cp -r MNT/VIEW OUT` with OUT not existing yet; a file lands as `out/NAME`.
 pub fn convert(volume: &Volume, view: &str, out: &Path, progress: bool) -> Result<Summary, Error> {
-    let tree = &volume.tree;
-    let root = tree.resolve(view).ok_or_else(|| {
-        let top: Vec<String> = tree
+    let root = volume.resolve(view).ok_or_else(|| {
+        let top: Vec<String> = volume
             .children(crate::view::ROOT)
-            .unwrap_or(&[])
-            .iter()
-            .map(|&c| tree.path(c))
+            .into_iter()
+            .flatten()
+            .map(|c| volume.path(c))
             .collect();
-        Error::Usage(format!(
-            "no view '{view}' in this source (top level: {})",
-            top.join(", ")
-        ))
+        Error::NoSuchView {
+            view: view.to_string(),
+            top: top.join(", "),
+        }
     })?;
     let mut jobs: Vec<(NodeId, PathBuf)> = Vec::new();
     let mut dirs = vec![out.to_path_buf()];
-    if tree.file(root).is_some() {
-        jobs.push((root, out.join(&tree.node(root).expect("resolved").name)));
-    } else {
+    if volume.is_dir(root) {
         collect(volume, root, out, &mut jobs, &mut dirs);
+    } else {
+        jobs.push((root, out.join(volume.name(root))));
     }
     for d in &dirs {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
     }
-    let total: u64 = jobs.iter().map(|(id, _)| file_size(volume, *id)).sum();
+    // Sizing a file builds it (its header): in parallel too.
+    let mut sized: Vec<(NodeId, PathBuf, u64)> = jobs
+        .into_par_iter()
+        .map(|(id, path)| (id, path, file_size(volume, id)))
+        .collect();
+    let total: u64 = sized.iter().map(|j| j.2).sum();
     let bar = if progress {
         ProgressBar::new(total)
     } else {
@@ -69,19 +73,20 @@ pub fn convert(volume: &Volume, view: &str, out: &Path, progress: bool) -> Resul
     );
     let started = Instant::now();
     // Biggest files first, so the parallel tail is short.
-    jobs.sort_by_key(|(id, _)| std::cmp::Reverse(file_size(volume, *id)));
-    jobs.par_iter()
-        .try_for_each(|(id, path)| write_file(volume, *id, path, &bar))?;
+    sized.sort_by_key(|j| std::cmp::Reverse(j.2));
+    sized
+        .par_iter()
+        .try_for_each(|(id, path, size)| write_file(volume, *id, *size, path, &bar))?;
     bar.finish_and_clear();
     Ok(Summary {
-        files: jobs.len(),
+        files: sized.len(),
         bytes: total,
         elapsed: started.elapsed(),
     })
 }
 
 fn file_size(volume: &Volume, id: NodeId) -> u64 {
-    volume.tree.file(id).map_or(0, |f| f.size)
+    volume.file(id).map_or(0, |f| f.size)
 }
 
 fn collect(
@@ -91,20 +96,24 @@ fn collect(
     jobs: &mut Vec<(NodeId, PathBuf)>,
     dirs: &mut Vec<PathBuf>,
 ) {
-    for &c in volume.tree.children(dir).unwrap_or(&[]) {
-        let node = volume.tree.node(c).expect("child ids are valid");
-        let path = at.join(&node.name);
-        if volume.tree.file(c).is_some() {
-            jobs.push((c, path));
-        } else {
+    for c in volume.children(dir).into_iter().flatten() {
+        let path = at.join(volume.name(c));
+        if volume.is_dir(c) {
             dirs.push(path.clone());
             collect(volume, c, &path, jobs, dirs);
+        } else {
+            jobs.push((c, path));
         }
     }
 }
 
-fn write_file(volume: &Volume, id: NodeId, path: &Path, bar: &ProgressBar) -> Result<(), Error> {
-    let size = file_size(volume, id);
+fn write_file(
+    volume: &Volume,
+    id: NodeId,
+    size: u64,
+    path: &Path,
+    bar: &ProgressBar,
+) -> Result<(), Error> {
     let mut partial = path.as_os_str().to_owned();
     partial.push(".gyrofs-partial");
     let partial = PathBuf::from(partial);

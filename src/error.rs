@@ -1,17 +1,26 @@
-//! Typed errors.
+//! Typed errors, one family per layer, and their errno in one place.
 //!
-//! Two families, because they happen at different times and reach users
-//! differently:
 //! - [`SourceError`]: a checkpoint gyrofs refuses while opening it (at `mount`,
 //!   `ls` or `convert` time). Its `Display` is the one line the user sees: the
-//!   file, then what is wrong with it.
+//!   file, then what is wrong with it ([`Problem`]).
+//! - [`ViewError`]: a view that cannot be built for a source; the view is left
+//!   out and the message becomes a note (`manifest.json`, a warning).
 //! - [`ReadError`]: a read that fails after the mount is up (the source changed
-//!   underneath, a computed range failed). The FUSE adapter turns it into an
-//!   errno with [`ReadError::errno`] and logs it once.
+//!   underneath, a computed range failed).
+//! - [`FsError`]: a filesystem operation on the mounted tree (lookup, open,
+//!   readdir, read) that fails.
+//! - [`MountError`]: setting a mount up or taking it down.
+//! - [`Error`]: what the command line reports, wrapping the others.
+//!
+//! [`ToErrno`] maps every variant that can reach the kernel to its errno; the
+//! FUSE adapter only calls it (as mountpoint-s3's `ToErrno` does).
 
 use std::fmt;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use crate::quant::KernelError;
+use crate::quant::ggml::DequantError;
 
 /// A checkpoint (or one of its files) that cannot be opened as a source.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +111,21 @@ pub enum Problem {
     Invalid(String),
 }
 
+/// A view that cannot be built for a source. The view is left out, and the
+/// message (prefixed with the view's name) is a note of the mount.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ViewError {
+    /// The source's config.json lacks or mistypes something the view needs.
+    #[error("config.json {0}")]
+    Config(String),
+    /// A gpt-oss original checkpoint without its config.json.
+    #[error("a gpt-oss original checkpoint needs its config.json")]
+    MissingConfig,
+    /// A tensor whose shape or dtype the view cannot handle.
+    #[error("{tensor}: {why}")]
+    Tensor { tensor: String, why: String },
+}
+
 /// A read of a virtual file that could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -109,18 +133,115 @@ pub enum ReadError {
     /// at mount time, so its bytes can no longer be trusted (or even mapped).
     #[error("source file {file} changed since it was mounted")]
     SourceChanged { file: String },
+    /// The source file could not be examined.
     #[error("source file {file}: {err}")]
     Io { file: String, err: io::Error },
-    /// A computed range could not be produced.
-    #[error("{0}")]
-    Compute(String),
+    /// A segment points outside its source file (a bug in a view).
+    #[error("bytes {offset}..{end} are outside source file {file} ({size} bytes)", end = *offset as u128 + *len as u128)]
+    OutOfRange {
+        file: String,
+        offset: u64,
+        len: u64,
+        size: u64,
+    },
+    /// A kernel refused its arguments (a bug in a view: wrong extent).
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// A ggml dequantization was refused (a bug in a view: wrong extent or type).
+    #[error(transparent)]
+    Dequant(#[from] DequantError),
 }
 
-impl ReadError {
-    /// The errno a FUSE reply should carry for this error.
-    pub fn errno(&self) -> i32 {
-        libc::EIO
+/// A filesystem operation on the mounted tree that fails.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("not a directory")]
+    NotADirectory,
+    #[error("is a directory")]
+    IsADirectory,
+    #[error("read-only file system")]
+    ReadOnly,
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+/// The errno an error reaches the kernel (and the reader) as.
+pub trait ToErrno {
+    fn to_errno(&self) -> i32;
+}
+
+impl ToErrno for ReadError {
+    fn to_errno(&self) -> i32 {
+        match self {
+            // What the README promises: a changed source reads as EIO.
+            ReadError::SourceChanged { .. } => libc::EIO,
+            ReadError::Io { err, .. } => err.raw_os_error().unwrap_or(libc::EIO),
+            ReadError::OutOfRange { .. } | ReadError::Kernel(_) | ReadError::Dequant(_) => {
+                libc::EIO
+            }
+        }
     }
+}
+
+impl ToErrno for FsError {
+    fn to_errno(&self) -> i32 {
+        match self {
+            FsError::NotFound => libc::ENOENT,
+            FsError::NotADirectory => libc::ENOTDIR,
+            FsError::IsADirectory => libc::EISDIR,
+            FsError::ReadOnly => libc::EROFS,
+            FsError::Read(e) => e.to_errno(),
+        }
+    }
+}
+
+/// Setting a mount up or taking it down.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("{}: mount point is not a directory", path.display())]
+    NotADirectory { path: PathBuf },
+    #[error("{}: cannot mount: {err}", path.display())]
+    Mount { path: PathBuf, err: io::Error },
+    #[error("{}: cannot start the FUSE session: {err}", path.display())]
+    Start { path: PathBuf, err: io::Error },
+    #[error("{}: FUSE session ended: {err}", path.display())]
+    Session { path: PathBuf, err: io::Error },
+    #[error("{}: the FUSE session panicked", path.display())]
+    Panicked { path: PathBuf },
+    /// The daemon reported why it could not mount (its own one-line error).
+    #[error("{0}")]
+    Daemon(String),
+    #[error("the mount daemon exited before the mount was ready (run with -f to see why)")]
+    DaemonExited,
+    #[error("the mount did not answer within {secs}s")]
+    Timeout { secs: u64 },
+    #[error("{}: the mount does not answer", path.display())]
+    NoAnswer { path: PathBuf },
+    #[error("mount point contains a NUL byte")]
+    NulInPath,
+    #[error("{}: cannot unmount: {err}", path.display())]
+    Unmount { path: PathBuf, err: io::Error },
+    #[error("{}: {program} -u failed ({status}): {said}", path.display())]
+    Fusermount {
+        path: PathBuf,
+        program: &'static str,
+        status: std::process::ExitStatus,
+        said: String,
+    },
+    #[error("{}: already mounted ({mounted}); unmount it first: gyrofs umount {}", path.display(), path.display())]
+    AlreadyMounted { path: PathBuf, mounted: String },
+    #[error("{}: a dead FUSE mount is still attached here (its daemon has exited); run `gyrofs umount {}` first", path.display(), path.display())]
+    Stale { path: PathBuf },
+    #[error("{}: {}", path.display(), if *exists { "not a mount point (a plain directory or file)" } else { "no such file or directory" })]
+    NotMounted { path: PathBuf, exists: bool },
+    #[error("{}: a {fstype} mount, not a gyrofs one; use umount(8) for it", path.display())]
+    NotGyrofs { path: PathBuf, fstype: String },
+    #[error("{}: busy (files are open under it); close them, or detach it now and let it go when they close: gyrofs umount -l {}", path.display(), path.display())]
+    Busy { path: PathBuf },
+    #[error("{}: cannot unmount as a non-root user without fusermount3 (Debian package fuse3): {err}", path.display())]
+    NoFusermount { path: PathBuf, err: io::Error },
 }
 
 /// An error of the command line tool: what failed, in one line.
@@ -130,10 +251,13 @@ pub enum Error {
     Source(#[from] SourceError),
     #[error(transparent)]
     Read(#[from] ReadError),
+    #[error(transparent)]
+    Mount(#[from] MountError),
     #[error("{path}: {err}")]
     Io { path: String, err: io::Error },
-    #[error("{0}")]
-    Usage(String),
+    /// `convert --view` names nothing in the tree.
+    #[error("no view '{view}' in this source (top level: {top})")]
+    NoSuchView { view: String, top: String },
 }
 
 impl Error {

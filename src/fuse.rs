@@ -1,12 +1,13 @@
 //! The FUSE adapter: translates kernel requests into [`Volume`] calls.
 //!
-//! Every callback is a few lines: look the node up, call the volume, turn a
-//! typed error into an errno (logged once, here, with the operation). The
-//! filesystem itself is plain Rust in `volume`, `view` and `read`, tested
-//! without FUSE. Content never changes while mounted, so entries and
-//! attributes get long TTLs and files open with `FOPEN_KEEP_CACHE` (a second
-//! read is served from the page cache); no `direct_io`, so loaders can mmap.
-//! Everything that would write answers `EROFS`.
+//! Every callback is a few lines: call the volume, turn its typed error into
+//! an errno ([`ToErrno`]), and log a failed read once, here, with the
+//! operation. Attributes, directory offsets and the open-mode check are
+//! decided in `volume`, tested without FUSE. Content never changes while
+//! mounted, so entries and attributes get long TTLs and files open with
+//! `FOPEN_KEEP_CACHE` (a second read is served from the page cache); no
+//! `direct_io`, so loaders can mmap. Everything that would write answers
+//! `EROFS`.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -15,19 +16,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, WriteFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::view::{NodeId, NodeKind};
-use crate::volume::Volume;
+use crate::error::{FsError, ToErrno};
+use crate::volume::{Attr, DirSink, Kind, Volume};
 
 /// Entries and attributes never change while mounted.
 const TTL: Duration = Duration::from_secs(24 * 3600);
 /// Largest readahead asked of the kernel (it may grant less).
 const MAX_READAHEAD: u32 = 1 << 20;
-const BLOCK: u32 = 4096;
 
 pub struct GyroFs {
     volume: Arc<Volume>,
@@ -49,47 +49,58 @@ impl GyroFs {
         }
     }
 
-    fn id(ino: INodeNo) -> NodeId {
-        (ino.0 as usize).wrapping_sub(1)
-    }
-
-    fn ino(id: NodeId) -> INodeNo {
-        INodeNo(id as u64 + 1)
-    }
-
-    fn attr(&self, id: NodeId) -> Option<FileAttr> {
-        let node = self.volume.tree.node(id)?;
-        let (kind, size, perm, nlink) = match &node.kind {
-            NodeKind::Dir(_) => (
-                FileType::Directory,
-                0,
-                0o555,
-                2 + self.volume.tree.subdirs(id),
-            ),
-            NodeKind::File(f) => (FileType::RegularFile, f.size, 0o444, 1),
-        };
-        Some(FileAttr {
-            ino: Self::ino(id),
-            size,
-            blocks: size.div_ceil(512),
+    fn file_attr(&self, a: Attr) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(a.ino),
+            size: a.size,
+            blocks: a.blocks(),
             atime: self.time,
             mtime: self.time,
             ctime: self.time,
             crtime: self.time,
-            kind,
-            perm,
-            nlink,
+            kind: file_type(a.kind),
+            perm: a.perm,
+            nlink: a.nlink,
             uid: self.uid,
             gid: self.gid,
             rdev: 0,
-            blksize: BLOCK,
+            blksize: crate::volume::BLOCK,
             flags: 0,
-        })
+        }
     }
+}
 
-    fn path(&self, ino: INodeNo) -> String {
-        format!("/{}", self.volume.tree.path(Self::id(ino)))
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::Dir => FileType::Directory,
+        Kind::File => FileType::RegularFile,
     }
+}
+
+fn errno(e: &FsError) -> Errno {
+    Errno::from_i32(e.to_errno())
+}
+
+/// A FUSE directory reply as a [`DirSink`].
+struct DirReply<'a>(&'a mut ReplyDirectory);
+
+impl DirSink for DirReply<'_> {
+    fn add(&mut self, ino: u64, next: u64, kind: Kind, name: &str) -> bool {
+        self.0.add(INodeNo(ino), next, file_type(kind), name)
+    }
+}
+
+/// Answer `EROFS` to operations that would write. Each line gives the
+/// callback's name, the types of its arguments after `&self` (ignored), and
+/// its reply type.
+macro_rules! read_only {
+    ($($name:ident($($arg:ty),*) -> $reply:ty;)*) => {
+        $(
+            fn $name(&self, $(_: $arg,)* reply: $reply) {
+                reply.error(Errno::EROFS);
+            }
+        )*
+    };
 }
 
 impl Filesystem for GyroFs {
@@ -104,31 +115,24 @@ impl Filesystem for GyroFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let found = name
-            .to_str()
-            .and_then(|n| self.volume.tree.lookup(Self::id(parent), n))
-            .and_then(|id| self.attr(id));
-        match found {
-            Some(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            None => reply.error(Errno::ENOENT),
+        match self.volume.lookup(parent.0, name) {
+            Ok(a) => reply.entry(&TTL, &self.file_attr(a), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.attr(Self::id(ino)) {
-            Some(attr) => reply.attr(&TTL, &attr),
-            None => reply.error(Errno::ENOENT),
+        match self.volume.getattr(ino.0) {
+            Ok(a) => reply.attr(&TTL, &self.file_attr(a)),
+            Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if self.volume.tree.file(Self::id(ino)).is_none() {
-            return reply.error(Errno::ENOENT);
+        match self.volume.open_file(ino.0, flags.0) {
+            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(errno(&e)),
         }
-        if flags.acc_mode() != OpenAccMode::O_RDONLY {
-            return reply.error(Errno::EROFS);
-        }
-        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
     }
 
     fn read(
@@ -142,19 +146,20 @@ impl Filesystem for GyroFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.volume.read(Self::id(ino), offset, size as usize) {
+        match self.volume.read_ino(ino.0, offset, size as usize) {
             Ok(data) => reply.data(&data),
             Err(e) => {
-                log::error!("read {} at {offset}+{size}: {e}", self.path(ino));
-                reply.error(Errno::from_i32(e.errno()));
+                let path = self.volume.path_of(ino.0);
+                log::error!("read {path} at {offset}+{size}: {e}");
+                reply.error(errno(&e));
             }
         }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.volume.tree.children(Self::id(ino)) {
-            Some(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR),
-            None => reply.error(Errno::ENOTDIR),
+        match self.volume.opendir(ino.0) {
+            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR),
+            Err(e) => reply.error(errno(&e)),
         }
     }
 
@@ -166,48 +171,46 @@ impl Filesystem for GyroFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let id = Self::id(ino);
-        let tree = &self.volume.tree;
-        let Some(children) = tree.children(id) else {
-            return reply.error(Errno::ENOTDIR);
-        };
-        let parent = tree.node(id).map_or(id, |n| n.parent);
-        // Offsets: 1 after ".", 2 after "..", 2 + k after child k.
-        let mut at = offset as usize;
-        for (cid, name) in [(id, "."), (parent, "..")].into_iter().skip(at) {
-            at += 1;
-            if reply.add(Self::ino(cid), at as u64, FileType::Directory, name) {
-                return reply.ok();
-            }
+        match self
+            .volume
+            .readdir(ino.0, offset, &mut DirReply(&mut reply))
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
         }
-        for &c in children.iter().skip(at - 2) {
-            at += 1;
-            let node = tree.node(c).expect("child ids are valid");
-            let kind = match node.kind {
-                NodeKind::Dir(_) => FileType::Directory,
-                NodeKind::File(_) => FileType::RegularFile,
-            };
-            if reply.add(Self::ino(c), at as u64, kind, &node.name) {
-                break;
-            }
-        }
-        reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let blocks = self.volume.tree.total_size().div_ceil(BLOCK as u64);
-        let files = self.volume.tree.len() as u64;
-        reply.statfs(blocks, 0, 0, files, 0, BLOCK, 255, BLOCK);
+        let s = self.volume.statfs();
+        reply.statfs(
+            s.blocks,
+            0,
+            0,
+            s.files,
+            0,
+            s.block_size,
+            s.name_max,
+            s.block_size,
+        );
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        if self.volume.tree.node(Self::id(ino)).is_none() {
-            reply.error(Errno::ENOENT)
-        } else if mask.contains(AccessFlags::W_OK) {
-            reply.error(Errno::EROFS)
-        } else {
-            reply.ok()
+        match self.volume.access(ino.0, mask.bits()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Nothing is ever written, so there is nothing to flush.
+        reply.ok();
     }
 
     fn getxattr(
@@ -230,167 +233,28 @@ impl Filesystem for GyroFs {
     }
 
     // Everything below would modify the tree: the mount is read-only.
-
-    fn setattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
-        _atime: Option<fuser::TimeOrNow>,
-        _mtime: Option<fuser::TimeOrNow>,
-        _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
-        _crtime: Option<SystemTime>,
-        _chgtime: Option<SystemTime>,
-        _bkuptime: Option<SystemTime>,
-        _flags: Option<fuser::BsdFileFlags>,
-        reply: ReplyAttr,
-    ) {
-        reply.error(Errno::EROFS);
-    }
-
-    fn mknod(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _rdev: u32,
-        reply: ReplyEntry,
-    ) {
-        reply.error(Errno::EROFS);
-    }
-
-    fn mkdir(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        reply: ReplyEntry,
-    ) {
-        reply.error(Errno::EROFS);
-    }
-
-    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
-    }
-
-    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
-    }
-
-    fn symlink(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _link_name: &OsStr,
-        _target: &Path,
-        reply: ReplyEntry,
-    ) {
-        reply.error(Errno::EROFS);
-    }
-
-    fn rename(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: RenameFlags,
-        reply: ReplyEmpty,
-    ) {
-        reply.error(Errno::EROFS);
-    }
-
-    fn link(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        reply: ReplyEntry,
-    ) {
-        reply.error(Errno::EROFS);
-    }
-
-    fn write(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
-        _write_flags: WriteFlags,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyWrite,
-    ) {
-        reply.error(Errno::EROFS);
-    }
-
-    fn setxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
-        _position: u32,
-        reply: ReplyEmpty,
-    ) {
-        reply.error(Errno::EROFS);
-    }
-
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
-    }
-
-    fn create(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _flags: i32,
-        reply: ReplyCreate,
-    ) {
-        reply.error(Errno::EROFS);
-    }
-
-    fn fallocate(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _length: u64,
-        _mode: i32,
-        reply: ReplyEmpty,
-    ) {
-        reply.error(Errno::EROFS);
-    }
-
-    fn copy_file_range(
-        &self,
-        _req: &Request,
-        _ino_in: INodeNo,
-        _fh_in: FileHandle,
-        _offset_in: u64,
-        _ino_out: INodeNo,
-        _fh_out: FileHandle,
-        _offset_out: u64,
-        _len: u64,
-        _flags: CopyFileRangeFlags,
-        reply: ReplyWrite,
-    ) {
-        reply.error(Errno::EROFS);
+    read_only! {
+        setattr(
+            &Request, INodeNo, Option<u32>, Option<u32>, Option<u32>, Option<u64>,
+            Option<TimeOrNow>, Option<TimeOrNow>, Option<SystemTime>, Option<FileHandle>,
+            Option<SystemTime>, Option<SystemTime>, Option<SystemTime>, Option<fuser::BsdFileFlags>
+        ) -> ReplyAttr;
+        mknod(&Request, INodeNo, &OsStr, u32, u32, u32) -> ReplyEntry;
+        mkdir(&Request, INodeNo, &OsStr, u32, u32) -> ReplyEntry;
+        unlink(&Request, INodeNo, &OsStr) -> ReplyEmpty;
+        rmdir(&Request, INodeNo, &OsStr) -> ReplyEmpty;
+        symlink(&Request, INodeNo, &OsStr, &Path) -> ReplyEntry;
+        rename(&Request, INodeNo, &OsStr, INodeNo, &OsStr, RenameFlags) -> ReplyEmpty;
+        link(&Request, INodeNo, INodeNo, &OsStr) -> ReplyEntry;
+        write(
+            &Request, INodeNo, FileHandle, u64, &[u8], WriteFlags, OpenFlags, Option<LockOwner>
+        ) -> ReplyWrite;
+        setxattr(&Request, INodeNo, &OsStr, &[u8], i32, u32) -> ReplyEmpty;
+        removexattr(&Request, INodeNo, &OsStr) -> ReplyEmpty;
+        create(&Request, INodeNo, &OsStr, u32, u32, i32) -> ReplyCreate;
+        fallocate(&Request, INodeNo, FileHandle, u64, u64, i32) -> ReplyEmpty;
+        copy_file_range(
+            &Request, INodeNo, FileHandle, u64, INodeNo, FileHandle, u64, u64, CopyFileRangeFlags
+        ) -> ReplyWrite;
     }
 }

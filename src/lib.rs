@@ -8,11 +8,11 @@
 //! - [`view`]: the tree of virtual files built from the catalog (`raw/`,
 //!   `manifest.json`), each a Gyro header plus segments;
 //! - [`read`]: the one read path from (file, offset, length) to bytes;
-//! - [`volume`]: a source and its tree together, the filesystem without FUSE;
+//! - [`volume`]: a source and its tree together, the filesystem operations
+//!   without FUSE;
 //! - front ends: [`fuse`] (the kernel adapter) and [`mount`] (its process
-//!   life cycle), [`convert`] (writes a view to disk), [`ls`] (lists tensors).
-
-#![deny(clippy::undocumented_unsafe_blocks)]
+//!   life cycle; [`mounts`] reads the system's mount table), [`convert`] (writes a view to disk), [`ls`] (lists tensors);
+//! - [`error`]: the typed errors of every layer, and their errno.
 
 pub mod catalog;
 pub mod convert;
@@ -22,6 +22,7 @@ pub mod fuse;
 pub mod json;
 pub mod ls;
 pub mod mount;
+pub mod mounts;
 pub mod quant;
 pub mod read;
 pub mod source;

@@ -1,23 +1,33 @@
 //! `gyrofs ls`: list the tensors of a checkpoint without mounting it.
+//!
+//! Names are printed with control characters escaped (`%1B`, as in file
+//! names), so that a hostile checkpoint cannot drive the terminal; `--json`
+//! prints them exactly (JSON escapes control characters itself).
 
 use std::io::Write;
 
-use crate::catalog::Catalog;
-use crate::error::ShapeDisplay;
-use crate::json::to_pretty;
-use crate::view::manifest::manifest;
+use indicatif::HumanBytes;
 
-/// Print `catalog` as a table (or, with `json`, as the manifest JSON).
-pub fn print(catalog: &Catalog, json: bool, out: &mut impl Write) -> std::io::Result<()> {
-    if json {
-        return out.write_all(to_pretty(&manifest(catalog, &[])).as_bytes());
-    }
+use crate::catalog::{Catalog, FileRole};
+use crate::error::ShapeDisplay;
+use crate::view::names::printable;
+use crate::view::{Listing, manifest};
+use crate::volume::Volume;
+
+/// Print the manifest of `volume` (what `manifest.json` holds).
+pub fn print_json(volume: &Volume, out: &mut impl Write) -> std::io::Result<()> {
+    let renamed = volume.tree.renamed(Listing::RawTensors);
+    manifest::write(&volume.catalog, volume.notes(), renamed, out)
+}
+
+/// Print `catalog` as a table.
+pub fn print(catalog: &Catalog, out: &mut impl Write) -> std::io::Result<()> {
     let rows: Vec<[String; 5]> = catalog
         .tensors
         .iter()
         .map(|t| {
             [
-                t.name.clone(),
+                printable(&t.name).into_owned(),
                 t.dtype.name().to_string(),
                 t.logical.clone(),
                 ShapeDisplay(t.logical_shape()).to_string(),
@@ -52,31 +62,15 @@ pub fn print(catalog: &Catalog, json: bool, out: &mut impl Write) -> std::io::Re
     for r in &rows {
         line(out, [&r[0], &r[1], &r[2], &r[3], &r[4]])?;
     }
-    let files = catalog.tensor_files().count();
+    let files = catalog.files.with_role(FileRole::Tensors).count();
     writeln!(
         out,
         "{} tensors, {} bytes ({}) in {} file{} ({})",
         catalog.tensors.len(),
         catalog.tensor_bytes(),
-        human_bytes(catalog.tensor_bytes()),
+        HumanBytes(catalog.tensor_bytes()),
         files,
         if files == 1 { "" } else { "s" },
         catalog.format.name()
     )
-}
-
-/// `1.5 GiB`-style size.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use indicatif::HumanBytes;
+
 use gyrofs::error::Error;
-use gyrofs::ls::human_bytes;
 use gyrofs::mount::{MountOptions, default_threads};
 use gyrofs::volume::Volume;
 
@@ -134,11 +135,17 @@ fn run(cli: Cli) -> Result<(), Error> {
             };
             gyrofs::mount::mount(&source, &mountpoint, &opts)
         }
-        Cmd::Umount { mountpoint, lazy } => gyrofs::mount::umount(&mountpoint, lazy),
+        Cmd::Umount { mountpoint, lazy } => Ok(gyrofs::mount::umount(&mountpoint, lazy)?),
         Cmd::Ls { source, json } => {
-            let catalog = gyrofs::source::open(&source)?;
-            let mut out = std::io::stdout().lock();
-            match gyrofs::ls::print(&catalog, json, &mut out) {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let printed = if json {
+                // The manifest, with the notes of the views: needs the views.
+                let volume = Volume::open(&source)?;
+                gyrofs::ls::print_json(&volume, &mut out)
+            } else {
+                gyrofs::ls::print(&gyrofs::source::open(&source)?, &mut out)
+            };
+            match printed.and_then(|()| std::io::Write::flush(&mut out)) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
                 Err(e) => Err(Error::io("stdout", e)),
@@ -151,7 +158,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             quiet,
         } => {
             let volume = Volume::open(&source)?;
-            for note in &volume.notes {
+            for note in volume.notes() {
                 eprintln!("gyrofs: warning: {note}");
             }
             let progress = !quiet && std::io::stderr().is_terminal();
@@ -160,7 +167,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 eprintln!(
                     "wrote {} files, {} ({} bytes) to {} in {:.2?}",
                     s.files,
-                    human_bytes(s.bytes),
+                    HumanBytes(s.bytes),
                     s.bytes,
                     outdir.display(),
                     s.elapsed

@@ -3,7 +3,7 @@
 //! By default `mount` returns only once the mount answers: it starts itself
 //! again as a detached daemon (new session, stdin/stdout/stderr away from the
 //! terminal) and waits for the daemon to report on a pipe either `ready`
-//! (after it has looked up `manifest.json` through the kernel) or the one-line
+//! (after it has looked up `raw` through the kernel) or the one-line
 //! error that stopped it. `-f` keeps the daemon attached. Either way SIGINT,
 //! SIGTERM and SIGHUP unmount cleanly, and an external `umount` ends it.
 //!
@@ -18,17 +18,21 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use fuser::{Config, MountOption, Session, SessionACL};
+use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::error::Error;
+use crate::error::{Error, MountError};
 use crate::fuse::GyroFs;
+use crate::mounts;
 use crate::volume::Volume;
 
 /// Set in the daemon's environment: report readiness on stdout.
 const NOTIFY_ENV: &str = "GYROFS_NOTIFY_READY";
-/// How long `mount` waits for the daemon to answer.
+/// How long `mount` waits for the mount to answer once the daemon has read
+/// the source. Reading the source itself (headers only, but a model can have
+/// a million tensors) is not timed: the daemon either finishes or reports
+/// an error, and the wait ends if it dies.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone)]
@@ -61,7 +65,7 @@ pub fn mount(source: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<()
     let result = serve(source, mountpoint, opts, notify);
     if let (Err(e), true) = (&result, notify) {
         // The parent is waiting on our stdout for exactly this line.
-        println!("error: {e}");
+        tell_parent(&format!("error: {e}"));
     }
     result
 }
@@ -100,74 +104,70 @@ fn spawn_daemon(opts: &MountOptions) -> Result<(), Error> {
     let mut child = cmd.spawn().map_err(|e| Error::io("gyrofs daemon", e))?;
     let stdout = child.stdout.take().expect("stdout is piped");
     // The daemon speaks one line at a time: `warning: ...` (any number),
-    // then `ready` or `error: ...`.
+    // `opened` once the source is read, then `ready` or `error: ...`.
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            let last = !line.starts_with("warning: ");
+            let last = line == "ready" || line.starts_with("error: ");
             if tx.send(line).is_err() || last {
                 return;
             }
         }
     });
-    let deadline = Instant::now() + READY_TIMEOUT;
+    // No deadline until the source is read (see READY_TIMEOUT).
+    let mut deadline: Option<Instant> = None;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
+        let got = match deadline {
+            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
+        };
+        match got {
             Ok(line) if line == "ready" => return Ok(()),
+            Ok(line) if line == "opened" => deadline = Some(Instant::now() + READY_TIMEOUT),
             Ok(line) if line.starts_with("warning: ") => eprintln!("gyrofs: {line}"),
             Ok(line) => {
                 let _ = child.wait();
-                return Err(Error::Usage(match line.strip_prefix("error: ") {
+                return Err(MountError::Daemon(match line.strip_prefix("error: ") {
                     Some(msg) => msg.to_string(),
                     None => format!("unexpected message from the mount daemon: {line}"),
-                }));
+                })
+                .into());
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let _ = child.wait();
-                return Err(Error::Usage(
-                    "the mount daemon exited before the mount was ready (run with -f to see why)"
-                        .into(),
-                ));
+                return Err(MountError::DaemonExited.into());
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();
-                return Err(Error::Usage(format!(
-                    "the mount did not answer within {}s",
-                    READY_TIMEOUT.as_secs()
-                )));
+                return Err(MountError::Timeout {
+                    secs: READY_TIMEOUT.as_secs(),
+                }
+                .into());
             }
         }
     }
 }
 
 fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) -> Result<(), Error> {
-    match std::fs::metadata(mountpoint) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Err(Error::Usage(format!(
-                "{}: mount point is not a directory",
-                mountpoint.display()
-            )));
-        }
-        Err(e) => return Err(Error::io(mountpoint, e)),
-    }
-    // Resolve now: once mounted, resolving the path would ask the mount
-    // itself, which does not answer until the session runs.
-    let canonical = std::fs::canonicalize(mountpoint).map_err(|e| Error::io(mountpoint, e))?;
+    let canonical = check_mountpoint(mountpoint)?;
     let started = Instant::now();
+    crate::source::fault::install();
+    log_panics();
     let volume = Arc::new(Volume::open(source)?);
     if notify {
         // A daemon must not keep its starting directory busy (the source is
         // open and the mount point resolved by now).
         let _ = std::env::set_current_dir("/");
     }
-    for note in &volume.notes {
+    for note in volume.notes() {
         log::warn!("{note}");
         if notify {
-            println!("warning: {note}");
+            tell_parent(&format!("warning: {note}"));
         }
+    }
+    if notify {
+        tell_parent("opened");
     }
     log::info!(
         "opened {} ({} tensors, {} files in the tree) in {:?}",
@@ -199,8 +199,13 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
 
-    let session = Session::new(GyroFs::new(volume), &canonical, &config)
-        .map_err(|e| Error::Usage(format!("{}: cannot mount: {e}", mountpoint.display())))?;
+    let session =
+        Session::new(GyroFs::new(Arc::clone(&volume)), &canonical, &config).map_err(|err| {
+            MountError::Mount {
+                path: mountpoint.to_path_buf(),
+                err,
+            }
+        })?;
 
     set_read_ahead(&canonical, opts.read_ahead_kb);
 
@@ -218,7 +223,9 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     });
 
     if notify {
-        let probe = canonical.join(crate::view::manifest::NAME);
+        // `raw` is in every tree and costs nothing to look up (the manifest
+        // of a million-tensor model takes a while to size).
+        let probe = canonical.join("raw");
         std::thread::spawn(move || report_ready(&probe));
     }
 
@@ -228,53 +235,134 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     // when dropping the mount, and a new mount may already sit there (it
     // answers the kernel's DESTROY before the unmount completes). So the
     // mount is forgotten, never dropped.
-    let mut background = session.spawn().map_err(|e| {
-        Error::Usage(format!(
-            "{}: cannot start the FUSE session: {e}",
-            mountpoint.display()
-        ))
+    let mut background = session.spawn().map_err(|err| MountError::Start {
+        path: mountpoint.to_path_buf(),
+        err,
     })?;
+    let notifier = background.notifier();
+    std::thread::spawn(move || watch(&volume, &notifier));
     let serving = std::mem::replace(&mut background.guard, std::thread::spawn(|| Ok(())));
     let ended = serving.join();
     std::mem::forget(background);
+    let path = mountpoint.to_path_buf();
     match ended {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Error::Usage(format!(
-            "{}: FUSE session ended: {e}",
-            mountpoint.display()
-        ))),
-        Err(_) => Err(Error::Usage(format!(
-            "{}: the FUSE session panicked",
-            mountpoint.display()
-        ))),
+        Ok(Err(err)) => Err(MountError::Session { path, err }.into()),
+        Err(_) => Err(MountError::Panicked { path }.into()),
     }
+}
+
+/// Check that `mountpoint` can take a new mount, and resolve it (now: once
+/// mounted, resolving the path would ask the mount itself, which does not
+/// answer until the session runs).
+fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, Error> {
+    let path = mountpoint.to_path_buf();
+    match std::fs::metadata(mountpoint) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(MountError::NotADirectory { path }.into()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            return Err(MountError::Stale { path }.into());
+        }
+        Err(e) => return Err(Error::io(mountpoint, e)),
+    }
+    let canonical = std::fs::canonicalize(mountpoint).map_err(|e| Error::io(mountpoint, e))?;
+    if let Some(m) = mounts::mount_at(&canonical)
+        && m.is_gyrofs()
+    {
+        // The kernel may answer stat from its cache even for a dead mount;
+        // statfs always asks the daemon.
+        if statfs_errno(&canonical) == Some(libc::ENOTCONN) {
+            return Err(MountError::Stale { path }.into());
+        }
+        return Err(MountError::AlreadyMounted {
+            path,
+            mounted: m.source,
+        }
+        .into());
+    }
+    Ok(canonical)
+}
+
+/// The errno of statfs(2) on `path`, if it fails.
+fn statfs_errno(path: &Path) -> Option<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a zeroed statfs is a valid out-parameter; `c` is a valid
+    // NUL-terminated path for the duration of the call.
+    let r = unsafe {
+        let mut buf: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut buf)
+    };
+    (r != 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+}
+
+/// How often the watcher checks the source files for changes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Check the source files for changes every [`WATCH_INTERVAL`], for the life
+/// of the daemon. A changed file is logged with every virtual file that reads
+/// it (one line each), and their pages in the kernel's cache are dropped, so
+/// that no stale byte is served from the cache: the next read reaches the
+/// daemon and answers EIO.
+fn watch(volume: &Volume, notifier: &Notifier) {
+    loop {
+        std::thread::sleep(WATCH_INTERVAL);
+        for changed in volume.poll_changes() {
+            let name = &volume.catalog.files[changed.file].file.name;
+            log::error!(
+                "source file {name} changed since it was mounted; reads of the {} files made from it answer EIO",
+                changed.affected.len()
+            );
+            for ino in changed.affected {
+                log::error!(
+                    "{}: source file {name} changed; reads answer EIO",
+                    volume.path_of(ino)
+                );
+                // ENOENT: the kernel holds nothing of this file; nothing to drop.
+                if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, 0)
+                    && e.raw_os_error() != Some(libc::ENOENT)
+                {
+                    log::warn!("cannot drop cached pages of inode {ino}: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Log panics (the daemon's stderr is the log file, or nothing) before the
+/// default report.
+fn log_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        log::error!("panic: {info}");
+        default(info);
+    }));
 }
 
 /// Set the kernel readahead of the mount at `mountpoint` (canonical path),
 /// found through /proc/self/mountinfo so that the mount itself is not asked.
 /// Needs root; otherwise the kernel default stays and this is logged.
 fn set_read_ahead(mountpoint: &Path, kb: u32) {
-    let want = mountpoint.to_string_lossy().replace(' ', "\\040");
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    // Fields: id parent major:minor root mountpoint ...; the last match is the newest mount.
-    let dev = info
-        .lines()
-        .rev()
-        .map(|l| l.split(' ').collect::<Vec<_>>())
-        .find(|f| f.len() > 4 && f[4] == want)
-        .map(|f| f[2].to_string());
-    let Some(dev) = dev else {
+    let Some(m) = mounts::mount_at(mountpoint) else {
         log::info!(
             "{}: not found in /proc/self/mountinfo; readahead unchanged",
             mountpoint.display()
         );
         return;
     };
-    let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    let knob = format!("/sys/class/bdi/{}/read_ahead_kb", m.device);
     match std::fs::write(&knob, kb.to_string()) {
         Ok(()) => log::info!("{knob} = {kb}"),
         Err(e) => log::info!("cannot set {knob} ({e}); readahead unchanged"),
     }
+}
+
+/// One line to the waiting `gyrofs mount` (our stdout is its pipe). A parent
+/// that has gone away (killed while waiting) is not an error of ours.
+fn tell_parent(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 /// Wait (bounded) until the mount answers a lookup, then tell the waiting
@@ -283,7 +371,10 @@ fn report_ready(probe: &Path) {
     let deadline = Instant::now() + READY_TIMEOUT;
     while std::fs::metadata(probe).is_err() {
         if Instant::now() > deadline {
-            println!("error: {}: the mount does not answer", probe.display());
+            let err = MountError::NoAnswer {
+                path: probe.to_path_buf(),
+            };
+            tell_parent(&format!("error: {err}"));
             return;
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -299,17 +390,53 @@ fn report_ready(probe: &Path) {
     }
 }
 
-/// `gyrofs umount MNT`: unmount(2) as root, `fusermount3 -u` otherwise.
-pub fn umount(mountpoint: &Path, lazy: bool) -> Result<(), Error> {
+/// `gyrofs umount MNT`: unmount a gyrofs mount (and nothing else):
+/// umount(2) as root, `fusermount3 -u` otherwise.
+pub fn umount(mountpoint: &Path, lazy: bool) -> Result<(), MountError> {
+    let path = mountpoint.to_path_buf();
+    // Not canonicalize(): a dead FUSE mount cannot be resolved. Resolve the
+    // parent and keep the last component.
+    let abs = match (mountpoint.parent(), mountpoint.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            std::fs::canonicalize(parent)
+                .map(|p| p.join(name))
+                .unwrap_or_else(|_| path.clone())
+        }
+        _ => std::fs::canonicalize(mountpoint).unwrap_or_else(|_| path.clone()),
+    };
+    match mounts::mount_at(&abs) {
+        None => {
+            return Err(MountError::NotMounted {
+                path,
+                exists: abs.exists(),
+            });
+        }
+        Some(m) if !m.is_gyrofs() => {
+            return Err(MountError::NotGyrofs {
+                path,
+                fstype: m.fstype,
+            });
+        }
+        Some(_) => {}
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         use std::os::unix::ffi::OsStrExt;
-        let c = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())
-            .map_err(|_| Error::Usage("mount point contains a NUL byte".into()))?;
+        let c = std::ffi::CString::new(abs.as_os_str().as_bytes())
+            .map_err(|_| MountError::NulInPath)?;
         let flags = if lazy { libc::MNT_DETACH } else { 0 };
         // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
         if unsafe { libc::umount2(c.as_ptr(), flags) } != 0 {
-            return Err(Error::io(mountpoint, std::io::Error::last_os_error()));
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EBUSY) {
+                return Err(MountError::Busy { path });
+            }
+            return Err(MountError::Unmount { path, err });
         }
         return Ok(());
     }
@@ -320,20 +447,25 @@ pub fn umount(mountpoint: &Path, lazy: bool) -> Result<(), Error> {
         if lazy {
             cmd.arg("-z");
         }
-        match cmd.arg(mountpoint).status() {
-            Ok(s) if s.success() => return Ok(()),
-            Ok(s) => {
-                return Err(Error::Usage(format!(
-                    "{}: {bin} -u failed ({s})",
-                    mountpoint.display()
-                )));
+        match cmd.arg(&abs).stderr(Stdio::piped()).output() {
+            Ok(out) if out.status.success() => return Ok(()),
+            Ok(out) => {
+                let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                if said.contains("busy") && !lazy {
+                    return Err(MountError::Busy { path });
+                }
+                return Err(MountError::Fusermount {
+                    path,
+                    program: bin,
+                    status: out.status,
+                    said,
+                });
             }
             Err(e) => last = Some(e),
         }
     }
-    Err(Error::Usage(format!(
-        "{}: cannot unmount as a non-root user without fusermount3 (Debian package fuse3): {}",
-        mountpoint.display(),
-        last.map(|e| e.to_string()).unwrap_or_default()
-    )))
+    Err(MountError::NoFusermount {
+        path,
+        err: last.unwrap_or_else(|| std::io::Error::other("not found")),
+    })
 }

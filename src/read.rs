@@ -1,44 +1,38 @@
 //! The one read path: (virtual file, offset, length) -> bytes.
 //!
 //! FUSE `read` and `gyrofs convert` both call [`read`], so a mount and a
-//! conversion cannot disagree. A request that falls inside one in-memory or
-//! source segment is answered with a slice borrowed from the header or the
-//! memory map (no copy in gyrofs; the kernel copies it into the reply). A
-//! request that spans segments, or touches computed bytes, is assembled into
-//! one buffer, computing only the covered range of each computed segment.
+//! conversion cannot disagree. A request is assembled into one buffer:
+//! in-memory bytes (headers, generated JSON) copied, lossless source ranges
+//! read with `pread` (one copy, as `cat` makes; no page-table work on the
+//! map), computed ranges produced by their kernels reading the memory map,
+//! only over the covered range.
+//!
+//! A source file can change under a read (docs/RELIABILITY.md). The read
+//! runs inside `Files::guarded` (a truncation under a kernel's map access is
+//! recovered, not fatal), and once the bytes are
+//! assembled every source file they came from is checked again: if it moved
+//! during the read, the read answers `SourceChanged` (EIO) instead of bytes
+//! that may mix old and new contents.
 
-use std::ops::Deref;
-
+use crate::catalog::{FileId, Files};
 use crate::error::ReadError;
-use crate::source::mapped::SourceFile;
 use crate::view::{Segment, VFile};
 
-/// Bytes returned by a read: borrowed when possible.
-#[derive(Debug)]
-pub enum Data<'a> {
-    Borrowed(&'a [u8]),
-    Owned(Vec<u8>),
-}
-
-impl Deref for Data<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Data::Borrowed(b) => b,
-            Data::Owned(v) => v,
-        }
-    }
-}
-
 /// Up to `size` bytes of `file` from `offset` (fewer only at end of file).
-pub fn read<'a>(
-    files: &'a [SourceFile],
-    file: &'a VFile,
+/// A source file truncated during the read gives `SourceChanged`, not a
+/// crash (`Files::guarded`).
+pub fn read(files: &Files, file: &VFile, offset: u64, size: usize) -> Result<Vec<u8>, ReadError> {
+    files.guarded(|| read_unguarded(files, file, offset, size))
+}
+
+fn read_unguarded(
+    files: &Files,
+    file: &VFile,
     offset: u64,
     size: usize,
-) -> Result<Data<'a>, ReadError> {
+) -> Result<Vec<u8>, ReadError> {
     if offset >= file.size || size == 0 {
-        return Ok(Data::Borrowed(&[]));
+        return Ok(Vec::new());
     }
     let end = offset.saturating_add(size as u64).min(file.size);
     let segments = file.segments();
@@ -46,22 +40,8 @@ pub fn read<'a>(
     // Last segment starting at or before `offset`.
     let first = starts.partition_point(|&s| s <= offset) - 1;
 
-    let seg_end = starts[first] + segments[first].len();
-    if end <= seg_end {
-        let within = offset - starts[first];
-        let len = end - offset;
-        match &segments[first] {
-            Segment::Bytes(b) => {
-                return Ok(Data::Borrowed(&b[within as usize..(within + len) as usize]));
-            }
-            Segment::Source {
-                file: f, offset: o, ..
-            } => return Ok(Data::Borrowed(files[*f].bytes(o + within, len)?)),
-            Segment::Computed(_) => {}
-        }
-    }
-
     let mut out = vec![0u8; (end - offset) as usize];
+    let mut touched: Vec<FileId> = Vec::new();
     let mut at = offset;
     let mut i = first;
     while at < end {
@@ -70,23 +50,44 @@ pub fn read<'a>(
         let within = at - s0;
         let n = (s0 + seg.len()).min(end) - at;
         let dst = &mut out[(at - offset) as usize..(at - offset + n) as usize];
-        fill(files, seg, within, dst)?;
+        fill(files, seg, within, dst, &mut touched)?;
         at += n;
         i += 1;
     }
-    Ok(Data::Owned(out))
+    for f in touched {
+        files[f].file.check_unchanged()?;
+    }
+    Ok(out)
 }
 
-/// Fill `dst` with bytes of `seg` starting `within` bytes into it.
-fn fill(files: &[SourceFile], seg: &Segment, within: u64, dst: &mut [u8]) -> Result<(), ReadError> {
+/// Fill `dst` with bytes of `seg` starting `within` bytes into it; note the
+/// source files read in `touched`.
+fn fill(
+    files: &Files,
+    seg: &Segment,
+    within: u64,
+    dst: &mut [u8],
+    touched: &mut Vec<FileId>,
+) -> Result<(), ReadError> {
+    let mut touch = |f: FileId| {
+        if !touched.contains(&f) {
+            touched.push(f);
+        }
+    };
     match seg {
         Segment::Bytes(b) => {
             dst.copy_from_slice(&b[within as usize..within as usize + dst.len()]);
         }
-        Segment::Source { file, offset, .. } => {
-            dst.copy_from_slice(files[*file].bytes(offset + within, dst.len() as u64)?);
+        Segment::Source(e) => {
+            touch(e.file);
+            files.read_into(e.sub(within, dst.len() as u64), dst)?;
         }
-        Segment::Computed(c) => c.read_at(files, within, dst)?,
+        Segment::Computed(c) => {
+            for e in c.extents() {
+                touch(e.file);
+            }
+            c.read_at(files, within, dst)?;
+        }
     }
     Ok(())
 }
@@ -94,6 +95,8 @@ fn fill(files: &[SourceFile], seg: &Segment, within: u64, dst: &mut [u8]) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::{Extent, FileRole};
+    use crate::source::mapped::SourceFile;
     use crate::view::Compute;
     use std::sync::Arc;
 
@@ -104,7 +107,10 @@ mod tests {
         fn len(&self) -> u64 {
             self.0
         }
-        fn read_at(&self, _: &[SourceFile], offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+        fn extents(&self) -> Vec<Extent> {
+            Vec::new()
+        }
+        fn read_at(&self, _: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
             for (k, b) in out.iter_mut().enumerate() {
                 *b = ((offset + k as u64) * 7 % 256) as u8;
             }
@@ -112,7 +118,7 @@ mod tests {
         }
     }
 
-    fn whole(files: &[SourceFile], f: &VFile) -> Vec<u8> {
+    fn whole(files: &Files, f: &VFile) -> Vec<u8> {
         read(files, f, 0, f.size as usize + 10).unwrap().to_vec()
     }
 
@@ -122,20 +128,25 @@ mod tests {
         let p = dir.path().join("src");
         let src: Vec<u8> = (0..100u8).collect();
         std::fs::write(&p, &src).unwrap();
-        let files = vec![SourceFile::open(&p, "src".into()).unwrap()];
+        let mut files = Files::default();
+        let id = files.push(
+            SourceFile::open(&p, "src".into()).unwrap(),
+            Default::default(),
+            FileRole::Tensors,
+        );
+        assert_eq!(id, FileId(0));
+        let at = |offset, len| {
+            Segment::Source(Extent {
+                file: id,
+                offset,
+                len,
+            })
+        };
         let vf = VFile::new([
             Segment::Bytes(Arc::from(&b"HEAD"[..])),
-            Segment::Source {
-                file: 0,
-                offset: 10,
-                len: 20,
-            },
+            at(10, 20),
             Segment::Computed(Arc::new(Ramp(9))),
-            Segment::Source {
-                file: 0,
-                offset: 90,
-                len: 10,
-            },
+            at(90, 10),
         ]);
         let mut expect = b"HEAD".to_vec();
         expect.extend_from_slice(&src[10..30]);
@@ -150,10 +161,5 @@ mod tests {
                 assert_eq!(&got[..], &expect[lo.min(hi)..hi], "off {off} len {len}");
             }
         }
-        // Within one source segment the bytes are borrowed from the map.
-        assert!(matches!(
-            read(&files, &vf, 5, 4).unwrap(),
-            Data::Borrowed(_)
-        ));
     }
 }

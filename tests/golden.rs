@@ -17,10 +17,9 @@ fn golden_dir(layout: &str) -> PathBuf {
 
 fn read_all(v: &Volume, path: &str) -> Vec<u8> {
     let id = v
-        .tree
         .resolve(path)
         .unwrap_or_else(|| panic!("{path} not in the tree"));
-    let size = v.tree.file(id).unwrap().size;
+    let size = v.file(id).unwrap().size;
     v.read(id, 0, size as usize).unwrap().to_vec()
 }
 

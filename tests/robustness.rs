@@ -142,9 +142,9 @@ fn random_checkpoint(r: &mut Rng, dir: &std::path::Path) {
 /// Read every file whole and in random chunks; the bytes must agree.
 fn read_everything(v: &Volume, r: &mut Rng) {
     for id in 0..v.tree.len() {
-        let Some(f) = v.tree.file(id) else { continue };
+        let Some(f) = v.file(id) else { continue };
         let whole = v.read(id, 0, f.size as usize).expect("read").to_vec();
-        assert_eq!(whole.len() as u64, f.size, "{}", v.tree.path(id));
+        assert_eq!(whole.len() as u64, f.size, "{}", v.path(id));
         let mut at = 0u64;
         while at < f.size {
             let n = 1 + r.below(3000) as usize;

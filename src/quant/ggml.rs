@@ -68,45 +68,6 @@ pub enum GgmlType {
     Q1_0 = 41,
 }
 
-/// (type, name, elements per block, bytes per block), as in gguf-py's
-/// `GGML_QUANT_SIZES`.
-const INFO: [(GgmlType, &str, u64, u64); 34] = [
-    (GgmlType::F32, "F32", 1, 4),
-    (GgmlType::F16, "F16", 1, 2),
-    (GgmlType::Q4_0, "Q4_0", 32, 18),
-    (GgmlType::Q4_1, "Q4_1", 32, 20),
-    (GgmlType::Q5_0, "Q5_0", 32, 22),
-    (GgmlType::Q5_1, "Q5_1", 32, 24),
-    (GgmlType::Q8_0, "Q8_0", 32, 34),
-    (GgmlType::Q8_1, "Q8_1", 32, 40),
-    (GgmlType::Q2_K, "Q2_K", 256, 84),
-    (GgmlType::Q3_K, "Q3_K", 256, 110),
-    (GgmlType::Q4_K, "Q4_K", 256, 144),
-    (GgmlType::Q5_K, "Q5_K", 256, 176),
-    (GgmlType::Q6_K, "Q6_K", 256, 210),
-    (GgmlType::Q8_K, "Q8_K", 256, 292),
-    (GgmlType::IQ2_XXS, "IQ2_XXS", 256, 66),
-    (GgmlType::IQ2_XS, "IQ2_XS", 256, 74),
-    (GgmlType::IQ3_XXS, "IQ3_XXS", 256, 98),
-    (GgmlType::IQ1_S, "IQ1_S", 256, 50),
-    (GgmlType::IQ4_NL, "IQ4_NL", 32, 18),
-    (GgmlType::IQ3_S, "IQ3_S", 256, 110),
-    (GgmlType::IQ2_S, "IQ2_S", 256, 82),
-    (GgmlType::IQ4_XS, "IQ4_XS", 256, 136),
-    (GgmlType::I8, "I8", 1, 1),
-    (GgmlType::I16, "I16", 1, 2),
-    (GgmlType::I32, "I32", 1, 4),
-    (GgmlType::I64, "I64", 1, 8),
-    (GgmlType::F64, "F64", 1, 8),
-    (GgmlType::IQ1_M, "IQ1_M", 256, 56),
-    (GgmlType::BF16, "BF16", 1, 2),
-    (GgmlType::TQ1_0, "TQ1_0", 256, 54),
-    (GgmlType::TQ2_0, "TQ2_0", 256, 66),
-    (GgmlType::MXFP4, "MXFP4", 32, 17),
-    (GgmlType::NVFP4, "NVFP4", 64, 36),
-    (GgmlType::Q1_0, "Q1_0", 128, 18),
-];
-
 /// Type ids ggml once had and has since removed; files using them cannot be
 /// read by current llama.cpp either.
 const REMOVED: [(u32, &str); 8] = [
@@ -122,32 +83,51 @@ const REMOVED: [(u32, &str); 8] = [
 
 impl GgmlType {
     /// Every known type, in id order.
-    pub const ALL: [GgmlType; 34] = {
-        let mut all = [GgmlType::F32; 34];
-        let mut i = 0;
-        while i < INFO.len() {
-            all[i] = INFO[i].0;
-            i += 1;
-        }
-        all
-    };
-
-    fn info(self) -> (GgmlType, &'static str, u64, u64) {
-        // INFO is in id order and complete, so this always finds the entry.
-        INFO.iter()
-            .copied()
-            .find(|e| e.0 == self)
-            .unwrap_or((self, "?", 1, 1))
-    }
+    pub const ALL: [GgmlType; 34] = [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Q8_1,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+        GgmlType::Q8_K,
+        GgmlType::IQ2_XXS,
+        GgmlType::IQ2_XS,
+        GgmlType::IQ3_XXS,
+        GgmlType::IQ1_S,
+        GgmlType::IQ4_NL,
+        GgmlType::IQ3_S,
+        GgmlType::IQ2_S,
+        GgmlType::IQ4_XS,
+        GgmlType::I8,
+        GgmlType::I16,
+        GgmlType::I32,
+        GgmlType::I64,
+        GgmlType::F64,
+        GgmlType::IQ1_M,
+        GgmlType::BF16,
+        GgmlType::TQ1_0,
+        GgmlType::TQ2_0,
+        GgmlType::MXFP4,
+        GgmlType::NVFP4,
+        GgmlType::Q1_0,
+    ];
 
     /// The type with GGUF id `id`, if ggml (as of gguf-py 0.19) has one.
     pub fn from_id(id: u32) -> Option<GgmlType> {
-        INFO.iter().find(|e| e.0 as u32 == id).map(|e| e.0)
+        Self::ALL.iter().copied().find(|t| t.id() == id)
     }
 
     /// The type named `name` (`"Q4_K"`, case-sensitive, as [`GgmlType::name`]).
     pub fn from_name(name: &str) -> Option<GgmlType> {
-        INFO.iter().find(|e| e.1 == name).map(|e| e.0)
+        Self::ALL.iter().copied().find(|t| t.name() == name)
     }
 
     /// The name of a type id ggml has removed (`4` -> `"Q4_2"`), for messages.
@@ -162,17 +142,95 @@ impl GgmlType {
 
     /// The name as llama.cpp and gguf-py spell it: `"F32"`, `"Q4_K"`, `"IQ4_NL"`.
     pub fn name(self) -> &'static str {
-        self.info().1
+        use GgmlType::*;
+        match self {
+            F32 => "F32",
+            F16 => "F16",
+            Q4_0 => "Q4_0",
+            Q4_1 => "Q4_1",
+            Q5_0 => "Q5_0",
+            Q5_1 => "Q5_1",
+            Q8_0 => "Q8_0",
+            Q8_1 => "Q8_1",
+            Q2_K => "Q2_K",
+            Q3_K => "Q3_K",
+            Q4_K => "Q4_K",
+            Q5_K => "Q5_K",
+            Q6_K => "Q6_K",
+            Q8_K => "Q8_K",
+            IQ2_XXS => "IQ2_XXS",
+            IQ2_XS => "IQ2_XS",
+            IQ3_XXS => "IQ3_XXS",
+            IQ1_S => "IQ1_S",
+            IQ4_NL => "IQ4_NL",
+            IQ3_S => "IQ3_S",
+            IQ2_S => "IQ2_S",
+            IQ4_XS => "IQ4_XS",
+            I8 => "I8",
+            I16 => "I16",
+            I32 => "I32",
+            I64 => "I64",
+            F64 => "F64",
+            IQ1_M => "IQ1_M",
+            BF16 => "BF16",
+            TQ1_0 => "TQ1_0",
+            TQ2_0 => "TQ2_0",
+            MXFP4 => "MXFP4",
+            NVFP4 => "NVFP4",
+            Q1_0 => "Q1_0",
+        }
+    }
+
+    /// (elements per block, bytes per block), as in gguf-py's
+    /// `GGML_QUANT_SIZES`.
+    fn sizes(self) -> (u64, u64) {
+        use GgmlType::*;
+        match self {
+            F32 => (1, 4),
+            F16 => (1, 2),
+            Q4_0 => (32, 18),
+            Q4_1 => (32, 20),
+            Q5_0 => (32, 22),
+            Q5_1 => (32, 24),
+            Q8_0 => (32, 34),
+            Q8_1 => (32, 40),
+            Q2_K => (256, 84),
+            Q3_K => (256, 110),
+            Q4_K => (256, 144),
+            Q5_K => (256, 176),
+            Q6_K => (256, 210),
+            Q8_K => (256, 292),
+            IQ2_XXS => (256, 66),
+            IQ2_XS => (256, 74),
+            IQ3_XXS => (256, 98),
+            IQ1_S => (256, 50),
+            IQ4_NL => (32, 18),
+            IQ3_S => (256, 110),
+            IQ2_S => (256, 82),
+            IQ4_XS => (256, 136),
+            I8 => (1, 1),
+            I16 => (1, 2),
+            I32 => (1, 4),
+            I64 => (1, 8),
+            F64 => (1, 8),
+            IQ1_M => (256, 56),
+            BF16 => (1, 2),
+            TQ1_0 => (256, 54),
+            TQ2_0 => (256, 66),
+            MXFP4 => (32, 17),
+            NVFP4 => (64, 36),
+            Q1_0 => (128, 18),
+        }
     }
 
     /// Elements per block (1 for plain types).
     pub fn block_size(self) -> u64 {
-        self.info().2
+        self.sizes().0
     }
 
     /// Bytes per block.
     pub fn type_size(self) -> u64 {
-        self.info().3
+        self.sizes().1
     }
 
     /// Whether values are stored in multi-element blocks with shared scales.
@@ -902,7 +960,7 @@ mod tests {
     use super::*;
 
     /// gguf-py 0.19 `GGML_QUANT_SIZES`, copied by hand as a cross-check of
-    /// the INFO table (ids and sizes).
+    /// the type properties (ids and sizes).
     #[test]
     fn sizes_match_gguf_py() {
         let expect: [(u32, u64, u64); 34] = [

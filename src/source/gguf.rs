@@ -374,8 +374,9 @@ pub fn parse(file: &SourceFile) -> Result<GgufHeader, SourceError> {
     parse_data(&file.path, file.data())
 }
 
-/// Parse the header of the file at `path` whose bytes are `data`.
-fn parse_data(path: &Path, data: &[u8]) -> Result<GgufHeader, SourceError> {
+/// Parse the header of the file at `path` whose bytes are `data` (the whole
+/// file; `path` is only for messages). The entry point for fuzzing.
+pub fn parse_data(path: &Path, data: &[u8]) -> Result<GgufHeader, SourceError> {
     Parser {
         path,
         data,
@@ -395,6 +396,9 @@ struct Parser<'a> {
 
 /// What is being read, for messages: `key 'general.name'`, `tensor 'x'`.
 type Ctx<'c> = &'c dyn Fn() -> String;
+
+/// A tensor info as stored: name, type, dims, offset in the data blob.
+type TensorInfo = (String, GgmlType, Vec<u64>, u64);
 
 impl Parser<'_> {
     fn err(&self, why: String) -> SourceError {
@@ -512,6 +516,38 @@ impl Parser<'_> {
     }
 
     fn header(mut self) -> Result<GgufHeader, SourceError> {
+        let (version, tensor_count, kv_count) = self.preamble()?;
+        let metadata = self.metadata(kv_count)?;
+        let infos = self.tensor_infos(tensor_count)?;
+        let header_end = self.pos as u64;
+        let alignment = self.alignment(&metadata)?;
+        let len = self.data.len() as u64;
+        let data_start = header_end
+            .checked_next_multiple_of(alignment)
+            .ok_or_else(|| self.err("data start overflows".into()))?;
+        if !infos.is_empty() && data_start > len {
+            return Err(self.err(format!(
+                "tensor data would start at offset {data_start}, past the end of the file ({len} bytes)"
+            )));
+        }
+
+        let mut tensors = Vec::with_capacity(infos.len());
+        for (name, ggml_type, dims, rel) in infos {
+            tensors.push(self.tensor(name, ggml_type, dims, rel, alignment, data_start)?);
+        }
+        self.check_overlap(&tensors, data_start)?;
+
+        Ok(GgufHeader {
+            version,
+            metadata,
+            tensors,
+            alignment,
+            data_start,
+        })
+    }
+
+    /// Magic, version and the two counts: (version, tensor count, key/value count).
+    fn preamble(&mut self) -> Result<(u32, u64, u64), SourceError> {
         let len = self.data.len() as u64;
         if len < 4 {
             return Err(self.problem(Problem::Truncated {
@@ -568,6 +604,11 @@ impl Parser<'_> {
                 self.remaining()
             )));
         }
+        Ok((version, tensor_count, kv_count))
+    }
+
+    /// The key/value list, keys unique.
+    fn metadata(&mut self, kv_count: u64) -> Result<Vec<(String, GgufValue)>, SourceError> {
         let what = || "key/value list".to_string();
         self.charge(
             kv_count.saturating_mul(std::mem::size_of::<(String, GgufValue)>() as u64),
@@ -589,7 +630,12 @@ impl Parser<'_> {
             let value = self.value(ty, &ctx, 0)?;
             metadata.push((key, value));
         }
+        Ok(metadata)
+    }
 
+    /// The tensor infos as stored: (name, type, dims, offset in the data
+    /// blob); names unique, dimension counts and types checked.
+    fn tensor_infos(&mut self, tensor_count: u64) -> Result<Vec<TensorInfo>, SourceError> {
         let what = || "tensor info list".to_string();
         self.charge(
             tensor_count.saturating_mul(std::mem::size_of::<GgufTensor>() as u64),
@@ -632,45 +678,22 @@ impl Parser<'_> {
             let offset = self.u64(&|| format!("tensor '{name}' (offset)"))?;
             infos.push((name, ggml_type, dims, offset));
         }
-        let header_end = self.pos as u64;
+        Ok(infos)
+    }
 
-        let alignment = match metadata.iter().find(|(k, _)| k == ALIGNMENT_KEY) {
-            None => DEFAULT_ALIGNMENT,
-            Some((_, GgufValue::U32(a))) if *a != 0 && a.is_power_of_two() => u64::from(*a),
-            Some((_, GgufValue::U32(a))) => {
-                return Err(self.err(format!(
-                    "{ALIGNMENT_KEY} is {a}, not a non-zero power of two"
-                )));
-            }
-            Some((_, v)) => {
-                return Err(self.err(format!(
-                    "{ALIGNMENT_KEY} has type {}, expected u32",
-                    v.type_name()
-                )));
-            }
-        };
-        let data_start = header_end
-            .checked_next_multiple_of(alignment)
-            .ok_or_else(|| self.err("data start overflows".into()))?;
-        if !infos.is_empty() && data_start > len {
-            return Err(self.err(format!(
-                "tensor data would start at offset {data_start}, past the end of the file ({len} bytes)"
-            )));
+    /// `general.alignment` (a non-zero power of two, u32) or the default.
+    fn alignment(&self, metadata: &[(String, GgufValue)]) -> Result<u64, SourceError> {
+        match metadata.iter().find(|(k, _)| k == ALIGNMENT_KEY) {
+            None => Ok(DEFAULT_ALIGNMENT),
+            Some((_, GgufValue::U32(a))) if *a != 0 && a.is_power_of_two() => Ok(u64::from(*a)),
+            Some((_, GgufValue::U32(a))) => Err(self.err(format!(
+                "{ALIGNMENT_KEY} is {a}, not a non-zero power of two"
+            ))),
+            Some((_, v)) => Err(self.err(format!(
+                "{ALIGNMENT_KEY} has type {}, expected u32",
+                v.type_name()
+            ))),
         }
-
-        let mut tensors = Vec::with_capacity(infos.len());
-        for (name, ggml_type, dims, rel) in infos {
-            tensors.push(self.tensor(name, ggml_type, dims, rel, alignment, data_start)?);
-        }
-        self.check_overlap(&tensors, data_start)?;
-
-        Ok(GgufHeader {
-            version,
-            metadata,
-            tensors,
-            alignment,
-            data_start,
-        })
     }
 
     fn tensor(

@@ -12,13 +12,14 @@
 //! shape with its last axis in bytes), their ggml type and logical shape
 //! recorded beside (`Tensor::ggml`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::catalog::{Catalog, Ggml, SourceFormat, Tensor};
-use crate::error::{Problem, SourceError};
+use crate::catalog::{Catalog, Extent, FileId, FileRole, Files, Ggml, SourceFormat, Tensor};
+use crate::error::SourceError;
 use crate::source::gguf::{self, GgufTensor};
 use crate::source::mapped::SourceFile;
+use crate::source::{check_unique_names, file_name};
 
 /// `(prefix, number, count)` of a split file name `prefix-0000i-of-0000n.gguf`.
 fn split_name(name: &str) -> Option<(&str, u32, u32)> {
@@ -33,15 +34,9 @@ fn split_name(name: &str) -> Option<(&str, u32, u32)> {
     (no >= 1 && no <= count).then_some((prefix, no, count))
 }
 
-fn name_of(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
 /// Open a `.gguf` file (and the rest of its split set, if it is one).
 pub fn open_file(path: &Path) -> Result<Catalog, SourceError> {
-    let name = name_of(path);
+    let name = file_name(path);
     match split_name(&name) {
         Some((prefix, _, count)) => {
             let dir = path.parent().unwrap_or(Path::new("."));
@@ -91,13 +86,12 @@ fn set_files(dir: &Path, prefix: &str, count: u32) -> Vec<(PathBuf, String)> {
         .collect()
 }
 
-fn open_set(files: Vec<(PathBuf, String)>) -> Result<Catalog, SourceError> {
-    let count = files.len() as u64;
-    let mut mapped = Vec::new();
+fn open_set(paths: Vec<(PathBuf, String)>) -> Result<Catalog, SourceError> {
+    let count = paths.len() as u64;
+    let mut files = Files::default();
     let mut tensors = Vec::new();
-    let mut seen: HashMap<String, usize> = HashMap::new();
     let mut metadata = None;
-    for (i, (path, name)) in files.iter().enumerate() {
+    for (i, (path, name)) in paths.iter().enumerate() {
         if !path.exists() {
             return Err(SourceError::invalid(
                 path,
@@ -117,32 +111,17 @@ fn open_set(files: Vec<(PathBuf, String)>) -> Result<Catalog, SourceError> {
             check("split.count", count)?;
             check("split.no", i as u64)?;
         }
-        for t in &header.tensors {
-            if let Some(&other) = seen.get(&t.name) {
-                return Err(SourceError::new(
-                    path,
-                    Problem::DuplicateTensor {
-                        tensor: t.name.clone(),
-                        first: files[other].1.clone(),
-                        second: name.clone(),
-                    },
-                ));
-            }
-            seen.insert(t.name.clone(), i);
-            tensors.push(tensor(t, i));
-        }
         if metadata.is_none() {
             metadata = Some(header.metadata_json());
         }
-        mapped.push(file);
+        let id = files.push(file, BTreeMap::new(), FileRole::Tensors);
+        tensors.extend(header.tensors.iter().map(|t| tensor(t, id)));
     }
-    let n = mapped.len();
+    check_unique_names(&files, &tensors)?;
     Ok(Catalog {
         format: SourceFormat::Gguf,
-        files: mapped,
-        file_metadata: vec![BTreeMap::new(); n],
+        files,
         tensors,
-        side_files: Vec::new(),
         config: None,
         gguf_metadata: metadata,
     })
@@ -150,7 +129,7 @@ fn open_set(files: Vec<(PathBuf, String)>) -> Result<Catalog, SourceError> {
 
 /// A GGUF tensor info as a catalog tensor (its extent was validated by the
 /// parser: whole blocks per row, inside the file, no overlap).
-fn tensor(t: &GgufTensor, file: usize) -> Tensor {
+fn tensor(t: &GgufTensor, file: FileId) -> Tensor {
     let logical = t.shape();
     let (dtype, shape) = match t.ggml_type.plain_dtype() {
         Some(d) => (d, logical.clone()),
@@ -162,19 +141,18 @@ fn tensor(t: &GgufTensor, file: usize) -> Tensor {
             (crate::dtype::Dtype::U8, s)
         }
     };
-    Tensor {
-        name: t.name.clone(),
-        dtype,
-        logical: t.ggml_type.name().to_string(),
-        shape,
+    let extent = Extent {
         file,
-        start: t.offset,
-        end: t.end(),
-        quant: None,
+        offset: t.offset,
+        len: t.n_bytes,
+    };
+    Tensor {
+        logical: t.ggml_type.name().to_string(),
         ggml: Some(Ggml {
             ty: t.ggml_type,
             shape: logical,
         }),
+        ..Tensor::new(t.name.clone(), dtype, shape, extent)
     }
 }
 

@@ -1,19 +1,53 @@
-//! Memory-mapped source files.
+//! Memory-mapped source files, and how gyrofs notices that one changed.
 //!
 //! Every file gyrofs serves bytes from (tensor files and side files such as
 //! `config.json`) is opened read-only and mapped once. Reads borrow slices of
-//! the map. A file that is truncated while mapped would turn a read into a
-//! SIGBUS, so every borrow first checks that the file still has the length and
-//! modification time it had when it was opened and answers
-//! [`ReadError::SourceChanged`] (EIO at the mount) when it does not.
+//! the map. A source file must not change while mounted; when it does,
+//! gyrofs stops serving it rather than serve a mix of old and new bytes:
+//!
+//! - every borrow ([`SourceFile::bytes`]) first compares the open file's
+//!   length, modification time and status-change time (`fstat`) with those at
+//!   open. `ctime` cannot be set by users, so an in-place rewrite that
+//!   restores the mtime (`cp -p`, `rsync --inplace -t`) is caught too;
+//! - [`SourceFile::check_path`] (run by the mount's watcher, about once a
+//!   second) also compares the device and inode that the *path* names now:
+//!   a file deleted, or replaced by a rename over it, is caught even though
+//!   the open file itself is unchanged;
+//! - a SIGBUS recovered while reading the map (`source::fault`) marks the
+//!   file changed too.
+//!
+//! Once a file is found changed it stays changed ([`SourceFile::is_changed`]):
+//! every later read of it answers [`ReadError::SourceChanged`] (EIO at the
+//! mount), even if the file is later restored.
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use memmap2::Mmap;
 
 use crate::error::{Problem, ReadError, SourceError};
+
+/// What identifies a file's contents at open: if any of it moves, the
+/// contents may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    /// Modification and status-change times, in nanoseconds since the epoch.
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            len: meta.len(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+        }
+    }
+}
 
 /// One read-only, memory-mapped source file.
 #[derive(Debug)]
@@ -21,11 +55,14 @@ pub struct SourceFile {
     /// Name relative to the source (e.g. `model-00001-of-00002.safetensors`):
     /// what headers and manifests record. Never an absolute path.
     pub name: String,
-    /// Where it was opened from (for messages).
+    /// Where it was opened from (for messages, and to notice replacement).
     pub path: PathBuf,
     pub len: u64,
-    /// Modification time at open, in nanoseconds since the epoch.
-    mtime_ns: i128,
+    stamp: Stamp,
+    /// Device and inode of the open file.
+    dev_ino: (u64, u64),
+    /// Set once a change is seen; never cleared.
+    changed: AtomicBool,
     file: File,
     map: Option<Mmap>,
 }
@@ -43,10 +80,17 @@ impl SourceFile {
         let map = if len == 0 {
             None
         } else {
-            // SAFETY: the map is read-only and private to this process. Another
-            // process may still modify or truncate the file; every access goes
-            // through `bytes`, which first checks that the file still has its
-            // mount-time length and mtime (see the module comment).
+            // SAFETY: `Mmap::map` is unsafe because another process may change
+            // the file while it is mapped. What that can and cannot do here:
+            // - the map is PROT_READ and gyrofs never writes through it;
+            // - every byte read from it is plain `u8` data without validity
+            //   invariants: headers are parsed once, at open, into owned
+            //   values, and tensor bytes are copied or decoded by kernels that
+            //   accept any bit pattern, so a concurrent rewrite changes values,
+            //   never memory safety (`bytes` then reports the change as EIO
+            //   when the length or mtime moved);
+            // - a truncation makes access past the new end raise SIGBUS. The
+            //   check in `bytes` narrows that window but cannot close it.
             let map = unsafe { Mmap::map(&file) }.map_err(|e| SourceError::io(path, e))?;
             Some(map)
         };
@@ -54,7 +98,9 @@ impl SourceFile {
             name,
             path: path.to_path_buf(),
             len,
-            mtime_ns: mtime_ns(&meta),
+            stamp: Stamp::of(&meta),
+            dev_ino: (meta.dev(), meta.ino()),
+            changed: AtomicBool::new(false),
             file,
             map,
         })
@@ -72,40 +118,108 @@ impl SourceFile {
         let end = offset.checked_add(len).filter(|&e| e <= self.len);
         match end {
             Some(end) => Ok(&self.data()[offset as usize..end as usize]),
-            None => Err(ReadError::Compute(format!(
-                "range {offset}+{len} outside {} ({} bytes)",
-                self.name, self.len
-            ))),
+            None => Err(ReadError::OutOfRange {
+                file: self.name.clone(),
+                offset,
+                len,
+                size: self.len,
+            }),
         }
     }
 
-    /// Errors with `SourceChanged` if the file's length or mtime moved.
+    /// Copy `dst.len()` bytes at `offset` into `dst` with `pread`. A file
+    /// that has become shorter gives `SourceChanged` (and is marked so). The
+    /// caller checks afterwards that the file did not change meanwhile.
+    pub fn read_into(&self, offset: u64, dst: &mut [u8]) -> Result<(), ReadError> {
+        if self.is_changed() {
+            return Err(self.changed_error());
+        }
+        let len = dst.len() as u64;
+        if offset.checked_add(len).is_none_or(|e| e > self.len) {
+            return Err(ReadError::OutOfRange {
+                file: self.name.clone(),
+                offset,
+                len,
+                size: self.len,
+            });
+        }
+        match std::os::unix::fs::FileExt::read_exact_at(&self.file, dst, offset) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                self.mark_changed();
+                Err(self.changed_error())
+            }
+            Err(err) => Err(ReadError::Io {
+                file: self.name.clone(),
+                err,
+            }),
+        }
+    }
+
+    /// Errors with `SourceChanged` if the file has changed since it was
+    /// opened (now or before: the state is sticky).
     pub fn check_unchanged(&self) -> Result<(), ReadError> {
+        if self.is_changed() {
+            return Err(self.changed_error());
+        }
         let meta = self.file.metadata().map_err(|err| ReadError::Io {
             file: self.name.clone(),
             err,
         })?;
-        if meta.len() != self.len || mtime_ns(&meta) != self.mtime_ns {
-            return Err(ReadError::SourceChanged {
-                file: self.name.clone(),
-            });
+        if Stamp::of(&meta) != self.stamp {
+            self.mark_changed();
+            return Err(self.changed_error());
         }
         Ok(())
     }
 
+    /// Also check what the path names now: a deleted file, or another file
+    /// renamed over it, counts as changed. Returns true if the file is (now
+    /// or already) changed.
+    pub fn check_path(&self) -> bool {
+        let replaced = match std::fs::metadata(&self.path) {
+            Ok(m) => (m.dev(), m.ino()) != self.dev_ino,
+            Err(_) => true,
+        };
+        if replaced {
+            self.mark_changed();
+        }
+        replaced || self.check_unchanged().is_err()
+    }
+
+    /// Has a change been seen?
+    pub fn is_changed(&self) -> bool {
+        self.changed.load(Ordering::Relaxed)
+    }
+
+    /// Record that the file changed (e.g. a SIGBUS was recovered in its map).
+    /// Returns true the first time.
+    pub fn mark_changed(&self) -> bool {
+        !self.changed.swap(true, Ordering::Relaxed)
+    }
+
+    fn changed_error(&self) -> ReadError {
+        ReadError::SourceChanged {
+            file: self.name.clone(),
+        }
+    }
+
+    /// Does the map hold address `addr`?
+    pub fn maps(&self, addr: usize) -> bool {
+        let d = self.data();
+        let start = d.as_ptr() as usize;
+        !d.is_empty() && (start..start + d.len()).contains(&addr)
+    }
+
     /// Modification time in whole seconds, for the attributes of the mount.
     pub fn mtime_secs(&self) -> i64 {
-        (self.mtime_ns.div_euclid(1_000_000_000)) as i64
+        (self.stamp.mtime_ns.div_euclid(1_000_000_000)) as i64
     }
 
     /// A problem with this file, for parsers.
     pub fn error(&self, problem: Problem) -> SourceError {
         SourceError::new(&self.path, problem)
     }
-}
-
-fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
-    meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128
 }
 
 #[cfg(test)]
@@ -131,6 +245,35 @@ mod tests {
             f.bytes(0, 2),
             Err(ReadError::SourceChanged { .. })
         ));
+    }
+
+    #[test]
+    fn detects_rewrite_with_mtime_restored_and_replacement() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"0123456789").unwrap();
+        let mtime = std::fs::metadata(&p).unwrap().modified().unwrap();
+        let f = SourceFile::open(&p, "f".into()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let w = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        std::os::unix::fs::FileExt::write_at(&w, b"X", 3).unwrap();
+        w.set_modified(mtime).unwrap();
+        drop(w);
+        assert!(f.check_unchanged().is_err(), "ctime moved");
+        // Sticky, even once the file is back as it was.
+        assert!(f.is_changed());
+
+        let g = SourceFile::open(&p, "f".into()).unwrap();
+        assert!(!g.check_path());
+        let q = dir.path().join("g");
+        std::fs::write(&q, b"0123456789").unwrap();
+        std::fs::rename(&q, &p).unwrap();
+        // (Losing its last link also moves the old file's ctime.)
+        assert!(g.check_path(), "the path names another file now");
+        assert!(g.bytes(0, 1).is_err());
+        let h = SourceFile::open(&p, "f".into()).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        assert!(h.check_path(), "deleted");
     }
 
     #[test]

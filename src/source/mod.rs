@@ -6,7 +6,8 @@
 //! be read is refused here with one [`SourceError`] naming the file, so a mount
 //! either happens completely or not at all.
 //!
-//! - `mapped`: read-only memory maps with change detection.
+//! - `mapped`: read-only memory maps with change detection; `fault`: SIGBUS
+//!   recovery for maps of files truncated while mounted.
 //! - `safetensors`: header parser and validator.
 //! - `gguf`: GGUF header parser and validator; `gguf_set`: GGUF files and
 //!   split sets into a catalog.
@@ -14,17 +15,23 @@
 //!   `model.safetensors.index.json`, gpt-oss `original/` with `dtypes.json`,
 //!   Hugging Face cache snapshots of symlinks) and side files.
 
+pub mod fault;
 pub mod gguf;
 mod gguf_set;
 pub mod mapped;
 pub mod safetensors;
+pub mod torch;
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::catalog::{Catalog, SourceFormat, Tensor, index_by_name, pair_fp8_block, pair_mxfp4};
+use crate::catalog::{
+    Catalog, Extent, FileRole, Files, SourceFormat, Tensor, index_by_name, pair_fp8_block,
+    pair_mxfp4,
+};
 use crate::error::{Problem, SourceError};
 use mapped::SourceFile;
 
@@ -53,56 +60,60 @@ const CHECKPOINT_EXTENSIONS: &[&str] = &[
 pub fn open(path: &Path) -> Result<Catalog, SourceError> {
     let meta = std::fs::metadata(path).map_err(|e| SourceError::io(path, e))?;
     if meta.is_dir() {
-        open_dir(path)
-    } else if meta.is_file() {
-        if is_gguf(path) {
-            return gguf_set::open_file(path);
-        }
-        if is_pytorch(path) {
-            return Err(SourceError::invalid(
-                path,
-                "PyTorch checkpoints (torch.save zip, .pt/.pth/.bin) are not supported yet; \
-                 mount a safetensors or GGUF copy",
-            ));
-        }
-        let name = file_name(path);
-        open_safetensors_set(
+        return open_dir(path);
+    }
+    if !meta.is_file() {
+        return Err(SourceError::invalid(path, "not a file or a folder"));
+    }
+    let torch_ext = matches!(
+        extension(&file_name(path)),
+        Some("pt" | "pth" | "bin" | "ckpt")
+    );
+    match sniff(path) {
+        Magic::Gguf => gguf_set::open_file(path),
+        _ if extension(&file_name(path)) == Some("gguf") => gguf_set::open_file(path),
+        Magic::Zip => Err(not_yet_pytorch(path)),
+        Magic::Other if torch_ext => Err(not_yet_pytorch(path)),
+        Magic::Other => open_safetensors_set(
             SourceFormat::Safetensors,
-            vec![(path.to_path_buf(), name)],
+            vec![(path.to_path_buf(), file_name(path))],
             &[],
             None,
-        )
-    } else {
-        Err(SourceError::invalid(path, "not a file or a folder"))
+        ),
     }
 }
 
-/// A `.gguf` file, by extension or by its magic.
-fn is_gguf(path: &Path) -> bool {
-    if path.extension().is_some_and(|e| e == "gguf") {
-        return true;
+fn not_yet_pytorch(path: &Path) -> SourceError {
+    SourceError::invalid(
+        path,
+        "PyTorch checkpoints (torch.save zip, .pt/.pth/.bin) are not supported yet; \
+         mount a safetensors or GGUF copy",
+    )
+}
+
+/// What a file's first bytes say it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Magic {
+    /// `GGUF`.
+    Gguf,
+    /// A zip archive (`PK\x03\x04`): torch.save's format since torch 1.6.
+    Zip,
+    /// Anything else (safetensors starts with a length, not a magic).
+    Other,
+}
+
+fn sniff(path: &Path) -> Magic {
+    let mut magic = [0u8; 4];
+    let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic));
+    match (read, &magic) {
+        (Ok(()), b"GGUF") => Magic::Gguf,
+        (Ok(()), b"PK\x03\x04") => Magic::Zip,
+        _ => Magic::Other,
     }
-    let mut magic = [0u8; 4];
-    std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-        .is_ok()
-        && &magic == b"GGUF"
 }
 
-/// A torch.save checkpoint: a zip (or, for old pickles, a `.pt`/`.pth`/`.bin`
-/// that is not safetensors).
-fn is_pytorch(path: &Path) -> bool {
-    let mut magic = [0u8; 4];
-    let zip = std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-        .is_ok()
-        && &magic == b"PK\x03\x04";
-    zip || path
-        .extension()
-        .is_some_and(|e| e == "pt" || e == "pth" || e == "bin" || e == "ckpt")
-}
-
-fn file_name(path: &Path) -> String {
+/// The last component of `path`, as recorded in headers (never the whole path).
+pub(crate) fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())
@@ -110,6 +121,26 @@ fn file_name(path: &Path) -> String {
 
 fn extension(name: &str) -> Option<&str> {
     Path::new(name).extension().and_then(|e| e.to_str())
+}
+
+/// Refuse a tensor name that appears in two files of a set. `tensors` are
+/// in file order; the error names the file that repeats the name.
+pub(crate) fn check_unique_names(files: &Files, tensors: &[Tensor]) -> Result<(), SourceError> {
+    let mut seen: HashMap<&str, &Tensor> = HashMap::with_capacity(tensors.len());
+    for t in tensors {
+        if let Some(first) = seen.insert(&t.name, t) {
+            let second = &files[t.extent.file].file;
+            return Err(SourceError::new(
+                &second.path,
+                Problem::DuplicateTensor {
+                    tensor: t.name.clone(),
+                    first: files[first.extent.file].file.name.clone(),
+                    second: second.name.clone(),
+                },
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Regular files (after following symlinks) directly inside `dir`, by name.
@@ -133,18 +164,39 @@ fn list_files(dir: &Path) -> Result<Vec<String>, SourceError> {
     Ok(names)
 }
 
+/// A parsed `model.safetensors.index.json`.
+struct ShardIndex {
+    path: PathBuf,
+    /// Tensor -> shard file name.
+    weight_map: BTreeMap<String, String>,
+}
+
+impl ShardIndex {
+    /// The shard names (sorted, unique).
+    fn shards(&self) -> Vec<String> {
+        let mut shards: Vec<String> = self.weight_map.values().cloned().collect();
+        shards.sort();
+        shards.dedup();
+        shards
+    }
+}
+
 fn open_dir(dir: &Path) -> Result<Catalog, SourceError> {
     let names = list_files(dir)?;
     let has = |n: &str| names.iter().any(|x| x == n);
 
-    let shard_names: Vec<String> = if has(INDEX_JSON) {
-        shards_from_index(&dir.join(INDEX_JSON))?.0
+    let index = if has(INDEX_JSON) {
+        Some(read_index(&dir.join(INDEX_JSON))?)
     } else {
-        names
+        None
+    };
+    let shard_names: Vec<String> = match &index {
+        Some(index) => index.shards(),
+        None => names
             .iter()
             .filter(|n| extension(n) == Some("safetensors"))
             .cloned()
-            .collect()
+            .collect(),
     };
     if shard_names.is_empty() {
         let ggufs: Vec<&String> = names
@@ -159,12 +211,6 @@ fn open_dir(dir: &Path) -> Result<Catalog, SourceError> {
             "no checkpoint found (looked for *.safetensors, model.safetensors.index.json and *.gguf)",
         ));
     }
-    let side: Vec<String> = names
-        .iter()
-        .filter(|n| n.as_str() != INDEX_JSON)
-        .filter(|n| extension(n).is_none_or(|e| !CHECKPOINT_EXTENSIONS.contains(&e)))
-        .cloned()
-        .collect();
     let format = if has("dtypes.json") {
         SourceFormat::GptOssOriginal
     } else {
@@ -174,14 +220,17 @@ fn open_dir(dir: &Path) -> Result<Catalog, SourceError> {
         .iter()
         .map(|n| (dir.join(n), n.clone()))
         .collect();
-    let index = has(INDEX_JSON).then(|| dir.join(INDEX_JSON));
-    let side: Vec<(PathBuf, String)> = side.iter().map(|n| (dir.join(n), n.clone())).collect();
-    open_safetensors_set(format, shards, &side, index.as_deref())
+    let side: Vec<(PathBuf, String)> = names
+        .iter()
+        .filter(|n| n.as_str() != INDEX_JSON)
+        .filter(|n| extension(n).is_none_or(|e| !CHECKPOINT_EXTENSIONS.contains(&e)))
+        .map(|n| (dir.join(n), n.clone()))
+        .collect();
+    open_safetensors_set(format, shards, &side, index.as_ref())
 }
 
-/// Parse `model.safetensors.index.json`: the shard names (sorted, unique) and
-/// the weight map.
-fn shards_from_index(path: &Path) -> Result<(Vec<String>, BTreeMap<String, String>), SourceError> {
+/// Parse `model.safetensors.index.json`.
+fn read_index(path: &Path) -> Result<ShardIndex, SourceError> {
     let text = std::fs::read(path).map_err(|e| SourceError::io(path, e))?;
     let v: Value = serde_json::from_slice(&text)
         .map_err(|e| SourceError::new(path, Problem::HeaderJson(e.to_string())))?;
@@ -207,10 +256,10 @@ fn shards_from_index(path: &Path) -> Result<(Vec<String>, BTreeMap<String, Strin
         }
         weight_map.insert(tensor.clone(), shard.to_string());
     }
-    let mut shards: Vec<String> = weight_map.values().cloned().collect();
-    shards.sort();
-    shards.dedup();
-    Ok((shards, weight_map))
+    Ok(ShardIndex {
+        path: path.to_path_buf(),
+        weight_map,
+    })
 }
 
 /// Open tensor files `shards` (path, relative name) and side files `side`,
@@ -219,80 +268,39 @@ fn open_safetensors_set(
     format: SourceFormat,
     shards: Vec<(PathBuf, String)>,
     side: &[(PathBuf, String)],
-    index: Option<&Path>,
+    index: Option<&ShardIndex>,
 ) -> Result<Catalog, SourceError> {
-    let mut files = Vec::new();
-    let mut file_metadata = Vec::new();
+    let mut files = Files::default();
     let mut tensors: Vec<Tensor> = Vec::new();
-    let mut seen: HashMap<String, usize> = HashMap::new();
 
     for (path, name) in &shards {
         if !path.exists() {
-            let from = index.map(|i| i.display().to_string());
             return Err(SourceError::invalid(
                 path,
-                match from {
-                    Some(i) => format!("shard named by {i} is missing"),
+                match index {
+                    Some(i) => format!("shard named by {} is missing", i.path.display()),
                     None => "missing".to_string(),
                 },
             ));
         }
         let file = SourceFile::open(path, name.clone())?;
         let header = safetensors::parse(&file)?;
-        let fi = files.len();
-        for t in header.tensors {
-            if let Some(&other) = seen.get(&t.name) {
-                return Err(SourceError::new(
-                    path,
-                    Problem::DuplicateTensor {
-                        tensor: t.name,
-                        first: shards[other].1.clone(),
-                        second: name.clone(),
-                    },
-                ));
-            }
-            seen.insert(t.name.clone(), fi);
-            tensors.push(Tensor {
-                logical: t.dtype.name().to_string(),
-                name: t.name,
-                dtype: t.dtype,
-                shape: t.shape,
-                file: fi,
-                start: t.start,
-                end: t.end,
-                quant: None,
-                ggml: None,
-            });
-        }
-        files.push(file);
-        file_metadata.push(header.metadata);
+        let id = files.push(file, header.metadata, FileRole::Tensors);
+        tensors.extend(header.tensors.into_iter().map(|t| {
+            let extent = Extent {
+                file: id,
+                offset: t.start,
+                len: t.end - t.start,
+            };
+            Tensor::new(t.name, t.dtype, t.shape, extent)
+        }));
     }
-
+    check_unique_names(&files, &tensors)?;
     if let Some(index) = index {
-        let (_, weight_map) = shards_from_index(index)?;
-        for (tensor, shard) in &weight_map {
-            let holder = seen.get(tensor).map(|&fi| files[fi].name.as_str());
-            if holder != Some(shard.as_str()) {
-                return Err(SourceError::invalid(
-                    index,
-                    format!("weight_map puts tensor '{tensor}' in {shard}, which does not hold it"),
-                ));
-            }
-        }
-        for t in &tensors {
-            if !weight_map.contains_key(&t.name) {
-                log::warn!(
-                    "{}: tensor '{}' in {} is not in the weight_map; serving it anyway",
-                    index.display(),
-                    t.name,
-                    files[t.file].name
-                );
-            }
-        }
+        check_weight_map(index, &files, &tensors)?;
     }
 
     let mut config = None;
-    let mut side_files = Vec::new();
     for (path, name) in side {
         let file = SourceFile::open(path, name.clone())?;
         if name == "config.json" {
@@ -301,9 +309,7 @@ fn open_safetensors_set(
         if name == "dtypes.json" {
             apply_dtypes_json(&file, &mut tensors)?;
         }
-        side_files.push(files.len());
-        files.push(file);
-        file_metadata.push(BTreeMap::new());
+        files.push(file, BTreeMap::new(), FileRole::Side);
     }
 
     pair_mxfp4(&mut tensors);
@@ -311,12 +317,42 @@ fn open_safetensors_set(
     Ok(Catalog {
         format,
         files,
-        file_metadata,
         tensors,
-        side_files,
         config,
         gguf_metadata: None,
     })
+}
+
+/// Every weight_map entry must name the shard that holds the tensor; tensors
+/// the map does not list are served anyway (with a warning).
+fn check_weight_map(
+    index: &ShardIndex,
+    files: &Files,
+    tensors: &[Tensor],
+) -> Result<(), SourceError> {
+    let holder: HashMap<&str, &str> = tensors
+        .iter()
+        .map(|t| (t.name.as_str(), files[t.extent.file].file.name.as_str()))
+        .collect();
+    for (tensor, shard) in &index.weight_map {
+        if holder.get(tensor.as_str()) != Some(&shard.as_str()) {
+            return Err(SourceError::invalid(
+                &index.path,
+                format!("weight_map puts tensor '{tensor}' in {shard}, which does not hold it"),
+            ));
+        }
+    }
+    for t in tensors {
+        if !index.weight_map.contains_key(&t.name) {
+            log::warn!(
+                "{}: tensor '{}' in {} is not in the weight_map; serving it anyway",
+                index.path.display(),
+                t.name,
+                files[t.extent.file].file.name
+            );
+        }
+    }
+    Ok(())
 }
 
 fn parse_json_file(file: &SourceFile) -> Result<Value, SourceError> {
@@ -346,7 +382,7 @@ fn apply_dtypes_json(file: &SourceFile, tensors: &mut [Tensor]) -> Result<(), So
         }
     }
     for (i, dt) in updates {
-        tensors[i].logical = dt;
+        tensors[i.index()].logical = dt;
     }
     Ok(())
 }

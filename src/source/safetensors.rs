@@ -9,8 +9,7 @@
 //! names the file and the tensor or byte range involved.
 
 use std::collections::BTreeMap;
-
-use serde_json::Value;
+use std::path::Path;
 
 use crate::dtype::{Dtype, numel};
 use crate::error::{Problem, SourceError};
@@ -42,10 +41,16 @@ pub struct TensorInfo {
 
 /// Parse and validate the header of `file`.
 pub fn parse(file: &SourceFile) -> Result<Header, SourceError> {
-    let data = file.data();
-    let len = file.len;
+    parse_bytes(&file.path, file.data())
+}
+
+/// Parse and validate the safetensors header of `data`, the whole file
+/// (`path` is only for messages). The entry point for fuzzing.
+pub fn parse_bytes(path: &Path, data: &[u8]) -> Result<Header, SourceError> {
+    let len = data.len() as u64;
+    let error = |p: Problem| SourceError::new(path, p);
     if len < 8 {
-        return Err(file.error(Problem::Truncated {
+        return Err(error(Problem::Truncated {
             what: "the 8-byte header length",
             len,
             need: 8,
@@ -53,35 +58,39 @@ pub fn parse(file: &SourceFile) -> Result<Header, SourceError> {
     }
     let n = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
     if n > MAX_HEADER_LEN {
-        return Err(file.error(Problem::HeaderTooLarge(n)));
+        return Err(error(Problem::HeaderTooLarge(n)));
     }
     if n > len - 8 {
-        return Err(file.error(Problem::HeaderPastEnd { header_len: n, len }));
+        return Err(error(Problem::HeaderPastEnd { header_len: n, len }));
     }
     let json = &data[8..8 + n as usize];
     if json.first() != Some(&b'{') {
-        return Err(file.error(Problem::HeaderNotObject));
+        return Err(error(Problem::HeaderNotObject));
     }
-    let value: Value =
-        serde_json::from_slice(json).map_err(|e| file.error(Problem::HeaderJson(e.to_string())))?;
-    let Value::Object(map) = value else {
-        return Err(file.error(Problem::HeaderNotObject));
-    };
     let data_start = 8 + n;
     let buffer = len - data_start;
+    let parsed = read_json(json).map_err(|e| error(Problem::HeaderJson(e.to_string())))?;
+    let Parsed::Object(fields) = parsed else {
+        return Err(error(Problem::HeaderNotObject));
+    };
 
     let mut metadata = BTreeMap::new();
-    let mut tensors = Vec::with_capacity(map.len());
-    for (name, entry) in map {
+    let mut tensors = Vec::with_capacity(fields.len());
+    let mut seen_metadata = false;
+    for (name, entry) in fields {
         if name == "__metadata__" {
-            let Value::Object(md) = entry else {
-                return Err(file.error(Problem::Invalid(
+            if seen_metadata {
+                return Err(error(Problem::Invalid("__metadata__ appears twice".into())));
+            }
+            seen_metadata = true;
+            let Entry::Object(md) = entry else {
+                return Err(error(Problem::Invalid(
                     "__metadata__ is not an object of strings".into(),
                 )));
             };
             for (k, v) in md {
-                let Value::String(s) = v else {
-                    return Err(file.error(Problem::Invalid(format!(
+                let Val::Str(s) = v else {
+                    return Err(error(Problem::Invalid(format!(
                         "__metadata__ value for '{k}' is not a string"
                     ))));
                 };
@@ -89,7 +98,15 @@ pub fn parse(file: &SourceFile) -> Result<Header, SourceError> {
             }
             continue;
         }
-        tensors.push(tensor_info(file, name, &entry, data_start, buffer)?);
+        tensors.push(tensor_info(path, name, entry, data_start, buffer)?);
+    }
+    let mut names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(error(Problem::Tensor {
+            tensor: w[0].to_string(),
+            why: "appears twice in the header".into(),
+        }));
     }
 
     tensors.sort_by(|a, b| (a.start, a.end, &a.name).cmp(&(b.start, b.end, &b.name)));
@@ -98,7 +115,7 @@ pub fn parse(file: &SourceFile) -> Result<Header, SourceError> {
     for t in &tensors {
         if t.start < cursor {
             let p = prev.expect("cursor only moves past data_start after a tensor");
-            return Err(file.error(Problem::Overlap {
+            return Err(error(Problem::Overlap {
                 first: p.name.clone(),
                 second: t.name.clone(),
                 begin: t.start - data_start,
@@ -106,7 +123,7 @@ pub fn parse(file: &SourceFile) -> Result<Header, SourceError> {
             }));
         }
         if t.start > cursor {
-            return Err(file.error(Problem::Gap {
+            return Err(error(Problem::Gap {
                 begin: cursor - data_start,
                 end: t.start - data_start,
             }));
@@ -115,7 +132,7 @@ pub fn parse(file: &SourceFile) -> Result<Header, SourceError> {
         prev = Some(t);
     }
     if cursor != len {
-        return Err(file.error(Problem::Gap {
+        return Err(error(Problem::Gap {
             begin: cursor - data_start,
             end: buffer,
         }));
@@ -128,52 +145,50 @@ pub fn parse(file: &SourceFile) -> Result<Header, SourceError> {
 }
 
 fn tensor_info(
-    file: &SourceFile,
+    path: &Path,
     name: String,
-    entry: &Value,
+    entry: Entry,
     data_start: u64,
     buffer: u64,
 ) -> Result<TensorInfo, SourceError> {
+    let error = |p: Problem| SourceError::new(path, p);
     let bad = |why: &str| {
-        file.error(Problem::Tensor {
+        error(Problem::Tensor {
             tensor: name.clone(),
             why: why.to_string(),
         })
     };
-    let Value::Object(obj) = entry else {
+    let Entry::Object(fields) = entry else {
         return Err(bad("entry is not an object"));
     };
-    let dtype_name = obj
-        .get("dtype")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad("missing or non-string 'dtype'"))?;
+    let field = |k: &str| fields.iter().find(|f| f.0 == k).map(|f| &f.1);
+    let Some(Val::Str(dtype_name)) = field("dtype") else {
+        return Err(bad("missing or non-string 'dtype'"));
+    };
     let dtype = Dtype::from_name(dtype_name).ok_or_else(|| {
-        file.error(Problem::UnknownDtype {
+        error(Problem::UnknownDtype {
             tensor: name.clone(),
-            dtype: dtype_name.to_string(),
+            dtype: dtype_name.clone(),
         })
     })?;
-    let shape = obj
-        .get("shape")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("missing or non-array 'shape'"))?
+    let Some(Val::Ints(shape)) = field("shape") else {
+        return Err(bad("missing or non-array 'shape'"));
+    };
+    let shape = shape
         .iter()
-        .map(Value::as_u64)
+        .copied()
         .collect::<Option<Vec<u64>>>()
         .ok_or_else(|| bad("'shape' holds a value that is not a non-negative integer"))?;
-    let offsets = obj
-        .get("data_offsets")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("missing or non-array 'data_offsets'"))?;
+    let Some(Val::Ints(offsets)) = field("data_offsets") else {
+        return Err(bad("missing or non-array 'data_offsets'"));
+    };
     let (begin, end) = match offsets.as_slice() {
-        [b, e] => match (b.as_u64(), e.as_u64()) {
-            (Some(b), Some(e)) => (b, e),
-            _ => return Err(bad("'data_offsets' are not non-negative integers")),
-        },
+        [Some(b), Some(e)] => (*b, *e),
+        [_, _] => return Err(bad("'data_offsets' are not non-negative integers")),
         _ => return Err(bad("'data_offsets' must hold exactly two integers")),
     };
     if begin > end || end > buffer {
-        return Err(file.error(Problem::OffsetsOutOfRange {
+        return Err(error(Problem::OffsetsOutOfRange {
             tensor: name,
             begin,
             end,
@@ -184,7 +199,7 @@ fn tensor_info(
         .and_then(|n| dtype.bytes_for(n))
         .ok_or_else(|| bad("shape overflows or is not a whole number of bytes for its dtype"))?;
     if expected != end - begin {
-        return Err(file.error(Problem::ShapeMismatch {
+        return Err(error(Problem::ShapeMismatch {
             tensor: name,
             dtype: dtype.name().to_string(),
             shape,
@@ -199,6 +214,200 @@ fn tensor_info(
         start: data_start + begin,
         end: data_start + end,
     })
+}
+
+// The header, read straight from the JSON text into plain values (no
+// `serde_json::Value` tree: a million-tensor header would take gigabytes as
+// one). Anything of an unexpected type is kept as a marker, not an error, so
+// that validation can name the tensor and the field; only malformed JSON is
+// an error here.
+
+/// The top-level value.
+enum Parsed {
+    Object(Vec<(String, Entry)>),
+    Other,
+}
+
+/// A value of the top-level object: a tensor entry, or `__metadata__`.
+enum Entry {
+    Object(Vec<(String, Val)>),
+    Other,
+}
+
+/// A field of an entry: what validation distinguishes.
+enum Val {
+    Str(String),
+    /// An array; each item if it is a non-negative integer.
+    Ints(Vec<Option<u64>>),
+    Other,
+}
+
+fn read_json(json: &[u8]) -> Result<Parsed, serde_json::Error> {
+    use serde::Deserialize;
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let parsed = Parsed::deserialize(&mut de)?;
+    de.end()?;
+    Ok(parsed)
+}
+
+mod de {
+    //! `Deserialize` for the header values above.
+    use std::fmt;
+
+    use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    use super::{Entry, Parsed, Val};
+
+    /// Visits anything; `$on_map` builds the value from a map, `$other` is
+    /// the value for everything else (consumed and ignored).
+    macro_rules! permissive {
+        ($t:ty, $v:ident, $other:expr, |$map:ident| $on_map:block) => {
+            struct $v;
+            impl<'de> Visitor<'de> for $v {
+                type Value = $t;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut $map: A) -> Result<$t, A::Error> {
+                    $on_map
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<$t, A::Error> {
+                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    Ok($other)
+                }
+                fn visit_bool<E: de::Error>(self, _: bool) -> Result<$t, E> {
+                    Ok($other)
+                }
+                fn visit_i64<E: de::Error>(self, _: i64) -> Result<$t, E> {
+                    Ok($other)
+                }
+                fn visit_u64<E: de::Error>(self, _: u64) -> Result<$t, E> {
+                    Ok($other)
+                }
+                fn visit_f64<E: de::Error>(self, _: f64) -> Result<$t, E> {
+                    Ok($other)
+                }
+                fn visit_str<E: de::Error>(self, _: &str) -> Result<$t, E> {
+                    Ok($other)
+                }
+                fn visit_unit<E: de::Error>(self) -> Result<$t, E> {
+                    Ok($other)
+                }
+            }
+            impl<'de> Deserialize<'de> for $t {
+                fn deserialize<D: Deserializer<'de>>(d: D) -> Result<$t, D::Error> {
+                    d.deserialize_any($v)
+                }
+            }
+        };
+    }
+
+    permissive!(Parsed, ParsedVisitor, Parsed::Other, |map| {
+        let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        while let Some(k) = map.next_key::<String>()? {
+            out.push((k, map.next_value::<Entry>()?));
+        }
+        Ok(Parsed::Object(out))
+    });
+
+    permissive!(Entry, EntryVisitor, Entry::Other, |map| {
+        let mut out = Vec::with_capacity(3);
+        while let Some(k) = map.next_key::<String>()? {
+            out.push((k, map.next_value::<Val>()?));
+        }
+        Ok(Entry::Object(out))
+    });
+
+    struct ValVisitor;
+
+    impl<'de> Visitor<'de> for ValVisitor {
+        type Value = Val;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Val, E> {
+            Ok(Val::Str(v.to_string()))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Val, E> {
+            Ok(Val::Str(v))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Val, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+            while let Some(item) = seq.next_element::<Int>()? {
+                out.push(item.0);
+            }
+            Ok(Val::Ints(out))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Val, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(Val::Other)
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Val, E> {
+            Ok(Val::Other)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Val, E> {
+            Ok(Val::Other)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Val, E> {
+            Ok(Val::Other)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Val, E> {
+            Ok(Val::Other)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Val, E> {
+            Ok(Val::Other)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Val {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Val, D::Error> {
+            d.deserialize_any(ValVisitor)
+        }
+    }
+
+    /// An array item: `Some` if it is a non-negative integer.
+    struct Int(Option<u64>);
+
+    struct IntVisitor;
+
+    impl<'de> Visitor<'de> for IntVisitor {
+        type Value = Int;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Int, E> {
+            Ok(Int(Some(v)))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Int, E> {
+            Ok(Int(u64::try_from(v).ok()))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Int, E> {
+            Ok(Int(None))
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Int, E> {
+            Ok(Int(None))
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Int, E> {
+            Ok(Int(None))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Int, E> {
+            Ok(Int(None))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Int, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Int(None))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Int, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(Int(None))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Int {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Int, D::Error> {
+            d.deserialize_any(IntVisitor)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -253,6 +462,16 @@ mod tests {
         assert!(err(overlap, &[0; 3]).contains("'a' and 'b' overlap"));
         let md = r#"{"__metadata__":{"x":1}}"#;
         assert!(err(md, &[]).contains("not a string"));
+        // A name twice (both entries tile the buffer): refused, not merged.
+        let twice = r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"a":{"dtype":"U8","shape":[1],"data_offsets":[2,3]}}"#;
+        assert!(err(twice, &[0; 3]).contains("'a': appears twice"));
+        let md2 = r#"{"__metadata__":{},"__metadata__":{}}"#;
+        assert!(err(md2, &[]).contains("__metadata__ appears twice"));
+        let trailing = r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}} x"#;
+        assert!(err(trailing, &[0]).contains("not valid JSON"));
+        let nested =
+            r#"{"a":{"dtype":"U8","shape":[[1]],"data_offsets":[0,1],"extra":{"k":[1,{"z":2}]}}}"#;
+        assert!(err(nested, &[0]).contains("not a non-negative integer"));
     }
 
     #[test]

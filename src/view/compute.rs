@@ -13,48 +13,11 @@
 
 use std::sync::Arc;
 
-use crate::catalog::Tensor;
+use crate::catalog::{Extent, Files};
 use crate::dtype::Dtype;
 use crate::error::ReadError;
-use crate::quant;
-use crate::source::mapped::SourceFile;
+use crate::quant::{self, KernelError};
 use crate::view::Compute;
-
-/// A byte range of a source file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Extent {
-    pub file: usize,
-    pub offset: u64,
-    pub len: u64,
-}
-
-impl Extent {
-    pub fn of(t: &Tensor) -> Extent {
-        Extent {
-            file: t.file,
-            offset: t.start,
-            len: t.len(),
-        }
-    }
-
-    /// `len` bytes starting `offset` bytes in.
-    pub fn sub(&self, offset: u64, len: u64) -> Extent {
-        debug_assert!(offset + len <= self.len);
-        Extent {
-            file: self.file,
-            offset: self.offset + offset,
-            len,
-        }
-    }
-
-    pub fn bytes<'a>(&self, files: &'a [SourceFile]) -> Result<&'a [u8], ReadError> {
-        files[self.file].bytes(self.offset, self.len)
-    }
-}
-
-fn kernel_err(e: quant::KernelError) -> ReadError {
-    ReadError::Compute(e.to_string())
-}
 
 /// Fill `out` with output bytes `[offset, offset + out.len())` of an output
 /// made of `unit`-byte units, where `fill(first, buf)` computes the whole
@@ -95,45 +58,59 @@ fn by_units(
 /// F8_E5M2) to BF16.
 #[derive(Debug)]
 pub struct Cast {
-    pub src: Extent,
-    pub from: Dtype,
+    src: Extent,
+    /// Bytes per source element.
+    width: u64,
+    kernel: CastKernel,
+}
+
+type CastKernel = fn(&[u8], &mut [u8]) -> Result<(), KernelError>;
+
+/// The BF16 kernel for elements of `from`, if gyrofs converts them.
+fn cast_kernel(from: Dtype) -> Option<CastKernel> {
+    Some(match from {
+        Dtype::F16 => quant::float::f16_to_bf16,
+        Dtype::F32 => quant::float::f32_to_bf16,
+        Dtype::F64 => quant::float::f64_to_bf16,
+        Dtype::F8_E4M3 => quant::fp8::e4m3_to_bf16,
+        Dtype::F8_E5M2 => quant::fp8::e5m2_to_bf16,
+        _ => return None,
+    })
 }
 
 impl Cast {
-    /// The dtypes [`Cast`] converts.
-    pub fn supports(d: Dtype) -> bool {
-        matches!(
-            d,
-            Dtype::F16 | Dtype::F32 | Dtype::F64 | Dtype::F8_E4M3 | Dtype::F8_E5M2
-        )
+    /// Does gyrofs convert elements of `from` to BF16? (BF16 itself, integers
+    /// and the rest pass through unchanged.)
+    pub fn converts(from: Dtype) -> bool {
+        cast_kernel(from).is_some()
     }
 
-    fn width(&self) -> u64 {
-        self.from.bits() / 8
+    /// The cast of `src`, elements of dtype `from`; `None` if gyrofs does
+    /// not convert `from` to BF16.
+    pub fn new(src: Extent, from: Dtype) -> Option<Cast> {
+        Some(Cast {
+            src,
+            width: from.bits() / 8,
+            kernel: cast_kernel(from)?,
+        })
     }
 }
 
 impl Compute for Cast {
-    fn len(&self) -> u64 {
-        self.src.len / self.width() * 2
+    fn extents(&self) -> Vec<Extent> {
+        vec![self.src]
     }
 
-    fn read_at(&self, files: &[SourceFile], offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
-        let w = self.width();
+    fn len(&self) -> u64 {
+        self.src.len / self.width * 2
+    }
+
+    fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+        let w = self.width;
         by_units(offset, out, 2, |first, buf| {
             let n = buf.len() as u64 / 2;
-            let src = self.src.sub(first * w, n * w).bytes(files)?;
-            match self.from {
-                Dtype::F16 => quant::float::f16_to_bf16(src, buf),
-                Dtype::F32 => quant::float::f32_to_bf16(src, buf),
-                Dtype::F64 => quant::float::f64_to_bf16(src, buf),
-                Dtype::F8_E4M3 => quant::fp8::e4m3_to_bf16(src, buf),
-                Dtype::F8_E5M2 => quant::fp8::e5m2_to_bf16(src, buf),
-                other => {
-                    return Err(ReadError::Compute(format!("no BF16 cast from {other}")));
-                }
-            }
-            .map_err(kernel_err)
+            let src = files.bytes(self.src.sub(first * w, n * w))?;
+            Ok((self.kernel)(src, buf)?)
         })
     }
 }
@@ -147,15 +124,24 @@ pub struct Mxfp4 {
 }
 
 impl Compute for Mxfp4 {
+    fn extents(&self) -> Vec<Extent> {
+        vec![self.blocks, self.scales]
+    }
+
     fn len(&self) -> u64 {
         self.scales.len * 32 * 2
     }
 
-    fn read_at(&self, files: &[SourceFile], offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
-        let blocks = self.blocks.bytes(files)?;
-        let scales = self.scales.bytes(files)?;
+    fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+        let blocks = files.bytes(self.blocks)?;
+        let scales = files.bytes(self.scales)?;
         by_units(offset, out, 2, |first, buf| {
-            quant::mxfp4::dequant_range_le(blocks, scales, first as usize, buf).map_err(kernel_err)
+            Ok(quant::mxfp4::dequant_range_le(
+                blocks,
+                scales,
+                first as usize,
+                buf,
+            )?)
         })
     }
 }
@@ -186,22 +172,26 @@ impl Mxfp4Transposed {
     /// The source blocks and scales of expert `e`.
     fn expert_source<'a>(
         &self,
-        files: &'a [SourceFile],
+        files: &'a Files,
         e: u64,
     ) -> Result<(&'a [u8], &'a [u8]), ReadError> {
         let n = self.rows * self.groups;
-        let blocks = self.blocks.sub(e * n * 16, n * 16).bytes(files)?;
-        let scales = self.scales.sub(e * n, n).bytes(files)?;
+        let blocks = files.bytes(self.blocks.sub(e * n * 16, n * 16))?;
+        let scales = files.bytes(self.scales.sub(e * n, n))?;
         Ok((blocks, scales))
     }
 }
 
 impl Compute for Mxfp4Transposed {
+    fn extents(&self) -> Vec<Extent> {
+        vec![self.blocks, self.scales]
+    }
+
     fn len(&self) -> u64 {
         self.experts * self.cols() * self.rows * 2
     }
 
-    fn read_at(&self, files: &[SourceFile], offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+    fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
         let (r, g) = (self.rows as usize, self.groups as usize);
         let cols = self.cols();
         let row_bytes = self.rows * 2;
@@ -215,8 +205,7 @@ impl Compute for Mxfp4Transposed {
                 let c1 = ((end - e * cols).min(cols)) as usize;
                 let (blocks, scales) = self.expert_source(files, e)?;
                 let (now, later) = dst.split_at_mut((c1 - c0) * r * 2);
-                quant::mxfp4::dequant_transposed_le(blocks, scales, r, g, c0, c1, now)
-                    .map_err(kernel_err)?;
+                quant::mxfp4::dequant_transposed_le(blocks, scales, r, g, c0, c1, now)?;
                 dst = later;
                 row += (c1 - c0) as u64;
             }
@@ -235,18 +224,22 @@ pub struct Fp8Block {
 }
 
 impl Compute for Fp8Block {
+    fn extents(&self) -> Vec<Extent> {
+        vec![self.weight, self.scale_inv]
+    }
+
     fn len(&self) -> u64 {
         self.weight.len * 2
     }
 
-    fn read_at(&self, files: &[SourceFile], offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
-        let scale_inv = self.scale_inv.bytes(files)?;
+    fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+        let scale_inv = files.bytes(self.scale_inv)?;
         by_units(offset, out, 2, |first, buf| {
             let n = buf.len() as u64 / 2;
-            let weight = self.weight.sub(first, n).bytes(files)?;
-            self.geometry
-                .dequant_le(weight, first as usize, scale_inv, buf)
-                .map_err(kernel_err)
+            let weight = files.bytes(self.weight.sub(first, n))?;
+            Ok(self
+                .geometry
+                .dequant_le(weight, first as usize, scale_inv, buf)?)
         })
     }
 }
@@ -261,17 +254,20 @@ pub struct GgmlDequant {
 }
 
 impl Compute for GgmlDequant {
+    fn extents(&self) -> Vec<Extent> {
+        vec![self.src]
+    }
+
     fn len(&self) -> u64 {
         self.src.len / self.ty.type_size() * self.ty.block_size() * 2
     }
 
-    fn read_at(&self, files: &[SourceFile], offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+    fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
         let (bs, ts) = (self.ty.block_size(), self.ty.type_size());
         by_units(offset, out, bs * 2, |first, buf| {
             let n = buf.len() as u64 / (bs * 2);
-            let blocks = self.src.sub(first * ts, n * ts).bytes(files)?;
-            quant::ggml::dequantize(self.ty, blocks, buf)
-                .map_err(|e| ReadError::Compute(e.to_string()))
+            let blocks = files.bytes(self.src.sub(first * ts, n * ts))?;
+            Ok(quant::ggml::dequantize(self.ty, blocks, buf)?)
         })
     }
 }
@@ -286,11 +282,15 @@ pub struct Window {
 }
 
 impl Compute for Window {
+    fn extents(&self) -> Vec<Extent> {
+        self.inner.extents()
+    }
+
     fn len(&self) -> u64 {
         self.len
     }
 
-    fn read_at(&self, files: &[SourceFile], offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+    fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
         self.inner.read_at(files, self.offset + offset, out)
     }
 }

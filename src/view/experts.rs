@@ -21,15 +21,16 @@
 //! layer, then expert: `layer_00_expert_000.safetensors`. Specified in
 //! docs/VIEWS.md.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::catalog::{Catalog, SourceFormat};
-use crate::dtype::numel;
+use crate::catalog::{Catalog, FileId, SourceFormat};
+use crate::dtype::{Dtype, numel};
 use crate::json::to_pretty;
 use crate::view::header::{Entry, safetensors_file, source_json};
-use crate::view::{Segment, Tree, VFile};
+use crate::view::{FileRef, Parent, Segment, Tree, VFile, Views};
 
 /// The mixture-of-experts shape of a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,164 +130,245 @@ pub fn slice_segments(segments: &[Segment], offset: u64, len: u64) -> Vec<Segmen
     out
 }
 
-/// Expert `e`'s slice of a fused entry, with the expert axis removed; `None`
-/// if the slice is not a whole number of bytes.
-fn expert_slice(entry: &Entry, e: u64, experts: u64) -> Option<Entry> {
-    let inner = &entry.shape[1..];
-    let per = entry.dtype.bytes_for(numel(inner)?)?;
-    if per * experts != entry.len() {
-        return None;
-    }
-    Some(Entry {
-        name: entry.name.clone(),
-        dtype: entry.dtype,
-        shape: inner.to_vec(),
-        record: slice_record(&entry.record, e)?,
+/// Expert `e`'s slice of a fused entry (the expert axis removed).
+fn expert_slice(entry: Entry, e: u64, experts: u64) -> Entry {
+    let per = entry.len() / experts;
+    Entry {
+        shape: entry.shape[1..].to_vec(),
+        record: entry.record.expert_slice(e),
         data: slice_segments(&entry.data, e * per, per),
-    })
+        ..entry
+    }
 }
 
-/// A canonical record with its transform T replaced by
-/// `{"axis":0,"index":e,"kind":"expert_slice","of":T}`. `transform` is the
-/// record's last key (canonical order), and no transform value contains the
-/// text `,"transform":`, so the last occurrence is the key.
-fn slice_record(record: &str, e: u64) -> Option<String> {
-    const KEY: &str = ",\"transform\":";
-    let at = record.rfind(KEY)? + KEY.len();
-    let of = record[at..].strip_suffix('}')?;
-    Some(format!(
-        "{}{{\"axis\":0,\"index\":{e},\"kind\":\"expert_slice\",\"of\":{of}}}}}",
-        &record[..at]
-    ))
-}
-
-/// A tensor of a view, as the split needs it.
+/// A tensor of the parent view, as the split needs to place it.
 #[derive(Debug, Clone)]
-pub struct Item {
-    pub entry: Entry,
-    /// Source files it reads.
-    pub files: Vec<usize>,
-    /// The (primary) source tensor's name.
-    pub source: String,
+pub struct ItemInfo<'a> {
+    pub name: &'a str,
+    pub dtype: Dtype,
+    pub shape: Cow<'a, [u64]>,
+    /// Bytes of data.
+    pub len: u64,
 }
 
-/// One tensor of the split.
-struct Member<'a> {
-    entry: Entry,
-    /// Index along the stacked tensor's expert axis, for fused tensors.
-    index: Option<u64>,
-    item: &'a Item,
+/// One tensor of an expert file: item `item` of the parent view, whole or
+/// (fused tensors) its slice `slice` along the expert axis.
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    item: u32,
+    slice: Option<u32>,
 }
 
-/// Add `<view>/experts/` for the view's tensors `items`. Returns false (and
-/// adds nothing) if no tensor is an expert's.
-pub fn add(tree: &mut Tree, catalog: &Catalog, view: &str, items: &[Item], moe: Moe) -> bool {
-    let mut base: Vec<Member> = Vec::new();
-    let mut experts: BTreeMap<(u64, u64), Vec<Member>> = BTreeMap::new();
-    fn whole(item: &Item) -> Member<'_> {
-        Member {
-            entry: item.entry.clone(),
-            index: None,
-            item,
-        }
-    }
-    for item in items {
-        match place(&item.entry.name, &item.entry.shape, moe.experts) {
-            Place::Expert { layer, expert } => experts
-                .entry((layer, expert))
-                .or_default()
-                .push(whole(item)),
-            Place::Fused { layer } => {
-                let slices: Option<Vec<Entry>> = (0..moe.experts)
-                    .map(|e| expert_slice(&item.entry, e, moe.experts))
-                    .collect();
-                match slices {
-                    Some(slices) => {
-                        for (e, entry) in slices.into_iter().enumerate() {
-                            experts.entry((layer, e as u64)).or_default().push(Member {
-                                entry,
-                                index: Some(e as u64),
-                                item,
-                            });
-                        }
-                    }
-                    None => base.push(whole(item)),
+/// The file of one (layer, expert).
+#[derive(Debug)]
+struct ExpertFile {
+    layer: u64,
+    expert: u64,
+    members: Vec<Member>,
+}
+
+/// What one `<view>/experts/` directory holds.
+#[derive(Debug)]
+pub struct ExpertsView {
+    pub parent: Parent,
+    moe: Moe,
+    base: Vec<Member>,
+    files: Vec<ExpertFile>,
+    layer_width: usize,
+    expert_width: usize,
+}
+
+impl ExpertsView {
+    /// Split the parent view's tensors `items`; `None` if no tensor is an
+    /// expert's (no `experts/` directory then).
+    pub fn new(parent: Parent, items: Vec<ItemInfo>, moe: Moe) -> Option<Self> {
+        let mut base = Vec::new();
+        let mut experts: BTreeMap<(u64, u64), Vec<(Member, u64)>> = BTreeMap::new();
+        for (i, it) in items.iter().enumerate() {
+            let whole = Member {
+                item: i as u32,
+                slice: None,
+            };
+            let align = it.dtype.alignment();
+            match place(it.name, &it.shape, moe.experts) {
+                Place::Expert { layer, expert } => {
+                    experts
+                        .entry((layer, expert))
+                        .or_default()
+                        .push((whole, align));
                 }
+                Place::Fused { layer } if sliceable(it, moe.experts) => {
+                    for e in 0..moe.experts {
+                        let m = Member {
+                            item: i as u32,
+                            slice: Some(e as u32),
+                        };
+                        experts.entry((layer, e)).or_default().push((m, align));
+                    }
+                }
+                _ => base.push((whole, align)),
             }
-            Place::Base => base.push(whole(item)),
+        }
+        if experts.is_empty() {
+            return None;
+        }
+        let by_alignment = |mut ms: Vec<(Member, u64)>| {
+            ms.sort_by_key(|m| std::cmp::Reverse(m.1));
+            ms.into_iter().map(|m| m.0).collect::<Vec<_>>()
+        };
+        let max_layer = experts.keys().map(|k| k.0).max().unwrap_or(0);
+        Some(ExpertsView {
+            parent,
+            moe,
+            base: by_alignment(base),
+            files: experts
+                .into_iter()
+                .map(|((layer, expert), ms)| ExpertFile {
+                    layer,
+                    expert,
+                    members: by_alignment(ms),
+                })
+                .collect(),
+            layer_width: digits(moe.layers.unwrap_or(max_layer + 1).saturating_sub(1)).max(2),
+            expert_width: digits(moe.experts - 1).max(3),
+        })
+    }
+
+    fn file_name(&self, f: &ExpertFile) -> String {
+        let (lw, ew) = (self.layer_width, self.expert_width);
+        format!(
+            "layer_{:0lw$}_expert_{:0ew$}.safetensors",
+            f.layer, f.expert
+        )
+    }
+
+    /// Lay out the directory `dir` (as expert split number `x`).
+    pub fn add(&self, tree: &mut Tree, dir: &str, x: u8) {
+        let dir = tree.dir_path(dir);
+        tree.add_file(dir, "base.safetensors", FileRef::ExpertBase { experts: x });
+        tree.add_file(dir, "registry.json", FileRef::Registry { experts: x });
+        for (i, f) in self.files.iter().enumerate() {
+            let file = FileRef::Expert {
+                experts: x,
+                index: i as u32,
+            };
+            tree.add_file(dir, &self.file_name(f), file);
         }
     }
-    if experts.is_empty() {
-        return false;
-    }
-    let max_layer = experts.keys().map(|k| k.0).max().unwrap_or(0);
-    let layer_width = digits(moe.layers.unwrap_or(max_layer + 1).saturating_sub(1)).max(2);
-    let expert_width = digits(moe.experts - 1).max(3);
-    let dir_path = format!("{view}/experts");
-    let dir = tree.dir_path(&dir_path);
 
-    // Expert files of a layer draw on the same few source files.
-    let mut sources: HashMap<Vec<usize>, String> = HashMap::new();
-    let mut add_file = |tree: &mut Tree, name: &str, mut members: Vec<Member>| -> (u64, Value) {
-        members.sort_by_key(|m| std::cmp::Reverse(m.entry.dtype.alignment()));
-        let mut files: Vec<usize> = members
-            .iter()
-            .flat_map(|m| m.item.files.iter().copied())
-            .collect();
-        files.sort_unstable();
-        files.dedup();
-        let source = sources
-            .entry(files)
-            .or_insert_with_key(|f| source_json(catalog, f.iter().copied()));
-        let listed: Vec<Value> = members
+    /// The parent items read by the base file (`None`) or expert file `index`.
+    pub fn items(&self, index: Option<u32>) -> impl Iterator<Item = u32> + '_ {
+        let members = match index {
+            Some(i) => &self.files[i as usize].members,
+            None => &self.base,
+        };
+        members.iter().map(|m| m.item)
+    }
+
+    fn dir_path(&self, views: &Views) -> String {
+        match self.parent {
+            Parent::Raw => "raw/experts".into(),
+            Parent::Converted(v) => format!("{}/experts", views.converted[v as usize].dir),
+        }
+    }
+
+    fn entries(&self, catalog: &Catalog, views: &Views, members: &[Member]) -> Vec<Entry> {
+        members
             .iter()
             .map(|m| {
+                let e = views.item_entry(catalog, self.parent, m.item);
+                match m.slice {
+                    Some(s) => expert_slice(e, s.into(), self.moe.experts),
+                    None => e,
+                }
+            })
+            .collect()
+    }
+
+    fn file(&self, catalog: &Catalog, views: &Views, members: &[Member]) -> VFile {
+        let entries = self.entries(catalog, views, members);
+        let files: Vec<FileId> = members
+            .iter()
+            .flat_map(|m| item_files(catalog, views, self.parent, m.item))
+            .collect();
+        let source = source_json(catalog, files);
+        safetensors_file(catalog, &self.dir_path(views), &source, entries)
+    }
+
+    /// `base.safetensors`.
+    pub fn base_file(&self, catalog: &Catalog, views: &Views) -> VFile {
+        self.file(catalog, views, &self.base)
+    }
+
+    /// Expert file `index`.
+    pub fn expert_file(&self, catalog: &Catalog, views: &Views, index: u32) -> VFile {
+        self.file(catalog, views, &self.files[index as usize].members)
+    }
+
+    /// `registry.json` (docs/VIEWS.md): every file, its size and tensors.
+    pub fn registry_file(&self, catalog: &Catalog, views: &Views) -> VFile {
+        let listed = |members: &[Member]| -> Vec<Value> {
+            let entries = self.entries(catalog, views, members);
+            members
+                .iter()
+                .zip(entries)
+                .map(|(m, e)| {
+                    json!({
+                        "name": e.name,
+                        "dtype": e.dtype.name(),
+                        "shape": e.shape,
+                        "bytes": e.len(),
+                        "source": catalog.tensor(e.record.source).name,
+                        "index": m.slice,
+                    })
+                })
+                .collect()
+        };
+        let experts: Vec<Value> = self
+            .files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let size = self.expert_file(catalog, views, i as u32).size;
                 json!({
-                    "name": m.entry.name,
-                    "dtype": m.entry.dtype.name(),
-                    "shape": m.entry.shape,
-                    "bytes": m.entry.len(),
-                    "source": m.item.source,
-                    "index": m.index,
+                    "layer": f.layer,
+                    "expert": f.expert,
+                    "file": self.file_name(f),
+                    "size": size,
+                    "tensors": listed(&f.members),
                 })
             })
             .collect();
-        let entries = members.into_iter().map(|m| m.entry).collect();
-        let file = safetensors_file(&dir_path, source, entries);
-        let size = file.size;
-        tree.add_file(dir, name, "", file);
-        (size, Value::Array(listed))
-    };
-
-    let (base_size, base_tensors) = add_file(tree, "base.safetensors", base);
-    let mut registry_experts = Vec::new();
-    for ((layer, expert), members) in experts {
-        let name =
-            format!("layer_{layer:0layer_width$}_expert_{expert:0expert_width$}.safetensors");
-        let (size, tensors) = add_file(tree, &name, members);
-        registry_experts.push(json!({
-            "layer": layer,
-            "expert": expert,
-            "file": name,
-            "size": size,
-            "tensors": tensors,
-        }));
+        let view = match self.parent {
+            Parent::Raw => "raw",
+            Parent::Converted(v) => views.converted[v as usize].dir,
+        };
+        let base_size = self.base_file(catalog, views).size;
+        let registry = json!({
+            "num_experts": self.moe.experts,
+            "experts_per_token": self.moe.per_token,
+            "num_layers": self.moe.layers,
+            "view": view,
+            "base": {"file": "base.safetensors", "size": base_size, "tensors": listed(&self.base)},
+            "experts": experts,
+        });
+        VFile::from_bytes(to_pretty(&registry).into_bytes())
     }
-    let registry = json!({
-        "num_experts": moe.experts,
-        "experts_per_token": moe.per_token,
-        "num_layers": moe.layers,
-        "view": view,
-        "base": {"file": "base.safetensors", "size": base_size, "tensors": base_tensors},
-        "experts": registry_experts,
-    });
-    tree.add_file(
-        dir,
-        "registry.json",
-        "",
-        VFile::from_bytes(to_pretty(&registry).into_bytes()),
-    );
-    true
+}
+
+/// The source files item `item` of `parent` reads.
+fn item_files(catalog: &Catalog, views: &Views, parent: Parent, item: u32) -> Vec<FileId> {
+    match parent {
+        Parent::Raw => vec![catalog.tensor(crate::catalog::TensorId(item)).extent.file],
+        Parent::Converted(v) => views.converted[v as usize].plans[item as usize].files(catalog),
+    }
+}
+
+/// Can a fused item be cut into `experts` whole-byte slices?
+fn sliceable(it: &ItemInfo, experts: u64) -> bool {
+    numel(&it.shape[1..])
+        .and_then(|n| it.dtype.bytes_for(n))
+        .is_some_and(|per| per * experts == it.len)
 }
 
 fn digits(n: u64) -> usize {
@@ -357,38 +439,21 @@ mod tests {
     }
 
     #[test]
-    fn slice_records() {
-        let r = r#"{"logical_dtype":"FP4","source":{"name":"x,\"transform\":"},"transform":{"kind":"identity"}}"#;
-        let s = slice_record(r, 3).unwrap();
-        assert_eq!(
-            s,
-            r#"{"logical_dtype":"FP4","source":{"name":"x,\"transform\":"},"transform":{"axis":0,"index":3,"kind":"expert_slice","of":{"kind":"identity"}}}"#
-        );
-        let v: Value = serde_json::from_str(&s).unwrap();
-        assert_eq!(crate::json::to_canonical(&v), s);
-    }
-
-    #[test]
     fn slices_segments() {
+        use crate::catalog::Extent;
         use std::sync::Arc;
+        let at = |offset, len| Extent {
+            file: FileId(0),
+            offset,
+            len,
+        };
         let segs = vec![
             Segment::Bytes(Arc::from(&b"abcd"[..])),
-            Segment::Source {
-                file: 0,
-                offset: 100,
-                len: 10,
-            },
+            Segment::Source(at(100, 10)),
         ];
         let s = slice_segments(&segs, 2, 5);
         assert_eq!(s.len(), 2);
         assert!(matches!(&s[0], Segment::Bytes(b) if &b[..] == b"cd"));
-        assert!(matches!(
-            s[1],
-            Segment::Source {
-                file: 0,
-                offset: 100,
-                len: 3
-            }
-        ));
+        assert!(matches!(s[1], Segment::Source(e) if e == at(100, 3)));
     }
 }

@@ -9,6 +9,8 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::error::ViewError;
+
 /// How one original tensor appears in the Hugging Face layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HfName {
@@ -32,12 +34,12 @@ pub struct QkvRows {
 }
 
 impl QkvRows {
-    pub fn from_config(config: &Value) -> Result<QkvRows, String> {
+    pub fn from_config(config: &Value) -> Result<QkvRows, ViewError> {
         let get = |k: &str| {
             config
                 .get(k)
                 .and_then(Value::as_u64)
-                .ok_or_else(|| format!("config.json has no integer '{k}'"))
+                .ok_or_else(|| ViewError::Config(format!("has no integer '{k}'")))
         };
         let head_dim = get("head_dim")?;
         Ok(QkvRows {
@@ -101,29 +103,30 @@ pub fn hf_name(name: &str, qkv: QkvRows) -> Option<HfName> {
 /// swiglu_limit, head_dim, num_attention_heads, num_key_value_heads,
 /// sliding_window, initial_context_length, rope_theta, rope_scaling_factor,
 /// rope_ntk_alpha, rope_ntk_beta).
-pub fn hf_config(original: &Value) -> Result<Value, String> {
+pub fn hf_config(original: &Value) -> Result<Value, ViewError> {
+    let bad = |why: String| ViewError::Config(why);
     let Value::Object(o) = original else {
-        return Err("config.json is not an object".into());
+        return Err(bad("is not an object".into()));
     };
     let need = |k: &str| {
         o.get(k)
             .cloned()
-            .ok_or_else(|| format!("config.json has no '{k}'"))
+            .ok_or_else(|| bad(format!("has no '{k}'")))
     };
-    let num = |k: &str| -> Result<f64, String> {
+    let num = |k: &str| {
         o.get(k)
             .and_then(Value::as_f64)
-            .ok_or_else(|| format!("config.json has no number '{k}'"))
+            .ok_or_else(|| bad(format!("has no number '{k}'")))
     };
     let layers = need("num_hidden_layers")?
         .as_u64()
-        .ok_or("num_hidden_layers is not an integer")?;
+        .ok_or_else(|| bad("has a num_hidden_layers that is not an integer".into()))?;
     let context = need("initial_context_length")?;
     let factor = num("rope_scaling_factor")?;
     let max_pos = context
         .as_f64()
         .map(|c| (c * factor).round() as u64)
-        .ok_or("initial_context_length is not a number")?;
+        .ok_or_else(|| bad("has an initial_context_length that is not a number".into()))?;
     let mut c = Map::new();
     for k in [
         "num_hidden_layers",

@@ -1,37 +1,46 @@
-//! Views: the tree of virtual files built from a catalog.
+//! Views: the virtual files built from a catalog.
 //!
-//! A virtual file is a list of [`Segment`]s whose lengths are all known when
-//! the tree is built, so sizes are exact before any byte is read:
+//! A virtual file is a list of [`Segment`]s whose lengths are known before
+//! any byte is read:
 //! - [`Segment::Bytes`]: bytes held in memory (Gyro headers, generated JSON);
-//! - [`Segment::Source`]: a byte range of a mapped source file, served
-//!   zero-copy;
+//! - [`Segment::Source`]: an [`Extent`] of a source file, copied as is;
 //! - [`Segment::Computed`]: bytes produced on demand by a [`Compute`] (a
-//!   dequantization, a slice, a transpose) for exactly the requested range.
+//!   dequantization, a slice, a transpose, a stream of JSON) for exactly the
+//!   requested range.
 //!
-//! One module per view kind adds its part of the tree: `manifest`
-//! (`manifest.json`), `raw` (lossless files), `bf16` (dequantized/converted,
-//! with `gpt_oss` bridging the two gpt-oss layouts), `experts` (one file per
-//! MoE expert, in `raw/` and `bf16/`). `compute` holds the
+//! Nothing per tensor is built at mount. [`build`] decides, from the catalog,
+//! what each view holds, in compact form ([`Views`]: the raw view's pack
+//! order, the converted views' per-tensor [`converted::Plan`]s and shards, the
+//! expert split), and lays out the [`Tree`] of names, where every file is a
+//! [`FileRef`]. [`Views::file`] turns a `FileRef` into a [`VFile`] when the
+//! kernel first asks for it (the volume caches the result).
+//!
+//! One module per view kind: `raw` (lossless files), `converted` (`bf16/`:
+//! dequantized/converted, with `gpt_oss` bridging the two gpt-oss layouts),
+//! `experts` (one file per MoE expert, in `raw/` and `bf16/`), `manifest`
+//! (`manifest.json`, streamed). `tree` holds the names; `compute` the
 //! computed segments; `header` writes the Gyro safetensors header every
-//! virtual safetensors file starts with; `names` escapes tensor names into
-//! file names. Reading is done by `crate::read`.
+//! virtual safetensors file starts with, and `record` the typed provenance
+//! record of each of its tensors; `names` escapes tensor names into file
+//! names. Reading is done by `crate::read`.
 
-pub mod bf16;
 pub mod compute;
+pub mod converted;
 pub mod experts;
 pub mod gpt_oss;
 pub mod header;
 pub mod manifest;
 pub mod names;
 pub mod raw;
+pub mod record;
+pub mod tree;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::catalog::Catalog;
-use crate::error::ReadError;
-use crate::source::mapped::SourceFile;
+use crate::catalog::{Catalog, Extent, FileId, Files, TensorId};
+use crate::error::{ReadError, ViewError};
+pub use tree::{NodeId, NodeKind, ROOT, Tree};
 
 /// Bytes computed on demand. `read_at` must fill `out` with bytes
 /// `[offset, offset + out.len())` of its output, which is `len()` bytes long,
@@ -41,14 +50,17 @@ pub trait Compute: Send + Sync + fmt::Debug {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    fn read_at(&self, files: &[SourceFile], offset: u64, out: &mut [u8]) -> Result<(), ReadError>;
+    fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError>;
+    /// The source ranges it reads (to know which files depend on which
+    /// source file).
+    fn extents(&self) -> Vec<Extent>;
 }
 
 /// A contiguous piece of a virtual file.
 #[derive(Debug, Clone)]
 pub enum Segment {
     Bytes(Arc<[u8]>),
-    Source { file: usize, offset: u64, len: u64 },
+    Source(Extent),
     Computed(Arc<dyn Compute>),
 }
 
@@ -56,7 +68,7 @@ impl Segment {
     pub fn len(&self) -> u64 {
         match self {
             Segment::Bytes(b) => b.len() as u64,
-            Segment::Source { len, .. } => *len,
+            Segment::Source(e) => e.len,
             Segment::Computed(c) => c.len(),
         }
     }
@@ -73,27 +85,12 @@ impl Segment {
             Segment::Bytes(b) => {
                 Segment::Bytes(Arc::from(&b[offset as usize..(offset + len) as usize]))
             }
-            Segment::Source {
-                file, offset: o, ..
-            } => Segment::Source {
-                file: *file,
-                offset: o + offset,
-                len,
-            },
+            Segment::Source(e) => Segment::Source(e.sub(offset, len)),
             Segment::Computed(c) => Segment::Computed(Arc::new(compute::Window {
                 inner: c.clone(),
                 offset,
                 len,
             })),
-        }
-    }
-
-    /// A whole source file, passed through unchanged.
-    pub fn whole(files: &[SourceFile], file: usize) -> Segment {
-        Segment::Source {
-            file,
-            offset: 0,
-            len: files[file].len,
         }
     }
 }
@@ -117,18 +114,11 @@ impl VFile {
             if seg.is_empty() {
                 continue;
             }
-            if let (
-                Some(Segment::Source { file, offset, len }),
-                Segment::Source {
-                    file: f2,
-                    offset: o2,
-                    len: l2,
-                },
-            ) = (merged.last_mut(), &seg)
-                && *file == *f2
-                && *offset + *len == *o2
+            if let (Some(Segment::Source(a)), Segment::Source(b)) = (merged.last_mut(), &seg)
+                && a.file == b.file
+                && a.end() == b.offset
             {
-                *len += l2;
+                a.len += b.len;
                 continue;
             }
             merged.push(seg);
@@ -154,220 +144,272 @@ impl VFile {
         &self.segments
     }
 
+    /// Bytes this file holds in memory (headers, generated JSON).
+    pub fn held_bytes(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| match s {
+                Segment::Bytes(b) => b.len() as u64,
+                _ => 0,
+            })
+            .sum()
+    }
+
     pub fn starts(&self) -> &[u64] {
         &self.starts
     }
 }
 
-pub type NodeId = usize;
+/// What a file of the tree is made from. Small and `Copy`: the tree holds
+/// one per static file, and listings make theirs on the fly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileRef {
+    /// A source side file (config, tokenizer, ...), passed through.
+    Side(FileId),
+    Manifest,
+    /// A GGUF source's whole key/value metadata.
+    GgufMetadata,
+    /// `raw/model.safetensors`.
+    RawPack,
+    /// `raw/tensors/<name>.safetensors`.
+    RawTensor(TensorId),
+    /// Shard `shard` of converted view `view` (`bf16/model-0000k-of-...`).
+    Shard {
+        view: u8,
+        shard: u32,
+    },
+    /// `model.safetensors.index.json` of converted view `view`.
+    ShardIndex {
+        view: u8,
+    },
+    /// `config.json` of converted view `view`.
+    Config {
+        view: u8,
+    },
+    /// `<view>/tensors/<name>.safetensors`: tensor `index` of converted view `view`.
+    ViewTensor {
+        view: u8,
+        index: u32,
+    },
+    /// `base.safetensors` of expert split `experts`.
+    ExpertBase {
+        experts: u8,
+    },
+    /// Expert file `index` of expert split `experts`.
+    Expert {
+        experts: u8,
+        index: u32,
+    },
+    /// `registry.json` of expert split `experts`.
+    Registry {
+        experts: u8,
+    },
+}
 
-/// The root directory's id.
-pub const ROOT: NodeId = 0;
+/// The items of a listing directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// `raw/tensors/`: the source tensors.
+    RawTensors,
+    /// `<view>/tensors/`: the tensors of converted view `view`.
+    ViewTensors(u8),
+}
 
+impl Listing {
+    /// The file of item `i`.
+    pub fn file(self, i: u32) -> FileRef {
+        match self {
+            Listing::RawTensors => FileRef::RawTensor(TensorId(i)),
+            Listing::ViewTensors(view) => FileRef::ViewTensor { view, index: i },
+        }
+    }
+}
+
+/// A view's tensors as the expert split sees them: the raw view's (source
+/// tensors) or a converted view's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parent {
+    Raw,
+    Converted(u8),
+}
+
+/// What every view holds for a source, decided at mount, in compact form.
 #[derive(Debug)]
-pub enum NodeKind {
-    /// Children, sorted by name once the tree is finished.
-    Dir(Vec<NodeId>),
-    File(VFile),
+pub struct Views {
+    pub raw: raw::RawView,
+    pub converted: Vec<converted::ConvertedView>,
+    pub experts: Vec<experts::ExpertsView>,
+    /// One line per view or tensor left out, and why.
+    pub notes: Vec<String>,
 }
 
-#[derive(Debug)]
-pub struct Node {
-    pub name: String,
-    pub parent: NodeId,
-    pub kind: NodeKind,
-}
-
-/// The whole mounted tree. Node ids are dense indices (the FUSE adapter uses
-/// id + 1 as the inode number).
-#[derive(Debug)]
-pub struct Tree {
-    nodes: Vec<Node>,
-    index: HashMap<(NodeId, String), NodeId>,
-    /// Subdirectory count of each directory (for link counts), set by `finish`.
-    subdirs: Vec<u32>,
-}
-
-impl Default for Tree {
-    fn default() -> Self {
-        Tree::new()
-    }
-}
-
-impl Tree {
-    pub fn new() -> Tree {
-        Tree {
-            nodes: vec![Node {
-                name: String::new(),
-                parent: ROOT,
-                kind: NodeKind::Dir(Vec::new()),
-            }],
-            index: HashMap::new(),
-            subdirs: Vec::new(),
+impl Views {
+    /// The name of item `i` of `listing` (before escaping).
+    pub fn item_name<'a>(&'a self, catalog: &'a Catalog, listing: Listing, i: u32) -> &'a str {
+        match listing {
+            Listing::RawTensors => &catalog.tensor(TensorId(i)).name,
+            Listing::ViewTensors(v) => self.converted[v as usize].plans[i as usize].name(catalog),
         }
     }
 
-    pub fn node(&self, id: NodeId) -> Option<&Node> {
-        self.nodes.get(id)
-    }
-
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
-    pub fn file(&self, id: NodeId) -> Option<&VFile> {
-        match &self.nodes.get(id)?.kind {
-            NodeKind::File(f) => Some(f),
-            NodeKind::Dir(_) => None,
-        }
-    }
-
-    pub fn children(&self, id: NodeId) -> Option<&[NodeId]> {
-        match &self.nodes.get(id)?.kind {
-            NodeKind::Dir(c) => Some(c),
-            NodeKind::File(_) => None,
-        }
-    }
-
-    pub fn lookup(&self, parent: NodeId, name: &str) -> Option<NodeId> {
-        self.index.get(&(parent, name.to_string())).copied()
-    }
-
-    /// Resolve a `/`-separated path relative to the root (`""` is the root).
-    pub fn resolve(&self, path: &str) -> Option<NodeId> {
-        path.split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
-            .try_fold(ROOT, |at, name| self.lookup(at, name))
-    }
-
-    /// Path of `id` relative to the root.
-    pub fn path(&self, mut id: NodeId) -> String {
-        let mut parts = Vec::new();
-        while id != ROOT {
-            parts.push(self.nodes[id].name.as_str());
-            id = self.nodes[id].parent;
-        }
-        parts.reverse();
-        parts.join("/")
-    }
-
-    /// The directory `name` under `parent`, created if needed.
-    pub fn dir(&mut self, parent: NodeId, name: &str) -> NodeId {
-        if let Some(id) = self.lookup(parent, name) {
-            return id;
-        }
-        self.push(parent, name.to_string(), NodeKind::Dir(Vec::new()))
-    }
-
-    /// The directory at `path` (created along the way).
-    pub fn dir_path(&mut self, path: &str) -> NodeId {
-        path.split('/')
-            .filter(|c| !c.is_empty())
-            .fold(ROOT, |at, name| self.dir(at, name))
-    }
-
-    /// Add a file. If `stem + ext` is taken (possible only for shortened
-    /// names whose hashes collide), `%~2`, `%~3`, ... is inserted before
-    /// `ext`, so two entries never share a name.
-    pub fn add_file(&mut self, parent: NodeId, stem: &str, ext: &str, file: VFile) -> NodeId {
-        let mut name = format!("{stem}{ext}");
-        let mut n = 2;
-        while self.lookup(parent, &name).is_some() {
-            name = format!("{stem}%~{n}{ext}");
-            n += 1;
-        }
-        self.push(parent, name, NodeKind::File(file))
-    }
-
-    fn push(&mut self, parent: NodeId, name: String, kind: NodeKind) -> NodeId {
-        let id = self.nodes.len();
-        self.index.insert((parent, name.clone()), id);
-        self.nodes.push(Node { name, parent, kind });
-        match &mut self.nodes[parent].kind {
-            NodeKind::Dir(c) => c.push(id),
-            NodeKind::File(_) => panic!("tree builder added a child to a file"),
-        }
-        id
-    }
-
-    /// Sort every directory's children by name (byte order) and count
-    /// subdirectories.
-    fn finish(&mut self) {
-        let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
-        let is_dir: Vec<bool> = self
-            .nodes
-            .iter()
-            .map(|n| matches!(n.kind, NodeKind::Dir(_)))
-            .collect();
-        self.subdirs = vec![0; self.nodes.len()];
-        for (id, node) in self.nodes.iter_mut().enumerate() {
-            if let NodeKind::Dir(c) = &mut node.kind {
-                c.sort_by(|a, b| names[*a].as_bytes().cmp(names[*b].as_bytes()));
-                self.subdirs[id] = c.iter().filter(|&&k| is_dir[k]).count() as u32;
+    /// Build the bytes of `f` (`tree`: to name raw tensor files in the manifest).
+    pub fn file(&self, catalog: &Arc<Catalog>, tree: &Tree, f: FileRef) -> VFile {
+        match f {
+            FileRef::Side(id) => VFile::new([Segment::Source(catalog.files.whole(id))]),
+            FileRef::Manifest => {
+                let renamed = tree.renamed(Listing::RawTensors);
+                manifest::file(catalog, &self.notes, renamed)
+            }
+            FileRef::GgufMetadata => manifest::gguf_metadata(catalog),
+            FileRef::RawPack => self.raw.pack_file(catalog),
+            FileRef::RawTensor(t) => self.raw.tensor_file(catalog, t),
+            FileRef::Shard { view, shard } => {
+                self.converted[view as usize].shard_file(catalog, shard)
+            }
+            FileRef::ShardIndex { view } => self.converted[view as usize].index_file(catalog),
+            FileRef::Config { view } => self.converted[view as usize].config_file(),
+            FileRef::ViewTensor { view, index } => {
+                self.converted[view as usize].tensor_file(catalog, index)
+            }
+            FileRef::ExpertBase { experts } => {
+                self.experts[experts as usize].base_file(catalog, self)
+            }
+            FileRef::Expert { experts, index } => {
+                self.experts[experts as usize].expert_file(catalog, self, index)
+            }
+            FileRef::Registry { experts } => {
+                self.experts[experts as usize].registry_file(catalog, self)
             }
         }
     }
 
-    /// Number of subdirectories of directory `id`.
-    pub fn subdirs(&self, id: NodeId) -> u32 {
-        self.subdirs.get(id).copied().unwrap_or(0)
+    /// Bytes of tensor data in all views (each tensor counted once per file
+    /// holding it), for statfs.
+    pub fn data_bytes(&self, catalog: &Catalog) -> u64 {
+        let raw = catalog.tensor_bytes();
+        let packs = if self.raw.has_pack() { 2 } else { 1 };
+        let converted: u64 = self
+            .converted
+            .iter()
+            .map(|v| 2 * v.plans.iter().map(|p| p.info(catalog).2).sum::<u64>())
+            .sum();
+        raw * packs + converted
     }
 
-    /// Total bytes of all files.
-    pub fn total_size(&self) -> u64 {
-        self.nodes
-            .iter()
-            .map(|n| match &n.kind {
-                NodeKind::File(f) => f.size,
-                NodeKind::Dir(_) => 0,
-            })
-            .sum()
+    /// The entry of item `i` of `parent` (a source tensor, or a converted
+    /// view's tensor).
+    pub fn item_entry(&self, catalog: &Catalog, parent: Parent, i: u32) -> header::Entry {
+        match parent {
+            Parent::Raw => raw::entry(catalog, TensorId(i)),
+            Parent::Converted(v) => self.converted[v as usize].plans[i as usize].entry(catalog),
+        }
+    }
+
+    /// Does any byte of `f` come from source file `id`? (Without building it.)
+    pub fn reads(&self, catalog: &Catalog, f: FileRef, id: FileId) -> bool {
+        let of = |t: TensorId| catalog.tensor(t).extent.file == id;
+        match f {
+            FileRef::Side(s) => s == id,
+            FileRef::Manifest
+            | FileRef::GgufMetadata
+            | FileRef::ShardIndex { .. }
+            | FileRef::Config { .. }
+            | FileRef::Registry { .. } => false,
+            FileRef::RawPack => catalog.tensors.iter().any(|t| t.extent.file == id),
+            FileRef::RawTensor(t) => of(t),
+            FileRef::Shard { view, shard } => {
+                let v = &self.converted[view as usize];
+                v.shards[shard as usize]
+                    .iter()
+                    .any(|&i| v.plans[i as usize].sources().any(of))
+            }
+            FileRef::ViewTensor { view, index } => self.converted[view as usize].plans
+                [index as usize]
+                .sources()
+                .any(of),
+            FileRef::ExpertBase { experts } | FileRef::Expert { experts, .. } => {
+                let x = &self.experts[experts as usize];
+                let index = match f {
+                    FileRef::Expert { index, .. } => Some(index),
+                    _ => None,
+                };
+                x.items(index).any(|item| match x.parent {
+                    Parent::Raw => of(TensorId(item)),
+                    Parent::Converted(v) => self.converted[v as usize].plans[item as usize]
+                        .sources()
+                        .any(of),
+                })
+            }
+        }
     }
 }
 
-/// Build the whole tree for a catalog. Views that cannot be built for this
-/// source are left out; the returned notes say which and why (they also go
-/// into `manifest.json`).
-pub fn build(catalog: &Catalog) -> (Tree, Vec<String>) {
+/// Decide every view of `catalog` and lay out the tree. Views that cannot be
+/// built for this source are left out; `Views::notes` says which and why
+/// (they also go into `manifest.json`).
+pub fn build(catalog: &Catalog) -> (Views, Tree) {
     let mut tree = Tree::new();
     let mut notes = Vec::new();
-    raw::add(&mut tree, catalog);
+    let raw = raw::RawView::new(catalog, &mut notes);
+    raw.add(&mut tree, catalog);
     let moe = experts::moe(catalog);
-    if let Some(moe) = moe {
-        let items: Vec<_> = (0..catalog.tensors.len())
-            .map(|i| experts::Item {
-                entry: raw::entry(catalog, i),
-                files: vec![catalog.tensors[i].file],
-                source: catalog.tensors[i].name.clone(),
-            })
-            .collect();
-        experts::add(&mut tree, catalog, "raw", &items, moe);
+    let mut expert_splits = Vec::new();
+    if let Some(moe) = moe
+        && let Some(x) = experts::ExpertsView::new(Parent::Raw, raw_items(catalog), moe)
+    {
+        expert_splits.push(x);
     }
-    let built = bf16::tensors(catalog, &mut notes)
-        .and_then(|ts| bf16::add(&mut tree, catalog, &ts).map(|()| ts));
-    match built {
-        Ok(ts) => {
+    let mut converted = Vec::new();
+    match converted::ConvertedView::new(catalog, crate::dtype::Dtype::BF16, &mut notes) {
+        Ok(v) => {
             if let Some(moe) = moe {
-                let items: Vec<_> = ts
-                    .into_iter()
-                    .map(|t| experts::Item {
-                        files: t.sources.iter().map(|&s| catalog.tensors[s].file).collect(),
-                        source: catalog.tensors[t.sources[0]].name.clone(),
-                        entry: t.entry,
-                    })
-                    .collect();
-                experts::add(&mut tree, catalog, "bf16", &items, moe);
+                let items = v.items(catalog);
+                if let Some(x) = experts::ExpertsView::new(Parent::Converted(0), items, moe) {
+                    expert_splits.push(x);
+                }
             }
+            converted.push(v);
         }
-        Err(why) => notes.push(format!("bf16/ is not available for this source: {why}")),
+        Err(why) => notes.push(unavailable("bf16/", &why)),
     }
-    manifest::add(&mut tree, catalog, &notes);
+    for (k, v) in converted.iter().enumerate() {
+        v.add(&mut tree, catalog, k as u8);
+    }
+    for (k, x) in expert_splits.iter().enumerate() {
+        let dir = match x.parent {
+            Parent::Raw => "raw/experts".to_string(),
+            Parent::Converted(v) => format!("{}/experts", converted[v as usize].dir),
+        };
+        x.add(&mut tree, &dir, k as u8);
+    }
+    manifest::add(&mut tree, catalog);
     tree.finish();
-    (tree, notes)
+    let views = Views {
+        raw,
+        converted,
+        experts: expert_splits,
+        notes,
+    };
+    (views, tree)
+}
+
+/// The source tensors as items of the expert split (name, dtype, shape, bytes).
+fn raw_items(catalog: &Catalog) -> Vec<experts::ItemInfo<'_>> {
+    catalog
+        .tensors
+        .iter()
+        .map(|t| experts::ItemInfo {
+            name: &t.name,
+            dtype: t.dtype,
+            shape: std::borrow::Cow::Borrowed(&t.shape),
+            len: t.len(),
+        })
+        .collect()
+}
+
+/// The note for a view that cannot be built.
+fn unavailable(view: &str, why: &ViewError) -> String {
+    format!("{view} is not available for this source: {why}")
 }
 
 #[cfg(test)]
@@ -376,41 +418,22 @@ mod tests {
 
     #[test]
     fn merges_contiguous_source_ranges() {
+        let src = |file, offset, len| {
+            Segment::Source(Extent {
+                file: crate::catalog::FileId(file),
+                offset,
+                len,
+            })
+        };
         let f = VFile::new([
             Segment::Bytes(Arc::from(&b"hd"[..])),
-            Segment::Source {
-                file: 0,
-                offset: 10,
-                len: 5,
-            },
-            Segment::Source {
-                file: 0,
-                offset: 15,
-                len: 5,
-            },
+            src(0, 10, 5),
+            src(0, 15, 5),
             Segment::Bytes(Arc::from(&b""[..])),
-            Segment::Source {
-                file: 1,
-                offset: 20,
-                len: 1,
-            },
+            src(1, 20, 1),
         ]);
         assert_eq!(f.size, 13);
         assert_eq!(f.segments().len(), 3);
         assert_eq!(f.starts(), &[0, 2, 12]);
-    }
-
-    #[test]
-    fn tree_paths_and_collisions() {
-        let mut t = Tree::new();
-        let d = t.dir_path("raw/tensors");
-        let a = t.add_file(d, "x", ".st", VFile::from_bytes(vec![1u8]));
-        let b = t.add_file(d, "x", ".st", VFile::from_bytes(vec![2u8]));
-        t.finish();
-        assert_eq!(t.path(a), "raw/tensors/x.st");
-        assert_eq!(t.path(b), "raw/tensors/x%~2.st");
-        assert_eq!(t.resolve("raw/tensors/x.st"), Some(a));
-        assert_eq!(t.resolve("raw//tensors/"), Some(d));
-        assert_eq!(t.resolve("nope"), None);
     }
 }

@@ -18,10 +18,17 @@ const NAME_MAX: usize = 255;
 /// Bytes of escaped name kept when a name is too long.
 const LONG_PREFIX: usize = 200;
 
-/// File name stem for `tensor` such that `stem + ext` fits in NAME_MAX.
-pub fn escape(tensor: &str, ext: &str) -> String {
+/// File name stem for `tensor` such that `stem + ext` fits in NAME_MAX
+/// (borrowed when the name needs no escaping, as most do).
+pub fn escape<'a>(tensor: &'a str, ext: &str) -> std::borrow::Cow<'a, str> {
     if tensor.is_empty() {
-        return "%_".to_string();
+        return "%_".into();
+    }
+    let plain = |(i, c): (usize, char)| {
+        !(c == '%' || c == '/' || (c == '.' && i == 0) || (c as u32) < 0x20 || c as u32 == 0x7f)
+    };
+    if tensor.len() + ext.len() <= NAME_MAX && tensor.char_indices().all(plain) {
+        return tensor.into();
     }
     let mut out = String::with_capacity(tensor.len());
     for (i, c) in tensor.char_indices() {
@@ -36,7 +43,7 @@ pub fn escape(tensor: &str, ext: &str) -> String {
         }
     }
     if out.len() + ext.len() <= NAME_MAX {
-        return out;
+        return out.into();
     }
     let mut cut = LONG_PREFIX;
     while !out.is_char_boundary(cut) {
@@ -48,7 +55,30 @@ pub fn escape(tensor: &str, ext: &str) -> String {
     {
         cut = p;
     }
-    format!("{}%~{:016x}", &out[..cut], fnv1a64(tensor.as_bytes()))
+    format!("{}%~{:016x}", &out[..cut], fnv1a64(tensor.as_bytes())).into()
+}
+
+/// A name made safe to print on a terminal: `%` and control characters
+/// (C0, DEL and the C1 range U+0080..U+009F, which terminals can take as
+/// escape sequences) become `%XX` per UTF-8 byte, as in file names; the rest
+/// is kept. `gyrofs ls` prints names this way.
+pub fn printable(name: &str) -> std::borrow::Cow<'_, str> {
+    let control = |c: char| c == '%' || c.is_control();
+    if !name.contains(control) {
+        return name.into();
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        if control(c) {
+            let mut b = [0u8; 4];
+            for byte in c.encode_utf8(&mut b).bytes() {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
 }
 
 /// Inverse of [`escape`] for names that were not shortened; `None` for a
@@ -86,6 +116,13 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_names() {
+        assert_eq!(printable("model.layers.0.w"), "model.layers.0.w");
+        assert_eq!(printable("a\x1b[31mb%\u{9b}é/x"), "a%1B[31mb%25%C2%9Bé/x");
+        assert_eq!(unescape(&printable("t\ta%")).unwrap(), "t\ta%");
+    }
 
     #[test]
     fn plain_names_unchanged() {

@@ -1,0 +1,1383 @@
+//! The restricted unpickler: a stack machine over every opcode of protocols
+//! 0-5 that turns a pickle into a graph of plain values, never executing,
+//! importing or calling anything.
+//!
+//! For: decoding `data.pkl` (zip checkpoints) and the pickles of the legacy
+//! format into [`Pickle`]: an arena of [`Node`]s in which containers refer to
+//! their items by [`Id`], so memo references (`GET`) share a node exactly as
+//! Python shares an object, and no input can make the decoder copy a value.
+//! Calls (`REDUCE`, `NEWOBJ`, `NEWOBJ_EX`, `INST`, `OBJ`) become
+//! [`Node::Object`] records (callable, arguments, later `BUILD` state and
+//! `SETITEMS`/`APPENDS` items) for `rebuild` to interpret; `BINPERSID`
+//! becomes [`Node::PersId`].
+//!
+//! Not for: deciding what a call means (tensors, OrderedDicts: `rebuild`),
+//! storages or archives.
+//!
+//! Globals are resolved by name only, against the allowlist of
+//! `torch.load(weights_only=True)` ([`Global::of`]); anything else is kept as
+//! [`Global::Other`] (a placeholder when called). Globals that exist to run
+//! code ([`is_refused`]: `os.*`, `subprocess.*`, `builtins.eval`, ...) make
+//! the whole pickle refused at the opcode that names them.
+//!
+//! Hostile input: every length is checked against the bytes left before
+//! anything is read; the value graph may have at most [`MAX_VALUES`] nodes
+//! (each opcode adds at most one, so the graph is also bounded by the input
+//! length); `MARK`s may nest at most [`MAX_DEPTH`] deep; long integers may
+//! have at most [`MAX_LONG_BYTES`] bytes; there is no recursion, and every
+//! opcode does work proportional to the bytes it reads or the items it
+//! consumes, so decoding is linear in the input.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+
+pub use super::globals::{Global, TorchDtype};
+use super::globals::{is_refused, py2_rename};
+
+/// Index of a node in [`Pickle::nodes`].
+pub type Id = u32;
+
+/// A fast hasher for [`Id`] keys (node indices gyrofs assigns itself, not
+/// values chosen by the file): a multiplicative hash folded so that every
+/// bit of the id reaches the low bits.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u32(b.into());
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        let h = (self.0 ^ u64::from(n)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 29);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by node ids.
+pub type IdMap<V> = HashMap<Id, V, BuildHasherDefault<IdHasher>>;
+
+/// The memo: indices are chosen by the file. Dense indices (what picklers
+/// write: 0, 1, 2, ...) live in a vector that is never more than twice the
+/// number of entries plus 1024 long; others go to a SipHash map (no
+/// collision attacks).
+#[derive(Default)]
+struct Memo {
+    dense: Vec<Option<Id>>,
+    sparse: HashMap<u32, Id>,
+    len: usize,
+}
+
+impl Memo {
+    fn get(&self, k: u32) -> Option<Id> {
+        match self.dense.get(k as usize) {
+            Some(&v) => v,
+            None => self.sparse.get(&k).copied(),
+        }
+    }
+
+    fn insert(&mut self, k: u32, v: Id) {
+        let i = k as usize;
+        if i >= self.dense.len() && i < 2 * self.len + 1024 && !self.sparse.contains_key(&k) {
+            self.dense.resize(i + 1, None);
+        }
+        let fresh = match self.dense.get_mut(i) {
+            Some(slot) => slot.replace(v).is_none(),
+            None => self.sparse.insert(k, v).is_none(),
+        };
+        if fresh {
+            self.len += 1;
+        }
+    }
+}
+
+/// Most nodes one pickle may create (about 32 bytes each). Checkpoints with
+/// 100k tensors take about 2M.
+pub const MAX_VALUES: usize = 1 << 24;
+/// Deepest nesting of `MARK`s, of containers when values are walked, and of
+/// calls whose arguments are calls. Checkpoints nest fewer than 20 levels;
+/// the walk recurses (about 2 KiB of stack per level), so the cap also keeps
+/// it well inside a 2 MiB thread stack.
+pub const MAX_DEPTH: usize = 256;
+/// Largest `LONG1`/`LONG4`/`LONG` integer, in bytes of two's complement.
+pub const MAX_LONG_BYTES: usize = 256;
+/// Longest module or name of a global, in bytes.
+pub const MAX_GLOBAL_NAME: usize = 1024;
+/// Highest pickle protocol.
+pub const HIGHEST_PROTOCOL: u8 = 5;
+
+/// A decoded pickle.
+#[derive(Debug)]
+pub struct Pickle {
+    pub nodes: Vec<Node>,
+    /// The value `STOP` returned.
+    pub root: Id,
+    /// Offset one past the `STOP` opcode (in the slice given to [`parse`]).
+    pub end: usize,
+    /// Highest `PROTO` seen (0 when there was none).
+    pub protocol: u8,
+}
+
+impl Pickle {
+    pub fn node(&self, id: Id) -> &Node {
+        &self.nodes[id as usize]
+    }
+}
+
+/// A value. Containers hold the ids of their items.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Node {
+    None,
+    Bool(bool),
+    Int(i64),
+    /// An integer outside i64, as decimal digits with an optional `-`.
+    BigInt(Box<str>),
+    Float(f64),
+    Str(Box<str>),
+    /// A `bytes`/`bytearray` value, by its length (its content is never
+    /// needed).
+    Bytes(u64),
+    List(Vec<Id>),
+    Tuple(Vec<Id>),
+    Dict(Vec<(Id, Id)>),
+    Set {
+        items: Vec<Id>,
+        frozen: bool,
+    },
+    Global(Box<GlobalRef>),
+    Object(Box<Object>),
+    /// A persistent id (`PERSID`/`BINPERSID`): `pid` is the id value (torch
+    /// writes a tuple `("storage", ...)`); `offset` is the opcode's.
+    PersId {
+        pid: Id,
+        offset: usize,
+    },
+}
+
+impl Node {
+    /// What kind of value this is, for messages: `a list`, `an int`, ...
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Node::None => "None",
+            Node::Bool(_) => "a bool",
+            Node::Int(_) | Node::BigInt(_) => "an int",
+            Node::Float(_) => "a float",
+            Node::Str(_) => "a string",
+            Node::Bytes(_) => "bytes",
+            Node::List(_) => "a list",
+            Node::Tuple(_) => "a tuple",
+            Node::Dict(_) => "a dict",
+            Node::Set { .. } => "a set",
+            Node::Global(_) => "a global",
+            Node::Object(_) => "an object",
+            Node::PersId { .. } => "a persistent id",
+        }
+    }
+}
+
+/// A global named by `GLOBAL`, `STACK_GLOBAL` or `INST`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalRef {
+    /// Module and name after Python 2 renames (`__builtin__` -> `builtins`).
+    pub module: String,
+    pub name: String,
+    pub kind: Global,
+}
+
+impl GlobalRef {
+    /// `module.name`, escaped for a one-line message.
+    pub fn full_name(&self) -> String {
+        esc(&format!("{}.{}", self.module, self.name))
+    }
+}
+
+/// How an object was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOp {
+    Reduce,
+    NewObj,
+    NewObjEx,
+    Inst,
+    Obj,
+}
+
+impl CallOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            CallOp::Reduce => "REDUCE",
+            CallOp::NewObj => "NEWOBJ",
+            CallOp::NewObjEx => "NEWOBJ_EX",
+            CallOp::Inst => "INST",
+            CallOp::Obj => "OBJ",
+        }
+    }
+}
+
+/// A call recorded, never made: `callable(*args, **kwargs)`, then `BUILD`
+/// with `state`, then items added by `SETITEM(S)` / `APPEND(S)` / `ADDITEMS`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object {
+    pub op: CallOp,
+    /// Offset of the opcode that made the object.
+    pub offset: usize,
+    pub callable: Id,
+    /// The argument tuple (any node for a hostile `REDUCE`).
+    pub args: Id,
+    pub kwargs: Option<Id>,
+    /// The last `BUILD` state.
+    pub state: Option<Id>,
+    pub dict_items: Vec<(Id, Id)>,
+    pub list_items: Vec<Id>,
+}
+
+/// Why decoding failed: the opcode, its offset and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PickleError {
+    /// Offset of the opcode (in the slice given to [`parse`]).
+    pub offset: usize,
+    /// The opcode's name (`BINUNICODE`), or `0xNN` for an unknown byte.
+    pub op: String,
+    pub why: String,
+}
+
+impl fmt::Display for PickleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "byte {}: {}: {}", self.offset, self.op, self.why)
+    }
+}
+
+/// Escape control characters and cut very long text, so that a name from
+/// the file stays one short line in a message.
+pub fn esc(s: &str) -> String {
+    const MAX: usize = 200;
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == MAX {
+            out.push_str("...");
+            break;
+        }
+        out.extend(c.escape_debug());
+    }
+    out
+}
+
+/// Decode the pickle that starts at `data[start]`, up to its `STOP`.
+pub fn parse(data: &[u8], start: usize) -> Result<Pickle, PickleError> {
+    let mut m = Machine {
+        data,
+        pos: start,
+        op_start: start,
+        op: 0,
+        nodes: Vec::new(),
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: Memo::default(),
+        protocol: 0,
+    };
+    m.run()
+}
+
+struct Machine<'a> {
+    data: &'a [u8],
+    pos: usize,
+    op_start: usize,
+    op: u8,
+    nodes: Vec<Node>,
+    stack: Vec<Id>,
+    /// Stack lengths at each open `MARK`.
+    marks: Vec<usize>,
+    memo: Memo,
+    protocol: u8,
+}
+
+/// Opcode bytes (pickletools names).
+mod op {
+    pub const MARK: u8 = b'(';
+    pub const STOP: u8 = b'.';
+    pub const POP: u8 = b'0';
+    pub const POP_MARK: u8 = b'1';
+    pub const DUP: u8 = b'2';
+    pub const FLOAT: u8 = b'F';
+    pub const INT: u8 = b'I';
+    pub const BININT: u8 = b'J';
+    pub const BININT1: u8 = b'K';
+    pub const LONG: u8 = b'L';
+    pub const BININT2: u8 = b'M';
+    pub const NONE: u8 = b'N';
+    pub const PERSID: u8 = b'P';
+    pub const BINPERSID: u8 = b'Q';
+    pub const REDUCE: u8 = b'R';
+    pub const STRING: u8 = b'S';
+    pub const BINSTRING: u8 = b'T';
+    pub const SHORT_BINSTRING: u8 = b'U';
+    pub const UNICODE: u8 = b'V';
+    pub const BINUNICODE: u8 = b'X';
+    pub const APPEND: u8 = b'a';
+    pub const BUILD: u8 = b'b';
+    pub const GLOBAL: u8 = b'c';
+    pub const DICT: u8 = b'd';
+    pub const EMPTY_DICT: u8 = b'}';
+    pub const APPENDS: u8 = b'e';
+    pub const GET: u8 = b'g';
+    pub const BINGET: u8 = b'h';
+    pub const INST: u8 = b'i';
+    pub const LONG_BINGET: u8 = b'j';
+    pub const LIST: u8 = b'l';
+    pub const EMPTY_LIST: u8 = b']';
+    pub const OBJ: u8 = b'o';
+    pub const PUT: u8 = b'p';
+    pub const BINPUT: u8 = b'q';
+    pub const LONG_BINPUT: u8 = b'r';
+    pub const SETITEM: u8 = b's';
+    pub const TUPLE: u8 = b't';
+    pub const EMPTY_TUPLE: u8 = b')';
+    pub const SETITEMS: u8 = b'u';
+    pub const BINFLOAT: u8 = b'G';
+    pub const PROTO: u8 = 0x80;
+    pub const NEWOBJ: u8 = 0x81;
+    pub const EXT1: u8 = 0x82;
+    pub const EXT2: u8 = 0x83;
+    pub const EXT4: u8 = 0x84;
+    pub const TUPLE1: u8 = 0x85;
+    pub const TUPLE2: u8 = 0x86;
+    pub const TUPLE3: u8 = 0x87;
+    pub const NEWTRUE: u8 = 0x88;
+    pub const NEWFALSE: u8 = 0x89;
+    pub const LONG1: u8 = 0x8a;
+    pub const LONG4: u8 = 0x8b;
+    pub const BINBYTES: u8 = b'B';
+    pub const SHORT_BINBYTES: u8 = b'C';
+    pub const SHORT_BINUNICODE: u8 = 0x8c;
+    pub const BINUNICODE8: u8 = 0x8d;
+    pub const BINBYTES8: u8 = 0x8e;
+    pub const EMPTY_SET: u8 = 0x8f;
+    pub const ADDITEMS: u8 = 0x90;
+    pub const FROZENSET: u8 = 0x91;
+    pub const NEWOBJ_EX: u8 = 0x92;
+    pub const STACK_GLOBAL: u8 = 0x93;
+    pub const MEMOIZE: u8 = 0x94;
+    pub const FRAME: u8 = 0x95;
+    pub const BYTEARRAY8: u8 = 0x96;
+    pub const NEXT_BUFFER: u8 = 0x97;
+    pub const READONLY_BUFFER: u8 = 0x98;
+}
+
+/// The pickletools name of opcode byte `b`, if it is one.
+pub fn op_name(b: u8) -> Option<&'static str> {
+    use op::*;
+    Some(match b {
+        MARK => "MARK",
+        STOP => "STOP",
+        POP => "POP",
+        POP_MARK => "POP_MARK",
+        DUP => "DUP",
+        FLOAT => "FLOAT",
+        INT => "INT",
+        BININT => "BININT",
+        BININT1 => "BININT1",
+        LONG => "LONG",
+        BININT2 => "BININT2",
+        NONE => "NONE",
+        PERSID => "PERSID",
+        BINPERSID => "BINPERSID",
+        REDUCE => "REDUCE",
+        STRING => "STRING",
+        BINSTRING => "BINSTRING",
+        SHORT_BINSTRING => "SHORT_BINSTRING",
+        UNICODE => "UNICODE",
+        BINUNICODE => "BINUNICODE",
+        APPEND => "APPEND",
+        BUILD => "BUILD",
+        GLOBAL => "GLOBAL",
+        DICT => "DICT",
+        EMPTY_DICT => "EMPTY_DICT",
+        APPENDS => "APPENDS",
+        GET => "GET",
+        BINGET => "BINGET",
+        INST => "INST",
+        LONG_BINGET => "LONG_BINGET",
+        LIST => "LIST",
+        EMPTY_LIST => "EMPTY_LIST",
+        OBJ => "OBJ",
+        PUT => "PUT",
+        BINPUT => "BINPUT",
+        LONG_BINPUT => "LONG_BINPUT",
+        SETITEM => "SETITEM",
+        TUPLE => "TUPLE",
+        EMPTY_TUPLE => "EMPTY_TUPLE",
+        SETITEMS => "SETITEMS",
+        BINFLOAT => "BINFLOAT",
+        PROTO => "PROTO",
+        NEWOBJ => "NEWOBJ",
+        EXT1 => "EXT1",
+        EXT2 => "EXT2",
+        EXT4 => "EXT4",
+        TUPLE1 => "TUPLE1",
+        TUPLE2 => "TUPLE2",
+        TUPLE3 => "TUPLE3",
+        NEWTRUE => "NEWTRUE",
+        NEWFALSE => "NEWFALSE",
+        LONG1 => "LONG1",
+        LONG4 => "LONG4",
+        BINBYTES => "BINBYTES",
+        SHORT_BINBYTES => "SHORT_BINBYTES",
+        SHORT_BINUNICODE => "SHORT_BINUNICODE",
+        BINUNICODE8 => "BINUNICODE8",
+        BINBYTES8 => "BINBYTES8",
+        EMPTY_SET => "EMPTY_SET",
+        ADDITEMS => "ADDITEMS",
+        FROZENSET => "FROZENSET",
+        NEWOBJ_EX => "NEWOBJ_EX",
+        STACK_GLOBAL => "STACK_GLOBAL",
+        MEMOIZE => "MEMOIZE",
+        FRAME => "FRAME",
+        BYTEARRAY8 => "BYTEARRAY8",
+        NEXT_BUFFER => "NEXT_BUFFER",
+        READONLY_BUFFER => "READONLY_BUFFER",
+        _ => return None,
+    })
+}
+
+type R<T> = Result<T, PickleError>;
+
+impl<'a> Machine<'a> {
+    fn err<T>(&self, why: impl Into<String>) -> R<T> {
+        Err(PickleError {
+            offset: self.op_start,
+            op: op_name(self.op).map_or_else(|| format!("0x{:02x}", self.op), str::to_string),
+            why: why.into(),
+        })
+    }
+
+    fn left(&self) -> usize {
+        self.data.len().saturating_sub(self.pos)
+    }
+
+    fn take(&mut self, n: u64) -> R<&'a [u8]> {
+        if n > self.left() as u64 {
+            return self.err(format!(
+                "needs {n} bytes but the pickle ends {} bytes later",
+                self.left()
+            ));
+        }
+        let n = n as usize;
+        let data: &'a [u8] = self.data;
+        let s = &data[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn arr<const N: usize>(&mut self) -> R<[u8; N]> {
+        let s = self.take(N as u64)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> R<u8> {
+        Ok(self.arr::<1>()?[0])
+    }
+
+    fn u32(&mut self) -> R<u32> {
+        Ok(u32::from_le_bytes(self.arr()?))
+    }
+
+    fn u64(&mut self) -> R<u64> {
+        Ok(u64::from_le_bytes(self.arr()?))
+    }
+
+    /// Bytes up to the next `\n` (not included; the `\n` is consumed).
+    fn line(&mut self) -> R<&'a [u8]> {
+        let data: &'a [u8] = self.data;
+        let rest = &data[self.pos.min(data.len())..];
+        match rest.iter().position(|&b| b == b'\n') {
+            Some(n) => {
+                self.pos += n + 1;
+                Ok(&rest[..n])
+            }
+            None => self.err("line is not terminated by a newline before the end"),
+        }
+    }
+
+    fn line_str(&mut self) -> R<String> {
+        let l = self.line()?;
+        match std::str::from_utf8(l) {
+            Ok(s) => Ok(s.to_string()),
+            Err(_) => self.err("line is not UTF-8"),
+        }
+    }
+
+    fn push_node(&mut self, n: Node) -> R<Id> {
+        if self.nodes.len() >= MAX_VALUES {
+            return self.err(format!("more than {MAX_VALUES} values"));
+        }
+        self.nodes.push(n);
+        Ok((self.nodes.len() - 1) as Id)
+    }
+
+    fn push(&mut self, n: Node) -> R<()> {
+        let id = self.push_node(n)?;
+        self.stack.push(id);
+        Ok(())
+    }
+
+    fn base(&self) -> usize {
+        self.marks.last().copied().unwrap_or(0)
+    }
+
+    fn pop(&mut self) -> R<Id> {
+        if self.stack.len() <= self.base() {
+            return self.err("stack underflow");
+        }
+        Ok(self.stack.pop().unwrap_or_default())
+    }
+
+    fn top(&self) -> R<Id> {
+        if self.stack.len() <= self.base() {
+            return self.err("stack underflow");
+        }
+        Ok(*self.stack.last().unwrap_or(&0))
+    }
+
+    fn pop_mark(&mut self) -> R<Vec<Id>> {
+        match self.marks.pop() {
+            Some(m) => Ok(self.stack.split_off(m)),
+            None => self.err("no MARK to pop to"),
+        }
+    }
+
+    fn node_mut(&mut self, id: Id) -> &mut Node {
+        &mut self.nodes[id as usize]
+    }
+
+    fn memo_put(&mut self, key: u64) -> R<()> {
+        let Ok(key) = u32::try_from(key) else {
+            return self.err(format!("memo index {key} is too large"));
+        };
+        let v = self.top()?;
+        if self.memo.len >= MAX_VALUES && self.memo.get(key).is_none() {
+            return self.err(format!("more than {MAX_VALUES} memo entries"));
+        }
+        self.memo.insert(key, v);
+        Ok(())
+    }
+
+    fn memo_get(&mut self, key: u64) -> R<()> {
+        match u32::try_from(key).ok().and_then(|k| self.memo.get(k)) {
+            Some(v) => {
+                self.stack.push(v);
+                Ok(())
+            }
+            None => self.err(format!("memo index {key} was never stored")),
+        }
+    }
+
+    fn global(&mut self, module: &str, name: &str) -> R<Id> {
+        if module.len() > MAX_GLOBAL_NAME || name.len() > MAX_GLOBAL_NAME {
+            return self.err(format!(
+                "global name of {} bytes exceeds the {MAX_GLOBAL_NAME}-byte limit",
+                module.len().max(name.len())
+            ));
+        }
+        let (module, name) = py2_rename(module, name);
+        if is_refused(&module, &name) {
+            return self.err(format!(
+                "refused: '{}' is a code-execution primitive (nothing was run)",
+                esc(&format!("{module}.{name}"))
+            ));
+        }
+        let kind = Global::of(&module, &name);
+        self.push_node(Node::Global(Box::new(GlobalRef { module, name, kind })))
+    }
+
+    fn str_of(&self, id: Id) -> Option<&str> {
+        match &self.nodes[id as usize] {
+            Node::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn object(&mut self, op: CallOp, callable: Id, args: Id, kwargs: Option<Id>) -> R<()> {
+        self.push(Node::Object(Box::new(Object {
+            op,
+            offset: self.op_start,
+            callable,
+            args,
+            kwargs,
+            state: None,
+            dict_items: Vec::new(),
+            list_items: Vec::new(),
+        })))
+    }
+
+    fn int_node(&self, digits: &[u8]) -> R<Node> {
+        match parse_decimal(digits) {
+            Some(n) => Ok(n),
+            None => self.err(format!(
+                "'{}' is not a decimal integer of at most {} digits",
+                esc(&String::from_utf8_lossy(digits)),
+                MAX_DECIMAL_DIGITS
+            )),
+        }
+    }
+
+    fn long_bytes(&mut self, n: u64) -> R<()> {
+        if n > MAX_LONG_BYTES as u64 {
+            return self.err(format!(
+                "integer of {n} bytes exceeds the {MAX_LONG_BYTES}-byte limit"
+            ));
+        }
+        let b = self.take(n)?;
+        let node = long_from_le(b);
+        self.push(node)
+    }
+
+    /// A Python 2 `str` (STRING, BINSTRING, SHORT_BINSTRING): text when it
+    /// is UTF-8 (torch.load decodes it so), else bytes.
+    fn string(&mut self, b: &[u8]) -> R<()> {
+        match std::str::from_utf8(b) {
+            Ok(s) => self.push(Node::Str(s.into())),
+            Err(_) => self.push(Node::Bytes(b.len() as u64)),
+        }
+    }
+
+    fn unicode(&mut self, len: u64) -> R<()> {
+        let b = self.take(len)?;
+        let s: Box<str> = String::from_utf8_lossy(b).into();
+        self.push(Node::Str(s))
+    }
+
+    fn bytes(&mut self, len: u64) -> R<()> {
+        self.take(len)?;
+        self.push(Node::Bytes(len))
+    }
+
+    fn run(&mut self) -> R<Pickle> {
+        use op::*;
+        loop {
+            self.op_start = self.pos;
+            if self.pos >= self.data.len() {
+                self.op = STOP;
+                return self.err("the pickle ends without STOP");
+            }
+            self.op = self.data[self.pos];
+            self.pos += 1;
+            match self.op {
+                PROTO => {
+                    let p = self.u8()?;
+                    if p > HIGHEST_PROTOCOL {
+                        return self.err(format!("unsupported protocol {p}"));
+                    }
+                    self.protocol = self.protocol.max(p);
+                }
+                FRAME => {
+                    let n = self.u64()?;
+                    if n > self.left() as u64 {
+                        return self.err(format!(
+                            "frame of {n} bytes runs past the end ({} bytes left)",
+                            self.left()
+                        ));
+                    }
+                }
+                STOP => {
+                    let root = self.pop()?;
+                    return Ok(Pickle {
+                        nodes: std::mem::take(&mut self.nodes),
+                        root,
+                        end: self.pos,
+                        protocol: self.protocol,
+                    });
+                }
+                // Integers, floats.
+                INT => {
+                    let l = self.line()?;
+                    let n = match l {
+                        b"00" => Node::Bool(false),
+                        b"01" => Node::Bool(true),
+                        d => self.int_node(d)?,
+                    };
+                    self.push(n)?;
+                }
+                LONG => {
+                    let l = self.line()?;
+                    let l = l.strip_suffix(b"L").unwrap_or(l);
+                    let n = self.int_node(l)?;
+                    self.push(n)?;
+                }
+                BININT => {
+                    let v = i32::from_le_bytes(self.arr()?);
+                    self.push(Node::Int(v.into()))?;
+                }
+                BININT1 => {
+                    let v = self.u8()?;
+                    self.push(Node::Int(v.into()))?;
+                }
+                BININT2 => {
+                    let v = u16::from_le_bytes(self.arr()?);
+                    self.push(Node::Int(v.into()))?;
+                }
+                LONG1 => {
+                    let n = self.u8()?;
+                    self.long_bytes(n.into())?;
+                }
+                LONG4 => {
+                    let n = i32::from_le_bytes(self.arr()?);
+                    if n < 0 {
+                        return self.err(format!("negative length {n}"));
+                    }
+                    self.long_bytes(n as u64)?;
+                }
+                FLOAT => {
+                    let l = self.line()?;
+                    let v = std::str::from_utf8(l)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<f64>().ok());
+                    match v {
+                        Some(v) => self.push(Node::Float(v))?,
+                        None => {
+                            let t = esc(&String::from_utf8_lossy(l));
+                            return self.err(format!("'{t}' is not a float"));
+                        }
+                    }
+                }
+                BINFLOAT => {
+                    let v = f64::from_be_bytes(self.arr()?);
+                    self.push(Node::Float(v))?;
+                }
+                NONE => self.push(Node::None)?,
+                NEWTRUE => self.push(Node::Bool(true))?,
+                NEWFALSE => self.push(Node::Bool(false))?,
+                // Strings and bytes.
+                STRING => {
+                    let l = self.line()?;
+                    match unquote_repr(l) {
+                        Some(b) => self.string(&b)?,
+                        None => return self.err("not a quoted string"),
+                    }
+                }
+                BINSTRING => {
+                    let n = i32::from_le_bytes(self.arr()?);
+                    if n < 0 {
+                        return self.err(format!("negative length {n}"));
+                    }
+                    let b = self.take(n as u64)?;
+                    self.string(b)?;
+                }
+                SHORT_BINSTRING => {
+                    let n = self.u8()?;
+                    let b = self.take(n.into())?;
+                    self.string(b)?;
+                }
+                UNICODE => {
+                    let l = self.line()?;
+                    match raw_unicode_unescape(l) {
+                        Some(s) => self.push(Node::Str(s.into()))?,
+                        None => return self.err("bad raw-unicode-escape sequence"),
+                    }
+                }
+                SHORT_BINUNICODE => {
+                    let n = self.u8()?;
+                    self.unicode(n.into())?;
+                }
+                BINUNICODE => {
+                    let n = self.u32()?;
+                    self.unicode(n.into())?;
+                }
+                BINUNICODE8 => {
+                    let n = self.u64()?;
+                    self.unicode(n)?;
+                }
+                SHORT_BINBYTES => {
+                    let n = self.u8()?;
+                    self.bytes(n.into())?;
+                }
+                BINBYTES => {
+                    let n = self.u32()?;
+                    self.bytes(n.into())?;
+                }
+                BINBYTES8 | BYTEARRAY8 => {
+                    let n = self.u64()?;
+                    self.bytes(n)?;
+                }
+                NEXT_BUFFER => return self.err("out-of-band buffers are not supported"),
+                READONLY_BUFFER => {
+                    self.top()?;
+                }
+                // Containers.
+                EMPTY_LIST => self.push(Node::List(Vec::new()))?,
+                EMPTY_TUPLE => self.push(Node::Tuple(Vec::new()))?,
+                EMPTY_DICT => self.push(Node::Dict(Vec::new()))?,
+                EMPTY_SET => self.push(Node::Set {
+                    items: Vec::new(),
+                    frozen: false,
+                })?,
+                LIST => {
+                    let items = self.pop_mark()?;
+                    self.push(Node::List(items))?;
+                }
+                TUPLE => {
+                    let items = self.pop_mark()?;
+                    self.push(Node::Tuple(items))?;
+                }
+                TUPLE1 | TUPLE2 | TUPLE3 => {
+                    let n = (self.op - TUPLE1 + 1) as usize;
+                    if self.stack.len() < self.base() + n {
+                        return self.err("stack underflow");
+                    }
+                    let items = self.stack.split_off(self.stack.len() - n);
+                    self.push(Node::Tuple(items))?;
+                }
+                FROZENSET => {
+                    let items = self.pop_mark()?;
+                    self.push(Node::Set {
+                        items,
+                        frozen: true,
+                    })?;
+                }
+                DICT => {
+                    let items = self.pop_mark()?;
+                    let pairs = self.pairs(&items)?;
+                    self.push(Node::Dict(pairs))?;
+                }
+                APPEND => {
+                    let v = self.pop()?;
+                    self.append(vec![v])?;
+                }
+                APPENDS => {
+                    let items = self.pop_mark()?;
+                    self.append(items)?;
+                }
+                SETITEM => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    self.set_items(vec![(k, v)])?;
+                }
+                SETITEMS => {
+                    let items = self.pop_mark()?;
+                    let pairs = self.pairs(&items)?;
+                    self.set_items(pairs)?;
+                }
+                ADDITEMS => {
+                    let items = self.pop_mark()?;
+                    let target = self.top()?;
+                    match self.node_mut(target) {
+                        Node::Set {
+                            items: set,
+                            frozen: false,
+                        } => set.extend(items),
+                        Node::Object(o) => o.list_items.extend(items),
+                        n => {
+                            let k = n.kind();
+                            return self.err(format!("cannot add items to {k}"));
+                        }
+                    }
+                }
+                // Stack manipulation.
+                MARK => {
+                    if self.marks.len() >= MAX_DEPTH {
+                        return self.err(format!("MARKs nest deeper than {MAX_DEPTH}"));
+                    }
+                    self.marks.push(self.stack.len());
+                }
+                POP => {
+                    if self.stack.len() > self.base() {
+                        self.stack.pop();
+                    } else {
+                        self.pop_mark()?;
+                    }
+                }
+                POP_MARK => {
+                    self.pop_mark()?;
+                }
+                DUP => {
+                    let v = self.top()?;
+                    self.stack.push(v);
+                }
+                // Memo.
+                PUT => {
+                    let l = self.line()?;
+                    let k = self.decimal_index(l)?;
+                    self.memo_put(k)?;
+                }
+                BINPUT => {
+                    let k = self.u8()?;
+                    self.memo_put(k.into())?;
+                }
+                LONG_BINPUT => {
+                    let k = self.u32()?;
+                    self.memo_put(k.into())?;
+                }
+                MEMOIZE => {
+                    let k = self.memo.len as u64;
+                    self.memo_put(k)?;
+                }
+                GET => {
+                    let l = self.line()?;
+                    let k = self.decimal_index(l)?;
+                    self.memo_get(k)?;
+                }
+                BINGET => {
+                    let k = self.u8()?;
+                    self.memo_get(k.into())?;
+                }
+                LONG_BINGET => {
+                    let k = self.u32()?;
+                    self.memo_get(k.into())?;
+                }
+                EXT1 | EXT2 | EXT4 => {
+                    return self.err("extension registry codes are not supported");
+                }
+                // Globals and calls: recorded, never made.
+                GLOBAL => {
+                    let module = self.line_str()?;
+                    let name = self.line_str()?;
+                    let g = self.global(&module, &name)?;
+                    self.stack.push(g);
+                }
+                STACK_GLOBAL => {
+                    let name = self.pop()?;
+                    let module = self.pop()?;
+                    let (Some(m), Some(n)) = (self.str_of(module), self.str_of(name)) else {
+                        return self.err("module and name are not strings");
+                    };
+                    if m.len() > MAX_GLOBAL_NAME || n.len() > MAX_GLOBAL_NAME {
+                        // Checked before copying: the strings may be shared.
+                        return self.err(format!(
+                            "global name of {} bytes exceeds the {MAX_GLOBAL_NAME}-byte limit",
+                            m.len().max(n.len())
+                        ));
+                    }
+                    let (m, n) = (m.to_string(), n.to_string());
+                    let g = self.global(&m, &n)?;
+                    self.stack.push(g);
+                }
+                REDUCE => {
+                    let args = self.pop()?;
+                    let callable = self.pop()?;
+                    self.object(CallOp::Reduce, callable, args, None)?;
+                }
+                NEWOBJ => {
+                    let args = self.pop()?;
+                    let cls = self.pop()?;
+                    self.object(CallOp::NewObj, cls, args, None)?;
+                }
+                NEWOBJ_EX => {
+                    let kwargs = self.pop()?;
+                    let args = self.pop()?;
+                    let cls = self.pop()?;
+                    self.object(CallOp::NewObjEx, cls, args, Some(kwargs))?;
+                }
+                INST => {
+                    let module = self.line_str()?;
+                    let name = self.line_str()?;
+                    let cls = self.global(&module, &name)?;
+                    let items = self.pop_mark()?;
+                    let args = self.push_node(Node::Tuple(items))?;
+                    self.object(CallOp::Inst, cls, args, None)?;
+                }
+                OBJ => {
+                    let mut items = self.pop_mark()?;
+                    if items.is_empty() {
+                        return self.err("no class after MARK");
+                    }
+                    let cls = items.remove(0);
+                    let args = self.push_node(Node::Tuple(items))?;
+                    self.object(CallOp::Obj, cls, args, None)?;
+                }
+                BUILD => {
+                    let state = self.pop()?;
+                    let target = self.top()?;
+                    match self.node_mut(target) {
+                        Node::Object(o) => o.state = Some(state),
+                        n => {
+                            let k = n.kind();
+                            return self.err(format!("cannot set the state of {k}"));
+                        }
+                    }
+                }
+                PERSID => {
+                    let l = self.line()?;
+                    let s: Box<str> = String::from_utf8_lossy(l).into();
+                    let pid = self.push_node(Node::Str(s))?;
+                    let offset = self.op_start;
+                    self.push(Node::PersId { pid, offset })?;
+                }
+                BINPERSID => {
+                    let pid = self.pop()?;
+                    let offset = self.op_start;
+                    self.push(Node::PersId { pid, offset })?;
+                }
+                b => {
+                    return Err(PickleError {
+                        offset: self.op_start,
+                        op: format!("0x{b:02x}"),
+                        why: "unknown opcode".to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn decimal_index(&self, digits: &[u8]) -> R<u64> {
+        match std::str::from_utf8(digits)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            Some(k) => Ok(k),
+            None => self.err(format!(
+                "'{}' is not a memo index",
+                esc(&String::from_utf8_lossy(digits))
+            )),
+        }
+    }
+
+    fn pairs(&self, items: &[Id]) -> R<Vec<(Id, Id)>> {
+        if !items.len().is_multiple_of(2) {
+            return self.err(format!(
+                "odd number of items ({}) for key/value pairs",
+                items.len()
+            ));
+        }
+        Ok(items.chunks_exact(2).map(|p| (p[0], p[1])).collect())
+    }
+
+    fn append(&mut self, items: Vec<Id>) -> R<()> {
+        let target = self.top()?;
+        match self.node_mut(target) {
+            Node::List(l) => l.extend(items),
+            Node::Object(o) => o.list_items.extend(items),
+            n => {
+                let k = n.kind();
+                return self.err(format!("cannot append to {k}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn set_items(&mut self, pairs: Vec<(Id, Id)>) -> R<()> {
+        let target = self.top()?;
+        match self.node_mut(target) {
+            Node::Dict(d) => d.extend(pairs),
+            Node::Object(o) => o.dict_items.extend(pairs),
+            n => {
+                let k = n.kind();
+                return self.err(format!("cannot set items of {k}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Longest decimal integer accepted by the text opcodes (`INT`, `LONG`).
+pub const MAX_DECIMAL_DIGITS: usize = 2 * MAX_LONG_BYTES + MAX_LONG_BYTES / 2;
+
+/// A decimal integer with optional sign: `Int` when it fits i64.
+fn parse_decimal(digits: &[u8]) -> Option<Node> {
+    let s = std::str::from_utf8(digits).ok()?.trim();
+    let (neg, body) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if body.is_empty()
+        || body.len() > MAX_DECIMAL_DIGITS
+        || !body.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    if let Ok(v) = s.parse::<i64>() {
+        return Some(Node::Int(v));
+    }
+    let trimmed = body.trim_start_matches('0');
+    let body = if trimmed.is_empty() { "0" } else { trimmed };
+    Some(Node::BigInt(
+        if neg {
+            format!("-{body}")
+        } else {
+            body.to_string()
+        }
+        .into(),
+    ))
+}
+
+/// A little-endian two's complement integer (`LONG1`/`LONG4`): `Int` when it
+/// fits i64, else its decimal digits.
+pub fn long_from_le(b: &[u8]) -> Node {
+    if b.is_empty() {
+        return Node::Int(0);
+    }
+    let neg = b[b.len() - 1] & 0x80 != 0;
+    if b.len() <= 8 {
+        let fill = if neg { 0xff } else { 0 };
+        let mut a = [fill; 8];
+        a[..b.len()].copy_from_slice(b);
+        return Node::Int(i64::from_le_bytes(a));
+    }
+    // Magnitude as little-endian u32 limbs.
+    let mut mag: Vec<u8> = b.to_vec();
+    if neg {
+        // Two's complement negate: invert and add one.
+        let mut carry = 1u16;
+        for x in mag.iter_mut() {
+            let v = (!*x) as u16 + carry;
+            *x = v as u8;
+            carry = v >> 8;
+        }
+    }
+    let mut limbs: Vec<u32> = mag
+        .chunks(4)
+        .map(|c| {
+            let mut a = [0u8; 4];
+            a[..c.len()].copy_from_slice(c);
+            u32::from_le_bytes(a)
+        })
+        .collect();
+    // Repeated division by 10^9 (at most 64 limbs: quadratic but tiny).
+    let mut parts = Vec::new();
+    while limbs.iter().any(|&l| l != 0) {
+        let mut rem = 0u64;
+        for l in limbs.iter_mut().rev() {
+            let cur = (rem << 32) | *l as u64;
+            *l = (cur / 1_000_000_000) as u32;
+            rem = cur % 1_000_000_000;
+        }
+        parts.push(rem as u32);
+        while limbs.last() == Some(&0) {
+            limbs.pop();
+        }
+    }
+    let mut s = String::new();
+    if neg {
+        s.push('-');
+    }
+    match parts.split_last() {
+        Some((first, rest)) => {
+            s.push_str(&first.to_string());
+            for p in rest.iter().rev() {
+                s.push_str(&format!("{p:09}"));
+            }
+        }
+        None => s.push('0'),
+    }
+    match s.parse::<i64>() {
+        Ok(v) => Node::Int(v),
+        Err(_) => Node::BigInt(s.into()),
+    }
+}
+
+/// The bytes of a Python `repr` of a (Python 2) string: `'...'` or `"..."`
+/// with backslash escapes.
+fn unquote_repr(l: &[u8]) -> Option<Vec<u8>> {
+    let l = l.strip_suffix(b"\r").unwrap_or(l);
+    if l.len() < 2 {
+        return None;
+    }
+    let q = l[0];
+    if (q != b'\'' && q != b'"') || l[l.len() - 1] != q {
+        return None;
+    }
+    let body = &l[1..l.len() - 1];
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        let c = body[i];
+        i += 1;
+        if c != b'\\' {
+            out.push(c);
+            continue;
+        }
+        let e = *body.get(i)?;
+        i += 1;
+        match e {
+            b'\\' | b'\'' | b'"' => out.push(e),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'a' => out.push(7),
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'v' => out.push(11),
+            b'\n' => {}
+            b'x' => {
+                let h = body.get(i..i + 2)?;
+                out.push(u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()?);
+                i += 2;
+            }
+            b'0'..=b'7' => {
+                let mut v = (e - b'0') as u32;
+                for _ in 0..2 {
+                    match body.get(i) {
+                        Some(&d @ b'0'..=b'7') => {
+                            v = v * 8 + (d - b'0') as u32;
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                out.push((v & 0xff) as u8);
+            }
+            _ => {
+                out.push(b'\\');
+                out.push(e);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Python's `raw-unicode-escape` decoding: `\uXXXX` and `\UXXXXXXXX`
+/// escapes; every other byte is a Latin-1 character.
+fn raw_unicode_unescape(l: &[u8]) -> Option<String> {
+    let mut out = String::with_capacity(l.len());
+    let mut i = 0;
+    while i < l.len() {
+        let c = l[i];
+        if c == b'\\' && matches!(l.get(i + 1), Some(b'u' | b'U')) {
+            // An odd run of backslashes escapes; raw-unicode-escape only
+            // looks at the backslash right before the u.
+            let n = if l[i + 1] == b'u' { 4 } else { 8 };
+            let h = l.get(i + 2..i + 2 + n)?;
+            let v = u32::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()?;
+            out.push(char::from_u32(v).unwrap_or('\u{fffd}'));
+            i += 2 + n;
+        } else {
+            out.push(c as char);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(b: &[u8]) -> R<Pickle> {
+        parse(b, 0)
+    }
+
+    fn root(b: &[u8]) -> Node {
+        let p = run(b).unwrap();
+        p.node(p.root).clone()
+    }
+
+    #[test]
+    fn scalars() {
+        assert_eq!(root(b"K\x07."), Node::Int(7));
+        assert_eq!(root(b"J\xff\xff\xff\xff."), Node::Int(-1));
+        assert_eq!(root(b"M\x01\x02."), Node::Int(0x0201));
+        assert_eq!(root(b"I00\n."), Node::Bool(false));
+        assert_eq!(root(b"I-12\n."), Node::Int(-12));
+        assert_eq!(root(b"L123L\n."), Node::Int(123));
+        assert_eq!(
+            root(b"L123456789012345678901234567890L\n."),
+            Node::BigInt("123456789012345678901234567890".into())
+        );
+        assert_eq!(root(b"F1.5\n."), Node::Float(1.5));
+        assert_eq!(root(b"G?\xf8\x00\x00\x00\x00\x00\x00."), Node::Float(1.5));
+        assert_eq!(root(b"\x88."), Node::Bool(true));
+        assert_eq!(root(b"N."), Node::None);
+        assert_eq!(root(b"S'a\\nb'\n."), Node::Str("a\nb".into()));
+        assert_eq!(root(b"Vcaf\\u00e9\n."), Node::Str("caf\u{e9}".into()));
+        assert_eq!(root(b"\x8c\x02hi."), Node::Str("hi".into()));
+        assert_eq!(root(b"C\x03abc."), Node::Bytes(3));
+    }
+
+    #[test]
+    fn longs() {
+        assert_eq!(long_from_le(&[]), Node::Int(0));
+        assert_eq!(long_from_le(&[0xff]), Node::Int(-1));
+        assert_eq!(long_from_le(&[0x00, 0x80]), Node::Int(-32768));
+        // 2^64 = 0x1_0000_0000_0000_0000
+        let mut b = vec![0u8; 8];
+        b.push(1);
+        assert_eq!(
+            long_from_le(&b),
+            Node::BigInt("18446744073709551616".into())
+        );
+        let neg: Vec<u8> = vec![0, 0, 0, 0, 0, 0, 0, 0, 0xff];
+        assert_eq!(
+            long_from_le(&neg),
+            Node::BigInt("-18446744073709551616".into())
+        );
+        // The torch magic number, as torch writes it.
+        let magic = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
+        assert_eq!(
+            long_from_le(&magic),
+            Node::BigInt(format!("{}", 0x1950a86a20f9469cfc6cu128).into())
+        );
+    }
+
+    #[test]
+    fn memo_shares_nodes() {
+        // [] PUT0 GET0 APPEND: a list that contains itself.
+        let p = run(b"]q\x00h\x00a.").unwrap();
+        assert_eq!(p.node(p.root), &Node::List(vec![p.root]));
+    }
+
+    #[test]
+    fn refusals() {
+        let e = run(b"cos\nsystem\n.").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "byte 0: GLOBAL: refused: 'os.system' is a code-execution primitive (nothing was run)"
+        );
+        let e = run(b"c__builtin__\neval\n.").unwrap_err();
+        assert!(e.to_string().contains("builtins.eval"), "{e}");
+        let e = run(b"\x8c\x02os\x8c\x06system\x93.").unwrap_err();
+        assert!(e.to_string().contains("STACK_GLOBAL"), "{e}");
+        let e = run(b"(S'x'\niposix\nsystem\n.").unwrap_err();
+        assert!(e.to_string().contains("INST"), "{e}");
+        assert_eq!(
+            run(b"\xff").unwrap_err().to_string(),
+            "byte 0: 0xff: unknown opcode"
+        );
+        assert_eq!(
+            run(b"K\x01").unwrap_err().to_string(),
+            "byte 2: STOP: the pickle ends without STOP"
+        );
+        assert_eq!(run(b"a.").unwrap_err().why, "stack underflow");
+        assert_eq!(run(b"(a.").unwrap_err().why, "stack underflow");
+        assert_eq!(run(b"e.").unwrap_err().why, "no MARK to pop to");
+        assert_eq!(
+            run(b"X\x00\x00\x00\x10ab").unwrap_err().to_string(),
+            "byte 0: BINUNICODE: needs 268435456 bytes but the pickle ends 2 bytes later"
+        );
+        assert!(run(b"\x8d\x00\x00\x00\x00\x00\x00\x00\x10.").is_err());
+        assert!(
+            run(b"\x8b\x00\x00\x00\x40")
+                .unwrap_err()
+                .why
+                .contains("limit")
+        );
+        assert!(
+            run(b"\x95\xff\xff\xff\xff\xff\xff\xff\x0f.")
+                .unwrap_err()
+                .why
+                .contains("frame")
+        );
+        assert!(run(b"h\x05.").unwrap_err().why.contains("never stored"));
+        assert!(run(b"\x80\x06.").unwrap_err().why.contains("protocol"));
+        let deep = [b'('; MAX_DEPTH + 1];
+        assert!(run(&deep).unwrap_err().why.contains("nest"));
+    }
+
+    #[test]
+    fn calls_are_recorded() {
+        let p = run(b"ccollections\nOrderedDict\n)R\x8c\x01aK\x01s.").unwrap();
+        let Node::Object(o) = p.node(p.root) else {
+            panic!("not an object")
+        };
+        assert_eq!(o.op, CallOp::Reduce);
+        assert_eq!(o.dict_items.len(), 1);
+        let Node::Global(g) = p.node(o.callable) else {
+            panic!("not a global")
+        };
+        assert_eq!(g.kind, Global::OrderedDict);
+    }
+}

@@ -1,0 +1,631 @@
+//! The converted view, `bf16/`: the model dequantized / converted to BF16,
+//! laid out for the usual loader of its family.
+//!
+//! - MXFP4 pairs (`X_blocks` + `X_scales`, gpt-oss `X.blocks` + `X.scales`)
+//!   become one BF16 tensor `X`; gpt-oss experts are transposed the way
+//!   transformers' dense `GptOssExperts` holds them (`gate_up_proj`
+//!   `[E, H, 2I]`, `down_proj` `[E, I, H]`);
+//! - block-scaled FP8 pairs (`weight` F8_E4M3 + `weight_scale_inv` F32)
+//!   become the BF16 `weight`;
+//! - BF16 tensors pass through; F16, F32, F64, F8 are rounded to BF16;
+//!   integer, boolean and other tensors are kept as they are;
+//! - GGUF block-quantized tensors are dequantized;
+//! - a gpt-oss `original/` checkpoint is renamed to the Hugging Face layout
+//!   (q/k/v split by rows, `gpt_oss` module) with a derived HF config.json.
+//!
+//! At mount, each output tensor is a [`Plan`] (a few dozen bytes: which
+//! source tensors, which transform); its computed segments are made when a
+//! file holding it is first read.
+//!
+//! Files: `bf16/model-0000i-of-0000n.safetensors` + `model.safetensors.index.json`,
+//! `bf16/config.json` (without `quantization_config`, dtype bfloat16), the
+//! source's other side files, and `bf16/tensors/<name>.safetensors`.
+//! Rules and names are specified in docs/VIEWS.md.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::catalog::{Catalog, FileId, FileRole, QuantRole, QuantScheme, SourceFormat, TensorId};
+use crate::dtype::{Dtype, numel};
+use crate::error::ViewError;
+use crate::json::to_pretty;
+use crate::quant::fp8::BlockScaled;
+use crate::view::compute::{Cast, Fp8Block, GgmlDequant, Mxfp4, Mxfp4Transposed};
+use crate::view::experts::ItemInfo;
+use crate::view::gpt_oss::{self, HfName, QkvRows};
+use crate::view::header::{
+    Entry, EntryHead, MAX_HEADER_LEN, entry_cost, safetensors_file, source_json,
+};
+use crate::view::record::{Dequant, Record, Transform};
+use crate::view::tree::Tree;
+use crate::view::{Compute, FileRef, Listing, Segment, VFile};
+
+/// Largest shard written (the Hugging Face default, "5GB").
+pub const MAX_SHARD_BYTES: u64 = 5_000_000_000;
+
+/// One output tensor of a converted view: its name and how it is made.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Its name, when not the source tensor's.
+    renamed: Option<Box<str>>,
+    kind: PlanKind,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum PlanKind {
+    /// Passed through (BF16, integers, ...) or cast to BF16 elementwise.
+    Elementwise(TensorId),
+    /// A GGUF block-quantized tensor, dequantized in its logical shape.
+    Ggml(TensorId),
+    /// Rows `start..start + len` of axis 0 (gpt-oss fused q|k|v).
+    RowSlice { id: TensorId, start: u64, len: u64 },
+    /// An MXFP4 pair; `transposed`: gpt-oss experts `[E, R, G, 16]` as
+    /// `[E, G*32, R]`.
+    Mxfp4 {
+        blocks: TensorId,
+        scales: TensorId,
+        transposed: bool,
+    },
+    /// A block-scaled FP8 weight with its scale grid.
+    Fp8Block {
+        weight: TensorId,
+        scales: TensorId,
+        rows: u64,
+        cols: u64,
+    },
+}
+
+impl Plan {
+    fn of(kind: PlanKind) -> Plan {
+        Plan {
+            renamed: None,
+            kind,
+        }
+    }
+
+    fn named(name: String, catalog: &Catalog, kind: PlanKind) -> Plan {
+        let same = name == catalog.tensor(kind.primary()).name;
+        Plan {
+            renamed: (!same).then(|| name.into_boxed_str()),
+            kind,
+        }
+    }
+
+    pub fn name<'a>(&'a self, catalog: &'a Catalog) -> &'a str {
+        match &self.renamed {
+            Some(n) => n,
+            None => &catalog.tensor(self.kind.primary()).name,
+        }
+    }
+
+    /// The source tensors it reads (primary first).
+    pub fn sources(&self) -> impl Iterator<Item = TensorId> {
+        let (a, b) = match self.kind {
+            PlanKind::Elementwise(id) | PlanKind::Ggml(id) | PlanKind::RowSlice { id, .. } => {
+                (id, None)
+            }
+            PlanKind::Mxfp4 { blocks, scales, .. } => (blocks, Some(scales)),
+            PlanKind::Fp8Block { weight, scales, .. } => (weight, Some(scales)),
+        };
+        std::iter::once(a).chain(b)
+    }
+
+    /// The source files it reads.
+    pub fn files(&self, catalog: &Catalog) -> Vec<FileId> {
+        self.sources()
+            .map(|s| catalog.tensor(s).extent.file)
+            .collect()
+    }
+
+    /// Its record (what the Gyro header says).
+    pub fn record(&self, catalog: &Catalog) -> Record {
+        let bf16 = Dtype::BF16;
+        let dequant = |scheme, transpose| Transform::Dequant {
+            scheme,
+            to: bf16,
+            transpose,
+        };
+        let (source, transform) = match self.kind {
+            PlanKind::Elementwise(id) => {
+                let t = catalog.tensor(id);
+                let tr = if casts(t.dtype) {
+                    Transform::Cast { to: bf16 }
+                } else {
+                    Transform::Identity
+                };
+                (id, tr)
+            }
+            PlanKind::Ggml(id) => {
+                let ty = catalog.tensor(id).ggml.as_ref().expect("a GGUF tensor").ty;
+                (id, dequant(Dequant::Ggml(ty), None))
+            }
+            PlanKind::RowSlice { id, start, len } => {
+                let to = casts(catalog.tensor(id).dtype).then_some(bf16);
+                let tr = Transform::Slice {
+                    axis: 0,
+                    start,
+                    stop: start + len,
+                    to,
+                };
+                (id, tr)
+            }
+            PlanKind::Mxfp4 {
+                blocks, transposed, ..
+            } => (
+                blocks,
+                dequant(Dequant::Mxfp4, transposed.then_some([1, 2])),
+            ),
+            PlanKind::Fp8Block {
+                weight, rows, cols, ..
+            } => (weight, dequant(Dequant::Fp8Block { rows, cols }, None)),
+        };
+        Record::new(source, transform)
+    }
+
+    /// Dtype, shape and byte length of the output, without building it.
+    pub fn info<'a>(&self, catalog: &'a Catalog) -> (Dtype, Cow<'a, [u64]>, u64) {
+        let bf16_of = |shape: Cow<'a, [u64]>| {
+            let n = numel(&shape).unwrap_or(0);
+            (Dtype::BF16, shape, n * 2)
+        };
+        match self.kind {
+            PlanKind::Elementwise(id) => {
+                let t = catalog.tensor(id);
+                if casts(t.dtype) {
+                    bf16_of(Cow::Borrowed(&t.shape))
+                } else {
+                    (t.dtype, Cow::Borrowed(&t.shape), t.len())
+                }
+            }
+            PlanKind::Ggml(id) => {
+                let g = catalog.tensor(id).ggml.as_ref().expect("a GGUF tensor");
+                bf16_of(Cow::Borrowed(&g.shape))
+            }
+            PlanKind::RowSlice { id, len, .. } => {
+                let t = catalog.tensor(id);
+                let mut shape = t.shape.clone();
+                shape[0] = len;
+                if casts(t.dtype) {
+                    bf16_of(Cow::Owned(shape))
+                } else {
+                    let n = numel(&shape).and_then(|n| t.dtype.bytes_for(n));
+                    (t.dtype, Cow::Owned(shape), n.unwrap_or(0))
+                }
+            }
+            PlanKind::Mxfp4 {
+                blocks,
+                scales,
+                transposed,
+            } => {
+                let b = catalog.tensor(blocks);
+                if transposed {
+                    let (e, r, g) = (b.shape[0], b.shape[1], b.shape[2]);
+                    bf16_of(Cow::Owned(vec![e, g * 32, r]))
+                } else {
+                    let mut natural = catalog.tensor(scales).shape.clone();
+                    if let Some(last) = natural.last_mut() {
+                        *last *= 32;
+                    }
+                    bf16_of(Cow::Owned(natural))
+                }
+            }
+            PlanKind::Fp8Block { weight, .. } => {
+                bf16_of(Cow::Borrowed(&catalog.tensor(weight).shape))
+            }
+        }
+    }
+
+    /// The output tensor with its bytes (computed segments made here).
+    pub fn entry(&self, catalog: &Catalog) -> Entry {
+        let (dtype, shape, _) = self.info(catalog);
+        let data: Segment = match self.kind {
+            PlanKind::Elementwise(id) => {
+                let t = catalog.tensor(id);
+                match Cast::new(t.extent, t.dtype) {
+                    Some(c) => computed(c),
+                    None => Segment::Source(t.extent),
+                }
+            }
+            PlanKind::Ggml(id) => {
+                let t = catalog.tensor(id);
+                let ty = t.ggml.as_ref().expect("a GGUF tensor").ty;
+                computed(GgmlDequant { src: t.extent, ty })
+            }
+            PlanKind::RowSlice { id, start, len } => {
+                let t = catalog.tensor(id);
+                let row_bytes = t.len() / t.shape[0].max(1);
+                let src = t.extent.sub(start * row_bytes, len * row_bytes);
+                match Cast::new(src, t.dtype) {
+                    Some(c) => computed(c),
+                    None => Segment::Source(src),
+                }
+            }
+            PlanKind::Mxfp4 {
+                blocks,
+                scales,
+                transposed,
+            } => {
+                let (b, s) = (catalog.tensor(blocks), catalog.tensor(scales));
+                if transposed {
+                    computed(Mxfp4Transposed {
+                        blocks: b.extent,
+                        scales: s.extent,
+                        experts: b.shape[0],
+                        rows: b.shape[1],
+                        groups: b.shape[2],
+                    })
+                } else {
+                    computed(Mxfp4 {
+                        blocks: b.extent,
+                        scales: s.extent,
+                    })
+                }
+            }
+            PlanKind::Fp8Block {
+                weight,
+                scales,
+                rows,
+                cols,
+            } => {
+                let (w, s) = (catalog.tensor(weight), catalog.tensor(scales));
+                let geometry = BlockScaled::new(
+                    w.shape[0] as usize,
+                    w.shape[1] as usize,
+                    (rows as usize, cols as usize),
+                )
+                .expect("checked when the plan was made");
+                computed(Fp8Block {
+                    weight: w.extent,
+                    scale_inv: s.extent,
+                    geometry,
+                })
+            }
+        };
+        Entry {
+            name: self.name(catalog).to_string(),
+            dtype,
+            shape: shape.into_owned(),
+            record: self.record(catalog),
+            data: vec![data],
+        }
+    }
+}
+
+impl PlanKind {
+    fn primary(self) -> TensorId {
+        match self {
+            PlanKind::Elementwise(id) | PlanKind::Ggml(id) | PlanKind::RowSlice { id, .. } => id,
+            PlanKind::Mxfp4 { blocks, .. } => blocks,
+            PlanKind::Fp8Block { weight, .. } => weight,
+        }
+    }
+}
+
+fn computed(c: impl Compute + 'static) -> Segment {
+    Segment::Computed(Arc::new(c))
+}
+
+/// Whether elements of `d` are converted to BF16 (the others pass through).
+fn casts(d: Dtype) -> bool {
+    Cast::converts(d)
+}
+
+/// Is this a gpt-oss checkpoint (either layout)?
+pub fn is_gpt_oss(catalog: &Catalog) -> bool {
+    catalog.format == SourceFormat::GptOssOriginal
+        || catalog
+            .config
+            .as_ref()
+            .and_then(|c| c.get("model_type"))
+            .and_then(Value::as_str)
+            == Some("gpt_oss")
+}
+
+/// What a converted view holds for a source.
+#[derive(Debug)]
+pub struct ConvertedView {
+    /// Its directory (`bf16`).
+    pub dir: &'static str,
+    /// Every output tensor, in source order.
+    pub plans: Vec<Plan>,
+    /// Each shard's plans, in data order (alignment descending, then source order).
+    pub shards: Vec<Vec<u32>>,
+    config: Option<Value>,
+}
+
+impl ConvertedView {
+    /// Decide the view for `catalog`. Tensors that cannot be converted (GGUF
+    /// types without a dequantizer) are left out, each with a line in
+    /// `notes`; a source the view cannot be built for is an error.
+    pub fn new(
+        catalog: &Catalog,
+        dtype: Dtype,
+        notes: &mut Vec<String>,
+    ) -> Result<ConvertedView, ViewError> {
+        debug_assert_eq!(dtype, Dtype::BF16, "only BF16 so far");
+        let plans = plans(catalog, notes)?;
+        let config = config(catalog)?;
+        let shards = shard(catalog, &plans, MAX_SHARD_BYTES);
+        Ok(ConvertedView {
+            dir: "bf16",
+            plans,
+            shards,
+            config,
+        })
+    }
+
+    /// The view's tensors as the expert split sees them.
+    pub fn items<'a>(&'a self, catalog: &'a Catalog) -> Vec<ItemInfo<'a>> {
+        self.plans
+            .iter()
+            .map(|p| {
+                let (dtype, shape, len) = p.info(catalog);
+                ItemInfo {
+                    name: p.name(catalog),
+                    dtype,
+                    shape,
+                    len,
+                }
+            })
+            .collect()
+    }
+
+    fn shard_name(&self, k: usize) -> String {
+        format!(
+            "model-{:05}-of-{:05}.safetensors",
+            k + 1,
+            self.shards.len().max(1)
+        )
+    }
+
+    /// Lay out the view's directory (as converted view number `v`).
+    pub fn add(&self, tree: &mut Tree, catalog: &Catalog, v: u8) {
+        let dir = tree.dir_path(self.dir);
+        for k in 0..self.shards.len() {
+            let shard = k as u32;
+            tree.add_file(dir, &self.shard_name(k), FileRef::Shard { view: v, shard });
+        }
+        tree.add_file(
+            dir,
+            crate::source::INDEX_JSON,
+            FileRef::ShardIndex { view: v },
+        );
+        if self.config.is_some() {
+            tree.add_file(dir, "config.json", FileRef::Config { view: v });
+        }
+        for (id, f) in catalog.files.with_role(FileRole::Side) {
+            let name = &f.file.name;
+            if name != "config.json" && name != "dtypes.json" {
+                tree.add_file(dir, name, FileRef::Side(id));
+            }
+        }
+        let n = self.plans.len() as u32;
+        tree.add_listing(dir, "tensors", Listing::ViewTensors(v), n, |i| {
+            self.plans[i as usize].name(catalog)
+        });
+    }
+
+    fn source_of(&self, catalog: &Catalog, plans: &[u32]) -> String {
+        let files = plans
+            .iter()
+            .flat_map(|&i| self.plans[i as usize].files(catalog));
+        source_json(catalog, files)
+    }
+
+    /// Shard `k`.
+    pub fn shard_file(&self, catalog: &Catalog, k: u32) -> VFile {
+        let members = &self.shards[k as usize];
+        let entries = members
+            .iter()
+            .map(|&i| self.plans[i as usize].entry(catalog))
+            .collect();
+        let source = self.source_of(catalog, members);
+        safetensors_file(catalog, self.dir, &source, entries)
+    }
+
+    /// `<dir>/tensors/<name>.safetensors` of plan `i`.
+    pub fn tensor_file(&self, catalog: &Catalog, i: u32) -> VFile {
+        let source = self.source_of(catalog, &[i]);
+        let view = format!("{}/tensors", self.dir);
+        let entry = self.plans[i as usize].entry(catalog);
+        safetensors_file(catalog, &view, &source, vec![entry])
+    }
+
+    /// `model.safetensors.index.json`.
+    pub fn index_file(&self, catalog: &Catalog) -> VFile {
+        let mut weight_map = BTreeMap::new();
+        let mut total = 0u64;
+        for (k, members) in self.shards.iter().enumerate() {
+            let file = self.shard_name(k);
+            for &i in members {
+                let p = &self.plans[i as usize];
+                weight_map.insert(p.name(catalog).to_string(), json!(file));
+                total += p.info(catalog).2;
+            }
+        }
+        let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+        VFile::from_bytes(to_pretty(&index).into_bytes())
+    }
+
+    /// `config.json`.
+    pub fn config_file(&self) -> VFile {
+        let text = self.config.as_ref().map(to_pretty).unwrap_or_default();
+        VFile::from_bytes(text.into_bytes())
+    }
+}
+
+/// Every output tensor, in source order.
+fn plans(catalog: &Catalog, notes: &mut Vec<String>) -> Result<Vec<Plan>, ViewError> {
+    let gpt_oss = is_gpt_oss(catalog);
+    let qkv = if catalog.format == SourceFormat::GptOssOriginal {
+        let config = catalog.config.as_ref().ok_or(ViewError::MissingConfig)?;
+        Some(QkvRows::from_config(config)?)
+    } else {
+        None
+    };
+    let mut out = Vec::with_capacity(catalog.tensors.len());
+    for (id, t) in catalog.tensor_ids() {
+        let mapped = qkv.and_then(|q| gpt_oss::hf_name(&t.name, q));
+        let name = match mapped {
+            Some(HfName::Absorbed) => continue,
+            Some(HfName::Split(parts)) => {
+                let rows = t.shape.first().copied().unwrap_or(0);
+                let needed = parts.last().map_or(0, |p| p.1 + p.2);
+                if rows != needed {
+                    return Err(ViewError::Tensor {
+                        tensor: t.name.clone(),
+                        why: format!(
+                            "{rows} rows, but config.json's heads and head_dim make {needed}"
+                        ),
+                    });
+                }
+                let row_elems: u64 = t.shape[1..].iter().product();
+                if t.dtype.bytes_for(row_elems).is_none() {
+                    return Err(ViewError::Tensor {
+                        tensor: t.name.clone(),
+                        why: "rows are not whole bytes".into(),
+                    });
+                }
+                for (name, start, len) in parts {
+                    out.push(Plan::named(
+                        name,
+                        catalog,
+                        PlanKind::RowSlice { id, start, len },
+                    ));
+                }
+                continue;
+            }
+            Some(HfName::One(n)) | Some(HfName::Dequant(n)) => n,
+            None => t.name.clone(),
+        };
+        let kind = match &t.quant {
+            Some(q) if q.role == QuantRole::Scales => continue,
+            Some(q) => match q.scheme {
+                QuantScheme::Mxfp4 => {
+                    let s = catalog.tensor(q.peer);
+                    if s.shape.is_empty() {
+                        return Err(ViewError::Tensor {
+                            tensor: s.name.clone(),
+                            why: "scales have no axes".into(),
+                        });
+                    }
+                    PlanKind::Mxfp4 {
+                        blocks: id,
+                        scales: q.peer,
+                        transposed: gpt_oss && t.shape.len() == 4,
+                    }
+                }
+                QuantScheme::Fp8Block { rows, cols } => {
+                    BlockScaled::new(
+                        t.shape[0] as usize,
+                        t.shape[1] as usize,
+                        (rows as usize, cols as usize),
+                    )
+                    .map_err(|e| ViewError::Tensor {
+                        tensor: t.name.clone(),
+                        why: e.to_string(),
+                    })?;
+                    PlanKind::Fp8Block {
+                        weight: id,
+                        scales: q.peer,
+                        rows,
+                        cols,
+                    }
+                }
+            },
+            None if t.ggml.as_ref().is_some_and(|g| g.ty.is_quantized()) => {
+                let ty = t.ggml.as_ref().expect("checked").ty;
+                if !crate::quant::ggml::can_dequantize(ty) {
+                    notes.push(format!(
+                        "bf16/ leaves out tensor '{}': gyrofs cannot dequantize ggml type {} (it is in raw/)",
+                        t.name, t.logical
+                    ));
+                    continue;
+                }
+                PlanKind::Ggml(id)
+            }
+            None => PlanKind::Elementwise(id),
+        };
+        let name = match kind {
+            PlanKind::Mxfp4 { .. } => name
+                .strip_suffix("_blocks")
+                .or_else(|| name.strip_suffix(".blocks"))
+                .map(str::to_string)
+                .unwrap_or(name),
+            _ => name,
+        };
+        out.push(if name == t.name {
+            Plan::of(kind)
+        } else {
+            Plan::named(name, catalog, kind)
+        });
+    }
+    Ok(out)
+}
+
+/// The view's config.json, or `None` when the source has no config.
+fn config(catalog: &Catalog) -> Result<Option<Value>, ViewError> {
+    let Some(src) = &catalog.config else {
+        return Ok(None);
+    };
+    let mut c = if catalog.format == SourceFormat::GptOssOriginal {
+        gpt_oss::hf_config(src)?
+    } else {
+        src.clone()
+    };
+    let Value::Object(o) = &mut c else {
+        return Err(ViewError::Config("is not a JSON object".into()));
+    };
+    o.remove("quantization_config");
+    o.insert("torch_dtype".into(), json!("bfloat16"));
+    o.insert("dtype".into(), json!("bfloat16"));
+    Ok(Some(c))
+}
+
+/// Split `plans` into shards, in order: a new shard starts when the next
+/// tensor would take the current one past `max` bytes of data (a bigger
+/// tensor gets a shard of its own), or its header past the safetensors
+/// header limit. Within a shard, tensors are ordered by alignment
+/// (descending), then source order.
+fn shard(catalog: &Catalog, plans: &[Plan], max: u64) -> Vec<Vec<u32>> {
+    // Headers of ordinary models are far below the limit: count them only
+    // when the tensor count makes it possible to reach it.
+    let count_headers = plans.len() > 50_000;
+    // The order inside a shard (by alignment) moves data offsets a little:
+    // keep a margin.
+    let header_budget = MAX_HEADER_LEN / 100 * 99;
+    let mut shards: Vec<Vec<u32>> = Vec::new();
+    let (mut size, mut header) = (0u64, 0u64);
+    for (i, p) in plans.iter().enumerate() {
+        let (dtype, shape, n) = p.info(catalog);
+        let cost = if count_headers {
+            let record = p.record(catalog);
+            let head = EntryHead {
+                name: p.name(catalog),
+                dtype,
+                shape: &shape,
+                record: &record,
+                len: n,
+            };
+            entry_cost(catalog, &head, size)
+        } else {
+            0
+        };
+        let full = size > 0 && (size + n > max || header + cost > header_budget);
+        if shards.is_empty() || full {
+            shards.push(Vec::new());
+            size = 0;
+            header = 4096;
+        }
+        shards.last_mut().expect("pushed").push(i as u32);
+        size += n;
+        header += cost;
+    }
+    for s in &mut shards {
+        s.sort_by_key(|&i| std::cmp::Reverse(plans[i as usize].info(catalog).0.alignment()));
+    }
+    shards
+}

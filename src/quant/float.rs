@@ -28,7 +28,7 @@
 //!   F16C when present) converts to an f32 buffer, which then has to be
 //!   rounded in a second pass; with this crate's SIMD F32 -> BF16 kernel as
 //!   that pass it ran at a third of the fused kernel (F16C conversion and
-//!   rounding in registers, no intermediate buffer): 0.24 vs 1.08 of memcpy
+//!   rounding in registers, no intermediate buffer): 0.3 vs 0.9 of memcpy
 //!   per core. Per element, `half::f16::to_f32` (a runtime feature check and
 //!   a call per value) and `to_f32_const` (branches) ran at about a quarter
 //!   of the branch-free [`f16_to_f32`] below, which is also a `const fn` the

@@ -17,8 +17,10 @@
 //!   there; other tiles take the portable table code).
 //! - F16: `vcvtph2ps` (exact, NaN quieted) then integer round-to-nearest-even
 //!   on the f32 bits, NaN -> 0x7FC0 by compare and blend.
-//! - FP8 E4M3: the magnitude bits moved into f32 position and multiplied by
-//!   2^120 (exact, subnormals included); E5M2 is F16 with a zero low byte.
+//! - FP8 E4M3 by integer operations: the exponent rebiased (`+ 120 << 7`
+//!   in BF16, `+ 120 << 23` in f32), the 8 subnormal codes from the table;
+//!   plain E4M3 computes the BF16 bytes directly, block-scaled E4M3 goes
+//!   through f32 and one multiply. E5M2 is F16 with a zero low byte.
 //! - ggml: blocks unpacked into runs (`ggml_runs`), then `a * f32(q)` (+/- m)
 //!   with IEEE f32 vector arithmetic (no FMA), then rounding as for F16.
 
@@ -200,9 +202,9 @@ unsafe fn mxfp4_transposed(
 #[target_feature(enable = "avx2")]
 fn transposed_tile(x: &Expert, gi: usize, j0: usize, delta: &[i16; 32], out: &mut [u8]) {
     let (blocks, g) = (x.blocks, x.g);
-    // Lane 0 of rows[i] is source row j0 + ORDER[i], lane 1 row ORDER[i] + 8, with ORDER =
-    // 0..8, 16..24: interleaving bytes 0..7 of both lanes then gives rows
-    // 0..15 in order, bytes 8..15 rows 16..31.
+    // Lane 0 of rows[i] is source row j0 + ORDER[i], lane 1 row
+    // j0 + ORDER[i] + 8, with ORDER = 0..8, 16..24: interleaving bytes 0..7
+    // of both lanes then gives rows 0..15 in order, bytes 8..15 rows 16..31.
     let mut rows = [_mm256_setzero_si256(); 16];
     for (i, row) in rows.iter_mut().enumerate() {
         let a = (j0 + i + (i / 8) * 8) * g + gi;
@@ -321,13 +323,53 @@ fn e4m3x8(c: __m128i) -> __m256 {
     _mm256_castsi256_ps(_mm256_or_si256(v, sign))
 }
 
+/// The BF16 of the E4M3 codes 0..7 (zero and the subnormals `m * 2^-9`)
+/// split in bytes: low bytes in 0..8, high bytes in 8..16 (for `pshufb`).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn e4m3_small_bf16() -> __m128i {
+    // SAFETY: the first 8 entries of the table are 16 bytes; an unaligned load.
+    let t = unsafe { _mm_loadu_si128(fp8::E4M3_BF16.as_ptr().cast()) };
+    _mm_shuffle_epi8(
+        t,
+        _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15),
+    )
+}
+
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn e4m3(src: &[u8], dst: &mut [u8]) {
-    let mut s = src.chunks_exact(16);
-    let mut d = dst.chunks_exact_mut(32);
+    // BF16 bytes straight from the codes (every E4M3 value is exact in
+    // BF16): normal codes are `(c & 0x7F) << 4` plus the exponent rebias
+    // 120 << 7 (high byte 0x3C + mag >> 4, low byte mag << 4), the codes
+    // below 8 come from the table, 0x7F / 0xFF are NaN 0x7FC0, the sign is
+    // bit 7.
+    let small = e4m3_small_bf16();
+    let small_lo = _mm256_broadcastsi128_si256(small);
+    let small_hi = _mm256_broadcastsi128_si256(_mm_srli_si128::<8>(small));
+    let mut s = src.chunks_exact(32);
+    let mut d = dst.chunks_exact_mut(64);
+    let byte = |v: i8| _mm256_set1_epi8(v);
     for (s, d) in (&mut s).zip(&mut d) {
-        let c = load16(s);
-        store_bf16x16(d, e4m3x8(c), e4m3x8(_mm_srli_si128::<8>(c)));
+        let c = load32(s);
+        let mag = _mm256_and_si256(c, byte(0x7F));
+        let hi = _mm256_add_epi8(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(mag), byte(0x07)),
+            byte(0x3C),
+        );
+        let lo = _mm256_and_si256(_mm256_slli_epi16::<4>(mag), byte(0xF0u8 as i8));
+        let is_small = _mm256_cmpgt_epi8(byte(8), mag);
+        let hi = _mm256_blendv_epi8(hi, _mm256_shuffle_epi8(small_hi, mag), is_small);
+        let lo = _mm256_blendv_epi8(lo, _mm256_shuffle_epi8(small_lo, mag), is_small);
+        let nan = _mm256_cmpeq_epi8(mag, byte(0x7F));
+        let sign = _mm256_andnot_si256(nan, _mm256_and_si256(c, byte(0x80u8 as i8)));
+        let hi = _mm256_or_si256(_mm256_blendv_epi8(hi, byte(0x7F), nan), sign);
+        let lo = _mm256_blendv_epi8(lo, byte(0xC0u8 as i8), nan);
+        // Words of codes 0..7 | 16..23 and 8..15 | 24..31: put in order.
+        let w0 = _mm256_unpacklo_epi8(lo, hi);
+        let w1 = _mm256_unpackhi_epi8(lo, hi);
+        let (d0, d1) = d.split_at_mut(32);
+        store32(d0, _mm256_permute2x128_si256::<0x20>(w0, w1));
+        store32(d1, _mm256_permute2x128_si256::<0x31>(w0, w1));
     }
     fp8::portable_e4m3(s.remainder(), d.into_remainder());
 }

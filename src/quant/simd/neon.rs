@@ -19,9 +19,9 @@
 //! - F32 / F64 -> BF16: the same integer round-to-nearest-even on f32 bits as
 //!   [`crate::quant::bf16::from_f32`], NaN -> 0x7FC0 (F64 first narrowed by
 //!   `fcvtn`, which rounds to nearest even like `x as f32`);
-//! - FP8: E5M2 as F16 with a zero low byte; block-scaled E4M3 by integer
-//!   exponent rebias (subnormal codes as `m * 2^-9`) and one `fmul`; plain
-//!   E4M3 keeps the portable 256-entry table lookup;
+//! - FP8: E5M2 as F16 with a zero low byte; E4M3 by integer exponent
+//!   rebias (BF16 bytes directly for plain E4M3; block-scaled: f32, with
+//!   subnormal codes as `m * 2^-9`, then one `fmul`);
 //! - ggml: the runs of `ggml_runs` (shared with x86), then `a * f32(q)`
 //!   (+/- m) with IEEE f32 vector arithmetic (`fmul` then `fadd`, never a
 //!   fused `fmla`) and the same rounding.
@@ -330,9 +330,33 @@ fn e4m3x4(c: uint16x4_t) -> float32x4_t {
 
 #[target_feature(enable = "neon")]
 unsafe fn e4m3(src: &[u8], dst: &mut [u8]) {
-    // The portable table lookup: a 256-entry table is what NEON would
-    // emulate here too.
-    fp8::portable_e4m3(src, dst);
+    // BF16 bytes straight from the codes, as `avx2::e4m3`: normal codes are
+    // `mag << 4` plus 120 << 7, codes below 8 from the table, NaN 0x7FC0.
+    let (mut small_lo, mut small_hi) = ([0u8; 16], [0u8; 16]);
+    for (i, &v) in fp8::E4M3_BF16[..8].iter().enumerate() {
+        [small_lo[i], small_hi[i]] = v.to_le_bytes();
+    }
+    let (small_lo, small_hi) = (load16(&small_lo), load16(&small_hi));
+    let mut s = src.chunks_exact(16);
+    let mut d = dst.chunks_exact_mut(32);
+    for (s, d) in (&mut s).zip(&mut d) {
+        let c = load16(s);
+        let mag = vandq_u8(c, vdupq_n_u8(0x7F));
+        let hi = vaddq_u8(vshrq_n_u8::<4>(mag), vdupq_n_u8(0x3C));
+        let lo = vshlq_n_u8::<4>(mag);
+        let is_small = vcltq_u8(mag, vdupq_n_u8(8));
+        let hi = vbslq_u8(is_small, vqtbl1q_u8(small_hi, mag), hi);
+        let lo = vbslq_u8(is_small, vqtbl1q_u8(small_lo, mag), lo);
+        let nan = vceqq_u8(mag, vdupq_n_u8(0x7F));
+        let sign = vbicq_u8(vandq_u8(c, vdupq_n_u8(0x80)), nan);
+        let hi = vorrq_u8(vbslq_u8(nan, vdupq_n_u8(0x7F), hi), sign);
+        let lo = vbslq_u8(nan, vdupq_n_u8(0xC0), lo);
+        let d = &mut d[..32];
+        // SAFETY: `d` has 32 writable bytes, what `st2` of two byte vectors
+        // writes (interleaved: low byte, high byte per value).
+        unsafe { vst2q_u8(d.as_mut_ptr(), uint8x16x2_t(lo, hi)) };
+    }
+    fp8::portable_e4m3(s.remainder(), d.into_remainder());
 }
 
 #[target_feature(enable = "neon")]

@@ -22,9 +22,10 @@
 //! - `neon` (aarch64, always present there): [`neon`].
 //!
 //! The environment variable `GYROFS_KERNELS=portable|avx2|avx512|neon`
-//! forces a path (for benchmarks and for testing a fallback); a path the CPU
-//! lacks, or any other value, falls back to the best available one with a
-//! warning in the log. It is read once, at the first kernel call.
+//! forces a path (for benchmarks and for testing a fallback; `auto` or unset:
+//! the best one); a path the CPU lacks, or any other value, falls back to the
+//! best available one with a warning in the log. It is read once, at the
+//! first kernel call.
 
 use std::sync::OnceLock;
 
@@ -214,12 +215,12 @@ pub fn active() -> &'static Kernels {
 /// The kernels for a `GYROFS_KERNELS` value (`None`: unset).
 fn choose(forced: Option<&str>) -> &'static Kernels {
     let Some(name) = forced
-        .map(str::trim)
-        .filter(|s| !s.is_empty() && *s != "auto")
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty() && s != "auto")
     else {
         return best();
     };
-    match Level::from_name(name) {
+    match Level::from_name(&name) {
         Some(level) => get(level).unwrap_or_else(|| {
             let b = best();
             log::warn!(
@@ -260,6 +261,7 @@ mod tests {
         }
         assert_eq!(choose(None).level(), best().level());
         assert_eq!(choose(Some("auto")).level(), best().level());
+        assert_eq!(choose(Some(" Portable ")).level(), Level::Portable);
         assert_eq!(choose(Some("sse9")).level(), best().level());
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("f16c") {

@@ -17,9 +17,12 @@
 //!
 //! Paths:
 //! - `portable`: the plain Rust kernels in the format modules (the reference);
-//! - `avx2` (x86-64 with AVX2 + F16C): [`avx2`];
-//! - `avx512` (x86-64 with AVX-512 F/BW/VL, plus AVX2 + F16C): [`avx512`];
-//! - `neon` (aarch64, always present there): [`neon`].
+//! - `avx2` (x86-64 with AVX2 + F16C): `simd/avx2.rs`;
+//! - `avx512` (x86-64 with AVX-512 F/BW/VL, plus AVX2 + F16C):
+//!   `simd/avx512.rs`;
+//! - `neon` (aarch64, always present there): `simd/neon.rs`;
+//! - `simd/ggml_runs.rs`: ggml blocks unpacked into integers and per-run
+//!   scales, shared by the SIMD paths.
 //!
 //! The environment variable `GYROFS_KERNELS=portable|avx2|avx512|neon`
 //! forces a path (for benchmarks and for testing a fallback; `auto` or unset:

@@ -16,7 +16,28 @@
 //!
 //! Slice kernels take `n` source elements as little-endian bytes and write `n`
 //! BF16 values as little-endian bytes; both slices may have any alignment.
+//! They run the path `simd::active` chose (F16C `vcvtph2ps` on x86-64); the
+//! code here is the portable one.
+//!
+//! Why not the `half` crate for F16 (issue 8), decided by measurement
+//! (`cargo bench --bench kernel_table -- f16`, docs/PERFORMANCE.md):
+//! - exactness is not the question: `half::f16::to_f32`, `to_f32_const` and
+//!   its F16C slice conversion give the same f32 as [`f16_to_f32`] for all
+//!   65536 codes (NaNs quieted alike), hence the same BF16 after rounding;
+//! - speed is: `half`'s slice API (`HalfFloatSliceExt::convert_to_f32_slice`,
+//!   F16C when present) converts to an f32 buffer, which then has to be
+//!   rounded in a second pass; with this crate's SIMD F32 -> BF16 kernel as
+//!   that pass it ran at a third of the fused kernel (F16C conversion and
+//!   rounding in registers, no intermediate buffer): 0.3 vs 0.9 of memcpy
+//!   per core. Per element, `half::f16::to_f32` (a runtime feature check and
+//!   a call per value) and `to_f32_const` (branches) ran at about a quarter
+//!   of the branch-free [`f16_to_f32`] below, which is also a `const fn` the
+//!   FP8 tables are built with.
+//!
+//! So gyrofs keeps its own conversion, and `half` is the independent
+//! reference the tests compare it with (a dev-dependency).
 
+use super::simd::{self, Kernels};
 use super::{KernelError, bf16, check_elementwise};
 
 /// 2^112 as f32: rebases an F16 exponent (bias 15) onto f32's (bias 127).
@@ -55,59 +76,121 @@ pub const fn f64_to_bf16_bits(x: f64) -> u16 {
 
 /// F16 (`2n` bytes) to BF16 (`2n` bytes).
 pub fn f16_to_bf16(src: &[u8], dst: &mut [u8]) -> Result<(), KernelError> {
-    check_elementwise("f16_to_bf16", src, 2, dst)?;
-    for (s, d) in src.chunks_exact(2).zip(dst.chunks_exact_mut(2)) {
-        let h = u16::from_le_bytes([s[0], s[1]]);
-        d.copy_from_slice(&f16_to_bf16_bits(h).to_le_bytes());
-    }
-    Ok(())
+    simd::active().f16_to_bf16(src, dst)
 }
 
 /// F32 (`4n` bytes) to BF16 (`2n` bytes).
 pub fn f32_to_bf16(src: &[u8], dst: &mut [u8]) -> Result<(), KernelError> {
-    check_elementwise("f32_to_bf16", src, 4, dst)?;
-    for (s, d) in src.chunks_exact(4).zip(dst.chunks_exact_mut(2)) {
-        let x = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
-        d.copy_from_slice(&bf16::from_f32(x).to_le_bytes());
-    }
-    Ok(())
+    simd::active().f32_to_bf16(src, dst)
 }
 
 /// F64 (`8n` bytes) to BF16 (`2n` bytes), rounding through f32 like torch.
 pub fn f64_to_bf16(src: &[u8], dst: &mut [u8]) -> Result<(), KernelError> {
-    check_elementwise("f64_to_bf16", src, 8, dst)?;
+    simd::active().f64_to_bf16(src, dst)
+}
+
+impl Kernels {
+    /// [`f16_to_bf16`] on this path.
+    pub fn f16_to_bf16(&self, src: &[u8], dst: &mut [u8]) -> Result<(), KernelError> {
+        check_elementwise("f16_to_bf16", src, 2, dst)?;
+        // SAFETY: a `Kernels` exists only for a path this CPU supports.
+        unsafe { (self.fns.f16)(src, dst) };
+        Ok(())
+    }
+
+    /// [`f32_to_bf16`] on this path.
+    pub fn f32_to_bf16(&self, src: &[u8], dst: &mut [u8]) -> Result<(), KernelError> {
+        check_elementwise("f32_to_bf16", src, 4, dst)?;
+        // SAFETY: a `Kernels` exists only for a path this CPU supports.
+        unsafe { (self.fns.f32)(src, dst) };
+        Ok(())
+    }
+
+    /// [`f64_to_bf16`] on this path.
+    pub fn f64_to_bf16(&self, src: &[u8], dst: &mut [u8]) -> Result<(), KernelError> {
+        check_elementwise("f64_to_bf16", src, 8, dst)?;
+        // SAFETY: a `Kernels` exists only for a path this CPU supports.
+        unsafe { (self.fns.f64)(src, dst) };
+        Ok(())
+    }
+}
+
+/// The portable F16 kernel (lengths checked by the caller; SIMD paths use
+/// it for their ragged tails).
+pub(crate) fn portable_f16(src: &[u8], dst: &mut [u8]) {
+    for (s, d) in src.chunks_exact(2).zip(dst.chunks_exact_mut(2)) {
+        let h = u16::from_le_bytes([s[0], s[1]]);
+        d.copy_from_slice(&f16_to_bf16_bits(h).to_le_bytes());
+    }
+}
+
+/// The portable F32 kernel.
+pub(crate) fn portable_f32(src: &[u8], dst: &mut [u8]) {
+    for (s, d) in src.chunks_exact(4).zip(dst.chunks_exact_mut(2)) {
+        let x = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+        d.copy_from_slice(&bf16::from_f32(x).to_le_bytes());
+    }
+}
+
+/// The portable F64 kernel.
+pub(crate) fn portable_f64(src: &[u8], dst: &mut [u8]) {
     for (s, d) in src.chunks_exact(8).zip(dst.chunks_exact_mut(2)) {
         let x = f64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]);
         d.copy_from_slice(&f64_to_bf16_bits(x).to_le_bytes());
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::golden::{assert_bf16_matches, read, u16s};
+    use crate::quant::golden::{Rng, assert_bf16_matches, read, u16s};
 
-    fn run(
-        kernel: fn(&[u8], &mut [u8]) -> Result<(), KernelError>,
-        src: &[u8],
-        width: usize,
-    ) -> Vec<u16> {
+    type Kernel = fn(&Kernels, &[u8], &mut [u8]) -> Result<(), KernelError>;
+
+    fn run(kernels: &Kernels, kernel: Kernel, src: &[u8], width: usize) -> Vec<u16> {
         let n = src.len() / width;
         // Misalign both slices by one byte: data comes from an mmap at any offset.
         let mut s = vec![0u8; src.len() + 1];
         s[1..].copy_from_slice(src);
         let mut d = vec![0u8; 2 * n + 1];
-        kernel(&s[1..], &mut d[1..]).unwrap();
+        kernel(kernels, &s[1..], &mut d[1..]).unwrap();
         u16s(&d[1..])
     }
 
     #[test]
     fn f16_all_codes_match_torch() {
         let src: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
-        let got = run(f16_to_bf16, &src, 2);
         let want = u16s(&read("float_f16_all.bf16"));
-        assert_bf16_matches("f16", &got, &want, |i| format!("{i:#06x}"));
+        for k in simd::available() {
+            let got = run(k, Kernels::f16_to_bf16, &src, 2);
+            assert_bf16_matches(k.level().name(), &got, &want, |i| format!("{i:#06x}"));
+        }
+    }
+
+    /// Every path equals the portable one on random bit patterns (all
+    /// classes: NaN, inf, subnormal, ties), at every length up to 300 and
+    /// every alignment of input and output.
+    #[test]
+    fn every_path_equals_portable() {
+        let kernels: [(Kernel, usize); 3] = [
+            (Kernels::f16_to_bf16, 2),
+            (Kernels::f32_to_bf16, 4),
+            (Kernels::f64_to_bf16, 8),
+        ];
+        let mut rng = Rng(7);
+        let portable = simd::get(simd::Level::Portable).unwrap();
+        for (kernel, width) in kernels {
+            for n in (0..300).chain([1000, 4099]) {
+                let a = n % 5;
+                let src = rng.special_floats(width, n * width + a);
+                let src = &src[a..];
+                let want = run(portable, kernel, src, width);
+                for k in simd::available() {
+                    let got = run(k, kernel, src, width);
+                    assert_eq!(got, want, "{} width {width} n {n}", k.level());
+                }
+            }
+        }
     }
 
     #[test]
@@ -133,29 +216,33 @@ mod tests {
     #[test]
     fn f32_cases_match_torch() {
         let src = read("float_f32.in");
-        let got = run(f32_to_bf16, &src, 4);
         let want = u16s(&read("float_f32.bf16"));
         assert!(want.len() > 5000);
-        assert_bf16_matches("f32", &got, &want, |i| {
-            format!(
-                "{:#010x}",
-                u32::from_le_bytes(src[4 * i..4 * i + 4].try_into().unwrap())
-            )
-        });
+        for k in simd::available() {
+            let got = run(k, Kernels::f32_to_bf16, &src, 4);
+            assert_bf16_matches(k.level().name(), &got, &want, |i| {
+                format!(
+                    "{:#010x}",
+                    u32::from_le_bytes(src[4 * i..4 * i + 4].try_into().unwrap())
+                )
+            });
+        }
     }
 
     #[test]
     fn f64_cases_match_torch() {
         let src = read("float_f64.in");
-        let got = run(f64_to_bf16, &src, 8);
         let want = u16s(&read("float_f64.bf16"));
         assert!(want.len() > 5000);
-        assert_bf16_matches("f64", &got, &want, |i| {
-            format!(
-                "{:#018x}",
-                u64::from_le_bytes(src[8 * i..8 * i + 8].try_into().unwrap())
-            )
-        });
+        for k in simd::available() {
+            let got = run(k, Kernels::f64_to_bf16, &src, 8);
+            assert_bf16_matches(k.level().name(), &got, &want, |i| {
+                format!(
+                    "{:#018x}",
+                    u64::from_le_bytes(src[8 * i..8 * i + 8].try_into().unwrap())
+                )
+            });
+        }
     }
 
     #[test]
@@ -185,6 +272,12 @@ mod tests {
 
     #[test]
     fn wrong_lengths_are_errors() {
+        for k in simd::available() {
+            let mut d = [0u8; 4];
+            assert!(k.f16_to_bf16(&[0; 6], &mut d).is_err());
+            assert!(k.f32_to_bf16(&[0; 12], &mut d).is_err());
+            assert!(k.f64_to_bf16(&[0; 8], &mut d).is_err());
+        }
         let mut d = [0u8; 4];
         assert!(f32_to_bf16(&[0; 7], &mut d).is_err());
         assert!(f32_to_bf16(&[0; 8], &mut d[..3]).is_err());

@@ -20,6 +20,7 @@
 //! `(w.to(torch.float32) * s).to(torch.bfloat16)` do. Any contiguous range of
 //! the flattened output can be computed on its own.
 
+use super::simd::{self, Kernels};
 use super::{KernelError, bf16, check_elementwise, float};
 
 /// f32 bits of an F8_E4M3 (FN) code, as torch's `.float()` gives them.
@@ -70,27 +71,67 @@ pub static E4M3_BF16: [u16; 256] = build_bf16(&build_f32(true));
 /// F8_E5M2 code -> BF16 bits (exact; NaN -> `0x7FC0`).
 pub static E5M2_BF16: [u16; 256] = build_bf16(&build_f32(false));
 
-fn decode(
-    kernel: &'static str,
-    table: &[u16; 256],
-    src: &[u8],
-    dst: &mut [u8],
-) -> Result<(), KernelError> {
-    check_elementwise(kernel, src, 1, dst)?;
-    for (&c, d) in src.iter().zip(dst.chunks_exact_mut(2)) {
-        d.copy_from_slice(&table[c as usize].to_le_bytes());
-    }
-    Ok(())
-}
-
 /// F8_E4M3 (`n` bytes) to BF16 (`2n` bytes), unscaled.
 pub fn e4m3_to_bf16(src: &[u8], dst: &mut [u8]) -> Result<(), KernelError> {
-    decode("fp8::e4m3_to_bf16", &E4M3_BF16, src, dst)
+    simd::active().e4m3_to_bf16(src, dst)
 }
 
 /// F8_E5M2 (`n` bytes) to BF16 (`2n` bytes), unscaled.
 pub fn e5m2_to_bf16(src: &[u8], dst: &mut [u8]) -> Result<(), KernelError> {
-    decode("fp8::e5m2_to_bf16", &E5M2_BF16, src, dst)
+    simd::active().e5m2_to_bf16(src, dst)
+}
+
+impl Kernels {
+    /// [`e4m3_to_bf16`] on this path.
+    pub fn e4m3_to_bf16(&self, src: &[u8], dst: &mut [u8]) -> Result<(), KernelError> {
+        check_elementwise("fp8::e4m3_to_bf16", src, 1, dst)?;
+        // SAFETY: a `Kernels` exists only for a path this CPU supports.
+        unsafe { (self.fns.e4m3)(src, dst) };
+        Ok(())
+    }
+
+    /// [`e5m2_to_bf16`] on this path.
+    pub fn e5m2_to_bf16(&self, src: &[u8], dst: &mut [u8]) -> Result<(), KernelError> {
+        check_elementwise("fp8::e5m2_to_bf16", src, 1, dst)?;
+        // SAFETY: a `Kernels` exists only for a path this CPU supports.
+        unsafe { (self.fns.e5m2)(src, dst) };
+        Ok(())
+    }
+
+    /// [`BlockScaled::dequant_le`] on this path.
+    pub fn fp8_block_le(
+        &self,
+        layout: &BlockScaled,
+        weight: &[u8],
+        first: usize,
+        scale_inv: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), KernelError> {
+        layout.dequant_with(self, weight, first, scale_inv, out)
+    }
+}
+
+fn decode(table: &[u16; 256], src: &[u8], dst: &mut [u8]) {
+    for (&c, d) in src.iter().zip(dst.chunks_exact_mut(2)) {
+        d.copy_from_slice(&table[c as usize].to_le_bytes());
+    }
+}
+
+/// The portable F8_E4M3 kernel (lengths checked by the caller).
+pub(crate) fn portable_e4m3(src: &[u8], dst: &mut [u8]) {
+    decode(&E4M3_BF16, src, dst)
+}
+
+/// The portable F8_E5M2 kernel.
+pub(crate) fn portable_e5m2(src: &[u8], dst: &mut [u8]) {
+    decode(&E5M2_BF16, src, dst)
+}
+
+/// The portable scaled F8_E4M3 kernel: `bf16(f32(code) * scale)`.
+pub(crate) fn portable_e4m3_scaled(src: &[u8], scale: f32, dst: &mut [u8]) {
+    for (&code, d) in src.iter().zip(dst.chunks_exact_mut(2)) {
+        d.copy_from_slice(&bf16::from_f32(E4M3_F32[code as usize] * scale).to_le_bytes());
+    }
 }
 
 /// The geometry of a block-scaled F8_E4M3 weight: `[rows, cols]` values,
@@ -175,6 +216,17 @@ impl BlockScaled {
         scale_inv: &[u8],
         out: &mut [u8],
     ) -> Result<(), KernelError> {
+        self.dequant_with(simd::active(), weight, first, scale_inv, out)
+    }
+
+    fn dequant_with(
+        &self,
+        kernels: &Kernels,
+        weight: &[u8],
+        first: usize,
+        scale_inv: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), KernelError> {
         const K: &str = "fp8::BlockScaled::dequant_le";
         check_elementwise(K, weight, 1, out)?;
         let scale_bytes = 4 * self.grid.0 * self.grid.1;
@@ -219,9 +271,8 @@ impl BlockScaled {
             ]);
             let (ws, w_rest) = w.split_at(run);
             let (os, o_rest) = o.split_at_mut(2 * run);
-            for (&code, d) in ws.iter().zip(os.chunks_exact_mut(2)) {
-                d.copy_from_slice(&bf16::from_f32(E4M3_F32[code as usize] * s).to_le_bytes());
-            }
+            // SAFETY: a `Kernels` exists only for a path this CPU supports.
+            unsafe { (kernels.fns.e4m3_scaled)(ws, s, os) };
             (i, w, o) = (i + run, w_rest, o_rest);
         }
         Ok(())
@@ -231,7 +282,7 @@ impl BlockScaled {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::golden::{assert_bf16_matches, read, u16s, u32s};
+    use crate::quant::golden::{Rng, assert_bf16_matches, read, u16s, u32s};
 
     #[test]
     fn decode_tables_match_torch() {
@@ -247,22 +298,70 @@ mod tests {
         assert_eq!(E5M2_F32[0x7B], 57344.0);
         assert_eq!(E5M2_F32[0x7C], f32::INFINITY);
 
-        let codes: Vec<u8> = (0..=255).collect();
-        let mut out = [0u8; 513];
-        e4m3_to_bf16(&codes, &mut out[1..]).unwrap();
-        assert_bf16_matches(
-            "e4m3",
-            &u16s(&out[1..]),
-            &u16s(&read("fp8_e4m3.bf16")),
-            |i| format!("{i:#04x}"),
-        );
-        e5m2_to_bf16(&codes, &mut out[1..]).unwrap();
-        assert_bf16_matches(
-            "e5m2",
-            &u16s(&out[1..]),
-            &u16s(&read("fp8_e5m2.bf16")),
-            |i| format!("{i:#04x}"),
-        );
+        // Every code, three times over with shifts, so that SIMD loops and
+        // their ragged tails both see each one.
+        let e4 = u16s(&read("fp8_e4m3.bf16"));
+        let e5 = u16s(&read("fp8_e5m2.bf16"));
+        let codes: Vec<u8> = (0..3 * 256 + 5).map(|i| (i * 7 % 256) as u8).collect();
+        let want = |t: &[u16]| -> Vec<u16> { codes.iter().map(|&c| t[c as usize]).collect() };
+        let (want4, want5) = (want(&e4), want(&e5));
+        for k in simd::available() {
+            let mut out = vec![0u8; 2 * codes.len() + 1];
+            let name = k.level().name();
+            k.e4m3_to_bf16(&codes, &mut out[1..]).unwrap();
+            assert_bf16_matches(name, &u16s(&out[1..]), &want4, |i| {
+                format!("{:#04x}", codes[i])
+            });
+            k.e5m2_to_bf16(&codes, &mut out[1..]).unwrap();
+            assert_bf16_matches(name, &u16s(&out[1..]), &want5, |i| {
+                format!("{:#04x}", codes[i])
+            });
+        }
+    }
+
+    /// Decoding equals the portable code at every length and alignment, and
+    /// so does scaled decoding with scales of every class (zero, subnormal,
+    /// huge, inf, NaN, negative).
+    #[test]
+    fn every_path_equals_portable() {
+        let mut rng = Rng(9);
+        let scales = [
+            1.0f32,
+            0.0,
+            -0.0,
+            f32::from_bits(1),
+            1e-40,
+            3.0e38,
+            -7.25,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            1.0 / 448.0,
+            f32::from_bits(rng.next() as u32),
+        ];
+        for n in (0..70).chain([256, 1000]) {
+            let codes = rng.bytes(n + 3);
+            let codes = &codes[3 - n % 4..][..n];
+            let portable = simd::get(simd::Level::Portable).unwrap();
+            for k in simd::available() {
+                for f in [Kernels::e4m3_to_bf16, Kernels::e5m2_to_bf16] {
+                    let (mut want, mut got) = (vec![0u8; 2 * n], vec![0u8; 2 * n + 1]);
+                    f(portable, codes, &mut want).unwrap();
+                    f(k, codes, &mut got[1..]).unwrap();
+                    assert_eq!(got[1..], want, "{} n {n}", k.level());
+                }
+            }
+            for &scale in &scales {
+                let mut want = vec![0u8; 2 * n];
+                portable_e4m3_scaled(codes, scale, &mut want);
+                for k in simd::available() {
+                    let mut out = vec![0u8; 2 * n + 1];
+                    // SAFETY: `k` exists, so this CPU supports its path.
+                    unsafe { (k.fns.e4m3_scaled)(codes, scale, &mut out[1..]) };
+                    assert_eq!(out[1..], want, "{} n {n} scale {scale:e}", k.level());
+                }
+            }
+        }
     }
 
     fn case(
@@ -290,13 +389,20 @@ mod tests {
             ("b", 37, 45, (8, 16)),
         ] {
             let (layout, weight, scale, want) = case(tag, rows, cols, block);
-            let mut out = vec![0u8; 2 * weight.len() + 1];
-            layout
-                .dequant_le(&weight, 0, &scale, &mut out[1..])
-                .unwrap();
-            assert_bf16_matches(tag, &u16s(&out[1..]), &want, |i| {
-                format!("r{} c{} code {:#04x}", i / cols, i % cols, weight[i])
-            });
+            for k in simd::available() {
+                let mut out = vec![0u8; 2 * weight.len() + 1];
+                k.fp8_block_le(&layout, &weight, 0, &scale, &mut out[1..])
+                    .unwrap();
+                assert_bf16_matches(tag, &u16s(&out[1..]), &want, |i| {
+                    format!(
+                        "{}: r{} c{} code {:#04x}",
+                        k.level(),
+                        i / cols,
+                        i % cols,
+                        weight[i]
+                    )
+                });
+            }
         }
     }
 
@@ -307,11 +413,12 @@ mod tests {
         let mut whole = vec![0u8; 2 * n];
         layout.dequant_le(&weight, 0, &scale, &mut whole).unwrap();
         let check = |a: usize, b: usize| {
-            let mut out = vec![0u8; 2 * (b - a)];
-            layout
-                .dequant_le(&weight[a..b], a, &scale, &mut out)
-                .unwrap();
-            assert_eq!(out, whole[2 * a..2 * b], "[{a}, {b})");
+            for k in simd::available() {
+                let mut out = vec![0u8; 2 * (b - a)];
+                k.fp8_block_le(&layout, &weight[a..b], a, &scale, &mut out)
+                    .unwrap();
+                assert_eq!(out, whole[2 * a..2 * b], "{} [{a}, {b})", k.level());
+            }
         };
         for a in 0..=n {
             check(a, n);

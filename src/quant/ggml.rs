@@ -22,9 +22,10 @@ use std::fmt;
 
 use crate::dtype::Dtype;
 use crate::quant::bf16;
+use crate::quant::simd::{self, Kernels};
 
 #[path = "ggml_tables.rs"]
-mod tables;
+pub(crate) mod tables;
 
 /// A ggml tensor type, with its GGUF id as discriminant.
 #[allow(non_camel_case_types)]
@@ -241,7 +242,7 @@ impl GgmlType {
     /// number of blocks or the size overflows.
     pub fn bytes_for(self, n_elements: u64) -> Option<u64> {
         let bs = self.block_size();
-        if n_elements % bs != 0 {
+        if !n_elements.is_multiple_of(bs) {
             return None;
         }
         (n_elements / bs).checked_mul(self.type_size())
@@ -319,8 +320,38 @@ pub enum DequantError {
 /// Each value is the reference float32 value rounded once with
 /// [`bf16::from_f32`].
 pub fn dequantize(ty: GgmlType, blocks: &[u8], out: &mut [u8]) -> Result<(), DequantError> {
-    let n = check(ty, blocks, out.len() / 2, out.len() % 2 == 0)?;
-    run(ty, blocks, Sink::Bf16(&mut out[..2 * n]))
+    simd::active().ggml_dequantize(ty, blocks, out)
+}
+
+impl Kernels {
+    /// [`dequantize`] on this path. Types the path does not accelerate (and
+    /// every type on the portable path) run the portable code.
+    pub fn ggml_dequantize(
+        &self,
+        ty: GgmlType,
+        blocks: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), DequantError> {
+        let n = check(ty, blocks, out.len() / 2, out.len().is_multiple_of(2))?;
+        let out = &mut out[..2 * n];
+        // The plain float types are the elementwise kernels, with the same
+        // function (`bf16::from_f32` of the exact value); other types this
+        // path does not accelerate run the portable code.
+        let f = match ty {
+            GgmlType::F16 => self.fns.f16,
+            GgmlType::F32 => self.fns.f32,
+            _ => {
+                // SAFETY: a `Kernels` exists only for a path this CPU supports.
+                if !unsafe { (self.fns.ggml)(ty, blocks, out) } {
+                    run(ty, blocks, Sink::Bf16(out))?;
+                }
+                return Ok(());
+            }
+        };
+        // SAFETY: as above.
+        unsafe { f(blocks, out) };
+        Ok(())
+    }
 }
 
 /// Dequantize whole blocks of type `ty` to the reference float32 values
@@ -339,7 +370,7 @@ fn check(ty: GgmlType, blocks: &[u8], have: usize, whole: bool) -> Result<usize,
     }
     let ts = ty.type_size() as usize;
     let bs = ty.block_size() as usize;
-    if blocks.len() % ts != 0 {
+    if !blocks.len().is_multiple_of(ts) {
         return Err(DequantError::PartialBlock {
             ty,
             len: blocks.len(),
@@ -447,17 +478,17 @@ fn f16(bits: u16) -> f32 {
 }
 
 #[inline]
-fn f16_at(b: &[u8], i: usize) -> f32 {
+pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     f16(u16_at(b, i))
 }
 
 #[inline]
-fn u16_at(b: &[u8], i: usize) -> u16 {
+pub(crate) fn u16_at(b: &[u8], i: usize) -> u16 {
     u16::from_le_bytes([b[i], b[i + 1]])
 }
 
 #[inline]
-fn u32_at(b: &[u8], i: usize) -> u32 {
+pub(crate) fn u32_at(b: &[u8], i: usize) -> u32 {
     u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
 }
 
@@ -568,7 +599,7 @@ fn mxfp4(b: &[u8; 17], out: &mut [f32; 32]) {
 
 /// Unsigned E4M3 scale (bias 7) times 0.5, as gguf-py's `ue4m3_to_fp32`:
 /// 0x00 and 0x7F decode to 0; bit 7 is ignored. Exact in f32.
-fn ue4m3_half(x: u8) -> f32 {
+pub(crate) fn ue4m3_half(x: u8) -> f32 {
     if x == 0 || x == 0x7F {
         return 0.0;
     }
@@ -1056,6 +1087,20 @@ mod tests {
             dequantize_f32(t.ggml_type, raw, &mut got).unwrap();
             let mut bf = vec![0u8; 2 * n];
             dequantize(t.ggml_type, raw, &mut bf).unwrap();
+            // Every path gives the same BF16 bytes (checked against the
+            // reference below through `bf`).
+            for k in simd::available() {
+                let mut other = vec![0u8; 2 * n + 1];
+                k.ggml_dequantize(t.ggml_type, raw, &mut other[1..])
+                    .unwrap();
+                assert!(
+                    other[1..] == bf[..],
+                    "{} on {}: {}",
+                    t.ggml_type,
+                    k.level(),
+                    t.name
+                );
+            }
             for (i, (&want, &have)) in reference.iter().zip(&got).enumerate() {
                 let same = if want.is_nan() {
                     have.is_nan()
@@ -1100,6 +1145,30 @@ mod tests {
         assert!(missing.is_empty(), "no golden tensor for {missing:?}");
         // The fixtures exercise the special values they are meant to.
         assert!(values > 60_000 && nans > 100 && infs > 100 && subnormals > 10);
+    }
+
+    /// Every path equals the portable code on random blocks of every type
+    /// (random f16 scales include NaN, inf, subnormals), one to 9 blocks,
+    /// misaligned input and output.
+    #[test]
+    fn every_path_equals_portable_on_random_blocks() {
+        let mut rng = crate::quant::golden::Rng(13);
+        let portable = simd::get(simd::Level::Portable).unwrap();
+        for ty in GgmlType::ALL.into_iter().filter(|&t| can_dequantize(t)) {
+            let (ts, bs) = (ty.type_size() as usize, ty.block_size() as usize);
+            for round in 0..40 {
+                let n = 1 + round % 9;
+                let raw = rng.bytes(n * ts + 1);
+                let raw = &raw[1..];
+                let mut want = vec![0u8; 2 * n * bs];
+                portable.ggml_dequantize(ty, raw, &mut want).unwrap();
+                for k in simd::available() {
+                    let mut out = vec![0u8; 2 * n * bs + 1];
+                    k.ggml_dequantize(ty, raw, &mut out[1..]).unwrap();
+                    assert!(out[1..] == want[..], "{ty} on {} round {round}", k.level());
+                }
+            }
+        }
     }
 
     #[test]

@@ -14,6 +14,9 @@
 //!   F8_E4M3 (with an F32 `weight_scale_inv` grid) to BF16.
 //! - `ggml`: the ggml / GGUF tensor types (ids, names, block sizes) and their
 //!   dequantization to BF16, bit-exact against `gguf.quants.dequantize`.
+//! - `simd`: which instruction set the kernels run with (portable, AVX2,
+//!   AVX-512, NEON), detected once at run time (`GYROFS_KERNELS` forces one);
+//!   every path gives the same bytes.
 //!
 //! Conventions shared by all kernels:
 //! - inputs are little-endian byte slices at any alignment (straight from a
@@ -29,6 +32,7 @@ pub mod float;
 pub mod fp8;
 pub mod ggml;
 pub mod mxfp4;
+pub mod simd;
 
 /// Why a kernel refused its arguments. These are caller bugs (the view
 /// computed a wrong extent), reported instead of panicking.
@@ -56,7 +60,7 @@ pub(crate) fn check_elementwise(
     width: usize,
     dst: &[u8],
 ) -> Result<usize, KernelError> {
-    if dst.len() % 2 != 0 {
+    if !dst.len().is_multiple_of(2) {
         return Err(KernelError::Length {
             kernel,
             what: "output",
@@ -96,6 +100,61 @@ pub(crate) mod golden {
         b.chunks_exact(4)
             .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
             .collect()
+    }
+
+    /// A small deterministic generator (splitmix64) for randomized
+    /// equivalence tests between kernel paths.
+    pub struct Rng(pub u64);
+
+    impl Rng {
+        pub fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+
+        pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+            (0..n).map(|_| self.next() as u8).collect()
+        }
+
+        /// `n` bytes of little-endian floats of `width` bytes (2, 4, 8; a
+        /// ragged end is random bytes), drawn to hit every class often:
+        /// random bits, NaN and inf patterns, zeros, subnormals, rounding
+        /// ties and the values next to them.
+        pub fn special_floats(&mut self, width: usize, n: usize) -> Vec<u8> {
+            let mut out = Vec::with_capacity(n + 8);
+            let (exp_mask, tie): (u64, u64) = match width {
+                2 => (0x7C00, 0x0004),
+                4 => (0x7F80_0000, 0x8000),
+                _ => (0x7FF0_0000_0000_0000, 0x1000_0000_0000),
+            };
+            let bits = 8 * width as u32;
+            let all = if bits == 64 {
+                u64::MAX
+            } else {
+                (1 << bits) - 1
+            };
+            let sign = 1u64 << (bits - 1);
+            let mantissa = (exp_mask & exp_mask.wrapping_neg()) - 1;
+            while out.len() < n {
+                let r = self.next();
+                let tied = ((r >> 8) & !(2 * tie - 1)) | tie;
+                let x = match r % 8 {
+                    0 => exp_mask | (r >> 8),          // inf / NaN
+                    1 => (r >> 8) & (mantissa | sign), // +-0 / subnormal
+                    2 => tied,                         // a rounding tie
+                    3 => tied.wrapping_add(1),
+                    4 => tied.wrapping_sub(1),
+                    5 => (r >> 8) & sign, // +-0
+                    _ => r,
+                } & all;
+                out.extend_from_slice(&x.to_le_bytes()[..width]);
+            }
+            out.truncate(n);
+            out
+        }
     }
 
     pub fn is_nan_bf16(b: u16) -> bool {

@@ -717,7 +717,7 @@ impl Parser<'_> {
             .try_fold(1u64, |acc, &d| acc.checked_mul(d))
             .ok_or_else(|| bad(format!("dims {dims:?} overflow a 64-bit element count")))?;
         let bs = ggml_type.block_size();
-        if dims[0] % bs != 0 {
+        if !dims[0].is_multiple_of(bs) {
             return Err(bad(format!(
                 "row length {} (dims[0]) is not a multiple of the {} block size {bs}",
                 dims[0], ggml_type
@@ -728,7 +728,7 @@ impl Parser<'_> {
                 "{ggml_type} data of dims {dims:?} overflows 64 bits"
             ))
         })?;
-        if rel % alignment != 0 {
+        if !rel.is_multiple_of(alignment) {
             return Err(bad(format!(
                 "data offset {rel} is not a multiple of the alignment {alignment}"
             )));
@@ -913,7 +913,7 @@ mod tests {
         }
         /// Zero padding to `align`, then `n` data bytes.
         fn data(&mut self, align: usize, n: usize) -> &mut Self {
-            while self.0.len() % align != 0 {
+            while !self.0.len().is_multiple_of(align) {
                 self.0.push(0);
             }
             self.0.extend(std::iter::repeat_n(0xAB, n));

@@ -205,79 +205,13 @@ impl Compute for Mxfp4Transposed {
                 let c1 = ((end - e * cols).min(cols)) as usize;
                 let (blocks, scales) = self.expert_source(files, e)?;
                 let (now, later) = dst.split_at_mut((c1 - c0) * r * 2);
-                transpose_expert(blocks, scales, r, g, c0, c1, now);
+                quant::mxfp4::dequant_transposed_le(blocks, scales, r, g, c0, c1, now)?;
                 dst = later;
                 row += (c1 - c0) as u64;
             }
             Ok(())
         })
     }
-}
-
-/// Output rows `c0..c1` of one expert: `out[(c - c0) * r + j] =
-/// value(block (j, c / 32), element c % 32)` for every source row `j`.
-///
-/// Works in tiles of 32 source rows x one block column: the tile is decoded
-/// in its natural order into a 2 KiB buffer, then written out transposed,
-/// 32 consecutive values (one cache line) per output row, instead of one
-/// scattered 2-byte store per value.
-fn transpose_expert(
-    blocks: &[u8],
-    scales: &[u8],
-    r: usize,
-    g: usize,
-    c0: usize,
-    c1: usize,
-    out: &mut [u8],
-) {
-    const JB: usize = 32;
-    let (g0, g1) = (c0 / 32, (c1 - 1) / 32);
-    let mut tile = [[0u16; 32]; JB];
-    // Block column outer: the 32 output rows of a column are written
-    // front to back, and the column's blocks (one per source row, 16 bytes
-    // at a stride of g * 16) stay in L2 for the next column's pass.
-    for gi in g0..=g1 {
-        let k0 = c0.max(gi * 32) - gi * 32;
-        let k1 = c1.min(gi * 32 + 32) - gi * 32;
-        for j0 in (0..r).step_by(JB) {
-            let jn = JB.min(r - j0);
-            for (jj, row) in tile.iter_mut().enumerate().take(jn) {
-                let at = (j0 + jj) * g + gi;
-                prefetch(blocks, (at + PREFETCH_ROWS * g) * 16);
-                let t = &quant::mxfp4::TABLE[scales[at] as usize];
-                let blk = &blocks[at * 16..at * 16 + 16];
-                for (pair, &b) in row.chunks_exact_mut(2).zip(blk) {
-                    pair[0] = t[(b & 15) as usize];
-                    pair[1] = t[(b >> 4) as usize];
-                }
-            }
-            for k in k0..k1 {
-                let o = ((gi * 32 + k - c0) * r + j0) * 2;
-                let dst = &mut out[o..o + jn * 2];
-                for (d, row) in dst.chunks_exact_mut(2).zip(&tile) {
-                    d.copy_from_slice(&row[k].to_le_bytes());
-                }
-            }
-        }
-    }
-}
-
-/// Source rows to prefetch ahead: consecutive rows' blocks are `g * 16`
-/// bytes apart, a page apart every few rows, where hardware prefetchers stop.
-const PREFETCH_ROWS: usize = 32;
-
-/// Hint that `data[at]` will be read soon (no-op past the end, or off x86-64).
-#[inline(always)]
-fn prefetch(data: &[u8], at: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(p) = data.get(at) {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        // SAFETY: SSE is part of the x86-64 baseline, and a prefetch only
-        // hints the cache; `p` points into `data` in any case.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const u8 as *const i8) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (data, at);
 }
 
 /// A block-scaled F8_E4M3 weight `[R, C]` with its F32 `weight_scale_inv`
@@ -643,32 +577,6 @@ mod tests {
                             want[off..off + len],
                             "{shape:?} {strides:?} {off}+{len}"
                         );
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn transpose_matches_natural_layout() {
-        // E=2, R=3, G=2: compare with the natural layout transposed by hand.
-        let (e, r, g) = (2usize, 3usize, 2usize);
-        let blocks: Vec<u8> = (0..e * r * g * 16).map(|i| (i * 37 % 256) as u8).collect();
-        let scales: Vec<u8> = (0..e * r * g).map(|i| (120 + i % 9) as u8).collect();
-        let mut natural = vec![0u8; e * r * g * 32 * 2];
-        quant::mxfp4::dequant_blocks_le(&blocks, &scales, &mut natural).unwrap();
-        let cols = g * 32;
-        for x in 0..e {
-            let eb = &blocks[x * r * g * 16..(x + 1) * r * g * 16];
-            let es = &scales[x * r * g..(x + 1) * r * g];
-            for (c0, c1) in [(0, cols), (5, 40), (31, 33), (63, 64)] {
-                let mut out = vec![0u8; (c1 - c0) * r * 2];
-                transpose_expert(eb, es, r, g, c0, c1, &mut out);
-                for c in c0..c1 {
-                    for j in 0..r {
-                        let n = ((x * r + j) * cols + c) * 2;
-                        let t = ((c - c0) * r + j) * 2;
-                        assert_eq!(out[t..t + 2], natural[n..n + 2], "e{x} c{c} j{j}");
                     }
                 }
             }

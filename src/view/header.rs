@@ -105,7 +105,7 @@ pub fn header_bytes(catalog: &Catalog, view: &str, source: &str, entries: &[Entr
         records,
         entries.iter().copied(),
     );
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(' ');
     }
     let mut out = Vec::with_capacity(8 + json.len());

@@ -190,7 +190,7 @@ pub fn write_safetensors(path: &Path, tensors: &[T]) {
         off += t.data.len();
     }
     let mut text = serde_json::to_string(&header).unwrap();
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
     let mut out = (text.len() as u64).to_le_bytes().to_vec();

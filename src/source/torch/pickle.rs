@@ -1037,7 +1037,7 @@ impl<'a> Machine<'a> {
     }
 
     fn pairs(&self, items: &[Id]) -> R<Vec<(Id, Id)>> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return self.err(format!(
                 "odd number of items ({}) for key/value pairs",
                 items.len()

@@ -118,15 +118,16 @@ fn write_file(
     partial.push(".gyrofs-partial");
     let partial = PathBuf::from(partial);
     let mut f = File::create(&partial).map_err(|e| Error::io(&partial, e))?;
+    let mut buf = vec![0u8; CHUNK.min(size as usize)];
     let mut offset = 0;
     while offset < size {
-        let data = volume.read(id, offset, CHUNK)?;
-        if data.is_empty() {
+        let n = volume.read_into(id, offset, &mut buf)?;
+        if n == 0 {
             break;
         }
-        f.write_all(&data).map_err(|e| Error::io(&partial, e))?;
-        offset += data.len() as u64;
-        bar.inc(data.len() as u64);
+        f.write_all(&buf[..n]).map_err(|e| Error::io(&partial, e))?;
+        offset += n as u64;
+        bar.inc(n as u64);
     }
     drop(f);
     std::fs::rename(&partial, path).map_err(|e| Error::io(path, e))

@@ -9,6 +9,7 @@
 //! `direct_io`, so loaders can mmap. Everything that would write answers
 //! `EROFS`.
 
+use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
@@ -146,14 +147,25 @@ impl Filesystem for GyroFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.volume.read_ino(ino.0, offset, size as usize) {
-            Ok(data) => reply.data(&data),
-            Err(e) => {
-                let path = self.volume.path_of(ino.0);
-                log::error!("read {path} at {offset}+{size}: {e}");
-                reply.error(errno(&e));
-            }
+        // One reply buffer per FUSE thread, reused: every byte of a reply is
+        // written by the read, so it is never zeroed again.
+        thread_local! {
+            static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
         }
+        BUF.with_borrow_mut(|buf| {
+            if buf.len() < size as usize {
+                buf.resize(size as usize, 0);
+            }
+            let out = &mut buf[..size as usize];
+            match self.volume.read_ino(ino.0, offset, out) {
+                Ok(n) => reply.data(&out[..n]),
+                Err(e) => {
+                    let path = self.volume.path_of(ino.0);
+                    log::error!("read {path} at {offset}+{size}: {e}");
+                    reply.error(errno(&e));
+                }
+            }
+        });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

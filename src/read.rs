@@ -22,25 +22,40 @@ use crate::view::{Segment, VFile};
 /// A source file truncated during the read gives `SourceChanged`, not a
 /// crash (`Files::guarded`).
 pub fn read(files: &Files, file: &VFile, offset: u64, size: usize) -> Result<Vec<u8>, ReadError> {
-    files.guarded(|| read_unguarded(files, file, offset, size))
+    let n = file.size.saturating_sub(offset).min(size as u64) as usize;
+    let mut out = vec![0u8; n];
+    read_into(files, file, offset, &mut out)?;
+    Ok(out)
 }
 
-fn read_unguarded(
+/// Fill `out` with bytes of `file` from `offset`; returns how many there were
+/// (fewer than `out.len()` only at the end of the file). Every byte returned
+/// is written, so `out` may hold anything before (a reused reply buffer).
+pub fn read_into(
     files: &Files,
     file: &VFile,
     offset: u64,
-    size: usize,
-) -> Result<Vec<u8>, ReadError> {
-    if offset >= file.size || size == 0 {
-        return Ok(Vec::new());
+    out: &mut [u8],
+) -> Result<usize, ReadError> {
+    let n = file.size.saturating_sub(offset).min(out.len() as u64) as usize;
+    let out = &mut out[..n];
+    files.guarded(|| assemble(files, file, offset, out))?;
+    Ok(n)
+}
+
+/// Computed ranges at least this long are split across the worker pool.
+const PARALLEL_MIN: usize = 256 << 10;
+
+fn assemble(files: &Files, file: &VFile, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+    if out.is_empty() {
+        return Ok(());
     }
-    let end = offset.saturating_add(size as u64).min(file.size);
+    let end = offset + out.len() as u64;
     let segments = file.segments();
     let starts = file.starts();
     // Last segment starting at or before `offset`.
     let first = starts.partition_point(|&s| s <= offset) - 1;
 
-    let mut out = vec![0u8; (end - offset) as usize];
     let mut touched: Vec<FileId> = Vec::new();
     let mut at = offset;
     let mut i = first;
@@ -57,7 +72,30 @@ fn read_unguarded(
     for f in touched {
         files[f].file.check_unchanged()?;
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Compute `dst` (bytes `within..` of `c`), split across the worker pool when
+/// it is long: one sequential reader (a loader reading a file front to back,
+/// one request at a time) then keeps every core busy. Each part runs on its
+/// thread inside `Files::guarded`, like the request itself.
+fn compute(
+    files: &Files,
+    c: &dyn crate::view::Compute,
+    within: u64,
+    dst: &mut [u8],
+) -> Result<(), ReadError> {
+    let workers = rayon::current_num_threads();
+    if dst.len() < PARALLEL_MIN || workers < 2 {
+        return c.read_at(files, within, dst);
+    }
+    use rayon::prelude::*;
+    let part = dst.len().div_ceil(workers).next_multiple_of(64 << 10);
+    dst.par_chunks_mut(part)
+        .enumerate()
+        .try_for_each(|(k, chunk)| {
+            files.guarded(|| c.read_at(files, within + (k * part) as u64, chunk))
+        })
 }
 
 /// Fill `dst` with bytes of `seg` starting `within` bytes into it; note the
@@ -86,7 +124,7 @@ fn fill(
             for e in c.extents() {
                 touch(e.file);
             }
-            c.read_at(files, within, dst)?;
+            compute(files, c.as_ref(), within, dst)?;
         }
     }
     Ok(())

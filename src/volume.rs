@@ -179,6 +179,15 @@ impl Volume {
         }
     }
 
+    /// Fill `out` from file `id` at `offset` (see [`crate::read::read_into`]);
+    /// the number of bytes (0 for a directory or an unknown id).
+    pub fn read_into(&self, id: NodeId, offset: u64, out: &mut [u8]) -> Result<usize, ReadError> {
+        match self.file(id) {
+            Some(f) => crate::read::read_into(&self.catalog.files, &f, offset, out),
+            None => Ok(0),
+        }
+    }
+
     /// The node at `path` (`/`-separated, relative to the root).
     pub fn resolve(&self, path: &str) -> Option<NodeId> {
         self.tree.resolve(&self.catalog, &self.views, path)
@@ -346,13 +355,13 @@ impl Volume {
         }
     }
 
-    /// `read(2)` of inode `ino`.
-    pub fn read_ino(&self, ino: u64, offset: u64, size: usize) -> Result<Vec<u8>, FsError> {
+    /// `read(2)` of inode `ino` into `out`: the number of bytes read.
+    pub fn read_ino(&self, ino: u64, offset: u64, out: &mut [u8]) -> Result<usize, FsError> {
         let id = node_id(ino);
         match self.tree.kind(id) {
             None => Err(FsError::NotFound),
             Some(NodeKind::Dir) => Err(FsError::IsADirectory),
-            Some(NodeKind::File(_)) => Ok(self.read(id, offset, size)?),
+            Some(NodeKind::File(_)) => Ok(self.read_into(id, offset, out)?),
         }
     }
 
@@ -449,7 +458,8 @@ mod tests {
         assert_eq!(root.nlink, 2 + 2);
         let m = v.lookup(1, OsStr::new("manifest.json")).unwrap();
         assert_eq!((m.kind, m.perm, m.nlink), (Kind::File, 0o444, 1));
-        assert_eq!(m.size, v.read_ino(m.ino, 0, 1 << 30).unwrap().len() as u64);
+        let mut buf = vec![0u8; 1 << 20];
+        assert_eq!(m.size, v.read_ino(m.ino, 0, &mut buf).unwrap() as u64);
         let errno = |r: Result<(), FsError>| r.unwrap_err().to_errno();
         assert_eq!(
             v.lookup(1, OsStr::new("nope")).unwrap_err().to_errno(),
@@ -464,7 +474,10 @@ mod tests {
         assert_eq!(errno(v.access(m.ino, libc::W_OK)), libc::EROFS);
         assert!(v.access(m.ino, libc::R_OK).is_ok());
         assert_eq!(
-            v.read_ino(1, 0, 10).map(|_| ()).unwrap_err().to_errno(),
+            v.read_ino(1, 0, &mut buf)
+                .map(|_| ())
+                .unwrap_err()
+                .to_errno(),
             libc::EISDIR
         );
         assert_eq!(v.path_of(m.ino), "/manifest.json");

@@ -4,10 +4,11 @@
     /opt/pyref/bin/python scripts/check_transformers.py [SAMPLE]
 
 Mounts SAMPLE (default tests/data/gpt-oss-tiny) and its original/ twin with
-gyrofs, loads `MNT/bf16` of both with `AutoModelForCausalLM.from_pretrained(...,
-dtype=torch.bfloat16)`, and checks that every weight and the logits on a fixed
-prompt are bit-identical to loading the MXFP4 checkpoint itself with transformers
-(which dequantizes on CPU). Exits non-zero on any difference.
+gyrofs (`--dtype bf16,f16,f32`), loads `MNT/bf16`, `MNT/f16` and `MNT/f32` of
+both with `AutoModelForCausalLM.from_pretrained(..., dtype=...)` in their
+dtype, and checks that every weight and the logits on a fixed prompt are
+bit-identical to loading the MXFP4 checkpoint itself with transformers in that
+dtype (which dequantizes on CPU). Exits non-zero on any difference.
 """
 
 import gc
@@ -23,28 +24,34 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 GYROFS = os.path.join(ROOT, "target", "release", "gyrofs")
 
 
+def bits(t):
+    return t.view(torch.int32) if t.dtype == torch.float32 else t.view(torch.int16)
+
+
 def main():
     sample = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "tests", "data", "gpt-oss-tiny")
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    ref = AutoModelForCausalLM.from_pretrained(sample, dtype=torch.bfloat16)
-    x = torch.arange(1, 17).reshape(1, -1) % ref.config.vocab_size
-    want = ref(x).logits
     ok = True
-    for src in (sample, os.path.join(sample, "original")):
-        with tempfile.TemporaryDirectory() as mnt:
-            subprocess.run([GYROFS, "mount", src, mnt], check=True)
-            try:
-                got = AutoModelForCausalLM.from_pretrained(os.path.join(mnt, "bf16"), dtype=torch.bfloat16)
-                a, b = ref.state_dict(), got.state_dict()
-                bad = [k for k in a if k not in b or not torch.equal(a[k].view(torch.int16), b[k].view(torch.int16))]
-                same_logits = torch.equal(want, got(x).logits)
-                print(f"{src}: {len(a) - len(bad)}/{len(a)} weights bit-identical, logits identical: {same_logits}")
-                ok = ok and not bad and same_logits
-                del got, a, b
-                gc.collect()
-            finally:
-                # Lazy: torch may still hold maps of the files until collected.
-                subprocess.run(["umount", "-l", mnt], check=True)
+    for view, dtype in [("bf16", torch.bfloat16), ("f16", torch.float16), ("f32", torch.float32)]:
+        ref = AutoModelForCausalLM.from_pretrained(sample, dtype=dtype)
+        x = torch.arange(1, 17).reshape(1, -1) % ref.config.vocab_size
+        want = ref(x).logits
+        for src in (sample, os.path.join(sample, "original")):
+            with tempfile.TemporaryDirectory() as mnt:
+                subprocess.run([GYROFS, "mount", src, mnt, "--dtype", "bf16,f16,f32"], check=True)
+                try:
+                    got = AutoModelForCausalLM.from_pretrained(os.path.join(mnt, view), dtype=dtype)
+                    a, b = ref.state_dict(), got.state_dict()
+                    bad = [k for k in a if k not in b or not torch.equal(bits(a[k]), bits(b[k]))]
+                    same_logits = torch.equal(want, got(x).logits)
+                    print(f"{src} {view}: {len(a) - len(bad)}/{len(a)} weights bit-identical, "
+                          f"logits identical: {same_logits}")
+                    ok = ok and not bad and same_logits
+                    del got, a, b
+                    gc.collect()
+                finally:
+                    # Lazy: torch may still hold maps of the files until collected.
+                    subprocess.run(["umount", "-l", mnt], check=True)
     sys.exit(0 if ok else 1)
 
 

@@ -8,9 +8,18 @@ use clap::{Parser, Subcommand};
 
 use indicatif::HumanBytes;
 
+use gyrofs::dtype::Dtype;
 use gyrofs::error::Error;
+
+/// A `--dtype` list (one clap value).
+#[derive(Debug, Clone)]
+struct DtypeList(Vec<Dtype>);
+
+fn parse_dtype_list(s: &str) -> Result<DtypeList, String> {
+    parse_dtypes(s).map(DtypeList)
+}
 use gyrofs::mount::{MountOptions, default_threads};
-use gyrofs::volume::Volume;
+use gyrofs::volume::{Options, Volume, parse_dtypes};
 
 /// Mount ML checkpoints as lazy, byte-exact virtual safetensors files.
 ///
@@ -63,6 +72,12 @@ enum Cmd {
         /// Kernel readahead of the mount in KiB (set when running as root).
         #[arg(long, value_name = "KIB", default_value_t = gyrofs::mount::DEFAULT_READ_AHEAD_KB)]
         read_ahead_kb: u32,
+        /// Converted views to present, one directory each: bf16/, f16/,
+        /// f32/ (comma-separated). Every floating value is computed exactly
+        /// and rounded once to the dtype, as torch's `.to()` does (F16: values
+        /// past 65504 become inf).
+        #[arg(long, value_name = "LIST", default_value = "bf16", value_parser = parse_dtype_list)]
+        dtype: DtypeList,
     },
     /// Unmount a gyrofs mount (same as `umount MOUNTPOINT`).
     Umount {
@@ -92,9 +107,12 @@ enum Cmd {
         outdir: PathBuf,
         /// A path inside the mount tree: a directory (`bf16`, `raw`,
         /// `raw/tensors`, `bf16/experts`, `.` for everything) or a single file
-        /// (`raw/model.safetensors`).
-        #[arg(long, default_value = "bf16")]
-        view: String,
+        /// (`raw/model.safetensors`) [default: the first converted view, bf16].
+        #[arg(long)]
+        view: Option<String>,
+        /// Converted views to present (as for `mount`): bf16, f16, f32.
+        #[arg(long, value_name = "LIST", default_value = "bf16", value_parser = parse_dtype_list)]
+        dtype: DtypeList,
         /// Do not print a progress bar or summary.
         #[arg(short, long)]
         quiet: bool,
@@ -125,6 +143,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             allow_other,
             log_file,
             read_ahead_kb,
+            dtype,
         } => {
             let opts = MountOptions {
                 threads: threads.unwrap_or_else(default_threads),
@@ -132,6 +151,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 foreground,
                 log_file,
                 read_ahead_kb,
+                volume: Options { dtypes: dtype.0 },
             };
             gyrofs::mount::mount(&source, &mountpoint, &opts)
         }
@@ -156,8 +176,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             outdir,
             view,
             quiet,
+            dtype,
         } => {
-            let volume = Volume::open(&source)?;
+            let first = gyrofs::view::converted::dtype_names(dtype.0[0]).map_or("bf16", |n| n.0);
+            let view = view.unwrap_or_else(|| first.to_string());
+            let volume = Volume::open_with(&source, &Options { dtypes: dtype.0 })?;
             for note in volume.notes() {
                 eprintln!("gyrofs: warning: {note}");
             }

@@ -43,6 +43,8 @@ pub struct MountOptions {
     pub log_file: Option<PathBuf>,
     /// Kernel readahead for the mount, in KiB (applied when permitted: root).
     pub read_ahead_kb: u32,
+    /// What the volume presents (the converted views' dtypes).
+    pub volume: crate::volume::Options,
 }
 
 /// Default readahead: sequential reads of large tensors (cat, cp, loaders)
@@ -154,7 +156,7 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     let started = Instant::now();
     crate::source::fault::install();
     log_panics();
-    let volume = Arc::new(Volume::open(source)?);
+    let volume = Arc::new(Volume::open_with(source, &opts.volume)?);
     if notify {
         // A daemon must not keep its starting directory busy (the source is
         // open and the mount point resolved by now).

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::catalog::{Catalog, FileId};
+use crate::dtype::Dtype;
 use crate::error::{FsError, ReadError, SourceError};
 use crate::read::read;
 use crate::view::{self, NodeId, NodeKind, Tree, VFile, Views};
@@ -67,6 +68,46 @@ impl FileCache {
 /// What a cached file costs: the bytes it holds, plus its bookkeeping.
 fn cost(f: &VFile) -> u64 {
     f.held_bytes() + 256
+}
+
+/// What a volume presents beyond the lossless view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// One converted view per dtype (BF16, F16, F32: `bf16/`, `f16/`, `f32/`).
+    pub dtypes: Vec<Dtype>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            dtypes: vec![Dtype::BF16],
+        }
+    }
+}
+
+/// Parse a `--dtype` list: `bf16,f16,f32` (also `bfloat16`, `float16`,
+/// `fp16`, `float32`, `fp32`), in order, without repeats.
+pub fn parse_dtypes(s: &str) -> Result<Vec<Dtype>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let d = match part.to_ascii_lowercase().as_str() {
+            "bf16" | "bfloat16" => Dtype::BF16,
+            "f16" | "fp16" | "float16" | "half" => Dtype::F16,
+            "f32" | "fp32" | "float32" | "float" => Dtype::F32,
+            _ => {
+                return Err(format!(
+                    "unknown dtype '{part}' (choose from bf16, f16, f32)"
+                ));
+            }
+        };
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    if out.is_empty() {
+        return Err("no dtype given (choose from bf16, f16, f32)".into());
+    }
+    Ok(out)
 }
 
 /// A source file found changed, and the virtual files that read it.
@@ -130,11 +171,16 @@ pub fn node_id(ino: u64) -> NodeId {
 }
 
 impl Volume {
+    /// Open SOURCE with the default views (`bf16/` as the converted view).
+    pub fn open(source: &Path) -> Result<Volume, SourceError> {
+        Volume::open_with(source, &Options::default())
+    }
+
     /// Open SOURCE, read its headers and decide every view (no file is
     /// built until it is asked for).
-    pub fn open(source: &Path) -> Result<Volume, SourceError> {
+    pub fn open_with(source: &Path, options: &Options) -> Result<Volume, SourceError> {
         let catalog = Arc::new(crate::source::open(source)?);
-        let (views, tree) = view::build(&catalog);
+        let (views, tree) = view::build(&catalog, &options.dtypes);
         let reported = (0..catalog.files.len())
             .map(|_| AtomicBool::new(false))
             .collect();
@@ -483,6 +529,19 @@ mod tests {
         assert_eq!(v.path_of(m.ino), "/manifest.json");
         let s = v.statfs();
         assert_eq!(s.files, v.tree.len() as u64);
+    }
+
+    #[test]
+    fn dtype_lists() {
+        use Dtype::*;
+        assert_eq!(parse_dtypes("bf16,f16,f32"), Ok(vec![BF16, F16, F32]));
+        assert_eq!(parse_dtypes("float32, BF16,f32"), Ok(vec![F32, BF16]));
+        assert!(
+            parse_dtypes("f8")
+                .unwrap_err()
+                .contains("unknown dtype 'f8'")
+        );
+        assert!(parse_dtypes(",").is_err());
     }
 
     #[test]

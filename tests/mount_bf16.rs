@@ -310,3 +310,59 @@ fn fp8_block_size_comes_from_the_config() {
     let (_, _, got) = bf16_of(&mnt, "w.weight");
     assert_eq!(u16s(&got), canonical(&rd("fp8_block_b.bf16")));
 }
+
+/// `--dtype bf16,f16,f32`: three converted views of one source. The f32/
+/// values (each format's exact float32, computed by the scalar kernels of
+/// `quant::wide`) rounded to BF16 give the bf16/ view (computed by the SIMD
+/// BF16 kernels) bit for bit, and rounded to F16 give the f16/ view; configs
+/// name their dtype. (scripts/check_transformers.py checks all three views
+/// against transformers' own float16 and float32 dequantization.)
+#[test]
+fn f16_and_f32_views_agree_with_bf16() {
+    for src in [sample_hf(), sample_original()] {
+        let m = Mount::with_args(&src, &["--dtype", "bf16,f16,f32"]);
+        for (dir, name) in [("bf16", "bfloat16"), ("f16", "float16"), ("f32", "float32")] {
+            let c: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(m.join(&format!("{dir}/config.json"))).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(c["dtype"], name);
+            assert!(m.join(&format!("{dir}/experts/registry.json")).exists());
+        }
+        let shard = |dir: &str| {
+            read_st(
+                &std::fs::read(m.join(&format!("{dir}/model-00001-of-00001.safetensors"))).unwrap(),
+            )
+        };
+        let (b, h, f) = (shard("bf16"), shard("f16"), shard("f32"));
+        assert_eq!(b.keys().collect::<Vec<_>>(), f.keys().collect::<Vec<_>>());
+        for (name, (dt32, shape, f32s)) in &f {
+            let (dt16, s16, f16s) = &h[name];
+            let (dtb, sb, bf) = &b[name];
+            assert_eq!((shape, s16, sb), (shape, shape, shape), "{name}");
+            if dt32 != "F32" {
+                // Not a float: the same bytes in every view.
+                assert_eq!((f32s, f16s), (bf, bf), "{name}");
+                continue;
+            }
+            assert_eq!((dt16.as_str(), dtb.as_str()), ("F16", "BF16"), "{name}");
+            for (i, c) in f32s.chunks_exact(4).enumerate() {
+                let x = f32::from_le_bytes(c.try_into().unwrap());
+                let want_b = if x.is_nan() {
+                    0x7FC0
+                } else {
+                    half::bf16::from_f32(x).to_bits()
+                };
+                let want_h = if x.is_nan() {
+                    0x7E00
+                } else {
+                    half::f16::from_f32(x).to_bits()
+                };
+                let got_b = u16::from_le_bytes([bf[2 * i], bf[2 * i + 1]]);
+                let got_h = u16::from_le_bytes([f16s[2 * i], f16s[2 * i + 1]]);
+                assert_eq!(got_b, want_b, "{name}[{i}] bf16 of {x:e}");
+                assert_eq!(got_h, want_h, "{name}[{i}] f16 of {x:e}");
+            }
+        }
+    }
+}

@@ -300,3 +300,58 @@ fn bad_gguf_is_refused_in_one_line() {
         }
     }
 }
+
+/// `--dtype f16,f32`: the f32/ view is gguf-py's float32 dequantization
+/// (what transformers' GGUF loader computes) and f16/ is that cast to
+/// float16 by torch (`quants_ref.f16`, scripts/make_dtype_golden.py); NaN is
+/// canonical where gyrofs computes it.
+#[test]
+fn f16_and_f32_views_match_transformers_gguf_loading() {
+    let mnt = Mount::with_args(&gguf("quants.gguf"), &["--dtype", "f16,f32"]);
+    assert!(!mnt.join("bf16").exists());
+    let reference = Mount::new(&gguf("quants_ref.gguf"));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reference.join("manifest.json")).unwrap()).unwrap();
+    let f16_ref = std::fs::read(gguf("quants_ref.f16")).unwrap();
+    let mut at = 0usize;
+    let nan32 = |b: u32| b & 0x7F80_0000 == 0x7F80_0000 && b & 0x7F_FFFF != 0;
+    let nan16 = |b: u16| b & 0x7C00 == 0x7C00 && b & 0x3FF != 0;
+    for t in manifest["tensors"].as_array().unwrap() {
+        let name = t["name"].as_str().unwrap();
+        let (_, _, want32, _) = one_tensor(&reference, "raw", name);
+        let n = want32.len() / 4;
+        let want16 = &f16_ref[at * 2..(at + n) * 2];
+        at += n;
+        let (d32, _, got32, rec) = one_tensor(&mnt, "f32", name);
+        let (d16, _, got16, _) = one_tensor(&mnt, "f16", name);
+        assert_eq!((d32.as_str(), d16.as_str()), ("F32", "F16"), "{name}");
+        let ty = rec["ggml"]["type"].as_str().unwrap();
+        for (i, (g, w)) in got32
+            .chunks_exact(4)
+            .zip(want32.chunks_exact(4))
+            .enumerate()
+        {
+            let (g, w) = (
+                u32::from_le_bytes(g.try_into().unwrap()),
+                u32::from_le_bytes(w.try_into().unwrap()),
+            );
+            let ok = g == w || (nan32(w) && (g == 0x7FC0_0000 || ty == "F32"));
+            assert!(ok, "{name} f32[{i}]: {g:#010x} vs {w:#010x}");
+        }
+        for (i, (g, w)) in got16
+            .chunks_exact(2)
+            .zip(want16.chunks_exact(2))
+            .enumerate()
+        {
+            let (g, w) = (
+                u16::from_le_bytes([g[0], g[1]]),
+                u16::from_le_bytes([w[0], w[1]]),
+            );
+            let ok = g == w || (nan16(w) && (g == 0x7E00 || ty == "F16"));
+            assert!(ok, "{name} f16[{i}]: {g:#06x} vs {w:#06x}");
+        }
+    }
+    assert_eq!(at * 2, f16_ref.len());
+    let config_less = !mnt.join("f16/config.json").exists();
+    assert!(config_less, "a GGUF source has no config.json (yet)");
+}

@@ -33,6 +33,7 @@ pub mod fp8;
 pub mod ggml;
 pub mod mxfp4;
 pub mod simd;
+pub mod wide;
 
 /// Why a kernel refused its arguments. These are caller bugs (the view
 /// computed a wrong extent), reported instead of panicking.

@@ -1,4 +1,8 @@
-//! Computed segments: BF16 bytes produced on demand from source bytes.
+//! Computed segments: converted bytes produced on demand from source bytes.
+//!
+//! The conversions write BF16 (with the fast kernels of `quant`), or F16 /
+//! F32 (`quant::wide`: each value's exact f32, then written or rounded once)
+//! for the `f16/` and `f32/` views.
 //!
 //! Each type here is a [`Compute`] whose output length is known when the
 //! tree is built and whose `read_at` produces exactly the requested byte
@@ -54,20 +58,36 @@ fn by_units(
     Ok(())
 }
 
-/// Elementwise conversion of a source tensor (F16, F32, F64, F8_E4M3,
-/// F8_E5M2) to BF16.
+/// Bytes per element of an output dtype.
+fn width(to: Dtype) -> u64 {
+    to.bits() / 8
+}
+
+/// Fill `buf` (whole elements of `to`: F16 or F32) with the f32 values `f`
+/// computes, written as `to`.
+fn wide(
+    to: Dtype,
+    buf: &mut [u8],
+    f: impl FnOnce(&mut [f32]) -> Result<(), KernelError>,
+) -> Result<(), ReadError> {
+    let mut vals = vec![0f32; buf.len() / width(to) as usize];
+    f(&mut vals)?;
+    Ok(quant::wide::encode(&vals, to, buf)?)
+}
+
+/// Elementwise conversion of a float source tensor (F16, BF16, F32, F64,
+/// F8_E4M3, F8_E5M2) to another float dtype (BF16, F16 or F32).
 #[derive(Debug)]
 pub struct Cast {
     src: Extent,
-    /// Bytes per source element.
-    width: u64,
-    kernel: CastKernel,
+    from: Dtype,
+    to: Dtype,
 }
 
 type CastKernel = fn(&[u8], &mut [u8]) -> Result<(), KernelError>;
 
-/// The BF16 kernel for elements of `from`, if gyrofs converts them.
-fn cast_kernel(from: Dtype) -> Option<CastKernel> {
+/// The BF16 kernel for elements of `from`.
+fn bf16_kernel(from: Dtype) -> Option<CastKernel> {
     Some(match from {
         Dtype::F16 => quant::float::f16_to_bf16,
         Dtype::F32 => quant::float::f32_to_bf16,
@@ -78,21 +98,27 @@ fn cast_kernel(from: Dtype) -> Option<CastKernel> {
     })
 }
 
+/// Convert elements of `from` in `src` to `to` into `dst`.
+fn convert(from: Dtype, to: Dtype, src: &[u8], dst: &mut [u8]) -> Result<(), ReadError> {
+    match (to, bf16_kernel(from)) {
+        (Dtype::BF16, Some(k)) => Ok(k(src, dst)?),
+        _ => wide(to, dst, |v| quant::wide::float_to_f32(from, src, v)),
+    }
+}
+
 impl Cast {
-    /// Does gyrofs convert elements of `from` to BF16? (BF16 itself, integers
-    /// and the rest pass through unchanged.)
-    pub fn converts(from: Dtype) -> bool {
-        cast_kernel(from).is_some()
+    /// Does gyrofs convert elements of `from` to `to`? (A dtype converts to
+    /// itself by passing through; integers and the rest always do.)
+    pub fn converts(from: Dtype, to: Dtype) -> bool {
+        from != to
+            && quant::wide::is_float(from)
+            && matches!(to, Dtype::BF16 | Dtype::F16 | Dtype::F32)
     }
 
-    /// The cast of `src`, elements of dtype `from`; `None` if gyrofs does
-    /// not convert `from` to BF16.
-    pub fn new(src: Extent, from: Dtype) -> Option<Cast> {
-        Some(Cast {
-            src,
-            width: from.bits() / 8,
-            kernel: cast_kernel(from)?,
-        })
+    /// The conversion of `src`, elements of dtype `from`, to `to`; `None`
+    /// if there is none to make.
+    pub fn new(src: Extent, from: Dtype, to: Dtype) -> Option<Cast> {
+        Cast::converts(from, to).then_some(Cast { src, from, to })
     }
 }
 
@@ -102,25 +128,26 @@ impl Compute for Cast {
     }
 
     fn len(&self) -> u64 {
-        self.src.len / self.width * 2
+        self.src.len / width(self.from) * width(self.to)
     }
 
     fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
-        let w = self.width;
-        by_units(offset, out, 2, |first, buf| {
-            let n = buf.len() as u64 / 2;
+        let (w, u) = (width(self.from), width(self.to));
+        by_units(offset, out, u, |first, buf| {
+            let n = buf.len() as u64 / u;
             let src = files.bytes(self.src.sub(first * w, n * w))?;
-            Ok((self.kernel)(src, buf)?)
+            convert(self.from, self.to, src, buf)
         })
     }
 }
 
 /// An MXFP4 pair dequantized in its natural layout: blocks `[.., R, G, 16]`
-/// and scales `[.., R, G]` become BF16 `[.., R, G * 32]`.
+/// and scales `[.., R, G]` become `to` `[.., R, G * 32]`.
 #[derive(Debug)]
 pub struct Mxfp4 {
     pub blocks: Extent,
     pub scales: Extent,
+    pub to: Dtype,
 }
 
 impl Compute for Mxfp4 {
@@ -129,19 +156,23 @@ impl Compute for Mxfp4 {
     }
 
     fn len(&self) -> u64 {
-        self.scales.len * 32 * 2
+        self.scales.len * 32 * width(self.to)
     }
 
     fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
         let blocks = files.bytes(self.blocks)?;
         let scales = files.bytes(self.scales)?;
-        by_units(offset, out, 2, |first, buf| {
-            Ok(quant::mxfp4::dequant_range_le(
+        let first_of = |first: u64| first as usize;
+        by_units(offset, out, width(self.to), |first, buf| match self.to {
+            Dtype::BF16 => Ok(quant::mxfp4::dequant_range_le(
                 blocks,
                 scales,
-                first as usize,
+                first_of(first),
                 buf,
-            )?)
+            )?),
+            to => wide(to, buf, |v| {
+                quant::wide::mxfp4_to_f32(blocks, scales, first_of(first), v)
+            }),
         })
     }
 }
@@ -162,6 +193,7 @@ pub struct Mxfp4Transposed {
     pub experts: u64,
     pub rows: u64,
     pub groups: u64,
+    pub to: Dtype,
 }
 
 impl Mxfp4Transposed {
@@ -188,13 +220,14 @@ impl Compute for Mxfp4Transposed {
     }
 
     fn len(&self) -> u64 {
-        self.experts * self.cols() * self.rows * 2
+        self.experts * self.cols() * self.rows * width(self.to)
     }
 
     fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
         let (r, g) = (self.rows as usize, self.groups as usize);
         let cols = self.cols();
-        let row_bytes = self.rows * 2;
+        let w = width(self.to);
+        let row_bytes = self.rows * w;
         by_units(offset, out, row_bytes, |first, buf| {
             let mut row = first;
             let end = first + buf.len() as u64 / row_bytes;
@@ -204,8 +237,15 @@ impl Compute for Mxfp4Transposed {
                 let c0 = (row % cols) as usize;
                 let c1 = ((end - e * cols).min(cols)) as usize;
                 let (blocks, scales) = self.expert_source(files, e)?;
-                let (now, later) = dst.split_at_mut((c1 - c0) * r * 2);
-                quant::mxfp4::dequant_transposed_le(blocks, scales, r, g, c0, c1, now)?;
+                let (now, later) = dst.split_at_mut((c1 - c0) * r * w as usize);
+                match self.to {
+                    Dtype::BF16 => {
+                        quant::mxfp4::dequant_transposed_le(blocks, scales, r, g, c0, c1, now)?
+                    }
+                    to => wide(to, now, |v| {
+                        quant::wide::mxfp4_transposed_to_f32(blocks, scales, r, g, c0, c1, v)
+                    })?,
+                }
                 dst = later;
                 row += (c1 - c0) as u64;
             }
@@ -221,6 +261,7 @@ pub struct Fp8Block {
     pub weight: Extent,
     pub scale_inv: Extent,
     pub geometry: quant::fp8::BlockScaled,
+    pub to: Dtype,
 }
 
 impl Compute for Fp8Block {
@@ -229,17 +270,31 @@ impl Compute for Fp8Block {
     }
 
     fn len(&self) -> u64 {
-        self.weight.len * 2
+        self.weight.len * width(self.to)
     }
 
     fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
         let scale_inv = files.bytes(self.scale_inv)?;
-        by_units(offset, out, 2, |first, buf| {
-            let n = buf.len() as u64 / 2;
+        let u = width(self.to);
+        by_units(offset, out, u, |first, buf| {
+            let n = buf.len() as u64 / u;
             let weight = files.bytes(self.weight.sub(first, n))?;
-            Ok(self
-                .geometry
-                .dequant_le(weight, first as usize, scale_inv, buf)?)
+            match self.to {
+                Dtype::BF16 => {
+                    Ok(self
+                        .geometry
+                        .dequant_le(weight, first as usize, scale_inv, buf)?)
+                }
+                to => wide(to, buf, |v| {
+                    quant::wide::fp8_block_to_f32(
+                        &self.geometry,
+                        weight,
+                        first as usize,
+                        scale_inv,
+                        v,
+                    )
+                }),
+            }
         })
     }
 }
@@ -251,6 +306,7 @@ impl Compute for Fp8Block {
 pub struct GgmlDequant {
     pub src: Extent,
     pub ty: quant::ggml::GgmlType,
+    pub to: Dtype,
 }
 
 impl Compute for GgmlDequant {
@@ -259,15 +315,23 @@ impl Compute for GgmlDequant {
     }
 
     fn len(&self) -> u64 {
-        self.src.len / self.ty.type_size() * self.ty.block_size() * 2
+        self.src.len / self.ty.type_size() * self.ty.block_size() * width(self.to)
     }
 
     fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
         let (bs, ts) = (self.ty.block_size(), self.ty.type_size());
-        by_units(offset, out, bs * 2, |first, buf| {
-            let n = buf.len() as u64 / (bs * 2);
+        let unit = bs * width(self.to);
+        by_units(offset, out, unit, |first, buf| {
+            let n = buf.len() as u64 / unit;
             let blocks = files.bytes(self.src.sub(first * ts, n * ts))?;
-            Ok(quant::ggml::dequantize(self.ty, blocks, buf)?)
+            match self.to {
+                Dtype::BF16 => Ok(quant::ggml::dequantize(self.ty, blocks, buf)?),
+                to => {
+                    let mut vals = vec![0f32; (n * bs) as usize];
+                    quant::ggml::dequantize_f32(self.ty, blocks, &mut vals)?;
+                    Ok(quant::wide::encode(&vals, to, buf)?)
+                }
+            }
         })
     }
 }
@@ -403,24 +467,20 @@ impl Gather {
     }
 }
 
-/// A computed tensor of another dtype (a [`Gather`]) converted to BF16
-/// elementwise, as [`Cast`] converts a source range.
+/// A computed tensor (a [`Gather`]) converted elementwise to another float
+/// dtype, as [`Cast`] converts a source range.
 #[derive(Debug)]
 pub struct CastOf {
     inner: Arc<dyn Compute>,
-    width: u64,
-    kernel: CastKernel,
+    from: Dtype,
+    to: Dtype,
 }
 
 impl CastOf {
-    /// `inner` (elements of dtype `from`) as BF16; `None` if gyrofs does not
-    /// convert `from`.
-    pub fn new(inner: Arc<dyn Compute>, from: Dtype) -> Option<CastOf> {
-        Some(CastOf {
-            inner,
-            width: from.bits() / 8,
-            kernel: cast_kernel(from)?,
-        })
+    /// `inner` (elements of dtype `from`) as `to`; `None` if there is no
+    /// conversion to make.
+    pub fn new(inner: Arc<dyn Compute>, from: Dtype, to: Dtype) -> Option<CastOf> {
+        Cast::converts(from, to).then_some(CastOf { inner, from, to })
     }
 }
 
@@ -430,16 +490,16 @@ impl Compute for CastOf {
     }
 
     fn len(&self) -> u64 {
-        self.inner.len() / self.width * 2
+        self.inner.len() / width(self.from) * width(self.to)
     }
 
     fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
-        let w = self.width;
-        by_units(offset, out, 2, |first, buf| {
-            let n = buf.len() as u64 / 2;
+        let (w, u) = (width(self.from), width(self.to));
+        by_units(offset, out, u, |first, buf| {
+            let n = buf.len() as u64 / u;
             let mut src = vec![0u8; (n * w) as usize];
             self.inner.read_at(files, first * w, &mut src)?;
-            Ok((self.kernel)(&src, buf)?)
+            convert(self.from, self.to, &src, buf)
         })
     }
 }

@@ -131,8 +131,8 @@ impl Plan {
     }
 
     /// Its record (what the Gyro header says).
-    pub fn record(&self, catalog: &Catalog) -> Record {
-        let bf16 = Dtype::BF16;
+    pub fn record(&self, catalog: &Catalog, to: Dtype) -> Record {
+        let bf16 = to;
         let dequant = |scheme, transpose| Transform::Dequant {
             scheme,
             to: bf16,
@@ -141,7 +141,7 @@ impl Plan {
         let (source, transform) = match self.kind {
             PlanKind::Elementwise(id) => {
                 let t = catalog.tensor(id);
-                let tr = if casts(t.dtype) {
+                let tr = if casts(t.dtype, to) {
                     Transform::Cast { to: bf16 }
                 } else {
                     Transform::Identity
@@ -153,7 +153,7 @@ impl Plan {
                 (id, dequant(Dequant::Ggml(ty), None))
             }
             PlanKind::RowSlice { id, start, len } => {
-                let to = casts(catalog.tensor(id).dtype).then_some(bf16);
+                let to = casts(catalog.tensor(id).dtype, to).then_some(bf16);
                 let tr = Transform::Slice {
                     axis: 0,
                     start,
@@ -172,7 +172,7 @@ impl Plan {
                 weight, rows, cols, ..
             } => (weight, dequant(Dequant::Fp8Block { rows, cols }, None)),
             PlanKind::Transposed(id) => {
-                let to = casts(catalog.tensor(id).dtype).then_some(bf16);
+                let to = casts(catalog.tensor(id).dtype, to).then_some(bf16);
                 let dims = vec![1, 0];
                 (id, Transform::Transpose { dims, to })
             }
@@ -187,15 +187,15 @@ impl Plan {
     }
 
     /// Dtype, shape and byte length of the output, without building it.
-    pub fn info<'a>(&self, catalog: &'a Catalog) -> (Dtype, Cow<'a, [u64]>, u64) {
+    pub fn info<'a>(&self, catalog: &'a Catalog, to: Dtype) -> (Dtype, Cow<'a, [u64]>, u64) {
         let bf16_of = |shape: Cow<'a, [u64]>| {
             let n = numel(&shape).unwrap_or(0);
-            (Dtype::BF16, shape, n * 2)
+            (to, shape, n * (to.bits() / 8))
         };
         match self.kind {
             PlanKind::Elementwise(id) => {
                 let t = catalog.tensor(id);
-                if casts(t.dtype) {
+                if casts(t.dtype, to) {
                     bf16_of(Cow::Borrowed(&t.shape))
                 } else {
                     (t.dtype, Cow::Borrowed(&t.shape), t.len())
@@ -209,7 +209,7 @@ impl Plan {
                 let t = catalog.tensor(id);
                 let mut shape = t.shape.clone();
                 shape[0] = len;
-                if casts(t.dtype) {
+                if casts(t.dtype, to) {
                     bf16_of(Cow::Owned(shape))
                 } else {
                     let n = numel(&shape).and_then(|n| t.dtype.bytes_for(n));
@@ -239,7 +239,7 @@ impl Plan {
             PlanKind::Transposed(id) => {
                 let t = catalog.tensor(id);
                 let shape: Vec<u64> = t.shape.iter().rev().copied().collect();
-                if casts(t.dtype) {
+                if casts(t.dtype, to) {
                     bf16_of(Cow::Owned(shape))
                 } else {
                     (t.dtype, Cow::Owned(shape), t.len())
@@ -250,20 +250,20 @@ impl Plan {
     }
 
     /// The output tensor with its bytes (computed segments made here).
-    pub fn entry(&self, catalog: &Catalog) -> Entry {
-        let (dtype, shape, _) = self.info(catalog);
+    pub fn entry(&self, catalog: &Catalog, to: Dtype) -> Entry {
+        let (dtype, shape, _) = self.info(catalog, to);
         let data: Segment = match self.kind {
             PlanKind::Elementwise(id) => {
                 let t = catalog.tensor(id);
                 match &t.layout {
-                    None => match Cast::new(t.extent, t.dtype) {
+                    None => match Cast::new(t.extent, t.dtype, to) {
                         Some(c) => computed(c),
                         None => Segment::Source(t.extent),
                     },
                     Some(l) => {
                         let g: Arc<dyn Compute> =
                             Arc::new(Gather::of(l, t.dtype.bits() / 8, &t.shape, None));
-                        match CastOf::new(Arc::clone(&g), t.dtype) {
+                        match CastOf::new(Arc::clone(&g), t.dtype, to) {
                             Some(c) => computed(c),
                             None => Segment::Computed(g),
                         }
@@ -273,13 +273,17 @@ impl Plan {
             PlanKind::Ggml(id) => {
                 let t = catalog.tensor(id);
                 let ty = t.ggml.as_ref().expect("a GGUF tensor").ty;
-                computed(GgmlDequant { src: t.extent, ty })
+                computed(GgmlDequant {
+                    src: t.extent,
+                    ty,
+                    to,
+                })
             }
             PlanKind::RowSlice { id, start, len } => {
                 let t = catalog.tensor(id);
                 let row_bytes = t.len() / t.shape[0].max(1);
                 let src = t.extent.sub(start * row_bytes, len * row_bytes);
-                match Cast::new(src, t.dtype) {
+                match Cast::new(src, t.dtype, to) {
                     Some(c) => computed(c),
                     None => Segment::Source(src),
                 }
@@ -297,11 +301,13 @@ impl Plan {
                         experts: b.shape[0],
                         rows: b.shape[1],
                         groups: b.shape[2],
+                        to,
                     })
                 } else {
                     computed(Mxfp4 {
                         blocks: b.extent,
                         scales: s.extent,
+                        to,
                     })
                 }
             }
@@ -322,6 +328,7 @@ impl Plan {
                     weight: w.extent,
                     scale_inv: s.extent,
                     geometry,
+                    to,
                 })
             }
             PlanKind::Transposed(id) => {
@@ -335,18 +342,20 @@ impl Plan {
                 });
                 let g: Arc<dyn Compute> =
                     Arc::new(Gather::of(&layout, elem, &t.shape, Some(&[1, 0])));
-                match CastOf::new(Arc::clone(&g), t.dtype) {
+                match CastOf::new(Arc::clone(&g), t.dtype, to) {
                     Some(c) => computed(c),
                     None => Segment::Computed(g),
                 }
             }
-            PlanKind::Zeros { len } => computed(Zeros { len: len * 2 }),
+            PlanKind::Zeros { len } => computed(Zeros {
+                len: len * (to.bits() / 8),
+            }),
         };
         Entry {
             name: self.name(catalog).to_string(),
             dtype,
             shape: shape.into_owned(),
-            record: self.record(catalog),
+            record: self.record(catalog, to),
             data: vec![data],
         }
     }
@@ -371,9 +380,9 @@ fn computed(c: impl Compute + 'static) -> Segment {
     Segment::Computed(Arc::new(c))
 }
 
-/// Whether elements of `d` are converted to BF16 (the others pass through).
-fn casts(d: Dtype) -> bool {
-    Cast::converts(d)
+/// Whether elements of `d` are converted to `to` (the others pass through).
+fn casts(d: Dtype, to: Dtype) -> bool {
+    Cast::converts(d, to)
 }
 
 /// Is this a gpt-oss checkpoint (either layout)?
@@ -387,52 +396,86 @@ pub fn is_gpt_oss(catalog: &Catalog) -> bool {
             == Some("gpt_oss")
 }
 
-/// What a converted view holds for a source.
+/// The tensors of the converted views of a source, and their config:
+/// decided once, shared by every dtype's view.
 #[derive(Debug)]
-pub struct ConvertedView {
-    /// Its directory (`bf16`).
-    pub dir: &'static str,
-    /// Every output tensor, in source order.
-    pub plans: Vec<Plan>,
-    /// Each shard's plans, in data order (alignment descending, then source order).
-    pub shards: Vec<Vec<u32>>,
+pub struct Conversion {
+    plans: Arc<[Plan]>,
     config: Option<Value>,
 }
 
-impl ConvertedView {
-    /// Decide the view for `catalog`. Tensors that cannot be converted (GGUF
-    /// types without a dequantizer) are left out, each with a line in
-    /// `notes`; a source the view cannot be built for is an error.
-    pub fn new(
-        catalog: &Catalog,
-        dtype: Dtype,
-        notes: &mut Vec<String>,
-    ) -> Result<ConvertedView, ViewError> {
-        debug_assert_eq!(dtype, Dtype::BF16, "only BF16 so far");
+impl Conversion {
+    /// Decide the converted tensors of `catalog`. Tensors that cannot be
+    /// converted (GGUF types without a dequantizer) are left out, each with a
+    /// line in `notes`; a source no converted view can be built for is an
+    /// error.
+    pub fn new(catalog: &Catalog, notes: &mut Vec<String>) -> Result<Conversion, ViewError> {
         let (plans, config) = match nanogpt::detect(catalog) {
             Ok(Some(g)) => {
                 let left = nanogpt::left_out(catalog, &g);
                 if left > 0 {
                     notes.push(format!(
-                        "bf16/ is the GPT-2 model of this nanoGPT checkpoint as a Hugging Face \
-                         GPT2LMHeadModel; the other {left} tensors (optimizer state, ...) are in raw/ only"
+                        "the converted views hold the GPT-2 model of this nanoGPT checkpoint as a \
+                         Hugging Face GPT2LMHeadModel; the other {left} tensors (optimizer state, ...) \
+                         are in raw/ only"
                     ));
                 }
-                (nanogpt_plans(catalog, &g), Some(with_dtype(g.config)?))
+                (nanogpt_plans(catalog, &g), Some(g.config))
             }
             Ok(None) => (plans(catalog, notes)?, config(catalog)?),
             Err(why) => {
-                notes.push(format!("bf16/ is not mapped to Hugging Face GPT-2: {why}"));
+                notes.push(format!(
+                    "the converted views are not mapped to Hugging Face GPT-2: {why}"
+                ));
                 (plans(catalog, notes)?, config(catalog)?)
             }
         };
-        let shards = shard(catalog, &plans, MAX_SHARD_BYTES);
-        Ok(ConvertedView {
-            dir: "bf16",
-            plans,
-            shards,
+        if config.as_ref().is_some_and(|c| !c.is_object()) {
+            return Err(ViewError::Config("is not a JSON object".into()));
+        }
+        Ok(Conversion {
+            plans: plans.into(),
             config,
         })
+    }
+}
+
+/// What one converted view (`bf16/`, `f16/` or `f32/`) holds for a source.
+#[derive(Debug)]
+pub struct ConvertedView {
+    /// Its directory (`bf16`, `f16`, `f32`).
+    pub dir: &'static str,
+    /// The dtype floating tensors are converted to.
+    pub dtype: Dtype,
+    /// Every output tensor, in source order.
+    pub plans: Arc<[Plan]>,
+    /// Each shard's plans, in data order (alignment descending, then source order).
+    pub shards: Vec<Vec<u32>>,
+    config: Option<Value>,
+}
+
+/// The directory and `config.json` dtype name of a converted view's dtype.
+pub fn dtype_names(dtype: Dtype) -> Option<(&'static str, &'static str)> {
+    match dtype {
+        Dtype::BF16 => Some(("bf16", "bfloat16")),
+        Dtype::F16 => Some(("f16", "float16")),
+        Dtype::F32 => Some(("f32", "float32")),
+        _ => None,
+    }
+}
+
+impl ConvertedView {
+    /// The view of `conversion` in `dtype` (BF16, F16 or F32).
+    pub fn new(catalog: &Catalog, conversion: &Conversion, dtype: Dtype) -> ConvertedView {
+        let (dir, name) = dtype_names(dtype).expect("a converted view's dtype");
+        let shards = shard(catalog, &conversion.plans, MAX_SHARD_BYTES, dtype);
+        ConvertedView {
+            dir,
+            dtype,
+            plans: Arc::clone(&conversion.plans),
+            shards,
+            config: conversion.config.clone().map(|c| with_dtype(c, name)),
+        }
     }
 
     /// The view's tensors as the expert split sees them.
@@ -440,7 +483,7 @@ impl ConvertedView {
         self.plans
             .iter()
             .map(|p| {
-                let (dtype, shape, len) = p.info(catalog);
+                let (dtype, shape, len) = p.info(catalog, self.dtype);
                 ItemInfo {
                     name: p.name(catalog),
                     dtype,
@@ -498,7 +541,7 @@ impl ConvertedView {
         let members = &self.shards[k as usize];
         let entries = members
             .iter()
-            .map(|&i| self.plans[i as usize].entry(catalog))
+            .map(|&i| self.plans[i as usize].entry(catalog, self.dtype))
             .collect();
         let source = self.source_of(catalog, members);
         safetensors_file(catalog, self.dir, &source, entries)
@@ -508,7 +551,7 @@ impl ConvertedView {
     pub fn tensor_file(&self, catalog: &Catalog, i: u32) -> VFile {
         let source = self.source_of(catalog, &[i]);
         let view = format!("{}/tensors", self.dir);
-        let entry = self.plans[i as usize].entry(catalog);
+        let entry = self.plans[i as usize].entry(catalog, self.dtype);
         safetensors_file(catalog, &view, &source, vec![entry])
     }
 
@@ -521,7 +564,7 @@ impl ConvertedView {
             for &i in members {
                 let p = &self.plans[i as usize];
                 weight_map.insert(p.name(catalog).to_string(), json!(file));
-                total += p.info(catalog).2;
+                total += p.info(catalog, self.dtype).2;
             }
         }
         let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
@@ -618,7 +661,7 @@ fn plans(catalog: &Catalog, notes: &mut Vec<String>) -> Result<Vec<Plan>, ViewEr
                 let ty = t.ggml.as_ref().expect("checked").ty;
                 if !crate::quant::ggml::can_dequantize(ty) {
                     notes.push(format!(
-                        "bf16/ leaves out tensor '{}': gyrofs cannot dequantize ggml type {} (it is in raw/)",
+                        "the converted views leave out tensor '{}': gyrofs cannot dequantize ggml type {} (it is in raw/)",
                         t.name, t.logical
                     ));
                     continue;
@@ -644,7 +687,8 @@ fn plans(catalog: &Catalog, notes: &mut Vec<String>) -> Result<Vec<Plan>, ViewEr
     Ok(out)
 }
 
-/// The view's config.json, or `None` when the source has no config.
+/// The views' config.json (before the dtype is set), or `None` when the
+/// source has no config.
 fn config(catalog: &Catalog) -> Result<Option<Value>, ViewError> {
     let Some(src) = &catalog.config else {
         return Ok(None);
@@ -654,18 +698,18 @@ fn config(catalog: &Catalog) -> Result<Option<Value>, ViewError> {
     } else {
         src.clone()
     };
-    with_dtype(c).map(Some)
+    Ok(Some(c))
 }
 
-/// `config` without `quantization_config`, with the view's dtype.
-fn with_dtype(mut config: Value) -> Result<Value, ViewError> {
-    let Value::Object(o) = &mut config else {
-        return Err(ViewError::Config("is not a JSON object".into()));
-    };
-    o.remove("quantization_config");
-    o.insert("torch_dtype".into(), json!("bfloat16"));
-    o.insert("dtype".into(), json!("bfloat16"));
-    Ok(config)
+/// `config` (an object) without `quantization_config`, with the view's
+/// dtype (`bfloat16`, ...).
+fn with_dtype(mut config: Value, dtype: &str) -> Value {
+    if let Value::Object(o) = &mut config {
+        o.remove("quantization_config");
+        o.insert("torch_dtype".into(), json!(dtype));
+        o.insert("dtype".into(), json!(dtype));
+    }
+    config
 }
 
 /// The plans of a nanoGPT checkpoint's GPT-2.
@@ -692,7 +736,7 @@ fn nanogpt_plans(catalog: &Catalog, g: &nanogpt::NanoGpt) -> Vec<Plan> {
 /// tensor gets a shard of its own), or its header past the safetensors
 /// header limit. Within a shard, tensors are ordered by alignment
 /// (descending), then source order.
-fn shard(catalog: &Catalog, plans: &[Plan], max: u64) -> Vec<Vec<u32>> {
+fn shard(catalog: &Catalog, plans: &[Plan], max: u64, to: Dtype) -> Vec<Vec<u32>> {
     // Headers of ordinary models are far below the limit: count them only
     // when the tensor count makes it possible to reach it.
     let count_headers = plans.len() > 50_000;
@@ -702,9 +746,9 @@ fn shard(catalog: &Catalog, plans: &[Plan], max: u64) -> Vec<Vec<u32>> {
     let mut shards: Vec<Vec<u32>> = Vec::new();
     let (mut size, mut header) = (0u64, 0u64);
     for (i, p) in plans.iter().enumerate() {
-        let (dtype, shape, n) = p.info(catalog);
+        let (dtype, shape, n) = p.info(catalog, to);
         let cost = if count_headers {
-            let record = p.record(catalog);
+            let record = p.record(catalog, to);
             let head = EntryHead {
                 name: p.name(catalog),
                 dtype,
@@ -727,7 +771,7 @@ fn shard(catalog: &Catalog, plans: &[Plan], max: u64) -> Vec<Vec<u32>> {
         header += cost;
     }
     for s in &mut shards {
-        s.sort_by_key(|&i| std::cmp::Reverse(plans[i as usize].info(catalog).0.alignment()));
+        s.sort_by_key(|&i| std::cmp::Reverse(plans[i as usize].info(catalog, to).0.alignment()));
     }
     shards
 }

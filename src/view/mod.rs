@@ -40,6 +40,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::catalog::{Catalog, Extent, FileId, Files, TensorId};
+use crate::dtype::Dtype;
 use crate::error::{ReadError, ViewError};
 pub use tree::{NodeId, NodeKind, ROOT, Tree};
 
@@ -292,7 +293,13 @@ impl Views {
         let converted: u64 = self
             .converted
             .iter()
-            .map(|v| 2 * v.plans.iter().map(|p| p.info(catalog).2).sum::<u64>())
+            .map(|v| {
+                2 * v
+                    .plans
+                    .iter()
+                    .map(|p| p.info(catalog, v.dtype).2)
+                    .sum::<u64>()
+            })
             .sum();
         raw * packs + converted
     }
@@ -302,7 +309,10 @@ impl Views {
     pub fn item_entry(&self, catalog: &Catalog, parent: Parent, i: u32) -> header::Entry {
         match parent {
             Parent::Raw => raw::entry(catalog, TensorId(i)),
-            Parent::Converted(v) => self.converted[v as usize].plans[i as usize].entry(catalog),
+            Parent::Converted(v) => {
+                let v = &self.converted[v as usize];
+                v.plans[i as usize].entry(catalog, v.dtype)
+            }
         }
     }
 
@@ -345,10 +355,11 @@ impl Views {
     }
 }
 
-/// Decide every view of `catalog` and lay out the tree. Views that cannot be
-/// built for this source are left out; `Views::notes` says which and why
-/// (they also go into `manifest.json`).
-pub fn build(catalog: &Catalog) -> (Views, Tree) {
+/// Decide every view of `catalog` and lay out the tree, with one converted
+/// view per dtype of `dtypes` (BF16, F16, F32: `bf16/`, `f16/`, `f32/`).
+/// Views that cannot be built for this source are left out; `Views::notes`
+/// says which and why (they also go into `manifest.json`).
+pub fn build(catalog: &Catalog, dtypes: &[Dtype]) -> (Views, Tree) {
     let mut tree = Tree::new();
     let mut notes = catalog.notes.clone();
     let raw = raw::RawView::new(catalog, &mut notes);
@@ -361,17 +372,28 @@ pub fn build(catalog: &Catalog) -> (Views, Tree) {
         expert_splits.push(x);
     }
     let mut converted = Vec::new();
-    match converted::ConvertedView::new(catalog, crate::dtype::Dtype::BF16, &mut notes) {
-        Ok(v) => {
-            if let Some(moe) = moe {
-                let items = v.items(catalog);
-                if let Some(x) = experts::ExpertsView::new(Parent::Converted(0), items, moe) {
+    match converted::Conversion::new(catalog, &mut notes) {
+        Ok(conversion) => {
+            for &dtype in dtypes {
+                let k = converted.len() as u8;
+                let v = converted::ConvertedView::new(catalog, &conversion, dtype);
+                if let Some(moe) = moe
+                    && let Some(x) =
+                        experts::ExpertsView::new(Parent::Converted(k), v.items(catalog), moe)
+                {
                     expert_splits.push(x);
                 }
+                converted.push(v);
             }
-            converted.push(v);
         }
-        Err(why) => notes.push(unavailable("bf16/", &why)),
+        Err(why) => {
+            let dirs: Vec<String> = dtypes
+                .iter()
+                .filter_map(|&d| converted::dtype_names(d))
+                .map(|(dir, _)| format!("{dir}/"))
+                .collect();
+            notes.push(unavailable(&dirs.join(", "), &why));
+        }
     }
     for (k, v) in converted.iter().enumerate() {
         v.add(&mut tree, catalog, k as u8);

@@ -432,7 +432,7 @@ EOF2
     cat_src=$(for _ in 1 2 3; do secs cat "$f"; done | median)
     cat_raw=$(for _ in 1 2 3; do mount_once "$f"; s=$(secs cat "$MNT/raw/model.safetensors"); echo "$s"; umount_wait; done | median)
     rm -rf "$dir/out-gyrofs"
-    conv=$(secs "$G" convert "$f" "$dir/out-gyrofs" --view raw --quiet)
+    conv=$(secs "$G" convert "$f" "$dir/out-gyrofs" --view raw/model.safetensors --quiet)
     rm -rf "$dir/out-gyrofs" "$dir/out-torch.safetensors"
     read -r base_s base_rss < <(/usr/bin/time -f "%e %M" "$py" - "$f" "$dir/out-torch.safetensors" 2>&1 >/dev/null <<'EOF2' | tail -1
 import sys, torch
@@ -449,7 +449,7 @@ EOF2
     printf "%-64s %10.1f\n" "gyrofs mount, ms (median of 5)" "$mount_ms"
     printf "%-64s %10.2f\n" "cat of the .bin, GB/s" "$(echo "$gb / $cat_src" | bc -l)"
     printf "%-64s %10.2f\n" "cat MNT/raw/model.safetensors (fresh mount), GB/s" "$(echo "$gb / $cat_raw" | bc -l)"
-    printf "%-64s %10.2f\n" "gyrofs convert --view raw (writes the safetensors copy), s" "$conv"
+    printf "%-64s %10.2f\n" "gyrofs convert --view raw/model.safetensors (writes the copy), s" "$conv"
     printf "%-64s %10.2f\n" "torch.load(mmap) + save_file (writes the copy), s" "$base_s"
     printf "%-64s %10.0f\n" "torch.load(mmap) + save_file, peak RSS MB" "$(echo "$base_rss / 1024" | bc -l)"
 }

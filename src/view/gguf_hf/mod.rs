@@ -206,3 +206,109 @@ fn generation_config(config: &Map<String, Value>) -> Option<Value> {
     }
     (!g.is_empty()).then_some(Value::Object(g))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn t(name: &str, shape: &[u64]) -> GgufTensorInfo {
+        GgufTensorInfo {
+            name: name.into(),
+            shape: shape.to_vec(),
+            ty: GgmlType::F32,
+        }
+    }
+
+    fn llama_meta() -> Value {
+        json!({
+            "general.architecture": "llama",
+            "llama.attention.head_count": 2, "llama.attention.head_count_kv": 1,
+            "llama.embedding_length": 8, "llama.block_count": 1,
+            "llama.attention.layer_norm_rms_epsilon": 0.00001,
+            "tokenizer.ggml.model": "llama",
+            "tokenizer.ggml.tokens": ["<unk>", "<s>", "</s>", "a", "b", "ab"],
+            "tokenizer.ggml.scores": [0.0, 0.0, 0.0, -1.0, -2.0, -0.5],
+            "tokenizer.ggml.token_type": [2, 3, 3, 1, 1, 1],
+            "tokenizer.ggml.bos_token_id": 1,
+        })
+    }
+
+    #[test]
+    fn small_llama() {
+        let tensors = [
+            t("token_embd.weight", &[6, 8]),
+            t("blk.0.attn_q.weight", &[8, 8]),
+            t("blk.0.attn_k.weight", &[4, 8]),
+            t("rope_freqs.weight", &[4]),
+        ];
+        let m = map(&llama_meta(), &tensors).unwrap();
+        assert_eq!(m.config["rms_norm_eps"], json!(0.00001f32 as f64));
+        assert_eq!(m.config["tie_word_embeddings"], json!(true));
+        assert_eq!(
+            m.tensors[1].op,
+            Op::UnpermuteRows {
+                source: "blk.0.attn_q.weight".into(),
+                n_head: 2
+            }
+        );
+        assert_eq!(
+            m.tensors[2].op,
+            Op::UnpermuteRows {
+                source: "blk.0.attn_k.weight".into(),
+                n_head: 1
+            }
+        );
+        assert_eq!(m.tensors.len(), 3);
+        assert!(m.notes.iter().any(|n| n.contains("rope_freqs")));
+        let tok: Value = serde_json::from_str(&m.files[0].1).unwrap();
+        assert_eq!(tok["model"]["merges"], json!([["a", "b"]]));
+    }
+
+    #[test]
+    fn hostile_metadata_is_an_error_not_a_panic() {
+        let ok = [t("token_embd.weight", &[6, 8])];
+        let cases: Vec<(Value, &str)> = vec![
+            (json!([1, 2]), "not a JSON object"),
+            (json!({}), "no general.architecture"),
+            (json!({"general.architecture": 7}), "not a string"),
+            (json!({"general.architecture": "mamba9"}), "cannot load it"),
+            (json!({"general.architecture": "t5"}), "cannot load it"),
+        ];
+        for (meta, want) in cases {
+            let e = map(&meta, &ok).unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
+        let mut bad = llama_meta();
+        bad["tokenizer.ggml.tokens"] = json!([1, 2]);
+        assert!(map(&bad, &ok).unwrap_err().contains("tokens"));
+        let mut bad = llama_meta();
+        bad["tokenizer.ggml.bos_token_id"] = json!(1u64 << 40);
+        assert!(map(&bad, &ok).unwrap_err().contains("past the"));
+        let mut bad = llama_meta();
+        bad["llama.attention.head_count"] = json!("many");
+        let q = [t("blk.0.attn_q.weight", &[8, 8])];
+        assert!(map(&bad, &q).unwrap_err().contains("num_attention_heads"));
+        let mut bad = llama_meta();
+        bad["llama.attention.head_count"] = json!(3);
+        assert!(map(&bad, &q).unwrap_err().contains("not a multiple"));
+        let mut bad = llama_meta();
+        bad["llama.attention.head_count"] = json!(0);
+        assert!(map(&bad, &q).is_err());
+        let int = [GgufTensorInfo {
+            name: "token_embd.weight".into(),
+            shape: vec![6, 8],
+            ty: GgmlType::I32,
+        }];
+        assert!(map(&llama_meta(), &int).unwrap_err().contains("I32"));
+        let moe = json!({"general.architecture": "qwen3moe", "tokenizer.ggml.model": "gpt2",
+            "tokenizer.ggml.tokens": ["a"], "tokenizer.ggml.merges": []});
+        let lone = [t("blk.0.ffn_gate_exps.weight", &[2, 4, 8])];
+        assert!(map(&moe, &lone).unwrap_err().contains("no matching"));
+        let dup = [
+            t("blk.0.ffn_gate.weight", &[2, 4]),
+            t("blk.0.ffn_gate.weight", &[2, 4]),
+        ];
+        assert!(map(&moe, &dup).unwrap_err().contains("both map"));
+    }
+}

@@ -302,3 +302,78 @@ fn tensors_match_transformers_bit_for_bit() {
     }
     assert!(failures.is_empty(), "{failures}");
 }
+
+/// With GYROFS_GGUF_HF_EXPORT=DIR, writes each fixture's mapping as a
+/// Hugging Face folder (DIR/<fixture>/: config.json with dtype bfloat16,
+/// generation_config.json, tokenizer files, model.safetensors computed with
+/// the reference ops) for scripts/check_gguf_hf.py to load with
+/// transformers. Does nothing otherwise.
+#[test]
+fn export_folders_for_python_check() {
+    let Some(out) = std::env::var_os("GYROFS_GGUF_HF_EXPORT") else {
+        return;
+    };
+    for path in fixtures() {
+        let (data, header, model) = load(&path);
+        let folder = Path::new(&out).join(path.file_stem().unwrap());
+        std::fs::create_dir_all(&folder).unwrap();
+        let mut config = model.config.clone();
+        config["dtype"] = "bfloat16".into();
+        std::fs::write(folder.join("config.json"), gyrofs::json::to_pretty(&config)).unwrap();
+        if let Some(g) = &model.generation_config {
+            std::fs::write(
+                folder.join("generation_config.json"),
+                gyrofs::json::to_pretty(g),
+            )
+            .unwrap();
+        }
+        for (name, text) in &model.files {
+            std::fs::write(folder.join(name), text).unwrap();
+        }
+        let mut bytes: Vec<(String, Vec<u64>, Vec<u8>)> = Vec::new();
+        for t in &model.tensors {
+            let sources: Vec<(Vec<u64>, Vec<f32>)> =
+                t.op.sources()
+                    .iter()
+                    .map(|s| {
+                        let g = header.tensors.iter().find(|g| g.name == *s).unwrap();
+                        let mut v = vec![0f32; g.n_elements() as usize];
+                        dequantize_f32(
+                            g.ggml_type,
+                            &data[g.offset as usize..g.end() as usize],
+                            &mut v,
+                        )
+                        .unwrap();
+                        (g.shape(), v)
+                    })
+                    .collect();
+            let inputs: Vec<Input> = sources
+                .iter()
+                .map(|(s, v)| Input {
+                    shape: s,
+                    values: v,
+                })
+                .collect();
+            let values = t.op.apply(&inputs).unwrap();
+            let b: Vec<u8> = values
+                .iter()
+                .flat_map(|&x| bf16::from_f32(x).to_le_bytes())
+                .collect();
+            bytes.push((t.name.clone(), t.shape.clone(), b));
+        }
+        let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
+            .iter()
+            .map(|(n, s, b)| {
+                let shape: Vec<usize> = s.iter().map(|&d| d as usize).collect();
+                (
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, shape, b)
+                        .unwrap(),
+                )
+            })
+            .collect();
+        let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+        safetensors::serialize_to_file(views, Some(meta), &folder.join("model.safetensors"))
+            .unwrap();
+    }
+}

@@ -38,6 +38,8 @@ def main():
         for key, value in expected.items():
             if key not in state or not torch.equal(state[key].view(torch.int16), value.view(torch.int16)):
                 problems.append(f"tensor {key}")
+        if arch in m.LOADER_PATCHES:
+            m.LOADER_PATCHES[arch]()
         fixes = m.FIXES[arch](m.metadata(m.OUT / f"{name}.gguf")) if arch in m.FIXES else {}
         kwargs = {}
         if fixes:

@@ -27,6 +27,7 @@
 pub mod compute;
 pub mod converted;
 pub mod experts;
+pub mod gguf_hf;
 pub mod gpt_oss;
 pub mod header;
 pub mod manifest;

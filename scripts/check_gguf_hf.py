@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Load gyrofs's GGUF -> Hugging Face folders with transformers and compare.
+
+    GYROFS_GGUF_HF_EXPORT=/tmp/ghf cargo test --test gguf_hf export_folders
+    /opt/pyref/bin/python scripts/check_gguf_hf.py /tmp/ghf
+
+For each folder (one per fixture in tests/data/gguf-models/): the state dict of
+AutoModelForCausalLM.from_pretrained(folder, dtype=bfloat16) equals
+transformers' own GGUF load bit for bit (the .expected.safetensors), the
+logits equal those of the model loaded from the GGUF (with the config fixes
+of make_gguf_models.py where transformers' loader is wrong), and
+AutoTokenizer.from_pretrained(folder) encodes and decodes the test strings
+exactly as the GGUF tokenizer does (the .tokenizer.json cases).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+import transformers
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import make_gguf_models as m  # noqa: E402
+
+
+def main():
+    root = Path(sys.argv[1])
+    failures = 0
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        name = folder.name
+        arch = name.rsplit("-", 1)[0]
+        problems = []
+        model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)
+        expected = load_file(str(m.OUT / f"{name}.expected.safetensors"))
+        state = model.state_dict()
+        for key, value in expected.items():
+            if key not in state or not torch.equal(state[key].view(torch.int16), value.view(torch.int16)):
+                problems.append(f"tensor {key}")
+        if arch in m.LOADER_PATCHES:
+            m.LOADER_PATCHES[arch]()
+        fixes = m.FIXES[arch](m.metadata(m.OUT / f"{name}.gguf")) if arch in m.FIXES else {}
+        kwargs = {}
+        if fixes:
+            config = transformers.AutoConfig.from_pretrained(m.OUT, gguf_file=f"{name}.gguf")
+            for k, v in fixes.items():
+                setattr(config, k, v)
+            kwargs["config"] = config
+        ref = transformers.AutoModelForCausalLM.from_pretrained(m.OUT, gguf_file=f"{name}.gguf",
+                                                                dtype=torch.bfloat16, **kwargs)
+        ids = torch.tensor([[1, 5, 9, 17, 33, 65, 100, 7]])
+        with torch.no_grad():
+            if not torch.equal(model(ids).logits, ref(ids).logits):
+                problems.append("logits")
+        tok = transformers.AutoTokenizer.from_pretrained(folder)
+        cases = json.loads((m.OUT / f"{arch}.tokenizer.json").read_text())["cases"]
+        for case in cases:
+            ids = tok(case["text"])["input_ids"]
+            if ids != case["ids"] or tok.decode(ids) != case["decoded"] or \
+                    tok.decode(ids, skip_special_tokens=True) != case["decoded_skip_special"] or \
+                    tok(case["text"], add_special_tokens=False)["input_ids"] != case["ids_no_special"]:
+                problems.append(f"tokenizer on {case['text']!r}")
+        print(name, "ok" if not problems else problems)
+        failures += bool(problems)
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,547 @@
+#!/usr/bin/env python3
+"""Tiny GGUF models written by llama.cpp's own converter, with transformers' readings of them.
+
+Writes tests/data/gguf-models/ (run with /opt/pyref/bin/python: torch, transformers,
+tokenizers, sentencepiece, gguf; deterministic for a given set of package versions):
+
+For each architecture below, a tiny random Hugging Face model (fixed seed; every
+weight random, norms included) with a tiny tokenizer of the family the
+architecture uses, trained here on the built-in text:
+- SentencePiece BPE with byte fallback (`tokenizer.model`): llama, gemma2,
+  gemma3, phi3;
+- byte-level BPE (`tokenizer.json`, trained with `tokenizers`): qwen2, qwen3,
+  qwen3_moe, gpt2;
+saved with `save_pretrained` into a temporary folder and converted with
+llama.cpp's `convert_hf_to_gguf.py` (LLAMA_CPP=path to a llama.cpp checkout,
+e.g. the `vendor/llama.cpp` of the llama-cpp-python source package) to
+`<arch>-<type>.gguf`. The converter names a byte-level BPE pre-tokenizer by
+hashing what the tokenizer makes of a test string; a tokenizer trained here
+has no known hash, so the wrapper below tells it the name (`qwen2`, `gpt-2`).
+Q4_K / Q6_K files are made from the F16 file by llama.cpp's `llama-quantize
+--pure` (LLAMA_QUANTIZE=path to the binary) when it is available: tensors whose
+rows are not whole 256-blocks get its fallback type.
+
+References, all written by transformers itself from the GGUF file alone:
+- `<arch>-<type>.expected.safetensors`: the state dict of
+  `AutoModelForCausalLM.from_pretrained(dir, gguf_file=..., dtype=torch.bfloat16)`,
+  without tied duplicates (what save_pretrained leaves out);
+- `<arch>.config.json`: `{"gguf": the dict transformers' GGUF loader derives
+  from the metadata, "to_dict": config.to_dict()}` (the same for every type of
+  one model, checked);
+- `<arch>.tokenizer.json`: `{"files": {name: contents}}` of
+  `AutoTokenizer.from_pretrained(dir, gguf_file=...).save_pretrained(tmp)`,
+  and `"cases"`: for each test text, the ids with and without special tokens
+  and their decodes (the same for every type, checked).
+Where transformers' GGUF loader gives a state dict that the model class does
+not accept, the reference is what the class expects (see the README there).
+
+Run: LLAMA_CPP=... LLAMA_QUANTIZE=... /opt/pyref/bin/python scripts/make_gguf_models.py [arch ...]
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from safetensors.torch import save_file
+
+OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "gguf-models"
+LLAMA_CPP = Path(os.environ.get("LLAMA_CPP", "/work/tmp-gguf/llama_cpp_python-0.3.36/vendor/llama.cpp"))
+LLAMA_QUANTIZE = os.environ.get("LLAMA_QUANTIZE", str(LLAMA_CPP / "build" / "bin" / "llama-quantize"))
+
+TEXT = """The quick brown fox jumps over the lazy dog. A tiny model reads a tiny book.
+Hello world! Hello, hello; hello... 12345 67890 3.14159 2024-06-01 100% #1 @home
+Numbers: one two three four five six seven eight nine ten eleven twelve.
+def main():\n    print("hi")\n    return 0\n\nfor i in range(10):\n\tx = i * 2
+Das Wetter ist schön. Ça va très bien, merci! ¿Qué tal? Ünïcödé façade naïve café.
+日本語のテキストです。中文文本。 Русский текст. Ελληνικά. 한국어 텍스트.
+Emoji: 🙂 🚀 ✅. Tabs\tand  double  spaces   and newlines\n\n\nend.
+It's, I'm, you're, we've, they'll, he'd. THE END, the end, The End.
+"""
+
+TESTS = [
+    "Hello world",
+    " Hello  world ",
+    "The quick brown fox jumps over the lazy dog.",
+    "12345 3.14 x=42",
+    "Ça va très bien, merci! café naïve",
+    "日本語 中文 Русский 🙂🚀",
+    "line one\nline two\n\n\ttabbed  spaced",
+    "It's you're they'll",
+    "   leading spaces",
+    "<s> </s> <bos> <eos> <|endoftext|> <|im_start|>user\nhi<|im_end|> <start_of_turn> <|user|> <think>",
+    "unseen characters: ☃ ∑ ℵ",
+    "",
+]
+
+
+def seed(n):
+    torch.manual_seed(n)
+    np.random.seed(n)
+
+
+def randomize(model, n):
+    """Every parameter random (norms too), so no transform can hide behind a constant."""
+    g = torch.Generator().manual_seed(n)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1 and "norm" in name or "ln_" in name:
+                p.copy_(1.0 + 0.5 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.5 * torch.randn(p.shape, generator=g))
+
+
+# ---------------------------------------------------------------- tokenizers
+
+
+def train_spm(folder: Path, kind: str):
+    """A SentencePiece BPE model with byte fallback, as llama/gemma/phi3 ship it."""
+    import sentencepiece as spm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus.txt"
+        corpus.write_text(TEXT * 3)
+        args = dict(
+            input=str(corpus),
+            model_prefix=str(Path(tmp) / "m"),
+            model_type="bpe",
+            vocab_size=440,
+            byte_fallback=True,
+            character_coverage=0.99,
+            split_digits=True,
+            allow_whitespace_only_pieces=True,
+            remove_extra_whitespaces=False,
+            normalization_rule_name="identity",
+            num_threads=1,
+            minloglevel=2,
+            hard_vocab_limit=False,
+        )
+        if kind == "gemma":
+            args.update(pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
+                        unk_piece="<unk>", user_defined_symbols=["<mask>", "<start_of_turn>", "<end_of_turn>"])
+        else:
+            args.update(unk_id=0, bos_id=1, eos_id=2, pad_id=-1)
+        spm.SentencePieceTrainer.train(**args)
+        shutil.copy(Path(tmp) / "m.model", folder / "tokenizer.model")
+    sp = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
+    return sp.vocab_size()
+
+
+def spm_tokenizer_config(folder: Path, kind: str, n_vocab: int):
+    if kind == "gemma":
+        cfg = {
+            "tokenizer_class": "GemmaTokenizer",
+            "add_bos_token": True,
+            "add_eos_token": False,
+            "bos_token": "<bos>",
+            "eos_token": "<eos>",
+            "pad_token": "<pad>",
+            "unk_token": "<unk>",
+            "chat_template": "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}",
+        }
+    elif kind == "phi3":
+        extra = ["<|endoftext|>", "<|assistant|>", "<|user|>", "<|end|>", "<think>"]
+        cfg = {
+            "tokenizer_class": "LlamaTokenizer",
+            "add_bos_token": False,
+            "add_eos_token": False,
+            "bos_token": "<s>",
+            "eos_token": "<|endoftext|>",
+            "pad_token": "<|endoftext|>",
+            "unk_token": "<unk>",
+            "added_tokens_decoder": {
+                str(n_vocab + i): {"content": t, "special": t != "<think>", "lstrip": False, "rstrip": t == "<|end|>",
+                                   "normalized": False, "single_word": False}
+                for i, t in enumerate(extra)
+            },
+            "chat_template": "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}",
+        }
+        (folder / "added_tokens.json").write_text(json.dumps({t: n_vocab + i for i, t in enumerate(extra)}))
+    else:
+        cfg = {
+            "tokenizer_class": "LlamaTokenizer",
+            "add_bos_token": True,
+            "add_eos_token": False,
+            "bos_token": "<s>",
+            "eos_token": "</s>",
+            "unk_token": "<unk>",
+            "chat_template": "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}{{ eos_token }}{% endfor %}",
+        }
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=1))
+
+
+QWEN_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def train_bpe(folder: Path, kind: str):
+    """A byte-level BPE, as gpt2 and qwen ship it (tokenizer.json)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE())
+    if kind == "qwen":
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
+             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+        )
+        specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    else:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        specials = ["<|endoftext|>"]
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=330, min_frequency=2, special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator([TEXT] * 3, trainer)
+    if kind == "qwen":
+        fast = transformers.PreTrainedTokenizerFast(
+            tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None,
+            additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+        )
+        fast.add_tokens(["<think>", "</think>"])  # plain added tokens (USER_DEFINED in GGUF)
+        fast.chat_template = (
+            "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+        )
+    else:
+        fast = transformers.PreTrainedTokenizerFast(
+            tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>", unk_token="<|endoftext|>",
+        )
+    fast.save_pretrained(folder)
+    return len(fast)
+
+
+# ---------------------------------------------------------------- models
+
+SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             max_position_embeddings=128)
+
+
+def arch_llama(folder):
+    n = train_spm(folder, "llama")
+    spm_tokenizer_config(folder, "llama", n)
+    cfg = transformers.LlamaConfig(vocab_size=n, intermediate_size=256, rms_norm_eps=1e-5, rope_theta=10000.0,
+                                   tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, **SMALL)
+    return transformers.LlamaForCausalLM(cfg)
+
+
+def arch_qwen2(folder):
+    n = train_bpe(folder, "qwen")
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    # padded vocabulary, as Qwen's is: the converter writes [PAD<i>] for the ids the tokenizer lacks
+    cfg = transformers.Qwen2Config(vocab_size=n + 6, intermediate_size=64, rms_norm_eps=1e-6, rope_theta=1000000.0,
+                                   tie_word_embeddings=True, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+                                   bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"), **SMALL)
+    return transformers.Qwen2ForCausalLM(cfg)
+
+
+def arch_qwen3(folder):
+    n = train_bpe(folder, "qwen")
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    cfg = transformers.Qwen3Config(vocab_size=n, intermediate_size=64, head_dim=16, rms_norm_eps=1e-6,
+                                   rope_theta=1000000.0, tie_word_embeddings=False,
+                                   eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), **SMALL)
+    return transformers.Qwen3ForCausalLM(cfg)
+
+
+def arch_qwen3_moe(folder):
+    n = train_bpe(folder, "qwen")
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    cfg = transformers.Qwen3MoeConfig(vocab_size=n, intermediate_size=64, moe_intermediate_size=32, num_experts=4,
+                                      num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[], head_dim=8,
+                                      norm_topk_prob=True, rms_norm_eps=1e-6, rope_theta=1000000.0,
+                                      tie_word_embeddings=False, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+                                      **SMALL)
+    return transformers.Qwen3MoeForCausalLM(cfg)
+
+
+def arch_qwen2_moe(folder):
+    n = train_bpe(folder, "qwen")
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    cfg = transformers.Qwen2MoeConfig(vocab_size=n, intermediate_size=64, moe_intermediate_size=32,
+                                      shared_expert_intermediate_size=64, num_experts=4, num_experts_per_tok=2,
+                                      decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=False,
+                                      rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=False,
+                                      eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), **SMALL)
+    return transformers.Qwen2MoeForCausalLM(cfg)
+
+
+def arch_gemma2(folder):
+    n = train_spm(folder, "gemma")
+    spm_tokenizer_config(folder, "gemma", n)
+    cfg = transformers.Gemma2Config(vocab_size=n, intermediate_size=64, head_dim=8, query_pre_attn_scalar=8,
+                                    sliding_window=16, rms_norm_eps=1e-6, pad_token_id=0, eos_token_id=1,
+                                    bos_token_id=2, **SMALL)
+    return transformers.Gemma2ForCausalLM(cfg)
+
+
+def arch_gemma3(folder):
+    n = train_spm(folder, "gemma")
+    spm_tokenizer_config(folder, "gemma", n)
+    cfg = transformers.Gemma3TextConfig(vocab_size=n, intermediate_size=64, head_dim=8, query_pre_attn_scalar=8,
+                                        sliding_window=16, rms_norm_eps=1e-6, pad_token_id=0, eos_token_id=1,
+                                        bos_token_id=2, **SMALL)
+    return transformers.Gemma3ForCausalLM(cfg)
+
+
+def arch_phi3(folder):
+    n = train_spm(folder, "phi3")
+    spm_tokenizer_config(folder, "phi3", n)
+    cfg = transformers.Phi3Config(vocab_size=n + 5, intermediate_size=64, rms_norm_eps=1e-5, rope_theta=10000.0,
+                                  original_max_position_embeddings=128, tie_word_embeddings=False,
+                                  bos_token_id=1, eos_token_id=n, pad_token_id=n,
+                                  **dict(SMALL, num_key_value_heads=4))
+    return transformers.Phi3ForCausalLM(cfg)
+
+
+def arch_gpt2(folder):
+    n = train_bpe(folder, "gpt2")
+    cfg = transformers.GPT2Config(vocab_size=n, n_embd=32, n_layer=2, n_head=4, n_positions=128, n_ctx=128,
+                                  bos_token_id=0, eos_token_id=0)
+    return transformers.GPT2LMHeadModel(cfg)
+
+
+ARCHS = {
+    # name: (builder, converter pre-tokenizer name, types)
+    "llama": (arch_llama, None, ["f16", "bf16", "q8_0", "q4_k", "q6_k"]),
+    "qwen2": (arch_qwen2, "qwen2", ["f16", "q8_0"]),
+    "qwen3": (arch_qwen3, "qwen2", ["bf16", "q8_0"]),
+    "gemma2": (arch_gemma2, None, ["bf16", "q8_0"]),
+    "gemma3": (arch_gemma3, None, ["f16", "q8_0"]),
+    "phi3": (arch_phi3, None, ["f16", "q8_0"]),
+    "gpt2": (arch_gpt2, "gpt-2", ["f16", "q8_0"]),
+    "qwen3_moe": (arch_qwen3_moe, "qwen2", ["f16", "q8_0"]),
+    "qwen2_moe": (arch_qwen2_moe, "qwen2", ["q8_0"]),
+}
+
+CONVERT = r"""
+import sys, runpy
+sys.path.insert(0, {root!r})
+import conversion.base as base
+pre = {pre!r}
+if pre is not None:
+    base.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
+sys.argv = ["convert_hf_to_gguf.py"] + {args!r}
+runpy.run_path({script!r}, run_name="__main__")
+"""
+
+
+def convert(hf_dir: Path, pre, outtype: str, out: Path):
+    code = CONVERT.format(root=str(LLAMA_CPP), pre=pre, script=str(LLAMA_CPP / "convert_hf_to_gguf.py"),
+                          args=[str(hf_dir), "--outtype", outtype, "--outfile", str(out)])
+    run = subprocess.run([sys.executable, "-c", code], cwd=str(LLAMA_CPP), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    if run.returncode != 0:
+        sys.exit(f"convert_hf_to_gguf.py failed on {hf_dir}:\n{run.stderr[-3000:]}")
+
+
+def quantize(src: Path, ty: str, out: Path) -> bool:
+    if not Path(LLAMA_QUANTIZE).is_file():
+        print(f"  no llama-quantize at {LLAMA_QUANTIZE}: {out.name} not made")
+        return False
+    subprocess.run([LLAMA_QUANTIZE, "--pure", str(src), str(out), ty.upper()], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return True
+
+
+# ---------------------------------------------------------------- references
+
+
+def metadata(path: Path) -> dict:
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
+    return {key: field.contents() for key, field in reader.fields.items()}
+
+
+def fixes_qwen3(meta):
+    # transformers' qwen3 mapping omits attention.key_length: Qwen3Config's default head_dim (128)
+    # applies, and a model whose head_dim is not 128 gets modules of the wrong size.
+    return {"head_dim": meta["qwen3.attention.key_length"]}
+
+
+def fixes_gpt2(meta):
+    # transformers' gpt2 mapping writes context_length to `n_ctx` and feed_forward_length to
+    # `feed_forward_length`, neither of which GPT2Config reads: it builds n_positions (1024) and
+    # n_inner (4 * n_embd) from its defaults.
+    return {"n_positions": meta["gpt2.context_length"], "n_inner": meta["gpt2.feed_forward_length"]}
+
+
+def fixes_qwen3_moe(meta):
+    # transformers' qwen3_moe mapping omits expert_feed_forward_length: Qwen3MoeConfig's default
+    # moe_intermediate_size (768) applies and the experts get the wrong size.
+    return {"moe_intermediate_size": meta["qwen3moe.expert_feed_forward_length"]}
+
+
+def fixes_qwen2_moe(meta):
+    # the same for qwen2_moe, and its shared expert's size too (defaults 1408 and 5632)
+    return {"moe_intermediate_size": meta["qwen2moe.expert_feed_forward_length"],
+            "shared_expert_intermediate_size": meta["qwen2moe.expert_shared_feed_forward_length"]}
+
+
+FIXES = {"qwen3": fixes_qwen3, "gpt2": fixes_gpt2, "qwen3_moe": fixes_qwen3_moe, "qwen2_moe": fixes_qwen2_moe}
+
+
+def patch_qwen2moe_shared_gate():
+    """transformers' Qwen2MoeTensorProcessor adds an axis to ffn_gate_inp_shexp whatever its rank;
+    llama.cpp now writes it 2-D ([1, H]), which becomes [1, 1, H] and the model rejects it. The
+    reference is transformers with the axis added to a 1-D tensor only (what the class expects)."""
+    import transformers.modeling_gguf_pytorch_utils as g
+
+    original = g.Qwen2MoeTensorProcessor.process
+    if getattr(original, "_gyrofs_patched", False):
+        return
+
+    def process(self, weights, name, **kwargs):
+        if "ffn_gate_inp_shexp" in name and weights.ndim == 2:
+            return g.GGUFTensor(weights, name, {})
+        return original(self, weights, name, **kwargs)
+
+    process._gyrofs_patched = True
+    g.Qwen2MoeTensorProcessor.process = process
+
+
+LOADER_PATCHES = {"qwen2_moe": patch_qwen2moe_shared_gate}
+
+
+def references(folder: Path, name: str, arch: str):
+    """What transformers makes of folder/name (with FIXES[arch] on its config, where its
+    loader gets the config wrong)."""
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    fixes = FIXES[arch](metadata(folder / name)) if arch in FIXES else {}
+    if arch in LOADER_PATCHES:
+        LOADER_PATCHES[arch]()
+    kwargs = {}
+    if fixes:
+        config = transformers.AutoConfig.from_pretrained(folder, gguf_file=name)
+        for key, value in fixes.items():
+            setattr(config, key, value)
+        kwargs["config"] = config
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.bfloat16, **kwargs)
+    state = model.state_dict()
+    seen, tensors = {}, {}
+    for key, value in state.items():
+        ptr = (value.data_ptr(), tuple(value.shape), value.dtype)
+        if ptr in seen:
+            continue  # a tied duplicate (save_pretrained leaves it out)
+        seen[ptr] = key
+        tensors[key] = value.detach().contiguous().clone()
+    config = {
+        "gguf": load_gguf_checkpoint(str(folder / name), return_tensors=False)["config"],
+        "fixes": fixes,
+        "to_dict": model.config.to_dict(),
+    }
+    # which file it came from; config.json has no quantization config
+    config["to_dict"].pop("quantization_config", None)
+    tok = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    files = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tok.save_pretrained(tmp)
+        for f in sorted(os.listdir(tmp)):
+            text = (Path(tmp) / f).read_text()
+            files[f] = json.loads(text) if f.endswith(".json") else text
+    cases = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tok.save_pretrained(tmp)
+        again = transformers.AutoTokenizer.from_pretrained(tmp)
+    for text in TESTS:
+        if again(text)["input_ids"] != tok(text)["input_ids"] or again.decode(tok(text)["input_ids"]) != tok.decode(
+            tok(text)["input_ids"]
+        ):
+            print(f"  ! {name}: the saved tokenizer does not encode/decode {text!r} as the GGUF one does")
+        ids = tok(text)["input_ids"]
+        plain = tok(text, add_special_tokens=False)["input_ids"]
+        cases.append({
+            "text": text,
+            "ids": ids,
+            "ids_no_special": plain,
+            "decoded": tok.decode(ids),
+            "decoded_skip_special": tok.decode(ids, skip_special_tokens=True),
+        })
+    return tensors, config, {"class": type(tok).__name__, "files": files, "cases": cases}
+
+
+def check_against_original(model, tensors, name):
+    """Each reference tensor is the original weight, up to the GGUF type's rounding: a
+    transformers loader that puts a tensor in the wrong place or layout shows here."""
+    original = model.state_dict()
+    tol = 0.1 if "q4" in name else 0.05 if ("q6" in name or "q8" in name) else 0.02
+    for key, value in tensors.items():
+        if key not in original:
+            print(f"  ! {name}: {key} is not in the HF model")
+            continue
+        want = original[key].float()
+        if tuple(want.shape) != tuple(value.shape):
+            print(f"  ! {name}: {key} has shape {tuple(value.shape)}, the HF model {tuple(want.shape)}")
+            continue
+        err = (value.float() - want).abs().max().item() / max(want.abs().max().item(), 1e-6)
+        if err > tol:
+            print(f"  ! {name}: {key} differs from the original weight (relative error {err:.3g})")
+    missing = set(original) - set(tensors)
+    tied = {k for k in missing if k == "lm_head.weight" and model.config.tie_word_embeddings}
+    if missing - tied:
+        print(f"  ! {name}: missing {sorted(missing - tied)}")
+
+
+def canonical(value):
+    return json.dumps(value, sort_keys=True, indent=1, ensure_ascii=False, default=str) + "\n"
+
+
+def make(arch: str):
+    builder, pre, types = ARCHS[arch]
+    print(arch)
+    with tempfile.TemporaryDirectory() as tmp:
+        hf = Path(tmp) / "hf"
+        seed(1234)
+        model = builder(hf)
+        randomize(model, 99)
+        model.save_pretrained(hf)
+        model.config.save_pretrained(hf)
+        made = []
+        f16 = Path(tmp) / f"{arch}-f16.gguf"
+        convert(hf, pre, "f16", f16)
+        for ty in types:
+            out = OUT / f"{arch}-{ty}.gguf"
+            if ty in ("q4_k", "q6_k"):
+                if not quantize(f16, ty, out):
+                    continue
+            elif ty == "f16":
+                shutil.copy(f16, out)
+            else:
+                convert(hf, pre, ty, out)
+            made.append(out.name)
+        config_ref = tok_ref = None
+        for name in made:
+            tensors, config, tokref = references(OUT, name, arch)
+            save_file(tensors, str(OUT / name.replace(".gguf", ".expected.safetensors")), metadata={"format": "pt"})
+            if config_ref is None:
+                config_ref, tok_ref = config, tokref
+            else:
+                assert canonical(config) == canonical(config_ref), f"{name}: config differs between types"
+                assert canonical(tokref) == canonical(tok_ref), f"{name}: tokenizer differs between types"
+            print(f"  {name}: {len(tensors)} tensors")
+            check_against_original(model, tensors, name)
+        (OUT / f"{arch}.config.json").write_text(canonical(config_ref))
+        (OUT / f"{arch}.tokenizer.json").write_text(canonical(tok_ref))
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    archs = sys.argv[1:] or list(ARCHS)
+    for arch in archs:
+        make(arch)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,416 @@
+//! `config.json` from GGUF metadata, as transformers' GGUF loader derives it.
+//!
+//! This follows `load_gguf_checkpoint` (transformers 5.24,
+//! `modeling_gguf_pytorch_utils.py`) and its table `GGUF_CONFIG_MAPPING`
+//! (`integrations/ggml.py`), quirks included, then adds what the Hugging
+//! Face class needs and the loader leaves out (each listed in docs/GGUF.md,
+//! "As a Hugging Face model"):
+//! - `architectures` (the loader sets none; `AutoModelForCausalLM` does not
+//!   need it, pipelines and other loaders do);
+//! - qwen3: `head_dim` from `attention.key_length` (the loader's table has
+//!   no such entry, so Qwen3Config's default 128 applies and any model whose
+//!   head_dim is not 128 gets modules of the wrong size);
+//! - qwen3_moe, qwen2_moe: `moe_intermediate_size` (and qwen2_moe's
+//!   `shared_expert_intermediate_size`) from `expert_feed_forward_length`
+//!   (`expert_shared_feed_forward_length`), which the loader's tables lack;
+//! - gpt2: `n_positions` and `n_inner` (the loader writes `n_ctx` and
+//!   `feed_forward_length`, which GPT2Config does not read).
+//!
+//! `_model_name_or_path` (from `general.name`) is left out: it names where a
+//! model was loaded from, not what it is.
+
+use serde_json::{Map, Value};
+
+/// One architecture: its name after the loader's renames, the HF class, and
+/// `(GGUF key under "<arch>.", HF config key)` pairs (`None`: read and
+/// dropped, as the loader does).
+pub struct Family {
+    pub arch: &'static str,
+    pub class: &'static str,
+    pub keys: &'static [(&'static str, Option<&'static str>)],
+}
+
+const DECODER: &[(&str, Option<&str>)] = &[
+    ("context_length", Some("max_position_embeddings")),
+    ("block_count", Some("num_hidden_layers")),
+    ("feed_forward_length", Some("intermediate_size")),
+    ("embedding_length", Some("hidden_size")),
+    ("rope.dimension_count", None),
+    ("rope.freq_base", Some("rope_theta")),
+    ("attention.head_count", Some("num_attention_heads")),
+    ("attention.head_count_kv", Some("num_key_value_heads")),
+    ("attention.layer_norm_rms_epsilon", Some("rms_norm_eps")),
+    ("vocab_size", Some("vocab_size")),
+];
+
+const LLAMA: &[(&str, Option<&str>)] = &[
+    ("context_length", Some("max_position_embeddings")),
+    ("block_count", Some("num_hidden_layers")),
+    ("feed_forward_length", Some("intermediate_size")),
+    ("embedding_length", Some("hidden_size")),
+    ("rope.dimension_count", Some("head_dim")),
+    ("rope.freq_base", Some("rope_theta")),
+    ("attention.head_count", Some("num_attention_heads")),
+    ("attention.head_count_kv", Some("num_key_value_heads")),
+    ("attention.layer_norm_rms_epsilon", Some("rms_norm_eps")),
+    ("vocab_size", Some("vocab_size")),
+];
+
+const MOE: &[(&str, Option<&str>)] = &[
+    ("context_length", Some("max_position_embeddings")),
+    ("block_count", Some("num_hidden_layers")),
+    ("feed_forward_length", Some("intermediate_size")),
+    ("embedding_length", Some("hidden_size")),
+    ("rope.dimension_count", None),
+    ("rope.freq_base", Some("rope_theta")),
+    ("attention.head_count", Some("num_attention_heads")),
+    ("attention.head_count_kv", Some("num_key_value_heads")),
+    ("attention.layer_norm_rms_epsilon", Some("rms_norm_eps")),
+    ("vocab_size", Some("vocab_size")),
+    ("expert_count", Some("num_experts")),
+    ("expert_used_count", Some("num_experts_per_tok")),
+];
+
+const QWEN3_MOE: &[(&str, Option<&str>)] = &[
+    ("context_length", Some("max_position_embeddings")),
+    ("block_count", Some("num_hidden_layers")),
+    ("feed_forward_length", Some("intermediate_size")),
+    ("embedding_length", Some("hidden_size")),
+    ("rope.dimension_count", None),
+    ("rope.freq_base", Some("rope_theta")),
+    ("attention.key_length", Some("head_dim")),
+    ("attention.head_count", Some("num_attention_heads")),
+    ("attention.head_count_kv", Some("num_key_value_heads")),
+    ("attention.layer_norm_rms_epsilon", Some("rms_norm_eps")),
+    ("vocab_size", Some("vocab_size")),
+    ("expert_count", Some("num_experts")),
+    ("expert_used_count", Some("num_experts_per_tok")),
+];
+
+const GEMMA: &[(&str, Option<&str>)] = &[
+    ("context_length", Some("max_position_embeddings")),
+    ("block_count", Some("num_hidden_layers")),
+    ("feed_forward_length", Some("intermediate_size")),
+    ("embedding_length", Some("hidden_size")),
+    ("rope.dimension_count", None),
+    ("rope.freq_base", Some("rope_theta")),
+    ("attention.key_length", Some("head_dim")),
+    ("attention.head_count", Some("num_attention_heads")),
+    ("attention.head_count_kv", Some("num_key_value_heads")),
+    ("attention.layer_norm_rms_epsilon", Some("rms_norm_eps")),
+    ("attention.sliding_window", Some("sliding_window")),
+    ("vocab_size", Some("vocab_size")),
+];
+
+const GPT_OSS: &[(&str, Option<&str>)] = &[
+    ("context_length", Some("max_position_embeddings")),
+    ("block_count", Some("num_hidden_layers")),
+    ("feed_forward_length", Some("intermediate_size")),
+    ("embedding_length", Some("hidden_size")),
+    ("rope.dimension_count", None),
+    ("rope.freq_base", Some("rope_theta")),
+    ("attention.head_count", Some("num_attention_heads")),
+    ("attention.head_count_kv", Some("num_key_value_heads")),
+    ("attention.layer_norm_rms_epsilon", Some("rms_norm_eps")),
+    ("vocab_size", Some("vocab_size")),
+    ("expert_count", Some("num_local_experts")),
+    ("expert_used_count", Some("num_experts_per_tok")),
+    ("sliding_window", Some("sliding_window")),
+];
+
+const STABLELM: &[(&str, Option<&str>)] = &[
+    ("context_length", Some("max_position_embeddings")),
+    ("block_count", Some("num_hidden_layers")),
+    ("feed_forward_length", Some("intermediate_size")),
+    ("embedding_length", Some("hidden_size")),
+    ("rope.dimension_count", None),
+    ("attention.head_count", Some("num_attention_heads")),
+    ("attention.head_count_kv", Some("num_key_value_heads")),
+    ("attention.layer_norm_epsilon", Some("layer_norm_eps")),
+    ("vocab_size", Some("vocab_size")),
+];
+
+const GPT2: &[(&str, Option<&str>)] = &[
+    ("block_count", Some("n_layer")),
+    ("context_length", Some("n_ctx")),
+    ("embedding_length", Some("n_embd")),
+    ("feed_forward_length", Some("feed_forward_length")),
+    ("attention.head_count", Some("n_head")),
+    ("attention.layer_norm_epsilon", Some("layer_norm_epsilon")),
+];
+
+const STARCODER2: &[(&str, Option<&str>)] = &[
+    ("block_count", Some("num_hidden_layers")),
+    ("context_length", Some("max_position_embeddings")),
+    ("embedding_length", Some("hidden_size")),
+    ("feed_forward_length", Some("intermediate_size")),
+    ("attention.head_count", Some("num_attention_heads")),
+    ("attention.head_count_kv", Some("num_key_value_heads")),
+    ("attention.layer_norm_epsilon", Some("norm_epsilon")),
+];
+
+const NEMOTRON: &[(&str, Option<&str>)] = &[
+    ("context_length", Some("max_position_embeddings")),
+    ("block_count", Some("num_hidden_layers")),
+    ("feed_forward_length", Some("intermediate_size")),
+    ("embedding_length", Some("hidden_size")),
+    ("rope.dimension_count", None),
+    ("rope.freq_base", Some("rope_theta")),
+    ("attention.head_count", Some("num_attention_heads")),
+    ("attention.head_count_kv", Some("num_key_value_heads")),
+    ("attention.layer_norm_rms_epsilon", Some("norm_eps")),
+    ("vocab_size", Some("vocab_size")),
+];
+
+/// The architectures transformers' GGUF loader takes, by name after its
+/// renames (`qwen2moe` -> `qwen2_moe`, ...).
+pub const FAMILIES: &[Family] = &[
+    Family {
+        arch: "llama",
+        class: "LlamaForCausalLM",
+        keys: LLAMA,
+    },
+    Family {
+        arch: "mistral",
+        class: "MistralForCausalLM",
+        keys: LLAMA,
+    },
+    Family {
+        arch: "qwen2",
+        class: "Qwen2ForCausalLM",
+        keys: DECODER,
+    },
+    Family {
+        arch: "qwen2_moe",
+        class: "Qwen2MoeForCausalLM",
+        keys: MOE,
+    },
+    Family {
+        arch: "qwen3",
+        class: "Qwen3ForCausalLM",
+        keys: DECODER,
+    },
+    Family {
+        arch: "qwen3_moe",
+        class: "Qwen3MoeForCausalLM",
+        keys: QWEN3_MOE,
+    },
+    Family {
+        arch: "falcon",
+        class: "FalconForCausalLM",
+        keys: DECODER,
+    },
+    Family {
+        arch: "phi3",
+        class: "Phi3ForCausalLM",
+        keys: DECODER,
+    },
+    Family {
+        arch: "stablelm",
+        class: "StableLmForCausalLM",
+        keys: STABLELM,
+    },
+    Family {
+        arch: "gpt2",
+        class: "GPT2LMHeadModel",
+        keys: GPT2,
+    },
+    Family {
+        arch: "starcoder2",
+        class: "Starcoder2ForCausalLM",
+        keys: STARCODER2,
+    },
+    Family {
+        arch: "nemotron",
+        class: "NemotronForCausalLM",
+        keys: NEMOTRON,
+    },
+    Family {
+        arch: "gemma2",
+        class: "Gemma2ForCausalLM",
+        keys: GEMMA,
+    },
+    Family {
+        arch: "gemma3",
+        class: "Gemma3ForCausalLM",
+        keys: GEMMA,
+    },
+    Family {
+        arch: "gpt_oss",
+        class: "GptOssForCausalLM",
+        keys: GPT_OSS,
+    },
+];
+
+/// `tokenizer.` keys that go into the config.
+const TOKENIZER_KEYS: &[(&str, &str)] = &[
+    ("ggml.bos_token_id", "bos_token_id"),
+    ("ggml.eos_token_id", "eos_token_id"),
+    ("ggml.unknown_token_id", "unk_token_id"),
+    ("ggml.padding_token_id", "pad_token_id"),
+];
+
+/// The GGUF `general.architecture` and the loader's name for it.
+pub fn architecture(meta: &Map<String, Value>) -> Result<(String, String), String> {
+    let arch = match meta.get("general.architecture") {
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => return Err(format!("general.architecture is {v}, not a string")),
+        None => return Err("no general.architecture in the GGUF metadata".into()),
+    };
+    // The loader tests `"mistral" in model_name` where model_name is the
+    // one-element list [general.name]: list membership, so only a name of
+    // exactly "mistral" counts.
+    let name_is_mistral = meta.get("general.name").and_then(Value::as_str) == Some("mistral");
+    let updated = if arch.contains("llama") && name_is_mistral {
+        "mistral".to_string()
+    } else if arch.contains("qwen2moe") {
+        "qwen2_moe".to_string()
+    } else if arch.contains("gpt_oss") || arch.contains("gpt-oss") {
+        "gpt_oss".to_string()
+    } else if arch.contains("qwen3moe") {
+        "qwen3_moe".to_string()
+    } else {
+        arch.clone()
+    };
+    Ok((arch, updated))
+}
+
+pub fn family(updated: &str) -> Option<&'static Family> {
+    FAMILIES.iter().find(|f| f.arch == updated)
+}
+
+/// A metadata value as the loader reads it: a one-element array becomes its
+/// element; floats are GGUF f32 widened to f64 (llama.cpp writes every float
+/// key as f32, and gyrofs's metadata JSON holds the shortest decimal of the
+/// f32); strings get the architecture renamed.
+fn loader_value(v: &Value, arch: &str, updated: &str) -> Value {
+    match v {
+        Value::Array(a) if a.len() == 1 => loader_value(&a[0], arch, updated),
+        Value::Array(a) => Value::Array(a.iter().map(|x| loader_value(x, arch, updated)).collect()),
+        Value::String(s) => Value::String(s.replace(arch, updated)),
+        Value::Number(n) if !(n.is_i64() || n.is_u64()) => match n.as_f64() {
+            Some(f) => {
+                serde_json::Number::from_f64(f as f32 as f64).map_or(Value::Null, Value::Number)
+            }
+            None => v.clone(),
+        },
+        _ => v.clone(),
+    }
+}
+
+/// The config transformers derives, with gyrofs's additions (module doc).
+pub fn config(
+    meta: &Map<String, Value>,
+    tensor_names: &[&str],
+) -> Result<(Map<String, Value>, &'static Family), String> {
+    let (arch, updated) = architecture(meta)?;
+    let family = family(&updated).ok_or_else(|| {
+        format!("GGUF architecture '{arch}': transformers cannot load it from GGUF (not in GGUF_CONFIG_MAPPING)")
+    })?;
+    let mut c = Map::new();
+    if arch.contains("stablelm") {
+        let qkv_bias = tensor_names.iter().any(|n| {
+            ["attn_q.bias", "attn_k.bias", "attn_v.bias"]
+                .iter()
+                .any(|b| n.contains(b))
+        });
+        let ffn_norm = tensor_names.iter().any(|n| n.contains("ffn_norm"));
+        c.insert("use_qkv_bias".into(), qkv_bias.into());
+        c.insert("use_parallel_residual".into(), (!ffn_norm).into());
+    }
+    let tied = !tensor_names.contains(&"output.weight") || arch == "falcon" || arch == "bloom";
+    c.insert("tie_word_embeddings".into(), tied.into());
+    if updated == "qwen3_moe" {
+        c.insert("norm_topk_prob".into(), true.into());
+    }
+    for (key, value) in meta {
+        let key = key.replace(&arch, &updated);
+        let Some((prefix, rest)) = key.split_once('.') else {
+            continue;
+        };
+        let value = loader_value(value, &arch, &updated);
+        let target = if prefix == "general" {
+            match rest {
+                "architecture" => Some("model_type"),
+                _ => None,
+            }
+        } else if prefix == "tokenizer" {
+            TOKENIZER_KEYS
+                .iter()
+                .find(|(k, _)| *k == rest)
+                .map(|(_, h)| *h)
+        } else if prefix == updated {
+            family
+                .keys
+                .iter()
+                .find(|(k, _)| *k == rest)
+                .and_then(|(_, h)| *h)
+        } else {
+            None
+        };
+        if let Some(target) = target {
+            c.insert(target.into(), value);
+        }
+    }
+    if c.get("model_type").and_then(Value::as_str) == Some("gemma3") {
+        c.insert("model_type".into(), "gemma3_text".into());
+    }
+    if !c.contains_key("vocab_size")
+        && let Some(Value::Array(tokens)) = meta.get("tokenizer.ggml.tokens")
+    {
+        c.insert("vocab_size".into(), tokens.len().into());
+    }
+    // gyrofs's additions
+    match updated.as_str() {
+        "qwen3" => {
+            if let Some(v) = meta.get("qwen3.attention.key_length") {
+                c.insert("head_dim".into(), loader_value(v, &arch, &updated));
+            }
+        }
+        "qwen3_moe" | "qwen2_moe" => {
+            // the loader's tables omit the expert sizes: the class defaults
+            // (768, 5632) apply and the experts get the wrong shapes
+            let moe = if updated == "qwen3_moe" {
+                "qwen3moe"
+            } else {
+                "qwen2moe"
+            };
+            let keys = [
+                ("expert_feed_forward_length", "moe_intermediate_size"),
+                (
+                    "expert_shared_feed_forward_length",
+                    "shared_expert_intermediate_size",
+                ),
+            ];
+            for (gguf, hf) in keys {
+                if let Some(v) = meta.get(&format!("{moe}.{gguf}")) {
+                    c.insert(hf.into(), loader_value(v, &arch, &updated));
+                }
+            }
+        }
+        "gpt2" => {
+            if let Some(v) = meta.get("gpt2.context_length") {
+                c.insert("n_positions".into(), loader_value(v, &arch, &updated));
+            }
+            if let Some(v) = meta.get("gpt2.feed_forward_length") {
+                c.insert("n_inner".into(), loader_value(v, &arch, &updated));
+            }
+        }
+        _ => {}
+    }
+    c.insert(
+        "architectures".into(),
+        Value::Array(vec![family.class.into()]),
+    );
+    Ok((c, family))
+}
+
+/// A non-negative integer config value.
+pub fn get_u64(c: &Map<String, Value>, key: &str) -> Result<u64, String> {
+    match c.get(key) {
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| format!("config {key} is {v}, not a non-negative integer")),
+        None => Err(format!("the GGUF metadata gives no {key}")),
+    }
+}

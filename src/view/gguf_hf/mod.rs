@@ -1,0 +1,314 @@
+//! GGUF models as Hugging Face model folders: the mapping.
+//!
+//! The third family mapping beside `gpt_oss` and `nanogpt`: pure functions
+//! from a GGUF source's metadata and tensor list to the Hugging Face model it
+//! is ([`HfModel`]: `config.json`, tokenizer files, state-dict names, shapes
+//! and the [`Op`] that computes each tensor from GGUF tensors), the way
+//! transformers' own GGUF loader (`from_pretrained(dir, gguf_file=...)`,
+//! transformers 5.24) reads it. Where that loader is wrong for an
+//! architecture, the result is what the Hugging Face model class expects
+//! (docs/GGUF.md, "As a Hugging Face model", lists each place).
+//!
+//! Data, not code per architecture: `config` holds the metadata-key tables,
+//! `tensors` the name tables with a [`tensors::Rule`] per row, `tokenizer`
+//! the tokenizer families. No I/O, no tensor bytes: the view decides what to
+//! compute, [`Op::apply`] is the reference for how.
+
+pub mod config;
+pub mod ops;
+pub mod tensors;
+pub mod tokenizer;
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+
+use crate::quant::ggml::{GgmlType, can_dequantize};
+pub use ops::{Input, Op};
+use tensors::Rule;
+
+/// One GGUF tensor as the mapping needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GgufTensorInfo {
+    pub name: String,
+    /// Logical shape, numpy order (the reverse of ggml's `ne`).
+    pub shape: Vec<u64>,
+    pub ty: GgmlType,
+}
+
+/// The Hugging Face model a GGUF source is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HfModel {
+    /// `config.json` without dtype keys (the view adds them).
+    pub config: Value,
+    /// `generation_config.json`, where the metadata gives token ids.
+    pub generation_config: Option<Value>,
+    /// Tokenizer files (`tokenizer.json`, `tokenizer_config.json`,
+    /// `chat_template.jinja` where there is a template), as text.
+    pub files: Vec<(String, String)>,
+    /// The state dict: GGUF order, a concatenation at its first source.
+    pub tensors: Vec<HfTensor>,
+    /// What was left out or decided, one line each.
+    pub notes: Vec<String>,
+}
+
+/// One tensor of the state dict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HfTensor {
+    pub name: String,
+    pub shape: Vec<u64>,
+    pub op: Op,
+}
+
+/// The Hugging Face model a GGUF source is, or why not (one line).
+pub fn map(metadata: &Value, tensors: &[GgufTensorInfo]) -> Result<HfModel, String> {
+    let meta = metadata
+        .as_object()
+        .ok_or("the GGUF metadata is not a JSON object")?;
+    let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+    let (config, family) = config::config(meta, &names)?;
+    let (arch, updated) = config::architecture(meta)?;
+    let table = tensors::table(&updated).ok_or_else(|| {
+        format!("GGUF architecture '{arch}': gyrofs has no tensor name table for it yet")
+    })?;
+    let mut notes = Vec::new();
+
+    let by_name: HashMap<&str, &GgufTensorInfo> =
+        tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+    let n_head = || config::get_u64(&config, "num_attention_heads");
+    let n_kv = || match config.get("num_key_value_heads") {
+        Some(_) => config::get_u64(&config, "num_key_value_heads"),
+        None => n_head(),
+    };
+    // the permutation is undone for the GGUF architecture "llama" only, as
+    // transformers' TENSOR_PROCESSORS is keyed (mistral files say "llama")
+    let unpermute = arch == "llama";
+
+    let mut out: Vec<HfTensor> = Vec::new();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for t in tensors {
+        let Some((hf, rule)) = tensors::lookup(table, &t.name) else {
+            notes.push(format!(
+                "GGUF tensor '{}' has no Hugging Face counterpart: left out (as transformers does)",
+                t.name
+            ));
+            continue;
+        };
+        let weight = t.name.ends_with(".weight");
+        let source = t.name.clone();
+        let (op, shape) = match rule {
+            Rule::Same => (Op::Same { source }, t.shape.clone()),
+            Rule::UnpermuteQ | Rule::UnpermuteK if unpermute => {
+                let n = if rule == Rule::UnpermuteQ {
+                    n_head()?
+                } else {
+                    n_kv()?
+                };
+                (Op::UnpermuteRows { source, n_head: n }, t.shape.clone())
+            }
+            Rule::UnpermuteQ | Rule::UnpermuteK => (Op::Same { source }, t.shape.clone()),
+            Rule::MinusOne if weight => (
+                Op::AddScalar {
+                    source,
+                    value: -1.0,
+                },
+                t.shape.clone(),
+            ),
+            Rule::MinusOne => (Op::Same { source }, t.shape.clone()),
+            Rule::TransposeWeight if weight => (Op::Transpose { source }, t.shape.clone()),
+            Rule::TransposeWeight => (Op::Same { source }, t.shape.clone()),
+            Rule::ExpertsUp => {
+                let gate = t.name.replace(".ffn_up_exps.", ".ffn_gate_exps.");
+                if !by_name.contains_key(gate.as_str()) {
+                    return Err(format!("{} has no matching {gate}", t.name));
+                }
+                continue;
+            }
+            Rule::ExpertsGate => {
+                let up = t.name.replace(".ffn_gate_exps.", ".ffn_up_exps.");
+                if !by_name.contains_key(up.as_str()) {
+                    return Err(format!("{} has no matching {up}", t.name));
+                }
+                (
+                    Op::Concat {
+                        sources: vec![source, up],
+                        axis: 1,
+                    },
+                    t.shape.clone(),
+                )
+            }
+            Rule::AddLeadingAxis if t.shape.len() == 1 => {
+                (Op::Same { source }, [&[1], &t.shape[..]].concat())
+            }
+            Rule::AddLeadingAxis => (Op::Same { source }, t.shape.clone()),
+        };
+        // shapes and types of every source
+        let mut shapes = Vec::new();
+        for s in op.sources() {
+            let info = by_name
+                .get(s)
+                .ok_or_else(|| format!("no GGUF tensor '{s}'"))?;
+            if !can_dequantize(info.ty) {
+                return Err(format!(
+                    "GGUF tensor '{s}' has ggml type {}, which gyrofs cannot convert to BF16",
+                    info.ty.name()
+                ));
+            }
+            shapes.push(info.shape.as_slice());
+        }
+        let computed = op
+            .out_shape(&shapes)
+            .map_err(|e| format!("{hf} (from {}): {e}", t.name))?;
+        let shape = if matches!(op, Op::Same { .. }) {
+            shape
+        } else {
+            computed
+        };
+        if let Some(prev) = seen.insert(hf.clone(), t.name.clone()) {
+            return Err(format!(
+                "GGUF tensors '{prev}' and '{}' both map to {hf}",
+                t.name
+            ));
+        }
+        out.push(HfTensor {
+            name: hf,
+            shape,
+            op,
+        });
+    }
+    if config.get("tie_word_embeddings") == Some(&Value::Bool(true))
+        && !names.contains(&"output.weight")
+    {
+        notes.push(
+            "no output.weight: lm_head is tied to the token embedding (tie_word_embeddings)".into(),
+        );
+    }
+
+    let files = tokenizer::files(meta, &updated, &arch)?;
+    let generation_config = generation_config(&config);
+    let _ = family;
+    Ok(HfModel {
+        config: Value::Object(config),
+        generation_config,
+        files,
+        tensors: out,
+        notes,
+    })
+}
+
+/// `generation_config.json` from the token ids the config has, if any.
+fn generation_config(config: &Map<String, Value>) -> Option<Value> {
+    let mut g = Map::new();
+    for key in ["bos_token_id", "eos_token_id", "pad_token_id"] {
+        if let Some(v) = config.get(key) {
+            g.insert(key.into(), v.clone());
+        }
+    }
+    (!g.is_empty()).then_some(Value::Object(g))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn t(name: &str, shape: &[u64]) -> GgufTensorInfo {
+        GgufTensorInfo {
+            name: name.into(),
+            shape: shape.to_vec(),
+            ty: GgmlType::F32,
+        }
+    }
+
+    fn llama_meta() -> Value {
+        json!({
+            "general.architecture": "llama",
+            "llama.attention.head_count": 2, "llama.attention.head_count_kv": 1,
+            "llama.embedding_length": 8, "llama.block_count": 1,
+            "llama.attention.layer_norm_rms_epsilon": 0.00001,
+            "tokenizer.ggml.model": "llama",
+            "tokenizer.ggml.tokens": ["<unk>", "<s>", "</s>", "a", "b", "ab"],
+            "tokenizer.ggml.scores": [0.0, 0.0, 0.0, -1.0, -2.0, -0.5],
+            "tokenizer.ggml.token_type": [2, 3, 3, 1, 1, 1],
+            "tokenizer.ggml.bos_token_id": 1,
+        })
+    }
+
+    #[test]
+    fn small_llama() {
+        let tensors = [
+            t("token_embd.weight", &[6, 8]),
+            t("blk.0.attn_q.weight", &[8, 8]),
+            t("blk.0.attn_k.weight", &[4, 8]),
+            t("rope_freqs.weight", &[4]),
+        ];
+        let m = map(&llama_meta(), &tensors).unwrap();
+        assert_eq!(m.config["rms_norm_eps"], json!(0.00001f32 as f64));
+        assert_eq!(m.config["tie_word_embeddings"], json!(true));
+        assert_eq!(
+            m.tensors[1].op,
+            Op::UnpermuteRows {
+                source: "blk.0.attn_q.weight".into(),
+                n_head: 2
+            }
+        );
+        assert_eq!(
+            m.tensors[2].op,
+            Op::UnpermuteRows {
+                source: "blk.0.attn_k.weight".into(),
+                n_head: 1
+            }
+        );
+        assert_eq!(m.tensors.len(), 3);
+        assert!(m.notes.iter().any(|n| n.contains("rope_freqs")));
+        let tok: Value = serde_json::from_str(&m.files[0].1).unwrap();
+        assert_eq!(tok["model"]["merges"], json!([["a", "b"]]));
+    }
+
+    #[test]
+    fn hostile_metadata_is_an_error_not_a_panic() {
+        let ok = [t("token_embd.weight", &[6, 8])];
+        let cases: Vec<(Value, &str)> = vec![
+            (json!([1, 2]), "not a JSON object"),
+            (json!({}), "no general.architecture"),
+            (json!({"general.architecture": 7}), "not a string"),
+            (json!({"general.architecture": "mamba9"}), "cannot load it"),
+            (json!({"general.architecture": "t5"}), "cannot load it"),
+        ];
+        for (meta, want) in cases {
+            let e = map(&meta, &ok).unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
+        let mut bad = llama_meta();
+        bad["tokenizer.ggml.tokens"] = json!([1, 2]);
+        assert!(map(&bad, &ok).unwrap_err().contains("tokens"));
+        let mut bad = llama_meta();
+        bad["tokenizer.ggml.bos_token_id"] = json!(1u64 << 40);
+        assert!(map(&bad, &ok).unwrap_err().contains("past the"));
+        let mut bad = llama_meta();
+        bad["llama.attention.head_count"] = json!("many");
+        let q = [t("blk.0.attn_q.weight", &[8, 8])];
+        assert!(map(&bad, &q).unwrap_err().contains("num_attention_heads"));
+        let mut bad = llama_meta();
+        bad["llama.attention.head_count"] = json!(3);
+        assert!(map(&bad, &q).unwrap_err().contains("not a multiple"));
+        let mut bad = llama_meta();
+        bad["llama.attention.head_count"] = json!(0);
+        assert!(map(&bad, &q).is_err());
+        let int = [GgufTensorInfo {
+            name: "token_embd.weight".into(),
+            shape: vec![6, 8],
+            ty: GgmlType::I32,
+        }];
+        assert!(map(&llama_meta(), &int).unwrap_err().contains("I32"));
+        let moe = json!({"general.architecture": "qwen3moe", "tokenizer.ggml.model": "gpt2",
+            "tokenizer.ggml.tokens": ["a"], "tokenizer.ggml.merges": []});
+        let lone = [t("blk.0.ffn_gate_exps.weight", &[2, 4, 8])];
+        assert!(map(&moe, &lone).unwrap_err().contains("no matching"));
+        let dup = [
+            t("blk.0.ffn_gate.weight", &[2, 4]),
+            t("blk.0.ffn_gate.weight", &[2, 4]),
+        ];
+        assert!(map(&moe, &dup).unwrap_err().contains("both map"));
+    }
+}

@@ -1,0 +1,284 @@
+//! The operations that turn GGUF tensors into Hugging Face tensors, with
+//! their reference implementations.
+//!
+//! Every [`Op`] works on the float32 values of its GGUF source tensors, as
+//! `crate::quant::ggml::dequantize_f32` gives them (gguf-py's
+//! `gguf.quants.dequantize`, which is what transformers' GGUF loader calls),
+//! laid out in numpy order (row-major over the logical shape, the reverse of
+//! ggml's `ne`). Each result value is then rounded **once** to BF16
+//! (`crate::quant::bf16::from_f32`): transformers computes the transform in
+//! float32 numpy (or torch) and calls `.to(torch.bfloat16)` on the result
+//! (`load_gguf_checkpoint(..., torch_dtype=bfloat16)`), and every op below is
+//! either a pure movement of values or one f32 addition, so there is nothing
+//! else to round.
+//!
+//! [`Op::apply`] is the reference: simple, allocation-happy, used by the tests
+//! and meant to check a lazy implementation against.
+
+/// How one Hugging Face tensor is computed from GGUF tensors (named by their
+/// GGUF names). Shapes are numpy order; `out` is the Hugging Face tensor's
+/// shape ([`super::HfTensor::shape`]), whose element count always equals the
+/// op's output count.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// `out[i] = src[i]`: the values as they are, in the same order (the
+    /// shape may differ by a reshape, e.g. an added axis of 1).
+    Same { source: String },
+    /// llama.cpp's Q/K row permutation undone, exactly as transformers'
+    /// `LlamaTensorProcessor._reverse_permute_weights`:
+    /// `w.reshape(n_head, dim, 2, *rest).swapaxes(2, 1).reshape(w.shape)`
+    /// with `dim = rows / n_head / 2`. The source is `[rows, cols]` (or a
+    /// bias `[rows]`, `cols = 1`); output row `h*2*dim + j*dim + i` is
+    /// input row `h*2*dim + i*2 + j` (`h < n_head, i < dim, j < 2`). Whole
+    /// rows move: a quantized row stays one run of blocks.
+    UnpermuteRows { source: String, n_head: u64 },
+    /// `out[i] = src[i] + value`, one IEEE f32 addition, round to nearest
+    /// even (numpy `w - 1` on a float32 array is `w + (-1.0f32)`: Gemma and
+    /// Nemotron norms, stored by llama.cpp as `w + 1`).
+    AddScalar { source: String, value: f32 },
+    /// A 2-D `[rows, cols]` source transposed: `out[c][r] = src[r][c]`,
+    /// output shape `[cols, rows]` (GPT-2's Conv1D weights, which llama.cpp
+    /// stores as `nn.Linear` `[out, in]`).
+    Transpose { source: String },
+    /// Sources of equal shape except along `axis`, concatenated along it
+    /// (numpy `np.concatenate(sources, axis)`), e.g. an MoE layer's
+    /// `ffn_gate_exps` `[E, I, H]` and `ffn_up_exps` `[E, I, H]` into
+    /// `gate_up_proj` `[E, 2I, H]` (`axis = 1`).
+    Concat { sources: Vec<String>, axis: usize },
+}
+
+/// One source tensor's values for [`Op::apply`]: its numpy shape and f32
+/// values (row-major).
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub shape: &'a [u64],
+    pub values: &'a [f32],
+}
+
+impl Op {
+    /// The GGUF tensors it reads, in the order [`Op::apply`] takes them.
+    pub fn sources(&self) -> Vec<&str> {
+        match self {
+            Op::Same { source }
+            | Op::UnpermuteRows { source, .. }
+            | Op::AddScalar { source, .. }
+            | Op::Transpose { source } => vec![source.as_str()],
+            Op::Concat { sources, .. } => sources.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// A short name for the op, as a Gyro header's transform could record it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Same { .. } => "same",
+            Op::UnpermuteRows { .. } => "unpermute_rows",
+            Op::AddScalar { .. } => "add_scalar",
+            Op::Transpose { .. } => "transpose",
+            Op::Concat { .. } => "concat",
+        }
+    }
+
+    /// The output shape for sources of these shapes, or why they do not fit.
+    pub fn out_shape(&self, shapes: &[&[u64]]) -> Result<Vec<u64>, String> {
+        let one = |shapes: &[&[u64]]| -> Result<Vec<u64>, String> {
+            match shapes {
+                [s] => Ok(s.to_vec()),
+                _ => Err(format!(
+                    "{} takes one source, got {}",
+                    self.kind(),
+                    shapes.len()
+                )),
+            }
+        };
+        match self {
+            Op::Same { .. } | Op::AddScalar { .. } => one(shapes),
+            Op::UnpermuteRows { n_head, .. } => {
+                let s = one(shapes)?;
+                let rows = *s.first().ok_or("unpermute_rows of a 0-D tensor")?;
+                if s.len() > 2 {
+                    return Err(format!("unpermute_rows of a {}-D tensor", s.len()));
+                }
+                if *n_head == 0 || rows % (2 * n_head) != 0 {
+                    return Err(format!(
+                        "unpermute_rows: {rows} rows are not a multiple of 2 x {n_head} heads"
+                    ));
+                }
+                Ok(s)
+            }
+            Op::Transpose { .. } => match one(shapes)?[..] {
+                [r, c] => Ok(vec![c, r]),
+                ref s => Err(format!("transpose of a {}-D tensor", s.len())),
+            },
+            Op::Concat { axis, .. } => {
+                let first = shapes.first().ok_or("concat of no tensors")?;
+                if *axis >= first.len() {
+                    return Err(format!(
+                        "concat along axis {axis} of {}-D tensors",
+                        first.len()
+                    ));
+                }
+                let mut out = first.to_vec();
+                out[*axis] = 0;
+                for s in shapes {
+                    let same_rank = s.len() == first.len();
+                    if !same_rank
+                        || s.iter()
+                            .zip(first.iter())
+                            .enumerate()
+                            .any(|(d, (a, b))| d != *axis && a != b)
+                    {
+                        return Err(format!(
+                            "concat along axis {axis}: shapes {first:?} and {s:?} differ"
+                        ));
+                    }
+                    out[*axis] = out[*axis]
+                        .checked_add(s[*axis])
+                        .ok_or("concat: size overflow")?;
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// The reference: the op's f32 output (row-major over the output shape)
+    /// for these inputs, in [`Op::sources`] order. Round each value with
+    /// `bf16::from_f32` to get the Hugging Face tensor.
+    pub fn apply(&self, inputs: &[Input]) -> Result<Vec<f32>, String> {
+        let shapes: Vec<&[u64]> = inputs.iter().map(|i| i.shape).collect();
+        self.out_shape(&shapes)?;
+        for i in inputs {
+            let n = i.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+            if n != Some(i.values.len() as u64) {
+                return Err(format!(
+                    "input of shape {:?} has {} values",
+                    i.shape,
+                    i.values.len()
+                ));
+            }
+        }
+        Ok(match self {
+            Op::Same { .. } => inputs[0].values.to_vec(),
+            Op::AddScalar { value, .. } => inputs[0].values.iter().map(|&x| x + value).collect(),
+            Op::UnpermuteRows { n_head, .. } => {
+                let Input { shape, values } = inputs[0];
+                let rows = shape[0] as usize;
+                let cols = values.len().checked_div(rows).unwrap_or(0);
+                let n_head = *n_head as usize;
+                let dim = rows / n_head / 2;
+                let mut out = Vec::with_capacity(values.len());
+                for r_out in 0..rows {
+                    let r_in = unpermuted_source_row(r_out, dim);
+                    out.extend_from_slice(&values[r_in * cols..(r_in + 1) * cols]);
+                }
+                out
+            }
+            Op::Transpose { .. } => {
+                let Input { shape, values } = inputs[0];
+                let (rows, cols) = (shape[0] as usize, shape[1] as usize);
+                let mut out = Vec::with_capacity(values.len());
+                for c in 0..cols {
+                    for r in 0..rows {
+                        out.push(values[r * cols + c]);
+                    }
+                }
+                out
+            }
+            Op::Concat { axis, .. } => {
+                // outer = product of dims before axis; each source contributes
+                // a run of shape[axis] * inner values per outer index.
+                let outer: u64 = inputs[0].shape[..*axis].iter().product();
+                let mut out = Vec::new();
+                for o in 0..outer as usize {
+                    for i in inputs {
+                        let run = i.shape[*axis..].iter().product::<u64>() as usize;
+                        out.extend_from_slice(&i.values[o * run..(o + 1) * run]);
+                    }
+                }
+                out
+            }
+        })
+    }
+}
+
+/// For [`Op::UnpermuteRows`] with `dim = rows / n_head / 2`: the input row
+/// that output row `r_out` comes from.
+pub fn unpermuted_source_row(r_out: usize, dim: usize) -> usize {
+    let per_head = 2 * dim;
+    let (h, within) = (r_out / per_head, r_out % per_head);
+    let (j, i) = (within / dim, within % dim);
+    h * per_head + i * 2 + j
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input<'a>(shape: &'a [u64], values: &'a [f32]) -> Input<'a> {
+        Input { shape, values }
+    }
+
+    #[test]
+    fn unpermute_matches_numpy() {
+        // numpy: np.arange(8).reshape(2 heads, dim 2, 2).swapaxes(2, 1).reshape(8)
+        // = [0, 2, 1, 3, 4, 6, 5, 7]
+        let v: Vec<f32> = (0..8).map(|x| x as f32).collect();
+        let op = Op::UnpermuteRows {
+            source: "q".into(),
+            n_head: 2,
+        };
+        let out = op.apply(&[input(&[8], &v)]).unwrap();
+        assert_eq!(out, vec![0., 2., 1., 3., 4., 6., 5., 7.]);
+        // rows of 2 columns move whole
+        let v: Vec<f32> = (0..8).map(|x| x as f32).collect();
+        let op = Op::UnpermuteRows {
+            source: "q".into(),
+            n_head: 1,
+        };
+        let out = op.apply(&[input(&[4, 2], &v)]).unwrap();
+        assert_eq!(out, vec![0., 1., 4., 5., 2., 3., 6., 7.]);
+        assert!(op.apply(&[input(&[3, 2], &v[..6])]).is_err());
+        let zero = Op::UnpermuteRows {
+            source: "q".into(),
+            n_head: 0,
+        };
+        assert!(zero.apply(&[input(&[4, 2], &v)]).is_err());
+    }
+
+    #[test]
+    fn transpose_concat_add() {
+        let v: Vec<f32> = (0..6).map(|x| x as f32).collect();
+        let t = Op::Transpose { source: "a".into() };
+        assert_eq!(
+            t.apply(&[input(&[2, 3], &v)]).unwrap(),
+            vec![0., 3., 1., 4., 2., 5.]
+        );
+        assert_eq!(t.out_shape(&[&[2, 3]]).unwrap(), vec![3, 2]);
+        let c = Op::Concat {
+            sources: vec!["a".into(), "b".into()],
+            axis: 1,
+        };
+        let w: Vec<f32> = (10..16).map(|x| x as f32).collect();
+        // [2, 1, 3] + [2, 1, 3] along 1 -> [2, 2, 3]
+        let out = c
+            .apply(&[input(&[2, 1, 3], &v), input(&[2, 1, 3], &w)])
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![0., 1., 2., 10., 11., 12., 3., 4., 5., 13., 14., 15.]
+        );
+        assert_eq!(
+            c.out_shape(&[&[2, 1, 3], &[2, 1, 3]]).unwrap(),
+            vec![2, 2, 3]
+        );
+        assert!(c.out_shape(&[&[2, 1, 3], &[2, 1, 4]]).is_err());
+        let a = Op::AddScalar {
+            source: "n".into(),
+            value: -1.0,
+        };
+        assert_eq!(
+            a.apply(&[input(&[2], &[1.5, 0.25])]).unwrap(),
+            vec![0.5, -0.75]
+        );
+        assert!(a.apply(&[input(&[3], &[1.5, 0.25])]).is_err());
+    }
+}

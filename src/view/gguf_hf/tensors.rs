@@ -1,0 +1,447 @@
+//! GGUF tensor names -> Hugging Face state-dict names, one table per family.
+//!
+//! The tables are the inverse of what transformers' GGUF loader looks up
+//! (`get_gguf_hf_weights_map`: gguf-py's `get_tensor_name_map(arch)` run over
+//! the HF model's own state dict) for the modules each family has. Rows name
+//! a module without its `.weight` / `.bias` leaf, which carries over.
+//! `{N}` is the block number; an HF name ending in `$` is a parameter
+//! without a leaf (the fused MoE experts: `mlp.experts.gate_up_proj`), taken
+//! from the GGUF `.weight` tensor. What a row's tensor undergoes besides the
+//! rename is its [`Rule`].
+
+/// What happens to a matched tensor besides the rename.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Values as they are.
+    Same,
+    /// llama.cpp's Q permutation undone with `num_attention_heads` (llama).
+    UnpermuteQ,
+    /// llama.cpp's K permutation undone with `num_key_value_heads` (llama).
+    UnpermuteK,
+    /// `w - 1` (norms llama.cpp stores as `w + 1`: gemma2, gemma3, nemotron).
+    MinusOne,
+    /// `.weight` transposed (GPT-2 Conv1D); `.bias` as it is.
+    TransposeWeight,
+    /// First half of `gate_up_proj`: concatenated with the matching
+    /// `ffn_up_exps` along axis 1 (qwen2_moe, qwen3_moe).
+    ExpertsGate,
+    /// Second half of `gate_up_proj` (consumed by [`Rule::ExpertsGate`]).
+    ExpertsUp,
+    /// A `[n]` vector as `[1, n]` (qwen2_moe's `shared_expert_gate`).
+    AddLeadingAxis,
+}
+
+type Row = (&'static str, &'static str, Rule);
+
+const DECODER: &[Row] = &[
+    ("token_embd", "model.embed_tokens", Rule::Same),
+    ("output_norm", "model.norm", Rule::Same),
+    ("output", "lm_head", Rule::Same),
+    (
+        "blk.{N}.attn_norm",
+        "model.layers.{N}.input_layernorm",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_q",
+        "model.layers.{N}.self_attn.q_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_k",
+        "model.layers.{N}.self_attn.k_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_v",
+        "model.layers.{N}.self_attn.v_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_output",
+        "model.layers.{N}.self_attn.o_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_q_norm",
+        "model.layers.{N}.self_attn.q_norm",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_k_norm",
+        "model.layers.{N}.self_attn.k_norm",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.ffn_norm",
+        "model.layers.{N}.post_attention_layernorm",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.ffn_gate",
+        "model.layers.{N}.mlp.gate_proj",
+        Rule::Same,
+    ),
+    ("blk.{N}.ffn_up", "model.layers.{N}.mlp.up_proj", Rule::Same),
+    (
+        "blk.{N}.ffn_down",
+        "model.layers.{N}.mlp.down_proj",
+        Rule::Same,
+    ),
+];
+
+const LLAMA: &[Row] = &[
+    ("token_embd", "model.embed_tokens", Rule::Same),
+    ("output_norm", "model.norm", Rule::Same),
+    ("output", "lm_head", Rule::Same),
+    (
+        "blk.{N}.attn_norm",
+        "model.layers.{N}.input_layernorm",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_q",
+        "model.layers.{N}.self_attn.q_proj",
+        Rule::UnpermuteQ,
+    ),
+    (
+        "blk.{N}.attn_k",
+        "model.layers.{N}.self_attn.k_proj",
+        Rule::UnpermuteK,
+    ),
+    (
+        "blk.{N}.attn_v",
+        "model.layers.{N}.self_attn.v_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_output",
+        "model.layers.{N}.self_attn.o_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.ffn_norm",
+        "model.layers.{N}.post_attention_layernorm",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.ffn_gate",
+        "model.layers.{N}.mlp.gate_proj",
+        Rule::Same,
+    ),
+    ("blk.{N}.ffn_up", "model.layers.{N}.mlp.up_proj", Rule::Same),
+    (
+        "blk.{N}.ffn_down",
+        "model.layers.{N}.mlp.down_proj",
+        Rule::Same,
+    ),
+];
+
+const MOE: &[Row] = &[
+    ("token_embd", "model.embed_tokens", Rule::Same),
+    ("output_norm", "model.norm", Rule::Same),
+    ("output", "lm_head", Rule::Same),
+    (
+        "blk.{N}.attn_norm",
+        "model.layers.{N}.input_layernorm",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_q",
+        "model.layers.{N}.self_attn.q_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_k",
+        "model.layers.{N}.self_attn.k_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_v",
+        "model.layers.{N}.self_attn.v_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_output",
+        "model.layers.{N}.self_attn.o_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_q_norm",
+        "model.layers.{N}.self_attn.q_norm",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_k_norm",
+        "model.layers.{N}.self_attn.k_norm",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.ffn_norm",
+        "model.layers.{N}.post_attention_layernorm",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.ffn_gate_inp",
+        "model.layers.{N}.mlp.gate",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.ffn_gate_exps",
+        "model.layers.{N}.mlp.experts.gate_up_proj$",
+        Rule::ExpertsGate,
+    ),
+    (
+        "blk.{N}.ffn_up_exps",
+        "model.layers.{N}.mlp.experts.gate_up_proj$",
+        Rule::ExpertsUp,
+    ),
+    (
+        "blk.{N}.ffn_down_exps",
+        "model.layers.{N}.mlp.experts.down_proj$",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.ffn_gate_shexp",
+        "model.layers.{N}.mlp.shared_expert.gate_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.ffn_up_shexp",
+        "model.layers.{N}.mlp.shared_expert.up_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.ffn_down_shexp",
+        "model.layers.{N}.mlp.shared_expert.down_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.ffn_gate_inp_shexp",
+        "model.layers.{N}.mlp.shared_expert_gate",
+        Rule::AddLeadingAxis,
+    ),
+    // dense layers of a partly-MoE model (mlp_only_layers, decoder_sparse_step)
+    (
+        "blk.{N}.ffn_gate",
+        "model.layers.{N}.mlp.gate_proj",
+        Rule::Same,
+    ),
+    ("blk.{N}.ffn_up", "model.layers.{N}.mlp.up_proj", Rule::Same),
+    (
+        "blk.{N}.ffn_down",
+        "model.layers.{N}.mlp.down_proj",
+        Rule::Same,
+    ),
+];
+
+const GEMMA: &[Row] = &[
+    ("token_embd", "model.embed_tokens", Rule::Same),
+    ("output_norm", "model.norm", Rule::MinusOne),
+    ("output", "lm_head", Rule::Same),
+    (
+        "blk.{N}.attn_norm",
+        "model.layers.{N}.input_layernorm",
+        Rule::MinusOne,
+    ),
+    (
+        "blk.{N}.attn_q",
+        "model.layers.{N}.self_attn.q_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_k",
+        "model.layers.{N}.self_attn.k_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_v",
+        "model.layers.{N}.self_attn.v_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_output",
+        "model.layers.{N}.self_attn.o_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_q_norm",
+        "model.layers.{N}.self_attn.q_norm",
+        Rule::MinusOne,
+    ),
+    (
+        "blk.{N}.attn_k_norm",
+        "model.layers.{N}.self_attn.k_norm",
+        Rule::MinusOne,
+    ),
+    (
+        "blk.{N}.post_attention_norm",
+        "model.layers.{N}.post_attention_layernorm",
+        Rule::MinusOne,
+    ),
+    (
+        "blk.{N}.ffn_norm",
+        "model.layers.{N}.pre_feedforward_layernorm",
+        Rule::MinusOne,
+    ),
+    (
+        "blk.{N}.post_ffw_norm",
+        "model.layers.{N}.post_feedforward_layernorm",
+        Rule::MinusOne,
+    ),
+    (
+        "blk.{N}.ffn_gate",
+        "model.layers.{N}.mlp.gate_proj",
+        Rule::Same,
+    ),
+    ("blk.{N}.ffn_up", "model.layers.{N}.mlp.up_proj", Rule::Same),
+    (
+        "blk.{N}.ffn_down",
+        "model.layers.{N}.mlp.down_proj",
+        Rule::Same,
+    ),
+];
+
+const PHI3: &[Row] = &[
+    ("token_embd", "model.embed_tokens", Rule::Same),
+    ("output_norm", "model.norm", Rule::Same),
+    ("output", "lm_head", Rule::Same),
+    (
+        "blk.{N}.attn_norm",
+        "model.layers.{N}.input_layernorm",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_qkv",
+        "model.layers.{N}.self_attn.qkv_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_output",
+        "model.layers.{N}.self_attn.o_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.ffn_norm",
+        "model.layers.{N}.post_attention_layernorm",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.ffn_up",
+        "model.layers.{N}.mlp.gate_up_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.ffn_down",
+        "model.layers.{N}.mlp.down_proj",
+        Rule::Same,
+    ),
+];
+
+const GPT2: &[Row] = &[
+    ("token_embd", "transformer.wte", Rule::Same),
+    ("position_embd", "transformer.wpe", Rule::Same),
+    ("output_norm", "transformer.ln_f", Rule::Same),
+    ("output", "lm_head", Rule::Same),
+    ("blk.{N}.attn_norm", "transformer.h.{N}.ln_1", Rule::Same),
+    (
+        "blk.{N}.attn_qkv",
+        "transformer.h.{N}.attn.c_attn",
+        Rule::TransposeWeight,
+    ),
+    (
+        "blk.{N}.attn_output",
+        "transformer.h.{N}.attn.c_proj",
+        Rule::TransposeWeight,
+    ),
+    ("blk.{N}.ffn_norm", "transformer.h.{N}.ln_2", Rule::Same),
+    (
+        "blk.{N}.ffn_up",
+        "transformer.h.{N}.mlp.c_fc",
+        Rule::TransposeWeight,
+    ),
+    (
+        "blk.{N}.ffn_down",
+        "transformer.h.{N}.mlp.c_proj",
+        Rule::TransposeWeight,
+    ),
+];
+
+/// The name table for an architecture (after the loader's renames), or
+/// `None` where gyrofs has none yet.
+pub fn table(updated_arch: &str) -> Option<&'static [Row]> {
+    Some(match updated_arch {
+        "llama" | "mistral" => LLAMA,
+        "qwen2" | "qwen3" => DECODER,
+        "qwen2_moe" | "qwen3_moe" => MOE,
+        "gemma2" | "gemma3" => GEMMA,
+        "phi3" => PHI3,
+        "gpt2" => GPT2,
+        _ => return None,
+    })
+}
+
+/// Match a GGUF tensor name against a table: the HF name and the rule.
+pub fn lookup(table: &[Row], gguf: &str) -> Option<(String, Rule)> {
+    let (module, leaf) = gguf.rsplit_once('.')?;
+    if leaf != "weight" && leaf != "bias" {
+        return None;
+    }
+    for &(pattern, hf, rule) in table {
+        if let Some(block) = match_pattern(pattern, module) {
+            let hf = match block {
+                Some(n) => hf.replace("{N}", n),
+                None => hf.to_string(),
+            };
+            return match hf.strip_suffix('$') {
+                Some(whole) if leaf == "weight" => Some((whole.to_string(), rule)),
+                Some(_) => None,
+                None => Some((format!("{hf}.{leaf}"), rule)),
+            };
+        }
+    }
+    None
+}
+
+/// `Some(None)`: matched without a block number; `Some(Some(n))`: matched
+/// with block `n` (decimal digits).
+fn match_pattern<'a>(pattern: &str, name: &'a str) -> Option<Option<&'a str>> {
+    match pattern.split_once("{N}") {
+        None => (pattern == name).then_some(None),
+        Some((pre, post)) => {
+            let rest = name.strip_prefix(pre)?;
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 || (digits > 1 && rest.starts_with('0')) {
+                return None;
+            }
+            let (n, tail) = rest.split_at(digits);
+            (tail == post).then_some(Some(n))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_names() {
+        let t = table("llama").unwrap();
+        assert_eq!(
+            lookup(t, "blk.12.attn_q.weight"),
+            Some((
+                "model.layers.12.self_attn.q_proj.weight".into(),
+                Rule::UnpermuteQ
+            ))
+        );
+        assert_eq!(
+            lookup(t, "output.weight"),
+            Some(("lm_head.weight".into(), Rule::Same))
+        );
+        assert_eq!(lookup(t, "blk.x.attn_q.weight"), None);
+        assert_eq!(lookup(t, "blk.01.attn_q.weight"), None);
+        assert_eq!(lookup(t, "blk.1.attn_q.scale"), None);
+        assert_eq!(lookup(t, "rope_freqs.weight"), None);
+        assert_eq!(lookup(t, "blk.1.attn_qx.weight"), None);
+    }
+}

@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Load gyrofs's GGUF -> Hugging Face folders with transformers and compare.
 
+    /opt/pyref/bin/python scripts/check_gguf_hf.py --mount [path/to/gyrofs]
+        mounts every fixture GGUF with gyrofs and checks MNT/bf16 (the product);
     GYROFS_GGUF_HF_EXPORT=/tmp/ghf cargo test --test gguf_hf export_folders
     /opt/pyref/bin/python scripts/check_gguf_hf.py /tmp/ghf
+        checks folders written from the mapping alone (no mount).
 
 For each folder (one per fixture in tests/data/gguf-models/): the state dict of
 AutoModelForCausalLM.from_pretrained(folder, dtype=bfloat16) equals
@@ -26,10 +29,31 @@ import make_gguf_models as m  # noqa: E402
 
 
 def main():
+    if sys.argv[1] == "--mount":
+        import subprocess
+        import tempfile
+
+        root = Path(__file__).resolve().parent.parent
+        gyrofs = sys.argv[2] if len(sys.argv) > 2 else str(root / "target" / "release" / "gyrofs")
+        failures = 0
+        for gguf in sorted(m.OUT.glob("*.gguf")):
+            mnt = tempfile.mkdtemp(prefix="gyrofs-gguf-")
+            subprocess.run([gyrofs, "mount", str(gguf), mnt], check=True)
+            try:
+                failures += check(Path(mnt) / "bf16", gguf.stem)
+            finally:
+                subprocess.run(["umount", "-l", mnt], check=False)
+        sys.exit(1 if failures else 0)
     root = Path(sys.argv[1])
     failures = 0
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        name = folder.name
+        failures += check(folder, folder.name)
+    sys.exit(1 if failures else 0)
+
+
+def check(folder, name):
+    """Check one Hugging Face folder made from fixture `name`; 1 on failure."""
+    if True:
         arch = name.rsplit("-", 1)[0]
         problems = []
         model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)
@@ -62,8 +86,7 @@ def main():
                     tok(case["text"], add_special_tokens=False)["input_ids"] != case["ids_no_special"]:
                 problems.append(f"tokenizer on {case['text']!r}")
         print(name, "ok" if not problems else problems)
-        failures += bool(problems)
-    sys.exit(1 if failures else 0)
+        return int(bool(problems))
 
 
 if __name__ == "__main__":

@@ -174,7 +174,7 @@ fn nanogpt_checkpoints_as_hugging_face_gpt2() {
         let tr = &rec["transformer.h.0.attn.c_attn.weight"]["transform"];
         assert_eq!(
             tr,
-            &serde_json::json!({"dims": [1, 0], "kind": "transpose", "to": "BF16"})
+            &serde_json::json!({"dims": [1, 0], "kind": "transpose", "of": {"kind": "cast", "to": "BF16"}})
         );
         if name == "nanogpt-ddp-nobias" {
             let md = read_st_metadata(

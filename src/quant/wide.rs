@@ -149,7 +149,11 @@ pub fn mxfp4_to_f32(
     for (k, o) in out.iter_mut().enumerate() {
         let v = first + k;
         let byte = blocks[v / 2];
-        let nibble = if v.is_multiple_of(2) { byte & 15 } else { byte >> 4 };
+        let nibble = if v.is_multiple_of(2) {
+            byte & 15
+        } else {
+            byte >> 4
+        };
         *o = mxfp4_value(scales[v / 32], nibble);
     }
     Ok(())
@@ -182,7 +186,11 @@ pub fn mxfp4_transposed_to_f32(
         for j in 0..r {
             let at = j * g + gi;
             let byte = blocks[at * 16 + k / 2];
-            let nibble = if k.is_multiple_of(2) { byte & 15 } else { byte >> 4 };
+            let nibble = if k.is_multiple_of(2) {
+                byte & 15
+            } else {
+                byte >> 4
+            };
             out[(c - c0) * r + j] = mxfp4_value(scales[at], nibble);
         }
     }

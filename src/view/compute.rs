@@ -504,6 +504,231 @@ impl Compute for CastOf {
     }
 }
 
+/// A source range as a computation (the base of a transform that reads a
+/// tensor passed through unchanged).
+#[derive(Debug)]
+pub struct SourceBytes(pub Extent);
+
+impl Compute for SourceBytes {
+    fn extents(&self) -> Vec<Extent> {
+        vec![self.0]
+    }
+
+    fn len(&self) -> u64 {
+        self.0.len
+    }
+
+    fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+        files.read_into(self.0.sub(offset, out.len() as u64), out)
+    }
+}
+
+/// Bytes in memory as a computation.
+#[derive(Debug)]
+pub struct Memory(pub Arc<[u8]>);
+
+impl Compute for Memory {
+    fn extents(&self) -> Vec<Extent> {
+        Vec::new()
+    }
+
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn read_at(&self, _: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+        out.copy_from_slice(&self.0[offset as usize..offset as usize + out.len()]);
+        Ok(())
+    }
+}
+
+/// The rows of `inner` (`rows` rows of `row_bytes`) in the order that undoes
+/// llama.cpp's Q/K permutation (`n_head` heads; transformers'
+/// `reverse_permute_weights`): output row `h*2d + j*d + i` is input row
+/// `h*2d + 2i + j`, with `d = rows / n_head / 2`. Whole rows move.
+#[derive(Debug)]
+pub struct RowsPermuted {
+    pub inner: Arc<dyn Compute>,
+    pub rows: u64,
+    pub row_bytes: u64,
+    pub n_head: u64,
+}
+
+impl RowsPermuted {
+    fn source_row(&self, o: u64) -> u64 {
+        let d = self.rows / self.n_head.max(1) / 2;
+        if d == 0 {
+            return o;
+        }
+        let (h, rest) = (o / (2 * d), o % (2 * d));
+        let (j, i) = (rest / d, rest % d);
+        h * 2 * d + 2 * i + j
+    }
+}
+
+impl Compute for RowsPermuted {
+    fn extents(&self) -> Vec<Extent> {
+        self.inner.extents()
+    }
+
+    fn len(&self) -> u64 {
+        self.rows * self.row_bytes
+    }
+
+    fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+        let rb = self.row_bytes;
+        by_units(offset, out, rb, |first, buf| {
+            for (k, row) in buf.chunks_exact_mut(rb as usize).enumerate() {
+                let src = self.source_row(first + k as u64);
+                self.inner.read_at(files, src * rb, row)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A 2-D `[rows, cols]` computation transposed to `[cols, rows]`
+/// (`elem`-byte elements).
+#[derive(Debug)]
+pub struct TransposeOf {
+    pub inner: Arc<dyn Compute>,
+    pub rows: u64,
+    pub cols: u64,
+    pub elem: u64,
+}
+
+impl Compute for TransposeOf {
+    fn extents(&self) -> Vec<Extent> {
+        self.inner.extents()
+    }
+
+    fn len(&self) -> u64 {
+        self.rows * self.cols * self.elem
+    }
+
+    fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+        let (e, out_row) = (self.elem, self.rows * self.elem);
+        by_units(offset, out, out_row, |first, buf| {
+            // Output rows first.. are input columns first..: read that run of
+            // columns from every input row, then scatter.
+            let n = buf.len() as u64 / out_row;
+            let mut run = vec![0u8; (n * e) as usize];
+            for r in 0..self.rows {
+                self.inner
+                    .read_at(files, (r * self.cols + first) * e, &mut run)?;
+                for c in 0..n {
+                    let dst = ((c * self.rows + r) * e) as usize;
+                    buf[dst..dst + e as usize]
+                        .copy_from_slice(&run[(c * e) as usize..((c + 1) * e) as usize]);
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Computations concatenated along an axis: `outer` slices, slice `o` being
+/// slice `o` of every part in turn (part `k`'s slices are `parts[k].1`
+/// bytes).
+#[derive(Debug)]
+pub struct ConcatOf {
+    pub parts: Vec<(Arc<dyn Compute>, u64)>,
+    pub outer: u64,
+}
+
+impl Compute for ConcatOf {
+    fn extents(&self) -> Vec<Extent> {
+        self.parts.iter().flat_map(|p| p.0.extents()).collect()
+    }
+
+    fn len(&self) -> u64 {
+        self.outer * self.parts.iter().map(|p| p.1).sum::<u64>()
+    }
+
+    fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+        let slice: u64 = self.parts.iter().map(|p| p.1).sum();
+        let mut at = offset;
+        let mut done = 0usize;
+        while done < out.len() {
+            let (o, mut within) = (at / slice, at % slice);
+            for (part, n) in &self.parts {
+                if within >= *n {
+                    within -= n;
+                    continue;
+                }
+                let take = ((n - within) as usize).min(out.len() - done);
+                part.read_at(files, o * n + within, &mut out[done..done + take])?;
+                done += take;
+                at += take as u64;
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a computation's float32 values come from.
+#[derive(Debug, Clone, Copy)]
+pub enum ValuesOf {
+    /// A GGUF block-quantized tensor (gguf-py's float32 values).
+    Ggml(quant::ggml::GgmlType),
+    /// A float tensor of this dtype.
+    Float(Dtype),
+}
+
+/// `value` added to every element of a source tensor, in float32 (one IEEE
+/// addition), then written as `to` with one rounding (GGUF norm offsets:
+/// llama.cpp stores Gemma's `w` as `w + 1`; transformers computes `w - 1` in
+/// float32 numpy, then casts).
+#[derive(Debug)]
+pub struct AddScalar {
+    pub src: Extent,
+    pub source: ValuesOf,
+    pub value: f32,
+    pub to: Dtype,
+}
+
+impl Compute for AddScalar {
+    fn extents(&self) -> Vec<Extent> {
+        vec![self.src]
+    }
+
+    fn len(&self) -> u64 {
+        let n = match self.source {
+            ValuesOf::Ggml(ty) => self.src.len / ty.type_size() * ty.block_size(),
+            ValuesOf::Float(d) => self.src.len / width(d),
+        };
+        n * width(self.to)
+    }
+
+    fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+        let (per, src_bytes) = match self.source {
+            ValuesOf::Ggml(ty) => (ty.block_size(), ty.type_size()),
+            ValuesOf::Float(d) => (1, width(d)),
+        };
+        let u = width(self.to);
+        by_units(offset, out, per * u, |first, buf| {
+            let n = buf.len() as u64 / (per * u);
+            let src = files.bytes(self.src.sub(first * src_bytes, n * src_bytes))?;
+            let mut vals = vec![0f32; (n * per) as usize];
+            match self.source {
+                ValuesOf::Ggml(ty) => quant::ggml::dequantize_f32(ty, src, &mut vals)?,
+                ValuesOf::Float(d) => quant::wide::float_to_f32(d, src, &mut vals)?,
+            }
+            vals.iter_mut().for_each(|v| *v += self.value);
+            match self.to {
+                Dtype::BF16 => {
+                    for (v, o) in vals.iter().zip(buf.chunks_exact_mut(2)) {
+                        o.copy_from_slice(&quant::bf16::from_f32(*v).to_le_bytes());
+                    }
+                    Ok(())
+                }
+                to => Ok(quant::wide::encode(&vals, to, buf)?),
+            }
+        })
+    }
+}
+
 /// `len` zero bytes (a synthesized tensor).
 #[derive(Debug)]
 pub struct Zeros {

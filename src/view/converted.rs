@@ -30,15 +30,18 @@ use serde_json::{Value, json};
 
 use crate::catalog::{
     Catalog, FileId, FileRole, Layout, QuantRole, QuantScheme, SourceFormat, TensorId,
+    index_by_name,
 };
 use crate::dtype::{Dtype, numel};
 use crate::error::ViewError;
 use crate::json::to_pretty;
 use crate::quant::fp8::BlockScaled;
 use crate::view::compute::{
-    Cast, CastOf, Fp8Block, Gather, GgmlDequant, Mxfp4, Mxfp4Transposed, Zeros,
+    AddScalar, Cast, CastOf, ConcatOf, Fp8Block, Gather, GgmlDequant, Memory, Mxfp4,
+    Mxfp4Transposed, RowsPermuted, SourceBytes, TransposeOf, ValuesOf, Zeros,
 };
 use crate::view::experts::ItemInfo;
+use crate::view::gguf_hf::{self, GgufTensorInfo, Op};
 use crate::view::gpt_oss::{self, HfName, QkvRows};
 use crate::view::header::{
     Entry, EntryHead, MAX_HEADER_LEN, entry_cost, safetensors_file, source_json,
@@ -59,7 +62,7 @@ pub struct Plan {
     kind: PlanKind,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum PlanKind {
     /// Passed through (BF16, integers, ...) or cast to BF16 elementwise.
     Elementwise(TensorId),
@@ -85,6 +88,37 @@ enum PlanKind {
     Transposed(TensorId),
     /// `len` zeros (a bias the source does not have; no source tensor).
     Zeros { len: u64 },
+    /// A GGUF tensor (or several) as a Hugging Face tensor (`gguf_hf`).
+    Gguf(Arc<GgufPlan>),
+}
+
+/// A GGUF -> Hugging Face operation (`gguf_hf::Op`) on source tensors, and
+/// the Hugging Face shape.
+#[derive(Debug)]
+struct GgufPlan {
+    op: GgufOp,
+    shape: Vec<u64>,
+}
+
+#[derive(Debug)]
+enum GgufOp {
+    Same(TensorId),
+    UnpermuteRows(TensorId, u64),
+    AddScalar(TensorId, f32),
+    Transpose(TensorId),
+    Concat(Vec<TensorId>, u32),
+}
+
+impl GgufOp {
+    fn primary(&self) -> TensorId {
+        match self {
+            GgufOp::Same(id)
+            | GgufOp::UnpermuteRows(id, _)
+            | GgufOp::AddScalar(id, _)
+            | GgufOp::Transpose(id) => *id,
+            GgufOp::Concat(ids, _) => ids[0],
+        }
+    }
 }
 
 impl Plan {
@@ -97,6 +131,7 @@ impl Plan {
 
     fn named(name: String, catalog: &Catalog, kind: PlanKind) -> Plan {
         let same = kind
+            .clone()
             .primary()
             .is_some_and(|p| name == catalog.tensor(p).name);
         Plan {
@@ -106,7 +141,7 @@ impl Plan {
     }
 
     pub fn name<'a>(&'a self, catalog: &'a Catalog) -> &'a str {
-        match (&self.renamed, self.kind.primary()) {
+        match (&self.renamed, self.kind.clone().primary()) {
             (Some(n), _) => n,
             (None, Some(p)) => &catalog.tensor(p).name,
             (None, None) => "",
@@ -115,12 +150,16 @@ impl Plan {
 
     /// The source tensors it reads (primary first).
     pub fn sources(&self) -> impl Iterator<Item = TensorId> {
-        let (a, b) = match self.kind {
-            PlanKind::Mxfp4 { blocks, scales, .. } => (Some(blocks), Some(scales)),
-            PlanKind::Fp8Block { weight, scales, .. } => (Some(weight), Some(scales)),
-            k => (k.primary(), None),
+        let ids: Vec<TensorId> = match self.kind.clone() {
+            PlanKind::Mxfp4 { blocks, scales, .. } => vec![blocks, scales],
+            PlanKind::Fp8Block { weight, scales, .. } => vec![weight, scales],
+            PlanKind::Gguf(g) => match &g.op {
+                GgufOp::Concat(ids, _) => ids.clone(),
+                op => vec![op.primary()],
+            },
+            k => k.primary().into_iter().collect(),
         };
-        a.into_iter().chain(b)
+        ids.into_iter()
     }
 
     /// The source files it reads.
@@ -138,7 +177,7 @@ impl Plan {
             to: bf16,
             transpose,
         };
-        let (source, transform) = match self.kind {
+        let (source, transform) = match self.kind.clone() {
             PlanKind::Elementwise(id) => {
                 let t = catalog.tensor(id);
                 let tr = if casts(t.dtype, to) {
@@ -172,9 +211,42 @@ impl Plan {
                 weight, rows, cols, ..
             } => (weight, dequant(Dequant::Fp8Block { rows, cols }, None)),
             PlanKind::Transposed(id) => {
-                let to = casts(catalog.tensor(id).dtype, to).then_some(bf16);
-                let dims = vec![1, 0];
-                (id, Transform::Transpose { dims, to })
+                let of = Box::new(base_transform(catalog, id, to));
+                (
+                    id,
+                    Transform::Transpose {
+                        dims: vec![1, 0],
+                        of,
+                    },
+                )
+            }
+            PlanKind::Gguf(g) => {
+                let id = g.op.primary();
+                let of = Box::new(base_transform(catalog, id, to));
+                let tr = match &g.op {
+                    GgufOp::Same(_) => *of,
+                    GgufOp::UnpermuteRows(_, n_head) => Transform::UnpermuteRows {
+                        n_head: *n_head,
+                        of,
+                    },
+                    GgufOp::AddScalar(_, v) => Transform::AddScalar {
+                        value: format!("{v}"),
+                        of,
+                    },
+                    GgufOp::Transpose(_) => Transform::Transpose {
+                        dims: vec![1, 0],
+                        of,
+                    },
+                    GgufOp::Concat(ids, axis) => Transform::Concat {
+                        axis: *axis,
+                        sources: ids
+                            .iter()
+                            .map(|&i| catalog.tensor(i).name.clone())
+                            .collect(),
+                        of,
+                    },
+                };
+                (id, tr)
             }
             PlanKind::Zeros { .. } => {
                 return Record {
@@ -192,7 +264,7 @@ impl Plan {
             let n = numel(&shape).unwrap_or(0);
             (to, shape, n * (to.bits() / 8))
         };
-        match self.kind {
+        match self.kind.clone() {
             PlanKind::Elementwise(id) => {
                 let t = catalog.tensor(id);
                 if casts(t.dtype, to) {
@@ -246,13 +318,18 @@ impl Plan {
                 }
             }
             PlanKind::Zeros { len } => bf16_of(Cow::Owned(vec![len])),
+            PlanKind::Gguf(g) => {
+                let dtype = base_dtype(catalog, g.op.primary(), to);
+                let n = numel(&g.shape).unwrap_or(0);
+                (dtype, Cow::Owned(g.shape.clone()), n * (dtype.bits() / 8))
+            }
         }
     }
 
     /// The output tensor with its bytes (computed segments made here).
     pub fn entry(&self, catalog: &Catalog, to: Dtype) -> Entry {
         let (dtype, shape, _) = self.info(catalog, to);
-        let data: Segment = match self.kind {
+        let data: Segment = match self.kind.clone() {
             PlanKind::Elementwise(id) => {
                 let t = catalog.tensor(id);
                 match &t.layout {
@@ -350,6 +427,7 @@ impl Plan {
             PlanKind::Zeros { len } => computed(Zeros {
                 len: len * (to.bits() / 8),
             }),
+            PlanKind::Gguf(g) => gguf_segment(catalog, &g, to),
         };
         Entry {
             name: self.name(catalog).to_string(),
@@ -372,7 +450,123 @@ impl PlanKind {
             PlanKind::Mxfp4 { blocks, .. } => blocks,
             PlanKind::Fp8Block { weight, .. } => weight,
             PlanKind::Zeros { .. } => return None,
+            PlanKind::Gguf(g) => g.op.primary(),
         })
+    }
+}
+
+/// The dtype of source tensor `id` converted as a whole to `to` (a GGUF
+/// block-quantized tensor or a float is `to`; anything else keeps its dtype).
+fn base_dtype(catalog: &Catalog, id: TensorId, to: Dtype) -> Dtype {
+    let t = catalog.tensor(id);
+    if t.ggml.as_ref().is_some_and(|g| g.ty.is_quantized()) || casts(t.dtype, to) {
+        to
+    } else {
+        t.dtype
+    }
+}
+
+/// How source tensor `id` is converted as a whole to `to`, as recorded.
+fn base_transform(catalog: &Catalog, id: TensorId, to: Dtype) -> Transform {
+    let t = catalog.tensor(id);
+    match &t.ggml {
+        Some(g) if g.ty.is_quantized() => Transform::Dequant {
+            scheme: Dequant::Ggml(g.ty),
+            to,
+            transpose: None,
+        },
+        _ if casts(t.dtype, to) => Transform::Cast { to },
+        _ => Transform::Identity,
+    }
+}
+
+/// Source tensor `id` converted as a whole to `to`: its bytes in row-major
+/// order (a strided PyTorch view gathered, a GGUF quant dequantized, a
+/// float cast, anything else as it is).
+fn base_segment(catalog: &Catalog, id: TensorId, to: Dtype) -> Segment {
+    let t = catalog.tensor(id);
+    if let Some(g) = t.ggml.as_ref().filter(|g| g.ty.is_quantized()) {
+        return computed(GgmlDequant {
+            src: t.extent,
+            ty: g.ty,
+            to,
+        });
+    }
+    match &t.layout {
+        None => match Cast::new(t.extent, t.dtype, to) {
+            Some(c) => computed(c),
+            None => Segment::Source(t.extent),
+        },
+        Some(l) => {
+            let g: Arc<dyn Compute> = Arc::new(Gather::of(l, t.dtype.bits() / 8, &t.shape, None));
+            match CastOf::new(Arc::clone(&g), t.dtype, to) {
+                Some(c) => computed(c),
+                None => Segment::Computed(g),
+            }
+        }
+    }
+}
+
+/// A segment as a computation (a source range is read as it is).
+fn as_compute(seg: Segment) -> Arc<dyn Compute> {
+    match seg {
+        Segment::Computed(c) => c,
+        Segment::Source(e) => Arc::new(SourceBytes(e)),
+        Segment::Bytes(b) => Arc::new(Memory(b)),
+    }
+}
+
+/// The bytes of a GGUF -> Hugging Face tensor.
+fn gguf_segment(catalog: &Catalog, g: &GgufPlan, to: Dtype) -> Segment {
+    let id = g.op.primary();
+    let t = catalog.tensor(id);
+    let elem = base_dtype(catalog, id, to).bits() / 8;
+    match &g.op {
+        GgufOp::Same(_) => base_segment(catalog, id, to),
+        GgufOp::UnpermuteRows(_, n_head) => {
+            let rows = t.logical_shape().first().copied().unwrap_or(1).max(1);
+            let inner = as_compute(base_segment(catalog, id, to));
+            let row_bytes = inner.len() / rows;
+            computed(RowsPermuted {
+                inner,
+                rows,
+                row_bytes,
+                n_head: *n_head,
+            })
+        }
+        GgufOp::AddScalar(_, value) => {
+            let source = match &t.ggml {
+                Some(gg) if gg.ty.is_quantized() => ValuesOf::Ggml(gg.ty),
+                _ => ValuesOf::Float(t.dtype),
+            };
+            computed(AddScalar {
+                src: t.extent,
+                source,
+                value: *value,
+                to,
+            })
+        }
+        GgufOp::Transpose(_) => {
+            let shape = t.logical_shape();
+            computed(TransposeOf {
+                inner: as_compute(base_segment(catalog, id, to)),
+                rows: shape[0],
+                cols: shape[1],
+                elem,
+            })
+        }
+        GgufOp::Concat(ids, axis) => {
+            let outer: u64 = g.shape[..*axis as usize].iter().product();
+            let parts = ids
+                .iter()
+                .map(|&i| {
+                    let c = as_compute(base_segment(catalog, i, to));
+                    let slice = c.len() / outer.max(1);
+                    (c, slice)
+                })
+                .collect();
+            computed(ConcatOf { parts, outer })
+        }
     }
 }
 
@@ -402,6 +596,9 @@ pub fn is_gpt_oss(catalog: &Catalog) -> bool {
 pub struct Conversion {
     plans: Arc<[Plan]>,
     config: Option<Value>,
+    /// Files the mapping makes (a GGUF model's tokenizer files and
+    /// generation config), by name.
+    extra: Arc<[(String, Arc<[u8]>)]>,
 }
 
 impl Conversion {
@@ -410,6 +607,11 @@ impl Conversion {
     /// line in `notes`; a source no converted view can be built for is an
     /// error.
     pub fn new(catalog: &Catalog, notes: &mut Vec<String>) -> Result<Conversion, ViewError> {
+        if catalog.format == SourceFormat::Gguf
+            && let Some(c) = Conversion::gguf(catalog, notes)?
+        {
+            return Ok(c);
+        }
         let (plans, config) = match nanogpt::detect(catalog) {
             Ok(Some(g)) => {
                 let left = nanogpt::left_out(catalog, &g);
@@ -436,7 +638,81 @@ impl Conversion {
         Ok(Conversion {
             plans: plans.into(),
             config,
+            extra: Arc::new([]),
         })
+    }
+
+    /// A GGUF model as the Hugging Face model it is (`gguf_hf`), or `None`
+    /// (with a note) when it is not one gyrofs can map: the views then keep
+    /// the GGUF names.
+    fn gguf(catalog: &Catalog, notes: &mut Vec<String>) -> Result<Option<Conversion>, ViewError> {
+        let Some(md) = &catalog.gguf_metadata else {
+            return Ok(None);
+        };
+        let infos: Vec<GgufTensorInfo> = catalog
+            .tensors
+            .iter()
+            .filter_map(|t| {
+                let g = t.ggml.as_ref()?;
+                Some(GgufTensorInfo {
+                    name: t.name.clone(),
+                    shape: g.shape.clone(),
+                    ty: g.ty,
+                })
+            })
+            .collect();
+        let model = match gguf_hf::map(md, &infos) {
+            Ok(m) => m,
+            Err(why) => {
+                notes.push(format!(
+                    "the converted views keep the GGUF tensor names (not a Hugging Face model folder): {why}"
+                ));
+                return Ok(None);
+            }
+        };
+        notes.extend(model.notes.iter().cloned());
+        let index = index_by_name(&catalog.tensors);
+        let id = |name: &str| {
+            index.get(name).copied().ok_or_else(|| ViewError::Tensor {
+                tensor: name.to_string(),
+                why: "named by the Hugging Face mapping but not in the source".into(),
+            })
+        };
+        let mut plans = Vec::with_capacity(model.tensors.len());
+        for t in &model.tensors {
+            let op = match &t.op {
+                Op::Same { source } => GgufOp::Same(id(source)?),
+                Op::UnpermuteRows { source, n_head } => GgufOp::UnpermuteRows(id(source)?, *n_head),
+                Op::AddScalar { source, value } => GgufOp::AddScalar(id(source)?, *value),
+                Op::Transpose { source } => GgufOp::Transpose(id(source)?),
+                Op::Concat { sources, axis } => GgufOp::Concat(
+                    sources.iter().map(|s| id(s)).collect::<Result<_, _>>()?,
+                    *axis as u32,
+                ),
+            };
+            let plan = GgufPlan {
+                op,
+                shape: t.shape.clone(),
+            };
+            let kind = PlanKind::Gguf(Arc::new(plan));
+            plans.push(Plan::named(t.name.clone(), catalog, kind));
+        }
+        let mut extra: Vec<(String, Arc<[u8]>)> = model
+            .files
+            .into_iter()
+            .map(|(name, text)| (name, Arc::from(text.into_bytes())))
+            .collect();
+        if let Some(g) = &model.generation_config {
+            extra.push((
+                "generation_config.json".into(),
+                Arc::from(to_pretty(g).into_bytes()),
+            ));
+        }
+        Ok(Some(Conversion {
+            plans: plans.into(),
+            config: Some(model.config),
+            extra: extra.into(),
+        }))
     }
 }
 
@@ -452,6 +728,8 @@ pub struct ConvertedView {
     /// Each shard's plans, in data order (alignment descending, then source order).
     pub shards: Vec<Vec<u32>>,
     config: Option<Value>,
+    /// Files the mapping makes (tokenizer files, ...), by name.
+    pub extra: Arc<[(String, Arc<[u8]>)]>,
 }
 
 /// The directory and `config.json` dtype name of a converted view's dtype.
@@ -475,6 +753,7 @@ impl ConvertedView {
             plans: Arc::clone(&conversion.plans),
             shards,
             config: conversion.config.clone().map(|c| with_dtype(c, name)),
+            extra: Arc::clone(&conversion.extra),
         }
     }
 
@@ -519,9 +798,14 @@ impl ConvertedView {
         }
         for (id, f) in catalog.files.with_role(FileRole::Side) {
             let name = &f.file.name;
-            if name != "config.json" && name != "dtypes.json" {
+            let made = self.extra.iter().any(|e| &e.0 == name);
+            if name != "config.json" && name != "dtypes.json" && !made {
                 tree.add_file(dir, name, FileRef::Side(id));
             }
+        }
+        for (k, (name, _)) in self.extra.iter().enumerate() {
+            let index = k as u32;
+            tree.add_file(dir, name, FileRef::Extra { view: v, index });
         }
         let n = self.plans.len() as u32;
         tree.add_listing(dir, "tensors", Listing::ViewTensors(v), n, |i| {

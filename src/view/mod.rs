@@ -189,6 +189,12 @@ pub enum FileRef {
     Config {
         view: u8,
     },
+    /// File `index` the mapping of converted view `view` makes (a GGUF
+    /// model's tokenizer files, ...).
+    Extra {
+        view: u8,
+        index: u32,
+    },
     /// `<view>/tensors/<name>.safetensors`: tensor `index` of converted view `view`.
     ViewTensor {
         view: u8,
@@ -271,6 +277,9 @@ impl Views {
             }
             FileRef::ShardIndex { view } => self.converted[view as usize].index_file(catalog),
             FileRef::Config { view } => self.converted[view as usize].config_file(),
+            FileRef::Extra { view, index } => VFile::from_bytes(Arc::clone(
+                &self.converted[view as usize].extra[index as usize].1,
+            )),
             FileRef::ViewTensor { view, index } => {
                 self.converted[view as usize].tensor_file(catalog, index)
             }
@@ -326,6 +335,7 @@ impl Views {
             | FileRef::GgufMetadata
             | FileRef::ShardIndex { .. }
             | FileRef::Config { .. }
+            | FileRef::Extra { .. }
             | FileRef::Registry { .. } => false,
             FileRef::RawPack => catalog.tensors.iter().any(|t| t.extent.file == id),
             FileRef::RawTensor(t) => of(t),

@@ -35,8 +35,21 @@ pub enum Transform {
     /// The elements of a strided or big-endian source view in row-major
     /// order, little-endian (what `t.contiguous()` holds).
     Contiguous,
-    /// Axes permuted (`dims`, as `Tensor.permute`), converted to `to` when given.
-    Transpose { dims: Vec<u32>, to: Option<Dtype> },
+    /// Axes permuted (`dims`, as `Tensor.permute`) of the tensor made by `of`.
+    Transpose { dims: Vec<u32>, of: Box<Transform> },
+    /// llama.cpp's Q/K row permutation undone (`n_head` heads) on the tensor
+    /// made by `of` (GGUF -> Hugging Face, docs/GGUF.md).
+    UnpermuteRows { n_head: u64, of: Box<Transform> },
+    /// `value` (a decimal float32, as text) added to every element of the
+    /// tensor made by `of`, in float32, before the one rounding.
+    AddScalar { value: String, of: Box<Transform> },
+    /// The tensors `sources` (this record's source first), each made by
+    /// `of`, concatenated along `axis`.
+    Concat {
+        axis: u32,
+        sources: Vec<String>,
+        of: Box<Transform>,
+    },
     /// Made, not read: every element `fill` (zero), of dtype `dtype`.
     Synthesized { dtype: Dtype },
     /// Each element converted to `to` (NUMERICS.md).
@@ -157,12 +170,32 @@ impl Transform {
             Transform::Contiguous => {
                 o.str("kind", "contiguous");
             }
-            Transform::Transpose { dims, to } => {
+            Transform::Transpose { dims, of } => {
                 let dims: Vec<u64> = dims.iter().map(|&d| d.into()).collect();
                 o.u64s("dims", &dims).str("kind", "transpose");
-                if let Some(to) = to {
-                    o.str("to", to.name());
+                of.write(o.key("of"));
+            }
+            Transform::UnpermuteRows { n_head, of } => {
+                o.str("kind", "unpermute_rows").u64("n_head", *n_head);
+                of.write(o.key("of"));
+            }
+            Transform::AddScalar { value, of } => {
+                o.str("kind", "add_scalar");
+                of.write(o.key("of"));
+                o.str("value", value);
+            }
+            Transform::Concat { axis, sources, of } => {
+                o.u64("axis", (*axis).into()).str("kind", "concat");
+                of.write(o.key("of"));
+                let list = o.key("sources");
+                list.push('[');
+                for (i, s) in sources.iter().enumerate() {
+                    if i > 0 {
+                        list.push(',');
+                    }
+                    crate::json::write_str(list, s);
                 }
+                list.push(']');
             }
             Transform::Synthesized { .. } => {
                 o.str("fill", "zeros").str("kind", "synthesized");
@@ -312,9 +345,31 @@ mod tests {
             (
                 Transform::Transpose {
                     dims: vec![1, 0],
-                    to: Some(bf16),
+                    of: Box::new(Transform::Cast { to: bf16 }),
                 },
-                r#"{"dims":[1,0],"kind":"transpose","to":"BF16"}"#,
+                r#"{"dims":[1,0],"kind":"transpose","of":{"kind":"cast","to":"BF16"}}"#,
+            ),
+            (
+                Transform::UnpermuteRows {
+                    n_head: 32,
+                    of: Box::new(Transform::Identity),
+                },
+                r#"{"kind":"unpermute_rows","n_head":32,"of":{"kind":"identity"}}"#,
+            ),
+            (
+                Transform::AddScalar {
+                    value: "-1".into(),
+                    of: Box::new(Transform::Identity),
+                },
+                r#"{"kind":"add_scalar","of":{"kind":"identity"},"value":"-1"}"#,
+            ),
+            (
+                Transform::Concat {
+                    axis: 1,
+                    sources: vec!["a".into(), "b".into()],
+                    of: Box::new(Transform::Identity),
+                },
+                r#"{"axis":1,"kind":"concat","of":{"kind":"identity"},"sources":["a","b"]}"#,
             ),
             (
                 Transform::Synthesized { dtype: bf16 },

@@ -2,7 +2,8 @@
 //! the same arbitrary bytes as `model.safetensors.index.json`
 //! (`source::parse_index`), `dtypes.json` (`source::parse_dtypes`) and
 //! `config.json` (`source::parse_json`), and a parsed config handed to every
-//! pure function that reads it: FP8 block pairing, the gpt-oss q/k/v row
+//! pure function that reads it: FP8 block pairing (and the block's value
+//! count, written in headers and the manifest), the gpt-oss q/k/v row
 //! counts, the derived Hugging Face config and the renaming of original
 //! tensors. Nothing may panic.
 #![no_main]
@@ -41,6 +42,9 @@ fuzz_target!(|data: &[u8]| {
         tensor("b.weight_scale_inv", Dtype::F32, &[1, 1]),
     ];
     pair_fp8_block(&mut tensors, Some(&config));
+    for q in tensors.iter().filter_map(|t| t.quant.as_ref()) {
+        assert!(q.scheme.values_per_block() > 0);
+    }
     let _ = hf_config(&config);
     if let Ok(qkv) = QkvRows::from_config(&config) {
         for name in [

@@ -130,11 +130,13 @@ pub fn slice_segments(segments: &[Segment], offset: u64, len: u64) -> Vec<Segmen
 }
 
 /// Expert `e`'s slice of a fused entry, with the expert axis removed; `None`
-/// if the slice is not a whole number of bytes.
+/// if the slice is not a whole number of bytes, or is empty (an empty fused
+/// tensor stays whole in the base file: its slices would be any number of
+/// empty files, as many as the config's expert count says).
 fn expert_slice(entry: &Entry, e: u64, experts: u64) -> Option<Entry> {
     let inner = &entry.shape[1..];
     let per = entry.dtype.bytes_for(numel(inner)?)?;
-    if per * experts != entry.len() {
+    if per == 0 || per * experts != entry.len() {
         return None;
     }
     Some(Entry {
@@ -375,6 +377,30 @@ mod tests {
             Place::Base
         );
         assert_eq!(place("model.embed_tokens.weight", &[8, 4], e), Place::Base);
+    }
+
+    #[test]
+    fn empty_fused_tensors_stay_whole() {
+        // A config's expert count of 2^40 and a fused [2^40, 0] tensor (a
+        // few bytes of header) made the split build 2^40 empty slices.
+        let experts = 1u64 << 40;
+        let entry = Entry {
+            name: "model.layers.0.mlp.experts.gate_up_proj".into(),
+            dtype: crate::dtype::Dtype::BF16,
+            shape: vec![experts, 0],
+            record: crate::view::record::Record::new(
+                crate::catalog::TensorId(0),
+                crate::view::record::Transform::Identity,
+            ),
+            data: Vec::new(),
+        };
+        let items = [Item {
+            entry,
+            files: Vec::new(),
+        }];
+        let s = split(&items, experts);
+        assert!(s.experts.is_empty());
+        assert_eq!(s.base.len(), 1);
     }
 
     #[test]

@@ -104,6 +104,10 @@ pub fn hf_name(name: &str, qkv: QkvRows) -> Option<HfName> {
     one(hf)
 }
 
+/// Most layers a derived config may list. `layer_types` has one entry per
+/// layer, so `num_hidden_layers` sizes an allocation; no model comes near.
+pub const MAX_LAYERS: u64 = 1 << 20;
+
 /// The Hugging Face `config.json` of an unquantized BF16 gpt-oss, derived
 /// from the original one (keys: num_hidden_layers, num_experts,
 /// experts_per_token, vocab_size, hidden_size, intermediate_size,
@@ -128,6 +132,11 @@ pub fn hf_config(original: &Value) -> Result<Value, ViewError> {
     let layers = need("num_hidden_layers")?
         .as_u64()
         .ok_or_else(|| bad("has a num_hidden_layers that is not an integer".into()))?;
+    if layers > MAX_LAYERS {
+        return Err(bad(format!(
+            "has num_hidden_layers {layers}, more than {MAX_LAYERS}"
+        )));
+    }
     let context = need("initial_context_length")?;
     let factor = num("rope_scaling_factor")?;
     let max_pos = context
@@ -245,6 +254,14 @@ mod tests {
         assert_eq!(c["rope_scaling"]["beta_slow"], 1.0);
         assert_eq!(c["layer_types"][2], "sliding_attention");
         assert!(hf_config(&json!({})).is_err());
+        // One layer type per layer: a huge count was a huge allocation.
+        let mut huge = o.clone();
+        huge["num_hidden_layers"] = json!(1u64 << 40);
+        let err = hf_config(&huge).unwrap_err().to_string();
+        assert!(
+            err.contains("num_hidden_layers 1099511627776, more than 1048576"),
+            "{err}"
+        );
     }
 
     #[test]

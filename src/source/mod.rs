@@ -13,7 +13,10 @@
 //!   split sets into a catalog.
 //! - this module: folder layouts (single file, shards with or without
 //!   `model.safetensors.index.json`, gpt-oss `original/` with `dtypes.json`,
-//!   Hugging Face cache snapshots of symlinks) and side files.
+//!   Hugging Face cache snapshots of symlinks) and side files; the JSON side
+//!   files are parsed from bytes by [`parse_index`], [`parse_dtypes`] and
+//!   [`parse_json`] (pure entry points, fuzzed in tests/fuzz/ like the
+//!   format readers' `parse_bytes` and `parse_data`).
 
 pub mod fault;
 pub mod gguf;

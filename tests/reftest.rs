@@ -710,6 +710,13 @@ impl<'a> Harness<'a> {
             nodes: Vec::new(),
         };
         h.walk(String::new(), 1, 1);
+        // The root: manifest.json and raw/, and bf16/ unless that view was
+        // left out; nothing else for a safetensors source without experts.
+        let root: Vec<&str> = h.nodes[0].children.iter().map(|c| c.0.as_str()).collect();
+        assert!(
+            root == ["bf16", "manifest.json", "raw"] || root == ["manifest.json", "raw"],
+            "root holds {root:?}"
+        );
         for path in model.keys() {
             assert!(
                 h.nodes.iter().any(|n| &n.path == path),

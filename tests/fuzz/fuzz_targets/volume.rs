@@ -13,7 +13,7 @@
 //! or `model-0000i-of-0000n.safetensors` (`.gguf` for GGUF parts, a split set).
 #![no_main]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use gyrofs::volume::{DirSink, Kind, Volume};
@@ -125,21 +125,16 @@ fn exercise(v: &Volume) {
     }
 }
 
+/// Where inputs are written: memory (/dev/shm) when there is one.
 fn scratch() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let shm = Path::new("/dev/shm");
-        let base = if shm.is_dir() {
-            shm.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        };
-        tempfile::Builder::new()
-            .prefix("gyrofs-fuzz-")
-            .tempdir_in(base)
-            .unwrap()
+        match shm.is_dir() {
+            true => shm.to_path_buf(),
+            false => std::env::temp_dir(),
+        }
     })
-    .path()
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -147,7 +142,11 @@ fuzz_target!(|data: &[u8]| {
     if parts.len() > 12 {
         return;
     }
-    let dir = tempfile::tempdir_in(scratch()).unwrap();
+    // Removed after each input (left behind only by a crash).
+    let dir = tempfile::Builder::new()
+        .prefix("gyrofs-fuzz-")
+        .tempdir_in(scratch())
+        .unwrap();
     let source = lay_out(dir.path(), &parts);
     if let Ok(v) = Volume::open(&source) {
         exercise(&v);

@@ -469,7 +469,8 @@ pub fn pair_mxfp4(tensors: &mut [Tensor]) {
 
 /// Find block-scaled FP8 pairs: `X.weight` (F8_E4M3, [R, C]) with
 /// `X.weight_scale_inv` (F32, [ceil(R/b0), ceil(C/b1)]), where `[b0, b1]` is
-/// the config's `quantization_config.weight_block_size` (default [128, 128]).
+/// the config's `quantization_config.weight_block_size` (default [128, 128],
+/// also for a block size of zero or of more than 2^64 values).
 pub fn pair_fp8_block(tensors: &mut [Tensor], config: Option<&Value>) {
     let block = config
         .and_then(|c| c.get("quantization_config"))
@@ -479,7 +480,8 @@ pub fn pair_fp8_block(tensors: &mut [Tensor], config: Option<&Value>) {
             [r, c] => Some((r.as_u64()?, c.as_u64()?)),
             _ => None,
         })
-        .filter(|&(r, c)| r > 0 && c > 0)
+        // A block of 0 or of more than 2^64 values is no block size.
+        .filter(|&(r, c)| r > 0 && c > 0 && r.checked_mul(c).is_some())
         .unwrap_or((128, 128));
     let index = index_by_name(tensors);
     let mut pairs = Vec::new();
@@ -586,5 +588,26 @@ mod tests {
         pair_fp8_block(&mut ts2, Some(&cfg));
         let q = ts2[1].quant.as_ref().unwrap();
         assert_eq!(q.scheme.role_name(q.role), "scale_inv");
+    }
+
+    #[test]
+    fn fp8_block_size_whose_product_overflows_is_the_default() {
+        // A 2^33 x 2^33 block makes a 1 x 1 grid for any weight; its value
+        // count (values_per_block, in headers and the manifest) overflowed.
+        let cfg = serde_json::json!({"quantization_config": {"weight_block_size": [1u64 << 33, 1u64 << 33]}});
+        let mut ts = vec![
+            t("a.weight", Dtype::F8_E4M3, &[2, 3]),
+            t("a.weight_scale_inv", Dtype::F32, &[1, 1]),
+        ];
+        pair_fp8_block(&mut ts, Some(&cfg));
+        let q = ts[0].quant.as_ref().unwrap();
+        assert_eq!(
+            q.scheme,
+            QuantScheme::Fp8Block {
+                rows: 128,
+                cols: 128
+            }
+        );
+        assert_eq!(q.scheme.values_per_block(), 128 * 128);
     }
 }

@@ -314,6 +314,10 @@ impl Volume {
 
     /// The entry `name` in directory `parent`.
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
+        match self.tree.kind(node_id(parent)).ok_or(FsError::NotFound)? {
+            NodeKind::Dir => {}
+            NodeKind::File(_) => return Err(FsError::NotADirectory),
+        }
         let name = name.to_str().ok_or(FsError::NotFound)?;
         let id = self
             .tree

@@ -18,7 +18,10 @@
 //!   layouts (single file, shards with or without
 //!   `model.safetensors.index.json`, gpt-oss `original/` with `dtypes.json`,
 //!   `pytorch_model*.bin`, Hugging Face cache snapshots of symlinks) and
-//!   side files.
+//!   side files; the JSON side files are parsed from bytes by
+//!   [`parse_index`], [`parse_dtypes`] and [`parse_json`] (pure entry
+//!   points, fuzzed in tests/fuzz/ like the format readers' `parse_bytes`
+//!   and `parse_data`).
 
 pub mod fault;
 pub mod gguf;
@@ -174,10 +177,11 @@ fn list_files(dir: &Path) -> Result<Vec<String>, SourceError> {
 }
 
 /// A parsed `model.safetensors.index.json`.
-pub(crate) struct ShardIndex {
-    path: PathBuf,
+#[derive(Debug, Clone)]
+pub struct ShardIndex {
+    pub path: PathBuf,
     /// Tensor -> shard file name.
-    weight_map: BTreeMap<String, String>,
+    pub weight_map: BTreeMap<String, String>,
 }
 
 impl ShardIndex {
@@ -280,7 +284,13 @@ fn open_dir(dir: &Path) -> Result<Catalog, SourceError> {
 /// `pytorch_model.bin.index.json`).
 pub(crate) fn read_index(path: &Path) -> Result<ShardIndex, SourceError> {
     let text = std::fs::read(path).map_err(|e| SourceError::io(path, e))?;
-    let v: Value = serde_json::from_slice(&text)
+    parse_index(path, &text)
+}
+
+/// Parse the bytes of `model.safetensors.index.json` (`path` is only for
+/// messages). The entry point for fuzzing.
+pub fn parse_index(path: &Path, bytes: &[u8]) -> Result<ShardIndex, SourceError> {
+    let v: Value = serde_json::from_slice(bytes)
         .map_err(|e| SourceError::new(path, Problem::HeaderJson(e.to_string())))?;
     let map = v
         .get("weight_map")
@@ -406,25 +416,41 @@ fn check_weight_map(
 }
 
 pub(crate) fn parse_json_file(file: &SourceFile) -> Result<Value, SourceError> {
-    serde_json::from_slice(file.data())
-        .map_err(|e| SourceError::invalid(&file.path, format!("not valid JSON: {e}")))
+    parse_json(&file.path, file.data())
 }
 
-/// Apply gpt-oss `dtypes.json` (tensor name -> "BF16" | "FP4" | "UE8" | ...)
-/// as logical dtypes.
-fn apply_dtypes_json(file: &SourceFile, tensors: &mut [Tensor]) -> Result<(), SourceError> {
-    let v = parse_json_file(file)?;
-    let Value::Object(map) = v else {
-        return Err(SourceError::invalid(&file.path, "not a JSON object"));
+/// Parse a side JSON file such as `config.json` (`path` is only for
+/// messages). The entry point for fuzzing.
+pub fn parse_json(path: &Path, bytes: &[u8]) -> Result<Value, SourceError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| SourceError::invalid(path, format!("not valid JSON: {e}")))
+}
+
+/// Parse gpt-oss `dtypes.json` (tensor name -> "BF16" | "FP4" | "UE8" | ...;
+/// `path` is only for messages). The entry point for fuzzing.
+pub fn parse_dtypes(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, String>, SourceError> {
+    let Value::Object(map) = parse_json(path, bytes)? else {
+        return Err(SourceError::invalid(path, "not a JSON object"));
     };
+    map.into_iter()
+        .map(|(name, dt)| match dt {
+            Value::String(dt) => Ok((name, dt)),
+            _ => Err(SourceError::invalid(
+                path,
+                format!("entry '{name}' is not a string"),
+            )),
+        })
+        .collect()
+}
+
+/// Apply gpt-oss `dtypes.json` as logical dtypes.
+fn apply_dtypes_json(file: &SourceFile, tensors: &mut [Tensor]) -> Result<(), SourceError> {
+    let map = parse_dtypes(&file.path, file.data())?;
     let index = index_by_name(tensors);
     let mut updates = Vec::new();
-    for (name, dt) in &map {
-        let dt = dt.as_str().ok_or_else(|| {
-            SourceError::invalid(&file.path, format!("entry '{name}' is not a string"))
-        })?;
+    for (name, dt) in map {
         match index.get(name.as_str()) {
-            Some(&i) => updates.push((i, dt.to_string())),
+            Some(&i) => updates.push((i, dt)),
             None => log::warn!(
                 "{}: names tensor '{name}', which the checkpoint does not have",
                 file.path.display()
@@ -435,4 +461,45 @@ fn apply_dtypes_json(file: &SourceFile, tensors: &mut [Tensor]) -> Result<(), So
         tensors[i.index()].logical = dt;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn side_json_entry_points() {
+        let p = Path::new("m/model.safetensors.index.json");
+        let index = parse_index(
+            p,
+            br#"{"weight_map":{"a":"s1.safetensors","b":"s1.safetensors"}}"#,
+        );
+        assert_eq!(index.unwrap().shards(), ["s1.safetensors"]);
+        let err = |r: Result<ShardIndex, SourceError>| r.unwrap_err().to_string();
+        assert!(err(parse_index(p, b"{")).starts_with("m/model.safetensors.index.json: "));
+        assert!(err(parse_index(p, br#"{"weight_map":[]}"#)).contains("no 'weight_map'"));
+        assert!(err(parse_index(p, br#"{"weight_map":{"a":"../x"}}"#)).contains("not a file"));
+
+        let d = Path::new("dtypes.json");
+        let dtypes = parse_dtypes(d, br#"{"a":"FP4","b":"UE8"}"#).unwrap();
+        assert_eq!(dtypes["b"], "UE8");
+        assert!(
+            parse_dtypes(d, br#"{"a":1}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("'a' is not a string")
+        );
+        assert!(
+            parse_dtypes(d, b"[]")
+                .unwrap_err()
+                .to_string()
+                .contains("not a JSON object")
+        );
+        assert!(
+            parse_json(d, b"{")
+                .unwrap_err()
+                .to_string()
+                .contains("not valid JSON")
+        );
+    }
 }

@@ -877,7 +877,12 @@ fn plans(catalog: &Catalog, notes: &mut Vec<String>) -> Result<Vec<Plan>, ViewEr
         let name = match mapped {
             Some(HfName::Absorbed) => continue,
             Some(HfName::Split(parts)) => {
-                let rows = t.shape.first().copied().unwrap_or(0);
+                let Some(&rows) = t.shape.first() else {
+                    return Err(ViewError::Tensor {
+                        tensor: t.name.clone(),
+                        why: "is a scalar, not rows of fused q|k|v".into(),
+                    });
+                };
                 let needed = parts.last().map_or(0, |p| p.1 + p.2);
                 if rows != needed {
                     return Err(ViewError::Tensor {
@@ -1058,4 +1063,34 @@ fn shard(catalog: &Catalog, plans: &[Plan], max: u64, to: Dtype) -> Vec<Vec<u32>
         s.sort_by_key(|&i| std::cmp::Reverse(plans[i as usize].info(catalog, to).0.alignment()));
     }
     shards
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A gpt-oss original checkpoint in a temp folder: one safetensors file
+    /// holding `tensor` (a JSON header entry) over `data`, plus `config`.
+    fn original(tensor: &str, data: &[u8], config: &str) -> (tempfile::TempDir, Catalog) {
+        let dir = tempfile::tempdir().unwrap();
+        let header = format!("{{{tensor}}}");
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(header.as_bytes());
+        b.extend_from_slice(data);
+        std::fs::write(dir.path().join("model.safetensors"), b).unwrap();
+        std::fs::write(dir.path().join("config.json"), config).unwrap();
+        std::fs::write(dir.path().join("dtypes.json"), "{}").unwrap();
+        let catalog = crate::source::open(dir.path()).unwrap();
+        (dir, catalog)
+    }
+
+    #[test]
+    fn refuses_a_scalar_fused_qkv() {
+        // head_dim 0 makes q|k|v need 0 rows, which a scalar "has".
+        let config = r#"{"head_dim": 0, "num_attention_heads": 2, "num_key_value_heads": 1}"#;
+        let qkv = r#""block.0.attn.qkv.weight":{"dtype":"U8","shape":[],"data_offsets":[0,1]}"#;
+        let (_dir, catalog) = original(qkv, &[64], config);
+        let err = plans(&catalog, &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("is a scalar"), "{err}");
+    }
 }

@@ -40,6 +40,16 @@ pub struct Moe {
     pub layers: Option<u64>,
 }
 
+/// Most experts per layer a model may have for its `experts/` split (the
+/// largest models have a few hundred); a config saying more is refused with
+/// a note.
+pub const MAX_EXPERTS: u64 = 1 << 16;
+
+/// Most tensors all expert files of one split may hold together (every
+/// slice of every fused tensor counts): a bound on the memory a hostile
+/// config and a few bytes of header can make the split take.
+pub const MAX_MEMBERS: u64 = 1 << 24;
+
 /// The model's expert count (and experts per token, layer count) from its
 /// config or GGUF metadata; `None` for a dense model.
 pub fn moe(catalog: &Catalog) -> Option<Moe> {
@@ -180,8 +190,29 @@ pub struct ExpertsView {
 
 impl ExpertsView {
     /// Split the parent view's tensors `items`; `None` if no tensor is an
-    /// expert's (no `experts/` directory then).
-    pub fn new(parent: Parent, items: Vec<ItemInfo>, moe: Moe) -> Option<Self> {
+    /// expert's (no `experts/` directory then), or if the split would hold
+    /// more than [`MAX_MEMBERS`] tensors (a note says so).
+    pub fn new(
+        parent: Parent,
+        items: Vec<ItemInfo>,
+        moe: Moe,
+        notes: &mut Vec<String>,
+    ) -> Option<Self> {
+        let members: u64 = items
+            .iter()
+            .map(|it| match place(it.name, &it.shape, moe.experts) {
+                Place::Fused { .. } if sliceable(it, moe.experts) => moe.experts,
+                _ => 1,
+            })
+            .sum();
+        if members > MAX_MEMBERS {
+            notes.push(format!(
+                "experts/ is left out: splitting {} experts per layer would make {members} \
+                 tensors of expert files, more than {MAX_MEMBERS}",
+                moe.experts
+            ));
+            return None;
+        }
         let mut base = Vec::new();
         let mut experts: BTreeMap<(u64, u64), Vec<(Member, u64)>> = BTreeMap::new();
         for (i, it) in items.iter().enumerate() {
@@ -365,10 +396,13 @@ fn item_files(catalog: &Catalog, views: &Views, parent: Parent, item: u32) -> Ve
 }
 
 /// Can a fused item be cut into `experts` whole-byte slices?
+/// Whether a fused tensor splits into `experts` whole-byte, non-empty slices
+/// (an empty fused tensor stays whole in the base file: its slices would be
+/// as many empty files as the config's expert count says).
 fn sliceable(it: &ItemInfo, experts: u64) -> bool {
     numel(&it.shape[1..])
         .and_then(|n| it.dtype.bytes_for(n))
-        .is_some_and(|per| per * experts == it.len)
+        .is_some_and(|per| per > 0 && per.checked_mul(experts) == Some(it.len))
 }
 
 fn digits(n: u64) -> usize {
@@ -436,6 +470,36 @@ mod tests {
             Place::Base
         );
         assert_eq!(place("model.embed_tokens.weight", &[8, 4], e), Place::Base);
+    }
+
+    #[test]
+    fn empty_fused_tensors_stay_whole() {
+        // A config's expert count of 2^40 and a fused [2^40, 0] tensor (a
+        // few bytes of header) made the split build 2^40 empty slices.
+        let experts = 1u64 << 40;
+        let item = |shape: Vec<u64>, len| ItemInfo {
+            name: "model.layers.0.mlp.experts.gate_up_proj",
+            dtype: Dtype::BF16,
+            shape: Cow::Owned(shape),
+            len,
+        };
+        let moe = Moe {
+            experts,
+            per_token: None,
+            layers: None,
+        };
+        let mut notes = Vec::new();
+        let items = vec![item(vec![experts, 0], 0)];
+        assert!(ExpertsView::new(Parent::Raw, items, moe, &mut notes).is_none());
+        assert!(notes.is_empty());
+        // Slices of a byte each: sliceable, but too many.
+        let items = vec![item(vec![experts, 1], 2 * experts)];
+        assert!(ExpertsView::new(Parent::Raw, items, moe, &mut notes).is_none());
+        assert!(notes[0].contains("more than 16777216"), "{notes:?}");
+        // Overflowing slice sizes are not sliceable.
+        let items = vec![item(vec![experts, 1 << 40], 0)];
+        assert!(ExpertsView::new(Parent::Raw, items, moe, &mut notes).is_none());
+        assert_eq!(notes.len(), 1);
     }
 
     #[test]

@@ -42,10 +42,17 @@ impl QkvRows {
                 .ok_or_else(|| ViewError::Config(format!("has no integer '{k}'")))
         };
         let head_dim = get("head_dim")?;
-        Ok(QkvRows {
-            q: get("num_attention_heads")? * head_dim,
-            kv: get("num_key_value_heads")? * head_dim,
-        })
+        let rows = |k: &str| {
+            get(k)?.checked_mul(head_dim).ok_or_else(|| {
+                ViewError::Config(format!("'{k}' x 'head_dim' ({head_dim}) overflows 64 bits"))
+            })
+        };
+        let (q, kv) = (rows("num_attention_heads")?, rows("num_key_value_heads")?);
+        // The fused tensor holds q, k and v rows: q + 2 kv must be countable.
+        q.checked_add(kv)
+            .and_then(|n| n.checked_add(kv))
+            .ok_or_else(|| ViewError::Config("q/k/v row counts overflow 64 bits".into()))?;
+        Ok(QkvRows { q, kv })
     }
 }
 
@@ -97,6 +104,10 @@ pub fn hf_name(name: &str, qkv: QkvRows) -> Option<HfName> {
     one(hf)
 }
 
+/// Most layers a derived config may list. `layer_types` has one entry per
+/// layer, so `num_hidden_layers` sizes an allocation; no model comes near.
+pub const MAX_LAYERS: u64 = 1 << 20;
+
 /// The Hugging Face `config.json` of an unquantized BF16 gpt-oss, derived
 /// from the original one (keys: num_hidden_layers, num_experts,
 /// experts_per_token, vocab_size, hidden_size, intermediate_size,
@@ -121,6 +132,11 @@ pub fn hf_config(original: &Value) -> Result<Value, ViewError> {
     let layers = need("num_hidden_layers")?
         .as_u64()
         .ok_or_else(|| bad("has a num_hidden_layers that is not an integer".into()))?;
+    if layers > MAX_LAYERS {
+        return Err(bad(format!(
+            "has num_hidden_layers {layers}, more than {MAX_LAYERS}"
+        )));
+    }
     let context = need("initial_context_length")?;
     let factor = num("rope_scaling_factor")?;
     let max_pos = context
@@ -238,5 +254,40 @@ mod tests {
         assert_eq!(c["rope_scaling"]["beta_slow"], 1.0);
         assert_eq!(c["layer_types"][2], "sliding_attention");
         assert!(hf_config(&json!({})).is_err());
+        // One layer type per layer: a huge count was a huge allocation.
+        let mut huge = o.clone();
+        huge["num_hidden_layers"] = json!(1u64 << 40);
+        let err = hf_config(&huge).unwrap_err().to_string();
+        assert!(
+            err.contains("num_hidden_layers 1099511627776, more than 1048576"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn qkv_rows_that_overflow_are_refused() {
+        let rows = |heads: u64, kv: u64, head_dim: u64| {
+            let c = json!({"num_attention_heads": heads, "num_key_value_heads": kv, "head_dim": head_dim});
+            QkvRows::from_config(&c)
+                .map(|r| (r.q, r.kv))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(rows(4, 2, 16), Ok((64, 32)));
+        let big = 1u64 << 32;
+        assert!(
+            rows(big, 1, big)
+                .unwrap_err()
+                .contains("'num_attention_heads' x 'head_dim'")
+        );
+        assert!(
+            rows(1, big, big)
+                .unwrap_err()
+                .contains("'num_key_value_heads' x 'head_dim'")
+        );
+        assert!(
+            rows(1, 1 << 62, 2)
+                .unwrap_err()
+                .contains("q/k/v row counts overflow")
+        );
     }
 }

@@ -375,10 +375,20 @@ pub fn build(catalog: &Catalog, dtypes: &[Dtype]) -> (Views, Tree) {
     let mut notes = catalog.notes.clone();
     let raw = raw::RawView::new(catalog, &mut notes);
     raw.add(&mut tree, catalog);
-    let moe = experts::moe(catalog);
+    let moe = experts::moe(catalog).filter(|m| {
+        let ok = m.experts <= experts::MAX_EXPERTS;
+        if !ok {
+            notes.push(format!(
+                "experts/ is left out: the config says {} experts per layer, more than {}",
+                m.experts,
+                experts::MAX_EXPERTS
+            ));
+        }
+        ok
+    });
     let mut expert_splits = Vec::new();
     if let Some(moe) = moe
-        && let Some(x) = experts::ExpertsView::new(Parent::Raw, raw_items(catalog), moe)
+        && let Some(x) = experts::ExpertsView::new(Parent::Raw, raw_items(catalog), moe, &mut notes)
     {
         expert_splits.push(x);
     }
@@ -389,8 +399,12 @@ pub fn build(catalog: &Catalog, dtypes: &[Dtype]) -> (Views, Tree) {
                 let k = converted.len() as u8;
                 let v = converted::ConvertedView::new(catalog, &conversion, dtype);
                 if let Some(moe) = moe
-                    && let Some(x) =
-                        experts::ExpertsView::new(Parent::Converted(k), v.items(catalog), moe)
+                    && let Some(x) = experts::ExpertsView::new(
+                        Parent::Converted(k),
+                        v.items(catalog),
+                        moe,
+                        &mut notes,
+                    )
                 {
                     expert_splits.push(x);
                 }

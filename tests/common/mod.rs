@@ -1,5 +1,6 @@
 //! Shared test harness: real mounts with guaranteed unmount, checkpoint
-//! writers, and comparisons through an independent safetensors reader.
+//! writers, comparisons through an independent safetensors reader, and the
+//! proptest configuration of the property tests.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -365,4 +366,24 @@ pub fn write_gguf(path: &Path, kvs: &[(&str, Kv)], tensors: &[GT]) {
         }
     }
     std::fs::write(path, b).unwrap();
+}
+
+/// The proptest configuration of a property: `default` cases, or
+/// `PROPTEST_CASES` when set (to run more: `PROPTEST_CASES=5000 cargo test
+/// --test robustness`); failing cases are shrunk and their seeds kept in
+/// `regressions` (a path from the repository root, committed), which every
+/// run replays first.
+pub fn proptest_config(default: u32, regressions: &'static str) -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    proptest::test_runner::Config {
+        cases,
+        max_shrink_iters: 4096,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(regressions),
+        )),
+        ..proptest::test_runner::Config::default()
+    }
 }

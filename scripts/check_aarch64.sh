@@ -3,7 +3,7 @@
 # tests, benches) for aarch64-unknown-linux-gnu, which compiles the NEON
 # kernels (src/quant/simd/neon.rs) that x86 builds leave out.
 #
-#   scripts/check_aarch64.sh          # clippy for aarch64 (CI runs this)
+#   scripts/check_aarch64.sh          # clippy for aarch64 (before a release)
 #   scripts/check_aarch64.sh --test   # and run the kernel tests (portable
 #                                     # and NEON paths) under qemu-user
 #

@@ -473,7 +473,7 @@ fn blocks<const TS: usize, const BS: usize>(
 /// F16 bits to f32, exactly (the conversion `quant::float` uses; NaNs
 /// come out quiet, which the rounding to BF16 makes canonical anyway).
 #[inline]
-fn f16(bits: u16) -> f32 {
+pub(crate) fn f16(bits: u16) -> f32 {
     super::float::f16_to_f32(bits)
 }
 

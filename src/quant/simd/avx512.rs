@@ -417,7 +417,7 @@ unsafe fn ggml(ty: GgmlType, b: &[u8], out: &mut [u8]) -> bool {
         // The i-quants' grid lookups: compiled with AVX-512, LLVM
         // vectorizes them into gathers, which are slow on current CPUs (a
         // third slower than the AVX2 build, measured on Zen 4).
-        T::IQ2_XXS | T::IQ2_XS | T::IQ2_S | T::IQ3_XXS | T::IQ3_S => {
+        T::IQ2_XXS | T::IQ2_XS | T::IQ2_S | T::IQ3_XXS | T::IQ3_S | T::IQ1_S | T::IQ1_M => {
             // SAFETY: this path runs only where AVX2 and F16C are present too.
             return unsafe { super::avx2::ggml(ty, b, out) };
         }

@@ -17,8 +17,15 @@
 //! (negation is exact and commutes with rounding): the IQ types'
 //! `db * grid * sign` is `db * q` with `q = +-grid`.
 //!
-//! Not here: IQ1_S / IQ1_M (`d * (v + 0.125)`, not an integer times a scale);
-//! those, and the plain types, keep the portable code.
+//! A third, for IQ1_S / IQ1_M: their `dl * (v + delta)`, with a grid value
+//! `v` in {-1, 0, 1} and `delta = +-1/8`, is `(dl / 8) * q` with the integer
+//! `q = 8 v +- 1`. Both compute the one real number `dl * q / 8` and round it
+//! once: `v + delta` and `dl / 8` are exact in f32 (`dl`, an f16 times an
+//! odd integer up to 15, is at least 2^-24, far from f32's subnormals), and
+//! the signs of zeros, infinities and NaNs follow `q` as they follow
+//! `v + delta`.
+//!
+//! The plain types (F32, F16, BF16, F64) keep the portable code.
 //!
 //! The functions are `#[inline(always)]` so that they are compiled into (and
 //! auto-vectorized with the features of) each SIMD path's block loop.
@@ -27,7 +34,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use crate::quant::ggml::tables;
-use crate::quant::ggml::{f16_at, u16_at, u32_at, ue4m3_half};
+use crate::quant::ggml::{f16, f16_at, u16_at, u32_at, ue4m3_half};
 
 /// How a run's values are computed from `a`, `m` and `q`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +103,8 @@ pub(crate) fn shape(ty: crate::quant::ggml::GgmlType) -> Option<Shape> {
         T::IQ2_XS | T::IQ2_S => (16, Op::Mul, None, 0),
         T::IQ2_XXS | T::IQ3_XXS | T::IQ3_S => (32, Op::Mul, None, 0),
         T::TQ1_0 | T::TQ2_0 => (256, Op::Mul, None, 1),
+        T::IQ1_S => (32, Op::Mul, None, 0),
+        T::IQ1_M => (16, Op::Mul, None, 0),
         _ => return None,
     };
     Some(Shape { run, op, kv, bias })
@@ -482,6 +491,55 @@ pub(crate) fn iq3_s(b: &[u8; 110], r: &mut Runs<256>) {
     }
 }
 
+/// An IQ1 grid row (8 bytes, each -1, 0 or 1) as codes `8 v + 1` (`neg`
+/// false: delta +1/8) or `8 v - 1` (delta -1/8).
+#[inline(always)]
+fn iq1_row(row: u64, neg: bool, q: &mut [u8]) {
+    // 8 v per byte: 0xF8, 0 or 0x08, the low 3 bits clear.
+    let x = (row << 3) & 0xF8F8_F8F8_F8F8_F8F8;
+    let code = if neg {
+        // Per byte x - 1 = x + 0xFF, without carries between bytes.
+        const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+        ((x & LOW7) + LOW7) ^ (!x & 0x8080_8080_8080_8080)
+    } else {
+        x | ONES
+    };
+    put(q, code);
+}
+
+#[inline(always)]
+pub(crate) fn iq1_s(b: &[u8; 50], r: &mut Runs<256>) {
+    let d = f16_at(b, 0);
+    for g in 0..8 {
+        let qh = u16_at(b, 34 + 2 * g);
+        r.a[g] = d * (2 * ((qh >> 12) & 7) + 1) as f32 * 0.125;
+        for k in 0..4 {
+            let idx = b[2 + 4 * g + k] as usize | (((qh >> (3 * k)) & 7) as usize) << 8;
+            iq1_row(
+                tables::IQ1S_GRID[idx],
+                qh & 0x8000 != 0,
+                &mut r.q[32 * g + 8 * k..],
+            );
+        }
+    }
+}
+
+#[inline(always)]
+pub(crate) fn iq1_m(b: &[u8; 56], r: &mut Runs<256>) {
+    let s = [u16_at(b, 48), u16_at(b, 50), u16_at(b, 52), u16_at(b, 54)];
+    let dbits =
+        ((s[0] & 0xF000) >> 12) | ((s[1] & 0xF000) >> 8) | ((s[2] & 0xF000) >> 4) | (s[3] & 0xF000);
+    let d = f16(dbits);
+    for i in 0..16 {
+        r.a[i] = d * (2 * ((s[i / 4] >> (3 * (i % 4))) & 7) + 1) as f32 * 0.125;
+    }
+    for e in 0..32 {
+        let nib = (b[32 + e / 2] >> (4 * (e % 2))) & 0xF;
+        let idx = b[e] as usize | ((nib & 7) as usize) << 8;
+        iq1_row(tables::IQ1S_GRID[idx], nib & 8 != 0, &mut r.q[8 * e..]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,7 +562,15 @@ mod tests {
         for v in all {
             assert!((1..=127).contains(&v), "{v}");
         }
+        // IQ1 rows hold -1, 0 and 1 only (`iq1_row` codes them as 8 v +- 1).
+        for r in tables::IQ1S_GRID {
+            assert!(r.to_le_bytes().iter().all(|&v| matches!(v, 0 | 1 | 0xFF)));
+        }
         let mut q = [0u8; 8];
+        iq1_row(0x00FF_0100_0001_FF00, true, &mut q);
+        assert_eq!(q.map(|b| b as i8), [-1, -9, 7, -1, -1, 7, -9, -1]);
+        iq1_row(0x00FF_0100_0001_FF00, false, &mut q);
+        assert_eq!(q.map(|b| b as i8), [1, -7, 9, 1, 1, 9, -7, 1]);
         signed_row(0x7F01_0203_0405_0607, 0b1010_0101, &mut q);
         assert_eq!(q.map(|b| b as i8), [-7, 6, -5, 4, 3, -2, 1, -127]);
     }

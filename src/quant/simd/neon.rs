@@ -489,6 +489,8 @@ unsafe fn ggml(ty: GgmlType, b: &[u8], out: &mut [u8]) -> bool {
         T::IQ2_S => each::<82, 256, MUL, false>(ty, b, out, runs::iq2_s),
         T::IQ3_XXS => each::<98, 256, MUL, false>(ty, b, out, runs::iq3_xxs),
         T::IQ3_S => each::<110, 256, MUL, false>(ty, b, out, runs::iq3_s),
+        T::IQ1_S => each::<50, 256, MUL, false>(ty, b, out, runs::iq1_s),
+        T::IQ1_M => each::<56, 256, MUL, false>(ty, b, out, runs::iq1_m),
         _ => return false,
     }
     true

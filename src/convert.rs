@@ -30,8 +30,16 @@ pub struct Summary {
 
 /// Write the view at `view` (a directory or a single file of the tree) into
 /// `out`. A directory's contents land directly in `out`, like
-/// `cp -r MNT/VIEW OUT` with OUT not existing yet; a file lands as `out/NAME`.
-pub fn convert(volume: &Volume, view: &str, out: &Path, progress: bool) -> Result<Summary, Error> {
+/// `cp -r MNT/VIEW OUT` with OUT not existing yet (`recursive` false: only
+/// the files directly in it, like `cp MNT/VIEW/* OUT`); a file lands as
+/// `out/NAME`.
+pub fn convert(
+    volume: &Volume,
+    view: &str,
+    out: &Path,
+    recursive: bool,
+    progress: bool,
+) -> Result<Summary, Error> {
     let root = volume.resolve(view).ok_or_else(|| {
         let top: Vec<String> = volume
             .children(crate::view::ROOT)
@@ -47,7 +55,7 @@ pub fn convert(volume: &Volume, view: &str, out: &Path, progress: bool) -> Resul
     let mut jobs: Vec<(NodeId, PathBuf)> = Vec::new();
     let mut dirs = vec![out.to_path_buf()];
     if volume.is_dir(root) {
-        collect(volume, root, out, &mut jobs, &mut dirs);
+        collect(volume, root, out, recursive, &mut jobs, &mut dirs);
     } else {
         jobs.push((root, out.join(volume.name(root))));
     }
@@ -93,14 +101,17 @@ fn collect(
     volume: &Volume,
     dir: NodeId,
     at: &Path,
+    recursive: bool,
     jobs: &mut Vec<(NodeId, PathBuf)>,
     dirs: &mut Vec<PathBuf>,
 ) {
     for c in volume.children(dir).into_iter().flatten() {
         let path = at.join(volume.name(c));
         if volume.is_dir(c) {
-            dirs.push(path.clone());
-            collect(volume, c, &path, jobs, dirs);
+            if recursive {
+                dirs.push(path.clone());
+                collect(volume, c, &path, recursive, jobs, dirs);
+            }
         } else {
             jobs.push((c, path));
         }

@@ -113,6 +113,12 @@ enum Cmd {
         /// Converted views to present (as for `mount`): bf16, f16, f32.
         #[arg(long, value_name = "LIST", default_value = "bf16", value_parser = parse_dtype_list)]
         dtype: DtypeList,
+        /// Write only the files directly in VIEW, not its subdirectories
+        /// (`tensors/`, `experts/`, which hold the same tensors again): for
+        /// `bf16`, just the loader-ready model folder, as `cp MOUNTPOINT/bf16/*
+        /// OUTDIR` copies it.
+        #[arg(long)]
+        files_only: bool,
         /// Do not print a progress bar or summary.
         #[arg(short, long)]
         quiet: bool,
@@ -177,6 +183,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             view,
             quiet,
             dtype,
+            files_only,
         } => {
             let first = gyrofs::view::converted::dtype_names(dtype.0[0]).map_or("bf16", |n| n.0);
             let view = view.unwrap_or_else(|| first.to_string());
@@ -185,7 +192,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 eprintln!("gyrofs: warning: {note}");
             }
             let progress = !quiet && std::io::stderr().is_terminal();
-            let s = gyrofs::convert::convert(&volume, &view, &outdir, progress)?;
+            let s = gyrofs::convert::convert(&volume, &view, &outdir, !files_only, progress)?;
             if !quiet {
                 eprintln!(
                     "wrote {} files, {} ({} bytes) to {} in {:.2?}",

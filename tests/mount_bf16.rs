@@ -99,6 +99,11 @@ fn check_against_transformers(src: &Path) {
         let b = std::fs::read(out.join(rel)).unwrap();
         assert!(a == b, "bf16/{rel}: mount and convert differ");
     }
+    // --files-only: the model folder alone (no tensors/, experts/).
+    let conv = convert_with(src, "bf16", &["--files-only"]);
+    let top: Vec<String> = mounted.into_iter().filter(|r| !r.contains('/')).collect();
+    assert!(top.iter().any(|r| r == "config.json"), "{top:?}");
+    assert_eq!(walk(&conv.path().join("out")), top);
 }
 
 #[test]

@@ -274,16 +274,17 @@ pub fn source_tensors(src: &Path) -> BTreeMap<String, (String, Vec<usize>, Vec<u
 
 /// Run `gyrofs convert SRC OUT --view VIEW` and return OUT's temp dir.
 pub fn convert(src: &Path, view: &str) -> tempfile::TempDir {
+    convert_with(src, view, &[])
+}
+
+/// [`convert`] with more options.
+pub fn convert_with(src: &Path, view: &str, options: &[&str]) -> tempfile::TempDir {
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("out");
-    let o = gyrofs(&[
-        "convert",
-        &src.display().to_string(),
-        &target.display().to_string(),
-        "--view",
-        view,
-        "--quiet",
-    ]);
+    let (src, target) = (src.display().to_string(), target.display().to_string());
+    let mut args = vec!["convert", &src, &target, "--view", view, "--quiet"];
+    args.extend_from_slice(options);
+    let o = gyrofs(&args);
     assert!(
         o.status.success(),
         "convert failed: {}",

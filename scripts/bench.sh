@@ -3,7 +3,7 @@
 # the same run on the same machine (these machines are noisy; ratios travel,
 # absolute numbers do not). Method and recorded results: docs/PERFORMANCE.md.
 #
-#   scripts/bench.sh [mount] [read] [bf16] [experts] [gguf] [scale] [torch]   (default: all)
+#   scripts/bench.sh [mount] [read] [bf16] [cores] [experts] [load] [gguf] [gguf_hf] [scale] [torch]   (default: all)
 #
 # Environment: BENCH_DIR (scratch space, default /tmp/gyrofs-bench; needs
 # ~6 GB of real disk for `read`), BENCH_READ_LAYERS (layers of the random
@@ -14,7 +14,10 @@
 # with gguf + numpy for the baseline, default /opt/pyref/bin/python),
 # GYROFS_BIN (the gyrofs binary to measure; default: build this checkout),
 # BENCH_BASE_BIN (scale: also measure this other build, same run),
-# BENCH_TORCH_MB (torch: size of the generated pytorch_model.bin, default 2048).
+# BENCH_TORCH_MB (torch: size of the generated pytorch_model.bin, default 2048),
+# BENCH_LOAD_LAYERS (load: layers of the model loaded, default 2; needs RAM for
+# the model, its local BF16 copy and the source), BENCH_GGUF_HF_LAYERS
+# (gguf_hf: layers of the llama-8b-shaped Q4_K GGUF, default 4).
 # Needs root (mounts, drop_caches) and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -247,7 +250,9 @@ bench_gguf() {
     local failed=$gdir/failed
     rm -f "$failed"
     gguf_mounted() { grep -q " $MNT " /proc/self/mounts || { echo "mounting $1 failed" >> "$failed"; exit 1; }; }
-    gguf_mount() { mount_once "$1" || true; gguf_mounted "$1"; }
+    # (2>/dev/null: these synthetic files have no Hugging Face mapping, and
+    # each mount would warn so.)
+    gguf_mount() { mount_once "$1" 2>/dev/null || true; gguf_mounted "$1"; }
     gguf_umount() { umount_wait; while pgrep -f -x -- "$G mount .* $MNT --foreground" >/dev/null; do sleep 0.01; done; }
     gguf_check() {
         if [ -e "$failed" ] || ! [[ $1 =~ ^[0-9.]+$ ]]; then
@@ -454,8 +459,134 @@ EOF2
     printf "%-64s %10.0f\n" "torch.load(mmap) + save_file, peak RSS MB" "$(echo "$base_rss / 1024" | bc -l)"
 }
 
+daemon_pid() { pgrep -f -- "mount .* $MNT --foreground" | head -1; }
+# utime + stime of a process, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# Busy time of the whole machine (all CPUs, clock ticks): user, nice,
+# system, irq, softirq, steal.
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+
+bench_cores() {
+    local layers=${BENCH_READ_LAYERS:-4}
+    local dir=$BENCH_DIR/random-20b-l$layers
+    [ -d "$dir" ] || python3 scripts/make_synthetic.py "$dir" --preset 20b --layers "$layers" --fill random
+    local f=bf16/tensors/model.layers.0.mlp.experts.gate_up_proj.safetensors
+    local hz
+    hz=$(getconf CLK_TCK)
+    echo "## cores: one sequential reader of one large computed file (cat $f, MXFP4 -> BF16)"
+    echo "(source warm, fresh mount each time, median of 3 by wall time; cores = CPU time / wall time of the"
+    echo " daemon, and of the whole machine ($(nproc) CPUs; the rest is the reader: its copies out of the page"
+    echo " cache); baseline: the same binary with its compute pool limited to one thread, RAYON_NUM_THREADS=1)"
+    cat "$dir"/*.safetensors > /dev/null
+    local bytes
+    mount_once "$dir"; bytes=$(stat -c %s "$MNT/$f"); umount_wait
+    printf "%-44s %8s %8s %14s %14s\n" "" "GB/s" "ratio" "daemon cores" "machine cores"
+    local base=
+    for spec in "one compute thread (baseline):1" "default pool:"; do
+        local label=${spec%%:*} threads=${spec#*:}
+        local rows
+        rows=$(for _ in 1 2 3; do
+            RAYON_NUM_THREADS=$threads mount_once "$dir"
+            local pid t0 c0 m0 t1 c1 m1
+            pid=$(daemon_pid)
+            c0=$(cpu_ticks "$pid"); m0=$(machine_ticks); t0=$(now)
+            cat "$MNT/$f" > /dev/null
+            t1=$(now); c1=$(cpu_ticks "$pid"); m1=$(machine_ticks)
+            umount_wait
+            local wall
+            wall=$(echo "$t1 - $t0" | bc -l)
+            echo "$wall $(echo "($c1 - $c0) / $hz / $wall" | bc -l) $(echo "($m1 - $m0) / $hz / $wall" | bc -l)"
+        done | sort -g | sed -n 2p)
+        local wall cores machine
+        read -r wall cores machine <<< "$rows"
+        [ -n "$base" ] || base=$wall
+        printf "%-44s %8.2f %8.2f %14.2f %14.2f\n" "$label" "$(echo "$bytes / $wall / 1000000000" | bc -l)" \
+            "$(echo "$base / $wall" | bc -l)" "$cores" "$machine"
+    done
+    # The transport's ceiling: a lossless file (no compute) read the same way.
+    local raw=raw/model.safetensors rb rs
+    mount_once "$dir"; rb=$(stat -c %s "$MNT/$raw"); rs=$(secs cat "$MNT/$raw"); umount_wait
+    printf "%-44s %8.2f\n" "lossless $raw (no compute)" "$(echo "$rb / $rs / 1000000000" | bc -l)"
+}
+
+bench_load() {
+    local layers=${BENCH_LOAD_LAYERS:-2}
+    local dir=$BENCH_DIR/random-20b-l$layers
+    local py=${BENCH_PYTHON:-/opt/pyref/bin/python}
+    local copy=$BENCH_DIR/bf16-copy-l$layers
+    [ -d "$dir" ] || python3 scripts/make_synthetic.py "$dir" --preset 20b --layers "$layers" --fill random
+    "$py" -c "import torch, transformers" 2>/dev/null || { echo "## load: skipped (no torch + transformers in $py)"; return; }
+    if [ ! -f "$copy/config.json" ]; then
+        mkdir -p "$copy"
+        mount_once "$dir"
+        cp "$MNT"/bf16/*.json "$MNT"/bf16/*.safetensors "$copy"/
+        umount_wait
+    fi
+    echo "## load: transformers from_pretrained of a gpt-oss-20b-shaped model ($layers layers) in BF16"
+    echo "(seconds, median of 3, alternating; source and local copy warm in the page cache, fresh mount each time;"
+    echo " baseline: from_pretrained of a local copy of MNT/bf16 (cp), same run)"
+    cat "$dir"/*.safetensors "$copy"/*.safetensors > /dev/null
+    local load='import sys, time, torch
+from transformers import AutoModelForCausalLM
+t0 = time.perf_counter()
+m = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.bfloat16)
+print(time.perf_counter() - t0)'
+    local local_s=() mnt_s=()
+    for _ in 1 2 3; do
+        local_s+=("$("$py" -c "$load" "$copy" 2>/dev/null | tail -1)")
+        mount_once "$dir"
+        mnt_s+=("$("$py" -c "$load" "$MNT/bf16" 2>/dev/null | tail -1)")
+        umount_wait
+    done
+    local a b
+    a=$(printf "%s\n" "${local_s[@]}" | median)
+    b=$(printf "%s\n" "${mnt_s[@]}" | median)
+    printf "%-52s %8s %8s\n" "" "s" "ratio"
+    printf "%-52s %8.2f %8s\n" "from_pretrained(local BF16 copy) (baseline)" "$a" "1.00"
+    printf "%-52s %8.2f %8.2f\n" "from_pretrained(MNT/bf16), dequantizing on read" "$b" "$(echo "$b / $a" | bc -l)"
+}
+
+bench_gguf_hf() {
+    local layers=${BENCH_GGUF_HF_LAYERS:-4}
+    local py=${BENCH_PYTHON:-/opt/pyref/bin/python}
+    local dir=$BENCH_DIR/gguf-hf-l$layers
+    local name=llama-8b-l$layers-Q4_K.gguf
+    "$py" -c "import torch, transformers, gguf" 2>/dev/null || { echo "## gguf_hf: skipped (no torch + transformers + gguf in $py)"; return; }
+    mkdir -p "$dir"
+    [ -f "$dir/$name" ] || python3 scripts/make_synthetic_gguf.py "$dir/$name" --preset llama-8b --layers "$layers" --type Q4_K --fill random
+    echo "## gguf_hf: a GGUF as a Hugging Face model (llama-8b shapes, $layers layers, Q4_K, random blocks)"
+    echo "(seconds to a loaded model and peak memory, median of 3, alternating; GGUF warm in the page cache, fresh mount each time;"
+    echo " baseline: transformers' own from_pretrained(dir, gguf_file=...), which dequantizes to float32 with gguf-py, same run;"
+    echo " peak MB: the Python process's maxrss, and for gyrofs also the daemon's own memory (RssAnon; its mapped GGUF is page cache))"
+    cat "$dir/$name" > /dev/null
+    local load='import resource, sys, time, torch
+from transformers import AutoModelForCausalLM
+kw = {"gguf_file": sys.argv[2]} if len(sys.argv) > 2 else {}
+t0 = time.perf_counter()
+m = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.bfloat16, **kw)
+print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)'
+    local base=() mnt=() anon=()
+    for _ in 1 2 3; do
+        base+=("$("$py" -c "$load" "$dir" "$name" 2>/dev/null | tail -1)")
+        local mt t rss
+        mt=$(secs mount_once "$dir/$name")
+        read -r t rss <<< "$("$py" -c "$load" "$MNT/bf16" 2>/dev/null | tail -1)"
+        mnt+=("$(echo "$t + $mt" | bc -l) $rss")
+        anon+=("$(awk '/RssAnon/ {print $2 / 1024}' "/proc/$(daemon_pid)/status")")
+        umount_wait
+    done
+    local bs bm ms mm am
+    read -r bs bm <<< "$(printf "%s\n" "${base[@]}" | sort -g | sed -n 2p)"
+    read -r ms mm <<< "$(printf "%s\n" "${mnt[@]}" | sort -g | sed -n 2p)"
+    am=$(printf "%s\n" "${anon[@]}" | median)
+    printf "%-60s %8s %8s %10s %10s\n" "" "s" "ratio" "peak MB" "daemon MB"
+    printf "%-60s %8.2f %8s %10.0f %10s\n" "from_pretrained(dir, gguf_file=...) (baseline)" "$bs" "1.00" "$bm" "-"
+    printf "%-60s %8.2f %8.2f %10.0f %10.0f\n" "gyrofs mount + from_pretrained(MNT/bf16)" "$ms" "$(echo "$bs / $ms" | bc -l)" "$mm" "$am"
+}
+
 sections=("$@")
-[ ${#sections[@]} -gt 0 ] || sections=(mount read bf16 experts gguf scale torch)
+[ ${#sections[@]} -gt 0 ] || sections=(mount read bf16 cores experts load gguf gguf_hf scale torch)
 command -v bc >/dev/null || { echo "bench.sh needs bc (apt-get install bc)" >&2; exit 1; }
 for s in "${sections[@]}"; do
     "bench_$s"

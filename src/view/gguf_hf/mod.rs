@@ -66,7 +66,7 @@ pub fn map(metadata: &Value, tensors: &[GgufTensorInfo]) -> Result<HfModel, Stri
         .as_object()
         .ok_or("the GGUF metadata is not a JSON object")?;
     let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
-    let (config, family) = config::config(meta, &names)?;
+    let (config, _) = config::config(meta, &names)?;
     let (arch, updated) = config::architecture(meta)?;
     let table = tensors::table(&updated).ok_or_else(|| {
         format!("GGUF architecture '{arch}': gyrofs has no tensor name table for it yet")
@@ -88,6 +88,15 @@ pub fn map(metadata: &Value, tensors: &[GgufTensorInfo]) -> Result<HfModel, Stri
     let mut seen: HashMap<String, String> = HashMap::new();
     for t in tensors {
         let Some((hf, rule)) = tensors::lookup(table, &t.name) else {
+            // Leaving out a layer's experts would leave a model without its
+            // FFN (llama.cpp writes Mixtral as 'llama' with experts, which
+            // transformers cannot load from GGUF).
+            if t.name.contains("_exps.") {
+                return Err(format!(
+                    "GGUF tensor '{}': experts, which the Hugging Face '{updated}' model has no place for",
+                    t.name
+                ));
+            }
             notes.push(format!(
                 "GGUF tensor '{}' has no Hugging Face counterpart: left out (as transformers does)",
                 t.name
@@ -184,9 +193,13 @@ pub fn map(metadata: &Value, tensors: &[GgufTensorInfo]) -> Result<HfModel, Stri
         );
     }
 
-    let files = tokenizer::files(meta, &updated, &arch)?;
+    // A model without its tokenizer is still a model (transformers loads
+    // one from such a GGUF too): the folder then has no tokenizer files.
+    let files = tokenizer::files(meta, &updated, &arch).unwrap_or_else(|why| {
+        notes.push(format!("no tokenizer files: {why}"));
+        Vec::new()
+    });
     let generation_config = generation_config(&config);
-    let _ = family;
     Ok(HfModel {
         config: Value::Object(config),
         generation_config,
@@ -279,12 +292,38 @@ mod tests {
             let e = map(&meta, &ok).unwrap_err();
             assert!(e.contains(want), "{e}");
         }
+        // A broken or missing tokenizer leaves the tokenizer files out.
         let mut bad = llama_meta();
         bad["tokenizer.ggml.tokens"] = json!([1, 2]);
-        assert!(map(&bad, &ok).unwrap_err().contains("tokens"));
+        let m = map(&bad, &ok).unwrap();
+        assert!(m.files.is_empty());
+        assert!(
+            m.notes.iter().any(|n| n.contains("tokens")),
+            "{:?}",
+            m.notes
+        );
+        let mut none = llama_meta();
+        none.as_object_mut()
+            .unwrap()
+            .retain(|k, _| !k.starts_with("tokenizer."));
+        let m = map(&none, &ok).unwrap();
+        assert!(m.files.is_empty() && m.generation_config.is_none());
+        assert!(
+            m.notes
+                .iter()
+                .any(|n| n.contains("no tokenizer.ggml.model"))
+        );
         let mut bad = llama_meta();
         bad["tokenizer.ggml.bos_token_id"] = json!(1u64 << 40);
-        assert!(map(&bad, &ok).unwrap_err().contains("past the"));
+        let m = map(&bad, &ok).unwrap();
+        assert!(
+            m.notes.iter().any(|n| n.contains("past the")),
+            "{:?}",
+            m.notes
+        );
+        // llama with experts (Mixtral as llama.cpp writes it) is no llama.
+        let exps = [t("blk.0.ffn_up_exps.weight", &[2, 8, 8])];
+        assert!(map(&llama_meta(), &exps).unwrap_err().contains("experts"));
         let mut bad = llama_meta();
         bad["llama.attention.head_count"] = json!("many");
         let q = [t("blk.0.attn_q.weight", &[8, 8])];

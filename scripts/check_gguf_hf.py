@@ -68,8 +68,7 @@ def check(folder, name):
         kwargs = {}
         if fixes:
             config = transformers.AutoConfig.from_pretrained(m.OUT, gguf_file=f"{name}.gguf")
-            for k, v in fixes.items():
-                setattr(config, k, v)
+            m.apply_fixes(config, fixes)
             kwargs["config"] = config
         ref = transformers.AutoModelForCausalLM.from_pretrained(m.OUT, gguf_file=f"{name}.gguf",
                                                                 dtype=torch.bfloat16, **kwargs)

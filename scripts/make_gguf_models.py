@@ -8,9 +8,9 @@ For each architecture below, a tiny random Hugging Face model (fixed seed; every
 weight random, norms included) with a tiny tokenizer of the family the
 architecture uses, trained here on the built-in text:
 - SentencePiece BPE with byte fallback (`tokenizer.model`): llama, gemma2,
-  gemma3, phi3;
+  gemma3, phi3, nemotron;
 - byte-level BPE (`tokenizer.json`, trained with `tokenizers`): qwen2, qwen3,
-  qwen3_moe, gpt2;
+  qwen3_moe, qwen2_moe, gpt2, starcoder2, stablelm;
 saved with `save_pretrained` into a temporary folder and converted with
 llama.cpp's `convert_hf_to_gguf.py` (LLAMA_CPP=path to a llama.cpp checkout,
 e.g. the `vendor/llama.cpp` of the llama-cpp-python source package) to
@@ -311,6 +311,31 @@ def arch_gpt2(folder):
     return transformers.GPT2LMHeadModel(cfg)
 
 
+def arch_starcoder2(folder):
+    n = train_bpe(folder, "gpt2")
+    cfg = transformers.Starcoder2Config(vocab_size=n, intermediate_size=64, norm_epsilon=1e-5, rope_theta=100000.0,
+                                        use_bias=True, tie_word_embeddings=True, bos_token_id=0, eos_token_id=0,
+                                        sliding_window=None, **SMALL)
+    return transformers.Starcoder2ForCausalLM(cfg)
+
+
+def arch_stablelm(folder):
+    n = train_bpe(folder, "gpt2")
+    cfg = transformers.StableLmConfig(vocab_size=n, intermediate_size=64, layer_norm_eps=1e-5, rope_theta=10000.0,
+                                      partial_rotary_factor=0.5, use_qkv_bias=True, use_parallel_residual=False,
+                                      tie_word_embeddings=False, bos_token_id=0, eos_token_id=0, **SMALL)
+    return transformers.StableLmForCausalLM(cfg)
+
+
+def arch_nemotron(folder):
+    n = train_spm(folder, "llama")
+    spm_tokenizer_config(folder, "llama", n)
+    cfg = transformers.NemotronConfig(vocab_size=n, intermediate_size=64, norm_eps=1e-5, rope_theta=10000.0,
+                                      partial_rotary_factor=0.25, tie_word_embeddings=False, bos_token_id=1,
+                                      eos_token_id=2, head_dim=8, **SMALL)
+    return transformers.NemotronForCausalLM(cfg)
+
+
 ARCHS = {
     # name: (builder, converter pre-tokenizer name, types)
     "llama": (arch_llama, None, ["f16", "bf16", "q8_0", "q4_k", "q6_k"]),
@@ -322,6 +347,9 @@ ARCHS = {
     "gpt2": (arch_gpt2, "gpt-2", ["f16", "q8_0"]),
     "qwen3_moe": (arch_qwen3_moe, "qwen2", ["f16", "q8_0"]),
     "qwen2_moe": (arch_qwen2_moe, "qwen2", ["q8_0"]),
+    "starcoder2": (arch_starcoder2, "gpt-2", ["f16", "q8_0"]),
+    "stablelm": (arch_stablelm, "gpt-2", ["f16", "q8_0"]),
+    "nemotron": (arch_nemotron, None, ["bf16", "q8_0"]),
 }
 
 CONVERT = r"""
@@ -389,7 +417,41 @@ def fixes_qwen2_moe(meta):
             "shared_expert_intermediate_size": meta["qwen2moe.expert_shared_feed_forward_length"]}
 
 
-FIXES = {"qwen3": fixes_qwen3, "gpt2": fixes_gpt2, "qwen3_moe": fixes_qwen3_moe, "qwen2_moe": fixes_qwen2_moe}
+def fixes_starcoder2(meta):
+    # transformers' starcoder2 mapping omits rope.freq_base: the default rope_theta (10000) applies;
+    # StarCoder2 models use 1e5 to 1e6.
+    return {"rope_theta": meta["starcoder2.rope.freq_base"]}
+
+
+def partial_rotary(meta, arch):
+    # rope.dimension_count is mapped to nothing: the class default factor applies (stablelm 0.25,
+    # nemotron 0.5) whatever the model's own.
+    head_dim = meta.get(f"{arch}.attention.key_length") or (
+        meta[f"{arch}.embedding_length"] // meta[f"{arch}.attention.head_count"])
+    return meta[f"{arch}.rope.dimension_count"] / head_dim
+
+
+def fixes_stablelm(meta):
+    return {"partial_rotary_factor": partial_rotary(meta, "stablelm")}
+
+
+def fixes_nemotron(meta):
+    return {"partial_rotary_factor": partial_rotary(meta, "nemotron")}
+
+
+FIXES = {"qwen3": fixes_qwen3, "gpt2": fixes_gpt2, "qwen3_moe": fixes_qwen3_moe, "qwen2_moe": fixes_qwen2_moe,
+         "starcoder2": fixes_starcoder2, "stablelm": fixes_stablelm, "nemotron": fixes_nemotron}
+
+# Config keys transformers 5 keeps in config.rope_parameters, not as attributes.
+ROPE_KEYS = ("rope_theta", "partial_rotary_factor")
+
+
+def apply_fixes(config, fixes):
+    for key, value in fixes.items():
+        if key in ROPE_KEYS:
+            config.rope_parameters[key] = value
+        else:
+            setattr(config, key, value)
 
 
 def patch_qwen2moe_shared_gate():
@@ -425,8 +487,7 @@ def references(folder: Path, name: str, arch: str):
     kwargs = {}
     if fixes:
         config = transformers.AutoConfig.from_pretrained(folder, gguf_file=name)
-        for key, value in fixes.items():
-            setattr(config, key, value)
+        apply_fixes(config, fixes)
         kwargs["config"] = config
     model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.bfloat16, **kwargs)
     state = model.state_dict()

@@ -388,6 +388,21 @@ pub fn config(
                 }
             }
         }
+        "starcoder2" => {
+            // the loader's table omits rope.freq_base: the default rope_theta
+            // (10000) would apply, where StarCoder2 models use 1e5 to 1e6
+            if let Some(v) = meta.get("starcoder2.rope.freq_base") {
+                c.insert("rope_theta".into(), loader_value(v, &arch, &updated));
+            }
+        }
+        "stablelm" | "nemotron" => {
+            // rope.dimension_count is mapped to nothing: the class's default
+            // partial_rotary_factor (0.25, 0.5) would apply whatever the
+            // model's own
+            if let Some(f) = partial_rotary_factor(meta, &arch) {
+                c.insert("partial_rotary_factor".into(), f.into());
+            }
+        }
         "gpt2" => {
             if let Some(v) = meta.get("gpt2.context_length") {
                 c.insert("n_positions".into(), loader_value(v, &arch, &updated));
@@ -403,6 +418,24 @@ pub fn config(
         Value::Array(vec![family.class.into()]),
     );
     Ok((c, family))
+}
+
+/// `rope.dimension_count / head_dim`, the head dimension being
+/// `attention.key_length` or `embedding_length / attention.head_count`.
+fn partial_rotary_factor(meta: &Map<String, Value>, arch: &str) -> Option<f64> {
+    let get = |k: &str| {
+        let v = meta.get(&format!("{arch}.{k}"))?;
+        match v {
+            Value::Array(a) if a.len() == 1 => a[0].as_u64(),
+            _ => v.as_u64(),
+        }
+    };
+    let rotary = get("rope.dimension_count")?;
+    let head_dim = match get("attention.key_length") {
+        Some(k) => k,
+        None => get("embedding_length")?.checked_div(get("attention.head_count")?)?,
+    };
+    (head_dim > 0).then(|| rotary as f64 / head_dim as f64)
 }
 
 /// A non-negative integer config value.

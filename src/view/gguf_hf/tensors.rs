@@ -367,12 +367,103 @@ const GPT2: &[Row] = &[
     ),
 ];
 
+/// StarCoder2: LayerNorms and biases everywhere, a two-matrix MLP.
+const STARCODER2: &[Row] = &[
+    ("token_embd", "model.embed_tokens", Rule::Same),
+    ("output_norm", "model.norm", Rule::Same),
+    ("output", "lm_head", Rule::Same),
+    (
+        "blk.{N}.attn_norm",
+        "model.layers.{N}.input_layernorm",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_q",
+        "model.layers.{N}.self_attn.q_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_k",
+        "model.layers.{N}.self_attn.k_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_v",
+        "model.layers.{N}.self_attn.v_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_output",
+        "model.layers.{N}.self_attn.o_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.ffn_norm",
+        "model.layers.{N}.post_attention_layernorm",
+        Rule::Same,
+    ),
+    ("blk.{N}.ffn_up", "model.layers.{N}.mlp.c_fc", Rule::Same),
+    (
+        "blk.{N}.ffn_down",
+        "model.layers.{N}.mlp.c_proj",
+        Rule::Same,
+    ),
+];
+
+/// Nemotron: LayerNorm1P weights, stored by llama.cpp as `w + 1`; a
+/// two-matrix MLP.
+const NEMOTRON: &[Row] = &[
+    ("token_embd", "model.embed_tokens", Rule::Same),
+    ("output_norm", "model.norm", Rule::MinusOne),
+    ("output", "lm_head", Rule::Same),
+    (
+        "blk.{N}.attn_norm",
+        "model.layers.{N}.input_layernorm",
+        Rule::MinusOne,
+    ),
+    (
+        "blk.{N}.attn_q",
+        "model.layers.{N}.self_attn.q_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_k",
+        "model.layers.{N}.self_attn.k_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_v",
+        "model.layers.{N}.self_attn.v_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_output",
+        "model.layers.{N}.self_attn.o_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.ffn_norm",
+        "model.layers.{N}.post_attention_layernorm",
+        Rule::MinusOne,
+    ),
+    ("blk.{N}.ffn_up", "model.layers.{N}.mlp.up_proj", Rule::Same),
+    (
+        "blk.{N}.ffn_down",
+        "model.layers.{N}.mlp.down_proj",
+        Rule::Same,
+    ),
+];
+
 /// The name table for an architecture (after the loader's renames), or
 /// `None` where gyrofs has none yet.
 pub fn table(updated_arch: &str) -> Option<&'static [Row]> {
     Some(match updated_arch {
         "llama" | "mistral" => LLAMA,
-        "qwen2" | "qwen3" => DECODER,
+        // stablelm: the decoder names; its norms are LayerNorms (a `.bias`
+        // beside each `.weight`, which the leaf carries over)
+        "qwen2" | "qwen3" | "stablelm" => DECODER,
+        "starcoder2" => STARCODER2,
+        "nemotron" => NEMOTRON,
         "qwen2_moe" | "qwen3_moe" => MOE,
         "gemma2" | "gemma3" => GEMMA,
         "phi3" => PHI3,

@@ -70,7 +70,7 @@ fn outer_class(updated_arch: &str) -> &'static str {
     match updated_arch {
         "qwen2" | "qwen2_moe" | "qwen3" | "qwen3_moe" => "Qwen2Tokenizer",
         "gemma2" | "gemma3" => "GemmaTokenizer",
-        "gpt2" => "GPT2Tokenizer",
+        "gpt2" | "starcoder2" => "GPT2Tokenizer",
         _ => "TokenizersBackend",
     }
 }

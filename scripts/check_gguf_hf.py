@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Load gyrofs's GGUF -> Hugging Face folders with transformers and compare.
 
-    /opt/pyref/bin/python scripts/check_gguf_hf.py --mount [path/to/gyrofs]
-        mounts every fixture GGUF with gyrofs and checks MNT/bf16 (the product);
+    /opt/pyref/bin/python scripts/check_gguf_hf.py --mount [path/to/gyrofs [fixture-prefix ...]]
+        mounts every fixture GGUF (or those named) with gyrofs and checks MNT/bf16 (the product);
     GYROFS_GGUF_HF_EXPORT=/tmp/ghf cargo test --test gguf_hf export_folders
     /opt/pyref/bin/python scripts/check_gguf_hf.py /tmp/ghf
         checks folders written from the mapping alone (no mount).
@@ -36,7 +36,10 @@ def main():
         root = Path(__file__).resolve().parent.parent
         gyrofs = sys.argv[2] if len(sys.argv) > 2 else str(root / "target" / "release" / "gyrofs")
         failures = 0
+        only = sys.argv[3:]
         for gguf in sorted(m.OUT.glob("*.gguf")):
+            if only and not any(gguf.stem.startswith(o) for o in only):
+                continue
             mnt = tempfile.mkdtemp(prefix="gyrofs-gguf-")
             subprocess.run([gyrofs, "mount", str(gguf), mnt], check=True)
             try:
@@ -62,16 +65,28 @@ def check(folder, name):
         for key, value in expected.items():
             if key not in state or not torch.equal(state[key].view(torch.int16), value.view(torch.int16)):
                 problems.append(f"tensor {key}")
-        if arch in m.LOADER_PATCHES:
-            m.LOADER_PATCHES[arch]()
-        fixes = m.FIXES[arch](m.metadata(m.OUT / f"{name}.gguf")) if arch in m.FIXES else {}
-        kwargs = {}
-        if fixes:
-            config = transformers.AutoConfig.from_pretrained(m.OUT, gguf_file=f"{name}.gguf")
-            m.apply_fixes(config, fixes)
-            kwargs["config"] = config
-        ref = transformers.AutoModelForCausalLM.from_pretrained(m.OUT, gguf_file=f"{name}.gguf",
-                                                                dtype=torch.bfloat16, **kwargs)
+        if arch == "gpt_oss":
+            # transformers cannot read the GGUF (make_gguf_models.GPT_OSS_NOTE): the reference is the
+            # original model, saved again from its config and state dict and loaded as any folder
+            import tempfile
+            from safetensors.torch import save_file
+
+            to_dict = json.loads((m.OUT / f"{arch}.config.json").read_text())["to_dict"]
+            with tempfile.TemporaryDirectory() as tmp:
+                transformers.GptOssConfig.from_dict(to_dict).save_pretrained(tmp)
+                save_file(expected, str(Path(tmp) / "model.safetensors"), metadata={"format": "pt"})
+                ref = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.bfloat16)
+        else:
+            if arch in m.LOADER_PATCHES:
+                m.LOADER_PATCHES[arch]()
+            fixes = m.FIXES[arch](m.metadata(m.OUT / f"{name}.gguf")) if arch in m.FIXES else {}
+            kwargs = {}
+            if fixes:
+                config = transformers.AutoConfig.from_pretrained(m.OUT, gguf_file=f"{name}.gguf")
+                m.apply_fixes(config, fixes)
+                kwargs["config"] = config
+            ref = transformers.AutoModelForCausalLM.from_pretrained(m.OUT, gguf_file=f"{name}.gguf",
+                                                                    dtype=torch.bfloat16, **kwargs)
         ids = torch.tensor([[1, 5, 9, 17, 33, 65, 100, 7]])
         with torch.no_grad():
             if not torch.equal(model(ids).logits, ref(ids).logits):

@@ -34,6 +34,9 @@ References, all written by transformers itself from the GGUF file alone:
   and their decodes (the same for every type, checked).
 Where transformers' GGUF loader gives a state dict that the model class does
 not accept, the reference is what the class expects (see the README there).
+gpt_oss (which transformers cannot load from GGUF at all) is made from a tiny
+model in the released checkpoints' MXFP4 layout, and its references are the
+original model's (make_gpt_oss).
 
 Run: LLAMA_CPP=... LLAMA_QUANTIZE=... /opt/pyref/bin/python scripts/make_gguf_models.py [arch ...]
 """
@@ -512,6 +515,11 @@ def references(folder: Path, name: str, arch: str):
         for f in sorted(os.listdir(tmp)):
             text = (Path(tmp) / f).read_text()
             files[f] = json.loads(text) if f.endswith(".json") else text
+    return tensors, config, {"class": type(tok).__name__, "files": files, "cases": tokenizer_cases(tok, name)}
+
+
+def tokenizer_cases(tok, name):
+    """Encodings and decodings of the test strings (and a check that the saved tokenizer agrees)."""
     cases = []
     with tempfile.TemporaryDirectory() as tmp:
         tok.save_pretrained(tmp)
@@ -530,7 +538,7 @@ def references(folder: Path, name: str, arch: str):
             "decoded": tok.decode(ids),
             "decoded_skip_special": tok.decode(ids, skip_special_tokens=True),
         })
-    return tensors, config, {"class": type(tok).__name__, "files": files, "cases": cases}
+    return cases
 
 
 def check_against_original(model, tensors, name):
@@ -597,11 +605,121 @@ def make(arch: str):
         (OUT / f"{arch}.tokenizer.json").write_text(canonical(tok_ref))
 
 
+# ---------------------------------------------------------------- gpt-oss
+
+GPT_OSS_NOTE = (
+    "transformers 5.24 cannot load a gpt-oss GGUF written by llama.cpp: its rope.scaling reader "
+    "indexes the wrong part of each GGUF field and raises, and its GptOssTensorProcessor is keyed "
+    "'gpt_oss' while the file says 'gpt-oss' (and expects tensor names llama.cpp does not write). "
+    "The references are therefore the original Hugging Face model: its state dict as transformers "
+    "loads it (MXFP4 experts dequantized on CPU), its config, its tokenizer."
+)
+
+
+def make_gpt_oss():
+    """gpt-oss: a tiny model in the Hugging Face MXFP4 layout (random blocks and scales, as the
+    released checkpoints store experts), converted by llama.cpp (which repacks MXFP4 losslessly);
+    the reference is transformers' own load of that original folder."""
+    arch = "gpt_oss"
+    print(arch)
+    with tempfile.TemporaryDirectory() as tmp:
+        hf = Path(tmp) / "hf"
+        seed(1234)
+        n = train_bpe(hf, "gpt2")
+        rope = {"rope_type": "yarn", "factor": 4.0, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
+                "original_max_position_embeddings": 64, "rope_theta": 150000.0}
+        cfg = transformers.GptOssConfig(
+            vocab_size=n, hidden_size=64, head_dim=16, num_attention_heads=4, num_key_value_heads=2,
+            num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2, intermediate_size=64,
+            sliding_window=8, max_position_embeddings=256, rms_norm_eps=1e-5, rope_parameters=rope,
+            tie_word_embeddings=False, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+        model = transformers.GptOssForCausalLM(cfg)
+        randomize(model, 99)
+        state = {k: v.to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()}
+        g = torch.Generator().manual_seed(7)
+        experts, hidden, inter = 4, 64, 64
+        for layer in range(2):
+            e = f"model.layers.{layer}.mlp.experts."
+            del state[e + "gate_up_proj"], state[e + "down_proj"]
+            u8 = lambda lo, hi, *shape: torch.randint(lo, hi, shape, generator=g, dtype=torch.uint8)  # noqa: E731
+            state[e + "gate_up_proj_blocks"] = u8(0, 256, experts, 2 * inter, hidden // 32, 16)
+            state[e + "gate_up_proj_scales"] = u8(119, 125, experts, 2 * inter, hidden // 32)
+            state[e + "down_proj_blocks"] = u8(0, 256, experts, hidden, inter // 32, 16)
+            state[e + "down_proj_scales"] = u8(119, 125, experts, hidden, inter // 32)
+        save_file(state, str(hf / "model.safetensors"), metadata={"format": "pt"})
+        config = cfg.to_dict()
+        config["architectures"] = ["GptOssForCausalLM"]
+        config["quantization_config"] = {
+            "quant_method": "mxfp4",
+            "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                       "model.embed_tokens", "lm_head"],
+        }
+        (hf / "config.json").write_text(json.dumps(config, indent=1))
+        name = f"{arch}-bf16.gguf"
+        convert(hf, "gpt-2", "bf16", OUT / name)
+
+        original = transformers.AutoModelForCausalLM.from_pretrained(hf, dtype=torch.bfloat16)
+        tensors = {k: v.detach().contiguous().clone() for k, v in original.state_dict().items()}
+        # FP4 code 0b1000 is -0.0 in transformers' table and +0.0 in ggml's (kvalues_mxfp4 holds
+        # integers): the GGUF file says +0.0, and so does every GGUF reader. The only change.
+        for k in tensors:
+            if k.endswith(("experts.gate_up_proj", "experts.down_proj")):
+                tensors[k] = tensors[k] + 0.0
+        save_file(tensors, str(OUT / name.replace(".gguf", ".expected.safetensors")), metadata={"format": "pt"})
+        meta = metadata(OUT / name)
+        to_dict = original.config.to_dict()
+        to_dict.pop("quantization_config", None)
+        golden = {"note": GPT_OSS_NOTE, "gguf": gpt_oss_loader_config(meta), "fixes": fixes_gpt_oss(meta),
+                  "to_dict": to_dict}
+        tok = transformers.AutoTokenizer.from_pretrained(hf)
+        tokref = {"class": type(tok).__name__, "files": None, "cases": tokenizer_cases(tok, name)}
+        (OUT / f"{arch}.config.json").write_text(canonical(golden))
+        (OUT / f"{arch}.tokenizer.json").write_text(canonical(tokref))
+        print(f"  {name}: {len(tensors)} tensors")
+
+
+def gpt_oss_loader_config(meta):
+    """The dict transformers' GGUF loader derives for gpt_oss, had it not raised: its generic rules
+    (model_type, tie_word_embeddings, token ids, vocab size) and its GGUF_CONFIG_MAPPING table."""
+    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+    table = GGUF_CONFIG_MAPPING["gpt_oss"]
+    c = {"model_type": "gpt_oss", "tie_word_embeddings": False}
+    for key, value in meta.items():
+        if key.startswith("gpt-oss.") and table.get(key[len("gpt-oss."):]):
+            c[table[key[len("gpt-oss."):]]] = value
+        hf = {"tokenizer.ggml.bos_token_id": "bos_token_id", "tokenizer.ggml.eos_token_id": "eos_token_id",
+              "tokenizer.ggml.unknown_token_id": "unk_token_id",
+              "tokenizer.ggml.padding_token_id": "pad_token_id"}.get(key)
+        if hf:
+            c[hf] = value
+    c.setdefault("vocab_size", len(meta["tokenizer.ggml.tokens"]))
+    return c
+
+
+def fixes_gpt_oss(meta):
+    # head_dim (attention.key_length; hidden / heads is not it in gpt-oss-20b: 2880 / 64), the
+    # sliding window (written as attention.sliding_window, which the table does not name), and
+    # YaRN in the form gpt-oss's own configs have it (truncate: false is not in the GGUF).
+    rope = {"rope_type": meta["gpt-oss.rope.scaling.type"], "factor": meta["gpt-oss.rope.scaling.factor"],
+            "original_max_position_embeddings": meta["gpt-oss.rope.scaling.original_context_length"],
+            "beta_fast": meta["gpt-oss.rope.scaling.yarn_beta_fast"],
+            "beta_slow": meta["gpt-oss.rope.scaling.yarn_beta_slow"], "truncate": False}
+    # rms_norm_eps: the shortest decimal of the file's f32 (1e-05), which is what the original had.
+    eps = float(str(np.float32(meta["gpt-oss.attention.layer_norm_rms_epsilon"])))
+    return {"head_dim": meta["gpt-oss.attention.key_length"],
+            "sliding_window": meta["gpt-oss.attention.sliding_window"], "rope_scaling": rope,
+            "rms_norm_eps": eps}
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
-    archs = sys.argv[1:] or list(ARCHS)
+    archs = sys.argv[1:] or list(ARCHS) + ["gpt_oss"]
     for arch in archs:
-        make(arch)
+        if arch == "gpt_oss":
+            make_gpt_oss()
+        else:
+            make(arch)
 
 
 if __name__ == "__main__":

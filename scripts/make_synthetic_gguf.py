@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write a synthetic llama-shaped GGUF model for benchmarks.
 
-    python3 scripts/make_synthetic_gguf.py OUT.gguf [--preset llama-8b|llama-70b|tiny]
+    python3 scripts/make_synthetic_gguf.py OUT.gguf [--preset llama-8b|llama-70b|tiny|gpt-oss-20b]
         [--layers N] [--hidden H] [--ffn F] [--vocab V] [--heads N] [--kv-heads N]
         [--experts E] [--type Q4_K] [--fill sparse|random] [--no-tokenizer]
     python3 scripts/make_synthetic_gguf.py OUT.gguf --tensors N [--dims 512,512] [--type Q4_K] ...
@@ -15,7 +15,12 @@ up,down}, output_norm, output): 2-D matrices in `--type`, norms F32. With
 heads) in Q4_K is ~4.5 GB; `--preset llama-70b` (80 layers, hidden 8192, FFN
 28672) ~40 GB. The metadata has a synthetic tokenizer (tokenizer.ggml.tokens
 and token_type, one entry per vocab id) so the header is as large as a real
-one; `--no-tokenizer` leaves it out.
+one; `--no-tokenizer` leaves it out. `--preset gpt-oss-20b` writes a
+llama.cpp gpt-oss model instead (24 layers, hidden 2880, 32 experts of 2880,
+64/8 heads of 64, vocab 201088): attention and embeddings in BF16 with F32
+biases, norms, sinks and router, experts `blk.N.ffn_{gate,up,down}_exps` in
+MXFP4 (`--type` is ignored), and the metadata keys llama.cpp writes (YaRN,
+sliding window, key length).
 
 Tensor-count mode (`--tensors N`): N tensors of `--dims` (ggml order, fastest
 first: "512,512") in `--type`, named blk.I.ffn_up_exps.J.weight, for mount-time
@@ -60,6 +65,8 @@ PRESETS = {
     "llama-8b": dict(layers=32, hidden=4096, ffn=14336, vocab=128256, heads=32, kv_heads=8),
     "llama-70b": dict(layers=80, hidden=8192, ffn=28672, vocab=128256, heads=64, kv_heads=8),
     "tiny": dict(layers=2, hidden=256, ffn=512, vocab=512, heads=4, kv_heads=2),
+    "gpt-oss-20b": dict(layers=24, hidden=2880, ffn=2880, vocab=201088, heads=64, kv_heads=8, experts=32,
+                        head_dim=64),
 }
 
 ALIGN = 32
@@ -208,6 +215,65 @@ def llama_tensors(c, qtype):
     return out
 
 
+def gpt_oss_tensors(c):
+    H, F, V, L, E, D = c["hidden"], c["ffn"], c["vocab"], c["layers"], c["experts"], c["head_dim"]
+    q, kvd = c["heads"] * D, c["kv_heads"] * D
+    out = [("token_embd.weight", [H, V], "BF16")]
+    for i in range(L):
+        p = f"blk.{i}."
+        out += [
+            (p + "attn_norm.weight", [H], "F32"),
+            (p + "post_attention_norm.weight", [H], "F32"),
+            (p + "attn_q.weight", [H, q], "BF16"), (p + "attn_q.bias", [q], "F32"),
+            (p + "attn_k.weight", [H, kvd], "BF16"), (p + "attn_k.bias", [kvd], "F32"),
+            (p + "attn_v.weight", [H, kvd], "BF16"), (p + "attn_v.bias", [kvd], "F32"),
+            (p + "attn_output.weight", [q, H], "BF16"), (p + "attn_output.bias", [H], "F32"),
+            (p + "attn_sinks.weight", [c["heads"]], "F32"),
+            (p + "ffn_gate_inp.weight", [H, E], "F32"), (p + "ffn_gate_inp.bias", [E], "F32"),
+            (p + "ffn_gate_exps.weight", [H, F, E], "MXFP4"), (p + "ffn_gate_exps.bias", [F, E], "F32"),
+            (p + "ffn_up_exps.weight", [H, F, E], "MXFP4"), (p + "ffn_up_exps.bias", [F, E], "F32"),
+            (p + "ffn_down_exps.weight", [F, H, E], "MXFP4"), (p + "ffn_down_exps.bias", [H, E], "F32"),
+        ]
+    out += [("output_norm.weight", [H], "F32"), ("output.weight", [H, V], "BF16")]
+    return out
+
+
+def gpt_oss_kvs(c, name, tokenizer):
+    a = "gpt-oss."
+    kvs = [
+        kv("general.architecture", "str", "gpt-oss"),
+        kv("general.name", "str", name),
+        kv(a + "block_count", "u32", c["layers"]),
+        kv(a + "context_length", "u32", 131072),
+        kv(a + "embedding_length", "u32", c["hidden"]),
+        kv(a + "feed_forward_length", "u32", c["ffn"]),
+        kv(a + "expert_feed_forward_length", "u32", c["ffn"]),
+        kv(a + "attention.head_count", "u32", c["heads"]),
+        kv(a + "attention.head_count_kv", "u32", c["kv_heads"]),
+        kv(a + "attention.key_length", "u32", c["head_dim"]),
+        kv(a + "attention.value_length", "u32", c["head_dim"]),
+        kv(a + "attention.sliding_window", "u32", 128),
+        kv(a + "attention.layer_norm_rms_epsilon", "f32", 1e-5),
+        kv(a + "rope.freq_base", "f32", 150000.0),
+        kv(a + "rope.scaling.type", "str", "yarn"),
+        kv(a + "rope.scaling.factor", "f32", 32.0),
+        kv(a + "rope.scaling.original_context_length", "u32", 4096),
+        kv(a + "expert_count", "u32", c["experts"]),
+        kv(a + "expert_used_count", "u32", 4),
+        kv("general.file_type", "u32", FILE_TYPE["MXFP4"]),
+    ]
+    if tokenizer:
+        V = c["vocab"]
+        kvs += [
+            kv("tokenizer.ggml.model", "str", "gpt2"),
+            kv("tokenizer.ggml.tokens", "str[]", [f"<tok{i}>" for i in range(V)]),
+            kv("tokenizer.ggml.token_type", "i32[]", [1] * V),
+            kv("tokenizer.ggml.bos_token_id", "u32", 0),
+            kv("tokenizer.ggml.eos_token_id", "u32", 1),
+        ]
+    return kvs
+
+
 def llama_kvs(c, qtype, name, tokenizer):
     H = c["hidden"]
     kvs = [
@@ -265,8 +331,12 @@ def main():
         for k in ("layers", "hidden", "ffn", "vocab", "heads", "kv_heads", "experts"):
             if getattr(a, k) is not None:
                 c[k] = getattr(a, k)
-        tensors = llama_tensors(c, a.type)
-        kvs = llama_kvs(c, a.type, f"synthetic {a.preset} {a.type}", not a.no_tokenizer)
+        if a.preset.startswith("gpt-oss"):
+            tensors = gpt_oss_tensors(c)
+            kvs = gpt_oss_kvs(c, f"synthetic {a.preset}", not a.no_tokenizer)
+        else:
+            tensors = llama_tensors(c, a.type)
+            kvs = llama_kvs(c, a.type, f"synthetic {a.preset} {a.type}", not a.no_tokenizer)
     data, total = write_gguf(a.out, kvs, tensors, a.fill)
     print(f"{a.out}: {len(tensors)} tensors, {total / 1e9:.3f} GB ({a.fill})")
 

@@ -156,7 +156,11 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     let started = Instant::now();
     crate::source::fault::install();
     log_panics();
-    let volume = Arc::new(Volume::open_with(source, &opts.volume)?);
+    // Absolute (symlinks kept: a snapshot link repointed is a change): the
+    // daemon leaves its starting directory below, and the watcher re-resolves
+    // the source paths for as long as the mount lives.
+    let source = std::path::absolute(source).map_err(|e| Error::io(source, e))?;
+    let volume = Arc::new(Volume::open_with(&source, &opts.volume)?);
     if notify {
         // A daemon must not keep its starting directory busy (the source is
         // open and the mount point resolved by now).

@@ -119,12 +119,19 @@ fn config_matches_transformers() {
                 diff("config", &Value::Object(got), &Value::Object(want))
             );
         }
-        // everything we set that the model's own config.to_dict() shows agrees with it
+        // everything we set that the model's own config.to_dict() shows
+        // agrees with it (gpt_oss: the original model's config, whose floats
+        // GGUF holds as f32: compared as f32)
         let to_dict = golden["to_dict"].as_object().unwrap();
         for (k, v) in model.config.as_object().unwrap() {
+            let f32_equal = |a: &Value, b: &Value| match (a.as_f64(), b.as_f64()) {
+                (Some(x), Some(y)) => x as f32 == y as f32,
+                _ => false,
+            };
             if let Some(w) = to_dict.get(k)
                 && !w.is_null()
                 && !same(v, w)
+                && !f32_equal(v, w)
             {
                 failures += &format!(
                     "{}: config.{k} {v} but to_dict() says {w}\n",
@@ -146,7 +153,17 @@ fn tokenizer_files_match_transformers() {
     for path in fixtures() {
         let (_, _, model) = load(&path);
         let golden = read_json(&dir().join(format!("{}.tokenizer.json", arch_of(&path))));
-        let want = golden["files"].as_object().unwrap();
+        // No files where transformers cannot read the GGUF at all (gpt_oss):
+        // its tokenizer is checked through the mount against the original
+        // one's encodings (scripts/check_gguf_hf.py --mount).
+        let Some(want) = golden["files"].as_object() else {
+            assert!(
+                !model.files.is_empty(),
+                "{}: no tokenizer files",
+                path.display()
+            );
+            continue;
+        };
         let got: BTreeMap<&str, &str> = model
             .files
             .iter()

@@ -267,3 +267,21 @@ fn every_kind_of_change_gives_eio_not_stale_bytes() {
         assert!(!log.contains(SHARD_B), "{what}: shard B reported:\n{log}");
     }
 }
+
+/// A source named by a relative path stays the same file after the daemon
+/// has left its starting directory: the watcher (which re-resolves source
+/// paths every second) must not take it for a deleted source.
+#[test]
+fn relative_source_path_is_not_a_change() {
+    let work = tempfile::tempdir().unwrap();
+    let clean = work.path().join("clean");
+    pristine(&clean, 2, 1 << 12);
+    let (_keep, want) = expected(&clean);
+    let names = walk(&want);
+    let m = Mount::from_dir(work.path(), Path::new("clean"));
+    // past two watcher rounds
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_alive(&m, &want, &names);
+    let log = std::fs::read_to_string(&m.log).unwrap_or_default();
+    assert!(!log.contains("changed"), "log: {log}");
+}

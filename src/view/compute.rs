@@ -254,6 +254,149 @@ impl Compute for Mxfp4Transposed {
     }
 }
 
+/// GGUF MXFP4 expert tensors `[E, R, C]` (ggml's 17-byte blocks: the E8M0
+/// scale byte, then 16 bytes whose low nibbles are values 0..16 and high
+/// nibbles values 16..32), one or more of one shape, dequantized with their
+/// last two axes swapped and, for several, interleaved along the last axis:
+/// output `[E, C, parts * R]`, element `(e, c, j)` being value `c` of row
+/// `j / parts` of part `j % parts` (gpt-oss's `gate_up_proj` from
+/// `ffn_gate_exps` and `ffn_up_exps`; `down_proj` from `ffn_down_exps`).
+///
+/// The blocks a request needs are transcoded into the Hugging Face layout
+/// (16-byte blocks of value pairs, scales apart, rows already interleaved)
+/// and handed to the transposed MXFP4 kernel of `Mxfp4Transposed`. The two
+/// layouts' values agree exactly where every product `v * 2^(s - 127)` is a
+/// normal number (scale bytes 2..=253), except the sign of zero: ggml's
+/// table has no -0 (FP4 code 8 is +0), so code 8 is transcoded to code 0. A
+/// request whose blocks have other scale bytes is computed by `fallback`
+/// (the generic transposes of the ggml dequantization).
+#[derive(Debug)]
+pub struct GgufMxfp4Transposed {
+    pub parts: Vec<Extent>,
+    pub experts: u64,
+    /// Source rows per part and expert.
+    pub rows: u64,
+    /// Blocks per source row.
+    pub groups: u64,
+    pub to: Dtype,
+    pub fallback: Arc<dyn Compute>,
+}
+
+/// A byte of two FP4 codes with code 8 (-0) replaced by 0 in each nibble.
+static POSITIVE_ZERO: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let (lo, hi) = (b & 0x0F, b >> 4);
+        let lo = if lo == 8 { 0 } else { lo };
+        let hi = if hi == 8 { 0 } else { hi };
+        t[b] = (lo | hi << 4) as u8;
+        b += 1;
+    }
+    t
+};
+
+/// One ggml MXFP4 block's 16 code bytes (byte `i`: value `i` low, value
+/// `i + 16` high) in the Hugging Face order (byte `k`: value `2k` low,
+/// `2k + 1` high), code 8 (-0) as 0.
+fn hf_mxfp4_codes(qs: &[u8], dst: &mut [u8]) {
+    for k in 0..8 {
+        let (a, b) = (qs[2 * k], qs[2 * k + 1]);
+        dst[k] = POSITIVE_ZERO[((a & 0x0F) | (b << 4)) as usize];
+        dst[k + 8] = POSITIVE_ZERO[((a >> 4) | (b & 0xF0)) as usize];
+    }
+}
+
+/// MXFP4 blocks in the Hugging Face layout: code bytes `[rows, groups,
+/// 16]` and scale bytes `[rows, groups]`.
+type HfBlocks = (Vec<u8>, Vec<u8>);
+
+impl GgufMxfp4Transposed {
+    /// Blocks `g0..g1` of every source row of expert `e`, in the Hugging
+    /// Face layout (rows interleaved across parts); `None` if a scale byte
+    /// is outside 2..=253.
+    fn transcode(
+        &self,
+        files: &Files,
+        e: u64,
+        g0: u64,
+        g1: u64,
+    ) -> Result<Option<HfBlocks>, ReadError> {
+        let (n, ng) = (self.parts.len(), (g1 - g0) as usize);
+        let total = n * self.rows as usize;
+        let mut blocks = vec![0u8; total * ng * 16];
+        let mut scales = vec![0u8; total * ng];
+        let per_expert = self.rows * self.groups * 17;
+        for (p, part) in self.parts.iter().enumerate() {
+            let src = files.bytes(part.sub(e * per_expert, per_expert))?;
+            let row_bytes = self.groups as usize * 17;
+            for r in 0..self.rows as usize {
+                let j = r * n + p;
+                // rows are a stride apart: fetch ahead, as the kernel does
+                let ahead = (r + quant::mxfp4::PREFETCH_ROWS) * row_bytes + g0 as usize * 17;
+                quant::mxfp4::prefetch(src, ahead);
+                quant::mxfp4::prefetch(src, ahead + ng * 17 - 1);
+                let row = &src[(r * self.groups as usize + g0 as usize) * 17..][..ng * 17];
+                for (g, b) in row.chunks_exact(17).enumerate() {
+                    if !(2..=253).contains(&b[0]) {
+                        return Ok(None);
+                    }
+                    scales[j * ng + g] = b[0];
+                    hf_mxfp4_codes(&b[1..], &mut blocks[(j * ng + g) * 16..][..16]);
+                }
+            }
+        }
+        Ok(Some((blocks, scales)))
+    }
+}
+
+impl Compute for GgufMxfp4Transposed {
+    fn extents(&self) -> Vec<Extent> {
+        self.parts.clone()
+    }
+
+    fn len(&self) -> u64 {
+        self.experts * self.groups * 32 * self.rows * self.parts.len() as u64 * width(self.to)
+    }
+
+    fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+        let total = self.rows as usize * self.parts.len();
+        let cols = self.groups * 32;
+        let w = width(self.to);
+        let row_bytes = total as u64 * w;
+        by_units(offset, out, row_bytes, |first, buf| {
+            let mut row = first;
+            let end = first + buf.len() as u64 / row_bytes;
+            let mut dst = buf;
+            while row < end {
+                let e = row / cols;
+                let c0 = row % cols;
+                let c1 = (end - e * cols).min(cols);
+                let (g0, g1) = (c0 / 32, c1.div_ceil(32));
+                let (now, later) = dst.split_at_mut(((c1 - c0) * row_bytes) as usize);
+                let (a, b) = ((c0 - g0 * 32) as usize, (c1 - g0 * 32) as usize);
+                let ng = (g1 - g0) as usize;
+                match self.transcode(files, e, g0, g1)? {
+                    Some((blocks, scales)) => match self.to {
+                        Dtype::BF16 => quant::mxfp4::dequant_transposed_le(
+                            &blocks, &scales, total, ng, a, b, now,
+                        )?,
+                        to => wide(to, now, |v| {
+                            quant::wide::mxfp4_transposed_to_f32(
+                                &blocks, &scales, total, ng, a, b, v,
+                            )
+                        })?,
+                    },
+                    None => self.fallback.read_at(files, row * row_bytes, now)?,
+                }
+                dst = later;
+                row = e * cols + c1;
+            }
+            Ok(())
+        })
+    }
+}
+
 /// A block-scaled F8_E4M3 weight `[R, C]` with its F32 `weight_scale_inv`
 /// grid, dequantized to BF16 `[R, C]`.
 #[derive(Debug)]
@@ -592,6 +735,8 @@ impl Compute for RowsPermuted {
 #[derive(Debug)]
 pub struct TransposeOf {
     pub inner: Arc<dyn Compute>,
+    /// Matrices, one after another (1 for a 2-D tensor).
+    pub batch: u64,
     pub rows: u64,
     pub cols: u64,
     pub elem: u64,
@@ -603,23 +748,64 @@ impl Compute for TransposeOf {
     }
 
     fn len(&self) -> u64 {
-        self.rows * self.cols * self.elem
+        self.batch * self.rows * self.cols * self.elem
     }
 
     fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
         let (e, out_row) = (self.elem, self.rows * self.elem);
         by_units(offset, out, out_row, |first, buf| {
-            // Output rows first.. are input columns first..: read that run of
-            // columns from every input row, then scatter.
+            // Output rows first.. are input columns of matrix first / cols:
+            // per matrix, read that run of columns from every input row, then
+            // scatter.
             let n = buf.len() as u64 / out_row;
-            let mut run = vec![0u8; (n * e) as usize];
-            for r in 0..self.rows {
-                self.inner
-                    .read_at(files, (r * self.cols + first) * e, &mut run)?;
-                for c in 0..n {
-                    let dst = ((c * self.rows + r) * e) as usize;
-                    buf[dst..dst + e as usize]
-                        .copy_from_slice(&run[(c * e) as usize..((c + 1) * e) as usize]);
+            let mut g = first;
+            while g < first + n {
+                let (b, c0) = (g / self.cols, g % self.cols);
+                let m = (self.cols - c0).min(first + n - g);
+                let mut run = vec![0u8; (m * e) as usize];
+                for r in 0..self.rows {
+                    let at = ((b * self.rows + r) * self.cols + c0) * e;
+                    self.inner.read_at(files, at, &mut run)?;
+                    for c in 0..m {
+                        let dst = (((g - first + c) * self.rows + r) * e) as usize;
+                        buf[dst..dst + e as usize]
+                            .copy_from_slice(&run[(c * e) as usize..((c + 1) * e) as usize]);
+                    }
+                }
+                g += m;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Computations of one length interleaved element by element: element `k`
+/// of every part in turn (`elem` bytes each).
+#[derive(Debug)]
+pub struct InterleaveOf {
+    pub parts: Vec<Arc<dyn Compute>>,
+    pub elem: u64,
+}
+
+impl Compute for InterleaveOf {
+    fn extents(&self) -> Vec<Extent> {
+        self.parts.iter().flat_map(|p| p.extents()).collect()
+    }
+
+    fn len(&self) -> u64 {
+        self.parts.iter().map(|p| p.len()).sum()
+    }
+
+    fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+        let (e, n) = (self.elem as usize, self.parts.len());
+        by_units(offset, out, (n * e) as u64, |first, buf| {
+            let m = buf.len() / (n * e);
+            let mut run = vec![0u8; m * e];
+            for (j, part) in self.parts.iter().enumerate() {
+                part.read_at(files, first * e as u64, &mut run)?;
+                for k in 0..m {
+                    let dst = (k * n + j) * e;
+                    buf[dst..dst + e].copy_from_slice(&run[k * e..(k + 1) * e]);
                 }
             }
             Ok(())
@@ -864,6 +1050,91 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// The transcoded fast path for GGUF MXFP4 experts gives the bytes of
+    /// the generic transposes (and interleave) of ggml's dequantization, at
+    /// every offset; blocks with scale bytes outside 2..=253 go through the
+    /// fallback, and code 8 (-0 for Hugging Face, +0 for ggml) reads +0.
+    #[test]
+    fn gguf_mxfp4_experts_match_the_generic_transpose() {
+        let (experts, rows, groups) = (2u64, 3u64, 2u64);
+        let per = experts * rows * groups * 17;
+        let mut bytes = Vec::new();
+        let mut x = 0x9E37_79B9u32;
+        for part in 0..2 {
+            for b in 0..per / 17 {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                // one block of the second part with scale 255, the rest in range
+                let scale = if part == 1 && b == 5 {
+                    255
+                } else {
+                    119 + (x >> 28) as u8 % 6
+                };
+                bytes.push(scale);
+                for _ in 0..16 {
+                    x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    bytes.push(if x >> 31 == 0 { 0x88 } else { (x >> 20) as u8 });
+                }
+            }
+        }
+        let (_d, files) = files_of(&bytes);
+        let ext = |i: u64| Extent {
+            file: crate::catalog::FileId(0),
+            offset: i * per,
+            len: per,
+        };
+        for to in [Dtype::BF16, Dtype::F32] {
+            let w = width(to);
+            let slow = |i: u64| -> Arc<dyn Compute> {
+                Arc::new(TransposeOf {
+                    inner: Arc::new(GgmlDequant {
+                        src: ext(i),
+                        ty: quant::ggml::GgmlType::MXFP4,
+                        to,
+                    }),
+                    batch: experts,
+                    rows,
+                    cols: groups * 32,
+                    elem: w,
+                })
+            };
+            for parts in [vec![0], vec![0, 1]] {
+                let fallback: Arc<dyn Compute> = match parts.len() {
+                    1 => slow(0),
+                    _ => Arc::new(InterleaveOf {
+                        parts: parts.iter().map(|&i| slow(i)).collect(),
+                        elem: w,
+                    }),
+                };
+                let fast = GgufMxfp4Transposed {
+                    parts: parts.iter().map(|&i| ext(i)).collect(),
+                    experts,
+                    rows,
+                    groups,
+                    to,
+                    fallback: Arc::clone(&fallback),
+                };
+                let n = fallback.len() as usize;
+                assert_eq!(fast.len(), n as u64);
+                let mut want = vec![0u8; n];
+                fallback.read_at(&files, 0, &mut want).unwrap();
+                for off in (0..n).step_by(5) {
+                    for len in [1, 6, 64, 700, n] {
+                        let len = len.min(n - off);
+                        let mut got = vec![0u8; len];
+                        fast.read_at(&files, off as u64, &mut got).unwrap();
+                        assert_eq!(got, want[off..off + len], "{to:?} {parts:?} {off}+{len}");
+                    }
+                }
+                // +0 for code 8: no -0 anywhere
+                let zero_neg = match to {
+                    Dtype::BF16 => want.chunks(2).any(|c| c == [0x00, 0x80]),
+                    _ => want.chunks(4).any(|c| c == [0, 0, 0, 0x80]),
+                };
+                assert!(!zero_neg);
             }
         }
     }

@@ -36,9 +36,11 @@ use crate::dtype::{Dtype, numel};
 use crate::error::ViewError;
 use crate::json::to_pretty;
 use crate::quant::fp8::BlockScaled;
+use crate::quant::ggml::GgmlType;
 use crate::view::compute::{
-    AddScalar, Cast, CastOf, ConcatOf, Fp8Block, Gather, GgmlDequant, Memory, Mxfp4,
-    Mxfp4Transposed, RowsPermuted, SourceBytes, TransposeOf, ValuesOf, Zeros,
+    AddScalar, Cast, CastOf, ConcatOf, Fp8Block, Gather, GgmlDequant, GgufMxfp4Transposed,
+    InterleaveOf, Memory, Mxfp4, Mxfp4Transposed, RowsPermuted, SourceBytes, TransposeOf, ValuesOf,
+    Zeros,
 };
 use crate::view::experts::ItemInfo;
 use crate::view::gguf_hf::{self, GgufTensorInfo, Op};
@@ -107,6 +109,8 @@ enum GgufOp {
     AddScalar(TensorId, f32),
     Transpose(TensorId),
     Concat(Vec<TensorId>, u32),
+    /// Interleaved along the last axis; `.1`: each transposed first.
+    Interleave(Vec<TensorId>, bool),
 }
 
 impl GgufOp {
@@ -116,7 +120,7 @@ impl GgufOp {
             | GgufOp::UnpermuteRows(id, _)
             | GgufOp::AddScalar(id, _)
             | GgufOp::Transpose(id) => *id,
-            GgufOp::Concat(ids, _) => ids[0],
+            GgufOp::Concat(ids, _) | GgufOp::Interleave(ids, _) => ids[0],
         }
     }
 }
@@ -154,7 +158,7 @@ impl Plan {
             PlanKind::Mxfp4 { blocks, scales, .. } => vec![blocks, scales],
             PlanKind::Fp8Block { weight, scales, .. } => vec![weight, scales],
             PlanKind::Gguf(g) => match &g.op {
-                GgufOp::Concat(ids, _) => ids.clone(),
+                GgufOp::Concat(ids, _) | GgufOp::Interleave(ids, _) => ids.clone(),
                 op => vec![op.primary()],
             },
             k => k.primary().into_iter().collect(),
@@ -234,9 +238,26 @@ impl Plan {
                         of,
                     },
                     GgufOp::Transpose(_) => Transform::Transpose {
-                        dims: vec![1, 0],
+                        dims: last2_swapped(catalog, id),
                         of,
                     },
+                    GgufOp::Interleave(ids, transpose) => {
+                        let of = match transpose {
+                            true => Box::new(Transform::Transpose {
+                                dims: last2_swapped(catalog, id),
+                                of,
+                            }),
+                            false => of,
+                        };
+                        Transform::Interleave {
+                            axis: (g.shape.len() as u32).saturating_sub(1),
+                            sources: ids
+                                .iter()
+                                .map(|&i| catalog.tensor(i).name.clone())
+                                .collect(),
+                            of,
+                        }
+                    }
                     GgufOp::Concat(ids, axis) => Transform::Concat {
                         axis: *axis,
                         sources: ids
@@ -547,13 +568,31 @@ fn gguf_segment(catalog: &Catalog, g: &GgufPlan, to: Dtype) -> Segment {
             })
         }
         GgufOp::Transpose(_) => {
-            let shape = t.logical_shape();
-            computed(TransposeOf {
-                inner: as_compute(base_segment(catalog, id, to)),
-                rows: shape[0],
-                cols: shape[1],
-                elem,
-            })
+            let slow = || Arc::new(transposed(catalog, id, to)) as Arc<dyn Compute>;
+            match mxfp4_experts(catalog, &[id], to, slow) {
+                Some(fast) => computed(fast),
+                None => computed(transposed(catalog, id, to)),
+            }
+        }
+        GgufOp::Interleave(ids, transpose) => {
+            let slow = || {
+                let parts = ids
+                    .iter()
+                    .map(|&i| match transpose {
+                        true => Arc::new(transposed(catalog, i, to)) as Arc<dyn Compute>,
+                        false => as_compute(base_segment(catalog, i, to)),
+                    })
+                    .collect();
+                Arc::new(InterleaveOf { parts, elem }) as Arc<dyn Compute>
+            };
+            let fast = match transpose {
+                true => mxfp4_experts(catalog, ids, to, slow),
+                false => None,
+            };
+            match fast {
+                Some(fast) => computed(fast),
+                None => Segment::Computed(slow()),
+            }
         }
         GgufOp::Concat(ids, axis) => {
             let outer: u64 = g.shape[..*axis as usize].iter().product();
@@ -568,6 +607,65 @@ fn gguf_segment(catalog: &Catalog, g: &GgufPlan, to: Dtype) -> Segment {
             computed(ConcatOf { parts, outer })
         }
     }
+}
+
+/// Tensor `id` with its last two axes swapped (mapped shapes have at least
+/// two: `gguf_hf` checks).
+fn transposed(catalog: &Catalog, id: TensorId, to: Dtype) -> TransposeOf {
+    let shape = catalog.tensor(id).logical_shape();
+    let n = shape.len();
+    TransposeOf {
+        inner: as_compute(base_segment(catalog, id, to)),
+        batch: shape[..n.saturating_sub(2)].iter().product(),
+        rows: shape[n.saturating_sub(2)],
+        cols: shape[n.saturating_sub(1)],
+        elem: base_dtype(catalog, id, to).bits() / 8,
+    }
+}
+
+/// For GGUF MXFP4 tensors of one 2- or 3-D shape `[E, R, C]` (whole
+/// blocks per row): their fast transposed (and, for several, interleaved)
+/// dequantization, with `fallback` for blocks it does not take.
+fn mxfp4_experts(
+    catalog: &Catalog,
+    ids: &[TensorId],
+    to: Dtype,
+    fallback: impl FnOnce() -> Arc<dyn Compute>,
+) -> Option<GgufMxfp4Transposed> {
+    let first = catalog.tensor(*ids.first()?);
+    let shape = first.logical_shape();
+    let mxfp4 = |i: &TensorId| {
+        let t = catalog.tensor(*i);
+        t.ggml.as_ref().is_some_and(|g| g.ty == GgmlType::MXFP4) && t.logical_shape() == shape
+    };
+    if !ids.iter().all(mxfp4) || !(2..=3).contains(&shape.len()) {
+        return None;
+    }
+    let n = shape.len();
+    let (rows, cols) = (shape[n - 2], shape[n - 1]);
+    let experts: u64 = shape[..n - 2].iter().product();
+    let bytes = experts.checked_mul(rows)?.checked_mul(cols / 32 * 17)?;
+    if cols % 32 != 0 || bytes != first.extent.len {
+        return None;
+    }
+    Some(GgufMxfp4Transposed {
+        parts: ids.iter().map(|&i| catalog.tensor(i).extent).collect(),
+        experts,
+        rows,
+        groups: cols / 32,
+        to,
+        fallback: fallback(),
+    })
+}
+
+/// The permutation that swaps the last two of tensor `id`'s axes.
+fn last2_swapped(catalog: &Catalog, id: TensorId) -> Vec<u32> {
+    let n = catalog.tensor(id).logical_shape().len() as u32;
+    let mut dims: Vec<u32> = (0..n).collect();
+    if n >= 2 {
+        dims.swap(n as usize - 2, n as usize - 1);
+    }
+    dims
 }
 
 fn computed(c: impl Compute + 'static) -> Segment {
@@ -688,6 +786,10 @@ impl Conversion {
                 Op::Concat { sources, axis } => GgufOp::Concat(
                     sources.iter().map(|s| id(s)).collect::<Result<_, _>>()?,
                     *axis as u32,
+                ),
+                Op::Interleave { sources, transpose } => GgufOp::Interleave(
+                    sources.iter().map(|s| id(s)).collect::<Result<_, _>>()?,
+                    *transpose,
                 ),
             };
             let plan = GgufPlan {

@@ -50,6 +50,14 @@ pub enum Transform {
         sources: Vec<String>,
         of: Box<Transform>,
     },
+    /// The tensors `sources` (this record's source first), each made by
+    /// `of`, interleaved element by element along `axis` (the last):
+    /// `out[..., k * n + j]` is element `k` of source `j`.
+    Interleave {
+        axis: u32,
+        sources: Vec<String>,
+        of: Box<Transform>,
+    },
     /// Made, not read: every element `fill` (zero), of dtype `dtype`.
     Synthesized { dtype: Dtype },
     /// Each element converted to `to` (NUMERICS.md).
@@ -184,8 +192,13 @@ impl Transform {
                 of.write(o.key("of"));
                 o.str("value", value);
             }
-            Transform::Concat { axis, sources, of } => {
-                o.u64("axis", (*axis).into()).str("kind", "concat");
+            Transform::Concat { axis, sources, of }
+            | Transform::Interleave { axis, sources, of } => {
+                let kind = match self {
+                    Transform::Concat { .. } => "concat",
+                    _ => "interleave",
+                };
+                o.u64("axis", (*axis).into()).str("kind", kind);
                 of.write(o.key("of"));
                 let list = o.key("sources");
                 list.push('[');
@@ -370,6 +383,14 @@ mod tests {
                     of: Box::new(Transform::Identity),
                 },
                 r#"{"axis":1,"kind":"concat","of":{"kind":"identity"},"sources":["a","b"]}"#,
+            ),
+            (
+                Transform::Interleave {
+                    axis: 2,
+                    sources: vec!["g".into(), "u".into()],
+                    of: Box::new(Transform::Identity),
+                },
+                r#"{"axis":2,"kind":"interleave","of":{"kind":"identity"},"sources":["g","u"]}"#,
             ),
             (
                 Transform::Synthesized { dtype: bf16 },

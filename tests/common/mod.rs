@@ -68,6 +68,15 @@ impl Mount {
     }
 
     pub fn with_args(source: &Path, extra: &[&str]) -> Mount {
+        Self::run(None, source, extra)
+    }
+
+    /// Mounted by a `gyrofs` started in `cwd` (`source` may be relative to it).
+    pub fn from_dir(cwd: &Path, source: &Path) -> Mount {
+        Self::run(Some(cwd), source, &[])
+    }
+
+    fn run(cwd: Option<&Path>, source: &Path, extra: &[&str]) -> Mount {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mnt");
         let log = dir.path().join("gyrofs.log");
@@ -80,8 +89,12 @@ impl Mount {
             log.display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = gyrofs(&args);
+        let mut cmd = Command::new(GYROFS);
+        cmd.args(&args);
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
+        let out = cmd.output().expect("run gyrofs");
         let m = Mount { dir, path, log };
         assert!(
             out.status.success(),

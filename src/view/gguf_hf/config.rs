@@ -395,6 +395,7 @@ pub fn config(
                 c.insert("rope_theta".into(), loader_value(v, &arch, &updated));
             }
         }
+        "gpt_oss" => gpt_oss_fixes(meta, &arch, &updated, &mut c),
         "stablelm" | "nemotron" => {
             // rope.dimension_count is mapped to nothing: the class's default
             // partial_rotary_factor (0.25, 0.5) would apply whatever the
@@ -418,6 +419,56 @@ pub fn config(
         Value::Array(vec![family.class.into()]),
     );
     Ok((c, family))
+}
+
+/// What transformers' gpt_oss mapping misses or misreads (its own
+/// `rope.scaling` reader indexes the wrong part of each GGUF field and fails
+/// on every file llama.cpp writes): `head_dim` (`attention.key_length`;
+/// hidden / heads is not it: 2880 / 64), `sliding_window` (the table looks
+/// for `sliding_window`, llama.cpp writes `attention.sliding_window`), and
+/// YaRN's `rope_scaling` in the form the Hugging Face configs of gpt-oss have
+/// it, `truncate: false` included (GGUF does not record it; every released
+/// gpt-oss model has it false); and `rms_norm_eps` as the original had it.
+fn gpt_oss_fixes(meta: &Map<String, Value>, arch: &str, updated: &str, c: &mut Map<String, Value>) {
+    let get = |k: &str| {
+        meta.get(&format!("{arch}.{k}"))
+            .map(|v| loader_value(v, arch, updated))
+    };
+    if let Some(v) = get("attention.key_length") {
+        c.insert("head_dim".into(), v);
+    }
+    if let Some(v) = get("attention.sliding_window") {
+        c.insert("sliding_window".into(), v);
+    }
+    if let Some(Value::String(kind)) = get("rope.scaling.type") {
+        let mut r = Map::new();
+        r.insert("rope_type".into(), kind.into());
+        for (gguf, hf) in [
+            ("factor", "factor"),
+            (
+                "original_context_length",
+                "original_max_position_embeddings",
+            ),
+            ("yarn_beta_fast", "beta_fast"),
+            ("yarn_beta_slow", "beta_slow"),
+        ] {
+            if let Some(v) = get(&format!("rope.scaling.{gguf}")) {
+                r.insert(hf.into(), v);
+            }
+        }
+        r.insert("truncate".into(), false.into());
+        c.insert("rope_scaling".into(), Value::Object(r));
+    }
+    // GGUF holds floats as f32; with no transformers reading to follow,
+    // each is written as the shortest decimal of its f32 (1e-05, not
+    // 9.999999747378752e-06): the value the original config had.
+    if let Some(v) = c.get_mut("rms_norm_eps")
+        && let Some(f) = v.as_f64()
+        && let Ok(d) = (f as f32).to_string().parse::<f64>()
+        && let Some(n) = serde_json::Number::from_f64(d)
+    {
+        *v = Value::Number(n);
+    }
 }
 
 /// `rope.dimension_count / head_dim`, the head dimension being

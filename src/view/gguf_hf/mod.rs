@@ -146,6 +146,26 @@ pub fn map(metadata: &Value, tensors: &[GgufTensorInfo]) -> Result<HfModel, Stri
                     t.shape.clone(),
                 )
             }
+            Rule::InterleaveUp => {
+                let gate = t.name.replace(".ffn_up_exps.", ".ffn_gate_exps.");
+                if !by_name.contains_key(gate.as_str()) {
+                    return Err(format!("{} has no matching {gate}", t.name));
+                }
+                continue;
+            }
+            Rule::InterleaveGate => {
+                let up = t.name.replace(".ffn_gate_exps.", ".ffn_up_exps.");
+                if !by_name.contains_key(up.as_str()) {
+                    return Err(format!("{} has no matching {up}", t.name));
+                }
+                (
+                    Op::Interleave {
+                        sources: vec![source, up],
+                        transpose: weight,
+                    },
+                    t.shape.clone(),
+                )
+            }
             Rule::AddLeadingAxis if t.shape.len() == 1 => {
                 (Op::Same { source }, [&[1], &t.shape[..]].concat())
             }

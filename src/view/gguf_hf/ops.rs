@@ -36,15 +36,28 @@ pub enum Op {
     /// even (numpy `w - 1` on a float32 array is `w + (-1.0f32)`: Gemma and
     /// Nemotron norms, stored by llama.cpp as `w + 1`).
     AddScalar { source: String, value: f32 },
-    /// A 2-D `[rows, cols]` source transposed: `out[c][r] = src[r][c]`,
-    /// output shape `[cols, rows]` (GPT-2's Conv1D weights, which llama.cpp
-    /// stores as `nn.Linear` `[out, in]`).
+    /// The last two axes swapped: a `[rows, cols]` source gives
+    /// `out[c][r] = src[r][c]`, shape `[cols, rows]` (GPT-2's Conv1D
+    /// weights, which llama.cpp stores as `nn.Linear` `[out, in]`); a
+    /// `[B, rows, cols]` one does that for each of its `B` matrices
+    /// (gpt-oss's `ffn_down_exps` `[E, H, I]` into `down_proj` `[E, I, H]`).
     Transpose { source: String },
     /// Sources of equal shape except along `axis`, concatenated along it
     /// (numpy `np.concatenate(sources, axis)`), e.g. an MoE layer's
     /// `ffn_gate_exps` `[E, I, H]` and `ffn_up_exps` `[E, I, H]` into
     /// `gate_up_proj` `[E, 2I, H]` (`axis = 1`).
     Concat { sources: Vec<String>, axis: usize },
+    /// Sources of one shape (each with its last two axes swapped first when
+    /// `transpose`), interleaved element by element along the last axis:
+    /// `out[..., k * n + j] = src_j[..., k]` for `n` sources. gpt-oss's
+    /// `gate_up_proj` `[E, H, 2I]` holds gate and up alternately
+    /// (`gate_up[..., ::2]` is gate); llama.cpp stores them apart as
+    /// `ffn_gate_exps` / `ffn_up_exps` `[E, I, H]` (and the biases `[E, I]`,
+    /// not transposed).
+    Interleave {
+        sources: Vec<String>,
+        transpose: bool,
+    },
 }
 
 /// One source tensor's values for [`Op::apply`]: its numpy shape and f32
@@ -63,7 +76,9 @@ impl Op {
             | Op::UnpermuteRows { source, .. }
             | Op::AddScalar { source, .. }
             | Op::Transpose { source } => vec![source.as_str()],
-            Op::Concat { sources, .. } => sources.iter().map(String::as_str).collect(),
+            Op::Concat { sources, .. } | Op::Interleave { sources, .. } => {
+                sources.iter().map(String::as_str).collect()
+            }
         }
     }
 
@@ -75,6 +90,7 @@ impl Op {
             Op::AddScalar { .. } => "add_scalar",
             Op::Transpose { .. } => "transpose",
             Op::Concat { .. } => "concat",
+            Op::Interleave { .. } => "interleave",
         }
     }
 
@@ -105,10 +121,23 @@ impl Op {
                 }
                 Ok(s)
             }
-            Op::Transpose { .. } => match one(shapes)?[..] {
-                [r, c] => Ok(vec![c, r]),
-                ref s => Err(format!("transpose of a {}-D tensor", s.len())),
-            },
+            Op::Transpose { .. } => swap_last2(&one(shapes)?),
+            Op::Interleave { transpose, .. } => {
+                let first = shapes.first().ok_or("interleave of no tensors")?;
+                if let Some(s) = shapes.iter().find(|s| s != &first) {
+                    return Err(format!("interleave: shapes {first:?} and {s:?} differ"));
+                }
+                let mut out = if *transpose {
+                    swap_last2(first)?
+                } else {
+                    first.to_vec()
+                };
+                let last = out.last_mut().ok_or("interleave of 0-D tensors")?;
+                *last = last
+                    .checked_mul(shapes.len() as u64)
+                    .ok_or("interleave: size overflow")?;
+                Ok(out)
+            }
             Op::Concat { axis, .. } => {
                 let first = shapes.first().ok_or("concat of no tensors")?;
                 if *axis >= first.len() {
@@ -172,14 +201,22 @@ impl Op {
                 }
                 out
             }
-            Op::Transpose { .. } => {
-                let Input { shape, values } = inputs[0];
-                let (rows, cols) = (shape[0] as usize, shape[1] as usize);
-                let mut out = Vec::with_capacity(values.len());
-                for c in 0..cols {
-                    for r in 0..rows {
-                        out.push(values[r * cols + c]);
-                    }
+            Op::Transpose { .. } => transposed(inputs[0]),
+            Op::Interleave { transpose, .. } => {
+                let parts: Vec<Vec<f32>> = inputs
+                    .iter()
+                    .map(|&i| {
+                        if *transpose {
+                            transposed(i)
+                        } else {
+                            i.values.to_vec()
+                        }
+                    })
+                    .collect();
+                let len = parts[0].len();
+                let mut out = Vec::with_capacity(len * parts.len());
+                for k in 0..len {
+                    out.extend(parts.iter().map(|p| p[k]));
                 }
                 out
             }
@@ -198,6 +235,34 @@ impl Op {
             }
         })
     }
+}
+
+/// `shape` with its last two axes swapped.
+fn swap_last2(shape: &[u64]) -> Result<Vec<u64>, String> {
+    if shape.len() < 2 {
+        return Err(format!("transpose of a {}-D tensor", shape.len()));
+    }
+    let mut out = shape.to_vec();
+    out.swap(shape.len() - 2, shape.len() - 1);
+    Ok(out)
+}
+
+/// The values of `input` with its last two axes swapped (shape checked).
+fn transposed(input: Input) -> Vec<f32> {
+    let Input { shape, values } = input;
+    let (rows, cols) = (
+        shape[shape.len() - 2] as usize,
+        shape[shape.len() - 1] as usize,
+    );
+    let mut out = Vec::with_capacity(values.len());
+    for m in values.chunks(rows * cols) {
+        for c in 0..cols {
+            for r in 0..rows {
+                out.push(m[r * cols + c]);
+            }
+        }
+    }
+    out
 }
 
 /// For [`Op::UnpermuteRows`] with `dim = rows / n_head / 2`: the input row
@@ -280,5 +345,43 @@ mod tests {
             vec![0.5, -0.75]
         );
         assert!(a.apply(&[input(&[3], &[1.5, 0.25])]).is_err());
+    }
+
+    #[test]
+    fn batched_transpose_and_interleave() {
+        // numpy: np.arange(12).reshape(2, 2, 3).swapaxes(1, 2).ravel()
+        let v: Vec<f32> = (0..12).map(|x| x as f32).collect();
+        let t = Op::Transpose { source: "a".into() };
+        assert_eq!(t.out_shape(&[&[2, 2, 3]]).unwrap(), vec![2, 3, 2]);
+        assert_eq!(
+            t.apply(&[input(&[2, 2, 3], &v)]).unwrap(),
+            vec![0., 3., 1., 4., 2., 5., 6., 9., 7., 10., 8., 11.]
+        );
+        assert!(t.out_shape(&[&[5]]).is_err());
+        // gate_up[..., ::2] = gate.swapaxes(1, 2), gate_up[..., 1::2] = up.swapaxes(1, 2)
+        let w: Vec<f32> = (100..112).map(|x| x as f32).collect();
+        let i = Op::Interleave {
+            sources: vec!["g".into(), "u".into()],
+            transpose: true,
+        };
+        assert_eq!(
+            i.out_shape(&[&[2, 2, 3], &[2, 2, 3]]).unwrap(),
+            vec![2, 3, 4]
+        );
+        let out = i
+            .apply(&[input(&[2, 2, 3], &v), input(&[2, 2, 3], &w)])
+            .unwrap();
+        assert_eq!(&out[..8], &[0., 100., 3., 103., 1., 101., 4., 104.]);
+        assert_eq!(out.len(), 24);
+        let b = Op::Interleave {
+            sources: vec!["g".into(), "u".into()],
+            transpose: false,
+        };
+        assert_eq!(
+            b.apply(&[input(&[2, 2], &v[..4]), input(&[2, 2], &w[..4])])
+                .unwrap(),
+            vec![0., 100., 1., 101., 2., 102., 3., 103.]
+        );
+        assert!(b.out_shape(&[&[2, 2], &[2, 3]]).is_err());
     }
 }

@@ -6,8 +6,10 @@
 //! a module without its `.weight` / `.bias` leaf, which carries over.
 //! `{N}` is the block number; an HF name ending in `$` is a parameter
 //! without a leaf (the fused MoE experts: `mlp.experts.gate_up_proj`), taken
-//! from the GGUF `.weight` tensor. What a row's tensor undergoes besides the
-//! rename is its [`Rule`].
+//! from the GGUF `.weight` tensor; one ending in `$+` is such a parameter
+//! whose bias is the parameter named with `_bias` appended (gpt-oss:
+//! `mlp.experts.down_proj` and `mlp.experts.down_proj_bias`). What a row's
+//! tensor undergoes besides the rename is its [`Rule`].
 
 /// What happens to a matched tensor besides the rename.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +22,8 @@ pub enum Rule {
     UnpermuteK,
     /// `w - 1` (norms llama.cpp stores as `w + 1`: gemma2, gemma3, nemotron).
     MinusOne,
-    /// `.weight` transposed (GPT-2 Conv1D); `.bias` as it is.
+    /// `.weight`'s last two axes swapped (GPT-2 Conv1D; gpt-oss's
+    /// `ffn_down_exps`); `.bias` as it is.
     TransposeWeight,
     /// First half of `gate_up_proj`: concatenated with the matching
     /// `ffn_up_exps` along axis 1 (qwen2_moe, qwen3_moe).
@@ -29,6 +32,12 @@ pub enum Rule {
     ExpertsUp,
     /// A `[n]` vector as `[1, n]` (qwen2_moe's `shared_expert_gate`).
     AddLeadingAxis,
+    /// gpt-oss `gate_up_proj`: interleaved with the matching `ffn_up_exps`
+    /// along the last axis (gate first), `.weight`s transposed first.
+    InterleaveGate,
+    /// The up half of gpt-oss's `gate_up_proj` (consumed by
+    /// [`Rule::InterleaveGate`]).
+    InterleaveUp,
 }
 
 type Row = (&'static str, &'static str, Rule);
@@ -454,6 +463,70 @@ const NEMOTRON: &[Row] = &[
     ),
 ];
 
+/// gpt-oss (llama.cpp's `gpt-oss`): biases on attention and experts,
+/// attention sinks, a router with a bias, and the experts fused and
+/// interleaved as the Hugging Face class holds them.
+const GPT_OSS: &[Row] = &[
+    ("token_embd", "model.embed_tokens", Rule::Same),
+    ("output_norm", "model.norm", Rule::Same),
+    ("output", "lm_head", Rule::Same),
+    (
+        "blk.{N}.attn_norm",
+        "model.layers.{N}.input_layernorm",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.post_attention_norm",
+        "model.layers.{N}.post_attention_layernorm",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_q",
+        "model.layers.{N}.self_attn.q_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_k",
+        "model.layers.{N}.self_attn.k_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_v",
+        "model.layers.{N}.self_attn.v_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_output",
+        "model.layers.{N}.self_attn.o_proj",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_sinks",
+        "model.layers.{N}.self_attn.sinks$",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.ffn_gate_inp",
+        "model.layers.{N}.mlp.router",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.ffn_gate_exps",
+        "model.layers.{N}.mlp.experts.gate_up_proj$+",
+        Rule::InterleaveGate,
+    ),
+    (
+        "blk.{N}.ffn_up_exps",
+        "model.layers.{N}.mlp.experts.gate_up_proj$+",
+        Rule::InterleaveUp,
+    ),
+    (
+        "blk.{N}.ffn_down_exps",
+        "model.layers.{N}.mlp.experts.down_proj$+",
+        Rule::TransposeWeight,
+    ),
+];
+
 /// The name table for an architecture (after the loader's renames), or
 /// `None` where gyrofs has none yet.
 pub fn table(updated_arch: &str) -> Option<&'static [Row]> {
@@ -464,6 +537,7 @@ pub fn table(updated_arch: &str) -> Option<&'static [Row]> {
         "qwen2" | "qwen3" | "stablelm" => DECODER,
         "starcoder2" => STARCODER2,
         "nemotron" => NEMOTRON,
+        "gpt_oss" => GPT_OSS,
         "qwen2_moe" | "qwen3_moe" => MOE,
         "gemma2" | "gemma3" => GEMMA,
         "phi3" => PHI3,
@@ -484,6 +558,13 @@ pub fn lookup(table: &[Row], gguf: &str) -> Option<(String, Rule)> {
                 Some(n) => hf.replace("{N}", n),
                 None => hf.to_string(),
             };
+            if let Some(whole) = hf.strip_suffix("$+") {
+                let name = match leaf {
+                    "weight" => whole.to_string(),
+                    _ => format!("{whole}_{leaf}"),
+                };
+                return Some((name, rule));
+            }
             return match hf.strip_suffix('$') {
                 Some(whole) if leaf == "weight" => Some((whole.to_string(), rule)),
                 Some(_) => None,
@@ -534,5 +615,25 @@ mod tests {
         assert_eq!(lookup(t, "blk.1.attn_q.scale"), None);
         assert_eq!(lookup(t, "rope_freqs.weight"), None);
         assert_eq!(lookup(t, "blk.1.attn_qx.weight"), None);
+        let g = table("gpt_oss").unwrap();
+        assert_eq!(
+            lookup(g, "blk.3.ffn_down_exps.bias"),
+            Some((
+                "model.layers.3.mlp.experts.down_proj_bias".into(),
+                Rule::TransposeWeight
+            ))
+        );
+        assert_eq!(
+            lookup(g, "blk.3.ffn_gate_exps.weight"),
+            Some((
+                "model.layers.3.mlp.experts.gate_up_proj".into(),
+                Rule::InterleaveGate
+            ))
+        );
+        assert_eq!(
+            lookup(g, "blk.0.attn_sinks.weight"),
+            Some(("model.layers.0.self_attn.sinks".into(), Rule::Same))
+        );
+        assert_eq!(lookup(g, "blk.0.attn_sinks.bias"), None);
     }
 }

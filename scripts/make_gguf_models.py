@@ -10,7 +10,7 @@ architecture uses, trained here on the built-in text:
 - SentencePiece BPE with byte fallback (`tokenizer.model`): llama, gemma2,
   gemma3, phi3, nemotron;
 - byte-level BPE (`tokenizer.json`, trained with `tokenizers`): qwen2, qwen3,
-  qwen3_moe, qwen2_moe, gpt2, starcoder2, stablelm;
+  qwen3_moe, qwen2_moe, gpt2, starcoder2, stablelm, falcon;
 saved with `save_pretrained` into a temporary folder and converted with
 llama.cpp's `convert_hf_to_gguf.py` (LLAMA_CPP=path to a llama.cpp checkout,
 e.g. the `vendor/llama.cpp` of the llama-cpp-python source package) to
@@ -339,6 +339,23 @@ def arch_nemotron(folder):
     return transformers.NemotronForCausalLM(cfg)
 
 
+def arch_falcon(folder):
+    # Falcon-7B's shape: multi-query attention, parallel attention and MLP, no biases. (Falcon-40B/180B's
+    # new decoder architecture is a GGUF transformers cannot load: see docs/GGUF.md.)
+    n = train_bpe(folder, "gpt2")
+    cfg = transformers.FalconConfig(vocab_size=n, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                    layer_norm_epsilon=1e-5, parallel_attn=True, bias=False, alibi=False,
+                                    new_decoder_architecture=False, multi_query=True,
+                                    max_position_embeddings=2048, rope_theta=10000.0, bos_token_id=0,
+                                    eos_token_id=0, tie_word_embeddings=True)
+    return transformers.FalconForCausalLM(cfg)
+
+
+def falcon_config(config):
+    # as Falcon-7B's config.json has it: multi_query, no num_kv_heads
+    config.pop("num_kv_heads", None)
+
+
 ARCHS = {
     # name: (builder, converter pre-tokenizer name, types)
     "llama": (arch_llama, None, ["f16", "bf16", "q8_0", "q4_k", "q6_k"]),
@@ -353,7 +370,11 @@ ARCHS = {
     "starcoder2": (arch_starcoder2, "gpt-2", ["f16", "q8_0"]),
     "stablelm": (arch_stablelm, "gpt-2", ["f16", "q8_0"]),
     "nemotron": (arch_nemotron, None, ["bf16", "q8_0"]),
+    "falcon": (arch_falcon, "falcon", ["f16", "q8_0"]),
 }
+
+# config.json as real checkpoints of the family have it (before conversion)
+CONFIG_EDITS = {"falcon": falcon_config}
 
 CONVERT = r"""
 import sys, runpy
@@ -362,6 +383,16 @@ import conversion.base as base
 pre = {pre!r}
 if pre is not None:
     base.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
+# The converter reads config.json through transformers' AutoConfig, whose FalconConfig fills
+# num_kv_heads with num_attention_heads where the file has none (Falcon-7B: multi_query), and
+# then splits the fused QKV by that: give it what the file means, one KV head.
+_load = base.ModelBase.load_hparams
+def load_hparams(dir_model, *args):
+    c = _load(dir_model, *args)
+    if c.get("model_type") == "falcon" and c.get("multi_query") and not c.get("new_decoder_architecture"):
+        c["num_kv_heads"] = 1
+    return c
+base.ModelBase.load_hparams = staticmethod(load_hparams)
 sys.argv = ["convert_hf_to_gguf.py"] + {args!r}
 runpy.run_path({script!r}, run_name="__main__")
 """
@@ -577,6 +608,10 @@ def make(arch: str):
         randomize(model, 99)
         model.save_pretrained(hf)
         model.config.save_pretrained(hf)
+        if arch in CONFIG_EDITS:
+            config = json.loads((hf / "config.json").read_text())
+            CONFIG_EDITS[arch](config)
+            (hf / "config.json").write_text(json.dumps(config, indent=1))
         made = []
         f16 = Path(tmp) / f"{arch}-f16.gguf"
         convert(hf, pre, "f16", f16)

@@ -72,6 +72,9 @@ pub fn map(metadata: &Value, tensors: &[GgufTensorInfo]) -> Result<HfModel, Stri
         format!("GGUF architecture '{arch}': gyrofs has no tensor name table for it yet")
     })?;
     let mut notes = Vec::new();
+    if updated == "falcon" {
+        falcon_supported(&config, &names)?;
+    }
 
     let by_name: HashMap<&str, &GgufTensorInfo> =
         tensors.iter().map(|t| (t.name.as_str(), t)).collect();
@@ -229,6 +232,26 @@ pub fn map(metadata: &Value, tensors: &[GgufTensorInfo]) -> Result<HfModel, Stri
     })
 }
 
+/// Falcon-40B/180B's "new decoder architecture" (several KV heads, a second
+/// LayerNorm per block): llama.cpp rearranges its fused QKV into q | k | v
+/// (`tensor_data_layout: jploski`), and transformers' GGUF loader neither
+/// undoes that nor sets `new_decoder_architecture` and `num_kv_heads`, so it
+/// cannot load these files; they keep their GGUF names.
+fn falcon_supported(config: &Map<String, Value>, names: &[&str]) -> Result<(), String> {
+    let kv = config
+        .get("num_key_value_heads")
+        .and_then(Value::as_u64)
+        .unwrap_or(1);
+    if kv > 1 || names.iter().any(|n| n.contains(".attn_norm_2.")) {
+        return Err(format!(
+            "falcon with the new decoder architecture (Falcon-40B/180B: {kv} KV heads, two \
+             LayerNorms per block), which transformers cannot load from GGUF: llama.cpp \
+             rearranges its fused QKV"
+        ));
+    }
+    Ok(())
+}
+
 /// `generation_config.json` from the token ids the config has, if any.
 fn generation_config(config: &Map<String, Value>) -> Option<Value> {
     let mut g = Map::new();
@@ -265,6 +288,31 @@ mod tests {
             "tokenizer.ggml.token_type": [2, 3, 3, 1, 1, 1],
             "tokenizer.ggml.bos_token_id": 1,
         })
+    }
+
+    #[test]
+    fn falcon_new_decoder_architecture_is_not_mapped() {
+        let meta = |kv: u64| {
+            json!({
+                "general.architecture": "falcon",
+                "falcon.attention.head_count": 4, "falcon.attention.head_count_kv": kv,
+                "falcon.embedding_length": 8, "falcon.block_count": 1,
+            })
+        };
+        let one = [
+            t("token_embd.weight", &[6, 8]),
+            t("blk.0.attn_norm.weight", &[8]),
+            t("blk.0.attn_qkv.weight", &[12, 8]),
+        ];
+        let m = map(&meta(1), &one).unwrap();
+        assert_eq!(
+            m.tensors[2].name,
+            "transformer.h.0.self_attention.query_key_value.weight"
+        );
+        let err = map(&meta(2), &one).unwrap_err();
+        assert!(err.contains("new decoder architecture"), "{err}");
+        let two_norms = [t("blk.0.attn_norm_2.weight", &[8])];
+        assert!(map(&meta(1), &two_norms).is_err());
     }
 
     #[test]

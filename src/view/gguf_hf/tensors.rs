@@ -527,6 +527,39 @@ const GPT_OSS: &[Row] = &[
     ),
 ];
 
+/// Falcon (Falcon-7B's layout: one LayerNorm per block, fused QKV, which
+/// llama.cpp leaves as it is for one KV head).
+const FALCON: &[Row] = &[
+    ("token_embd", "transformer.word_embeddings", Rule::Same),
+    ("output_norm", "transformer.ln_f", Rule::Same),
+    ("output", "lm_head", Rule::Same),
+    (
+        "blk.{N}.attn_norm",
+        "transformer.h.{N}.input_layernorm",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_qkv",
+        "transformer.h.{N}.self_attention.query_key_value",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.attn_output",
+        "transformer.h.{N}.self_attention.dense",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.ffn_up",
+        "transformer.h.{N}.mlp.dense_h_to_4h",
+        Rule::Same,
+    ),
+    (
+        "blk.{N}.ffn_down",
+        "transformer.h.{N}.mlp.dense_4h_to_h",
+        Rule::Same,
+    ),
+];
+
 /// The name table for an architecture (after the loader's renames), or
 /// `None` where gyrofs has none yet.
 pub fn table(updated_arch: &str) -> Option<&'static [Row]> {
@@ -538,6 +571,7 @@ pub fn table(updated_arch: &str) -> Option<&'static [Row]> {
         "starcoder2" => STARCODER2,
         "nemotron" => NEMOTRON,
         "gpt_oss" => GPT_OSS,
+        "falcon" => FALCON,
         "qwen2_moe" | "qwen3_moe" => MOE,
         "gemma2" | "gemma3" => GEMMA,
         "phi3" => PHI3,

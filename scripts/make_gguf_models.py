@@ -39,6 +39,15 @@ model in the released checkpoints' MXFP4 layout, and its references are the
 original model's (make_gpt_oss).
 
 Run: LLAMA_CPP=... LLAMA_QUANTIZE=... /opt/pyref/bin/python scripts/make_gguf_models.py [arch ...]
+
+The full type matrix (every architecture but gpt_oss in F16, BF16, Q8_0, Q4_K
+and Q6_K, hidden size 256 so that K-quant rows are whole blocks; ~60 files,
+~70 MB, not committed) goes to another folder and is checked with the same
+tools:
+
+    GGUF_MODELS_MATRIX=1 GGUF_MODELS_OUT=/tmp/gguf-matrix /opt/pyref/bin/python scripts/make_gguf_models.py
+    GYROFS_GGUF_MODELS=/tmp/gguf-matrix cargo test --release --test gguf_hf
+    GGUF_MODELS_OUT=/tmp/gguf-matrix /opt/pyref/bin/python scripts/check_gguf_hf.py --mount
 """
 
 import json
@@ -54,7 +63,12 @@ import torch
 import transformers
 from safetensors.torch import save_file
 
-OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "gguf-models"
+OUT = Path(os.environ.get("GGUF_MODELS_OUT") or Path(__file__).resolve().parent.parent / "tests" / "data" / "gguf-models")
+# The type matrix (not committed: see the docstring): hidden 256, so that K-quant rows are whole
+# 256-blocks, and every architecture in every type of MATRIX_TYPES.
+MATRIX = os.environ.get("GGUF_MODELS_MATRIX") == "1"
+HIDDEN = 256 if MATRIX else 32
+MATRIX_TYPES = ["f16", "bf16", "q8_0", "q4_k", "q6_k"]
 LLAMA_CPP = Path(os.environ.get("LLAMA_CPP", "/work/tmp-gguf/llama_cpp_python-0.3.36/vendor/llama.cpp"))
 LLAMA_QUANTIZE = os.environ.get("LLAMA_QUANTIZE", str(LLAMA_CPP / "build" / "bin" / "llama-quantize"))
 
@@ -226,7 +240,7 @@ def train_bpe(folder: Path, kind: str):
 
 # ---------------------------------------------------------------- models
 
-SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+SMALL = dict(hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
              max_position_embeddings=128)
 
 
@@ -309,7 +323,7 @@ def arch_phi3(folder):
 
 def arch_gpt2(folder):
     n = train_bpe(folder, "gpt2")
-    cfg = transformers.GPT2Config(vocab_size=n, n_embd=32, n_layer=2, n_head=4, n_positions=128, n_ctx=128,
+    cfg = transformers.GPT2Config(vocab_size=n, n_embd=HIDDEN, n_layer=2, n_head=4, n_positions=128, n_ctx=128,
                                   bos_token_id=0, eos_token_id=0)
     return transformers.GPT2LMHeadModel(cfg)
 
@@ -335,7 +349,7 @@ def arch_nemotron(folder):
     spm_tokenizer_config(folder, "llama", n)
     cfg = transformers.NemotronConfig(vocab_size=n, intermediate_size=64, norm_eps=1e-5, rope_theta=10000.0,
                                       partial_rotary_factor=0.25, tie_word_embeddings=False, bos_token_id=1,
-                                      eos_token_id=2, head_dim=8, **SMALL)
+                                      eos_token_id=2, head_dim=HIDDEN // 4, **SMALL)
     return transformers.NemotronForCausalLM(cfg)
 
 
@@ -343,7 +357,7 @@ def arch_falcon(folder):
     # Falcon-7B's shape: multi-query attention, parallel attention and MLP, no biases. (Falcon-40B/180B's
     # new decoder architecture is a GGUF transformers cannot load: see docs/GGUF.md.)
     n = train_bpe(folder, "gpt2")
-    cfg = transformers.FalconConfig(vocab_size=n, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    cfg = transformers.FalconConfig(vocab_size=n, hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=4,
                                     layer_norm_epsilon=1e-5, parallel_attn=True, bias=False, alibi=False,
                                     new_decoder_architecture=False, multi_query=True,
                                     max_position_embeddings=2048, rope_theta=10000.0, bos_token_id=0,
@@ -387,8 +401,8 @@ if pre is not None:
 # num_kv_heads with num_attention_heads where the file has none (Falcon-7B: multi_query), and
 # then splits the fused QKV by that: give it what the file means, one KV head.
 _load = base.ModelBase.load_hparams
-def load_hparams(dir_model, *args):
-    c = _load(dir_model, *args)
+def load_hparams(dir_model, *args, **kwargs):
+    c = _load(dir_model, *args, **kwargs)
     if c.get("model_type") == "falcon" and c.get("multi_query") and not c.get("new_decoder_architecture"):
         c["num_kv_heads"] = 1
     return c
@@ -470,7 +484,9 @@ def fixes_stablelm(meta):
 
 
 def fixes_nemotron(meta):
-    return {"partial_rotary_factor": partial_rotary(meta, "nemotron")}
+    # and no attention.key_length: head_dim is hidden / heads (Minitron-8B: 4096 / 48, not 128)
+    return {"partial_rotary_factor": partial_rotary(meta, "nemotron"),
+            "head_dim": meta["nemotron.attention.key_length"]}
 
 
 FIXES = {"qwen3": fixes_qwen3, "gpt2": fixes_gpt2, "qwen3_moe": fixes_qwen3_moe, "qwen2_moe": fixes_qwen2_moe,
@@ -600,6 +616,8 @@ def canonical(value):
 
 def make(arch: str):
     builder, pre, types = ARCHS[arch]
+    if MATRIX:
+        types = MATRIX_TYPES
     print(arch)
     with tempfile.TemporaryDirectory() as tmp:
         hf = Path(tmp) / "hf"
@@ -749,7 +767,7 @@ def fixes_gpt_oss(meta):
 
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
-    archs = sys.argv[1:] or list(ARCHS) + ["gpt_oss"]
+    archs = sys.argv[1:] or list(ARCHS) + ([] if MATRIX else ["gpt_oss"])
     for arch in archs:
         if arch == "gpt_oss":
             make_gpt_oss()

@@ -264,12 +264,12 @@ impl Compute for Mxfp4Transposed {
 ///
 /// The blocks a request needs are transcoded into the Hugging Face layout
 /// (16-byte blocks of value pairs, scales apart, rows already interleaved)
-/// and handed to the transposed MXFP4 kernel of `Mxfp4Transposed`. The two
-/// layouts' values agree exactly where every product `v * 2^(s - 127)` is a
-/// normal number (scale bytes 2..=253), except the sign of zero: ggml's
-/// table has no -0 (FP4 code 8 is +0), so code 8 is transcoded to code 0. A
-/// request whose blocks have other scale bytes is computed by `fallback`
-/// (the generic transposes of the ggml dequantization).
+/// and handed to the transposed MXFP4 kernel of `Mxfp4Transposed`. Both
+/// compute the exact product `v * 2^(s - 127)` rounded once, so their values
+/// agree for every scale byte, except the sign of zero: ggml's table has no
+/// -0 (FP4 code 8 is +0), so code 8 is transcoded to code 0 (the unit test
+/// checks all 256 scale bytes against the generic transposes of ggml's
+/// dequantization).
 #[derive(Debug)]
 pub struct GgufMxfp4Transposed {
     pub parts: Vec<Extent>,
@@ -279,7 +279,6 @@ pub struct GgufMxfp4Transposed {
     /// Blocks per source row.
     pub groups: u64,
     pub to: Dtype,
-    pub fallback: Arc<dyn Compute>,
 }
 
 /// A byte of two FP4 codes with code 8 (-0) replaced by 0 in each nibble.
@@ -313,15 +312,8 @@ type HfBlocks = (Vec<u8>, Vec<u8>);
 
 impl GgufMxfp4Transposed {
     /// Blocks `g0..g1` of every source row of expert `e`, in the Hugging
-    /// Face layout (rows interleaved across parts); `None` if a scale byte
-    /// is outside 2..=253.
-    fn transcode(
-        &self,
-        files: &Files,
-        e: u64,
-        g0: u64,
-        g1: u64,
-    ) -> Result<Option<HfBlocks>, ReadError> {
+    /// Face layout (rows interleaved across parts).
+    fn transcode(&self, files: &Files, e: u64, g0: u64, g1: u64) -> Result<HfBlocks, ReadError> {
         let (n, ng) = (self.parts.len(), (g1 - g0) as usize);
         let total = n * self.rows as usize;
         let mut blocks = vec![0u8; total * ng * 16];
@@ -338,15 +330,12 @@ impl GgufMxfp4Transposed {
                 quant::mxfp4::prefetch(src, ahead + ng * 17 - 1);
                 let row = &src[(r * self.groups as usize + g0 as usize) * 17..][..ng * 17];
                 for (g, b) in row.chunks_exact(17).enumerate() {
-                    if !(2..=253).contains(&b[0]) {
-                        return Ok(None);
-                    }
                     scales[j * ng + g] = b[0];
                     hf_mxfp4_codes(&b[1..], &mut blocks[(j * ng + g) * 16..][..16]);
                 }
             }
         }
-        Ok(Some((blocks, scales)))
+        Ok((blocks, scales))
     }
 }
 
@@ -376,18 +365,14 @@ impl Compute for GgufMxfp4Transposed {
                 let (now, later) = dst.split_at_mut(((c1 - c0) * row_bytes) as usize);
                 let (a, b) = ((c0 - g0 * 32) as usize, (c1 - g0 * 32) as usize);
                 let ng = (g1 - g0) as usize;
-                match self.transcode(files, e, g0, g1)? {
-                    Some((blocks, scales)) => match self.to {
-                        Dtype::BF16 => quant::mxfp4::dequant_transposed_le(
-                            &blocks, &scales, total, ng, a, b, now,
-                        )?,
-                        to => wide(to, now, |v| {
-                            quant::wide::mxfp4_transposed_to_f32(
-                                &blocks, &scales, total, ng, a, b, v,
-                            )
-                        })?,
-                    },
-                    None => self.fallback.read_at(files, row * row_bytes, now)?,
+                let (blocks, scales) = self.transcode(files, e, g0, g1)?;
+                match self.to {
+                    Dtype::BF16 => {
+                        quant::mxfp4::dequant_transposed_le(&blocks, &scales, total, ng, a, b, now)?
+                    }
+                    to => wide(to, now, |v| {
+                        quant::wide::mxfp4_transposed_to_f32(&blocks, &scales, total, ng, a, b, v)
+                    })?,
                 }
                 dst = later;
                 row = e * cols + c1;
@@ -1056,23 +1041,19 @@ mod tests {
 
     /// The transcoded fast path for GGUF MXFP4 experts gives the bytes of
     /// the generic transposes (and interleave) of ggml's dequantization, at
-    /// every offset; blocks with scale bytes outside 2..=253 go through the
-    /// fallback, and code 8 (-0 for Hugging Face, +0 for ggml) reads +0.
+    /// every offset, for every scale byte; code 8 (-0 for Hugging Face, +0
+    /// for ggml) reads +0.
     #[test]
     fn gguf_mxfp4_experts_match_the_generic_transpose() {
-        let (experts, rows, groups) = (2u64, 3u64, 2u64);
+        let (experts, rows, groups) = (2u64, 32u64, 4u64);
         let per = experts * rows * groups * 17;
         let mut bytes = Vec::new();
         let mut x = 0x9E37_79B9u32;
         for part in 0..2 {
             for b in 0..per / 17 {
                 x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                // one block of the second part with scale 255, the rest in range
-                let scale = if part == 1 && b == 5 {
-                    255
-                } else {
-                    119 + (x >> 28) as u8 % 6
-                };
+                // every scale byte, in both parts
+                let scale = (b * 7 + part * 3) as u8;
                 bytes.push(scale);
                 for _ in 0..16 {
                     x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
@@ -1102,7 +1083,7 @@ mod tests {
                 })
             };
             for parts in [vec![0], vec![0, 1]] {
-                let fallback: Arc<dyn Compute> = match parts.len() {
+                let generic: Arc<dyn Compute> = match parts.len() {
                     1 => slow(0),
                     _ => Arc::new(InterleaveOf {
                         parts: parts.iter().map(|&i| slow(i)).collect(),
@@ -1115,12 +1096,11 @@ mod tests {
                     rows,
                     groups,
                     to,
-                    fallback: Arc::clone(&fallback),
                 };
-                let n = fallback.len() as usize;
+                let n = generic.len() as usize;
                 assert_eq!(fast.len(), n as u64);
                 let mut want = vec![0u8; n];
-                fallback.read_at(&files, 0, &mut want).unwrap();
+                generic.read_at(&files, 0, &mut want).unwrap();
                 for off in (0..n).step_by(5) {
                     for len in [1, 6, 64, 700, n] {
                         let len = len.min(n - off);

@@ -567,32 +567,22 @@ fn gguf_segment(catalog: &Catalog, g: &GgufPlan, to: Dtype) -> Segment {
                 to,
             })
         }
-        GgufOp::Transpose(_) => {
-            let slow = || Arc::new(transposed(catalog, id, to)) as Arc<dyn Compute>;
-            match mxfp4_experts(catalog, &[id], to, slow) {
-                Some(fast) => computed(fast),
-                None => computed(transposed(catalog, id, to)),
-            }
-        }
+        GgufOp::Transpose(_) => match mxfp4_experts(catalog, &[id], to) {
+            Some(fast) => computed(fast),
+            None => computed(transposed(catalog, id, to)),
+        },
         GgufOp::Interleave(ids, transpose) => {
-            let slow = || {
-                let parts = ids
-                    .iter()
-                    .map(|&i| match transpose {
-                        true => Arc::new(transposed(catalog, i, to)) as Arc<dyn Compute>,
-                        false => as_compute(base_segment(catalog, i, to)),
-                    })
-                    .collect();
-                Arc::new(InterleaveOf { parts, elem }) as Arc<dyn Compute>
-            };
-            let fast = match transpose {
-                true => mxfp4_experts(catalog, ids, to, slow),
-                false => None,
-            };
-            match fast {
-                Some(fast) => computed(fast),
-                None => Segment::Computed(slow()),
+            if *transpose && let Some(fast) = mxfp4_experts(catalog, ids, to) {
+                return computed(fast);
             }
+            let parts = ids
+                .iter()
+                .map(|&i| match transpose {
+                    true => Arc::new(transposed(catalog, i, to)) as Arc<dyn Compute>,
+                    false => as_compute(base_segment(catalog, i, to)),
+                })
+                .collect();
+            computed(InterleaveOf { parts, elem })
         }
         GgufOp::Concat(ids, axis) => {
             let outer: u64 = g.shape[..*axis as usize].iter().product();
@@ -625,13 +615,8 @@ fn transposed(catalog: &Catalog, id: TensorId, to: Dtype) -> TransposeOf {
 
 /// For GGUF MXFP4 tensors of one 2- or 3-D shape `[E, R, C]` (whole
 /// blocks per row): their fast transposed (and, for several, interleaved)
-/// dequantization, with `fallback` for blocks it does not take.
-fn mxfp4_experts(
-    catalog: &Catalog,
-    ids: &[TensorId],
-    to: Dtype,
-    fallback: impl FnOnce() -> Arc<dyn Compute>,
-) -> Option<GgufMxfp4Transposed> {
+/// dequantization.
+fn mxfp4_experts(catalog: &Catalog, ids: &[TensorId], to: Dtype) -> Option<GgufMxfp4Transposed> {
     let first = catalog.tensor(*ids.first()?);
     let shape = first.logical_shape();
     let mxfp4 = |i: &TensorId| {
@@ -654,7 +639,6 @@ fn mxfp4_experts(
         rows,
         groups: cols / 32,
         to,
-        fallback: fallback(),
     })
 }
 

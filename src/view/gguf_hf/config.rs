@@ -403,6 +403,13 @@ pub fn config(
             if let Some(f) = partial_rotary_factor(meta, &arch) {
                 c.insert("partial_rotary_factor".into(), f.into());
             }
+            // nemotron's table has no attention.key_length either: head_dim
+            // would be hidden / heads (Minitron-8B: 4096 / 48, not its 128)
+            if updated == "nemotron"
+                && let Some(v) = meta.get("nemotron.attention.key_length")
+            {
+                c.insert("head_dim".into(), loader_value(v, &arch, &updated));
+            }
         }
         "gpt2" => {
             if let Some(v) = meta.get("gpt2.context_length") {

@@ -75,6 +75,21 @@ pub fn map(metadata: &Value, tensors: &[GgufTensorInfo]) -> Result<HfModel, Stri
     if updated == "falcon" {
         falcon_supported(&config, &names)?;
     }
+    if updated == "stablelm"
+        && names
+            .iter()
+            .any(|n| n.contains(".attn_q_norm.") || n.contains(".attn_k_norm."))
+    {
+        // llama.cpp stacks StableLM 2 12B's per-head q/k LayerNorms into one
+        // [n_head, head_dim] tensor; the HF class holds one module per head
+        // (`q_layernorm.norms.{h}`) and transformers' loader does not split
+        // them: the model would load without them.
+        return Err(
+            "stablelm with per-head q/k LayerNorms (StableLM 2 12B), which \
+                    transformers' GGUF loader does not map"
+                .into(),
+        );
+    }
 
     let by_name: HashMap<&str, &GgufTensorInfo> =
         tensors.iter().map(|t| (t.name.as_str(), t)).collect();
@@ -191,6 +206,7 @@ pub fn map(metadata: &Value, tensors: &[GgufTensorInfo]) -> Result<HfModel, Stri
         let computed = op
             .out_shape(&shapes)
             .map_err(|e| format!("{hf} (from {}): {e}", t.name))?;
+        check_op(&op, &computed, &by_name).map_err(|e| format!("{hf} (from {}): {e}", t.name))?;
         let shape = if matches!(op, Op::Same { .. }) {
             shape
         } else {
@@ -232,16 +248,56 @@ pub fn map(metadata: &Value, tensors: &[GgufTensorInfo]) -> Result<HfModel, Stri
     })
 }
 
+/// Longest output row of a transposing op, in elements: a read of part of a
+/// row computes the whole row (docs/GGUF.md). Real models' are thousands
+/// (gpt-oss `gate_up_proj`: 5760); a crafted shape could ask for gigabytes
+/// per read.
+pub const MAX_TRANSPOSED_ROW: u64 = 1 << 20;
+
+/// What the lazy implementation of `op` needs beyond its shapes: sources of
+/// one ggml type when there are several (a Gyro record names one
+/// dequantization for all), and transposed rows of bounded length.
+fn check_op(op: &Op, out: &[u64], by_name: &HashMap<&str, &GgufTensorInfo>) -> Result<(), String> {
+    let types: Vec<GgmlType> = op
+        .sources()
+        .iter()
+        .filter_map(|s| by_name.get(s).map(|i| i.ty))
+        .collect();
+    if types.windows(2).any(|w| w[0] != w[1]) {
+        let names: Vec<&str> = types.iter().map(|t| t.name()).collect();
+        return Err(format!(
+            "sources of different ggml types ({})",
+            names.join(", ")
+        ));
+    }
+    let transposes = matches!(
+        op,
+        Op::Transpose { .. }
+            | Op::Interleave {
+                transpose: true,
+                ..
+            }
+    );
+    if transposes && out.last().is_some_and(|&n| n > MAX_TRANSPOSED_ROW) {
+        return Err(format!(
+            "transposed rows of {} elements, over gyrofs's limit of {MAX_TRANSPOSED_ROW}",
+            out.last().copied().unwrap_or(0)
+        ));
+    }
+    Ok(())
+}
+
 /// Falcon-40B/180B's "new decoder architecture" (several KV heads, a second
 /// LayerNorm per block): llama.cpp rearranges its fused QKV into q | k | v
 /// (`tensor_data_layout: jploski`), and transformers' GGUF loader neither
 /// undoes that nor sets `new_decoder_architecture` and `num_kv_heads`, so it
 /// cannot load these files; they keep their GGUF names.
 fn falcon_supported(config: &Map<String, Value>, names: &[&str]) -> Result<(), String> {
-    let kv = config
-        .get("num_key_value_heads")
-        .and_then(Value::as_u64)
-        .unwrap_or(1);
+    let kv = match config.get("num_key_value_heads") {
+        None => 1,
+        // a per-layer array, or anything else, is not Falcon-7B's layout
+        Some(v) => v.as_u64().unwrap_or(u64::MAX),
+    };
     if kv > 1 || names.iter().any(|n| n.contains(".attn_norm_2.")) {
         return Err(format!(
             "falcon with the new decoder architecture (Falcon-40B/180B: {kv} KV heads, two \
@@ -288,6 +344,40 @@ mod tests {
             "tokenizer.ggml.token_type": [2, 3, 3, 1, 1, 1],
             "tokenizer.ggml.bos_token_id": 1,
         })
+    }
+
+    #[test]
+    fn ops_the_view_cannot_serve_are_refused() {
+        let moe = |up: GgmlType, i: u64| {
+            let meta = json!({
+                "general.architecture": "qwen3moe",
+                "qwen3moe.attention.head_count": 2, "qwen3moe.embedding_length": 8,
+                "qwen3moe.block_count": 1,
+            });
+            let mut up_t = t("blk.0.ffn_up_exps.weight", &[2, i, 8]);
+            up_t.ty = up;
+            map(&meta, &[t("blk.0.ffn_gate_exps.weight", &[2, i, 8]), up_t])
+        };
+        assert!(moe(GgmlType::F32, 4).is_ok());
+        let err = moe(GgmlType::F16, 4).unwrap_err();
+        assert!(err.contains("different ggml types"), "{err}");
+        // gpt2's Conv1D transposes: a row of 2^20 + 1 elements is refused
+        let gpt2 = json!({
+            "general.architecture": "gpt2", "gpt2.attention.head_count": 1,
+            "gpt2.embedding_length": 8, "gpt2.block_count": 1,
+        });
+        let ok = [t("blk.0.ffn_up.weight", &[MAX_TRANSPOSED_ROW, 8])];
+        assert!(map(&gpt2, &ok).is_ok());
+        let long = [t("blk.0.ffn_up.weight", &[MAX_TRANSPOSED_ROW + 1, 8])];
+        let err = map(&gpt2, &long).unwrap_err();
+        assert!(err.contains("transposed rows"), "{err}");
+        // StableLM 2 12B's stacked per-head q/k norms
+        let stablelm = json!({
+            "general.architecture": "stablelm", "stablelm.attention.head_count": 2,
+            "stablelm.embedding_length": 8, "stablelm.block_count": 1,
+        });
+        let err = map(&stablelm, &[t("blk.0.attn_q_norm.weight", &[2, 4])]).unwrap_err();
+        assert!(err.contains("per-head q/k LayerNorms"), "{err}");
     }
 
     #[test]

@@ -255,6 +255,9 @@ fn transposed(input: Input) -> Vec<f32> {
         shape[shape.len() - 1] as usize,
     );
     let mut out = Vec::with_capacity(values.len());
+    if rows * cols == 0 {
+        return out;
+    }
     for m in values.chunks(rows * cols) {
         for c in 0..cols {
             for r in 0..rows {

@@ -553,8 +553,10 @@ def references(folder: Path, name: str, arch: str):
         "fixes": fixes,
         "to_dict": model.config.to_dict(),
     }
-    # which file it came from; config.json has no quantization config
+    # which file it came from (and where: the fixtures are byte-reproducible); config.json has no
+    # quantization config
     config["to_dict"].pop("quantization_config", None)
+    config["to_dict"].pop("_name_or_path", None)
     tok = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
     files = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -722,6 +724,7 @@ def make_gpt_oss():
         meta = metadata(OUT / name)
         to_dict = original.config.to_dict()
         to_dict.pop("quantization_config", None)
+        to_dict.pop("_name_or_path", None)
         golden = {"note": GPT_OSS_NOTE, "gguf": gpt_oss_loader_config(meta), "fixes": fixes_gpt_oss(meta),
                   "to_dict": to_dict}
         tok = transformers.AutoTokenizer.from_pretrained(hf)

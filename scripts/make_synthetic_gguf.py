@@ -215,6 +215,17 @@ def llama_tensors(c, qtype):
     return out
 
 
+def tokenizer_kvs(vocab):
+    """A synthetic byte-level tokenizer of `vocab` tokens (as large in the header as a real one)."""
+    return [
+        kv("tokenizer.ggml.model", "str", "gpt2"),
+        kv("tokenizer.ggml.tokens", "str[]", [f"<tok{i}>" for i in range(vocab)]),
+        kv("tokenizer.ggml.token_type", "i32[]", [1] * vocab),
+        kv("tokenizer.ggml.bos_token_id", "u32", 0),
+        kv("tokenizer.ggml.eos_token_id", "u32", 1),
+    ]
+
+
 def gpt_oss_tensors(c):
     H, F, V, L, E, D = c["hidden"], c["ffn"], c["vocab"], c["layers"], c["experts"], c["head_dim"]
     q, kvd = c["heads"] * D, c["kv_heads"] * D
@@ -263,14 +274,7 @@ def gpt_oss_kvs(c, name, tokenizer):
         kv("general.file_type", "u32", FILE_TYPE["MXFP4"]),
     ]
     if tokenizer:
-        V = c["vocab"]
-        kvs += [
-            kv("tokenizer.ggml.model", "str", "gpt2"),
-            kv("tokenizer.ggml.tokens", "str[]", [f"<tok{i}>" for i in range(V)]),
-            kv("tokenizer.ggml.token_type", "i32[]", [1] * V),
-            kv("tokenizer.ggml.bos_token_id", "u32", 0),
-            kv("tokenizer.ggml.eos_token_id", "u32", 1),
-        ]
+        kvs += tokenizer_kvs(c["vocab"])
     return kvs
 
 
@@ -296,14 +300,7 @@ def llama_kvs(c, qtype, name, tokenizer):
     if qtype in FILE_TYPE:
         kvs.append(kv("general.file_type", "u32", FILE_TYPE[qtype]))
     if tokenizer:
-        V = c["vocab"]
-        kvs += [
-            kv("tokenizer.ggml.model", "str", "gpt2"),
-            kv("tokenizer.ggml.tokens", "str[]", [f"<tok{i}>" for i in range(V)]),
-            kv("tokenizer.ggml.token_type", "i32[]", [1] * V),
-            kv("tokenizer.ggml.bos_token_id", "u32", 0),
-            kv("tokenizer.ggml.eos_token_id", "u32", 1),
-        ]
+        kvs += tokenizer_kvs(c["vocab"])
     return kvs
 
 

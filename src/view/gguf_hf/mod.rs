@@ -144,45 +144,23 @@ pub fn map(metadata: &Value, tensors: &[GgufTensorInfo]) -> Result<HfModel, Stri
             Rule::MinusOne => (Op::Same { source }, t.shape.clone()),
             Rule::TransposeWeight if weight => (Op::Transpose { source }, t.shape.clone()),
             Rule::TransposeWeight => (Op::Same { source }, t.shape.clone()),
-            Rule::ExpertsUp => {
-                let gate = t.name.replace(".ffn_up_exps.", ".ffn_gate_exps.");
-                if !by_name.contains_key(gate.as_str()) {
-                    return Err(format!("{} has no matching {gate}", t.name));
-                }
+            // the up half of a gate|up pair: made with its gate, which must
+            // exist
+            Rule::ExpertsUp | Rule::InterleaveUp => {
+                partner(&t.name, ".ffn_up_exps.", ".ffn_gate_exps.", &by_name)?;
                 continue;
             }
-            Rule::ExpertsGate => {
-                let up = t.name.replace(".ffn_gate_exps.", ".ffn_up_exps.");
-                if !by_name.contains_key(up.as_str()) {
-                    return Err(format!("{} has no matching {up}", t.name));
-                }
-                (
-                    Op::Concat {
-                        sources: vec![source, up],
-                        axis: 1,
-                    },
-                    t.shape.clone(),
-                )
-            }
-            Rule::InterleaveUp => {
-                let gate = t.name.replace(".ffn_up_exps.", ".ffn_gate_exps.");
-                if !by_name.contains_key(gate.as_str()) {
-                    return Err(format!("{} has no matching {gate}", t.name));
-                }
-                continue;
-            }
-            Rule::InterleaveGate => {
-                let up = t.name.replace(".ffn_gate_exps.", ".ffn_up_exps.");
-                if !by_name.contains_key(up.as_str()) {
-                    return Err(format!("{} has no matching {up}", t.name));
-                }
-                (
-                    Op::Interleave {
-                        sources: vec![source, up],
+            Rule::ExpertsGate | Rule::InterleaveGate => {
+                let up = partner(&t.name, ".ffn_gate_exps.", ".ffn_up_exps.", &by_name)?;
+                let sources = vec![source, up];
+                let op = match rule {
+                    Rule::ExpertsGate => Op::Concat { sources, axis: 1 },
+                    _ => Op::Interleave {
+                        sources,
                         transpose: weight,
                     },
-                    t.shape.clone(),
-                )
+                };
+                (op, t.shape.clone())
             }
             Rule::AddLeadingAxis if t.shape.len() == 1 => {
                 (Op::Same { source }, [&[1], &t.shape[..]].concat())
@@ -246,6 +224,21 @@ pub fn map(metadata: &Value, tensors: &[GgufTensorInfo]) -> Result<HfModel, Stri
         tensors: out,
         notes,
     })
+}
+
+/// The name of `name`'s partner tensor (`from` replaced by `to`), which the
+/// file must have.
+fn partner(
+    name: &str,
+    from: &str,
+    to: &str,
+    by_name: &HashMap<&str, &GgufTensorInfo>,
+) -> Result<String, String> {
+    let other = name.replace(from, to);
+    match by_name.contains_key(other.as_str()) {
+        true => Ok(other),
+        false => Err(format!("{name} has no matching {other}")),
+    }
 }
 
 /// Longest output row of a transposing op, in elements: a read of part of a

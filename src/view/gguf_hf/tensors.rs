@@ -42,551 +42,186 @@ pub enum Rule {
 
 type Row = (&'static str, &'static str, Rule);
 
-const DECODER: &[Row] = &[
-    ("token_embd", "model.embed_tokens", Rule::Same),
-    ("output_norm", "model.norm", Rule::Same),
-    ("output", "lm_head", Rule::Same),
-    (
-        "blk.{N}.attn_norm",
-        "model.layers.{N}.input_layernorm",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_q",
-        "model.layers.{N}.self_attn.q_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_k",
-        "model.layers.{N}.self_attn.k_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_v",
-        "model.layers.{N}.self_attn.v_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_output",
-        "model.layers.{N}.self_attn.o_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_q_norm",
-        "model.layers.{N}.self_attn.q_norm",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_k_norm",
-        "model.layers.{N}.self_attn.k_norm",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.ffn_norm",
-        "model.layers.{N}.post_attention_layernorm",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.ffn_gate",
-        "model.layers.{N}.mlp.gate_proj",
-        Rule::Same,
-    ),
-    ("blk.{N}.ffn_up", "model.layers.{N}.mlp.up_proj", Rule::Same),
-    (
-        "blk.{N}.ffn_down",
-        "model.layers.{N}.mlp.down_proj",
-        Rule::Same,
-    ),
+/// A family's table: pieces of rows, searched in order.
+pub type Table = &'static [&'static [Row]];
+
+use Rule::*;
+
+// Pieces most families share.
+
+#[rustfmt::skip]
+const EMBED_HEAD: &[Row] = &[
+    ("token_embd", "model.embed_tokens", Same),
+    ("output_norm", "model.norm", Same),
+    ("output", "lm_head", Same),
 ];
 
-const LLAMA: &[Row] = &[
-    ("token_embd", "model.embed_tokens", Rule::Same),
-    ("output_norm", "model.norm", Rule::Same),
-    ("output", "lm_head", Rule::Same),
-    (
-        "blk.{N}.attn_norm",
-        "model.layers.{N}.input_layernorm",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_q",
-        "model.layers.{N}.self_attn.q_proj",
-        Rule::UnpermuteQ,
-    ),
-    (
-        "blk.{N}.attn_k",
-        "model.layers.{N}.self_attn.k_proj",
-        Rule::UnpermuteK,
-    ),
-    (
-        "blk.{N}.attn_v",
-        "model.layers.{N}.self_attn.v_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_output",
-        "model.layers.{N}.self_attn.o_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.ffn_norm",
-        "model.layers.{N}.post_attention_layernorm",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.ffn_gate",
-        "model.layers.{N}.mlp.gate_proj",
-        Rule::Same,
-    ),
-    ("blk.{N}.ffn_up", "model.layers.{N}.mlp.up_proj", Rule::Same),
-    (
-        "blk.{N}.ffn_down",
-        "model.layers.{N}.mlp.down_proj",
-        Rule::Same,
-    ),
+#[rustfmt::skip]
+const NORMS: &[Row] = &[
+    ("blk.{N}.attn_norm", "model.layers.{N}.input_layernorm", Same),
+    ("blk.{N}.ffn_norm", "model.layers.{N}.post_attention_layernorm", Same),
 ];
 
-const MOE: &[Row] = &[
-    ("token_embd", "model.embed_tokens", Rule::Same),
-    ("output_norm", "model.norm", Rule::Same),
-    ("output", "lm_head", Rule::Same),
-    (
-        "blk.{N}.attn_norm",
-        "model.layers.{N}.input_layernorm",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_q",
-        "model.layers.{N}.self_attn.q_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_k",
-        "model.layers.{N}.self_attn.k_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_v",
-        "model.layers.{N}.self_attn.v_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_output",
-        "model.layers.{N}.self_attn.o_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_q_norm",
-        "model.layers.{N}.self_attn.q_norm",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_k_norm",
-        "model.layers.{N}.self_attn.k_norm",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.ffn_norm",
-        "model.layers.{N}.post_attention_layernorm",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.ffn_gate_inp",
-        "model.layers.{N}.mlp.gate",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.ffn_gate_exps",
-        "model.layers.{N}.mlp.experts.gate_up_proj$",
-        Rule::ExpertsGate,
-    ),
-    (
-        "blk.{N}.ffn_up_exps",
-        "model.layers.{N}.mlp.experts.gate_up_proj$",
-        Rule::ExpertsUp,
-    ),
-    (
-        "blk.{N}.ffn_down_exps",
-        "model.layers.{N}.mlp.experts.down_proj$",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.ffn_gate_shexp",
-        "model.layers.{N}.mlp.shared_expert.gate_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.ffn_up_shexp",
-        "model.layers.{N}.mlp.shared_expert.up_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.ffn_down_shexp",
-        "model.layers.{N}.mlp.shared_expert.down_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.ffn_gate_inp_shexp",
-        "model.layers.{N}.mlp.shared_expert_gate",
-        Rule::AddLeadingAxis,
-    ),
-    // dense layers of a partly-MoE model (mlp_only_layers, decoder_sparse_step)
-    (
-        "blk.{N}.ffn_gate",
-        "model.layers.{N}.mlp.gate_proj",
-        Rule::Same,
-    ),
-    ("blk.{N}.ffn_up", "model.layers.{N}.mlp.up_proj", Rule::Same),
-    (
-        "blk.{N}.ffn_down",
-        "model.layers.{N}.mlp.down_proj",
-        Rule::Same,
-    ),
+#[rustfmt::skip]
+const ATTN: &[Row] = &[
+    ("blk.{N}.attn_q", "model.layers.{N}.self_attn.q_proj", Same),
+    ("blk.{N}.attn_k", "model.layers.{N}.self_attn.k_proj", Same),
+    ("blk.{N}.attn_v", "model.layers.{N}.self_attn.v_proj", Same),
+    ("blk.{N}.attn_output", "model.layers.{N}.self_attn.o_proj", Same),
 ];
 
-const GEMMA: &[Row] = &[
-    ("token_embd", "model.embed_tokens", Rule::Same),
-    ("output_norm", "model.norm", Rule::MinusOne),
-    ("output", "lm_head", Rule::Same),
-    (
-        "blk.{N}.attn_norm",
-        "model.layers.{N}.input_layernorm",
-        Rule::MinusOne,
-    ),
-    (
-        "blk.{N}.attn_q",
-        "model.layers.{N}.self_attn.q_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_k",
-        "model.layers.{N}.self_attn.k_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_v",
-        "model.layers.{N}.self_attn.v_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_output",
-        "model.layers.{N}.self_attn.o_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_q_norm",
-        "model.layers.{N}.self_attn.q_norm",
-        Rule::MinusOne,
-    ),
-    (
-        "blk.{N}.attn_k_norm",
-        "model.layers.{N}.self_attn.k_norm",
-        Rule::MinusOne,
-    ),
-    (
-        "blk.{N}.post_attention_norm",
-        "model.layers.{N}.post_attention_layernorm",
-        Rule::MinusOne,
-    ),
-    (
-        "blk.{N}.ffn_norm",
-        "model.layers.{N}.pre_feedforward_layernorm",
-        Rule::MinusOne,
-    ),
-    (
-        "blk.{N}.post_ffw_norm",
-        "model.layers.{N}.post_feedforward_layernorm",
-        Rule::MinusOne,
-    ),
-    (
-        "blk.{N}.ffn_gate",
-        "model.layers.{N}.mlp.gate_proj",
-        Rule::Same,
-    ),
-    ("blk.{N}.ffn_up", "model.layers.{N}.mlp.up_proj", Rule::Same),
-    (
-        "blk.{N}.ffn_down",
-        "model.layers.{N}.mlp.down_proj",
-        Rule::Same,
-    ),
+#[rustfmt::skip]
+const QK_NORM: &[Row] = &[
+    ("blk.{N}.attn_q_norm", "model.layers.{N}.self_attn.q_norm", Same),
+    ("blk.{N}.attn_k_norm", "model.layers.{N}.self_attn.k_norm", Same),
 ];
 
-const PHI3: &[Row] = &[
-    ("token_embd", "model.embed_tokens", Rule::Same),
-    ("output_norm", "model.norm", Rule::Same),
-    ("output", "lm_head", Rule::Same),
-    (
-        "blk.{N}.attn_norm",
-        "model.layers.{N}.input_layernorm",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_qkv",
-        "model.layers.{N}.self_attn.qkv_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_output",
-        "model.layers.{N}.self_attn.o_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.ffn_norm",
-        "model.layers.{N}.post_attention_layernorm",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.ffn_up",
-        "model.layers.{N}.mlp.gate_up_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.ffn_down",
-        "model.layers.{N}.mlp.down_proj",
-        Rule::Same,
-    ),
+/// The gated MLP (also the dense layers of a partly-MoE model:
+/// `mlp_only_layers`, `decoder_sparse_step`).
+#[rustfmt::skip]
+const MLP: &[Row] = &[
+    ("blk.{N}.ffn_gate", "model.layers.{N}.mlp.gate_proj", Same),
+    ("blk.{N}.ffn_up", "model.layers.{N}.mlp.up_proj", Same),
+    ("blk.{N}.ffn_down", "model.layers.{N}.mlp.down_proj", Same),
 ];
 
+// Family-specific pieces.
+
+/// llama.cpp permutes llama's Q and K rows (transformers undoes it).
+#[rustfmt::skip]
+const LLAMA_ATTN: &[Row] = &[
+    ("blk.{N}.attn_q", "model.layers.{N}.self_attn.q_proj", UnpermuteQ),
+    ("blk.{N}.attn_k", "model.layers.{N}.self_attn.k_proj", UnpermuteK),
+    ("blk.{N}.attn_v", "model.layers.{N}.self_attn.v_proj", Same),
+    ("blk.{N}.attn_output", "model.layers.{N}.self_attn.o_proj", Same),
+];
+
+#[rustfmt::skip]
+const MOE_EXPERTS: &[Row] = &[
+    ("blk.{N}.ffn_gate_inp", "model.layers.{N}.mlp.gate", Same),
+    ("blk.{N}.ffn_gate_exps", "model.layers.{N}.mlp.experts.gate_up_proj$", ExpertsGate),
+    ("blk.{N}.ffn_up_exps", "model.layers.{N}.mlp.experts.gate_up_proj$", ExpertsUp),
+    ("blk.{N}.ffn_down_exps", "model.layers.{N}.mlp.experts.down_proj$", Same),
+    ("blk.{N}.ffn_gate_shexp", "model.layers.{N}.mlp.shared_expert.gate_proj", Same),
+    ("blk.{N}.ffn_up_shexp", "model.layers.{N}.mlp.shared_expert.up_proj", Same),
+    ("blk.{N}.ffn_down_shexp", "model.layers.{N}.mlp.shared_expert.down_proj", Same),
+    ("blk.{N}.ffn_gate_inp_shexp", "model.layers.{N}.mlp.shared_expert_gate", AddLeadingAxis),
+];
+
+/// Gemma: every norm stored as `w + 1`, and four norms per block.
+#[rustfmt::skip]
+const GEMMA_NORMS: &[Row] = &[
+    ("token_embd", "model.embed_tokens", Same),
+    ("output_norm", "model.norm", MinusOne),
+    ("output", "lm_head", Same),
+    ("blk.{N}.attn_norm", "model.layers.{N}.input_layernorm", MinusOne),
+    ("blk.{N}.attn_q_norm", "model.layers.{N}.self_attn.q_norm", MinusOne),
+    ("blk.{N}.attn_k_norm", "model.layers.{N}.self_attn.k_norm", MinusOne),
+    ("blk.{N}.post_attention_norm", "model.layers.{N}.post_attention_layernorm", MinusOne),
+    ("blk.{N}.ffn_norm", "model.layers.{N}.pre_feedforward_layernorm", MinusOne),
+    ("blk.{N}.post_ffw_norm", "model.layers.{N}.post_feedforward_layernorm", MinusOne),
+];
+
+/// Phi-3: fused QKV and gate|up, as the HF class holds them.
+#[rustfmt::skip]
+const PHI3_BLOCK: &[Row] = &[
+    ("blk.{N}.attn_qkv", "model.layers.{N}.self_attn.qkv_proj", Same),
+    ("blk.{N}.attn_output", "model.layers.{N}.self_attn.o_proj", Same),
+    ("blk.{N}.ffn_up", "model.layers.{N}.mlp.gate_up_proj", Same),
+    ("blk.{N}.ffn_down", "model.layers.{N}.mlp.down_proj", Same),
+];
+
+/// GPT-2: `transformer.*` names, Conv1D weights `[in, out]`.
+#[rustfmt::skip]
 const GPT2: &[Row] = &[
-    ("token_embd", "transformer.wte", Rule::Same),
-    ("position_embd", "transformer.wpe", Rule::Same),
-    ("output_norm", "transformer.ln_f", Rule::Same),
-    ("output", "lm_head", Rule::Same),
-    ("blk.{N}.attn_norm", "transformer.h.{N}.ln_1", Rule::Same),
-    (
-        "blk.{N}.attn_qkv",
-        "transformer.h.{N}.attn.c_attn",
-        Rule::TransposeWeight,
-    ),
-    (
-        "blk.{N}.attn_output",
-        "transformer.h.{N}.attn.c_proj",
-        Rule::TransposeWeight,
-    ),
-    ("blk.{N}.ffn_norm", "transformer.h.{N}.ln_2", Rule::Same),
-    (
-        "blk.{N}.ffn_up",
-        "transformer.h.{N}.mlp.c_fc",
-        Rule::TransposeWeight,
-    ),
-    (
-        "blk.{N}.ffn_down",
-        "transformer.h.{N}.mlp.c_proj",
-        Rule::TransposeWeight,
-    ),
+    ("token_embd", "transformer.wte", Same),
+    ("position_embd", "transformer.wpe", Same),
+    ("output_norm", "transformer.ln_f", Same),
+    ("output", "lm_head", Same),
+    ("blk.{N}.attn_norm", "transformer.h.{N}.ln_1", Same),
+    ("blk.{N}.attn_qkv", "transformer.h.{N}.attn.c_attn", TransposeWeight),
+    ("blk.{N}.attn_output", "transformer.h.{N}.attn.c_proj", TransposeWeight),
+    ("blk.{N}.ffn_norm", "transformer.h.{N}.ln_2", Same),
+    ("blk.{N}.ffn_up", "transformer.h.{N}.mlp.c_fc", TransposeWeight),
+    ("blk.{N}.ffn_down", "transformer.h.{N}.mlp.c_proj", TransposeWeight),
 ];
 
-/// StarCoder2: LayerNorms and biases everywhere, a two-matrix MLP.
-const STARCODER2: &[Row] = &[
-    ("token_embd", "model.embed_tokens", Rule::Same),
-    ("output_norm", "model.norm", Rule::Same),
-    ("output", "lm_head", Rule::Same),
-    (
-        "blk.{N}.attn_norm",
-        "model.layers.{N}.input_layernorm",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_q",
-        "model.layers.{N}.self_attn.q_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_k",
-        "model.layers.{N}.self_attn.k_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_v",
-        "model.layers.{N}.self_attn.v_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_output",
-        "model.layers.{N}.self_attn.o_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.ffn_norm",
-        "model.layers.{N}.post_attention_layernorm",
-        Rule::Same,
-    ),
-    ("blk.{N}.ffn_up", "model.layers.{N}.mlp.c_fc", Rule::Same),
-    (
-        "blk.{N}.ffn_down",
-        "model.layers.{N}.mlp.c_proj",
-        Rule::Same,
-    ),
+/// StarCoder2: a two-matrix MLP (LayerNorms and biases everywhere: the
+/// `.bias` leaves carry over).
+#[rustfmt::skip]
+const STARCODER2_MLP: &[Row] = &[
+    ("blk.{N}.ffn_up", "model.layers.{N}.mlp.c_fc", Same),
+    ("blk.{N}.ffn_down", "model.layers.{N}.mlp.c_proj", Same),
 ];
 
 /// Nemotron: LayerNorm1P weights, stored by llama.cpp as `w + 1`; a
 /// two-matrix MLP.
-const NEMOTRON: &[Row] = &[
-    ("token_embd", "model.embed_tokens", Rule::Same),
-    ("output_norm", "model.norm", Rule::MinusOne),
-    ("output", "lm_head", Rule::Same),
-    (
-        "blk.{N}.attn_norm",
-        "model.layers.{N}.input_layernorm",
-        Rule::MinusOne,
-    ),
-    (
-        "blk.{N}.attn_q",
-        "model.layers.{N}.self_attn.q_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_k",
-        "model.layers.{N}.self_attn.k_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_v",
-        "model.layers.{N}.self_attn.v_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_output",
-        "model.layers.{N}.self_attn.o_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.ffn_norm",
-        "model.layers.{N}.post_attention_layernorm",
-        Rule::MinusOne,
-    ),
-    ("blk.{N}.ffn_up", "model.layers.{N}.mlp.up_proj", Rule::Same),
-    (
-        "blk.{N}.ffn_down",
-        "model.layers.{N}.mlp.down_proj",
-        Rule::Same,
-    ),
+#[rustfmt::skip]
+const NEMOTRON_NORMS_MLP: &[Row] = &[
+    ("token_embd", "model.embed_tokens", Same),
+    ("output_norm", "model.norm", MinusOne),
+    ("output", "lm_head", Same),
+    ("blk.{N}.attn_norm", "model.layers.{N}.input_layernorm", MinusOne),
+    ("blk.{N}.ffn_norm", "model.layers.{N}.post_attention_layernorm", MinusOne),
+    ("blk.{N}.ffn_up", "model.layers.{N}.mlp.up_proj", Same),
+    ("blk.{N}.ffn_down", "model.layers.{N}.mlp.down_proj", Same),
 ];
 
-/// gpt-oss (llama.cpp's `gpt-oss`): biases on attention and experts,
-/// attention sinks, a router with a bias, and the experts fused and
-/// interleaved as the Hugging Face class holds them.
-const GPT_OSS: &[Row] = &[
-    ("token_embd", "model.embed_tokens", Rule::Same),
-    ("output_norm", "model.norm", Rule::Same),
-    ("output", "lm_head", Rule::Same),
-    (
-        "blk.{N}.attn_norm",
-        "model.layers.{N}.input_layernorm",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.post_attention_norm",
-        "model.layers.{N}.post_attention_layernorm",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_q",
-        "model.layers.{N}.self_attn.q_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_k",
-        "model.layers.{N}.self_attn.k_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_v",
-        "model.layers.{N}.self_attn.v_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_output",
-        "model.layers.{N}.self_attn.o_proj",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_sinks",
-        "model.layers.{N}.self_attn.sinks$",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.ffn_gate_inp",
-        "model.layers.{N}.mlp.router",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.ffn_gate_exps",
-        "model.layers.{N}.mlp.experts.gate_up_proj$+",
-        Rule::InterleaveGate,
-    ),
-    (
-        "blk.{N}.ffn_up_exps",
-        "model.layers.{N}.mlp.experts.gate_up_proj$+",
-        Rule::InterleaveUp,
-    ),
-    (
-        "blk.{N}.ffn_down_exps",
-        "model.layers.{N}.mlp.experts.down_proj$+",
-        Rule::TransposeWeight,
-    ),
+/// gpt-oss (llama.cpp's `gpt-oss`): attention sinks, a router with a bias,
+/// and the experts fused and interleaved as the Hugging Face class holds
+/// them (biases as `*_bias` parameters: `$+`).
+#[rustfmt::skip]
+const GPT_OSS_BLOCK: &[Row] = &[
+    ("blk.{N}.attn_norm", "model.layers.{N}.input_layernorm", Same),
+    ("blk.{N}.post_attention_norm", "model.layers.{N}.post_attention_layernorm", Same),
+    ("blk.{N}.attn_sinks", "model.layers.{N}.self_attn.sinks$", Same),
+    ("blk.{N}.ffn_gate_inp", "model.layers.{N}.mlp.router", Same),
+    ("blk.{N}.ffn_gate_exps", "model.layers.{N}.mlp.experts.gate_up_proj$+", InterleaveGate),
+    ("blk.{N}.ffn_up_exps", "model.layers.{N}.mlp.experts.gate_up_proj$+", InterleaveUp),
+    ("blk.{N}.ffn_down_exps", "model.layers.{N}.mlp.experts.down_proj$+", TransposeWeight),
 ];
 
 /// Falcon (Falcon-7B's layout: one LayerNorm per block, fused QKV, which
 /// llama.cpp leaves as it is for one KV head).
+#[rustfmt::skip]
 const FALCON: &[Row] = &[
-    ("token_embd", "transformer.word_embeddings", Rule::Same),
-    ("output_norm", "transformer.ln_f", Rule::Same),
-    ("output", "lm_head", Rule::Same),
-    (
-        "blk.{N}.attn_norm",
-        "transformer.h.{N}.input_layernorm",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_qkv",
-        "transformer.h.{N}.self_attention.query_key_value",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.attn_output",
-        "transformer.h.{N}.self_attention.dense",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.ffn_up",
-        "transformer.h.{N}.mlp.dense_h_to_4h",
-        Rule::Same,
-    ),
-    (
-        "blk.{N}.ffn_down",
-        "transformer.h.{N}.mlp.dense_4h_to_h",
-        Rule::Same,
-    ),
+    ("token_embd", "transformer.word_embeddings", Same),
+    ("output_norm", "transformer.ln_f", Same),
+    ("output", "lm_head", Same),
+    ("blk.{N}.attn_norm", "transformer.h.{N}.input_layernorm", Same),
+    ("blk.{N}.attn_qkv", "transformer.h.{N}.self_attention.query_key_value", Same),
+    ("blk.{N}.attn_output", "transformer.h.{N}.self_attention.dense", Same),
+    ("blk.{N}.ffn_up", "transformer.h.{N}.mlp.dense_h_to_4h", Same),
+    ("blk.{N}.ffn_down", "transformer.h.{N}.mlp.dense_4h_to_h", Same),
 ];
 
 /// The name table for an architecture (after the loader's renames), or
 /// `None` where gyrofs has none yet.
-pub fn table(updated_arch: &str) -> Option<&'static [Row]> {
+pub fn table(updated_arch: &str) -> Option<Table> {
     Some(match updated_arch {
-        "llama" | "mistral" => LLAMA,
-        // stablelm: the decoder names; its norms are LayerNorms (a `.bias`
-        // beside each `.weight`, which the leaf carries over)
-        "qwen2" | "qwen3" | "stablelm" => DECODER,
-        "starcoder2" => STARCODER2,
-        "nemotron" => NEMOTRON,
-        "gpt_oss" => GPT_OSS,
-        "falcon" => FALCON,
-        "qwen2_moe" | "qwen3_moe" => MOE,
-        "gemma2" | "gemma3" => GEMMA,
-        "phi3" => PHI3,
-        "gpt2" => GPT2,
+        "llama" | "mistral" => &[EMBED_HEAD, NORMS, LLAMA_ATTN, MLP],
+        // stablelm: its norms are LayerNorms (a `.bias` beside each
+        // `.weight`, which the leaf carries over)
+        "qwen2" | "qwen3" | "stablelm" => &[EMBED_HEAD, NORMS, ATTN, QK_NORM, MLP],
+        "qwen2_moe" | "qwen3_moe" => &[EMBED_HEAD, NORMS, ATTN, QK_NORM, MOE_EXPERTS, MLP],
+        "gemma2" | "gemma3" => &[GEMMA_NORMS, ATTN, MLP],
+        "phi3" => &[EMBED_HEAD, NORMS, PHI3_BLOCK],
+        "gpt2" => &[GPT2],
+        "starcoder2" => &[EMBED_HEAD, NORMS, ATTN, STARCODER2_MLP],
+        "nemotron" => &[NEMOTRON_NORMS_MLP, ATTN],
+        "gpt_oss" => &[EMBED_HEAD, GPT_OSS_BLOCK, ATTN],
+        "falcon" => &[FALCON],
         _ => return None,
     })
 }
 
 /// Match a GGUF tensor name against a table: the HF name and the rule.
-pub fn lookup(table: &[Row], gguf: &str) -> Option<(String, Rule)> {
+pub fn lookup(table: Table, gguf: &str) -> Option<(String, Rule)> {
     let (module, leaf) = gguf.rsplit_once('.')?;
     if leaf != "weight" && leaf != "bias" {
         return None;
     }
-    for &(pattern, hf, rule) in table {
+    for &(pattern, hf, rule) in table.iter().copied().flatten() {
         if let Some(block) = match_pattern(pattern, module) {
             let hf = match block {
                 Some(n) => hf.replace("{N}", n),

@@ -3,7 +3,8 @@
 # the same run on the same machine (these machines are noisy; ratios travel,
 # absolute numbers do not). Method and recorded results: docs/PERFORMANCE.md.
 #
-#   scripts/bench.sh [mount] [read] [bf16] [cores] [experts] [load] [gguf] [gguf_hf] [scale] [torch]   (default: all)
+#   scripts/bench.sh [mount] [read] [bf16] [cores] [experts] [load] [gguf] [gguf_hf] [gguf_gptoss] [scale] [torch]
+#   (default: all)
 #
 # Environment: BENCH_DIR (scratch space, default /tmp/gyrofs-bench; needs
 # ~16 GB of real disk for all sections, ~6 GB for `read`), BENCH_READ_LAYERS (layers of the random
@@ -528,6 +529,30 @@ bench_cores() {
     printf "%-44s %8.2f\n" "lossless $raw (no compute)" "$(echo "$rb / $rs / 1000000000" | bc -l)"
 }
 
+bench_gguf_gptoss() {
+    local layers=${BENCH_READ_LAYERS:-4}
+    local st=$BENCH_DIR/random-20b-l$layers
+    local g=$BENCH_DIR/gptoss-gguf/gpt-oss-20b-l1.gguf
+    [ -d "$st" ] || python3 scripts/make_synthetic.py "$st" --preset 20b --layers "$layers" --fill random
+    mkdir -p "$(dirname "$g")"
+    [ -f "$g" ] || python3 scripts/make_synthetic_gguf.py "$g" --preset gpt-oss-20b --layers 1 --vocab 1000 --fill random
+    echo "## gguf_gptoss: gpt-oss-20b experts from a GGUF (ggml MXFP4, llama.cpp layout) as Hugging Face BF16"
+    echo "(cat of bf16/tensors/model.layers.0.mlp.experts.{gate_up_proj,down_proj}.safetensors, source warm,"
+    echo " fresh mount, median of 3; baseline: the same tensors (same shapes, same BF16 bytes per value) from a"
+    echo " gpt-oss safetensors source (Hugging Face MXFP4 layout), same run; transformers cannot load the GGUF)"
+    cat "$st"/*.safetensors "$g" > /dev/null
+    printf "%-52s %10s %10s %8s\n" "" "GB/s" "baseline" "ratio"
+    for t in gate_up_proj down_proj; do
+        local f=bf16/tensors/model.layers.0.mlp.experts.$t.safetensors bytes a b
+        mount_once "$g"; bytes=$(stat -c %s "$MNT/$f"); umount_wait
+        a=$(for _ in 1 2 3; do mount_once "$g"; secs cat "$MNT/$f"; umount_wait; done | median)
+        b=$(for _ in 1 2 3; do mount_once "$st"; secs cat "$MNT/$f"; umount_wait; done | median)
+        printf "%-52s %10.2f %10.2f %8.2f\n" "$t from the GGUF (baseline: from safetensors)" \
+            "$(echo "$bytes / $a / 1000000000" | bc -l)" "$(echo "$bytes / $b / 1000000000" | bc -l)" \
+            "$(echo "$b / $a" | bc -l)"
+    done
+}
+
 bench_load() {
     local layers=${BENCH_LOAD_LAYERS:-2}
     local dir=$BENCH_DIR/random-20b-l$layers
@@ -623,7 +648,7 @@ print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxr
 }
 
 sections=("$@")
-[ ${#sections[@]} -gt 0 ] || sections=(mount read bf16 cores experts load gguf gguf_hf scale torch)
+[ ${#sections[@]} -gt 0 ] || sections=(mount read bf16 cores experts load gguf gguf_hf gguf_gptoss scale torch)
 command -v bc >/dev/null || { echo "bench.sh needs bc (apt-get install bc)" >&2; exit 1; }
 for s in "${sections[@]}"; do
     "bench_$s"

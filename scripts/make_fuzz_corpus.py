@@ -142,6 +142,12 @@ def main():
     write("volume", "file-torch-legacy", read(DATA, "torch", "nanogpt-legacy.pt"))
     write("volume", "file-nanogpt", read(DATA, "torch-models", "nanogpt-untied.pt"))
 
+    # GGUF models mapped to Hugging Face folders: experts concatenated
+    # (qwen3_moe), norms offset (gemma2), experts interleaved and transposed
+    # from ggml MXFP4 (gpt_oss).
+    for n in ("qwen3_moe-q8_0", "gemma2-q8_0", "gpt_oss-bf16"):
+        write("volume", f"file-gguf-hf-{n}", read(DATA, "gguf-models", n + ".gguf"))
+
 
 if __name__ == "__main__":
     main()

@@ -630,7 +630,8 @@ fn mxfp4_experts(catalog: &Catalog, ids: &[TensorId], to: Dtype) -> Option<GgufM
     let (rows, cols) = (shape[n - 2], shape[n - 1]);
     let experts: u64 = shape[..n - 2].iter().product();
     let bytes = experts.checked_mul(rows)?.checked_mul(cols / 32 * 17)?;
-    if cols % 32 != 0 || bytes != first.extent.len {
+    let whole = |i: &TensorId| catalog.tensor(*i).extent.len == bytes;
+    if cols % 32 != 0 || !ids.iter().all(whole) {
         return None;
     }
     Some(GgufMxfp4Transposed {

@@ -254,6 +254,12 @@ impl Compute for Mxfp4Transposed {
     }
 }
 
+/// Longest output row of a transposing computation, in values: a read of
+/// part of a row computes the whole row. Real models' are thousands (gpt-oss
+/// `gate_up_proj`: 5760); a crafted shape could ask for gigabytes per read,
+/// so plans with longer rows are not made (the tensor stays in `raw/`).
+pub const MAX_TRANSPOSED_ROW: u64 = 1 << 20;
+
 /// GGUF MXFP4 expert tensors `[E, R, C]` (ggml's 17-byte blocks: the E8M0
 /// scale byte, then 16 bytes whose low nibbles are values 0..16 and high
 /// nibbles values 16..32), one or more of one shape, dequantized with their

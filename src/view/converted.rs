@@ -39,8 +39,8 @@ use crate::quant::fp8::BlockScaled;
 use crate::quant::ggml::GgmlType;
 use crate::view::compute::{
     AddScalar, Cast, CastOf, ConcatOf, Fp8Block, Gather, GgmlDequant, GgufMxfp4Transposed,
-    InterleaveOf, Memory, Mxfp4, Mxfp4Transposed, RowsPermuted, SourceBytes, TransposeOf, ValuesOf,
-    Zeros,
+    InterleaveOf, MAX_TRANSPOSED_ROW, Memory, Mxfp4, Mxfp4Transposed, RowsPermuted, SourceBytes,
+    TransposeOf, ValuesOf, Zeros,
 };
 use crate::view::experts::ItemInfo;
 use crate::view::gguf_hf::{self, GgufTensorInfo, Op};
@@ -1009,10 +1009,20 @@ fn plans(catalog: &Catalog, notes: &mut Vec<String>) -> Result<Vec<Plan>, ViewEr
                             why: "scales have no axes".into(),
                         });
                     }
+                    let transposed = gpt_oss && t.shape.len() == 4;
+                    if transposed && t.shape[1] > MAX_TRANSPOSED_ROW {
+                        // a read of part of an output row computes the row
+                        notes.push(format!(
+                            "the converted views leave out tensor '{}': its transposed rows \
+                             would hold {} values, over gyrofs's limit of {} (it is in raw/)",
+                            t.name, t.shape[1], MAX_TRANSPOSED_ROW
+                        ));
+                        continue;
+                    }
                     PlanKind::Mxfp4 {
                         blocks: id,
                         scales: q.peer,
-                        transposed: gpt_oss && t.shape.len() == 4,
+                        transposed,
                     }
                 }
                 QuantScheme::Fp8Block { rows, cols } => {
@@ -1169,6 +1179,41 @@ mod tests {
         std::fs::write(dir.path().join("dtypes.json"), "{}").unwrap();
         let catalog = crate::source::open(dir.path()).unwrap();
         (dir, catalog)
+    }
+
+    /// gpt-oss (Hugging Face layout) experts whose transposed rows would
+    /// hold more than MAX_TRANSPOSED_ROW values are left out with a note.
+    #[test]
+    fn leaves_out_experts_with_overlong_transposed_rows() {
+        for (rows, kept) in [(64u64, true), (MAX_TRANSPOSED_ROW + 1, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let e = "model.layers.0.mlp.experts.gate_up_proj";
+            let (nb, ns) = (rows * 16, rows);
+            let header = format!(
+                r#"{{"{e}_blocks":{{"dtype":"U8","shape":[1,{rows},1,16],"data_offsets":[0,{nb}]}},"{e}_scales":{{"dtype":"U8","shape":[1,{rows},1],"data_offsets":[{nb},{}]}}}}"#,
+                nb + ns
+            );
+            let mut b = (header.len() as u64).to_le_bytes().to_vec();
+            b.extend_from_slice(header.as_bytes());
+            let path = dir.path().join("model.safetensors");
+            std::fs::write(&path, &b).unwrap();
+            // the data: a hole
+            let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            f.set_len(b.len() as u64 + nb + ns).unwrap();
+            let config =
+                r#"{"model_type": "gpt_oss", "quantization_config": {"quant_method": "mxfp4"}}"#;
+            std::fs::write(dir.path().join("config.json"), config).unwrap();
+            let catalog = crate::source::open(dir.path()).unwrap();
+            let mut notes = Vec::new();
+            let plans = plans(&catalog, &mut notes).unwrap();
+            let names: Vec<&str> = plans.iter().map(|p| p.name(&catalog)).collect();
+            assert_eq!(names.contains(&e), kept, "{rows} rows: {names:?} {notes:?}");
+            assert_eq!(
+                notes.iter().any(|n| n.contains("transposed rows")),
+                !kept,
+                "{notes:?}"
+            );
+        }
     }
 
     #[test]

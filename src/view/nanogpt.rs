@@ -111,6 +111,14 @@ pub fn detect(catalog: &Catalog) -> Result<Option<NanoGpt>, String> {
                     if t.shape.len() != 2 {
                         return Err(format!("{name} has shape {:?}, not 2-D", t.shape));
                     }
+                    if t.shape[0] > crate::view::compute::MAX_TRANSPOSED_ROW {
+                        return Err(format!(
+                            "{name} has {} rows: its transpose's rows would be over gyrofs's \
+                             limit of {} values",
+                            t.shape[0],
+                            crate::view::compute::MAX_TRANSPOSED_ROW
+                        ));
+                    }
                     outputs.push(Out::Transpose {
                         name: name.to_string(),
                         id,

@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use crate::quant::ggml::{GgmlType, can_dequantize};
+use crate::view::compute::MAX_TRANSPOSED_ROW;
 pub use ops::{Input, Op};
 use tensors::Rule;
 
@@ -240,12 +241,6 @@ fn partner(
         false => Err(format!("{name} has no matching {other}")),
     }
 }
-
-/// Longest output row of a transposing op, in elements: a read of part of a
-/// row computes the whole row (docs/GGUF.md). Real models' are thousands
-/// (gpt-oss `gate_up_proj`: 5760); a crafted shape could ask for gigabytes
-/// per read.
-pub const MAX_TRANSPOSED_ROW: u64 = 1 << 20;
 
 /// What the lazy implementation of `op` needs beyond its shapes: sources of
 /// one ggml type when there are several (a Gyro record names one

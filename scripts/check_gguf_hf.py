@@ -26,13 +26,11 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make_gguf_models as m  # noqa: E402
+from gyrofs_mount import mounted  # noqa: E402
 
 
 def main():
     if sys.argv[1] == "--mount":
-        import subprocess
-        import tempfile
-
         root = Path(__file__).resolve().parent.parent
         gyrofs = sys.argv[2] if len(sys.argv) > 2 else str(root / "target" / "release" / "gyrofs")
         failures = 0
@@ -40,12 +38,8 @@ def main():
         for gguf in sorted(m.OUT.glob("*.gguf")):
             if only and not any(gguf.stem.startswith(o) for o in only):
                 continue
-            mnt = tempfile.mkdtemp(prefix="gyrofs-gguf-")
-            subprocess.run([gyrofs, "mount", str(gguf), mnt], check=True)
-            try:
-                failures += check(Path(mnt) / "bf16", gguf.stem)
-            finally:
-                subprocess.run(["umount", "-l", mnt], check=False)
+            with mounted(gyrofs, gguf) as mnt:
+                failures += check(mnt / "bf16", gguf.stem)
         sys.exit(1 if failures else 0)
     root = Path(sys.argv[1])
     failures = 0

@@ -19,9 +19,7 @@ tests/data/torch-models/ is missing; needs torch + transformers):
     /opt/pyref/bin/python scripts/check_torch.py [path/to/gyrofs]
 """
 
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -32,20 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "torch-models"
 GYROFS = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "target" / "release" / "gyrofs"
 sys.path.insert(0, str(ROOT / "scripts"))
+from gyrofs_mount import mounted  # noqa: E402
 from make_torch_models import GPT  # noqa: E402  (nanoGPT's model code)
-
-
-class Mounted:
-    def __init__(self, src):
-        self.src = src
-
-    def __enter__(self):
-        self.dir = tempfile.mkdtemp(prefix="gyrofs-check-")
-        subprocess.run([GYROFS, "mount", self.src, self.dir], check=True)
-        return Path(self.dir)
-
-    def __exit__(self, *exc):
-        subprocess.run(["umount", "-l", self.dir], check=False)
 
 
 def same_state(a, b, what):
@@ -67,7 +53,7 @@ def check_nanogpt(name):
     args = ckpt.get("model_args") or ckpt["config"]
     expected = load_file(DATA / f"expected-bf16-{name}.safetensors")
     idx = torch.randint(0, 40, (3, 8), generator=torch.Generator().manual_seed(0))
-    with Mounted(DATA / f"{name}.pt") as mnt:
+    with mounted(GYROFS, DATA / f"{name}.pt") as mnt:
         model = transformers.GPT2LMHeadModel.from_pretrained(mnt / "bf16", dtype=torch.bfloat16)
         same_state(state(model), expected, name)
         eager = transformers.GPT2LMHeadModel(transformers.GPT2Config.from_pretrained(mnt / "bf16"))
@@ -94,7 +80,7 @@ def check_nanogpt(name):
 def check_hf(folder):
     idx = torch.randint(0, 48, (2, 12), generator=torch.Generator().manual_seed(1))
     ref = transformers.GPT2LMHeadModel.from_pretrained(DATA / folder, dtype=torch.bfloat16)
-    with Mounted(DATA / folder) as mnt:
+    with mounted(GYROFS, DATA / folder) as mnt:
         model = transformers.GPT2LMHeadModel.from_pretrained(mnt / "bf16", dtype=torch.bfloat16)
         same_state(state(model), state(ref), folder)
         with torch.no_grad():

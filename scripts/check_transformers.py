@@ -15,10 +15,12 @@ import gc
 import os
 import subprocess
 import sys
-import tempfile
 
 import torch
 from transformers import AutoModelForCausalLM
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gyrofs_mount import mounted  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 GYROFS = os.path.join(ROOT, "target", "release", "gyrofs")
@@ -37,21 +39,16 @@ def main():
         x = torch.arange(1, 17).reshape(1, -1) % ref.config.vocab_size
         want = ref(x).logits
         for src in (sample, os.path.join(sample, "original")):
-            with tempfile.TemporaryDirectory() as mnt:
-                subprocess.run([GYROFS, "mount", src, mnt, "--dtype", "bf16,f16,f32"], check=True)
-                try:
-                    got = AutoModelForCausalLM.from_pretrained(os.path.join(mnt, view), dtype=dtype)
-                    a, b = ref.state_dict(), got.state_dict()
-                    bad = [k for k in a if k not in b or not torch.equal(bits(a[k]), bits(b[k]))]
-                    same_logits = torch.equal(want, got(x).logits)
-                    print(f"{src} {view}: {len(a) - len(bad)}/{len(a)} weights bit-identical, "
-                          f"logits identical: {same_logits}")
-                    ok = ok and not bad and same_logits
-                    del got, a, b
-                    gc.collect()
-                finally:
-                    # Lazy: torch may still hold maps of the files until collected.
-                    subprocess.run(["umount", "-l", mnt], check=True)
+            with mounted(GYROFS, src, "--dtype", "bf16,f16,f32") as mnt:
+                got = AutoModelForCausalLM.from_pretrained(os.path.join(mnt, view), dtype=dtype)
+                a, b = ref.state_dict(), got.state_dict()
+                bad = [k for k in a if k not in b or not torch.equal(bits(a[k]), bits(b[k]))]
+                same_logits = torch.equal(want, got(x).logits)
+                print(f"{src} {view}: {len(a) - len(bad)}/{len(a)} weights bit-identical, "
+                      f"logits identical: {same_logits}")
+                ok = ok and not bad and same_logits
+                del got, a, b
+                gc.collect()
     sys.exit(0 if ok else 1)
 
 

@@ -150,6 +150,10 @@ pub enum ReadError {
     /// A ggml dequantization was refused (a bug in a view: wrong extent or type).
     #[error(transparent)]
     Dequant(#[from] DequantError),
+    /// Bytes of a remote source could not be fetched (after retries), or
+    /// the remote object changed since it was mounted.
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteReadError),
 }
 
 /// A filesystem operation on the mounted tree that fails.
@@ -178,9 +182,10 @@ impl ToErrno for ReadError {
             // What the README promises: a changed source reads as EIO.
             ReadError::SourceChanged { .. } => libc::EIO,
             ReadError::Io { err, .. } => err.raw_os_error().unwrap_or(libc::EIO),
-            ReadError::OutOfRange { .. } | ReadError::Kernel(_) | ReadError::Dequant(_) => {
-                libc::EIO
-            }
+            ReadError::OutOfRange { .. }
+            | ReadError::Kernel(_)
+            | ReadError::Dequant(_)
+            | ReadError::Remote(_) => libc::EIO,
         }
     }
 }
@@ -253,6 +258,8 @@ pub enum Error {
     Read(#[from] ReadError),
     #[error(transparent)]
     Mount(#[from] MountError),
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
     #[error("{path}: {err}")]
     Io { path: String, err: io::Error },
     /// `convert --view` names nothing in the tree.

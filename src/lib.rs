@@ -25,6 +25,7 @@ pub mod mount;
 pub mod mounts;
 pub mod quant;
 pub mod read;
+pub mod remote;
 pub mod source;
 pub mod view;
 pub mod volume;

@@ -19,20 +19,103 @@ fn parse_dtype_list(s: &str) -> Result<DtypeList, String> {
     parse_dtypes(s).map(DtypeList)
 }
 use gyrofs::mount::{MountOptions, default_threads};
+use gyrofs::remote::RemoteOptions;
 use gyrofs::volume::{Options, Volume, parse_dtypes};
 
 /// Mount ML checkpoints as lazy, byte-exact virtual safetensors files.
 ///
-/// SOURCE is a .safetensors or .gguf file, or a folder: a Hugging Face model
-/// folder (single or sharded safetensors with model.safetensors.index.json,
-/// also a cache snapshot of symlinks), a gpt-oss original/ folder (with
-/// dtypes.json), or a GGUF split set (name-00001-of-0000N.gguf). Nothing is
-/// converted until a byte is read. Docs: docs/VIEWS.md, docs/FORMAT.md.
+/// SOURCE is a .safetensors, .gguf or PyTorch file, or a folder: a Hugging
+/// Face model folder (single or sharded safetensors with
+/// model.safetensors.index.json, also a cache snapshot of symlinks), a
+/// gpt-oss original/ folder (with dtypes.json), or a GGUF split set
+/// (name-00001-of-0000N.gguf). SOURCE may also be remote:
+/// s3://BUCKET/PREFIX (a folder or one object), hf://ORG/MODEL[@REVISION]
+/// (a Hub repository) or https://HOST/PATH/FILE; only the bytes that are
+/// read are fetched, into a local block cache. Nothing is converted until a
+/// byte is read. Docs: docs/VIEWS.md, docs/FORMAT.md, docs/REMOTE.md.
 #[derive(Parser)]
 #[command(name = "gyrofs", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
+}
+
+/// How remote sources (s3://, hf://, https://) are fetched and cached.
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Remote sources")]
+struct RemoteArgs {
+    /// Block cache of remote sources [default: $XDG_CACHE_HOME/gyrofs or
+    /// ~/.cache/gyrofs].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Largest size of the block cache (K, M, G, T suffixes, powers of 1024);
+    /// least recently used blocks are evicted past it.
+    #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = parse_size)]
+    cache_size: u64,
+    /// S3-compatible endpoint (MinIO, R2, Ceph, ...) [default: AWS, or
+    /// $AWS_ENDPOINT_URL]. Credentials: the usual AWS_* variables or the
+    /// instance's role.
+    #[arg(long, value_name = "URL")]
+    endpoint_url: Option<String>,
+    /// Send S3 requests unsigned (public buckets).
+    #[arg(long)]
+    no_sign_request: bool,
+    /// Seconds without a byte from the server before a request is given up
+    /// (and retried).
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    timeout: f64,
+    /// Retries of a failed request (with backoff) before the read fails
+    /// with EIO.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    retries: u32,
+}
+
+impl RemoteArgs {
+    fn options(&self) -> RemoteOptions {
+        RemoteOptions {
+            cache_dir: self.cache_dir.clone(),
+            cache_size: self.cache_size,
+            endpoint_url: self.endpoint_url.clone(),
+            no_sign_request: self.no_sign_request,
+            limits: gyrofs::remote::Limits {
+                stall: std::time::Duration::from_secs_f64(self.timeout.max(0.001)),
+                retries: self.retries,
+            },
+        }
+    }
+}
+
+/// `64G`, `500M`, `1048576`.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, shift) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&s[..s.len() - 1], 10),
+        Some('M') => (&s[..s.len() - 1], 20),
+        Some('G') => (&s[..s.len() - 1], 30),
+        Some('T') => (&s[..s.len() - 1], 40),
+        _ => (s, 0),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (e.g. 64G, 500M)"))?;
+    if n.is_nan() || n < 0.0 {
+        return Err(format!("'{s}' is not a size"));
+    }
+    Ok((n * (1u64 << shift) as f64) as u64)
+}
+
+/// The local path to open for SOURCE (a remote source is listed and laid
+/// out in the cache first).
+fn local_source(source: &std::path::Path, remote: &RemoteArgs) -> Result<PathBuf, Error> {
+    if gyrofs::remote::is_remote(source) {
+        Ok(gyrofs::remote::prepare(
+            &source.to_string_lossy(),
+            &remote.options(),
+        )?)
+    } else {
+        Ok(source.to_path_buf())
+    }
 }
 
 #[derive(Subcommand)]
@@ -78,6 +161,8 @@ enum Cmd {
         /// past 65504 become inf).
         #[arg(long, value_name = "LIST", default_value = "bf16", value_parser = parse_dtype_list)]
         dtype: DtypeList,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Unmount a gyrofs mount (same as `umount MOUNTPOINT`).
     Umount {
@@ -94,6 +179,8 @@ enum Cmd {
         /// Print the manifest (every tensor, files, config) as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Write the files of one view of SOURCE to OUTDIR, without FUSE.
     ///
@@ -122,6 +209,8 @@ enum Cmd {
         /// Do not print a progress bar or summary.
         #[arg(short, long)]
         quiet: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
 }
 
@@ -150,8 +239,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             log_file,
             read_ahead_kb,
             dtype,
+            remote,
         } => {
             let opts = MountOptions {
+                remote: remote.options(),
                 threads: threads.unwrap_or_else(default_threads),
                 allow_other,
                 foreground,
@@ -162,7 +253,12 @@ fn run(cli: Cli) -> Result<(), Error> {
             gyrofs::mount::mount(&source, &mountpoint, &opts)
         }
         Cmd::Umount { mountpoint, lazy } => Ok(gyrofs::mount::umount(&mountpoint, lazy)?),
-        Cmd::Ls { source, json } => {
+        Cmd::Ls {
+            source,
+            json,
+            remote,
+        } => {
+            let source = local_source(&source, &remote)?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let printed = if json {
                 // The manifest, with the notes of the views: needs the views.
@@ -184,7 +280,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             quiet,
             dtype,
             files_only,
+            remote,
         } => {
+            let source = local_source(&source, &remote)?;
             let first = gyrofs::view::converted::dtype_names(dtype.0[0]).map_or("bf16", |n| n.0);
             let view = view.unwrap_or_else(|| first.to_string());
             let volume = Volume::open_with(&source, &Options { dtypes: dtype.0 })?;

@@ -45,6 +45,8 @@ pub struct MountOptions {
     pub read_ahead_kb: u32,
     /// What the volume presents (the converted views' dtypes).
     pub volume: crate::volume::Options,
+    /// How a remote SOURCE is fetched and cached.
+    pub remote: crate::remote::RemoteOptions,
 }
 
 /// Default readahead: sequential reads of large tensors (cat, cp, loaders)
@@ -159,7 +161,11 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     // Absolute (symlinks kept: a snapshot link repointed is a change): the
     // daemon leaves its starting directory below, and the watcher re-resolves
     // the source paths for as long as the mount lives.
-    let source = std::path::absolute(source).map_err(|e| Error::io(source, e))?;
+    let source = if crate::remote::is_remote(source) {
+        crate::remote::prepare(&source.to_string_lossy(), &opts.remote)?
+    } else {
+        std::path::absolute(source).map_err(|e| Error::io(source, e))?
+    };
     let volume = Arc::new(Volume::open_with(&source, &opts.volume)?);
     if notify {
         // A daemon must not keep its starting directory busy (the source is

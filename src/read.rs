@@ -39,8 +39,47 @@ pub fn read_into(
 ) -> Result<usize, ReadError> {
     let n = file.size.saturating_sub(offset).min(out.len() as u64) as usize;
     let out = &mut out[..n];
+    // Remote sources' cache holes are punched only once no read that began
+    // before an eviction is in progress (remote::cache).
+    let _reading = crate::remote::cache::readers().enter();
     files.guarded(|| assemble(files, file, offset, out))?;
     Ok(n)
+}
+
+/// The source ranges that bytes `offset..offset + len` of `file` are made
+/// from (exactly, for lossless and elementwise segments).
+pub fn source_extents(file: &VFile, offset: u64, len: u64) -> Vec<crate::catalog::Extent> {
+    let end = offset.saturating_add(len).min(file.size);
+    let mut out = Vec::new();
+    if offset >= end {
+        return out;
+    }
+    let segments = file.segments();
+    let starts = file.starts();
+    let mut i = starts.partition_point(|&s| s <= offset) - 1;
+    let mut at = offset;
+    while at < end && i < segments.len() {
+        let (s0, seg) = (starts[i], &segments[i]);
+        let within = at - s0;
+        let n = (s0 + seg.len()).min(end) - at;
+        match seg {
+            Segment::Bytes(_) => {}
+            Segment::Source(e) => out.push(e.sub(within, n)),
+            Segment::Computed(c) => out.extend(c.extents_at(within, n)),
+        }
+        at += n;
+        i += 1;
+    }
+    out
+}
+
+/// Start fetching, in the background, the remote source bytes that
+/// `offset..offset + len` of `file` will need (read-ahead; nothing for
+/// local sources).
+pub fn prefetch(files: &Files, file: &VFile, offset: u64, len: u64) {
+    for e in source_extents(file, offset, len) {
+        files[e.file].file.prefetch(e.offset, e.len);
+    }
 }
 
 /// Computed ranges at least this long are split across the worker pool.

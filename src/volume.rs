@@ -36,7 +36,29 @@ pub struct Volume {
     cache: Mutex<FileCache>,
     /// Source files whose change has been reported by [`Volume::poll_changes`].
     reported: Vec<AtomicBool>,
+    /// Sequential readers of files of a remote source (None for a local
+    /// one: the kernel's readahead and the page cache serve those).
+    streams: Option<Mutex<lru::LruCache<NodeId, Stream>>>,
 }
+
+/// A file being read front to back, and how far ahead of the reader its
+/// source bytes are being fetched.
+#[derive(Debug, Clone, Copy)]
+struct Stream {
+    /// End of the last read.
+    next: u64,
+    /// Read-ahead window: doubles from [`MIN_READ_AHEAD`] to
+    /// [`MAX_READ_AHEAD`] while reads follow each other.
+    window: u64,
+    /// End of what has been asked for.
+    ahead: u64,
+}
+
+const MIN_READ_AHEAD: u64 = 1 << 20;
+const MAX_READ_AHEAD: u64 = 64 << 20;
+/// A read this close to the last one's end continues it (FUSE threads
+/// deliver the kernel's readahead out of order).
+const SEQUENTIAL_SLACK: u64 = 8 << 20;
 
 /// Files built recently, by node, within a byte budget (least recently used
 /// first out). A file is rebuilt, identically, when it is needed again.
@@ -185,12 +207,19 @@ impl Volume {
             .map(|_| AtomicBool::new(false))
             .collect();
         let files = lru::LruCache::unbounded();
+        let remote = catalog.files.iter().any(|(_, f)| f.file.is_remote());
+        let streams = remote.then(|| {
+            Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(256).expect("nonzero"),
+            ))
+        });
         Ok(Volume {
             catalog,
             views,
             tree,
             cache: Mutex::new(FileCache { files, bytes: 0 }),
             reported,
+            streams,
         })
     }
 
@@ -220,7 +249,10 @@ impl Volume {
     /// directory or an unknown id gives no bytes.
     pub fn read(&self, id: NodeId, offset: u64, size: usize) -> Result<Vec<u8>, ReadError> {
         match self.file(id) {
-            Some(f) => read(&self.catalog.files, &f, offset, size),
+            Some(f) => {
+                self.read_ahead(id, &f, offset, size as u64);
+                read(&self.catalog.files, &f, offset, size)
+            }
             None => Ok(Vec::new()),
         }
     }
@@ -229,8 +261,51 @@ impl Volume {
     /// the number of bytes (0 for a directory or an unknown id).
     pub fn read_into(&self, id: NodeId, offset: u64, out: &mut [u8]) -> Result<usize, ReadError> {
         match self.file(id) {
-            Some(f) => crate::read::read_into(&self.catalog.files, &f, offset, out),
+            Some(f) => {
+                self.read_ahead(id, &f, offset, out.len() as u64);
+                crate::read::read_into(&self.catalog.files, &f, offset, out)
+            }
             None => Ok(0),
+        }
+    }
+
+    /// Remote sources: when this read of `f` continues the previous one,
+    /// start fetching the source bytes of the next window of `f` (exactly
+    /// those `f` needs: read-ahead never strays into bytes of other files).
+    fn read_ahead(&self, id: NodeId, f: &VFile, offset: u64, len: u64) {
+        let Some(streams) = &self.streams else { return };
+        let end = offset.saturating_add(len).min(f.size);
+        let fetch = {
+            let mut streams = streams.lock().unwrap();
+            match streams.get_mut(&id) {
+                Some(s) if offset.abs_diff(s.next) <= SEQUENTIAL_SLACK => {
+                    s.window = (s.window * 2)
+                        .max(2 * len)
+                        .clamp(MIN_READ_AHEAD, MAX_READ_AHEAD);
+                    s.next = s.next.max(end);
+                    let (from, to) = (s.ahead.max(end), (end + s.window).min(f.size));
+                    if s.ahead < end + s.window / 2 && from < to {
+                        s.ahead = to;
+                        Some((from, to))
+                    } else {
+                        None
+                    }
+                }
+                _ => {
+                    streams.put(
+                        id,
+                        Stream {
+                            next: end,
+                            window: 0,
+                            ahead: end,
+                        },
+                    );
+                    None
+                }
+            }
+        };
+        if let Some((from, to)) = fetch {
+            crate::read::prefetch(&self.catalog.files, f, from, to - from);
         }
     }
 

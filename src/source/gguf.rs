@@ -371,7 +371,30 @@ impl GgufHeader {
 
 /// Parse and validate the header of `file`.
 pub fn parse(file: &SourceFile) -> Result<GgufHeader, SourceError> {
-    parse_data(&file.path, file.data())
+    if !file.is_remote() {
+        return parse_data(&file.path, file.data());
+    }
+    // A GGUF header does not state its length: parse what has been fetched
+    // and fetch more (at least four times as much) until it is whole.
+    let data = file.data();
+    let mut avail = (crate::remote::cache::BLOCK).min(file.len);
+    loop {
+        file.load(0, avail)?;
+        let mut parser = Parser {
+            path: &file.path,
+            data,
+            pos: 0,
+            budget: MAX_HEADER_MEMORY,
+            avail: avail as usize,
+            wanted: 0,
+        };
+        match parser.header() {
+            Err(_) if parser.wanted > 0 && avail < file.len => {
+                avail = (parser.wanted as u64).max(avail * 4).min(file.len);
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Parse the header of the file at `path` whose bytes are `data` (the whole
@@ -382,6 +405,8 @@ pub fn parse_data(path: &Path, data: &[u8]) -> Result<GgufHeader, SourceError> {
         data,
         pos: 0,
         budget: MAX_HEADER_MEMORY,
+        avail: data.len(),
+        wanted: 0,
     }
     .header()
 }
@@ -392,6 +417,11 @@ struct Parser<'a> {
     pos: usize,
     /// Memory the decoded header may still take.
     budget: u64,
+    /// Bytes of `data` that may be read (a remote file's fetched prefix;
+    /// all of it otherwise).
+    avail: usize,
+    /// Set when a read went past `avail`: how many bytes it needed.
+    wanted: usize,
 }
 
 /// What is being read, for messages: `key 'general.name'`, `tensor 'x'`.
@@ -425,6 +455,14 @@ impl Parser<'_> {
             )));
         }
         let start = self.pos;
+        if start + n as usize > self.avail {
+            self.wanted = start + n as usize;
+            return Err(self.err(format!(
+                "{} at offset {start} is past the {} bytes fetched",
+                what(),
+                self.avail
+            )));
+        }
         self.pos += n as usize;
         Ok(&self.data[start..self.pos])
     }
@@ -515,7 +553,7 @@ impl Parser<'_> {
         Ok(s)
     }
 
-    fn header(mut self) -> Result<GgufHeader, SourceError> {
+    fn header(&mut self) -> Result<GgufHeader, SourceError> {
         let (version, tensor_count, kv_count) = self.preamble()?;
         let metadata = self.metadata(kv_count)?;
         let infos = self.tensor_infos(tensor_count)?;

@@ -19,15 +19,23 @@
 //! Once a file is found changed it stays changed ([`SourceFile::is_changed`]):
 //! every later read of it answers [`ReadError::SourceChanged`] (EIO at the
 //! mount), even if the file is later restored.
+//!
+//! A file of a remote source (`crate::remote`) is its sparse cache file,
+//! mapped the same way: every borrow first makes its bytes local
+//! ([`RemoteObject::ensure`]), and a change is what the server reports
+//! (its ETag no longer matches), not what `fstat` sees (the cache file
+//! grows as blocks arrive).
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use memmap2::Mmap;
 
 use crate::error::{Problem, ReadError, SourceError};
+use crate::remote::RemoteObject;
 
 /// What identifies a file's contents at open: if any of it moves, the
 /// contents may have.
@@ -65,6 +73,8 @@ pub struct SourceFile {
     changed: AtomicBool,
     file: File,
     map: Option<Mmap>,
+    /// Set for a file of a remote source: where its bytes come from.
+    remote: Option<Arc<RemoteObject>>,
 }
 
 impl SourceFile {
@@ -94,16 +104,56 @@ impl SourceFile {
             let map = unsafe { Mmap::map(&file) }.map_err(|e| SourceError::io(path, e))?;
             Some(map)
         };
+        let remote = crate::remote::lookup(path);
         Ok(SourceFile {
             name,
-            path: path.to_path_buf(),
+            path: match &remote {
+                Some(r) => PathBuf::from(&r.url),
+                None => path.to_path_buf(),
+            },
             len,
             stamp: Stamp::of(&meta),
             dev_ino: (meta.dev(), meta.ino()),
             changed: AtomicBool::new(false),
             file,
             map,
+            remote,
         })
+    }
+
+    /// Make bytes `offset..offset + len` readable from the map (a remote
+    /// file fetches what its cache lacks; a local file has them all). For
+    /// parsers, at open: no read-ahead.
+    pub fn load(&self, offset: u64, len: u64) -> Result<(), SourceError> {
+        match &self.remote {
+            Some(r) => r
+                .ensure(offset, len)
+                .map_err(|e| SourceError::invalid(&self.path, e.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// [`load`](Self::load) several ranges, fetched in parallel.
+    pub fn load_ranges(&self, ranges: &[(u64, u64)]) -> Result<(), SourceError> {
+        match &self.remote {
+            Some(r) => r
+                .ensure_ranges(ranges)
+                .map_err(|e| SourceError::invalid(&self.path, e.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// Start fetching `offset..offset + len` of a remote file in the
+    /// background (read-ahead); nothing for a local file.
+    pub fn prefetch(&self, offset: u64, len: u64) {
+        if let Some(r) = &self.remote {
+            r.prefetch(offset, len);
+        }
+    }
+
+    /// Is this a file of a remote source?
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
     }
 
     /// The whole mapped file, without the change check: for parsing headers
@@ -117,7 +167,12 @@ impl SourceFile {
         self.check_unchanged()?;
         let end = offset.checked_add(len).filter(|&e| e <= self.len);
         match end {
-            Some(end) => Ok(&self.data()[offset as usize..end as usize]),
+            Some(end) => {
+                if let Some(r) = &self.remote {
+                    r.ensure(offset, len)?;
+                }
+                Ok(&self.data()[offset as usize..end as usize])
+            }
             None => Err(ReadError::OutOfRange {
                 file: self.name.clone(),
                 offset,
@@ -143,6 +198,9 @@ impl SourceFile {
                 size: self.len,
             });
         }
+        if let Some(r) = &self.remote {
+            r.ensure(offset, len)?;
+        }
         match std::os::unix::fs::FileExt::read_exact_at(&self.file, dst, offset) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -162,6 +220,9 @@ impl SourceFile {
         if self.is_changed() {
             return Err(self.changed_error());
         }
+        if self.remote.is_some() {
+            return Ok(());
+        }
         let meta = self.file.metadata().map_err(|err| ReadError::Io {
             file: self.name.clone(),
             err,
@@ -177,6 +238,9 @@ impl SourceFile {
     /// renamed over it, counts as changed. Returns true if the file is (now
     /// or already) changed.
     pub fn check_path(&self) -> bool {
+        if self.remote.is_some() {
+            return self.is_changed();
+        }
         let replaced = match std::fs::metadata(&self.path) {
             Ok(m) => (m.dev(), m.ino()) != self.dev_ino,
             Err(_) => true,
@@ -189,7 +253,7 @@ impl SourceFile {
 
     /// Has a change been seen?
     pub fn is_changed(&self) -> bool {
-        self.changed.load(Ordering::Relaxed)
+        self.changed.load(Ordering::Relaxed) || self.remote.as_ref().is_some_and(|r| r.is_changed())
     }
 
     /// Record that the file changed (e.g. a SIGBUS was recovered in its map).

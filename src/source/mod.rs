@@ -69,6 +69,8 @@ const CHECKPOINT_EXTENSIONS: &[&str] = &[
 
 /// Open SOURCE (a file or a folder) and read its catalog.
 pub fn open(path: &Path) -> Result<Catalog, SourceError> {
+    // Parsers borrow bytes of remote files' caches too (remote::cache).
+    let _reading = crate::remote::cache::readers().enter();
     let meta = std::fs::metadata(path).map_err(|e| SourceError::io(path, e))?;
     if meta.is_dir() {
         return open_dir(path);
@@ -101,6 +103,10 @@ enum Magic {
 }
 
 fn sniff(path: &Path) -> Magic {
+    if let Some(r) = crate::remote::lookup(path) {
+        // Already fetched at open (the first block of every remote file).
+        let _ = r.ensure(0, 64);
+    }
     let mut head = [0u8; 64];
     let n = std::fs::File::open(path)
         .and_then(|mut f| {
@@ -283,6 +289,10 @@ fn open_dir(dir: &Path) -> Result<Catalog, SourceError> {
 /// Parse a shard index (`model.safetensors.index.json`,
 /// `pytorch_model.bin.index.json`).
 pub(crate) fn read_index(path: &Path) -> Result<ShardIndex, SourceError> {
+    if let Some(r) = crate::remote::lookup(path) {
+        r.ensure(0, r.len)
+            .map_err(|e| SourceError::invalid(path, e.to_string()))?;
+    }
     let text = std::fs::read(path).map_err(|e| SourceError::io(path, e))?;
     parse_index(path, &text)
 }
@@ -416,6 +426,7 @@ fn check_weight_map(
 }
 
 pub(crate) fn parse_json_file(file: &SourceFile) -> Result<Value, SourceError> {
+    file.load(0, file.len)?;
     parse_json(&file.path, file.data())
 }
 
@@ -445,6 +456,7 @@ pub fn parse_dtypes(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, String
 
 /// Apply gpt-oss `dtypes.json` as logical dtypes.
 fn apply_dtypes_json(file: &SourceFile, tensors: &mut [Tensor]) -> Result<(), SourceError> {
+    file.load(0, file.len)?;
     let map = parse_dtypes(&file.path, file.data())?;
     let index = index_by_name(tensors);
     let mut updates = Vec::new();

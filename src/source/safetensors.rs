@@ -41,6 +41,12 @@ pub struct TensorInfo {
 
 /// Parse and validate the header of `file`.
 pub fn parse(file: &SourceFile) -> Result<Header, SourceError> {
+    if file.is_remote() && file.len >= 8 {
+        // Only the header: its length, then the JSON.
+        file.load(0, 8)?;
+        let n = u64::from_le_bytes(file.data()[..8].try_into().expect("8 bytes"));
+        file.load(8, n.min(MAX_HEADER_LEN))?;
+    }
     parse_bytes(&file.path, file.data())
 }
 

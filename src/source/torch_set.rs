@@ -48,6 +48,9 @@ pub fn open(
             return Err(SourceError::invalid(path, "missing"));
         }
         let file = SourceFile::open(path, name.clone())?;
+        if file.is_remote() {
+            load_headers(&file)?;
+        }
         let ckpt =
             torch::parse(file.data()).map_err(|e| SourceError::invalid(path, e.to_string()))?;
         let id = files.push(file, BTreeMap::new(), FileRole::Tensors);
@@ -89,6 +92,48 @@ pub fn open(
         pickle,
         notes,
     })
+}
+
+/// Fetch what `torch::parse` reads of a remote file: the zip's central
+/// directory (from the end of the file), every entry's local header, and
+/// the small entries (`data.pkl`, `byteorder`, ...); storages stay remote.
+/// A legacy (non-zip) file is one pickle stream: fetched whole.
+fn load_headers(file: &SourceFile) -> Result<(), SourceError> {
+    let len = file.len;
+    if !file.data().starts_with(b"PK") {
+        return file.load(0, len);
+    }
+    let invalid = |e: torch::TorchError| SourceError::invalid(&file.path, e.to_string());
+    // The central directory sits at the end: grow the fetched tail until
+    // it parses (or the whole file has been tried).
+    let mut tail = (128u64 << 10).min(len);
+    let archive = loop {
+        file.load(len - tail, tail)?;
+        match torch::zip::Archive::parse(file.data()) {
+            Ok(a) => break a,
+            Err(_) if tail < len => tail = (tail * 8).min(len),
+            Err(e) => return Err(invalid(e)),
+        }
+    };
+    let headers: Vec<(u64, u64)> = archive
+        .entries()
+        .iter()
+        .map(|e| (e.local_header, 30 + e.name.len() as u64 + 128))
+        .collect();
+    file.load_ranges(&headers)?;
+    let small: Vec<(u64, u64)> = archive
+        .entries()
+        .iter()
+        .filter(|e| !is_storage(&e.name))
+        .filter_map(|e| archive.stored_payload(e).ok())
+        .collect();
+    file.load_ranges(&small)
+}
+
+/// `<archive>/data/<key>`: a storage's bytes.
+fn is_storage(name: &str) -> bool {
+    name.rsplit_once("/data/")
+        .is_some_and(|(_, key)| !key.is_empty() && !key.contains('/'))
 }
 
 /// A tensor of a checkpoint as a catalog tensor.

@@ -27,6 +27,22 @@ use crate::view::Compute;
 /// made of `unit`-byte units, where `fill(first, buf)` computes the whole
 /// units `first..first + buf.len() / unit`. Whole units are computed straight
 /// into `out`; a partial unit at either end goes through a one-unit buffer.
+/// The experts `e0..e1` that output bytes `within..within + len` of a
+/// per-expert layout (`per` output bytes each, `experts` of them) lie in.
+fn experts_at(within: u64, len: u64, per: u64, experts: u64) -> (u64, u64) {
+    let (first, n) = units_at(within, len, per.max(1), experts);
+    (first, first + n)
+}
+
+/// The source units `(first, count)` that output bytes `within..within +
+/// len` come from, `unit` output bytes per source unit (as `by_units`
+/// reads them), clamped to the `units` there are.
+fn units_at(within: u64, len: u64, unit: u64, units: u64) -> (u64, u64) {
+    let first = (within / unit).min(units);
+    let end = within.saturating_add(len).div_ceil(unit).min(units);
+    (first, end.saturating_sub(first))
+}
+
 fn by_units(
     offset: u64,
     out: &mut [u8],
@@ -127,6 +143,12 @@ impl Compute for Cast {
         vec![self.src]
     }
 
+    fn extents_at(&self, within: u64, len: u64) -> Vec<Extent> {
+        let w = width(self.from);
+        let (first, n) = units_at(within, len, width(self.to), self.src.len / w);
+        vec![self.src.sub(first * w, n * w)]
+    }
+
     fn len(&self) -> u64 {
         self.src.len / width(self.from) * width(self.to)
     }
@@ -150,9 +172,26 @@ pub struct Mxfp4 {
     pub to: Dtype,
 }
 
+impl Mxfp4 {
+    /// The groups (32 values: 16 block bytes, 1 scale) that values
+    /// `first..first + n` lie in.
+    fn groups(&self, first: u64, n: u64) -> (u64, u64) {
+        let g0 = (first / 32).min(self.scales.len);
+        let g1 = (first + n).div_ceil(32).min(self.scales.len);
+        (g0, g1.saturating_sub(g0))
+    }
+}
+
 impl Compute for Mxfp4 {
     fn extents(&self) -> Vec<Extent> {
         vec![self.blocks, self.scales]
+    }
+
+    fn extents_at(&self, within: u64, len: u64) -> Vec<Extent> {
+        let u = width(self.to);
+        let (first, n) = units_at(within, len, u, self.scales.len * 32);
+        let (g0, g) = self.groups(first, n);
+        vec![self.blocks.sub(g0 * 16, g * 16), self.scales.sub(g0, g)]
     }
 
     fn len(&self) -> u64 {
@@ -160,19 +199,20 @@ impl Compute for Mxfp4 {
     }
 
     fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
-        let blocks = files.bytes(self.blocks)?;
-        let scales = files.bytes(self.scales)?;
-        let first_of = |first: u64| first as usize;
-        by_units(offset, out, width(self.to), |first, buf| match self.to {
-            Dtype::BF16 => Ok(quant::mxfp4::dequant_range_le(
-                blocks,
-                scales,
-                first_of(first),
-                buf,
-            )?),
-            to => wide(to, buf, |v| {
-                quant::wide::mxfp4_to_f32(blocks, scales, first_of(first), v)
-            }),
+        by_units(offset, out, width(self.to), |first, buf| {
+            // Only the groups this range covers (a remote source then
+            // fetches no more than them).
+            let n = buf.len() as u64 / width(self.to);
+            let (g0, g) = self.groups(first, n);
+            let blocks = files.bytes(self.blocks.sub(g0 * 16, g * 16))?;
+            let scales = files.bytes(self.scales.sub(g0, g))?;
+            let first = (first - g0 * 32) as usize;
+            match self.to {
+                Dtype::BF16 => Ok(quant::mxfp4::dequant_range_le(blocks, scales, first, buf)?),
+                to => wide(to, buf, |v| {
+                    quant::wide::mxfp4_to_f32(blocks, scales, first, v)
+                }),
+            }
         })
     }
 }
@@ -217,6 +257,16 @@ impl Mxfp4Transposed {
 impl Compute for Mxfp4Transposed {
     fn extents(&self) -> Vec<Extent> {
         vec![self.blocks, self.scales]
+    }
+
+    fn extents_at(&self, within: u64, len: u64) -> Vec<Extent> {
+        let per = self.cols() * self.rows * width(self.to);
+        let (e0, e1) = experts_at(within, len, per, self.experts);
+        let n = self.rows * self.groups;
+        vec![
+            self.blocks.sub(e0 * n * 16, (e1 - e0) * n * 16),
+            self.scales.sub(e0 * n, (e1 - e0) * n),
+        ]
     }
 
     fn len(&self) -> u64 {
@@ -350,6 +400,16 @@ impl Compute for GgufMxfp4Transposed {
         self.parts.clone()
     }
 
+    fn extents_at(&self, within: u64, len: u64) -> Vec<Extent> {
+        let per = self.len() / self.experts.max(1);
+        let (e0, e1) = experts_at(within, len, per, self.experts);
+        let per_expert = self.rows * self.groups * 17;
+        self.parts
+            .iter()
+            .map(|p| p.sub(e0 * per_expert, (e1 - e0) * per_expert))
+            .collect()
+    }
+
     fn len(&self) -> u64 {
         self.experts * self.groups * 32 * self.rows * self.parts.len() as u64 * width(self.to)
     }
@@ -446,6 +506,12 @@ pub struct GgmlDequant {
 impl Compute for GgmlDequant {
     fn extents(&self) -> Vec<Extent> {
         vec![self.src]
+    }
+
+    fn extents_at(&self, within: u64, len: u64) -> Vec<Extent> {
+        let (bs, ts) = (self.ty.block_size(), self.ty.type_size());
+        let (first, n) = units_at(within, len, bs * width(self.to), self.src.len / ts);
+        vec![self.src.sub(first * ts, n * ts)]
     }
 
     fn len(&self) -> u64 {
@@ -623,6 +689,12 @@ impl Compute for CastOf {
         self.inner.extents()
     }
 
+    fn extents_at(&self, within: u64, len: u64) -> Vec<Extent> {
+        let (w, u) = (width(self.from), width(self.to));
+        let (first, n) = units_at(within, len, u, self.inner.len() / w);
+        self.inner.extents_at(first * w, n * w)
+    }
+
     fn len(&self) -> u64 {
         self.inner.len() / width(self.from) * width(self.to)
     }
@@ -646,6 +718,11 @@ pub struct SourceBytes(pub Extent);
 impl Compute for SourceBytes {
     fn extents(&self) -> Vec<Extent> {
         vec![self.0]
+    }
+
+    fn extents_at(&self, within: u64, len: u64) -> Vec<Extent> {
+        let within = within.min(self.0.len);
+        vec![self.0.sub(within, len.min(self.0.len - within))]
     }
 
     fn len(&self) -> u64 {
@@ -736,6 +813,12 @@ pub struct TransposeOf {
 impl Compute for TransposeOf {
     fn extents(&self) -> Vec<Extent> {
         self.inner.extents()
+    }
+
+    fn extents_at(&self, within: u64, len: u64) -> Vec<Extent> {
+        let per = self.rows * self.cols * self.elem;
+        let (b0, b1) = experts_at(within, len, per, self.batch);
+        self.inner.extents_at(b0 * per, (b1 - b0) * per)
     }
 
     fn len(&self) -> u64 {
@@ -939,6 +1022,10 @@ pub struct Window {
 impl Compute for Window {
     fn extents(&self) -> Vec<Extent> {
         self.inner.extents()
+    }
+
+    fn extents_at(&self, within: u64, len: u64) -> Vec<Extent> {
+        self.inner.extents_at(self.offset + within, len)
     }
 
     fn len(&self) -> u64 {

@@ -57,6 +57,13 @@ pub trait Compute: Send + Sync + fmt::Debug {
     /// The source ranges it reads (to know which files depend on which
     /// source file).
     fn extents(&self) -> Vec<Extent>;
+    /// The source ranges that reading output bytes `within..within + len`
+    /// touches (read-ahead of remote sources fetches exactly these). Every
+    /// range by default; elementwise computes narrow it down.
+    fn extents_at(&self, within: u64, len: u64) -> Vec<Extent> {
+        let _ = (within, len);
+        self.extents()
+    }
 }
 
 /// A contiguous piece of a virtual file.

@@ -68,15 +68,20 @@ impl Mount {
     }
 
     pub fn with_args(source: &Path, extra: &[&str]) -> Mount {
-        Self::run(None, source, extra)
+        Self::run(None, source, extra, &[])
+    }
+
+    /// With extra arguments and environment variables for `gyrofs`.
+    pub fn with_env(source: &Path, extra: &[&str], env: &[(&str, String)]) -> Mount {
+        Self::run(None, source, extra, env)
     }
 
     /// Mounted by a `gyrofs` started in `cwd` (`source` may be relative to it).
     pub fn from_dir(cwd: &Path, source: &Path) -> Mount {
-        Self::run(Some(cwd), source, &[])
+        Self::run(Some(cwd), source, &[], &[])
     }
 
-    fn run(cwd: Option<&Path>, source: &Path, extra: &[&str]) -> Mount {
+    fn run(cwd: Option<&Path>, source: &Path, extra: &[&str], env: &[(&str, String)]) -> Mount {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mnt");
         let log = dir.path().join("gyrofs.log");
@@ -91,6 +96,7 @@ impl Mount {
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut cmd = Command::new(GYROFS);
         cmd.args(&args);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         if let Some(cwd) = cwd {
             cmd.current_dir(cwd);
         }

@@ -1,0 +1,644 @@
+//! The local block cache of remote objects (docs/REMOTE.md, "Cache").
+//!
+//! Each remote object version has two files in `<cache-dir>/objects/`:
+//!
+//! - `KEY.data`: a sparse file of the object's full length. Fetched bytes
+//!   are written at their own offsets, so the file is mapped and read like a
+//!   local source file; bytes not fetched are holes.
+//! - `KEY.idx`: a 64-byte header (`GYROIDX1`, block size, object length)
+//!   then one little-endian `u64` per [`BLOCK`]: 0 while the block is not
+//!   cached, `1 << 63 | crc32` once it is.
+//!
+//! `KEY` names the object and its version (ETag or commit), so a changed
+//! object never meets the blocks of the old one. A block is written with
+//! `pwrite` before its index entry, and its checksum is verified the first
+//! time a later process uses it: a crash between the two, or a torn write,
+//! costs a refetch and never serves wrong bytes.
+//!
+//! The cache holds at most `--cache-size` bytes. Past it, an evictor thread
+//! frees the least recently used space: first whole objects no running mount
+//! has open (oldest index first), then 16 MiB groups of the open objects'
+//! blocks, least recently touched first. An evicted group's blocks become
+//! "not cached" at once (new reads fetch them again), but its hole is only
+//! punched once every read that started before the eviction has finished
+//! ([`Readers`]), so no read ever sees a block vanish under it.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak, mpsc};
+use std::time::{Duration, Instant};
+
+use memmap2::MmapMut;
+
+/// Cache unit: fetched, checksummed and tracked per 64 KiB block.
+pub const BLOCK: u64 = 64 << 10;
+/// Blocks per eviction group (16 MiB).
+const GROUP_BLOCKS: usize = 256;
+const MAGIC: &[u8; 8] = b"GYROIDX1";
+const HEADER: usize = 64;
+const STORED_BIT: u64 = 1 << 63;
+
+/// State of one block in this process.
+pub(crate) mod state {
+    /// Not in the cache.
+    pub const ABSENT: u8 = 0;
+    /// In the cache file from an earlier run; checksum not verified yet.
+    pub const STORED: u8 = 1;
+    /// In the cache file and good.
+    pub const PRESENT: u8 = 2;
+    /// Being fetched (or verified) by some thread.
+    pub const BUSY: u8 = 3;
+}
+
+/// The cache directory: accounting and eviction across objects.
+#[derive(Debug)]
+pub struct Cache {
+    objects: PathBuf,
+    cap: u64,
+    used: AtomicU64,
+    open: Mutex<Vec<Weak<Entry>>>,
+    evict: Mutex<Option<mpsc::Sender<()>>>,
+    tick: AtomicU64,
+}
+
+impl Cache {
+    /// Open (create) the cache at `dir`, holding at most `cap` bytes.
+    pub fn open(dir: &Path, cap: u64) -> std::io::Result<Arc<Cache>> {
+        let objects = dir.join("objects");
+        std::fs::create_dir_all(&objects)?;
+        let mut used = 0;
+        for e in std::fs::read_dir(&objects)?.flatten() {
+            if e.path().extension().is_some_and(|x| x == "data") {
+                used += allocated(&e.path());
+            }
+        }
+        let cache = Arc::new(Cache {
+            objects,
+            cap,
+            used: AtomicU64::new(used),
+            open: Mutex::new(Vec::new()),
+            evict: Mutex::new(None),
+            tick: AtomicU64::new(1),
+        });
+        let (tx, rx) = mpsc::channel::<()>();
+        *cache.evict.lock().unwrap() = Some(tx);
+        let weak = Arc::downgrade(&cache);
+        std::thread::Builder::new()
+            .name("gyrofs-evict".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    while rx.try_recv().is_ok() {}
+                    match weak.upgrade() {
+                        Some(c) => c.evict(),
+                        None => return,
+                    }
+                }
+            })?;
+        if used > cap {
+            cache.wake_evictor();
+        }
+        Ok(cache)
+    }
+
+    /// Bytes cached now (allocated blocks of every object file).
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn next_tick(&self) -> u64 {
+        self.tick.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn added(&self, bytes: u64) {
+        if self.used.fetch_add(bytes, Ordering::Relaxed) + bytes > self.cap {
+            self.wake_evictor();
+        }
+    }
+
+    fn wake_evictor(&self) {
+        if let Some(tx) = &*self.evict.lock().unwrap() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Free space down to 90% of the cap (see the module comment).
+    fn evict(&self) {
+        let target = self.cap / 10 * 9;
+        if self.used() <= self.cap {
+            return;
+        }
+        let open: Vec<Arc<Entry>> = {
+            let mut open = self.open.lock().unwrap();
+            open.retain(|w| w.strong_count() > 0);
+            open.iter().filter_map(Weak::upgrade).collect()
+        };
+        // Whole objects nobody has open, oldest first.
+        let mut idle: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(&self.objects) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.extension().is_none_or(|x| x != "data")
+                    || open.iter().any(|o| o.data_path == p)
+                {
+                    continue;
+                }
+                let t = std::fs::metadata(p.with_extension("idx"))
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                idle.push((t, p));
+            }
+        }
+        idle.sort();
+        for (_, p) in idle {
+            if self.used() <= target {
+                return;
+            }
+            // Another process may have it open: it holds an exclusive lock.
+            let Ok(f) = File::open(&p) else { continue };
+            if !try_lock(&f) {
+                continue;
+            }
+            let freed = allocated(&p);
+            let _ = std::fs::remove_file(p.with_extension("idx"));
+            let _ = std::fs::remove_file(&p);
+            self.used
+                .fetch_sub(freed.min(self.used()), Ordering::Relaxed);
+            log::info!("cache: evicted {} ({freed} bytes)", p.display());
+        }
+        // Then groups of open objects, least recently used first.
+        let mut groups: Vec<(u64, usize, usize)> = Vec::new();
+        for (i, o) in open.iter().enumerate() {
+            for (g, t) in o.ticks.iter().enumerate() {
+                let t = t.load(Ordering::Relaxed);
+                if t > 0 {
+                    groups.push((t, i, g));
+                }
+            }
+        }
+        groups.sort();
+        let mut punch: Vec<(usize, usize)> = Vec::new();
+        for (_, i, g) in groups {
+            if self.used() <= target {
+                break;
+            }
+            let freed = open[i].drop_group(g);
+            if freed > 0 {
+                self.used
+                    .fetch_sub(freed.min(self.used()), Ordering::Relaxed);
+                punch.push((i, g));
+            }
+        }
+        if punch.is_empty() {
+            return;
+        }
+        // Reads that began before the groups were dropped may still hold
+        // their bytes: punch only once they are done.
+        readers().wait_for_older();
+        for (i, g) in punch {
+            open[i].punch_group(g);
+        }
+    }
+}
+
+/// Bytes actually allocated to a (sparse) file.
+fn allocated(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).map_or(0, |m| m.blocks() * 512)
+}
+
+fn try_lock(f: &File) -> bool {
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// Why a block could not be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitError {
+    /// A block being fetched by someone went back to "not cached": its
+    /// fetch failed.
+    Failed,
+    /// No block of the range arrived within the deadline.
+    TimedOut,
+}
+
+/// One object's blocks in the cache.
+#[derive(Debug)]
+pub struct Entry {
+    pub len: u64,
+    pub data_path: PathBuf,
+    /// Read-write, exclusively locked while this process has it open.
+    data: File,
+    index: Mutex<MmapMut>,
+    state: Mutex<Vec<u8>>,
+    landed: Condvar,
+    /// Per group: last use (a cache-wide counter; 0: nothing cached).
+    ticks: Vec<AtomicU64>,
+    cache: Arc<Cache>,
+}
+
+impl Entry {
+    /// Open the cached blocks of object `key` (`len` bytes), creating the
+    /// files if needed. Fails if another process holds them.
+    pub fn open(cache: &Arc<Cache>, key: &str, len: u64) -> std::io::Result<Arc<Entry>> {
+        let data_path = cache.objects.join(format!("{key}.data"));
+        let idx_path = cache.objects.join(format!("{key}.idx"));
+        let data = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&data_path)?;
+        if !try_lock(&data) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                format!(
+                    "{} is in use by another gyrofs process; give this mount its own --cache-dir",
+                    data_path.display()
+                ),
+            ));
+        }
+        let blocks = len.div_ceil(BLOCK) as usize;
+        let idx = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&idx_path)?;
+        let want = (HEADER + 8 * blocks) as u64;
+        let mut header = [0u8; HEADER];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..16].copy_from_slice(&BLOCK.to_le_bytes());
+        header[16..24].copy_from_slice(&len.to_le_bytes());
+        let mut seen = [0u8; HEADER];
+        let valid = idx.metadata()?.len() == want
+            && idx.read_exact_at(&mut seen, 0).is_ok()
+            && seen == header
+            && data.metadata()?.len() == len;
+        if !valid {
+            // New, or not ours to trust: start empty.
+            idx.set_len(0)?;
+            idx.set_len(want)?;
+            idx.write_all_at(&header, 0)?;
+            let before = allocated(&data_path);
+            data.set_len(0)?;
+            data.set_len(len)?;
+            cache
+                .used
+                .fetch_sub(before.min(cache.used()), Ordering::Relaxed);
+        }
+        // SAFETY: the index file is ours: created above and exclusively
+        // locked through the data file, so no other gyrofs writes it; it is
+        // only read and written as plain u64 entries.
+        let index = unsafe { MmapMut::map_mut(&idx)? };
+        let mut state = vec![state::ABSENT; blocks];
+        let groups = blocks.div_ceil(GROUP_BLOCKS);
+        let ticks: Vec<AtomicU64> = (0..groups).map(|_| AtomicU64::new(0)).collect();
+        for (b, s) in state.iter_mut().enumerate() {
+            if entry_at(&index, b) & STORED_BIT != 0 {
+                *s = state::STORED;
+                ticks[b / GROUP_BLOCKS].store(1, Ordering::Relaxed);
+            }
+        }
+        // Touch the index: its modification time orders idle objects.
+        let _ = idx.set_modified(std::time::SystemTime::now());
+        let entry = Arc::new(Entry {
+            len,
+            data_path,
+            data,
+            index: Mutex::new(index),
+            state: Mutex::new(state),
+            landed: Condvar::new(),
+            ticks,
+            cache: Arc::clone(cache),
+        });
+        cache.open.lock().unwrap().push(Arc::downgrade(&entry));
+        Ok(entry)
+    }
+
+    pub fn blocks(&self) -> usize {
+        self.len.div_ceil(BLOCK) as usize
+    }
+
+    /// The byte range of blocks `b0..b1`.
+    pub fn span(&self, b0: usize, b1: usize) -> (u64, u64) {
+        let start = b0 as u64 * BLOCK;
+        let end = (b1 as u64 * BLOCK).min(self.len);
+        (start, end - start)
+    }
+
+    /// Claim blocks `b0..b1` for the caller: absent blocks become busy and
+    /// are returned in `fetch` (as runs), blocks stored by an earlier run
+    /// become busy and are returned in `verify`. Touches their groups.
+    pub fn claim(&self, b0: usize, b1: usize, verify_stored: bool) -> Claim {
+        let tick = self.cache.next_tick();
+        let mut st = self.state.lock().unwrap();
+        let mut claim = Claim::default();
+        for b in b0..b1 {
+            match st[b] {
+                state::ABSENT => {
+                    st[b] = state::BUSY;
+                    match claim.fetch.last_mut() {
+                        Some(r) if r.1 == b => r.1 = b + 1,
+                        _ => claim.fetch.push((b, b + 1)),
+                    }
+                }
+                state::STORED if verify_stored => {
+                    st[b] = state::BUSY;
+                    claim.verify.push(b);
+                }
+                _ => {}
+            }
+        }
+        drop(st);
+        for g in b0 / GROUP_BLOCKS..b1.div_ceil(GROUP_BLOCKS) {
+            self.ticks[g].store(tick, Ordering::Relaxed);
+        }
+        claim
+    }
+
+    /// Check a block stored by an earlier run against its checksum; it
+    /// becomes present if good, else it stays busy for the caller to fetch.
+    pub fn verify(&self, b: usize) -> bool {
+        let (start, len) = self.span(b, b + 1);
+        let mut buf = vec![0u8; len as usize];
+        let want = entry_at(&self.index.lock().unwrap(), b);
+        let good = self.data.read_exact_at(&mut buf, start).is_ok()
+            && want == STORED_BIT | u64::from(crc32fast::hash(&buf));
+        if good {
+            self.set(b, state::PRESENT);
+        } else {
+            log::warn!(
+                "cache: block {b} of {} fails its checksum; fetching it again",
+                self.data_path.display()
+            );
+        }
+        good
+    }
+
+    /// Write fetched block `b` (whole: `BLOCK` bytes, less at the end) and
+    /// mark it present.
+    pub fn land(&self, b: usize, bytes: &[u8]) -> std::io::Result<()> {
+        let (start, len) = self.span(b, b + 1);
+        debug_assert_eq!(len, bytes.len() as u64);
+        self.data.write_all_at(bytes, start)?;
+        let crc = crc32fast::hash(bytes);
+        set_entry(
+            &mut self.index.lock().unwrap(),
+            b,
+            STORED_BIT | u64::from(crc),
+        );
+        self.set(b, state::PRESENT);
+        self.cache.added(len);
+        Ok(())
+    }
+
+    /// Give busy blocks `b0..b1` up (a failed fetch): waiters see them absent.
+    pub fn abandon(&self, b0: usize, b1: usize) {
+        let mut st = self.state.lock().unwrap();
+        for s in &mut st[b0..b1] {
+            if *s == state::BUSY {
+                *s = state::ABSENT;
+            }
+        }
+        drop(st);
+        self.landed.notify_all();
+    }
+
+    fn set(&self, b: usize, s: u8) {
+        self.state.lock().unwrap()[b] = s;
+        self.landed.notify_all();
+    }
+
+    /// Wait until blocks `b0..b1` are all present. A block that goes back to
+    /// absent fails the wait; so does `patience` passing with no block of
+    /// the range landing.
+    pub fn wait(&self, b0: usize, b1: usize, patience: Duration) -> Result<(), WaitError> {
+        let mut st = self.state.lock().unwrap();
+        let mut last_progress = Instant::now();
+        let mut pending = usize::MAX;
+        loop {
+            let mut busy = 0;
+            for &s in &st[b0..b1] {
+                match s {
+                    state::PRESENT => {}
+                    state::BUSY => busy += 1,
+                    _ => return Err(WaitError::Failed),
+                }
+            }
+            if busy == 0 {
+                return Ok(());
+            }
+            if busy < pending {
+                pending = busy;
+                last_progress = Instant::now();
+            }
+            let left = patience.saturating_sub(last_progress.elapsed());
+            if left.is_zero() {
+                return Err(WaitError::TimedOut);
+            }
+            st = self.landed.wait_timeout(st, left).unwrap().0;
+        }
+    }
+
+    /// Drop the cached blocks of group `g` (eviction): they read as absent
+    /// from now on. Returns the bytes freed; the hole is punched later.
+    fn drop_group(&self, g: usize) -> u64 {
+        let b0 = g * GROUP_BLOCKS;
+        let b1 = (b0 + GROUP_BLOCKS).min(self.blocks());
+        let mut st = self.state.lock().unwrap();
+        if st[b0..b1].contains(&state::BUSY) {
+            return 0;
+        }
+        let mut index = self.index.lock().unwrap();
+        let mut freed = 0;
+        for b in b0..b1 {
+            if st[b] != state::ABSENT {
+                st[b] = state::ABSENT;
+                set_entry(&mut index, b, 0);
+                freed += self.span(b, b + 1).1;
+            }
+        }
+        self.ticks[g].store(0, Ordering::Relaxed);
+        freed
+    }
+
+    /// Punch the holes of group `g`'s blocks that are still absent.
+    fn punch_group(&self, g: usize) {
+        let b0 = g * GROUP_BLOCKS;
+        let b1 = (b0 + GROUP_BLOCKS).min(self.blocks());
+        let st = self.state.lock().unwrap();
+        let mut b = b0;
+        while b < b1 {
+            if st[b] != state::ABSENT {
+                b += 1;
+                continue;
+            }
+            let mut e = b;
+            while e < b1 && st[e] == state::ABSENT {
+                e += 1;
+            }
+            let (start, len) = self.span(b, e);
+            // SAFETY: fallocate on our own descriptor; the range is inside
+            // the file and no read in progress uses it (module comment).
+            let rc = unsafe {
+                libc::fallocate(
+                    self.data.as_raw_fd(),
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    start as libc::off_t,
+                    len as libc::off_t,
+                )
+            };
+            if rc != 0 {
+                log::warn!(
+                    "cache: cannot free bytes of {}: {}",
+                    self.data_path.display(),
+                    std::io::Error::last_os_error()
+                );
+            }
+            b = e;
+        }
+    }
+
+    /// Bytes of this object cached now.
+    pub fn cached_bytes(&self) -> u64 {
+        let st = self.state.lock().unwrap();
+        (0..st.len())
+            .filter(|&b| st[b] == state::PRESENT || st[b] == state::STORED)
+            .map(|b| self.span(b, b + 1).1)
+            .sum()
+    }
+}
+
+/// Blocks claimed by one caller.
+#[derive(Debug, Default)]
+pub struct Claim {
+    /// Runs `[b0, b1)` to fetch.
+    pub fetch: Vec<(usize, usize)>,
+    /// Stored blocks to verify.
+    pub verify: Vec<usize>,
+}
+
+fn entry_at(index: &MmapMut, b: usize) -> u64 {
+    let at = HEADER + 8 * b;
+    u64::from_le_bytes(index[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn set_entry(index: &mut MmapMut, b: usize, v: u64) {
+    let at = HEADER + 8 * b;
+    index[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Reads in progress, by epoch parity (a small grace-period scheme): the
+/// evictor flips the epoch and waits until every read of the previous
+/// epoch has finished before it punches holes.
+#[derive(Debug, Default)]
+pub struct Readers {
+    epoch: AtomicU64,
+    counts: [AtomicU64; 2],
+    gate: Mutex<()>,
+}
+
+/// Held for the duration of one read of source bytes.
+pub struct ReadGuard {
+    parity: usize,
+}
+
+impl Drop for ReadGuard {
+    fn drop(&mut self) {
+        readers().counts[self.parity].fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Readers {
+    pub fn enter(&'static self) -> ReadGuard {
+        let parity = (self.epoch.load(Ordering::SeqCst) & 1) as usize;
+        self.counts[parity].fetch_add(1, Ordering::SeqCst);
+        ReadGuard { parity }
+    }
+
+    fn wait_for_older(&self) {
+        let _one_at_a_time = self.gate.lock().unwrap();
+        let old = (self.epoch.fetch_add(1, Ordering::SeqCst) & 1) as usize;
+        while self.counts[old].load(Ordering::SeqCst) > 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// The process's reads in progress.
+pub fn readers() -> &'static Readers {
+    static R: OnceLock<Readers> = OnceLock::new();
+    R.get_or_init(Readers::default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_survive_a_reopen_and_corruption_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 1 << 30).unwrap();
+        let len = 3 * BLOCK + 100;
+        let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+        {
+            let e = Entry::open(&cache, "obj", len).unwrap();
+            let c = e.claim(0, 4, true);
+            assert_eq!(c.fetch, vec![(0, 4)]);
+            for b in 0..4 {
+                let (s, l) = e.span(b, b + 1);
+                e.land(b, &data[s as usize..(s + l) as usize]).unwrap();
+            }
+            e.wait(0, 4, Duration::from_secs(1)).unwrap();
+            assert_eq!(e.cached_bytes(), len);
+            // A second open in the same process is refused while held.
+            assert!(Entry::open(&cache, "obj", len).is_err());
+        }
+        // Corrupt block 2 on disk.
+        let p = dir.path().join("objects/obj.data");
+        let f = OpenOptions::new().write(true).open(&p).unwrap();
+        f.write_all_at(b"XX", 2 * BLOCK + 5).unwrap();
+        let e = Entry::open(&cache, "obj", len).unwrap();
+        let c = e.claim(0, 4, true);
+        assert!(c.fetch.is_empty());
+        assert_eq!(c.verify, vec![0, 1, 2, 3]);
+        let good: Vec<bool> = c.verify.iter().map(|&b| e.verify(b)).collect();
+        assert_eq!(good, vec![true, true, false, true]);
+        // A length change starts over.
+        drop(e);
+        let e = Entry::open(&cache, "obj", len + 1).unwrap();
+        assert_eq!(e.cached_bytes(), 0);
+    }
+
+    #[test]
+    fn failed_fetch_fails_waiters_and_eviction_frees_lru_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let group = GROUP_BLOCKS as u64 * BLOCK;
+        let cache = Cache::open(dir.path(), 2 * group).unwrap();
+        let e = Entry::open(&cache, "o", 4 * group).unwrap();
+        let c = e.claim(0, 1, true);
+        assert_eq!(c.fetch, vec![(0, 1)]);
+        e.abandon(0, 1);
+        assert_eq!(e.wait(0, 1, Duration::from_secs(1)), Err(WaitError::Failed));
+        let block = vec![7u8; BLOCK as usize];
+        for g in 0..4 {
+            let b0 = g * GROUP_BLOCKS;
+            e.claim(b0, b0 + GROUP_BLOCKS, true);
+            for b in b0..b0 + GROUP_BLOCKS {
+                e.land(b, &block).unwrap();
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cache.used() > 2 * group && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(cache.used() <= 2 * group, "used {}", cache.used());
+        // The oldest groups went; the newest stayed.
+        let st = e.state.lock().unwrap();
+        assert_eq!(st[0], state::ABSENT);
+        assert_eq!(st[4 * GROUP_BLOCKS - 1], state::PRESENT);
+    }
+}

@@ -1,0 +1,545 @@
+//! Remote sources: `s3://bucket/prefix`, `hf://org/model[@revision]` and
+//! `https://host/path/file` (docs/REMOTE.md).
+//!
+//! [`prepare`] lists the remote files and lays them out as a local folder
+//! (a tree of symlinks, one per remote file, into the block cache) that
+//! `source::open` reads like any other SOURCE. Each link points at the
+//! object's sparse cache file, which `mapped::SourceFile` maps as it maps a
+//! local file; the file is registered here ([`lookup`]) with its
+//! [`RemoteObject`], and every borrow of its bytes first makes them local
+//! ([`RemoteObject::ensure`]). Views, kernels and `convert` never know
+//! where the bytes came from.
+//!
+//! - `store`: the protocols (S3 and HTTP through `object_store`, the Hub
+//!   through `reqwest`); `cache`: the block cache on disk; `object`: one
+//!   remote object behind the cache (fetch, single flight, read-ahead,
+//!   retries, change detection).
+
+pub mod cache;
+pub mod object;
+pub mod store;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
+
+use cache::{BLOCK, Cache, Entry};
+pub use object::{Limits, RemoteObject, RemoteReadError};
+use store::{Hub, Target};
+
+/// Default cache size: 64 GiB.
+pub const DEFAULT_CACHE_SIZE: u64 = 64 << 30;
+/// Default stall timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_RETRIES: u32 = 3;
+
+/// Settings for remote sources (the command line's `--cache-dir` and
+/// friends).
+#[derive(Debug, Clone)]
+pub struct RemoteOptions {
+    /// Default: `$XDG_CACHE_HOME/gyrofs` or `~/.cache/gyrofs`.
+    pub cache_dir: Option<PathBuf>,
+    pub cache_size: u64,
+    /// S3-compatible endpoint (MinIO, R2, Ceph, ...); default: AWS, or
+    /// `AWS_ENDPOINT_URL`.
+    pub endpoint_url: Option<String>,
+    /// Send S3 requests unsigned (public buckets).
+    pub no_sign_request: bool,
+    pub limits: Limits,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        RemoteOptions {
+            cache_dir: None,
+            cache_size: DEFAULT_CACHE_SIZE,
+            endpoint_url: None,
+            no_sign_request: false,
+            limits: Limits {
+                stall: DEFAULT_TIMEOUT,
+                retries: DEFAULT_RETRIES,
+            },
+        }
+    }
+}
+
+/// A remote source that cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("{url}: {why}")]
+pub struct RemoteError {
+    pub url: String,
+    pub why: String,
+}
+
+fn fail<T>(url: &str, why: impl Into<String>) -> Result<T, RemoteError> {
+    Err(RemoteError {
+        url: url.to_string(),
+        why: why.into(),
+    })
+}
+
+/// A parsed SOURCE URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    S3 { bucket: String, key: String },
+    Http { url: String },
+    Hub { repo: String, revision: String },
+}
+
+/// Is SOURCE a URL gyrofs fetches (rather than a local path)?
+pub fn is_remote(source: &Path) -> bool {
+    let s = source.to_string_lossy();
+    ["s3://", "hf://", "http://", "https://"]
+        .iter()
+        .any(|p| s.starts_with(p))
+}
+
+/// Parse a SOURCE URL.
+pub fn parse_url(url: &str) -> Result<Location, RemoteError> {
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return fail(url, "no bucket: use s3://BUCKET/PREFIX");
+        }
+        return Ok(Location::S3 {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+        });
+    }
+    if let Some(rest) = url.strip_prefix("hf://") {
+        let rest = rest.strip_prefix("models/").unwrap_or(rest);
+        let (repo, revision) = rest.split_once('@').unwrap_or((rest, "main"));
+        let repo = repo.trim_end_matches('/');
+        let parts: Vec<&str> = repo.split('/').collect();
+        if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) || revision.is_empty() {
+            return fail(url, "use hf://ORG/MODEL or hf://ORG/MODEL@REVISION");
+        }
+        return Ok(Location::Hub {
+            repo: repo.to_string(),
+            revision: revision.to_string(),
+        });
+    }
+    if url.starts_with("http://") || url.starts_with("https://") {
+        if url.ends_with('/') {
+            return fail(
+                url,
+                "an http(s) source names one file (servers list no folders); for a folder use s3:// or hf://",
+            );
+        }
+        return Ok(Location::Http {
+            url: url.to_string(),
+        });
+    }
+    fail(url, "not a remote source (s3://, hf://, http://, https://)")
+}
+
+/// The default cache directory.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("gyrofs");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".cache/gyrofs"),
+        None => std::env::temp_dir().join("gyrofs-cache"),
+    }
+}
+
+fn registry() -> &'static Mutex<HashMap<PathBuf, Arc<RemoteObject>>> {
+    static R: OnceLock<Mutex<HashMap<PathBuf, Arc<RemoteObject>>>> = OnceLock::new();
+    R.get_or_init(Default::default)
+}
+
+/// The remote object behind a local path made by [`prepare`], if any.
+pub fn lookup(path: &Path) -> Option<Arc<RemoteObject>> {
+    let reg = registry().lock().unwrap();
+    if reg.is_empty() {
+        return None;
+    }
+    let real = std::fs::canonicalize(path).ok()?;
+    reg.get(&real).cloned()
+}
+
+/// One remote file found by listing.
+struct Listed {
+    /// Relative name in the source (`original/model.safetensors`).
+    name: String,
+    /// What names the object whatever URL reached it (its cache key, with
+    /// `version`).
+    identity: String,
+    size: u64,
+    etag: Option<String>,
+    target: Target,
+    /// The version in the cache key.
+    version: String,
+    /// The first block, when listing already fetched it.
+    first: Option<Vec<u8>>,
+}
+
+/// Open the remote source `url`: list it, fetch the first block of every
+/// file (in parallel), and return the local path to hand to `source::open`
+/// (a folder, or a file for a one-file source).
+pub fn prepare(url: &str, opts: &RemoteOptions) -> Result<PathBuf, RemoteError> {
+    let location = parse_url(url)?;
+    let dir = opts.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
+    let cache = Cache::open(&dir, opts.cache_size)
+        .or_else(|e| fail(url, format!("cache directory {}: {e}", dir.display())))?;
+    let rt = object::runtime();
+    let timeout = opts.limits.stall;
+    let (listed, single) = match &location {
+        Location::S3 { bucket, key } => rt.block_on(list_s3(url, bucket, key, opts))?,
+        Location::Http { url: u } => (vec![http_file(u, opts)?], true),
+        Location::Hub { repo, revision } => (
+            rt.block_on(list_hub(url, repo, revision, &dir, timeout))?,
+            false,
+        ),
+    };
+    if listed.is_empty() {
+        return fail(url, "no files there");
+    }
+    let tree = dir.join("trees").join(sanitize(url));
+    let _ = std::fs::remove_dir_all(&tree);
+    std::fs::create_dir_all(&tree).or_else(|e| fail(url, format!("{}: {e}", tree.display())))?;
+    let mut objects = Vec::new();
+    for l in listed {
+        if l.name
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            log::warn!(
+                "{url}: skipping remote file with unusable name '{}'",
+                l.name
+            );
+            continue;
+        }
+        let key = sanitize(&format!("{}@{}", l.identity, l.version));
+        let entry = Entry::open(&cache, &key, l.size).or_else(|e| fail(url, e.to_string()))?;
+        if let Some(first) = &l.first
+            && first.len() as u64 == entry.span(0, 1).1
+            && entry.claim(0, 1, false).fetch == [(0, 1)]
+        {
+            entry.land(0, first).or_else(|e| fail(url, e.to_string()))?;
+        }
+        let link = tree.join(&l.name);
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent).or_else(|e| fail(url, e.to_string()))?;
+        }
+        std::os::unix::fs::symlink(&entry.data_path, &link)
+            .or_else(|e| fail(url, format!("{}: {e}", link.display())))?;
+        let real = std::fs::canonicalize(&entry.data_path).or_else(|e| fail(url, e.to_string()))?;
+        let object_url = match &location {
+            Location::Http { url } => url.clone(),
+            _ => format!("{}/{}", url.trim_end_matches('/'), l.name),
+        };
+        let obj = RemoteObject::new(object_url, l.target, l.etag, entry, opts.limits);
+        registry().lock().unwrap().insert(real, Arc::clone(&obj));
+        objects.push((link, obj));
+    }
+    // Every file's first block, all at once: enough to tell formats apart,
+    // and most headers and side files whole.
+    std::thread::scope(|s| {
+        let handles: Vec<_> = objects
+            .iter()
+            .map(|(_, o)| s.spawn(move || o.ensure(0, BLOCK)))
+            .collect();
+        for h in handles {
+            h.join().expect("no panic")?;
+        }
+        Ok::<(), RemoteReadError>(())
+    })
+    .or_else(|e| fail(url, e.to_string()))?;
+    Ok(if single { objects[0].0.clone() } else { tree })
+}
+
+/// A file name made of the characters every filesystem takes, unique for
+/// `s` (a checksum of the whole is appended when anything was replaced or
+/// cut).
+fn sanitize(s: &str) -> String {
+    let clean: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean == s && s.len() <= 120 {
+        return clean;
+    }
+    let cut: String = clean.chars().take(100).collect();
+    format!("{cut}-{:08x}", crc32fast::hash(s.as_bytes()))
+}
+
+fn client_options(opts: &RemoteOptions) -> ClientOptions {
+    ClientOptions::new()
+        .with_allow_http(true)
+        .with_connect_timeout(opts.limits.stall)
+        .with_timeout_disabled()
+}
+
+fn no_retry() -> RetryConfig {
+    RetryConfig {
+        max_retries: 0,
+        ..Default::default()
+    }
+}
+
+async fn list_s3(
+    url: &str,
+    bucket: &str,
+    key: &str,
+    opts: &RemoteOptions,
+) -> Result<(Vec<Listed>, bool), RemoteError> {
+    let mut b = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_client_options(client_options(opts))
+        .with_retry(no_retry())
+        .with_skip_signature(opts.no_sign_request);
+    let endpoint = opts
+        .endpoint_url
+        .clone()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+    if let Some(e) = endpoint {
+        b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
+    }
+    if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+    {
+        b = b.with_region("us-east-1");
+    }
+    let store: Arc<dyn ObjectStore> = Arc::new(b.build().or_else(|e| fail(url, e.to_string()))?);
+    let timeout = opts.limits.stall;
+    let host = opts
+        .endpoint_url
+        .clone()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+        .unwrap_or_else(|| "aws".into());
+    let listed = |path: StorePath, name: String, meta: object_store::ObjectMeta| Listed {
+        identity: format!("s3 {host} {bucket}/{path}"),
+        version: meta.e_tag.as_deref().map(sanitize).unwrap_or_default(),
+        name,
+        size: meta.size,
+        etag: meta.e_tag.clone(),
+        target: Target::Store {
+            store: Arc::clone(&store),
+            path,
+        },
+        first: None,
+    };
+    let key = key.trim_end_matches('/');
+    if !key.is_empty() {
+        let path = StorePath::from(key);
+        match tokio::time::timeout(timeout, store.head(&path)).await {
+            Err(_) => return fail(url, format!("no answer within {timeout:?}")),
+            Ok(Ok(meta)) => {
+                let name = key.rsplit('/').next().unwrap_or(key).to_string();
+                return Ok((vec![listed(path, name, meta)], true));
+            }
+            Ok(Err(object_store::Error::NotFound { .. })) => {}
+            Ok(Err(e)) => return fail(url, e.to_string()),
+        }
+    }
+    let prefix = (!key.is_empty()).then(|| StorePath::from(key));
+    let mut stream = store.list(prefix.as_ref());
+    let mut out = Vec::new();
+    loop {
+        match tokio::time::timeout(timeout, stream.next()).await {
+            Err(_) => return fail(url, format!("listing: no answer within {timeout:?}")),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return fail(url, format!("listing: {e}")),
+            Ok(Some(Ok(meta))) => {
+                let full = meta.location.to_string();
+                let name = match key {
+                    "" => full.clone(),
+                    k => match full.strip_prefix(k).and_then(|r| r.strip_prefix('/')) {
+                        Some(r) => r.to_string(),
+                        None => continue,
+                    },
+                };
+                out.push(listed(meta.location.clone(), name, meta));
+            }
+        }
+    }
+    Ok((out, false))
+}
+
+/// An http(s) file: its size and ETag come from a ranged GET of its first
+/// bytes, which also proves that the server takes range requests.
+fn http_file(url: &str, opts: &RemoteOptions) -> Result<Listed, RemoteError> {
+    let (base, name) = url.rsplit_once('/').expect("checked by parse_url");
+    let store = object_store::http::HttpBuilder::new()
+        .with_url(format!("{base}/"))
+        .with_client_options(client_options(opts))
+        .with_retry(no_retry())
+        .build()
+        .or_else(|e| fail(url, e.to_string()))?;
+    let store: Arc<dyn ObjectStore> = Arc::new(store);
+    let path = StorePath::from_url_path(name).or_else(|e| fail(url, e.to_string()))?;
+    let target = Target::Store { store, path };
+    let mut first = Vec::new();
+    let mut attempt = 0;
+    let meta = loop {
+        first.clear();
+        let mut probe = |b: &[u8]| {
+            first.extend_from_slice(b);
+            Ok(())
+        };
+        let got =
+            object::runtime().block_on(target.get(0..BLOCK, None, opts.limits.stall, &mut probe));
+        match got {
+            Ok(m) => break m,
+            Err(store::FetchError::NoRange) => {
+                return fail(
+                    url,
+                    "the server does not support range requests (it answered a ranged GET with the whole file); gyrofs needs them to fetch only what is read",
+                );
+            }
+            Err(e) if e.retryable() && attempt < opts.limits.retries => attempt += 1,
+            Err(e) => return fail(url, e.to_string()),
+        }
+    };
+    if meta.etag.is_none() {
+        log::warn!("{url}: the server sends no ETag, so a change of the file cannot be detected");
+    }
+    Ok(Listed {
+        name: name.to_string(),
+        identity: url.to_string(),
+        size: meta.size,
+        version: meta.etag.as_deref().map(sanitize).unwrap_or_default(),
+        etag: meta.etag,
+        target,
+        first: Some(first),
+    })
+}
+
+/// The token for the Hub: `HF_TOKEN`, else the file `huggingface-cli
+/// login` writes (`$HF_TOKEN_PATH`, `$HF_HOME/token`,
+/// `~/.cache/huggingface/token`).
+fn hub_token() -> Option<String> {
+    if let Ok(t) = std::env::var("HF_TOKEN")
+        && !t.trim().is_empty()
+    {
+        return Some(t.trim().to_string());
+    }
+    let path = std::env::var_os("HF_TOKEN_PATH")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HF_HOME").map(|h| PathBuf::from(h).join("token")))
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/token"))
+        })?;
+    let t = std::fs::read_to_string(path).ok()?;
+    let t = t.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
+async fn list_hub(
+    url: &str,
+    repo: &str,
+    revision: &str,
+    cache_dir: &Path,
+    timeout: Duration,
+) -> Result<Vec<Listed>, RemoteError> {
+    let endpoint = std::env::var("HF_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty())
+        .unwrap_or_else(|| "https://huggingface.co".to_string());
+    let hub = Arc::new(Hub::new(&endpoint, hub_token(), timeout).or_else(|e| fail(url, e))?);
+    let commit = if store::is_commit(revision) {
+        revision.to_ascii_lowercase()
+    } else {
+        hub.commit(repo, revision, timeout)
+            .await
+            .or_else(|e| fail(url, e))?
+    };
+    // A commit's file list never changes: kept with the cache.
+    let saved = cache_dir
+        .join("hub")
+        .join(sanitize(&endpoint))
+        .join(sanitize(repo))
+        .join(format!("{commit}.json"));
+    let files = match std::fs::read(&saved)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<(String, u64, String)>>(&b).ok())
+    {
+        Some(files) => files,
+        None => {
+            let files: Vec<(String, u64, String)> = hub
+                .files(repo, &commit, timeout)
+                .await
+                .or_else(|e| fail(url, e))?
+                .into_iter()
+                .map(|f| (f.path, f.size, f.oid))
+                .collect();
+            if let Some(parent) = saved.parent() {
+                let _ = std::fs::create_dir_all(parent);
+                let tmp = saved.with_extension("tmp");
+                if std::fs::write(&tmp, serde_json::to_vec(&files).unwrap_or_default()).is_ok() {
+                    let _ = std::fs::rename(&tmp, &saved);
+                }
+            }
+            files
+        }
+    };
+    log::info!("{url}: commit {commit}, {} files", files.len());
+    Ok(files
+        .into_iter()
+        .map(|(path, size, oid)| Listed {
+            identity: format!("hub {endpoint} {repo}@{commit}/{path}"),
+            target: Target::Hub {
+                hub: Arc::clone(&hub),
+                resolve: hub.resolve_url(repo, &commit, &path),
+                cdn: Mutex::new(None),
+            },
+            name: path,
+            size,
+            // The commit pins the bytes: no If-Match (the CDN's ETag need
+            // not be the hash the API states).
+            etag: None,
+            version: format!("{}-{}", &commit[..12], sanitize(&oid)),
+            first: None,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_url("s3://b/models/x").unwrap(),
+            Location::S3 {
+                bucket: "b".into(),
+                key: "models/x".into()
+            }
+        );
+        assert_eq!(
+            parse_url("hf://org/m@v1.0").unwrap(),
+            Location::Hub {
+                repo: "org/m".into(),
+                revision: "v1.0".into()
+            }
+        );
+        assert_eq!(
+            parse_url("hf://org/m").unwrap(),
+            Location::Hub {
+                repo: "org/m".into(),
+                revision: "main".into()
+            }
+        );
+        assert!(parse_url("hf://org").is_err());
+        assert!(parse_url("s3:///x").is_err());
+        assert!(parse_url("https://h/dir/").is_err());
+        assert!(is_remote(Path::new("https://h/f.gguf")));
+        assert!(!is_remote(Path::new("./s3:/x")));
+        assert_eq!(sanitize("abc.safetensors"), "abc.safetensors");
+        assert_ne!(sanitize("a/b"), sanitize("a_b"));
+    }
+}

@@ -1,0 +1,301 @@
+//! One remote object behind its block cache: [`RemoteObject::ensure`]
+//! makes a byte range local before the engine reads it from the map.
+//!
+//! - Missing blocks are claimed (so concurrent readers of a block make one
+//!   fetch and wait for it), merged into runs and fetched as parts of at
+//!   most [`MAX_PART`] bytes, all in flight together (up to
+//!   [`MAX_IN_FLIGHT`] requests per process).
+//! - A read gets its blocks and no more; read-ahead is decided a level up,
+//!   per virtual file (`volume`), which knows what the file will need next,
+//!   and reaches here as [`RemoteObject::prefetch`].
+//! - Every GET is conditional on the ETag seen at mount. A changed object
+//!   is marked changed for good: every later read of it fails with EIO.
+//! - Each attempt has a stall timeout (no byte for that long); failed
+//!   attempts are retried with backoff, resuming after the blocks that
+//!   landed. A reader waits as long as blocks of its range keep landing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use super::cache::{BLOCK, Entry, WaitError};
+use super::store::{FetchError, Target};
+
+/// Largest single ranged GET.
+pub const MAX_PART: u64 = 8 << 20;
+/// Smallest part a long run is split into (for parallel transfer).
+const MIN_PART: u64 = 1 << 20;
+/// Ranged GETs in flight at once, per process.
+pub const MAX_IN_FLIGHT: usize = 16;
+
+/// Network behaviour.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// No byte for this long fails an attempt.
+    pub stall: Duration,
+    /// Attempts after the first.
+    pub retries: u32,
+}
+
+impl Limits {
+    /// How long a reader waits with no block of its range landing: every
+    /// attempt stalling, plus the backoff between them.
+    fn patience(&self) -> Duration {
+        self.stall * (self.retries + 1) + backoff(self.retries + 1) * 2 + Duration::from_secs(1)
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100 << attempt.min(6))
+}
+
+/// The async runtime that runs every fetch (two workers: the transfers
+/// are I/O bound).
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("gyrofs-fetch")
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    })
+}
+
+fn in_flight() -> &'static tokio::sync::Semaphore {
+    static S: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    S.get_or_init(|| tokio::sync::Semaphore::new(MAX_IN_FLIGHT))
+}
+
+/// Why bytes of a remote object cannot be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RemoteReadError {
+    #[error("{url} changed since it was mounted")]
+    Changed { url: String },
+    #[error("{url}: {why}")]
+    Failed { url: String, why: String },
+}
+
+/// A remote object, its version, and its cached blocks.
+#[derive(Debug)]
+pub struct RemoteObject {
+    /// For messages: `s3://bucket/key`, the Hub resolve URL, ...
+    pub url: String,
+    pub len: u64,
+    target: Target,
+    /// Sent as If-Match on every GET (None: the version is pinned by the
+    /// address itself, as a Hub commit is).
+    etag: Option<String>,
+    pub(crate) entry: Arc<Entry>,
+    limits: Limits,
+    changed: AtomicBool,
+    last_error: Mutex<String>,
+}
+
+impl RemoteObject {
+    pub fn new(
+        url: String,
+        target: Target,
+        etag: Option<String>,
+        entry: Arc<Entry>,
+        limits: Limits,
+    ) -> Arc<RemoteObject> {
+        Arc::new(RemoteObject {
+            url,
+            len: entry.len,
+            target,
+            etag,
+            entry,
+            limits,
+            changed: AtomicBool::new(false),
+            last_error: Mutex::new(String::new()),
+        })
+    }
+
+    pub fn is_changed(&self) -> bool {
+        self.changed.load(Ordering::Relaxed)
+    }
+
+    /// Make bytes `offset..offset + len` local (fetching what the cache
+    /// lacks, and no more), then return. Bytes past the end are not asked
+    /// for.
+    pub fn ensure(self: &Arc<Self>, offset: u64, len: u64) -> Result<(), RemoteReadError> {
+        let end = offset.saturating_add(len).min(self.len);
+        if offset >= end {
+            return Ok(());
+        }
+        if self.is_changed() {
+            return Err(self.changed_error());
+        }
+        let (b0, b1) = ((offset / BLOCK) as usize, end.div_ceil(BLOCK) as usize);
+        let mut claim = self.entry.claim(b0, b1, true);
+        for &b in &claim.verify {
+            if !self.entry.verify(b) {
+                claim.fetch.push((b, b + 1));
+            }
+        }
+        self.spawn_runs(&claim.fetch);
+        match self.entry.wait(b0, b1, self.limits.patience()) {
+            Ok(()) => Ok(()),
+            Err(_) if self.is_changed() => Err(self.changed_error()),
+            Err(WaitError::Failed) => Err(RemoteReadError::Failed {
+                url: self.url.clone(),
+                why: self.last_error.lock().unwrap().clone(),
+            }),
+            Err(WaitError::TimedOut) => Err(RemoteReadError::Failed {
+                url: self.url.clone(),
+                why: format!(
+                    "no data for bytes {offset}..{end} within {:?}",
+                    self.limits.patience()
+                ),
+            }),
+        }
+    }
+
+    /// Make several ranges local at once (all fetched in parallel, then
+    /// waited for): parsers' scattered reads at open.
+    pub fn ensure_ranges(self: &Arc<Self>, ranges: &[(u64, u64)]) -> Result<(), RemoteReadError> {
+        for &(offset, len) in ranges {
+            self.prefetch(offset, len);
+        }
+        ranges
+            .iter()
+            .try_for_each(|&(offset, len)| self.ensure(offset, len))
+    }
+
+    fn changed_error(&self) -> RemoteReadError {
+        RemoteReadError::Changed {
+            url: self.url.clone(),
+        }
+    }
+
+    /// Start fetching what the cache lacks of `offset..offset + len`, and
+    /// return at once (read-ahead: the reader that needs them waits).
+    pub fn prefetch(self: &Arc<Self>, offset: u64, len: u64) {
+        let end = offset.saturating_add(len).min(self.len);
+        if offset >= end || self.is_changed() {
+            return;
+        }
+        let (b0, b1) = ((offset / BLOCK) as usize, end.div_ceil(BLOCK) as usize);
+        let claim = self.entry.claim(b0, b1, false);
+        self.spawn_runs(&claim.fetch);
+    }
+
+    /// Fetch claimed runs of blocks, each split into parts.
+    fn spawn_runs(self: &Arc<Self>, runs: &[(usize, usize)]) {
+        for &(b0, b1) in runs {
+            let bytes = (b1 - b0) as u64 * BLOCK;
+            let part = (bytes / 8).clamp(MIN_PART, MAX_PART).div_ceil(BLOCK) as usize;
+            let mut b = b0;
+            while b < b1 {
+                let e = (b + part).min(b1);
+                let me = Arc::clone(self);
+                runtime().spawn(async move { me.fetch(b, e).await });
+                b = e;
+            }
+        }
+    }
+
+    /// Fetch blocks `b0..b1` (claimed by the caller), retrying and resuming.
+    async fn fetch(self: Arc<Self>, b0: usize, b1: usize) {
+        let _permit = in_flight()
+            .acquire()
+            .await
+            .expect("semaphore is never closed");
+        let mut next = b0;
+        let mut attempt = 0;
+        let started = std::time::Instant::now();
+        loop {
+            if self.is_changed() {
+                self.entry.abandon(next, b1);
+                return;
+            }
+            let (start, len) = self.entry.span(next, b1);
+            let mut buf: Vec<u8> = Vec::with_capacity(BLOCK as usize);
+            let mut landing = next;
+            let entry = &self.entry;
+            let mut sink = |mut bytes: &[u8]| -> Result<(), FetchError> {
+                while !bytes.is_empty() {
+                    let want = entry.span(landing, landing + 1).1 as usize;
+                    let take = (want - buf.len()).min(bytes.len());
+                    buf.extend_from_slice(&bytes[..take]);
+                    bytes = &bytes[take..];
+                    if buf.len() == want {
+                        if landing >= b1 {
+                            return Err(FetchError::Other("more bytes than asked for".into()));
+                        }
+                        entry
+                            .land(landing, &buf)
+                            .map_err(|e| FetchError::Other(format!("cache write: {e}")))?;
+                        landing += 1;
+                        buf.clear();
+                    }
+                }
+                Ok(())
+            };
+            let got = self
+                .target
+                .get(
+                    start..start + len,
+                    self.etag.as_deref(),
+                    self.limits.stall,
+                    &mut sink,
+                )
+                .await;
+            let err = match got {
+                Ok(_) if landing == b1 => {
+                    if len >= 32 << 20 {
+                        log::info!(
+                            "{}: fetched {len} bytes at {start} in {:.2?}",
+                            self.url,
+                            started.elapsed()
+                        );
+                    }
+                    return;
+                }
+                Ok(_) => FetchError::Other(format!(
+                    "short body: {} of {len} bytes",
+                    self.entry.span(next, landing).1
+                )),
+                Err(e) => e,
+            };
+            if landing > next {
+                // Progress: the next attempt resumes after it.
+                next = landing;
+                attempt = 0;
+            }
+            attempt += 1;
+            match &err {
+                FetchError::Changed(why) => {
+                    if !self.changed.swap(true, Ordering::Relaxed) {
+                        log::error!(
+                            "{} changed since it was mounted ({why}): its reads now fail with EIO",
+                            self.url
+                        );
+                    }
+                }
+                e if e.retryable() && attempt <= self.limits.retries => {
+                    log::warn!(
+                        "{}: bytes {}.. attempt {attempt} failed ({e}); retrying",
+                        self.url,
+                        self.entry.span(next, b1).0
+                    );
+                    tokio::time::sleep(backoff(attempt)).await;
+                    continue;
+                }
+                e => {
+                    log::error!(
+                        "{}: bytes {}..{}: {e} (after {attempt} attempts)",
+                        self.url,
+                        self.entry.span(next, b1).0,
+                        start + len
+                    );
+                }
+            }
+            *self.last_error.lock().unwrap() = err.to_string();
+            self.entry.abandon(next, b1);
+            return;
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! Where remote bytes come from: S3 and plain HTTP(S) through the
+//! `object_store` crate, the Hugging Face Hub through a thin `reqwest`
+//! layer (its API for the revision and the file list, `resolve` URLs for
+//! the bytes, following the redirect to the CDN once per file).
+//!
+//! Every call is one attempt; `object` retries. A ranged GET streams its
+//! body into a sink as it arrives, and fails with [`FetchError::Stalled`]
+//! when no byte arrives for the stall timeout.
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{GetOptions, GetRange, ObjectStore};
+use serde_json::Value;
+
+/// Why one attempt to fetch a range failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    /// The object is not the version seen at mount (If-Match failed, or it
+    /// is gone).
+    #[error("changed since it was mounted ({0})")]
+    Changed(String),
+    /// The server answered a range request with the whole object.
+    #[error(
+        "the server does not support range requests (it answered a ranged GET with the whole object)"
+    )]
+    NoRange,
+    /// No byte arrived within the stall timeout.
+    #[error("no data for {0:?}")]
+    Stalled(Duration),
+    /// Anything else (connection refused, 5xx, ...), retried.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl FetchError {
+    /// Worth another attempt?
+    pub fn retryable(&self) -> bool {
+        matches!(self, FetchError::Stalled(_) | FetchError::Other(_))
+    }
+}
+
+/// What the server says about an object.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub size: u64,
+    /// ETag (S3, HTTP) or content hash (Hub), quoted as the server sent it.
+    pub etag: Option<String>,
+}
+
+/// One remote object's address.
+#[derive(Debug)]
+pub enum Target {
+    /// An S3 object or an HTTP(S) file, by its path in the store.
+    Store {
+        store: Arc<dyn ObjectStore>,
+        path: StorePath,
+    },
+    /// A file of a Hub repository at a commit.
+    Hub {
+        hub: Arc<Hub>,
+        /// `{endpoint}/{repo}/resolve/{commit}/{file}`.
+        resolve: String,
+        /// Where `resolve` redirected to (the CDN), once known.
+        cdn: Mutex<Option<String>>,
+    },
+}
+
+impl Target {
+    /// Fetch `range`, conditional on `etag` when given, handing the body to
+    /// `sink` piece by piece as it arrives. Returns what the response said
+    /// about the object.
+    pub async fn get(
+        &self,
+        range: Range<u64>,
+        etag: Option<&str>,
+        stall: Duration,
+        sink: &mut (dyn FnMut(&[u8]) -> Result<(), FetchError> + Send),
+    ) -> Result<Meta, FetchError> {
+        match self {
+            Target::Store { store, path } => {
+                let opts = GetOptions {
+                    range: Some(GetRange::Bounded(range.clone())),
+                    if_match: etag.map(str::to_string),
+                    ..Default::default()
+                };
+                let got = tokio::time::timeout(stall, store.get_opts(path, opts))
+                    .await
+                    .map_err(|_| FetchError::Stalled(stall))?
+                    .map_err(store_error)?;
+                let meta = Meta {
+                    size: got.meta.size,
+                    etag: got.meta.e_tag.clone(),
+                };
+                let mut body = got.into_stream();
+                loop {
+                    match tokio::time::timeout(stall, body.next()).await {
+                        Err(_) => return Err(FetchError::Stalled(stall)),
+                        Ok(None) => return Ok(meta),
+                        Ok(Some(Err(e))) => return Err(store_error(e)),
+                        Ok(Some(Ok(bytes))) => sink(&bytes)?,
+                    }
+                }
+            }
+            Target::Hub { hub, resolve, cdn } => {
+                let known = cdn.lock().unwrap().clone();
+                let url = known.clone().unwrap_or_else(|| resolve.clone());
+                let result = hub.get_range(&url, range.clone(), stall, sink).await;
+                match result {
+                    // A CDN link can expire: resolve again, once.
+                    Err(FetchError::Other(_)) if known.is_some() => {
+                        *cdn.lock().unwrap() = None;
+                        let (meta, landed) = hub.get_range(resolve, range, stall, sink).await?;
+                        *cdn.lock().unwrap() = Some(landed);
+                        Ok(meta)
+                    }
+                    Err(e) => Err(e),
+                    Ok((meta, landed)) => {
+                        *cdn.lock().unwrap() = Some(landed);
+                        Ok(meta)
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn store_error(e: object_store::Error) -> FetchError {
+    use object_store::Error as E;
+    match e {
+        E::Precondition { .. } | E::NotModified { .. } => {
+            FetchError::Changed("its ETag no longer matches".into())
+        }
+        E::NotFound { .. } => FetchError::Changed("it is gone".into()),
+        e => {
+            let text = e.to_string();
+            if text.contains("not partial")
+                || text.contains("NotPartial")
+                || text.contains("Range request not supported")
+            {
+                FetchError::NoRange
+            } else {
+                FetchError::Other(text)
+            }
+        }
+    }
+}
+
+/// A Hugging Face Hub endpoint with its credentials.
+#[derive(Debug)]
+pub struct Hub {
+    pub endpoint: String,
+    token: Option<String>,
+    client: reqwest::Client,
+}
+
+/// One file of a repository at a commit, from the tree listing.
+#[derive(Debug, Clone)]
+pub struct HubFile {
+    pub path: String,
+    pub size: u64,
+    /// The LFS sha256, or the git blob id of a small file.
+    pub oid: String,
+}
+
+impl Hub {
+    pub fn new(endpoint: &str, token: Option<String>, connect: Duration) -> Result<Hub, String> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(connect)
+            .user_agent(concat!("gyrofs/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Hub {
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            token,
+            client,
+        })
+    }
+
+    fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    async fn get_json(
+        &self,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<(Value, Option<String>), String> {
+        let resp = tokio::time::timeout(timeout, self.authed(self.client.get(url)).send())
+            .await
+            .map_err(|_| format!("GET {url}: no answer within {timeout:?}"))?
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let status = resp.status();
+        let next = resp
+            .headers()
+            .get_all(reqwest::header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(next_link);
+        let code = resp
+            .headers()
+            .get("x-error-code")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = tokio::time::timeout(timeout, resp.bytes())
+            .await
+            .map_err(|_| format!("GET {url}: no answer within {timeout:?}"))?
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        if !status.is_success() {
+            let why = match (status.as_u16(), code.as_deref()) {
+                (401, _) => "not authorized (set HF_TOKEN, or log in with huggingface-cli, for a private or gated repository)".to_string(),
+                (_, Some("RepositoryNotFound")) => "no such repository".to_string(),
+                (_, Some("RevisionNotFound")) => "no such revision".to_string(),
+                (s, _) => format!("HTTP {s}"),
+            };
+            return Err(format!("{url}: {why}"));
+        }
+        let v = serde_json::from_slice(&body).map_err(|e| format!("{url}: not JSON: {e}"))?;
+        Ok((v, next))
+    }
+
+    /// The commit that `revision` names now.
+    pub async fn commit(
+        &self,
+        repo: &str,
+        revision: &str,
+        timeout: Duration,
+    ) -> Result<String, String> {
+        let url = format!(
+            "{}/api/models/{repo}/revision/{}",
+            self.endpoint,
+            encode(revision)
+        );
+        let (v, _) = self.get_json(&url, timeout).await?;
+        v.get("sha")
+            .and_then(Value::as_str)
+            .filter(|s| is_commit(s))
+            .map(str::to_string)
+            .ok_or_else(|| format!("{url}: no commit sha in the answer"))
+    }
+
+    /// Every file of `repo` at `commit` (all pages of the tree listing).
+    pub async fn files(
+        &self,
+        repo: &str,
+        commit: &str,
+        timeout: Duration,
+    ) -> Result<Vec<HubFile>, String> {
+        let mut url = Some(format!(
+            "{}/api/models/{repo}/tree/{commit}?recursive=true",
+            self.endpoint
+        ));
+        let mut files = Vec::new();
+        while let Some(u) = url.take() {
+            let (v, next) = self.get_json(&u, timeout).await?;
+            let list = v.as_array().ok_or_else(|| format!("{u}: not a list"))?;
+            for e in list {
+                if e.get("type").and_then(Value::as_str) != Some("file") {
+                    continue;
+                }
+                let path = e.get("path").and_then(Value::as_str);
+                let size = e.get("size").and_then(Value::as_u64);
+                let oid = e
+                    .get("lfs")
+                    .and_then(|l| l.get("oid"))
+                    .or_else(|| e.get("oid"))
+                    .and_then(Value::as_str);
+                match (path, size, oid) {
+                    (Some(p), Some(s), Some(o)) => files.push(HubFile {
+                        path: p.to_string(),
+                        size: s,
+                        oid: o.to_string(),
+                    }),
+                    _ => return Err(format!("{u}: an entry lacks path, size or oid: {e}")),
+                }
+            }
+            url = next;
+        }
+        Ok(files)
+    }
+
+    pub fn resolve_url(&self, repo: &str, commit: &str, file: &str) -> String {
+        let path: Vec<String> = file.split('/').map(encode).collect();
+        format!(
+            "{}/{repo}/resolve/{commit}/{}",
+            self.endpoint,
+            path.join("/")
+        )
+    }
+
+    /// One ranged GET of `url` (redirects followed). Returns the object's
+    /// metadata and the URL that answered.
+    async fn get_range(
+        &self,
+        url: &str,
+        range: Range<u64>,
+        stall: Duration,
+        sink: &mut (dyn FnMut(&[u8]) -> Result<(), FetchError> + Send),
+    ) -> Result<(Meta, String), FetchError> {
+        let req = self.authed(self.client.get(url)).header(
+            reqwest::header::RANGE,
+            format!("bytes={}-{}", range.start, range.end - 1),
+        );
+        let resp = tokio::time::timeout(stall, req.send())
+            .await
+            .map_err(|_| FetchError::Stalled(stall))?
+            .map_err(|e| FetchError::Other(format!("GET {url}: {e}")))?;
+        let status = resp.status().as_u16();
+        match status {
+            206 => {}
+            200 => return Err(FetchError::NoRange),
+            404 | 410 | 412 => {
+                return Err(FetchError::Changed(format!("GET {url}: HTTP {status}")));
+            }
+            s => return Err(FetchError::Other(format!("GET {url}: HTTP {s}"))),
+        }
+        let landed = resp.url().to_string();
+        let total = resp
+            .headers()
+            .get(reqwest::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit('/').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| FetchError::Other(format!("GET {url}: no Content-Range total")))?;
+        let etag = resp
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut body = resp.bytes_stream();
+        let mut got = 0u64;
+        loop {
+            match tokio::time::timeout(stall, body.next()).await {
+                Err(_) => return Err(FetchError::Stalled(stall)),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(FetchError::Other(format!("GET {url}: {e}"))),
+                Ok(Some(Ok(b))) => {
+                    got += b.len() as u64;
+                    sink(&b)?;
+                }
+            }
+        }
+        if got != range.end - range.start {
+            return Err(FetchError::Other(format!(
+                "GET {url}: {got} bytes for a range of {}",
+                range.end - range.start
+            )));
+        }
+        Ok((Meta { size: total, etag }, landed))
+    }
+}
+
+/// The `rel="next"` URL of a `Link` header value.
+fn next_link(v: &str) -> Option<String> {
+    v.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        params.contains("rel=\"next\"").then(|| {
+            url.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        })
+    })
+}
+
+/// Percent-encode a path segment.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A full 40-hex-digit commit id?
+pub fn is_commit(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_and_encoding() {
+        assert_eq!(
+            next_link("<http://h/api/x?cursor=a>; rel=\"next\"").as_deref(),
+            Some("http://h/api/x?cursor=a")
+        );
+        assert_eq!(next_link("<http://h/y>; rel=\"prev\""), None);
+        assert_eq!(encode("refs/pr/1"), "refs%2Fpr%2F1");
+        assert!(is_commit(&"a".repeat(40)));
+        assert!(!is_commit("main"));
+    }
+}

@@ -1,0 +1,578 @@
+//! Remote sources through real mounts, against an offline fake of S3, the
+//! Hugging Face Hub and plain HTTP range servers (`scripts/fake_remote.py`,
+//! Python standard library only). The server counts requests and bytes and
+//! injects stalls, failures and a missing range support; the tests assert
+//! on bytes and request counts, never on wall time (docs/REMOTE.md).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// A running fake server, killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+    /// `ROOT/<bucket>/...`: S3 objects and plain files.
+    root: PathBuf,
+    /// `HUB/<org>/<name>/commits/<sha>/...` and `refs/<rev>`.
+    hub: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let hub = dir.path().join("hub");
+        std::fs::create_dir_all(root.join("bucket")).unwrap();
+        std::fs::create_dir_all(&hub).unwrap();
+        let port_file = dir.path().join("port");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fake_remote.py");
+        let child = Command::new("python3")
+            .arg(script)
+            .args(["--root", root.to_str().unwrap()])
+            .args(["--hub-root", hub.to_str().unwrap()])
+            .args(["--port-file", port_file.to_str().unwrap()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3 runs the fake server");
+        let mut s = Server {
+            child,
+            port: 0,
+            root,
+            hub,
+            _dir: dir,
+        };
+        wait_until("the fake server", Duration::from_secs(20), || {
+            std::fs::read_to_string(&port_file).is_ok_and(|p| p.ends_with('\n'))
+        });
+        s.port = std::fs::read_to_string(&port_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        s
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// One request to the control API.
+    fn call(&self, method: &str, path: &str, body: &str) -> Value {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        serde_json::from_str(body).unwrap_or(Value::Null)
+    }
+
+    fn stats(&self) -> Value {
+        self.call("GET", "/__stats", "")
+    }
+
+    fn reset(&self) {
+        self.call("POST", "/__reset", "");
+    }
+
+    fn control(&self, settings: Value) {
+        self.call("POST", "/__control", &settings.to_string());
+    }
+
+    /// The environment a gyrofs process needs to reach this server.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT_URL", self.url()),
+            ("HF_ENDPOINT", self.url()),
+            ("HF_TOKEN", String::new()),
+            ("HOME", "/nonexistent".into()),
+        ]
+    }
+
+    /// Publish `src` (a file or folder) as Hub repository `org/name` at
+    /// commit `sha`, branch `main`.
+    fn publish_hub(&self, repo: &str, sha: &str, src: &Path) {
+        let r = self.hub.join(repo);
+        copy(src, &r.join("commits").join(sha));
+        std::fs::create_dir_all(r.join("refs")).unwrap();
+        std::fs::write(r.join("refs/main"), format!("{sha}\n")).unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Copy a file or a folder (recursively) to `dst`.
+fn copy(src: &Path, dst: &Path) {
+    if src.is_dir() {
+        std::fs::create_dir_all(dst).unwrap();
+        for e in std::fs::read_dir(src).unwrap() {
+            let e = e.unwrap();
+            copy(&e.path(), &dst.join(e.file_name()));
+        }
+    } else {
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(src, dst).unwrap();
+    }
+}
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+/// Mount `url` with a cache in `cache` and these extra arguments.
+fn mount_remote(server: &Server, url: &str, cache: &Path, extra: &[&str]) -> Mount {
+    let mut args = vec!["--cache-dir", cache.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Mount::with_env(Path::new(url), &args, &server.env())
+}
+
+/// Every file of both mounts is present in the other with the same bytes.
+fn assert_same_tree(local: &Mount, remote: &Mount, what: &str) {
+    let (a, b) = (walk(&local.path), walk(&remote.path));
+    assert_eq!(a, b, "{what}: trees differ");
+    assert!(!a.is_empty());
+    for f in &a {
+        let x = std::fs::read(local.join(f)).unwrap();
+        let y = std::fs::read(remote.join(f)).unwrap_or_else(|e| panic!("{what}: {f}: {e}"));
+        assert!(x == y, "{what}: {f} differs");
+    }
+}
+
+#[test]
+fn every_format_and_protocol_matches_a_local_mount() {
+    let server = Server::start(&[]);
+    let bucket = server.root.join("bucket");
+    copy(&data("gpt-oss-tiny"), &bucket.join("gpt-oss-tiny"));
+    copy(
+        &data("torch-models/hf-gpt2-sharded"),
+        &bucket.join("gpt2-bin"),
+    );
+    copy(&data("torch/nanogpt.pt"), &bucket.join("nanogpt.pt"));
+    copy(
+        &data("torch/dtypes-legacy.pt"),
+        &bucket.join("legacy/dtypes-legacy.pt"),
+    );
+    copy(
+        &data("gguf-models/llama-q4_k.gguf"),
+        &bucket.join("gguf/llama-q4_k.gguf"),
+    );
+    let sha = "1111111111111111111111111111111111111111";
+    server.publish_hub("org/tiny", sha, &data("gpt-oss-tiny"));
+    let cache = tempfile::tempdir().unwrap();
+    let u = server.url();
+    let cases: Vec<(String, PathBuf)> = vec![
+        ("s3://bucket/gpt-oss-tiny".into(), data("gpt-oss-tiny")),
+        (
+            "s3://bucket/gpt-oss-tiny/original".into(),
+            data("gpt-oss-tiny/original"),
+        ),
+        (
+            "s3://bucket/gpt2-bin/".into(),
+            data("torch-models/hf-gpt2-sharded"),
+        ),
+        ("s3://bucket/nanogpt.pt".into(), data("torch/nanogpt.pt")),
+        (
+            format!("{u}/bucket/legacy/dtypes-legacy.pt"),
+            data("torch/dtypes-legacy.pt"),
+        ),
+        (
+            format!("{u}/bucket/gguf/llama-q4_k.gguf"),
+            data("gguf-models/llama-q4_k.gguf"),
+        ),
+        ("hf://org/tiny".into(), data("gpt-oss-tiny")),
+    ];
+    for (url, local) in &cases {
+        let l = Mount::new(local);
+        let r = mount_remote(&server, url, cache.path(), &[]);
+        assert_same_tree(&l, &r, url);
+    }
+    // `ls` and `convert` take the same sources.
+    let remote_args = ["--cache-dir", cache.path().to_str().unwrap()];
+    let ls = |src: &str, extra: &[&str]| {
+        let out = Command::new(GYROFS)
+            .arg("ls")
+            .arg(src)
+            .args(extra)
+            .envs(server.env())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    assert_eq!(
+        ls("s3://bucket/gpt-oss-tiny", &remote_args),
+        ls(data("gpt-oss-tiny").to_str().unwrap(), &[])
+    );
+    let out = tempfile::tempdir().unwrap();
+    let st = Command::new(GYROFS)
+        .args(["convert", "hf://org/tiny"])
+        .arg(out.path().join("bf16"))
+        .args(["--quiet"])
+        .args(remote_args)
+        .envs(server.env())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let local = convert(&data("gpt-oss-tiny"), "bf16");
+    let local = local.path().join("out");
+    assert_eq!(walk(out.path().join("bf16").as_path()), walk(&local));
+    for f in walk(&local) {
+        assert_eq!(
+            std::fs::read(out.path().join("bf16").join(&f)).unwrap(),
+            std::fs::read(local.join(&f)).unwrap(),
+            "convert {f}"
+        );
+    }
+}
+
+/// A gpt-oss-shaped MoE layer (experts the size of gpt-oss-20b's: hidden
+/// and intermediate 2880) with the sample's config.
+fn gpt_oss_shaped(dir: &Path, experts: usize) -> Vec<T> {
+    let (h, i) = (2880usize, 2880usize);
+    let p = "model.layers.0.mlp.experts";
+    let ts = vec![
+        T::new("model.embed_tokens.weight", "BF16", &[32, h], 1),
+        T::new(
+            &format!("{p}.gate_up_proj_blocks"),
+            "U8",
+            &[experts, 2 * i, h / 32, 16],
+            2,
+        ),
+        T::new(
+            &format!("{p}.gate_up_proj_scales"),
+            "U8",
+            &[experts, 2 * i, h / 32],
+            3,
+        ),
+        T::new(
+            &format!("{p}.gate_up_proj_bias"),
+            "BF16",
+            &[experts, 2 * i],
+            4,
+        ),
+        T::new(
+            &format!("{p}.down_proj_blocks"),
+            "U8",
+            &[experts, h, i / 32, 16],
+            5,
+        ),
+        T::new(
+            &format!("{p}.down_proj_scales"),
+            "U8",
+            &[experts, h, i / 32],
+            6,
+        ),
+        T::new(&format!("{p}.down_proj_bias"), "BF16", &[experts, h], 7),
+    ];
+    std::fs::create_dir_all(dir).unwrap();
+    write_safetensors(&dir.join("model.safetensors"), &ts);
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(data("gpt-oss-tiny/config.json")).unwrap()).unwrap();
+    config["hidden_size"] = json!(h);
+    config["intermediate_size"] = json!(i);
+    config["num_hidden_layers"] = json!(1);
+    config["num_local_experts"] = json!(experts);
+    config["layer_types"] = json!(["full_attention"]);
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    ts
+}
+
+#[test]
+fn mount_fetches_headers_and_one_expert_fetches_its_bytes() {
+    let server = Server::start(&[]);
+    let src = server.root.join("bucket/moe");
+    let experts = 4;
+    let ts = gpt_oss_shaped(&src, experts);
+    // A second file, to count requests per file.
+    copy(
+        &data("gpt-oss-tiny/generation_config.json"),
+        &src.join("generation_config.json"),
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let mnt = mount_remote(&server, "s3://bucket/moe", cache.path(), &[]);
+    let st = server.stats();
+    let files = 3u64;
+    // One listing (after a HEAD that finds no such object), then at most two
+    // data requests per file: the first block, and the rest of a header.
+    assert!(
+        st["requests"].as_u64().unwrap() <= 2 + 2 * files,
+        "mount: {st}"
+    );
+    let header = {
+        let f = std::fs::read(src.join("model.safetensors")).unwrap();
+        8 + u64::from_le_bytes(f[..8].try_into().unwrap())
+    };
+    let mount_bytes = st["bytes"].as_u64().unwrap();
+    assert!(
+        mount_bytes <= header.max(64 << 10) + 2 * (64 << 10),
+        "mount fetched {mount_bytes} bytes (header {header})"
+    );
+
+    // One expert's file: its slice of every expert tensor, and little more.
+    let local = Mount::new(&src);
+    let expert = 2usize;
+    let share: u64 = ts
+        .iter()
+        .filter(|t| t.name.contains(".experts."))
+        .map(|t| t.data.len() as u64 / experts as u64)
+        .sum();
+    for view in ["bf16", "raw"] {
+        server.reset();
+        let f = format!("{view}/experts/layer_00_expert_{expert:03}.safetensors");
+        let got = std::fs::read(mnt.join(&f)).unwrap();
+        assert!(got == std::fs::read(local.join(&f)).unwrap(), "{f}");
+        let st = server.stats();
+        let fetched = st["bytes"].as_u64().unwrap();
+        // The bf16 file was read first, so raw finds its bytes cached.
+        if view == "bf16" {
+            assert!(
+                fetched as f64 <= 1.1 * share as f64,
+                "{f}: fetched {fetched} bytes for an expert of {share}"
+            );
+            assert!(fetched >= share, "{f}: fetched {fetched} < {share}");
+        } else {
+            assert_eq!(fetched, 0, "{f}: cached already");
+        }
+    }
+    // A cold raw read of another expert: also its own bytes only.
+    server.reset();
+    let f = "raw/experts/layer_00_expert_000.safetensors";
+    assert!(std::fs::read(mnt.join(f)).unwrap() == std::fs::read(local.join(f)).unwrap());
+    let fetched = server.stats()["bytes"].as_u64().unwrap();
+    assert!(
+        fetched as f64 <= 1.1 * share as f64,
+        "{f}: fetched {fetched} bytes for an expert of {share}"
+    );
+}
+
+#[test]
+fn warm_remount_of_a_pinned_revision_makes_no_request() {
+    let server = Server::start(&[]);
+    let sha = "2222222222222222222222222222222222222222";
+    server.publish_hub("org/tiny", sha, &data("gpt-oss-tiny"));
+    let cache = tempfile::tempdir().unwrap();
+    let pinned = format!("hf://org/tiny@{sha}");
+    {
+        let m = mount_remote(&server, "hf://org/tiny", cache.path(), &[]);
+        for f in walk(&m.path) {
+            std::fs::read(m.join(&f)).unwrap();
+        }
+    }
+    server.reset();
+    {
+        let m = mount_remote(&server, &pinned, cache.path(), &[]);
+        for f in walk(&m.path) {
+            std::fs::read(m.join(&f)).unwrap();
+        }
+    }
+    let st = server.stats();
+    assert_eq!(st["requests"], 0, "pinned warm remount: {st}");
+    // A branch costs one API call (branch -> commit), and still no data.
+    server.reset();
+    {
+        let m = mount_remote(&server, "hf://org/tiny@main", cache.path(), &[]);
+        for f in walk(&m.path) {
+            std::fs::read(m.join(&f)).unwrap();
+        }
+    }
+    let st = server.stats();
+    assert_eq!(st["requests"], 1, "{st}");
+    assert_eq!(st["data_requests"], 0, "{st}");
+}
+
+#[test]
+fn a_changed_object_reads_as_eio_never_mixed() {
+    let server = Server::start(&[]);
+    let dir = server.root.join("bucket/m");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ts = vec![T::new("w", "BF16", &[1024, 1024], 1)];
+    write_safetensors(&dir.join("model.safetensors"), &ts);
+    let cache = tempfile::tempdir().unwrap();
+    let mnt = mount_remote(&server, "s3://bucket/m", cache.path(), &[]);
+    // Rewrite the object (same size, other bytes): a new ETag.
+    let changed = vec![T::new("w", "BF16", &[1024, 1024], 2)];
+    std::thread::sleep(Duration::from_millis(20));
+    write_safetensors(&dir.join("model.safetensors"), &changed);
+    let err = std::fs::read(mnt.join("raw/model.safetensors")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    // And it stays so.
+    let err = std::fs::read(mnt.join("raw/tensors/w.safetensors")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    let log = std::fs::read_to_string(&mnt.log).unwrap();
+    assert!(log.contains("changed since it was mounted"), "{log}");
+}
+
+#[test]
+fn a_stalled_server_gives_eio_in_time_while_other_files_read() {
+    let server = Server::start(&[]);
+    let dir = server.root.join("bucket/two");
+    std::fs::create_dir_all(&dir).unwrap();
+    write_safetensors(
+        &dir.join("model-00001-of-00002.safetensors"),
+        &[T::new("a", "BF16", &[512, 1024], 1)],
+    );
+    write_safetensors(
+        &dir.join("model-00002-of-00002.safetensors"),
+        &[T::new("b", "BF16", &[512, 1024], 2)],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let mnt = mount_remote(
+        &server,
+        "s3://bucket/two",
+        cache.path(),
+        &["--timeout", "1", "--retries", "1"],
+    );
+    server.control(json!({"stall": ["00001-of"]}));
+    let started = Instant::now();
+    let stalled = {
+        let p = mnt.join("raw/tensors/a.safetensors");
+        std::thread::spawn(move || std::fs::read(p).map_err(|e| e.raw_os_error()))
+    };
+    // Meanwhile the other shard reads, and gives its bytes.
+    std::thread::sleep(Duration::from_millis(200));
+    let b = std::fs::read(mnt.join("raw/tensors/b.safetensors")).unwrap();
+    assert_eq!(
+        read_st(&b)["b"].2,
+        T::new("b", "BF16", &[512, 1024], 2).data
+    );
+    assert!(!stalled.is_finished(), "the stalled read was not stalled");
+    let got = stalled.join().unwrap();
+    assert_eq!(got.unwrap_err(), Some(libc::EIO));
+    // Two attempts of 1 s plus backoff: well under the bound.
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // The server recovers: the read succeeds again (nothing was cached wrong).
+    server.control(json!({"stall": []}));
+    let a = std::fs::read(mnt.join("raw/tensors/a.safetensors")).unwrap();
+    assert_eq!(
+        read_st(&a)["a"].2,
+        T::new("a", "BF16", &[512, 1024], 1).data
+    );
+}
+
+#[test]
+fn failures_are_retried_and_a_server_without_ranges_is_refused() {
+    let server = Server::start(&[]);
+    copy(
+        &data("torch/nanogpt.pt"),
+        &server.root.join("bucket/nanogpt.pt"),
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let url = format!("{}/bucket/nanogpt.pt", server.url());
+    server.control(json!({"fail": {"nanogpt": 2}}));
+    {
+        let m = mount_remote(&server, &url, cache.path(), &["--retries", "3"]);
+        let l = Mount::new(&data("torch/nanogpt.pt"));
+        assert_same_tree(&l, &m, "after injected 503s");
+    }
+    server.control(json!({"no_range": true}));
+    let out = Command::new(GYROFS)
+        .args(["ls", &url, "--cache-dir"])
+        .arg(tempfile::tempdir().unwrap().path())
+        .envs(server.env())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("range requests"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn private_hub_repository_needs_the_token() {
+    let server = Server::start(&["--hub-token", "sekret"]);
+    let sha = "3333333333333333333333333333333333333333";
+    server.publish_hub("org/private", sha, &data("gpt-oss-tiny/original"));
+    let cache = tempfile::tempdir().unwrap();
+    let out = Command::new(GYROFS)
+        .args(["ls", "hf://org/private", "--cache-dir"])
+        .arg(cache.path())
+        .envs(server.env())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("HF_TOKEN"), "{err}");
+    let mut env = server.env();
+    env.retain(|(k, _)| *k != "HF_TOKEN");
+    env.push(("HF_TOKEN", "sekret".into()));
+    let m = Mount::with_env(
+        Path::new("hf://org/private"),
+        &["--cache-dir", cache.path().to_str().unwrap()],
+        &env,
+    );
+    let l = Mount::new(&data("gpt-oss-tiny/original"));
+    assert_same_tree(&l, &m, "private repository");
+}
+
+#[test]
+fn the_cache_stays_within_its_size_and_serves_right_bytes() {
+    let server = Server::start(&[]);
+    let dir = server.root.join("bucket/big");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ts: Vec<T> = (0..6)
+        .map(|k| T::new(&format!("t{k}"), "BF16", &[4096, 1024], k as u64))
+        .collect();
+    write_safetensors(&dir.join("model.safetensors"), &ts);
+    let cache = tempfile::tempdir().unwrap();
+    // 48 MiB of tensors through a 20 MiB cache.
+    let mnt = mount_remote(
+        &server,
+        "s3://bucket/big",
+        cache.path(),
+        &["--cache-size", "20M"],
+    );
+    for round in 0..2 {
+        for t in &ts {
+            let got =
+                std::fs::read(mnt.join(&format!("raw/tensors/{}.safetensors", t.name))).unwrap();
+            assert!(
+                read_st(&got)[&t.name].2 == t.data,
+                "round {round}: {}",
+                t.name
+            );
+        }
+    }
+    let used = || {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::read_dir(cache.path().join("objects"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.metadata().unwrap().blocks() * 512)
+            .sum::<u64>()
+    };
+    // Eviction runs in the background: bounded wait for it to catch up.
+    wait_until(
+        "the cache to shrink under its cap",
+        Duration::from_secs(20),
+        || used() <= (20 << 20) + (1 << 20),
+    );
+}

@@ -216,7 +216,12 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+    // A mount's log also shows the progress of long remote fetches.
+    let filter = match cli.command {
+        Cmd::Mount { .. } => "warn,gyrofs::remote=info",
+        _ => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter))
         .format_timestamp_millis()
         .init();
     match run(cli) {

@@ -181,6 +181,9 @@ fn every_format_and_protocol_matches_a_local_mount() {
         &data("gguf-models/llama-q4_k.gguf"),
         &bucket.join("gguf/llama-q4_k.gguf"),
     );
+    let split = tempfile::tempdir().unwrap();
+    write_split_gguf(split.path());
+    copy(split.path(), &bucket.join("split"));
     let sha = "1111111111111111111111111111111111111111";
     server.publish_hub("org/tiny", sha, &data("gpt-oss-tiny"));
     let cache = tempfile::tempdir().unwrap();
@@ -205,6 +208,11 @@ fn every_format_and_protocol_matches_a_local_mount() {
             data("gguf-models/llama-q4_k.gguf"),
         ),
         ("hf://org/tiny".into(), data("gpt-oss-tiny")),
+        ("s3://bucket/split".into(), split.path().to_path_buf()),
+        (
+            "s3://bucket/split/toy-00002-of-00002.gguf".into(),
+            split.path().join("toy-00002-of-00002.gguf"),
+        ),
     ];
     for (url, local) in &cases {
         let l = Mount::new(local);
@@ -250,6 +258,31 @@ fn every_format_and_protocol_matches_a_local_mount() {
             std::fs::read(out.path().join("bf16").join(&f)).unwrap(),
             std::fs::read(local.join(&f)).unwrap(),
             "convert {f}"
+        );
+    }
+}
+
+/// A GGUF split set of two parts in `dir`.
+fn write_split_gguf(dir: &Path) {
+    for i in 0..2u16 {
+        let t = vec![GT {
+            name: format!("blk.{i}.ffn_up.weight"),
+            ty: 0,
+            dims: vec![64, 4],
+            data: bytes(i as u64 + 1, 64 * 4 * 4),
+        }];
+        let mut kvs = vec![
+            ("split.no", Kv::U16(i)),
+            ("split.count", Kv::U16(2)),
+            ("split.tensors.count", Kv::I32(2)),
+        ];
+        if i == 0 {
+            kvs.insert(0, ("general.architecture", Kv::Str("llama")));
+        }
+        write_gguf(
+            &dir.join(format!("toy-{:05}-of-00002.gguf", i + 1)),
+            &kvs,
+            &t,
         );
     }
 }
@@ -371,6 +404,35 @@ fn mount_fetches_headers_and_one_expert_fetches_its_bytes() {
     assert!(
         fetched as f64 <= 1.1 * share as f64,
         "{f}: fetched {fetched} bytes for an expert of {share}"
+    );
+}
+
+#[test]
+fn concurrent_readers_of_a_block_make_one_fetch() {
+    let server = Server::start(&[]);
+    let dir = server.root.join("bucket/one");
+    std::fs::create_dir_all(&dir).unwrap();
+    let t = T::new("w", "BF16", &[2048, 1024], 9);
+    write_safetensors(&dir.join("model.safetensors"), std::slice::from_ref(&t));
+    let cache = tempfile::tempdir().unwrap();
+    let mnt = mount_remote(&server, "s3://bucket/one", cache.path(), &[]);
+    server.control(json!({"latency_ms": 200}));
+    server.reset();
+    let readers: Vec<_> = (0..4)
+        .map(|k| {
+            // Different files over the same source bytes.
+            let p = mnt.join(["raw/model.safetensors", "raw/tensors/w.safetensors"][k % 2]);
+            std::thread::spawn(move || std::fs::read(p).unwrap())
+        })
+        .collect();
+    for r in readers {
+        assert!(read_st(&r.join().unwrap())["w"].2 == t.data);
+    }
+    let fetched = server.stats()["bytes"].as_u64().unwrap();
+    let size = t.data.len() as u64;
+    assert!(
+        fetched <= size + (128 << 10),
+        "4 readers fetched {fetched} bytes of a {size}-byte tensor"
     );
 }
 

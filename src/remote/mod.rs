@@ -338,20 +338,52 @@ async fn list_s3(
         match tokio::time::timeout(timeout, store.head(&path)).await {
             Err(_) => return fail(url, format!("no answer within {timeout:?}")),
             Ok(Ok(meta)) => {
-                let name = key.rsplit('/').next().unwrap_or(key).to_string();
-                return Ok((vec![listed(path, name, meta)], true));
+                let (parent, name) = key.rsplit_once('/').unwrap_or(("", key));
+                let Some((stem, _, count)) = crate::source::gguf_set::split_name(name) else {
+                    return Ok((vec![listed(path, name.to_string(), meta)], true));
+                };
+                // One part of a GGUF split set names the whole set (as a
+                // local part does): list its siblings too.
+                let siblings = list_prefix(url, &store, parent, timeout).await?;
+                let mut set: Vec<Listed> = siblings
+                    .into_iter()
+                    .filter(|(n, _)| {
+                        crate::source::gguf_set::split_name(n)
+                            .is_some_and(|(s, _, c)| s == stem && c == count)
+                    })
+                    .map(|(n, m)| listed(m.location.clone(), n, m))
+                    .collect();
+                // The named part first: `prepare` returns its path.
+                set.sort_by_key(|l| l.name != name);
+                return Ok((set, true));
             }
             Ok(Err(object_store::Error::NotFound { .. })) => {}
             Ok(Err(e)) => return fail(url, e.to_string()),
         }
     }
+    let found = list_prefix(url, &store, key, timeout).await?;
+    let out = found
+        .into_iter()
+        .map(|(name, meta)| listed(meta.location.clone(), name, meta))
+        .collect();
+    Ok((out, false))
+}
+
+/// Every object under `key/` (all of the bucket for ""), with its name
+/// relative to it.
+async fn list_prefix(
+    url: &str,
+    store: &Arc<dyn ObjectStore>,
+    key: &str,
+    timeout: Duration,
+) -> Result<Vec<(String, object_store::ObjectMeta)>, RemoteError> {
     let prefix = (!key.is_empty()).then(|| StorePath::from(key));
     let mut stream = store.list(prefix.as_ref());
     let mut out = Vec::new();
     loop {
         match tokio::time::timeout(timeout, stream.next()).await {
             Err(_) => return fail(url, format!("listing: no answer within {timeout:?}")),
-            Ok(None) => break,
+            Ok(None) => return Ok(out),
             Ok(Some(Err(e))) => return fail(url, format!("listing: {e}")),
             Ok(Some(Ok(meta))) => {
                 let full = meta.location.to_string();
@@ -362,11 +394,10 @@ async fn list_s3(
                         None => continue,
                     },
                 };
-                out.push(listed(meta.location.clone(), name, meta));
+                out.push((name, meta));
             }
         }
     }
-    Ok((out, false))
 }
 
 /// An http(s) file: its size and ETag come from a ranged GET of its first

@@ -14,7 +14,7 @@
 //!   attempts are retried with backoff, resuming after the blocks that
 //!   landed. A reader waits as long as blocks of its range keep landing.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -26,7 +26,12 @@ pub const MAX_PART: u64 = 8 << 20;
 /// Smallest part a long run is split into (for parallel transfer).
 const MIN_PART: u64 = 1 << 20;
 /// Ranged GETs in flight at once, per process.
-pub const MAX_IN_FLIGHT: usize = 16;
+pub const MAX_IN_FLIGHT: usize = 32;
+/// ... and per object: a stalled object cannot take every slot.
+pub const MAX_IN_FLIGHT_PER_OBJECT: usize = 8;
+/// A progress line is logged (at info) each time this much more of an
+/// object has been fetched.
+const PROGRESS_EVERY: u64 = 1 << 30;
 
 /// Network behaviour.
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +96,11 @@ pub struct RemoteObject {
     limits: Limits,
     changed: AtomicBool,
     last_error: Mutex<String>,
+    /// GETs of this object in flight.
+    slots: tokio::sync::Semaphore,
+    /// Bytes fetched so far (for progress lines).
+    fetched: AtomicU64,
+    started: std::time::Instant,
 }
 
 impl RemoteObject {
@@ -110,6 +120,9 @@ impl RemoteObject {
             limits,
             changed: AtomicBool::new(false),
             last_error: Mutex::new(String::new()),
+            slots: tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_OBJECT),
+            fetched: AtomicU64::new(0),
+            started: std::time::Instant::now(),
         })
     }
 
@@ -197,16 +210,30 @@ impl RemoteObject {
         }
     }
 
+    /// Count `bytes` more fetched; log a line every [`PROGRESS_EVERY`].
+    fn progress(&self, bytes: u64) {
+        let before = self.fetched.fetch_add(bytes, Ordering::Relaxed);
+        let after = before + bytes;
+        if after / PROGRESS_EVERY > before / PROGRESS_EVERY {
+            let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+            log::info!(
+                "{}: {} MiB of {} MiB fetched ({:.0} MB/s since mount)",
+                self.url,
+                after >> 20,
+                self.len >> 20,
+                after as f64 / secs / 1e6
+            );
+        }
+    }
+
     /// Fetch blocks `b0..b1` (claimed by the caller), retrying and resuming.
     async fn fetch(self: Arc<Self>, b0: usize, b1: usize) {
-        let _permit = in_flight()
-            .acquire()
-            .await
-            .expect("semaphore is never closed");
         let mut next = b0;
         let mut attempt = 0;
-        let started = std::time::Instant::now();
         loop {
+            // Slots are held for one attempt, not across a backoff.
+            let _mine = self.slots.acquire().await.expect("never closed");
+            let _any = in_flight().acquire().await.expect("never closed");
             if self.is_changed() {
                 self.entry.abandon(next, b1);
                 return;
@@ -217,14 +244,14 @@ impl RemoteObject {
             let entry = &self.entry;
             let mut sink = |mut bytes: &[u8]| -> Result<(), FetchError> {
                 while !bytes.is_empty() {
+                    if landing >= b1 {
+                        return Err(FetchError::Other("more bytes than asked for".into()));
+                    }
                     let want = entry.span(landing, landing + 1).1 as usize;
                     let take = (want - buf.len()).min(bytes.len());
                     buf.extend_from_slice(&bytes[..take]);
                     bytes = &bytes[take..];
                     if buf.len() == want {
-                        if landing >= b1 {
-                            return Err(FetchError::Other("more bytes than asked for".into()));
-                        }
                         entry
                             .land(landing, &buf)
                             .map_err(|e| FetchError::Other(format!("cache write: {e}")))?;
@@ -245,13 +272,7 @@ impl RemoteObject {
                 .await;
             let err = match got {
                 Ok(_) if landing == b1 => {
-                    if len >= 32 << 20 {
-                        log::info!(
-                            "{}: fetched {len} bytes at {start} in {:.2?}",
-                            self.url,
-                            started.elapsed()
-                        );
-                    }
+                    self.progress(len);
                     return;
                 }
                 Ok(_) => FetchError::Other(format!(
@@ -262,9 +283,11 @@ impl RemoteObject {
             };
             if landing > next {
                 // Progress: the next attempt resumes after it.
+                self.progress(self.entry.span(next, landing).1);
                 next = landing;
                 attempt = 0;
             }
+            drop((_mine, _any));
             attempt += 1;
             match &err {
                 FetchError::Changed(why) => {

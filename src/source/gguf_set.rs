@@ -22,7 +22,7 @@ use crate::source::mapped::SourceFile;
 use crate::source::{check_unique_names, file_name};
 
 /// `(prefix, number, count)` of a split file name `prefix-0000i-of-0000n.gguf`.
-fn split_name(name: &str) -> Option<(&str, u32, u32)> {
+pub(crate) fn split_name(name: &str) -> Option<(&str, u32, u32)> {
     let stem = name.strip_suffix(".gguf")?;
     let (rest, count) = stem.rsplit_once("-of-")?;
     let (prefix, no) = rest.rsplit_once('-')?;

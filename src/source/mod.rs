@@ -25,7 +25,7 @@
 
 pub mod fault;
 pub mod gguf;
-mod gguf_set;
+pub(crate) mod gguf_set;
 pub mod mapped;
 pub mod safetensors;
 pub mod torch;

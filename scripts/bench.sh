@@ -35,8 +35,14 @@ else
 fi
 MNT=$BENCH_DIR/mnt
 mkdir -p "$MNT"
-cleanup() { umount -l "$MNT" 2>/dev/null || true; }
+# REMOTE_PID: the fake remote server of `remote`, killed on every exit path.
+REMOTE_PID=
+cleanup() {
+    umount -l "$MNT" 2>/dev/null || true
+    if [ -n "$REMOTE_PID" ]; then kill "$REMOTE_PID" 2>/dev/null || true; fi
+}
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 now() { date +%s.%N; }
 # secs CMD...: wall seconds of one run

@@ -208,6 +208,14 @@ fn every_format_and_protocol_matches_a_local_mount() {
             data("gguf-models/llama-q4_k.gguf"),
         ),
         ("hf://org/tiny".into(), data("gpt-oss-tiny")),
+        (
+            format!("hf://org/tiny@{sha}/original"),
+            data("gpt-oss-tiny/original"),
+        ),
+        (
+            "hf://org/tiny/model-00002-of-00002.safetensors".into(),
+            data("gpt-oss-tiny/model-00002-of-00002.safetensors"),
+        ),
         ("s3://bucket/split".into(), split.path().to_path_buf()),
         (
             "s3://bucket/split/toy-00002-of-00002.gguf".into(),

@@ -40,6 +40,9 @@ const GROUP_BLOCKS: usize = 256;
 const MAGIC: &[u8; 8] = b"GYROIDX1";
 const HEADER: usize = 64;
 const STORED_BIT: u64 = 1 << 63;
+/// Largest object the cache takes (16 TiB): its per-block state is then
+/// 256 MiB at most.
+pub const MAX_OBJECT: u64 = 1 << 44;
 
 /// State of one block in this process.
 pub(crate) mod state {
@@ -243,6 +246,12 @@ impl Entry {
     /// Open the cached blocks of object `key` (`len` bytes), creating the
     /// files if needed. Fails if another process holds them.
     pub fn open(cache: &Arc<Cache>, key: &str, len: u64) -> std::io::Result<Arc<Entry>> {
+        if len > MAX_OBJECT {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("an object of {len} bytes is larger than gyrofs serves ({MAX_OBJECT})"),
+            ));
+        }
         let data_path = cache.objects.join(format!("{key}.data"));
         let idx_path = cache.objects.join(format!("{key}.idx"));
         let data = OpenOptions::new()

@@ -86,9 +86,19 @@ fn fail<T>(url: &str, why: impl Into<String>) -> Result<T, RemoteError> {
 /// A parsed SOURCE URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
-    S3 { bucket: String, key: String },
-    Http { url: String },
-    Hub { repo: String, revision: String },
+    S3 {
+        bucket: String,
+        key: String,
+    },
+    Http {
+        url: String,
+    },
+    /// `path`: a file or folder inside the repository ("" for all of it).
+    Hub {
+        repo: String,
+        revision: String,
+        path: String,
+    },
 }
 
 /// Is SOURCE a URL gyrofs fetches (rather than a local path)?
@@ -112,16 +122,22 @@ pub fn parse_url(url: &str) -> Result<Location, RemoteError> {
         });
     }
     if let Some(rest) = url.strip_prefix("hf://") {
+        // hf://ORG/MODEL[@REVISION][/PATH]
         let rest = rest.strip_prefix("models/").unwrap_or(rest);
-        let (repo, revision) = rest.split_once('@').unwrap_or((rest, "main"));
-        let repo = repo.trim_end_matches('/');
-        let parts: Vec<&str> = repo.split('/').collect();
-        if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) || revision.is_empty() {
-            return fail(url, "use hf://ORG/MODEL or hf://ORG/MODEL@REVISION");
+        let mut parts = rest.splitn(3, '/');
+        let (org, model) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let path = parts.next().unwrap_or("").trim_matches('/');
+        let (model, revision) = model.split_once('@').unwrap_or((model, "main"));
+        if org.is_empty() || model.is_empty() || revision.is_empty() {
+            return fail(
+                url,
+                "use hf://ORG/MODEL, hf://ORG/MODEL@REVISION or hf://ORG/MODEL@REVISION/PATH",
+            );
         }
         return Ok(Location::Hub {
-            repo: repo.to_string(),
-            revision: revision.to_string(),
+            repo: format!("{org}/{model}"),
+            revision: revision.replace("%2F", "/").replace("%2f", "/"),
+            path: path.to_string(),
         });
     }
     if url.starts_with("http://") || url.starts_with("https://") {
@@ -194,10 +210,14 @@ pub fn prepare(url: &str, opts: &RemoteOptions) -> Result<PathBuf, RemoteError> 
     let (listed, single) = match &location {
         Location::S3 { bucket, key } => rt.block_on(list_s3(url, bucket, key, opts))?,
         Location::Http { url: u } => (vec![http_file(u, opts)?], true),
-        Location::Hub { repo, revision } => (
-            rt.block_on(list_hub(url, repo, revision, &dir, timeout))?,
-            false,
-        ),
+        Location::Hub {
+            repo,
+            revision,
+            path,
+        } => {
+            let all = rt.block_on(list_hub(url, repo, revision, &dir, timeout))?;
+            within(all, path)
+        }
     };
     if listed.is_empty() {
         return fail(url, "no files there");
@@ -232,9 +252,9 @@ pub fn prepare(url: &str, opts: &RemoteOptions) -> Result<PathBuf, RemoteError> 
         std::os::unix::fs::symlink(&entry.data_path, &link)
             .or_else(|e| fail(url, format!("{}: {e}", link.display())))?;
         let real = std::fs::canonicalize(&entry.data_path).or_else(|e| fail(url, e.to_string()))?;
-        let object_url = match &location {
-            Location::Http { url } => url.clone(),
-            _ => format!("{}/{}", url.trim_end_matches('/'), l.name),
+        let object_url = match single {
+            true => url.to_string(),
+            false => format!("{}/{}", url.trim_end_matches('/'), l.name),
         };
         let obj = RemoteObject::new(object_url, l.target, l.etag, entry, opts.limits);
         registry().lock().unwrap().insert(real, Arc::clone(&obj));
@@ -242,18 +262,36 @@ pub fn prepare(url: &str, opts: &RemoteOptions) -> Result<PathBuf, RemoteError> 
     }
     // Every file's first block, all at once: enough to tell formats apart,
     // and most headers and side files whole.
-    std::thread::scope(|s| {
-        let handles: Vec<_> = objects
-            .iter()
-            .map(|(_, o)| s.spawn(move || o.ensure(0, BLOCK)))
-            .collect();
-        for h in handles {
-            h.join().expect("no panic")?;
-        }
-        Ok::<(), RemoteReadError>(())
-    })
-    .or_else(|e| fail(url, e.to_string()))?;
+    for (_, o) in &objects {
+        o.prefetch(0, BLOCK);
+    }
+    for (_, o) in &objects {
+        o.ensure(0, BLOCK).or_else(|e| fail(url, e.to_string()))?;
+    }
     Ok(if single { objects[0].0.clone() } else { tree })
+}
+
+/// The files of a Hub listing that `path` names: one file (then the only
+/// one, by its base name), or a folder's files (names relative to it).
+fn within(all: Vec<Listed>, path: &str) -> (Vec<Listed>, bool) {
+    if path.is_empty() {
+        return (all, false);
+    }
+    if let Some(i) = all.iter().position(|l| l.name == path) {
+        let mut one = all.into_iter().nth(i).expect("found");
+        one.name = path.rsplit('/').next().unwrap_or(path).to_string();
+        return (vec![one], true);
+    }
+    let prefix = format!("{path}/");
+    let inside = all
+        .into_iter()
+        .filter_map(|mut l| {
+            let rel = l.name.strip_prefix(&prefix)?.to_string();
+            l.name = rel;
+            Some(l)
+        })
+        .collect();
+    (inside, false)
 }
 
 /// A file name made of the characters every filesystem takes, unique for
@@ -555,14 +593,24 @@ mod tests {
             parse_url("hf://org/m@v1.0").unwrap(),
             Location::Hub {
                 repo: "org/m".into(),
-                revision: "v1.0".into()
+                revision: "v1.0".into(),
+                path: String::new(),
+            }
+        );
+        assert_eq!(
+            parse_url("hf://org/m@refs%2Fpr%2F1/original/").unwrap(),
+            Location::Hub {
+                repo: "org/m".into(),
+                revision: "refs/pr/1".into(),
+                path: "original".into(),
             }
         );
         assert_eq!(
             parse_url("hf://org/m").unwrap(),
             Location::Hub {
                 repo: "org/m".into(),
-                revision: "main".into()
+                revision: "main".into(),
+                path: String::new(),
             }
         );
         assert!(parse_url("hf://org").is_err());

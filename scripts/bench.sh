@@ -653,6 +653,368 @@ print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxr
     printf "%-60s %8.2f %8.2f %10.0f %10.0f\n" "gyrofs mount + from_pretrained(MNT/bf16)" "$ms" "$(echo "$bs / $ms" | bc -l)" "$mm" "$am"
 }
 
+# remote: the fake remote server (scripts/fake_remote.py) and its counters.
+remote_stats() {  # "requests data_requests bytes" since the last remote_reset
+    curl -sf --max-time 20 "$RURL/__stats?log=0" |
+        python3 -c 'import json, sys; s = json.load(sys.stdin); print(s["requests"], s["data_requests"], s["bytes"])'
+}
+remote_reset() { curl -sf --max-time 20 -X POST "$RURL/__reset" >/dev/null; }
+# remote_mount URL CACHE_DIR: mount with its own block cache; the daemon logs
+# (RUST_LOG=info: large fetches, retries, errors) to a new $RLOGS/mount-*.
+remote_mount() {
+    local log
+    log=$(mktemp "$RLOGS/mount-$(date +%H%M%S)-XXXX")
+    echo "gyrofs mount $1 (cache $2)" > "$log"
+    RUST_LOG=${RUST_LOG:-info} "$G" mount "$1" "$MNT" --cache-dir "$2" --log-file "$log" 2>>"$log" ||
+        { tail -20 "$log" >&2; return 1; }
+}
+# fresh_cache: a new, empty block cache directory.
+fresh_cache() { mktemp -d "$RDIR/cache-XXXX"; }
+mb() { printf "%.1f" "$(echo "$1 / 1000000" | bc -l)"; }
+
+bench_remote() {
+    local py=${BENCH_PYTHON:-/opt/pyref/bin/python}
+    local rate=${BENCH_REMOTE_RATE:-200000000}
+    local seq_mb=${BENCH_REMOTE_SEQ_MB:-1024} experts=${BENCH_REMOTE_EXPERTS:-32}
+    local llama_layers=${BENCH_REMOTE_LLAMA_LAYERS:-16}
+    local RDIR=$BENCH_DIR/remote
+    local root=$RDIR/root hub=$RDIR/hub RLOGS=$RDIR/logs
+    local sha_moe sha_llama
+    sha_moe=$(printf '%040d' 1); sha_llama=$(printf '%040d' 2)
+    local havetorch=0
+    "$py" -c "import torch, transformers, huggingface_hub" 2>/dev/null && havetorch=1
+    mkdir -p "$root/bucket" "$hub" "$RLOGS"
+    rm -rf "$RDIR"/cache-* "$RLOGS"/*
+
+    # Inputs, generated once (into *.tmp, then renamed).
+    local seqf=$root/bucket/seq/model.safetensors
+    if [ ! -f "$seqf" ]; then
+        mkdir -p "$(dirname "$seqf")"
+        python3 - "$seqf.tmp" "$seq_mb" <<'PY'
+import sys
+sys.path.insert(0, "scripts")
+import make_synthetic as m
+path, mb = sys.argv[1], int(sys.argv[2])
+m.write_shard(path, [(f"model.layers.{i}.weight", "BF16", [4096, 8192], "bf16") for i in range(max(1, mb // 64))], "random")
+PY
+        mv "$seqf.tmp" "$seqf"
+    fi
+    local moe=$hub/org/moe/commits/$sha_moe
+    if [ ! -d "$moe" ]; then
+        rm -rf "$RDIR/moe.tmp"; mkdir -p "$RDIR/moe.tmp" "$hub/org/moe/refs"
+        python3 - "$RDIR/moe.tmp" "$experts" <<'PY'
+import json, sys
+sys.path.insert(0, "scripts")
+import make_synthetic as m
+d, E = sys.argv[1], int(sys.argv[2])
+h = i = 2880
+e = "model.layers.0.mlp.experts."
+m.write_shard(d + "/model.safetensors", [
+    ("model.embed_tokens.weight", "BF16", [32, h], "bf16"),
+    (e + "gate_up_proj_blocks", "U8", [E, 2 * i, h // 32, 16], "blocks"),
+    (e + "gate_up_proj_scales", "U8", [E, 2 * i, h // 32], "scales"),
+    (e + "gate_up_proj_bias", "BF16", [E, 2 * i], "bf16"),
+    (e + "down_proj_blocks", "U8", [E, h, i // 32, 16], "blocks"),
+    (e + "down_proj_scales", "U8", [E, h, i // 32], "scales"),
+    (e + "down_proj_bias", "BF16", [E, h], "bf16"),
+], "random")
+c = json.load(open("tests/data/gpt-oss-tiny/config.json"))
+c.update(hidden_size=h, intermediate_size=i, num_hidden_layers=1, num_local_experts=E, layer_types=["full_attention"])
+json.dump(c, open(d + "/config.json", "w"), indent=2)
+PY
+        mkdir -p "$(dirname "$moe")"; mv "$RDIR/moe.tmp" "$moe"
+        echo "$sha_moe" > "$hub/org/moe/refs/main"
+    fi
+    local llama=$hub/org/llama/commits/$sha_llama
+    if [ $havetorch = 1 ] && [ ! -d "$llama" ]; then
+        rm -rf "$RDIR/llama.tmp"; mkdir -p "$hub/org/llama/refs"
+        "$py" - "$RDIR/llama.tmp" "$llama_layers" <<'PY'
+import sys, torch
+from transformers import LlamaConfig, LlamaForCausalLM
+out, layers = sys.argv[1], int(sys.argv[2])
+torch.manual_seed(0)
+cfg = LlamaConfig(vocab_size=32000, hidden_size=1024, intermediate_size=4096, num_hidden_layers=layers,
+                  num_attention_heads=16, num_key_value_heads=8, max_position_embeddings=2048,
+                  tie_word_embeddings=False)
+LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(out, max_shard_size="256MB")
+PY
+        mkdir -p "$(dirname "$llama")"; mv "$RDIR/llama.tmp" "$llama"
+        echo "$sha_llama" > "$hub/org/llama/refs/main"
+    fi
+
+    # The server: bandwidth cap on every body byte, all connections together.
+    rm -f "$RDIR/port"
+    python3 scripts/fake_remote.py --root "$root" --hub-root "$hub" --port-file "$RDIR/port" \
+        --rate "$rate" > "$RDIR/server.log" 2>&1 &
+    REMOTE_PID=$!
+    local i=0
+    until [ -s "$RDIR/port" ]; do
+        i=$((i + 1))
+        if [ $i -gt 200 ] || ! kill -0 "$REMOTE_PID" 2>/dev/null; then
+            echo "bench_remote: fake_remote.py did not start: $(cat "$RDIR/server.log")" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    local RURL
+    RURL=http://127.0.0.1:$(tr -d '\n' < "$RDIR/port")
+    local -x AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x AWS_REGION=us-east-1 AWS_ENDPOINT_URL=$RURL \
+        HF_ENDPOINT=$RURL HF_TOKEN= HF_HOME=$RDIR/hf-home HF_HUB_DISABLE_TELEMETRY=1 \
+        HF_HUB_DISABLE_PROGRESS_BARS=1
+    # The server hashes Hub files (sha1, sha256) on first use and caches the
+    # hashes: do it now, outside every measurement.
+    for r in moe llama; do
+        [ -d "$hub/org/$r" ] && curl -sf --max-time 600 "$RURL/api/models/org/$r/tree/main?recursive=true" >/dev/null
+    done
+    # Server side warm: its files come from its page cache, so the cap (not
+    # this disk) is the bound.
+    remote_warm() { cat "$seqf" "$moe"/* > /dev/null; if [ -d "$llama" ]; then cat "$llama"/* > /dev/null; fi; }
+    local cap_mb
+    cap_mb=$(echo "$rate / 1000000" | bc -l)
+    echo "## remote: remote sources through the block cache, against a fake S3 / Hub server capped at $(printf "%.0f" "$cap_mb") MB/s"
+    echo "(scripts/fake_remote.py --rate $rate on 127.0.0.1: one token bucket for all connections, body bytes"
+    echo " only; cold = a fresh --cache-dir; median of 3, alternating with the baseline, same server, same cap;"
+    echo " requests / MB = the server's counters (all requests / data requests, body bytes) for that step)"
+
+    # 1. Sequential read of one large object.
+    local size url=s3://bucket/seq/ curls=() colds=() warms=() locals_=() crow= grow= wrow= mrow=
+    size=$(stat -c %s "$seqf")
+    for _ in 1 2 3; do
+        remote_warm
+        remote_reset
+        local s c r
+        s=$(secs curl -sf --max-time 600 -o /dev/null "$RURL/bucket/seq/model.safetensors")
+        curls+=("$s $(remote_stats)")
+        c=$(fresh_cache)
+        remote_reset
+        remote_mount "$url" "$c"
+        mrow=$(remote_stats)
+        remote_reset
+        s=$(secs cat "$MNT/raw/model.safetensors")
+        colds+=("$s $(remote_stats) $(stat -c %s "$MNT/raw/model.safetensors")")
+        umount_wait
+        # The same cache remounted, page cache dropped: bytes from the local
+        # block cache; baseline: cat of the source file from the same disk.
+        drop_caches
+        remote_mount "$url" "$c"
+        remote_reset
+        s=$(secs cat "$MNT/raw/model.safetensors")
+        warms+=("$s $(remote_stats)")
+        umount_wait
+        drop_caches
+        locals_+=("$(secs cat "$seqf")")
+        rm -rf "$c"
+    done
+    crow=$(printf "%s\n" "${curls[@]}" | sort -g | sed -n 2p)
+    grow=$(printf "%s\n" "${colds[@]}" | sort -g | sed -n 2p)
+    wrow=$(printf "%s\n" "${warms[@]}" | sort -g | sed -n 2p)
+    local lt
+    lt=$(printf "%s\n" "${locals_[@]}" | median)
+    local ct cq cd cb gt gq gd gb gsize wt wq wd wb
+    read -r ct cq cd cb <<< "$crow"
+    read -r gt gq gd gb gsize <<< "$grow"
+    read -r wt wq wd wb <<< "$wrow"
+    echo "### sequential: cat MNT/raw/model.safetensors of $url (one $(mb "$size") MB safetensors file of random BF16)"
+    echo "(MB/s = file bytes / s; of cap = MB/s / $(printf "%.0f" "$cap_mb") (goal >= 0.80); ratio = baseline s / s, same run;"
+    echo " the mount itself: $(echo "$mrow" | awk '{print $1}') requests, $(mb "$(echo "$mrow" | awk '{print $3}')") MB)"
+    printf "%-60s %7s %8s %7s %6s %9s %11s\n" "" s "MB/s" "of cap" ratio requests "MB fetched"
+    printf "%-60s %7.2f %8.1f %7.2f %6s %9d %11s\n" "curl of the object, same server (baseline)" "$ct" \
+        "$(echo "$size / $ct / 1000000" | bc -l)" "$(echo "$size / $ct / $rate" | bc -l)" 1.00 "$cq" "$(mb "$cb")"
+    printf "%-60s %7.2f %8.1f %7.2f %6.2f %9d %11s\n" "gyrofs, cold cache" "$gt" \
+        "$(echo "$gsize / $gt / 1000000" | bc -l)" "$(echo "$gsize / $gt / $rate" | bc -l)" "$(echo "$ct / $gt" | bc -l)" "$gq" "$(mb "$gb")"
+    printf "%-60s %7.2f %8.1f %7s %6s %9s %11s\n" "cat of the source file, page cache dropped (baseline)" "$lt" \
+        "$(echo "$size / $lt / 1000000" | bc -l)" - 1.00 - -
+    printf "%-60s %7.2f %8.1f %7s %6.2f %9d %11s\n" "gyrofs, same cache remounted, page cache dropped" "$wt" \
+        "$(echo "$gsize / $wt / 1000000" | bc -l)" - "$(echo "$lt / $wt" | bc -l)" "$wq" "$(mb "$wb")"
+    echo "(source file $size bytes; MNT/raw/model.safetensors $gsize bytes; cold read fetched $gb bytes in $gd data requests)"
+    echo
+
+    # 2. One expert of a gpt-oss-20b-shaped MoE layer: first byte, whole file.
+    local ef=layer_00_expert_007.safetensors e=7 ranges share
+    ranges=$(python3 - "$moe/model.safetensors" "$experts" "$e" <<'PY'
+import json, struct, sys
+path, E, e = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with open(path, "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    h = json.loads(f.read(n))
+for k, v in h.items():
+    if ".experts." in k:
+        a, b = v["data_offsets"]
+        s = (b - a) // E
+        print(f"{8 + n + a + e * s}-{8 + n + a + (e + 1) * s - 1}")
+PY
+)
+    share=$(echo "$ranges" | awk -F- '{s += $2 - $1 + 1} END {print s}')
+    local cdn=$RURL/cdn/org/moe/$sha_moe/model.safetensors
+    local args=() first=1 rg
+    for rg in $ranges; do
+        [ $first = 1 ] || args+=(--next)
+        args+=(-sf --max-time 60 -r "$rg" -o /dev/null -w '%{time_starttransfer}\n' "$cdn")
+        first=0
+    done
+    local ttfb='import os, struct, sys, time
+t0 = time.perf_counter()
+f = open(sys.argv[1], "rb", buffering=0)
+n = struct.unpack("<Q", f.read(8))[0]
+f.seek(8 + n)
+assert len(f.read(1)) == 1
+t1 = time.perf_counter()
+while f.read(1 << 20):
+    pass
+t2 = time.perf_counter()
+print((t1 - t0) * 1000, (t2 - t0) * 1000, os.fstat(f.fileno()).st_size)'
+    local ebase=() ebf=() eraw=() v
+    for _ in 1 2 3; do
+        remote_warm
+        remote_reset
+        local t0 t1 fb
+        t0=$(now)
+        fb=$(curl "${args[@]}" | sed -n 1p)
+        t1=$(now)
+        ebase+=("$(echo "($t1 - $t0) * 1000" | bc -l) $(echo "$fb * 1000" | bc -l) $(remote_stats)")
+        for v in bf16 raw; do
+            local c out
+            c=$(fresh_cache)
+            remote_mount hf://org/moe "$c"
+            remote_reset
+            out="$(python3 -c "$ttfb" "$MNT/$v/experts/$ef") $(remote_stats)"
+            if [ $v = bf16 ]; then ebf+=("$out"); else eraw+=("$out"); fi
+            umount_wait
+            rm -rf "$c"
+        done
+    done
+    local bw bf bq bd bb
+    read -r bw bf bq bd bb <<< "$(printf "%s\n" "${ebase[@]}" | sort -g | sed -n 2p)"
+    echo "### expert: one expert file of hf://org/moe (gpt-oss-20b-shaped MoE layer, $experts experts, $(mb "$(stat -c %s "$moe/model.safetensors")") MB)"
+    echo "(fresh cache, mount, counters reset, then in Python: open MNT/VIEW/experts/$ef, read the 8-byte"
+    echo " header length n, seek to 8+n, read 1 byte = first byte (the header is built locally; the first tensor byte"
+    echo " needs the fetch); then read to the end = whole. Source bytes of the expert: its 1/$experts of the six expert"
+    echo " tensors, $(mb "$share") MB in 6 ranges. Baseline: one curl fetching those 6 ranges from the Hub's CDN URL"
+    echo " (keep-alive), same cap; its first byte = curl's time_starttransfer of the first range. ms, median of 3)"
+    printf "%-50s %10s %9s %9s %9s %11s %9s\n" "" "first ms" "whole ms" "ratio" requests "MB fetched" "/source"
+    printf "%-50s %10.1f %9.1f %9s %9d %11s %9.2f\n" "curl of the expert's 6 source ranges (baseline)" "$bf" "$bw" 1.00 "$bq" "$(mb "$bb")" "$(echo "$bb / $share" | bc -l)"
+    printf "%-50s %10s %9.1f %9s\n" "source bytes / cap (ideal)" - "$(echo "$share / $rate * 1000" | bc -l)" -
+    local row lab ft wt2 fsz q d b
+    for v in bf16 raw; do
+        if [ $v = bf16 ]; then row=$(printf "%s\n" "${ebf[@]}" | sort -g -k2 | sed -n 2p); lab="bf16/experts/$ef"; else
+            row=$(printf "%s\n" "${eraw[@]}" | sort -g -k2 | sed -n 2p); lab="raw/experts/$ef"; fi
+        read -r ft wt2 fsz q d b <<< "$row"
+        printf "%-50s %10.1f %9.1f %9.2f %9d %11s %9.2f\n" "$lab ($(mb "$fsz") MB)" "$ft" "$wt2" \
+            "$(echo "$bw / $wt2" | bc -l)" "$q" "$(mb "$b")" "$(echo "$b / $share" | bc -l)"
+    done
+    echo
+
+    # 3. from_pretrained of a model from the Hub: gyrofs vs download first.
+    if [ $havetorch = 0 ]; then
+        echo "### from_pretrained: skipped (no torch + transformers + huggingface_hub in $py)"
+    else
+        bench_remote_load hf://org/llama "$sha_llama" "$llama" \
+            "Llama, $llama_layers layers, hidden 1024, random init, BF16: bf16/ is lossless"
+    fi
+
+    echo "(mount logs: $(ls "$RLOGS" | wc -l) mounts, $(cat "$RLOGS"/mount-* | grep -cE ' (WARN|ERROR) ' || true) lines of warnings or errors; $RLOGS)"
+    kill "$REMOTE_PID" 2>/dev/null || true
+    wait "$REMOTE_PID" 2>/dev/null || true
+    REMOTE_PID=
+    rm -rf "$RDIR"/cache-* "$RDIR"/dl
+}
+
+# bench_remote_load URL SHA DIR LABEL: from_pretrained through gyrofs (cold:
+# fresh cache; warm: URL@SHA remounted on the same cache) against
+# snapshot_download + from_pretrained of the download. Runs inside
+# bench_remote (its server, environment and helpers).
+bench_remote_load() {
+    local url=$1 sha=$2 dir=$3 label=$4 repo=${1#hf://}
+    local dl=$RDIR/dl bytes
+    bytes=$(size_of "$dir")
+    local load='import sys, time, torch
+from transformers import AutoModelForCausalLM
+t0 = time.perf_counter()
+m = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.bfloat16)
+for p in m.state_dict().values():  # read every weight (they may be mmap-backed)
+    p.contiguous().view(-1).view(torch.uint8)[::2048].sum()
+print(time.perf_counter() - t0)'
+    local download='import sys, time
+from huggingface_hub import snapshot_download
+t0 = time.perf_counter()
+snapshot_download(sys.argv[1], revision=sys.argv[2], local_dir=sys.argv[3])
+print(time.perf_counter() - t0)'
+    local how="huggingface_hub.snapshot_download(repo, revision=\"main\", local_dir=...)"
+    local fallback=0
+    # dl_once: download into $dl; prints seconds.
+    dl_once() {
+        rm -rf "$dl"; sync
+        if [ $fallback = 0 ]; then
+            "$py" -c "$download" "$repo" main "$dl" 2>"$RDIR/snapshot_download.err" | tail -1
+        else
+            local t0 f
+            t0=$(now); mkdir -p "$dl"
+            for f in $(curl -sf --max-time 60 "$RURL/api/models/$repo/revision/main" |
+                       python3 -c 'import json, sys; print("\n".join(s["rfilename"] for s in json.load(sys.stdin)["siblings"]))'); do
+                mkdir -p "$(dirname "$dl/$f")"
+                curl -sfL --max-time 600 -o "$dl/$f" "$RURL/$repo/resolve/main/$f"
+            done
+            echo "$(now) - $t0" | bc -l
+        fi
+    }
+    local base=() cold=() warm=() lwarm=()
+    for _ in 1 2 3; do
+        remote_warm
+        remote_reset
+        local d l m c s
+        d=$(dl_once)
+        if ! [[ $d =~ ^[0-9.]+$ ]]; then
+            if [ $fallback = 1 ]; then echo "bench_remote: download by curl failed" >&2; return 1; fi
+            echo "snapshot_download failed against the fake Hub (falling back to curl of the resolve URLs):"
+            tail -5 "$RDIR/snapshot_download.err" | sed 's/^/    /'
+            curl -sf --max-time 20 "$RURL/__stats" | python3 -c 'import json, sys
+for e in json.load(sys.stdin)["log"]:
+    if e["status"] is None or e["status"] >= 400: print("    request", e["method"], e["path"], "->", e["status"])' | tail -5
+            fallback=1 how="curl -L of each file's resolve URL (siblings of /api/models/REPO/revision/main)"
+            remote_reset
+            d=$(dl_once)
+        fi
+        local st
+        st=$(remote_stats)
+        l=$("$py" -c "$load" "$dl" 2>/dev/null | tail -1)
+        base+=("$(echo "$d + $l" | bc -l) $d $l $st")
+        c=$(fresh_cache)
+        remote_reset
+        m=$(secs remote_mount "$url" "$c")
+        l=$("$py" -c "$load" "$MNT/bf16" 2>/dev/null | tail -1)
+        cold+=("$(echo "$m + $l" | bc -l) $m $l $(remote_stats)")
+        umount_wait
+        # Warm: page cache dropped; the download from disk, the mount from
+        # its block cache, pinned to the commit.
+        drop_caches
+        lwarm+=("$("$py" -c "$load" "$dl" 2>/dev/null | tail -1)")
+        drop_caches
+        remote_reset
+        m=$(secs remote_mount "$url@$sha" "$c")
+        l=$("$py" -c "$load" "$MNT/bf16" 2>/dev/null | tail -1)
+        warm+=("$(echo "$m + $l" | bc -l) $m $l $(remote_stats)")
+        umount_wait
+        rm -rf "$c"
+    done
+    local bt bd bl bq bdq bb ct cm cl cq cdq cb wt wm wl wq wdq wb lw
+    read -r bt bd bl bq bdq bb <<< "$(printf "%s\n" "${base[@]}" | sort -g | sed -n 2p)"
+    read -r ct cm cl cq cdq cb <<< "$(printf "%s\n" "${cold[@]}" | sort -g | sed -n 2p)"
+    read -r wt wm wl wq wdq wb <<< "$(printf "%s\n" "${warm[@]}" | sort -g | sed -n 2p)"
+    lw=$(printf "%s\n" "${lwarm[@]}" | median)
+    echo "### from_pretrained: $url ($label; $(mb "$bytes") MB in $(ls "$dir" | grep -c safetensors$) safetensors files)"
+    echo "(seconds to a loaded model with every weight read, median of 3, alternating. Cold: gyrofs mount (fresh"
+    echo " cache) + from_pretrained(MNT/bf16), against $how"
+    echo " + from_pretrained(local_dir). Warm: page cache dropped; gyrofs remounts $url@SHA on the same cache,"
+    echo " against from_pretrained(local_dir) of the download. ratio = this / baseline)"
+    printf "%-62s %7s %7s %7s %7s %9s %11s\n" "" s fetch load ratio requests "MB fetched"
+    printf "%-62s %7.2f %7.2f %7.2f %7s %9d %11s\n" "download + from_pretrained(local_dir), cold (baseline)" "$bt" "$bd" "$bl" 1.00 "$bq" "$(mb "$bb")"
+    printf "%-62s %7.2f %7.2f %7.2f %7.2f %9d %11s\n" "gyrofs mount + from_pretrained(MNT/bf16), cold cache" "$ct" "$cm" "$cl" "$(echo "$ct / $bt" | bc -l)" "$cq" "$(mb "$cb")"
+    printf "%-62s %7.2f %7s %7.2f %7s %9s %11s\n" "from_pretrained(local_dir), page cache dropped (baseline)" "$lw" - "$lw" 1.00 - -
+    printf "%-62s %7.2f %7.2f %7.2f %7.2f %9d %11s\n" "gyrofs remount @SHA + from_pretrained, page cache dropped" "$wt" "$wm" "$wl" "$(echo "$wt / $lw" | bc -l)" "$wq" "$(mb "$wb")"
+    echo "(fetch = the download, or gyrofs mount until it answers; gyrofs's weight bytes are fetched during load)"
+    echo
+}
+
 sections=("$@")
 [ ${#sections[@]} -gt 0 ] || sections=(mount read bf16 cores experts load gguf gguf_hf gguf_gptoss scale torch)
 command -v bc >/dev/null || { echo "bench.sh needs bc (apt-get install bc)" >&2; exit 1; }

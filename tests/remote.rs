@@ -646,3 +646,58 @@ fn the_cache_stays_within_its_size_and_serves_right_bytes() {
         || used() <= (20 << 20) + (1 << 20),
     );
 }
+
+#[test]
+fn hostile_remote_files_are_refused_like_local_ones() {
+    // Every malicious or broken PyTorch file of the local tests, plus
+    // truncated and lying safetensors and GGUF headers, served over HTTP:
+    // refused with one line (as the local file is), no crash, and never
+    // more fetched than the file holds.
+    let server = Server::start(&[]);
+    let bad = server.root.join("bucket/bad");
+    copy(&data("torch/bad"), &bad);
+    let mut st = 1_000_000u64.to_le_bytes().to_vec();
+    st.extend_from_slice(b"{\"w\":");
+    std::fs::write(bad.join("header-past-end.safetensors"), &st).unwrap();
+    let mut gguf = b"GGUF".to_vec();
+    gguf.extend_from_slice(&3u32.to_le_bytes());
+    gguf.extend_from_slice(&0u64.to_le_bytes());
+    gguf.extend_from_slice(&1u64.to_le_bytes());
+    gguf.extend_from_slice(&4u64.to_le_bytes());
+    gguf.extend_from_slice(b"name");
+    gguf.extend_from_slice(&8u32.to_le_bytes());
+    gguf.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    gguf.resize(300 << 10, b'x');
+    std::fs::write(bad.join("string-past-end.gguf"), &gguf).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(&bad)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for name in names {
+        let local = gyrofs(&["ls", bad.join(&name).to_str().unwrap()]);
+        server.reset();
+        let out = Command::new(GYROFS)
+            .args(["ls", &format!("{}/bucket/bad/{name}", server.url())])
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .envs(server.env())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.success(),
+            local.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.code().is_some(), "{name}: killed by a signal");
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(err.trim().lines().count(), 1, "{name}: {err}");
+        }
+        let size = std::fs::metadata(bad.join(&name)).unwrap().len();
+        let fetched = server.stats()["bytes"].as_u64().unwrap();
+        assert!(fetched <= size, "{name}: fetched {fetched} of {size} bytes");
+    }
+}

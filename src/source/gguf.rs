@@ -389,7 +389,9 @@ pub fn parse(file: &SourceFile) -> Result<GgufHeader, SourceError> {
             wanted: 0,
         };
         match parser.header() {
-            Err(_) if parser.wanted > 0 && avail < file.len => {
+            // Bounded: a header that large would be refused for its memory
+            // anyway, so a hostile length cannot make a mount fetch more.
+            Err(_) if parser.wanted > 0 && avail < file.len && avail < 2 * MAX_HEADER_MEMORY => {
                 avail = (parser.wanted as u64).max(avail * 4).min(file.len);
             }
             other => return other,

@@ -3,7 +3,7 @@
 # the same run on the same machine (these machines are noisy; ratios travel,
 # absolute numbers do not). Method and recorded results: docs/PERFORMANCE.md.
 #
-#   scripts/bench.sh [mount] [read] [bf16] [cores] [experts] [load] [gguf] [gguf_hf] [gguf_gptoss] [scale] [torch]
+#   scripts/bench.sh [mount] [read] [bf16] [cores] [experts] [load] [gguf] [gguf_hf] [gguf_gptoss] [scale] [torch] [remote]
 #   (default: all)
 #
 # Environment: BENCH_DIR (scratch space, default /tmp/gyrofs-bench; needs
@@ -18,8 +18,15 @@
 # BENCH_TORCH_MB (torch: size of the generated pytorch_model.bin, default 2048),
 # BENCH_LOAD_LAYERS (load: layers of the model loaded, default 2; needs RAM for
 # the model, its local BF16 copy and the source), BENCH_GGUF_HF_LAYERS
-# (gguf_hf: layers of the llama-8b-shaped Q4_K GGUF, default 4).
-# Needs root (mounts, drop_caches) and python3.
+# (gguf_hf: layers of the llama-8b-shaped Q4_K GGUF, default 4); for `remote`
+# (a local fake S3 / Hub server, scripts/fake_remote.py, ~3 GB of inputs
+# under $BENCH_DIR/remote, ~7 min): BENCH_REMOTE_RATE (the server's bandwidth
+# cap in bytes/s, default 200000000; 0 = uncapped), BENCH_REMOTE_SEQ_MB (the
+# sequentially read object, default 1024), BENCH_REMOTE_EXPERTS (experts of
+# the MoE layer, default 32), BENCH_REMOTE_LLAMA_LAYERS (the BF16 Llama
+# loaded, default 16, ~0.63 GB), BENCH_REMOTE_GPTOSS_LAYERS (the MXFP4
+# gpt-oss loaded, default 1; 0 skips it).
+# Needs root (mounts, drop_caches), python3 and curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -676,11 +683,11 @@ bench_remote() {
     local py=${BENCH_PYTHON:-/opt/pyref/bin/python}
     local rate=${BENCH_REMOTE_RATE:-200000000}
     local seq_mb=${BENCH_REMOTE_SEQ_MB:-1024} experts=${BENCH_REMOTE_EXPERTS:-32}
-    local llama_layers=${BENCH_REMOTE_LLAMA_LAYERS:-16}
+    local llama_layers=${BENCH_REMOTE_LLAMA_LAYERS:-16} gptoss_layers=${BENCH_REMOTE_GPTOSS_LAYERS:-1}
     local RDIR=$BENCH_DIR/remote
     local root=$RDIR/root hub=$RDIR/hub RLOGS=$RDIR/logs
-    local sha_moe sha_llama
-    sha_moe=$(printf '%040d' 1); sha_llama=$(printf '%040d' 2)
+    local sha_moe sha_llama sha_gptoss
+    sha_moe=$(printf '%040d' 1); sha_llama=$(printf '%040d' 2); sha_gptoss=$(printf '%040d' 3)
     local havetorch=0
     "$py" -c "import torch, transformers, huggingface_hub" 2>/dev/null && havetorch=1
     mkdir -p "$root/bucket" "$hub" "$RLOGS"
@@ -728,7 +735,7 @@ PY
     local llama=$hub/org/llama/commits/$sha_llama
     if [ $havetorch = 1 ] && [ ! -d "$llama" ]; then
         rm -rf "$RDIR/llama.tmp"; mkdir -p "$hub/org/llama/refs"
-        "$py" - "$RDIR/llama.tmp" "$llama_layers" <<'PY'
+        { "$py" - "$RDIR/llama.tmp" "$llama_layers" <<'PY'
 import sys, torch
 from transformers import LlamaConfig, LlamaForCausalLM
 out, layers = sys.argv[1], int(sys.argv[2])
@@ -738,8 +745,25 @@ cfg = LlamaConfig(vocab_size=32000, hidden_size=1024, intermediate_size=4096, nu
                   tie_word_embeddings=False)
 LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(out, max_shard_size="256MB")
 PY
+        } 2>"$RDIR/generate.log"
         mkdir -p "$(dirname "$llama")"; mv "$RDIR/llama.tmp" "$llama"
         echo "$sha_llama" > "$hub/org/llama/refs/main"
+    fi
+    # gpt-oss-20b shapes with a small vocabulary (8192: embeddings of 47 MB
+    # instead of 1.2 GB), MXFP4 experts, loadable by transformers.
+    local gptoss=$hub/org/gptoss/commits/$sha_gptoss
+    if [ $havetorch = 1 ] && [ "$gptoss_layers" -gt 0 ] && [ ! -d "$gptoss" ]; then
+        rm -rf "$RDIR/gptoss.tmp"; mkdir -p "$hub/org/gptoss/refs"
+        python3 - "$RDIR/gptoss.tmp" "$gptoss_layers" <<'PY'
+import sys
+sys.path.insert(0, "scripts")
+import make_synthetic as m
+m.PRESETS["20b-v8k"] = dict(m.PRESETS["20b"], vocab=8192)
+sys.argv = ["make_synthetic.py", sys.argv[1], "--preset", "20b-v8k", "--layers", sys.argv[2], "--fill", "random"]
+m.main()
+PY
+        mkdir -p "$(dirname "$gptoss")"; mv "$RDIR/gptoss.tmp" "$gptoss"
+        echo "$sha_gptoss" > "$hub/org/gptoss/refs/main"
     fi
 
     # The server: bandwidth cap on every body byte, all connections together.
@@ -763,15 +787,21 @@ PY
         HF_HUB_DISABLE_PROGRESS_BARS=1
     # The server hashes Hub files (sha1, sha256) on first use and caches the
     # hashes: do it now, outside every measurement.
-    for r in moe llama; do
+    for r in moe llama gptoss; do
         [ -d "$hub/org/$r" ] && curl -sf --max-time 600 "$RURL/api/models/org/$r/tree/main?recursive=true" >/dev/null
     done
     # Server side warm: its files come from its page cache, so the cap (not
     # this disk) is the bound.
-    remote_warm() { cat "$seqf" "$moe"/* > /dev/null; if [ -d "$llama" ]; then cat "$llama"/* > /dev/null; fi; }
-    local cap_mb
-    cap_mb=$(echo "$rate / 1000000" | bc -l)
-    echo "## remote: remote sources through the block cache, against a fake S3 / Hub server capped at $(printf "%.0f" "$cap_mb") MB/s"
+    remote_warm() {
+        cat "$seqf" "$moe"/* > /dev/null
+        local d
+        for d in "$llama" "$gptoss"; do if [ -d "$d" ]; then cat "$d"/* > /dev/null; fi; done
+    }
+    local cap="capped at $(printf "%.0f" "$(echo "$rate / 1000000" | bc -l)") MB/s"
+    [ "$rate" != 0 ] || cap="uncapped (BENCH_REMOTE_RATE=0)"
+    # ofcap BYTES_PER_SEC: the fraction of the cap
+    ofcap() { if [ "$rate" = 0 ]; then echo -; else printf "%.2f" "$(echo "$1 / $rate" | bc -l)"; fi; }
+    echo "## remote: remote sources through the block cache, against a fake S3 / Hub server $cap"
     echo "(scripts/fake_remote.py --rate $rate on 127.0.0.1: one token bucket for all connections, body bytes"
     echo " only; cold = a fresh --cache-dir; median of 3, alternating with the baseline, same server, same cap;"
     echo " requests / MB = the server's counters (all requests / data requests, body bytes) for that step)"
@@ -815,13 +845,13 @@ PY
     read -r gt gq gd gb gsize <<< "$grow"
     read -r wt wq wd wb <<< "$wrow"
     echo "### sequential: cat MNT/raw/model.safetensors of $url (one $(mb "$size") MB safetensors file of random BF16)"
-    echo "(MB/s = file bytes / s; of cap = MB/s / $(printf "%.0f" "$cap_mb") (goal >= 0.80); ratio = baseline s / s, same run;"
+    echo "(MB/s = file bytes / s; of cap = bytes/s / BENCH_REMOTE_RATE (goal >= 0.80); ratio = baseline s / s, same run;"
     echo " the mount itself: $(echo "$mrow" | awk '{print $1}') requests, $(mb "$(echo "$mrow" | awk '{print $3}')") MB)"
     printf "%-60s %7s %8s %7s %6s %9s %11s\n" "" s "MB/s" "of cap" ratio requests "MB fetched"
-    printf "%-60s %7.2f %8.1f %7.2f %6s %9d %11s\n" "curl of the object, same server (baseline)" "$ct" \
-        "$(echo "$size / $ct / 1000000" | bc -l)" "$(echo "$size / $ct / $rate" | bc -l)" 1.00 "$cq" "$(mb "$cb")"
-    printf "%-60s %7.2f %8.1f %7.2f %6.2f %9d %11s\n" "gyrofs, cold cache" "$gt" \
-        "$(echo "$gsize / $gt / 1000000" | bc -l)" "$(echo "$gsize / $gt / $rate" | bc -l)" "$(echo "$ct / $gt" | bc -l)" "$gq" "$(mb "$gb")"
+    printf "%-60s %7.2f %8.1f %7s %6s %9d %11s\n" "curl of the object, same server (baseline)" "$ct" \
+        "$(echo "$size / $ct / 1000000" | bc -l)" "$(ofcap "$(echo "$size / $ct" | bc -l)")" 1.00 "$cq" "$(mb "$cb")"
+    printf "%-60s %7.2f %8.1f %7s %6.2f %9d %11s\n" "gyrofs, cold cache" "$gt" \
+        "$(echo "$gsize / $gt / 1000000" | bc -l)" "$(ofcap "$(echo "$gsize / $gt" | bc -l)")" "$(echo "$ct / $gt" | bc -l)" "$gq" "$(mb "$gb")"
     printf "%-60s %7.2f %8.1f %7s %6s %9s %11s\n" "cat of the source file, page cache dropped (baseline)" "$lt" \
         "$(echo "$size / $lt / 1000000" | bc -l)" - 1.00 - -
     printf "%-60s %7.2f %8.1f %7s %6.2f %9d %11s\n" "gyrofs, same cache remounted, page cache dropped" "$wt" \
@@ -893,7 +923,7 @@ print((t1 - t0) * 1000, (t2 - t0) * 1000, os.fstat(f.fileno()).st_size)'
     echo " (keep-alive), same cap; its first byte = curl's time_starttransfer of the first range. ms, median of 3)"
     printf "%-50s %10s %9s %9s %9s %11s %9s\n" "" "first ms" "whole ms" "ratio" requests "MB fetched" "/source"
     printf "%-50s %10.1f %9.1f %9s %9d %11s %9.2f\n" "curl of the expert's 6 source ranges (baseline)" "$bf" "$bw" 1.00 "$bq" "$(mb "$bb")" "$(echo "$bb / $share" | bc -l)"
-    printf "%-50s %10s %9.1f %9s\n" "source bytes / cap (ideal)" - "$(echo "$share / $rate * 1000" | bc -l)" -
+    [ "$rate" = 0 ] || printf "%-50s %10s %9.1f %9s\n" "source bytes / cap (ideal)" - "$(echo "$share / $rate * 1000" | bc -l)" -
     local row lab ft wt2 fsz q d b
     for v in bf16 raw; do
         if [ $v = bf16 ]; then row=$(printf "%s\n" "${ebf[@]}" | sort -g -k2 | sed -n 2p); lab="bf16/experts/$ef"; else
@@ -910,9 +940,14 @@ print((t1 - t0) * 1000, (t2 - t0) * 1000, os.fstat(f.fileno()).st_size)'
     else
         bench_remote_load hf://org/llama "$sha_llama" "$llama" \
             "Llama, $llama_layers layers, hidden 1024, random init, BF16: bf16/ is lossless"
+        if [ -d "$gptoss" ]; then
+            bench_remote_load hf://org/gptoss "$sha_gptoss" "$gptoss" \
+                "gpt-oss-20b shapes, $gptoss_layers layer(s), vocab 8192, random, MXFP4 experts: bf16/ dequantizes them; transformers dequantizes the download on CPU"
+        fi
     fi
 
-    echo "(mount logs: $(ls "$RLOGS" | wc -l) mounts, $(cat "$RLOGS"/mount-* | grep -cE ' (WARN|ERROR) ' || true) lines of warnings or errors; $RLOGS)"
+    # (fuser logs a WARN for every ioctl, e.g. Python's isatty() at open.)
+    echo "(mount logs: $(ls "$RLOGS" | wc -l) mounts, $(cat "$RLOGS"/mount-* | grep -E ' (WARN|ERROR) ' | grep -vc 'Not Implemented\] ioctl' || true) warnings or errors other than fuser's unimplemented ioctl; $RLOGS)"
     kill "$REMOTE_PID" 2>/dev/null || true
     wait "$REMOTE_PID" 2>/dev/null || true
     REMOTE_PID=
@@ -940,12 +975,19 @@ t0 = time.perf_counter()
 snapshot_download(sys.argv[1], revision=sys.argv[2], local_dir=sys.argv[3])
 print(time.perf_counter() - t0)'
     local how="huggingface_hub.snapshot_download(repo, revision=\"main\", local_dir=...)"
+    # huggingface_hub follows a HEAD's redirect when it stays on the same
+    # host, and the fake Hub's CDN (/cdn/...) is on the Hub's host, without
+    # X-Repo-Commit: snapshot_download then fails ("missing the
+    # 'X-Repo-Commit' header"). With the Hub at localhost and the CDN at
+    # 127.0.0.1 (same server, same cap) it stops at the 302, as with the real
+    # Hub's CDN.
+    local hf_endpoint=${RURL/127.0.0.1/localhost}
     local fallback=0
     # dl_once: download into $dl; prints seconds.
     dl_once() {
         rm -rf "$dl"; sync
         if [ $fallback = 0 ]; then
-            "$py" -c "$download" "$repo" main "$dl" 2>"$RDIR/snapshot_download.err" | tail -1
+            HF_ENDPOINT=$hf_endpoint "$py" -c "$download" "$repo" main "$dl" 2>"$RDIR/snapshot_download.err" | tail -1 || true
         else
             local t0 f
             t0=$(now); mkdir -p "$dl"
@@ -1016,7 +1058,7 @@ for e in json.load(sys.stdin)["log"]:
 }
 
 sections=("$@")
-[ ${#sections[@]} -gt 0 ] || sections=(mount read bf16 cores experts load gguf gguf_hf gguf_gptoss scale torch)
+[ ${#sections[@]} -gt 0 ] || sections=(mount read bf16 cores experts load gguf gguf_hf gguf_gptoss scale torch remote)
 command -v bc >/dev/null || { echo "bench.sh needs bc (apt-get install bc)" >&2; exit 1; }
 for s in "${sections[@]}"; do
     "bench_$s"

@@ -47,7 +47,9 @@ pub fn read_into(
 }
 
 /// The source ranges that bytes `offset..offset + len` of `file` are made
-/// from (exactly, for lossless and elementwise segments).
+/// from, as far as they are known (lossless segments, and computations
+/// that say: `Compute::extents_at`); computations that do not say are left
+/// out.
 pub fn source_extents(file: &VFile, offset: u64, len: u64) -> Vec<crate::catalog::Extent> {
     let end = offset.saturating_add(len).min(file.size);
     let mut out = Vec::new();
@@ -65,7 +67,7 @@ pub fn source_extents(file: &VFile, offset: u64, len: u64) -> Vec<crate::catalog
         match seg {
             Segment::Bytes(_) => {}
             Segment::Source(e) => out.push(e.sub(within, n)),
-            Segment::Computed(c) => out.extend(c.extents_at(within, n)),
+            Segment::Computed(c) => out.extend(c.extents_at(within, n).unwrap_or_default()),
         }
         at += n;
         i += 1;

@@ -65,6 +65,9 @@ pub struct Cache {
     open: Mutex<Vec<Weak<Entry>>>,
     evict: Mutex<Option<mpsc::Sender<()>>>,
     tick: AtomicU64,
+    /// The tick when the previous eviction pass began: groups used since
+    /// are in use by reads in progress, and are not evicted.
+    last_pass: AtomicU64,
 }
 
 impl Cache {
@@ -85,6 +88,7 @@ impl Cache {
             open: Mutex::new(Vec::new()),
             evict: Mutex::new(None),
             tick: AtomicU64::new(1),
+            last_pass: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel::<()>();
         *cache.evict.lock().unwrap() = Some(tx);
@@ -92,10 +96,23 @@ impl Cache {
         std::thread::Builder::new()
             .name("gyrofs-evict".into())
             .spawn(move || {
-                while rx.recv().is_ok() {
+                // While over the cap, passes repeat (groups in use by reads
+                // in progress become evictable once those reads move on).
+                let mut over = false;
+                loop {
+                    let got = match over {
+                        false => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                        true => rx.recv_timeout(Duration::from_millis(200)),
+                    };
+                    if got == Err(mpsc::RecvTimeoutError::Disconnected) {
+                        return;
+                    }
                     while rx.try_recv().is_ok() {}
                     match weak.upgrade() {
-                        Some(c) => c.evict(),
+                        Some(c) => {
+                            c.evict();
+                            over = c.used() > c.cap;
+                        }
                         None => return,
                     }
                 }
@@ -133,6 +150,9 @@ impl Cache {
         if self.used() <= self.cap {
             return;
         }
+        let recent = self
+            .last_pass
+            .swap(self.tick.load(Ordering::Relaxed), Ordering::Relaxed);
         let open: Vec<Arc<Entry>> = {
             let mut open = self.open.lock().unwrap();
             open.retain(|w| w.strong_count() > 0);
@@ -176,7 +196,10 @@ impl Cache {
         for (i, o) in open.iter().enumerate() {
             for (g, t) in o.ticks.iter().enumerate() {
                 let t = t.load(Ordering::Relaxed);
-                if t > 0 {
+                // Touched since the previous pass: a read may be waiting
+                // for the rest of its range (the cache then runs over its
+                // cap for as long as such reads last).
+                if t > 0 && t < recent.max(2) {
                     groups.push((t, i, g));
                 }
             }
@@ -223,6 +246,8 @@ pub enum WaitError {
     /// A block being fetched by someone went back to "not cached": its
     /// fetch failed.
     Failed,
+    /// A block was evicted before the wait saw it (claim it again).
+    Evicted,
     /// No block of the range arrived within the deadline.
     TimedOut,
 }
@@ -239,6 +264,8 @@ pub struct Entry {
     landed: Condvar,
     /// Per group: last use (a cache-wide counter; 0: nothing cached).
     ticks: Vec<AtomicU64>,
+    /// Fetches given up so far (tells a failed block from an evicted one).
+    failures: AtomicU64,
     cache: Arc<Cache>,
 }
 
@@ -321,6 +348,7 @@ impl Entry {
             state: Mutex::new(state),
             landed: Condvar::new(),
             ticks,
+            failures: AtomicU64::new(0),
             cache: Arc::clone(cache),
         });
         cache.open.lock().unwrap().push(Arc::downgrade(&entry));
@@ -333,9 +361,9 @@ impl Entry {
 
     /// The byte range of blocks `b0..b1`.
     pub fn span(&self, b0: usize, b1: usize) -> (u64, u64) {
-        let start = b0 as u64 * BLOCK;
+        let start = (b0 as u64 * BLOCK).min(self.len);
         let end = (b1 as u64 * BLOCK).min(self.len);
-        (start, end - start)
+        (start, end.saturating_sub(start))
     }
 
     /// Claim blocks `b0..b1` for the caller: absent blocks become busy and
@@ -400,6 +428,7 @@ impl Entry {
             STORED_BIT | u64::from(crc),
         );
         self.set(b, state::PRESENT);
+        self.ticks[b / GROUP_BLOCKS].store(self.cache.next_tick(), Ordering::Relaxed);
         self.cache.added(len);
         Ok(())
     }
@@ -407,6 +436,7 @@ impl Entry {
     /// Give busy blocks `b0..b1` up (a failed fetch): waiters see them absent.
     pub fn abandon(&self, b0: usize, b1: usize) {
         let mut st = self.state.lock().unwrap();
+        self.failures.fetch_add(1, Ordering::Relaxed);
         for s in &mut st[b0..b1] {
             if *s == state::BUSY {
                 *s = state::ABSENT;
@@ -421,10 +451,22 @@ impl Entry {
         self.landed.notify_all();
     }
 
-    /// Wait until blocks `b0..b1` are all present. A block that goes back to
-    /// absent fails the wait; so does `patience` passing with no block of
-    /// the range landing.
-    pub fn wait(&self, b0: usize, b1: usize, patience: Duration) -> Result<(), WaitError> {
+    /// Fetches given up so far: read before claiming, and handed to
+    /// [`wait`](Self::wait).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Wait until blocks `b0..b1` are all present. A block back to absent
+    /// fails the wait with `Failed` if some fetch was given up since
+    /// `failures` was read (before claiming), else with `Evicted`.
+    pub fn wait(
+        &self,
+        b0: usize,
+        b1: usize,
+        patience: Duration,
+        failures: u64,
+    ) -> Result<(), WaitError> {
         let mut st = self.state.lock().unwrap();
         let mut last_progress = Instant::now();
         let mut pending = usize::MAX;
@@ -434,7 +476,10 @@ impl Entry {
                 match s {
                     state::PRESENT => {}
                     state::BUSY => busy += 1,
-                    _ => return Err(WaitError::Failed),
+                    _ if self.failures.load(Ordering::Relaxed) != failures => {
+                        return Err(WaitError::Failed);
+                    }
+                    _ => return Err(WaitError::Evicted),
                 }
             }
             if busy == 0 {
@@ -563,9 +608,17 @@ impl Drop for ReadGuard {
 
 impl Readers {
     pub fn enter(&'static self) -> ReadGuard {
-        let parity = (self.epoch.load(Ordering::SeqCst) & 1) as usize;
-        self.counts[parity].fetch_add(1, Ordering::SeqCst);
-        ReadGuard { parity }
+        loop {
+            let epoch = self.epoch.load(Ordering::SeqCst);
+            let parity = (epoch & 1) as usize;
+            self.counts[parity].fetch_add(1, Ordering::SeqCst);
+            // Counted under the epoch it read? (An eviction may have
+            // flipped it in between and stopped waiting for this parity.)
+            if self.epoch.load(Ordering::SeqCst) == epoch {
+                return ReadGuard { parity };
+            }
+            self.counts[parity].fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     fn wait_for_older(&self) {
@@ -601,7 +654,7 @@ mod tests {
                 let (s, l) = e.span(b, b + 1);
                 e.land(b, &data[s as usize..(s + l) as usize]).unwrap();
             }
-            e.wait(0, 4, Duration::from_secs(1)).unwrap();
+            e.wait(0, 4, Duration::from_secs(1), 0).unwrap();
             assert_eq!(e.cached_bytes(), len);
             // A second open in the same process is refused while held.
             assert!(Entry::open(&cache, "obj", len).is_err());
@@ -628,10 +681,19 @@ mod tests {
         let group = GROUP_BLOCKS as u64 * BLOCK;
         let cache = Cache::open(dir.path(), 2 * group).unwrap();
         let e = Entry::open(&cache, "o", 4 * group).unwrap();
+        let f0 = e.failures();
         let c = e.claim(0, 1, true);
         assert_eq!(c.fetch, vec![(0, 1)]);
         e.abandon(0, 1);
-        assert_eq!(e.wait(0, 1, Duration::from_secs(1)), Err(WaitError::Failed));
+        assert_eq!(
+            e.wait(0, 1, Duration::from_secs(1), f0),
+            Err(WaitError::Failed)
+        );
+        // Absent with no fetch given up since: evicted, claim again.
+        assert_eq!(
+            e.wait(0, 1, Duration::from_secs(1), e.failures()),
+            Err(WaitError::Evicted)
+        );
         let block = vec![7u8; BLOCK as usize];
         for g in 0..4 {
             let b0 = g * GROUP_BLOCKS;

@@ -79,9 +79,13 @@ pub struct RemoteError {
 fn fail<T>(url: &str, why: impl Into<String>) -> Result<T, RemoteError> {
     Err(RemoteError {
         url: url.to_string(),
-        why: why.into(),
+        why: store::one_line(&why.into()),
     })
 }
+
+/// Largest remote source, all files together (16 TiB): the cache's
+/// per-block state is then at most 256 MiB.
+const MAX_SOURCE: u64 = 1 << 44;
 
 /// A parsed SOURCE URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +226,13 @@ pub fn prepare(url: &str, opts: &RemoteOptions) -> Result<PathBuf, RemoteError> 
     if listed.is_empty() {
         return fail(url, "no files there");
     }
+    let total = listed.iter().fold(0u64, |a, l| a.saturating_add(l.size));
+    if total > MAX_SOURCE {
+        return fail(
+            url,
+            format!("{total} bytes in all: larger than gyrofs serves ({MAX_SOURCE})"),
+        );
+    }
     let tree = dir.join("trees").join(sanitize(url));
     let _ = std::fs::remove_dir_all(&tree);
     std::fs::create_dir_all(&tree).or_else(|e| fail(url, format!("{}: {e}", tree.display())))?;
@@ -269,6 +280,15 @@ pub fn prepare(url: &str, opts: &RemoteOptions) -> Result<PathBuf, RemoteError> 
         o.ensure(0, BLOCK).or_else(|e| fail(url, e.to_string()))?;
     }
     Ok(if single { objects[0].0.clone() } else { tree })
+}
+
+/// The version of an object that states none (no ETag): unique to this
+/// process, so no later mount trusts its cached blocks.
+fn unversioned() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("unversioned-{}-{nanos}", std::process::id())
 }
 
 /// The files of a Hub listing that `path` names: one file (then the only
@@ -360,7 +380,7 @@ async fn list_s3(
         .unwrap_or_else(|| "aws".into());
     let listed = |path: StorePath, name: String, meta: object_store::ObjectMeta| Listed {
         identity: format!("s3 {host} {bucket}/{path}"),
-        version: meta.e_tag.as_deref().map(sanitize).unwrap_or_default(),
+        version: meta.e_tag.as_deref().map_or_else(unversioned, sanitize),
         name,
         size: meta.size,
         etag: meta.e_tag.clone(),
@@ -396,7 +416,7 @@ async fn list_s3(
                 return Ok((set, true));
             }
             Ok(Err(object_store::Error::NotFound { .. })) => {}
-            Ok(Err(e)) => return fail(url, e.to_string()),
+            Ok(Err(e)) => return fail(url, store::one_line(&e.to_string())),
         }
     }
     let found = list_prefix(url, &store, key, timeout).await?;
@@ -422,7 +442,9 @@ async fn list_prefix(
         match tokio::time::timeout(timeout, stream.next()).await {
             Err(_) => return fail(url, format!("listing: no answer within {timeout:?}")),
             Ok(None) => return Ok(out),
-            Ok(Some(Err(e))) => return fail(url, format!("listing: {e}")),
+            Ok(Some(Err(e))) => {
+                return fail(url, format!("listing: {}", store::one_line(&e.to_string())));
+            }
             Ok(Some(Ok(meta))) => {
                 let full = meta.location.to_string();
                 let name = match key {
@@ -459,8 +481,13 @@ fn http_file(url: &str, opts: &RemoteOptions) -> Result<Listed, RemoteError> {
             first.extend_from_slice(b);
             Ok(())
         };
-        let got =
-            object::runtime().block_on(target.get(0..BLOCK, None, opts.limits.stall, &mut probe));
+        let got = object::runtime().block_on(target.get(
+            0..BLOCK,
+            None,
+            None,
+            opts.limits.stall,
+            &mut probe,
+        ));
         match got {
             Ok(m) => break m,
             Err(store::FetchError::NoRange) => {
@@ -474,13 +501,15 @@ fn http_file(url: &str, opts: &RemoteOptions) -> Result<Listed, RemoteError> {
         }
     };
     if meta.etag.is_none() {
-        log::warn!("{url}: the server sends no ETag, so a change of the file cannot be detected");
+        log::warn!(
+            "{url}: the server sends no ETag: a change of the file cannot be detected, and its cache is not reused by a later mount"
+        );
     }
     Ok(Listed {
         name: name.to_string(),
         identity: url.to_string(),
         size: meta.size,
-        version: meta.etag.as_deref().map(sanitize).unwrap_or_default(),
+        version: meta.etag.as_deref().map_or_else(unversioned, sanitize),
         etag: meta.etag,
         target,
         first: Some(first),

@@ -25,7 +25,9 @@ use super::store::{FetchError, Target};
 pub const MAX_PART: u64 = 8 << 20;
 /// Smallest part a long run is split into (for parallel transfer).
 const MIN_PART: u64 = 1 << 20;
-/// Ranged GETs in flight at once, per process.
+/// Ranged GETs in flight at once, per process, for reads waiting on them
+/// (read-ahead has a lane of its own, half as wide, so that a reader never
+/// queues behind fetches nobody waits for yet).
 pub const MAX_IN_FLIGHT: usize = 32;
 /// ... and per object: a stalled object cannot take every slot.
 pub const MAX_IN_FLIGHT_PER_OBJECT: usize = 8;
@@ -68,9 +70,15 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-fn in_flight() -> &'static tokio::sync::Semaphore {
-    static S: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
-    S.get_or_init(|| tokio::sync::Semaphore::new(MAX_IN_FLIGHT))
+/// The process-wide fetch slots: `[demand, read-ahead]`.
+fn in_flight(ahead: bool) -> &'static tokio::sync::Semaphore {
+    static S: OnceLock<[tokio::sync::Semaphore; 2]> = OnceLock::new();
+    &S.get_or_init(|| {
+        [
+            tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+            tokio::sync::Semaphore::new(MAX_IN_FLIGHT / 2),
+        ]
+    })[usize::from(ahead)]
 }
 
 /// Why bytes of a remote object cannot be had.
@@ -96,8 +104,8 @@ pub struct RemoteObject {
     limits: Limits,
     changed: AtomicBool,
     last_error: Mutex<String>,
-    /// GETs of this object in flight.
-    slots: tokio::sync::Semaphore,
+    /// GETs of this object in flight: `[demand, read-ahead]`.
+    slots: [tokio::sync::Semaphore; 2],
     /// Bytes fetched so far (for progress lines).
     fetched: AtomicU64,
     started: std::time::Instant,
@@ -120,7 +128,10 @@ impl RemoteObject {
             limits,
             changed: AtomicBool::new(false),
             last_error: Mutex::new(String::new()),
-            slots: tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_OBJECT),
+            slots: [
+                tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_OBJECT),
+                tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_OBJECT / 2),
+            ],
             fetched: AtomicU64::new(0),
             started: std::time::Instant::now(),
         })
@@ -142,35 +153,57 @@ impl RemoteObject {
             return Err(self.changed_error());
         }
         let (b0, b1) = ((offset / BLOCK) as usize, end.div_ceil(BLOCK) as usize);
-        let mut claim = self.entry.claim(b0, b1, true);
-        for &b in &claim.verify {
-            if !self.entry.verify(b) {
-                claim.fetch.push((b, b + 1));
+        // A block evicted while this read waited for the rest is claimed
+        // again (a few times: a cache far smaller than one read cannot
+        // serve it).
+        for _ in 0..4 {
+            let failures = self.entry.failures();
+            let mut claim = self.entry.claim(b0, b1, true);
+            for &b in &claim.verify {
+                if !self.entry.verify(b) {
+                    claim.fetch.push((b, b + 1));
+                }
+            }
+            self.spawn_runs(&claim.fetch, false);
+            match self.entry.wait(b0, b1, self.limits.patience(), failures) {
+                Ok(()) => return Ok(()),
+                Err(_) if self.is_changed() => return Err(self.changed_error()),
+                Err(WaitError::Evicted) => continue,
+                Err(WaitError::Failed) => {
+                    return Err(RemoteReadError::Failed {
+                        url: self.url.clone(),
+                        why: self.last_error.lock().unwrap().clone(),
+                    });
+                }
+                Err(WaitError::TimedOut) => {
+                    return Err(RemoteReadError::Failed {
+                        url: self.url.clone(),
+                        why: format!(
+                            "no data for bytes {offset}..{end} within {:?}",
+                            self.limits.patience()
+                        ),
+                    });
+                }
             }
         }
-        self.spawn_runs(&claim.fetch);
-        match self.entry.wait(b0, b1, self.limits.patience()) {
-            Ok(()) => Ok(()),
-            Err(_) if self.is_changed() => Err(self.changed_error()),
-            Err(WaitError::Failed) => Err(RemoteReadError::Failed {
-                url: self.url.clone(),
-                why: self.last_error.lock().unwrap().clone(),
-            }),
-            Err(WaitError::TimedOut) => Err(RemoteReadError::Failed {
-                url: self.url.clone(),
-                why: format!(
-                    "no data for bytes {offset}..{end} within {:?}",
-                    self.limits.patience()
-                ),
-            }),
-        }
+        Err(RemoteReadError::Failed {
+            url: self.url.clone(),
+            why: format!(
+                "bytes {offset}..{end} were evicted while being read: the cache (--cache-size) is too small for this read"
+            ),
+        })
     }
 
     /// Make several ranges local at once (all fetched in parallel, then
     /// waited for): parsers' scattered reads at open.
     pub fn ensure_ranges(self: &Arc<Self>, ranges: &[(u64, u64)]) -> Result<(), RemoteReadError> {
         for &(offset, len) in ranges {
-            self.prefetch(offset, len);
+            let end = offset.saturating_add(len).min(self.len);
+            if offset < end {
+                let (b0, b1) = ((offset / BLOCK) as usize, end.div_ceil(BLOCK) as usize);
+                let claim = self.entry.claim(b0, b1, false);
+                self.spawn_runs(&claim.fetch, false);
+            }
         }
         ranges
             .iter()
@@ -192,11 +225,14 @@ impl RemoteObject {
         }
         let (b0, b1) = ((offset / BLOCK) as usize, end.div_ceil(BLOCK) as usize);
         let claim = self.entry.claim(b0, b1, false);
-        self.spawn_runs(&claim.fetch);
+        self.spawn_runs(&claim.fetch, true);
     }
 
-    /// Fetch claimed runs of blocks, each split into parts.
-    fn spawn_runs(self: &Arc<Self>, runs: &[(usize, usize)]) {
+    /// Fetch claimed runs of blocks, each split into parts, in the demand
+    /// or the read-ahead lane. A part whose task panics gives its blocks
+    /// up (readers get EIO, not a wait for ever).
+    fn spawn_runs(self: &Arc<Self>, runs: &[(usize, usize)], ahead: bool) {
+        use futures::FutureExt;
         for &(b0, b1) in runs {
             let bytes = (b1 - b0) as u64 * BLOCK;
             let part = (bytes / 8).clamp(MIN_PART, MAX_PART).div_ceil(BLOCK) as usize;
@@ -204,7 +240,13 @@ impl RemoteObject {
             while b < b1 {
                 let e = (b + part).min(b1);
                 let me = Arc::clone(self);
-                runtime().spawn(async move { me.fetch(b, e).await });
+                runtime().spawn(async move {
+                    let task = std::panic::AssertUnwindSafe(Arc::clone(&me).fetch(b, e, ahead));
+                    if task.catch_unwind().await.is_err() {
+                        *me.last_error.lock().unwrap() = "internal error (see the log)".into();
+                        me.entry.abandon(b, e);
+                    }
+                });
                 b = e;
             }
         }
@@ -227,13 +269,14 @@ impl RemoteObject {
     }
 
     /// Fetch blocks `b0..b1` (claimed by the caller), retrying and resuming.
-    async fn fetch(self: Arc<Self>, b0: usize, b1: usize) {
+    async fn fetch(self: Arc<Self>, b0: usize, b1: usize, ahead: bool) {
         let mut next = b0;
         let mut attempt = 0;
         loop {
             // Slots are held for one attempt, not across a backoff.
-            let _mine = self.slots.acquire().await.expect("never closed");
-            let _any = in_flight().acquire().await.expect("never closed");
+            let lane = usize::from(ahead);
+            let _mine = self.slots[lane].acquire().await.expect("never closed");
+            let _any = in_flight(ahead).acquire().await.expect("never closed");
             if self.is_changed() {
                 self.entry.abandon(next, b1);
                 return;
@@ -266,6 +309,7 @@ impl RemoteObject {
                 .get(
                     start..start + len,
                     self.etag.as_deref(),
+                    Some(self.len),
                     self.limits.stall,
                     &mut sink,
                 )
@@ -288,6 +332,10 @@ impl RemoteObject {
                 attempt = 0;
             }
             drop((_mine, _any));
+            if next == b1 {
+                // Every block landed (the error came after the last one).
+                return;
+            }
             attempt += 1;
             match &err {
                 FetchError::Changed(why) => {

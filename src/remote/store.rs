@@ -72,11 +72,14 @@ pub enum Target {
 impl Target {
     /// Fetch `range`, conditional on `etag` when given, handing the body to
     /// `sink` piece by piece as it arrives. Returns what the response said
-    /// about the object.
+    /// about the object. A response for another version (another ETag, or
+    /// size when `size` is given) is refused before any of its bytes reach
+    /// `sink`, even from a server that ignores If-Match.
     pub async fn get(
         &self,
         range: Range<u64>,
         etag: Option<&str>,
+        size: Option<u64>,
         stall: Duration,
         sink: &mut (dyn FnMut(&[u8]) -> Result<(), FetchError> + Send),
     ) -> Result<Meta, FetchError> {
@@ -95,6 +98,17 @@ impl Target {
                     size: got.meta.size,
                     etag: got.meta.e_tag.clone(),
                 };
+                if let (Some(want), Some(have)) = (etag, &meta.etag)
+                    && want != have
+                {
+                    return Err(FetchError::Changed(format!("its ETag is now {have}")));
+                }
+                if size.is_some_and(|s| s != meta.size) {
+                    return Err(FetchError::Changed(format!(
+                        "its size is now {}",
+                        meta.size
+                    )));
+                }
                 let mut body = got.into_stream();
                 loop {
                     match tokio::time::timeout(stall, body.next()).await {
@@ -108,12 +122,21 @@ impl Target {
             Target::Hub { hub, resolve, cdn } => {
                 let known = cdn.lock().unwrap().clone();
                 let url = known.clone().unwrap_or_else(|| resolve.clone());
-                let result = hub.get_range(&url, range.clone(), stall, sink).await;
+                let mut delivered = 0u64;
+                let mut counting = |b: &[u8]| {
+                    delivered += b.len() as u64;
+                    sink(b)
+                };
+                let result = hub
+                    .get_range(&url, range.clone(), size, stall, &mut counting)
+                    .await;
                 match result {
-                    // A CDN link can expire: resolve again, once.
-                    Err(FetchError::Other(_)) if known.is_some() => {
+                    // A CDN link can expire: resolve again, once, if nothing
+                    // arrived (else the caller resumes where the bytes end).
+                    Err(FetchError::Other(_)) if known.is_some() && delivered == 0 => {
                         *cdn.lock().unwrap() = None;
-                        let (meta, landed) = hub.get_range(resolve, range, stall, sink).await?;
+                        let (meta, landed) =
+                            hub.get_range(resolve, range, size, stall, sink).await?;
                         *cdn.lock().unwrap() = Some(landed);
                         Ok(meta)
                     }
@@ -128,6 +151,16 @@ impl Target {
     }
 }
 
+/// `s` on one line (servers' error bodies are XML or JSON with newlines),
+/// at most 300 characters.
+pub fn one_line(s: &str) -> String {
+    let joined = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    match joined.char_indices().nth(300) {
+        Some((at, _)) => format!("{}...", &joined[..at]),
+        None => joined,
+    }
+}
+
 fn store_error(e: object_store::Error) -> FetchError {
     use object_store::Error as E;
     match e {
@@ -136,7 +169,7 @@ fn store_error(e: object_store::Error) -> FetchError {
         }
         E::NotFound { .. } => FetchError::Changed("it is gone".into()),
         e => {
-            let text = e.to_string();
+            let text = one_line(&e.to_string());
             if text.contains("not partial")
                 || text.contains("NotPartial")
                 || text.contains("Range request not supported")
@@ -300,6 +333,7 @@ impl Hub {
         &self,
         url: &str,
         range: Range<u64>,
+        size: Option<u64>,
         stall: Duration,
         sink: &mut (dyn FnMut(&[u8]) -> Result<(), FetchError> + Send),
     ) -> Result<(Meta, String), FetchError> {
@@ -321,13 +355,32 @@ impl Hub {
             s => return Err(FetchError::Other(format!("GET {url}: HTTP {s}"))),
         }
         let landed = resp.url().to_string();
-        let total = resp
+        // `bytes START-END/TOTAL`, for exactly the range asked.
+        let content_range = resp
             .headers()
             .get(reqwest::header::CONTENT_RANGE)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit('/').next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .ok_or_else(|| FetchError::Other(format!("GET {url}: no Content-Range total")))?;
+            .and_then(|v| {
+                let (span, total) = v.strip_prefix("bytes ")?.split_once('/')?;
+                let (a, b) = span.split_once('-')?;
+                Some((
+                    a.parse::<u64>().ok()?,
+                    b.parse::<u64>().ok()?,
+                    total.parse::<u64>().ok()?,
+                ))
+            });
+        let total = match content_range {
+            Some((a, b, total)) if a == range.start && b + 1 == range.end => total,
+            _ => {
+                return Err(FetchError::Other(format!(
+                    "GET {url}: the answer is not bytes {}..{}",
+                    range.start, range.end
+                )));
+            }
+        };
+        if size.is_some_and(|s| s != total) {
+            return Err(FetchError::Changed(format!("its size is now {total}")));
+        }
         let etag = resp
             .headers()
             .get(reqwest::header::ETAG)

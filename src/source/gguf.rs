@@ -392,7 +392,10 @@ pub fn parse(file: &SourceFile) -> Result<GgufHeader, SourceError> {
             // Bounded: a header that large would be refused for its memory
             // anyway, so a hostile length cannot make a mount fetch more.
             Err(_) if parser.wanted > 0 && avail < file.len && avail < 2 * MAX_HEADER_MEMORY => {
-                avail = (parser.wanted as u64).max(avail * 4).min(file.len);
+                avail = (parser.wanted as u64)
+                    .max(avail * 4)
+                    .min(file.len)
+                    .min(2 * MAX_HEADER_MEMORY);
             }
             other => return other,
         }

@@ -100,6 +100,7 @@ pub fn open(
 /// A legacy (non-zip) file is one pickle stream: fetched whole.
 fn load_headers(file: &SourceFile) -> Result<(), SourceError> {
     let len = file.len;
+    file.load(0, 4)?;
     if !file.data().starts_with(b"PK") {
         return file.load(0, len);
     }
@@ -112,7 +113,7 @@ fn load_headers(file: &SourceFile) -> Result<(), SourceError> {
         match torch::zip::Archive::parse(file.data()) {
             Ok(a) => break a,
             // Bounded: no real central directory is near 256 MiB.
-            Err(_) if tail < len && tail < 256 << 20 => tail = (tail * 8).min(len),
+            Err(_) if tail < len && tail < 256 << 20 => tail = (tail * 8).min(len).min(256 << 20),
             Err(e) => return Err(invalid(e)),
         }
     };

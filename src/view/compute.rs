@@ -143,10 +143,10 @@ impl Compute for Cast {
         vec![self.src]
     }
 
-    fn extents_at(&self, within: u64, len: u64) -> Vec<Extent> {
+    fn extents_at(&self, within: u64, len: u64) -> Option<Vec<Extent>> {
         let w = width(self.from);
         let (first, n) = units_at(within, len, width(self.to), self.src.len / w);
-        vec![self.src.sub(first * w, n * w)]
+        Some(vec![self.src.sub(first * w, n * w)])
     }
 
     fn len(&self) -> u64 {
@@ -187,11 +187,14 @@ impl Compute for Mxfp4 {
         vec![self.blocks, self.scales]
     }
 
-    fn extents_at(&self, within: u64, len: u64) -> Vec<Extent> {
+    fn extents_at(&self, within: u64, len: u64) -> Option<Vec<Extent>> {
         let u = width(self.to);
         let (first, n) = units_at(within, len, u, self.scales.len * 32);
         let (g0, g) = self.groups(first, n);
-        vec![self.blocks.sub(g0 * 16, g * 16), self.scales.sub(g0, g)]
+        Some(vec![
+            self.blocks.sub(g0 * 16, g * 16),
+            self.scales.sub(g0, g),
+        ])
     }
 
     fn len(&self) -> u64 {
@@ -259,14 +262,14 @@ impl Compute for Mxfp4Transposed {
         vec![self.blocks, self.scales]
     }
 
-    fn extents_at(&self, within: u64, len: u64) -> Vec<Extent> {
+    fn extents_at(&self, within: u64, len: u64) -> Option<Vec<Extent>> {
         let per = self.cols() * self.rows * width(self.to);
         let (e0, e1) = experts_at(within, len, per, self.experts);
         let n = self.rows * self.groups;
-        vec![
+        Some(vec![
             self.blocks.sub(e0 * n * 16, (e1 - e0) * n * 16),
             self.scales.sub(e0 * n, (e1 - e0) * n),
-        ]
+        ])
     }
 
     fn len(&self) -> u64 {
@@ -400,14 +403,16 @@ impl Compute for GgufMxfp4Transposed {
         self.parts.clone()
     }
 
-    fn extents_at(&self, within: u64, len: u64) -> Vec<Extent> {
+    fn extents_at(&self, within: u64, len: u64) -> Option<Vec<Extent>> {
         let per = self.len() / self.experts.max(1);
         let (e0, e1) = experts_at(within, len, per, self.experts);
         let per_expert = self.rows * self.groups * 17;
-        self.parts
-            .iter()
-            .map(|p| p.sub(e0 * per_expert, (e1 - e0) * per_expert))
-            .collect()
+        Some(
+            self.parts
+                .iter()
+                .map(|p| p.sub(e0 * per_expert, (e1 - e0) * per_expert))
+                .collect(),
+        )
     }
 
     fn len(&self) -> u64 {
@@ -508,10 +513,10 @@ impl Compute for GgmlDequant {
         vec![self.src]
     }
 
-    fn extents_at(&self, within: u64, len: u64) -> Vec<Extent> {
+    fn extents_at(&self, within: u64, len: u64) -> Option<Vec<Extent>> {
         let (bs, ts) = (self.ty.block_size(), self.ty.type_size());
         let (first, n) = units_at(within, len, bs * width(self.to), self.src.len / ts);
-        vec![self.src.sub(first * ts, n * ts)]
+        Some(vec![self.src.sub(first * ts, n * ts)])
     }
 
     fn len(&self) -> u64 {
@@ -689,7 +694,7 @@ impl Compute for CastOf {
         self.inner.extents()
     }
 
-    fn extents_at(&self, within: u64, len: u64) -> Vec<Extent> {
+    fn extents_at(&self, within: u64, len: u64) -> Option<Vec<Extent>> {
         let (w, u) = (width(self.from), width(self.to));
         let (first, n) = units_at(within, len, u, self.inner.len() / w);
         self.inner.extents_at(first * w, n * w)
@@ -720,9 +725,9 @@ impl Compute for SourceBytes {
         vec![self.0]
     }
 
-    fn extents_at(&self, within: u64, len: u64) -> Vec<Extent> {
+    fn extents_at(&self, within: u64, len: u64) -> Option<Vec<Extent>> {
         let within = within.min(self.0.len);
-        vec![self.0.sub(within, len.min(self.0.len - within))]
+        Some(vec![self.0.sub(within, len.min(self.0.len - within))])
     }
 
     fn len(&self) -> u64 {
@@ -815,7 +820,7 @@ impl Compute for TransposeOf {
         self.inner.extents()
     }
 
-    fn extents_at(&self, within: u64, len: u64) -> Vec<Extent> {
+    fn extents_at(&self, within: u64, len: u64) -> Option<Vec<Extent>> {
         let per = self.rows * self.cols * self.elem;
         let (b0, b1) = experts_at(within, len, per, self.batch);
         self.inner.extents_at(b0 * per, (b1 - b0) * per)
@@ -866,6 +871,17 @@ impl Compute for InterleaveOf {
         self.parts.iter().flat_map(|p| p.extents()).collect()
     }
 
+    fn extents_at(&self, within: u64, len: u64) -> Option<Vec<Extent>> {
+        let (e, n) = (self.elem, self.parts.len() as u64);
+        let units = self.parts.first().map_or(0, |p| p.len() / e.max(1));
+        let (first, count) = units_at(within, len, n * e, units);
+        let mut out = Vec::new();
+        for part in &self.parts {
+            out.extend(part.extents_at(first * e, count * e)?);
+        }
+        Some(out)
+    }
+
     fn len(&self) -> u64 {
         self.parts.iter().map(|p| p.len()).sum()
     }
@@ -899,6 +915,17 @@ pub struct ConcatOf {
 impl Compute for ConcatOf {
     fn extents(&self) -> Vec<Extent> {
         self.parts.iter().flat_map(|p| p.0.extents()).collect()
+    }
+
+    fn extents_at(&self, within: u64, len: u64) -> Option<Vec<Extent>> {
+        // Whole outer rows: a superset, exact for reads of whole rows.
+        let slice: u64 = self.parts.iter().map(|p| p.1).sum();
+        let (o0, o1) = experts_at(within, len, slice, self.outer);
+        let mut out = Vec::new();
+        for (part, n) in &self.parts {
+            out.extend(part.extents_at(o0 * n, (o1 - o0) * n)?);
+        }
+        Some(out)
     }
 
     fn len(&self) -> u64 {
@@ -1024,7 +1051,7 @@ impl Compute for Window {
         self.inner.extents()
     }
 
-    fn extents_at(&self, within: u64, len: u64) -> Vec<Extent> {
+    fn extents_at(&self, within: u64, len: u64) -> Option<Vec<Extent>> {
         self.inner.extents_at(self.offset + within, len)
     }
 

@@ -58,11 +58,13 @@ pub trait Compute: Send + Sync + fmt::Debug {
     /// source file).
     fn extents(&self) -> Vec<Extent>;
     /// The source ranges that reading output bytes `within..within + len`
-    /// touches (read-ahead of remote sources fetches exactly these). Every
-    /// range by default; elementwise computes narrow it down.
-    fn extents_at(&self, within: u64, len: u64) -> Vec<Extent> {
+    /// touches: what read-ahead of a remote source fetches ahead of a
+    /// reader. `None` (the default) when not worked out: such a range gets
+    /// no read-ahead. Only a hint: the read itself fetches what its kernel
+    /// borrows, whatever this says.
+    fn extents_at(&self, within: u64, len: u64) -> Option<Vec<Extent>> {
         let _ = (within, len);
-        self.extents()
+        None
     }
 }
 

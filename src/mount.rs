@@ -161,6 +161,16 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     // Absolute (symlinks kept: a snapshot link repointed is a change): the
     // daemon leaves its starting directory below, and the watcher re-resolves
     // the source paths for as long as the mount lives.
+    // What `mount` lists as the filesystem: the file or folder name, or a
+    // remote source's URL (commas would end the mount option).
+    let label = if crate::remote::is_remote(source) {
+        source.to_string_lossy().replace(',', "%2C")
+    } else {
+        source
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
     let source = if crate::remote::is_remote(source) {
         crate::remote::prepare(&source.to_string_lossy(), &opts.remote)?
     } else {
@@ -190,13 +200,7 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     );
 
     let mut config = Config::default();
-    let fsname = format!(
-        "gyrofs:{}",
-        source
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    );
+    let fsname = format!("gyrofs:{label}");
     config.mount_options = vec![
         MountOption::RO,
         MountOption::NoDev,

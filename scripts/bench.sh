@@ -693,8 +693,17 @@ bench_remote() {
     mkdir -p "$root/bucket" "$hub" "$RLOGS"
     rm -rf "$RDIR"/cache-* "$RLOGS"/*
 
-    # Inputs, generated once (into *.tmp, then renamed).
+    # Inputs, generated once (into *.tmp, then renamed), again when their
+    # size settings change (remembered in $RDIR/NAME.params).
+    fresh_input() {  # NAME SETTINGS DIR...: true (after removing DIR...) if NAME must be generated
+        local name=$1 want=$2
+        shift 2
+        [ "$(cat "$RDIR/$name.params" 2>/dev/null)" != "$want" ] || return 1
+        rm -rf "$@"
+        echo "$want" > "$RDIR/$name.params"
+    }
     local seqf=$root/bucket/seq/model.safetensors
+    fresh_input seq "$seq_mb" "$seqf" || true
     if [ ! -f "$seqf" ]; then
         mkdir -p "$(dirname "$seqf")"
         python3 - "$seqf.tmp" "$seq_mb" <<'PY'
@@ -707,6 +716,7 @@ PY
         mv "$seqf.tmp" "$seqf"
     fi
     local moe=$hub/org/moe/commits/$sha_moe
+    fresh_input moe "$experts" "$hub/org/moe" || true
     if [ ! -d "$moe" ]; then
         rm -rf "$RDIR/moe.tmp"; mkdir -p "$RDIR/moe.tmp" "$hub/org/moe/refs"
         python3 - "$RDIR/moe.tmp" "$experts" <<'PY'
@@ -733,6 +743,7 @@ PY
         echo "$sha_moe" > "$hub/org/moe/refs/main"
     fi
     local llama=$hub/org/llama/commits/$sha_llama
+    fresh_input llama "$llama_layers" "$hub/org/llama" || true
     if [ $havetorch = 1 ] && [ ! -d "$llama" ]; then
         rm -rf "$RDIR/llama.tmp"; mkdir -p "$hub/org/llama/refs"
         { "$py" - "$RDIR/llama.tmp" "$llama_layers" <<'PY'
@@ -752,6 +763,7 @@ PY
     # gpt-oss-20b shapes with a small vocabulary (8192: embeddings of 47 MB
     # instead of 1.2 GB), MXFP4 experts, loadable by transformers.
     local gptoss=$hub/org/gptoss/commits/$sha_gptoss
+    fresh_input gptoss "$gptoss_layers" "$hub/org/gptoss" || true
     if [ $havetorch = 1 ] && [ "$gptoss_layers" -gt 0 ] && [ ! -d "$gptoss" ]; then
         rm -rf "$RDIR/gptoss.tmp"; mkdir -p "$hub/org/gptoss/refs"
         python3 - "$RDIR/gptoss.tmp" "$gptoss_layers" <<'PY'

@@ -3,6 +3,11 @@
 test`: needs torch).
 
     /opt/pyref/bin/python scripts/check_remote.py
+    MOTO_SERVER=/path/to/moto_server /opt/pyref/bin/python scripts/check_remote.py
+
+With MOTO_SERVER (moto's S3 server from `pip install "moto[server]"`, an
+S3 implementation independent of gyrofs's fake), the s3:// cases are also
+run against it, and a rewritten object must read as EIO.
 
 Starts the offline fake server (scripts/fake_remote.py) with the bundled
 fixtures published as a Hub repository, S3 objects and plain HTTP files, then
@@ -74,6 +79,83 @@ def stats(port):
         return json.load(r)
 
 
+def start_moto(server, tmp):
+    """moto's S3 server with bucket `models` holding the fixtures (uploaded
+    with plain PUTs: moto does not check signatures by default)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([server, "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"{url}/models", method="PUT"), timeout=5)
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("moto_server did not start")
+            time.sleep(0.2)
+    uploads = [(os.path.join(DATA, "gpt-oss-tiny"), "gpt-oss-tiny"),
+               (os.path.join(DATA, "torch-models", "hf-gpt2-sharded"), "gpt2-bin")]
+    for base, prefix in uploads:
+        for dp, _, files in os.walk(base):
+            for f in files:
+                key = prefix + "/" + os.path.relpath(os.path.join(dp, f), base)
+                put(url, key, open(os.path.join(dp, f), "rb").read())
+    return proc, url
+
+
+def put_signed(server, url, key, body):
+    """Overwrite an object: moto refuses unsigned overwrites, so with boto3
+    from moto's own environment (beside `moto_server`)."""
+    py = os.path.join(os.path.dirname(server), "python")
+    code = ("import boto3, sys; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', "
+            "aws_access_key_id='x', aws_secret_access_key='x')"
+            ".put_object(Bucket='models', Key=sys.argv[2], Body=sys.stdin.buffer.read())")
+    subprocess.run([py, "-c", code, url, key], input=body, check=True)
+
+
+def put(url, key, body):
+    req = urllib.request.Request(f"{url}/models/{key}", data=body, method="PUT",
+                                 headers={"Content-Type": "application/octet-stream"})
+    urllib.request.urlopen(req, timeout=30).read()
+
+
+def moto_checks(server, tmp):
+    proc, url = start_moto(server, tmp)
+    ok = True
+    try:
+        cache = os.path.join(tmp, "moto-cache")
+        os.environ["AWS_ENDPOINT_URL"] = url
+        for remote, local in [("s3://models/gpt-oss-tiny", os.path.join(DATA, "gpt-oss-tiny")),
+                              ("s3://models/gpt2-bin", os.path.join(DATA, "torch-models", "hf-gpt2-sharded"))]:
+            with mounted(GYROFS, local) as lm, mounted(GYROFS, remote, "--cache-dir", cache) as rm:
+                ok = compare(os.path.join(lm, "bf16"), os.path.join(rm, "bf16"), f"moto {remote}") and ok
+        # A rewritten object (larger than the block fetched at mount) is EIO.
+        body = bytearray(os.urandom(4 << 20))
+        header = b'{"w":{"dtype":"U8","shape":[4194304],"data_offsets":[0,4194304]}}'
+        header += b" " * (-len(header) % 8)
+        blob = len(header).to_bytes(8, "little") + header + bytes(body)
+        put(url, "chg/model.safetensors", blob)
+        with mounted(GYROFS, "s3://models/chg", "--cache-dir", cache) as rm:
+            body[-1] ^= 1
+            put_signed(server, url, "chg/model.safetensors", len(header).to_bytes(8, "little") + header + bytes(body))
+            try:
+                open(os.path.join(rm, "raw", "model.safetensors"), "rb").read()
+                print("moto: a rewritten object was read without error")
+                ok = False
+            except OSError as e:
+                print(f"moto: a rewritten object reads as {os.strerror(e.errno)}")
+                ok = ok and e.errno == 5
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    return ok
+
+
 def compare(local_dir, remote_dir, what):
     a = AutoModelForCausalLM.from_pretrained(local_dir, dtype=torch.bfloat16)
     b = AutoModelForCausalLM.from_pretrained(remote_dir, dtype=torch.bfloat16)
@@ -116,6 +198,8 @@ def main():
                     print(f"{remote}: safe_open({raw}) identical: {same}")
                     ok = ok and same
             print(f"server: {stats(port)}")
+            if os.environ.get("MOTO_SERVER"):
+                ok = moto_checks(os.environ["MOTO_SERVER"], tmp) and ok
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=20)

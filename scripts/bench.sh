@@ -58,6 +58,15 @@ median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 fmt() { printf "%.3f" "$1"; }
 size_of() { du -sb --apparent-size "$@" | awk '{s+=$1} END {printf "%.0f\n", s}'; }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+# Seconds to a model loaded with from_pretrained(ARGV1) in BF16 with every
+# weight read (they may be mmap-backed, and a lazy load would measure nothing).
+LOAD_PY='import sys, time, torch
+from transformers import AutoModelForCausalLM
+t0 = time.perf_counter()
+m = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.bfloat16)
+for p in m.state_dict().values():  # read every weight (they may be mmap-backed)
+    p.contiguous().view(-1).view(torch.uint8)[::2048].sum()
+print(time.perf_counter() - t0)'
 
 # Warnings (e.g. a synthetic GGUF's missing tokenizer) go to a log, not
 # between the rows; a failed mount prints them.
@@ -583,13 +592,7 @@ bench_load() {
     echo "(seconds to a loaded model with every weight read, median of 3, alternating; fresh mount each time;"
     echo " baseline: from_pretrained of a local copy of MNT/bf16 (cp), same run)"
     cat "$dir"/*.safetensors "$copy"/*.safetensors > /dev/null
-    local load='import sys, time, torch
-from transformers import AutoModelForCausalLM
-t0 = time.perf_counter()
-m = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.bfloat16)
-for p in m.state_dict().values():  # read every weight (they may be mmap-backed)
-    p.contiguous().view(-1).view(torch.uint8)[::2048].sum()
-print(time.perf_counter() - t0)'
+    local load=$LOAD_PY
     local local_s=() mnt_s=() local_c=() mnt_c=()
     for _ in 1 2 3; do
         # Warm: the copy and the source in the page cache.
@@ -974,13 +977,7 @@ bench_remote_load() {
     local url=$1 sha=$2 dir=$3 label=$4 repo=${1#hf://}
     local dl=$RDIR/dl bytes
     bytes=$(size_of "$dir")
-    local load='import sys, time, torch
-from transformers import AutoModelForCausalLM
-t0 = time.perf_counter()
-m = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.bfloat16)
-for p in m.state_dict().values():  # read every weight (they may be mmap-backed)
-    p.contiguous().view(-1).view(torch.uint8)[::2048].sum()
-print(time.perf_counter() - t0)'
+    local load=$LOAD_PY
     local download='import sys, time
 from huggingface_hub import snapshot_download
 t0 = time.perf_counter()

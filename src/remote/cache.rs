@@ -235,6 +235,16 @@ fn allocated(p: &Path) -> u64 {
     std::fs::metadata(p).map_or(0, |m| m.blocks() * 512)
 }
 
+/// Open `path` to read and write, creating it if missing.
+fn open_rw(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+}
+
 fn try_lock(f: &File) -> bool {
     // SAFETY: flock on a descriptor we own; no memory is involved.
     unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
@@ -281,12 +291,7 @@ impl Entry {
         }
         let data_path = cache.objects.join(format!("{key}.data"));
         let idx_path = cache.objects.join(format!("{key}.idx"));
-        let data = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&data_path)?;
+        let data = open_rw(&data_path)?;
         if !try_lock(&data) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::WouldBlock,
@@ -297,12 +302,7 @@ impl Entry {
             ));
         }
         let blocks = len.div_ceil(BLOCK) as usize;
-        let idx = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&idx_path)?;
+        let idx = open_rw(&idx_path)?;
         let want = (HEADER + 8 * blocks) as u64;
         let mut header = [0u8; HEADER];
         header[..8].copy_from_slice(MAGIC);

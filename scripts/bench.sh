@@ -592,7 +592,7 @@ bench_load() {
     echo "(seconds to a loaded model with every weight read, median of 3, alternating; fresh mount each time;"
     echo " baseline: from_pretrained of a local copy of MNT/bf16 (cp), same run)"
     cat "$dir"/*.safetensors "$copy"/*.safetensors > /dev/null
-    local load=$LOAD_PY
+    local load="$LOAD_PY"
     local local_s=() mnt_s=() local_c=() mnt_c=()
     for _ in 1 2 3; do
         # Warm: the copy and the source in the page cache.
@@ -977,7 +977,7 @@ bench_remote_load() {
     local url=$1 sha=$2 dir=$3 label=$4 repo=${1#hf://}
     local dl=$RDIR/dl bytes
     bytes=$(size_of "$dir")
-    local load=$LOAD_PY
+    local load="$LOAD_PY"
     local download='import sys, time
 from huggingface_hub import snapshot_download
 t0 = time.perf_counter()

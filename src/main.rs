@@ -134,7 +134,8 @@ enum Cmd {
     /// mixture-of-experts models raw/experts/ and bf16/experts/ (one file per
     /// layer and expert, base.safetensors, registry.json).
     Mount {
-        /// The checkpoint: a file or a folder.
+        /// The checkpoint: a file or a folder, or a URL (s3://BUCKET/PREFIX,
+        /// hf://ORG/MODEL[@REVISION][/PATH], https://HOST/PATH/FILE).
         source: PathBuf,
         /// An existing directory to mount on.
         mountpoint: PathBuf,
@@ -174,7 +175,8 @@ enum Cmd {
     },
     /// List the tensors of SOURCE: name, stored dtype, logical dtype, shape, bytes.
     Ls {
-        /// The checkpoint: a file or a folder.
+        /// The checkpoint: a file or a folder, or a URL (s3://BUCKET/PREFIX,
+        /// hf://ORG/MODEL[@REVISION][/PATH], https://HOST/PATH/FILE).
         source: PathBuf,
         /// Print the manifest (every tensor, files, config) as JSON.
         #[arg(long)]
@@ -188,7 +190,8 @@ enum Cmd {
     /// not existing yet). Existing files of the same names are replaced; each
     /// file is written under a temporary name and renamed when complete.
     Convert {
-        /// The checkpoint: a file or a folder.
+        /// The checkpoint: a file or a folder, or a URL (s3://BUCKET/PREFIX,
+        /// hf://ORG/MODEL[@REVISION][/PATH], https://HOST/PATH/FILE).
         source: PathBuf,
         /// Where to write (created if missing).
         outdir: PathBuf,

@@ -496,7 +496,11 @@ fn http_file(url: &str, opts: &RemoteOptions) -> Result<Listed, RemoteError> {
                     "the server does not support range requests (it answered a ranged GET with the whole file); gyrofs needs them to fetch only what is read",
                 );
             }
-            Err(e) if e.retryable() && attempt < opts.limits.retries => attempt += 1,
+            Err(e) if e.retryable() && attempt < opts.limits.retries => {
+                attempt += 1;
+                log::warn!("{url}: attempt {attempt} failed ({e}); retrying");
+                std::thread::sleep(object::backoff(attempt));
+            }
             Err(e) => return fail(url, e.to_string()),
         }
     };

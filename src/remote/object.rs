@@ -52,7 +52,7 @@ impl Limits {
     }
 }
 
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100 << attempt.min(6))
 }
 
@@ -170,9 +170,14 @@ impl RemoteObject {
                 Err(_) if self.is_changed() => return Err(self.changed_error()),
                 Err(WaitError::Evicted) => continue,
                 Err(WaitError::Failed) => {
+                    let why = self.last_error.lock().unwrap().clone();
                     return Err(RemoteReadError::Failed {
                         url: self.url.clone(),
-                        why: self.last_error.lock().unwrap().clone(),
+                        why: if why.is_empty() {
+                            "the fetch failed (see the log)".into()
+                        } else {
+                            why
+                        },
                     });
                 }
                 Err(WaitError::TimedOut) => {

@@ -142,7 +142,8 @@ enum Cmd {
         /// Stay in the foreground (Ctrl-C unmounts).
         #[arg(short, long)]
         foreground: bool,
-        /// FUSE worker threads [default: number of CPUs, 4 to 16].
+        /// FUSE worker threads [default: number of CPUs, 4 to 16; 32 for a
+        /// remote source].
         #[arg(long)]
         threads: Option<usize>,
         /// Let other users read the mount (non-root users need
@@ -251,7 +252,12 @@ fn run(cli: Cli) -> Result<(), Error> {
         } => {
             let opts = MountOptions {
                 remote: remote.options(),
-                threads: threads.unwrap_or_else(default_threads),
+                // A remote source's reads wait on the network: more threads,
+                // so that reads stuck on a slow object leave others free.
+                threads: threads.unwrap_or_else(|| match gyrofs::remote::is_remote(&source) {
+                    true => default_threads().max(32),
+                    false => default_threads(),
+                }),
                 allow_other,
                 foreground,
                 log_file,

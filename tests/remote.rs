@@ -523,20 +523,34 @@ fn a_stalled_server_gives_eio_in_time_while_other_files_read() {
     );
     server.control(json!({"stall": ["00001-of"]}));
     let started = Instant::now();
-    let stalled = {
-        let p = mnt.join("raw/tensors/a.safetensors");
+    // Several readers of the stalled shard (each with the kernel's
+    // readahead in flight too) ...
+    let stalled: Vec<_> = [
+        "raw/tensors/a.safetensors",
+        "bf16/tensors/a.safetensors",
+        "raw/model.safetensors",
+        "bf16/model-00001-of-00001.safetensors",
+    ]
+    .iter()
+    .map(|f| {
+        let p = mnt.join(f);
         std::thread::spawn(move || std::fs::read(p).map_err(|e| e.raw_os_error()))
-    };
-    // Meanwhile the other shard reads, and gives its bytes.
+    })
+    .collect();
+    // ... and meanwhile the other shard reads, and gives its bytes.
     std::thread::sleep(Duration::from_millis(200));
     let b = std::fs::read(mnt.join("raw/tensors/b.safetensors")).unwrap();
     assert_eq!(
         read_st(&b)["b"].2,
         T::new("b", "BF16", &[512, 1024], 2).data
     );
-    assert!(!stalled.is_finished(), "the stalled read was not stalled");
-    let got = stalled.join().unwrap();
-    assert_eq!(got.unwrap_err(), Some(libc::EIO));
+    assert!(
+        stalled.iter().all(|t| !t.is_finished()),
+        "the stalled reads were not stalled"
+    );
+    for t in stalled {
+        assert_eq!(t.join().unwrap().unwrap_err(), Some(libc::EIO));
+    }
     // Two attempts of 1 s plus backoff: well under the bound.
     assert!(started.elapsed() < Duration::from_secs(20));
     // The server recovers: the read succeeds again (nothing was cached wrong).

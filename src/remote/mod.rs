@@ -32,6 +32,9 @@ use cache::{BLOCK, Cache, Entry};
 pub use object::{Limits, RemoteObject, RemoteReadError};
 use store::{Hub, Target};
 
+/// What is fetched of a `.gguf` file at open (of any other file: one block).
+pub const FIRST_GGUF: u64 = 1 << 20;
+
 /// Default cache size: 64 GiB.
 pub const DEFAULT_CACHE_SIZE: u64 = 64 << 30;
 /// Default stall timeout.
@@ -273,11 +276,17 @@ pub fn prepare(url: &str, opts: &RemoteOptions) -> Result<PathBuf, RemoteError> 
     }
     // Every file's first block, all at once: enough to tell formats apart,
     // and most headers and side files whole.
-    for (_, o) in &objects {
-        o.prefetch(0, BLOCK);
+    // A GGUF header holds the tokenizer (often MiBs): its first MiB.
+    let first = |link: &Path| match link.extension().is_some_and(|e| e == "gguf") {
+        true => FIRST_GGUF,
+        false => BLOCK,
+    };
+    for (link, o) in &objects {
+        o.prefetch(0, first(link));
     }
-    for (_, o) in &objects {
-        o.ensure(0, BLOCK).or_else(|e| fail(url, e.to_string()))?;
+    for (link, o) in &objects {
+        o.ensure(0, first(link))
+            .or_else(|e| fail(url, e.to_string()))?;
     }
     Ok(if single { objects[0].0.clone() } else { tree })
 }

@@ -375,9 +375,11 @@ pub fn parse(file: &SourceFile) -> Result<GgufHeader, SourceError> {
         return parse_data(&file.path, file.data());
     }
     // A GGUF header does not state its length: parse what has been fetched
-    // and fetch more (at least four times as much) until it is whole.
+    // (the first MiB, at open: remote::FIRST_GGUF) and fetch more (at least
+    // sixteen times as much) until it is whole: one more request for
+    // headers up to 16 MiB, which holds the largest tokenizers.
     let data = file.data();
-    let mut avail = (crate::remote::cache::BLOCK).min(file.len);
+    let mut avail = crate::remote::FIRST_GGUF.min(file.len);
     loop {
         file.load(0, avail)?;
         let mut parser = Parser {
@@ -393,7 +395,7 @@ pub fn parse(file: &SourceFile) -> Result<GgufHeader, SourceError> {
             // anyway, so a hostile length cannot make a mount fetch more.
             Err(_) if parser.wanted > 0 && avail < file.len && avail < 2 * MAX_HEADER_MEMORY => {
                 avail = (parser.wanted as u64)
-                    .max(avail * 4)
+                    .max(avail * 16)
                     .min(file.len)
                     .min(2 * MAX_HEADER_MEMORY);
             }

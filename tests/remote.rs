@@ -715,3 +715,60 @@ fn hostile_remote_files_are_refused_like_local_ones() {
         assert!(fetched <= size, "{name}: fetched {fetched} of {size} bytes");
     }
 }
+
+#[test]
+fn a_long_gguf_header_takes_two_requests() {
+    // 3 MiB of metadata (a large tokenizer's worth) before the tensor infos.
+    let server = Server::start(&[]);
+    let path = server.root.join("bucket/big-header.gguf");
+    let text: &'static str = Box::leak("t".repeat(3 << 20).into_boxed_str());
+    let t = vec![GT {
+        name: "w".into(),
+        ty: 0,
+        dims: vec![1024, 1024],
+        data: bytes(5, 4 << 20),
+    }];
+    write_gguf(
+        &path,
+        &[
+            ("general.architecture", Kv::Str("llama")),
+            ("tokenizer.blob", Kv::Str(text)),
+        ],
+        &t,
+    );
+    let url = format!("{}/bucket/big-header.gguf", server.url());
+    let cache = tempfile::tempdir().unwrap();
+    let out = Command::new(GYROFS)
+        .args(["ls", &url, "--cache-dir"])
+        .arg(cache.path())
+        .envs(server.env())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, gyrofs(&["ls", path.to_str().unwrap()]).stdout);
+    // Two rounds: the first MiB (with the size and ETag), then one
+    // fetch of the rest of the header, in parallel parts.
+    let st = server.stats();
+    let log = st["log"].as_array().unwrap();
+    assert_eq!(log[0]["range"], "bytes=0-1048575", "{st}");
+    assert!(
+        log[1..]
+            .iter()
+            .all(|l| l["range"].as_str().unwrap().starts_with("bytes=")
+                && l["path"] == log[0]["path"]),
+        "{st}"
+    );
+    let starts: Vec<u64> = log[1..]
+        .iter()
+        .map(|l| {
+            let r = l["range"].as_str().unwrap();
+            r["bytes=".len()..r.find('-').unwrap()].parse().unwrap()
+        })
+        .collect();
+    assert!(starts.iter().all(|&s| s >= 1 << 20), "{st}");
+    assert!(!log[0]["path"].as_str().unwrap().contains("//"), "{st}");
+}

@@ -253,11 +253,15 @@ pub fn prepare(url: &str, opts: &RemoteOptions) -> Result<PathBuf, RemoteError> 
         }
         let key = sanitize(&format!("{}@{}", l.identity, l.version));
         let entry = Entry::open(&cache, &key, l.size).or_else(|e| fail(url, e.to_string()))?;
-        if let Some(first) = &l.first
-            && first.len() as u64 == entry.span(0, 1).1
-            && entry.claim(0, 1, false).fetch == [(0, 1)]
-        {
-            entry.land(0, first).or_else(|e| fail(url, e.to_string()))?;
+        if let Some(first) = &l.first {
+            // The blocks the listing's GET brought (whole ones only).
+            for (b, bytes) in first.chunks(BLOCK as usize).enumerate() {
+                if bytes.len() as u64 == entry.span(b, b + 1).1
+                    && entry.claim(b, b + 1, false).fetch == [(b, b + 1)]
+                {
+                    entry.land(b, bytes).or_else(|e| fail(url, e.to_string()))?;
+                }
+            }
         }
         let link = tree.join(&l.name);
         if let Some(parent) = link.parent() {
@@ -276,11 +280,7 @@ pub fn prepare(url: &str, opts: &RemoteOptions) -> Result<PathBuf, RemoteError> 
     }
     // Every file's first block, all at once: enough to tell formats apart,
     // and most headers and side files whole.
-    // A GGUF header holds the tokenizer (often MiBs): its first MiB.
-    let first = |link: &Path| match link.extension().is_some_and(|e| e == "gguf") {
-        true => FIRST_GGUF,
-        false => BLOCK,
-    };
+    let first = |link: &Path| first_fetch(&link.to_string_lossy());
     for (link, o) in &objects {
         o.prefetch(0, first(link));
     }
@@ -298,6 +298,15 @@ fn unversioned() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("unversioned-{}-{nanos}", std::process::id())
+}
+
+/// What is fetched of a file at open: one block, or for a GGUF, whose
+/// header holds the tokenizer (often MiBs), its first MiB.
+fn first_fetch(name: &str) -> u64 {
+    match name.ends_with(".gguf") {
+        true => FIRST_GGUF,
+        false => BLOCK,
+    }
 }
 
 /// The files of a Hub listing that `path` names: one file (then the only
@@ -474,7 +483,9 @@ async fn list_prefix(
 fn http_file(url: &str, opts: &RemoteOptions) -> Result<Listed, RemoteError> {
     let (base, name) = url.rsplit_once('/').expect("checked by parse_url");
     let store = object_store::http::HttpBuilder::new()
-        .with_url(format!("{base}/"))
+        // No trailing slash: object_store appends the name as a path
+        // segment (a trailing slash would make `dir//name`).
+        .with_url(base)
         .with_client_options(client_options(opts))
         .with_retry(no_retry())
         .build()
@@ -491,7 +502,7 @@ fn http_file(url: &str, opts: &RemoteOptions) -> Result<Listed, RemoteError> {
             Ok(())
         };
         let got = object::runtime().block_on(target.get(
-            0..BLOCK,
+            0..first_fetch(name),
             None,
             None,
             opts.limits.stall,

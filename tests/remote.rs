@@ -181,6 +181,11 @@ fn every_format_and_protocol_matches_a_local_mount() {
         &data("gguf-models/llama-q4_k.gguf"),
         &bucket.join("gguf/llama-q4_k.gguf"),
     );
+    // A file at the server's root, and a URL with a query string (the local
+    // twin has the same name: headers record it).
+    copy(&data("torch/nanogpt.pt"), &server.root.join("ckpt.pt"));
+    let twin = tempfile::tempdir().unwrap();
+    copy(&data("torch/nanogpt.pt"), &twin.path().join("ckpt.pt"));
     let split = tempfile::tempdir().unwrap();
     write_split_gguf(split.path());
     copy(split.path(), &bucket.join("split"));
@@ -206,6 +211,10 @@ fn every_format_and_protocol_matches_a_local_mount() {
         (
             format!("{u}/bucket/gguf/llama-q4_k.gguf"),
             data("gguf-models/llama-q4_k.gguf"),
+        ),
+        (
+            format!("{u}/ckpt.pt?download=1"),
+            twin.path().join("ckpt.pt"),
         ),
         ("hf://org/tiny".into(), data("gpt-oss-tiny")),
         (

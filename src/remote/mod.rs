@@ -481,18 +481,22 @@ async fn list_prefix(
 /// An http(s) file: its size and ETag come from a ranged GET of its first
 /// bytes, which also proves that the server takes range requests.
 fn http_file(url: &str, opts: &RemoteOptions) -> Result<Listed, RemoteError> {
-    let (base, name) = url.rsplit_once('/').expect("checked by parse_url");
+    let name = url.rsplit('/').next().unwrap_or(url);
+    let name = name.split(['?', '#']).next().unwrap_or(name);
+    // The store's base is the file's own URL, and the object path is empty:
+    // object_store appends path segments to its base, which would turn a
+    // file at the server's root into `//name`.
     let store = object_store::http::HttpBuilder::new()
-        // No trailing slash: object_store appends the name as a path
-        // segment (a trailing slash would make `dir//name`).
-        .with_url(base)
+        .with_url(url)
         .with_client_options(client_options(opts))
         .with_retry(no_retry())
         .build()
         .or_else(|e| fail(url, e.to_string()))?;
     let store: Arc<dyn ObjectStore> = Arc::new(store);
-    let path = StorePath::from_url_path(name).or_else(|e| fail(url, e.to_string()))?;
-    let target = Target::Store { store, path };
+    let target = Target::Store {
+        store,
+        path: StorePath::default(),
+    };
     let mut first = Vec::new();
     let mut attempt = 0;
     let meta = loop {

@@ -68,7 +68,19 @@ pub struct Cache {
     /// The tick when the previous eviction pass began: groups used since
     /// are in use by reads in progress, and are not evicted.
     last_pass: AtomicU64,
+    /// Groups dropped by a pass whose holes wait for the reads older than
+    /// it (the reader parity to drain).
+    pending: Mutex<Option<Pending>>,
 }
+
+/// Dropped groups whose holes wait: the reader parity to drain, and the
+/// groups (object, group index).
+type Pending = (usize, Vec<(Weak<Entry>, usize)>);
+
+/// Ticks start here: tick 1 marks groups stored by an earlier run.
+const FIRST_TICK: u64 = 2;
+/// Eviction passes are at least this far apart.
+const PASS_EVERY: Duration = Duration::from_millis(200);
 
 impl Cache {
     /// Open (create) the cache at `dir`, holding at most `cap` bytes.
@@ -87,8 +99,9 @@ impl Cache {
             used: AtomicU64::new(used),
             open: Mutex::new(Vec::new()),
             evict: Mutex::new(None),
-            tick: AtomicU64::new(1),
+            tick: AtomicU64::new(FIRST_TICK),
             last_pass: AtomicU64::new(0),
+            pending: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel::<()>();
         *cache.evict.lock().unwrap() = Some(tx);
@@ -96,25 +109,26 @@ impl Cache {
         std::thread::Builder::new()
             .name("gyrofs-evict".into())
             .spawn(move || {
-                // While over the cap, passes repeat (groups in use by reads
-                // in progress become evictable once those reads move on).
-                let mut over = false;
+                // Passes at most every PASS_EVERY; while over the cap (or
+                // with holes to punch) they repeat without being woken
+                // (groups in use by reads become evictable once those
+                // reads move on).
+                let mut again = false;
                 loop {
-                    let got = match over {
+                    let got = match again {
                         false => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-                        true => rx.recv_timeout(Duration::from_millis(200)),
+                        true => rx.recv_timeout(PASS_EVERY),
                     };
                     if got == Err(mpsc::RecvTimeoutError::Disconnected) {
                         return;
                     }
-                    while rx.try_recv().is_ok() {}
+                    let started = Instant::now();
                     match weak.upgrade() {
-                        Some(c) => {
-                            c.evict();
-                            over = c.used() > c.cap;
-                        }
+                        Some(c) => again = c.evict(),
                         None => return,
                     }
+                    std::thread::sleep(PASS_EVERY.saturating_sub(started.elapsed()));
+                    while rx.try_recv().is_ok() {}
                 }
             })?;
         if used > cap {
@@ -144,22 +158,33 @@ impl Cache {
         }
     }
 
-    /// Free space down to 90% of the cap (see the module comment).
-    fn evict(&self) {
-        let target = self.cap / 10 * 9;
-        if self.used() <= self.cap {
-            return;
-        }
-        let recent = self
-            .last_pass
-            .swap(self.tick.load(Ordering::Relaxed), Ordering::Relaxed);
+    /// One eviction pass: free space down to 90% of the cap (see the
+    /// module comment). Returns whether it is still over the cap, or has
+    /// holes waiting to be punched (then another pass follows shortly).
+    fn evict(&self) -> bool {
         let open: Vec<Arc<Entry>> = {
             let mut open = self.open.lock().unwrap();
             open.retain(|w| w.strong_count() > 0);
             open.iter().filter_map(Weak::upgrade).collect()
         };
-        // Whole objects nobody has open, oldest first.
-        let mut idle: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
+        // Holes of an earlier pass, once the reads older than it are done.
+        let mut pending = self.pending.lock().unwrap();
+        if let Some((parity, groups)) = pending.take() {
+            if readers().drained(parity) {
+                for (entry, g) in groups {
+                    if let Some(e) = entry.upgrade() {
+                        e.punch_group(g);
+                    }
+                }
+            } else {
+                *pending = Some((parity, groups));
+            }
+        }
+        // Recount what this process can free: its open objects, and the
+        // objects no process has open (another process's locked objects
+        // are its to manage).
+        let mut idle: Vec<(std::time::SystemTime, PathBuf, u64)> = Vec::new();
+        let mut used: u64 = open.iter().map(|o| allocated(&o.data_path)).sum();
         if let Ok(rd) = std::fs::read_dir(&self.objects) {
             for e in rd.flatten() {
                 let p = e.path();
@@ -168,28 +193,51 @@ impl Cache {
                 {
                     continue;
                 }
+                let Ok(f) = File::open(&p) else { continue };
+                if !try_lock(&f) {
+                    continue;
+                }
+                let bytes = allocated(&p);
+                used += bytes;
                 let t = std::fs::metadata(p.with_extension("idx"))
                     .and_then(|m| m.modified())
                     .unwrap_or(std::time::UNIX_EPOCH);
-                idle.push((t, p));
+                idle.push((t, p, bytes));
             }
         }
+        // Holes not punched yet are no longer counted.
+        let unpunched: u64 = pending
+            .as_ref()
+            .map_or(0, |(_, g)| g.len() as u64 * GROUP_BLOCKS as u64 * BLOCK);
+        used = used.saturating_sub(unpunched);
+        self.used.store(used, Ordering::Relaxed);
+        let target = self.cap / 10 * 9;
+        if used <= self.cap {
+            return pending.is_some();
+        }
+        let recent = self
+            .last_pass
+            .swap(self.tick.load(Ordering::Relaxed), Ordering::Relaxed);
+        // Whole idle objects, oldest first.
         idle.sort();
-        for (_, p) in idle {
+        for (_, p, bytes) in idle {
             if self.used() <= target {
-                return;
+                return pending.is_some();
             }
-            // Another process may have it open: it holds an exclusive lock.
             let Ok(f) = File::open(&p) else { continue };
             if !try_lock(&f) {
                 continue;
             }
-            let freed = allocated(&p);
             let _ = std::fs::remove_file(p.with_extension("idx"));
             let _ = std::fs::remove_file(&p);
             self.used
-                .fetch_sub(freed.min(self.used()), Ordering::Relaxed);
-            log::info!("cache: evicted {} ({freed} bytes)", p.display());
+                .fetch_sub(bytes.min(self.used()), Ordering::Relaxed);
+            log::info!("cache: evicted {} ({bytes} bytes)", p.display());
+        }
+        if pending.is_some() {
+            // Holes of the last pass still wait on older reads: no new
+            // drops until they are punched.
+            return true;
         }
         // Then groups of open objects, least recently used first.
         let mut groups: Vec<(u64, usize, usize)> = Vec::new();
@@ -199,13 +247,13 @@ impl Cache {
                 // Touched since the previous pass: a read may be waiting
                 // for the rest of its range (the cache then runs over its
                 // cap for as long as such reads last).
-                if t > 0 && t < recent.max(2) {
+                if t > 0 && t < recent.max(FIRST_TICK) {
                     groups.push((t, i, g));
                 }
             }
         }
         groups.sort();
-        let mut punch: Vec<(usize, usize)> = Vec::new();
+        let mut punch = Vec::new();
         for (_, i, g) in groups {
             if self.used() <= target {
                 break;
@@ -214,18 +262,15 @@ impl Cache {
             if freed > 0 {
                 self.used
                     .fetch_sub(freed.min(self.used()), Ordering::Relaxed);
-                punch.push((i, g));
+                punch.push((Arc::downgrade(&open[i]), g));
             }
         }
-        if punch.is_empty() {
-            return;
+        if !punch.is_empty() {
+            // Reads that began before the groups were dropped may still
+            // hold their bytes: punched by a later pass, once they are done.
+            *pending = Some((readers().flip(), punch));
         }
-        // Reads that began before the groups were dropped may still hold
-        // their bytes: punch only once they are done.
-        readers().wait_for_older();
-        for (i, g) in punch {
-            open[i].punch_group(g);
-        }
+        pending.is_some() || self.used() > self.cap
     }
 }
 
@@ -592,7 +637,6 @@ fn set_entry(index: &mut MmapMut, b: usize, v: u64) {
 pub struct Readers {
     epoch: AtomicU64,
     counts: [AtomicU64; 2],
-    gate: Mutex<()>,
 }
 
 /// Held for the duration of one read of source bytes.
@@ -621,12 +665,14 @@ impl Readers {
         }
     }
 
-    fn wait_for_older(&self) {
-        let _one_at_a_time = self.gate.lock().unwrap();
-        let old = (self.epoch.fetch_add(1, Ordering::SeqCst) & 1) as usize;
-        while self.counts[old].load(Ordering::SeqCst) > 0 {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+    /// Start a new epoch; returns the parity of the old one.
+    fn flip(&self) -> usize {
+        (self.epoch.fetch_add(1, Ordering::SeqCst) & 1) as usize
+    }
+
+    /// Have all reads of the epoch of `parity` finished?
+    fn drained(&self, parity: usize) -> bool {
+        self.counts[parity].load(Ordering::SeqCst) == 0
     }
 }
 

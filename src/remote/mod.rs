@@ -282,7 +282,7 @@ pub fn prepare(url: &str, opts: &RemoteOptions) -> Result<PathBuf, RemoteError> 
     // and most headers and side files whole.
     let first = |link: &Path| first_fetch(&link.to_string_lossy());
     for (link, o) in &objects {
-        o.prefetch(0, first(link));
+        o.start(0, first(link));
     }
     for (link, o) in &objects {
         o.ensure(0, first(link))
@@ -481,8 +481,11 @@ async fn list_prefix(
 /// An http(s) file: its size and ETag come from a ranged GET of its first
 /// bytes, which also proves that the server takes range requests.
 fn http_file(url: &str, opts: &RemoteOptions) -> Result<Listed, RemoteError> {
-    let name = url.rsplit('/').next().unwrap_or(url);
-    let name = name.split(['?', '#']).next().unwrap_or(name);
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let name = path.rsplit('/').next().unwrap_or("");
+    if name.is_empty() || path.matches('/').count() < 3 {
+        return fail(url, "names no file (https://HOST/PATH/FILE)");
+    }
     // The store's base is the file's own URL, and the object path is empty:
     // object_store appends path segments to its base, which would turn a
     // file at the server's root into `//name`.
@@ -519,6 +522,9 @@ fn http_file(url: &str, opts: &RemoteOptions) -> Result<Listed, RemoteError> {
                     url,
                     "the server does not support range requests (it answered a ranged GET with the whole file); gyrofs needs them to fetch only what is read",
                 );
+            }
+            Err(store::FetchError::Changed(_)) => {
+                return fail(url, "not found (or not readable) on the server");
             }
             Err(e) if e.retryable() && attempt < opts.limits.retries => {
                 attempt += 1;

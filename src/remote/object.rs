@@ -203,12 +203,7 @@ impl RemoteObject {
     /// waited for): parsers' scattered reads at open.
     pub fn ensure_ranges(self: &Arc<Self>, ranges: &[(u64, u64)]) -> Result<(), RemoteReadError> {
         for &(offset, len) in ranges {
-            let end = offset.saturating_add(len).min(self.len);
-            if offset < end {
-                let (b0, b1) = ((offset / BLOCK) as usize, end.div_ceil(BLOCK) as usize);
-                let claim = self.entry.claim(b0, b1, false);
-                self.spawn_runs(&claim.fetch, false);
-            }
+            self.start(offset, len);
         }
         ranges
             .iter()
@@ -224,13 +219,23 @@ impl RemoteObject {
     /// Start fetching what the cache lacks of `offset..offset + len`, and
     /// return at once (read-ahead: the reader that needs them waits).
     pub fn prefetch(self: &Arc<Self>, offset: u64, len: u64) {
+        self.start_with(offset, len, true);
+    }
+
+    /// As [`prefetch`](Self::prefetch), in the demand lane: for bytes a
+    /// caller is about to wait for (headers at open, all files at once).
+    pub fn start(self: &Arc<Self>, offset: u64, len: u64) {
+        self.start_with(offset, len, false);
+    }
+
+    fn start_with(self: &Arc<Self>, offset: u64, len: u64, ahead: bool) {
         let end = offset.saturating_add(len).min(self.len);
         if offset >= end || self.is_changed() {
             return;
         }
         let (b0, b1) = ((offset / BLOCK) as usize, end.div_ceil(BLOCK) as usize);
         let claim = self.entry.claim(b0, b1, false);
-        self.spawn_runs(&claim.fetch, true);
+        self.spawn_runs(&claim.fetch, ahead);
     }
 
     /// Fetch claimed runs of blocks, each split into parts, in the demand
@@ -246,10 +251,13 @@ impl RemoteObject {
                 let e = (b + part).min(b1);
                 let me = Arc::clone(self);
                 runtime().spawn(async move {
-                    let task = std::panic::AssertUnwindSafe(Arc::clone(&me).fetch(b, e, ahead));
+                    // Blocks from `next` on are still this task's.
+                    let next = Arc::new(std::sync::atomic::AtomicUsize::new(b));
+                    let task = Arc::clone(&me).fetch(b, e, ahead, Arc::clone(&next));
+                    let task = std::panic::AssertUnwindSafe(task);
                     if task.catch_unwind().await.is_err() {
                         *me.last_error.lock().unwrap() = "internal error (see the log)".into();
-                        me.entry.abandon(b, e);
+                        me.entry.abandon(next.load(Ordering::Relaxed), e);
                     }
                 });
                 b = e;
@@ -274,7 +282,13 @@ impl RemoteObject {
     }
 
     /// Fetch blocks `b0..b1` (claimed by the caller), retrying and resuming.
-    async fn fetch(self: Arc<Self>, b0: usize, b1: usize, ahead: bool) {
+    async fn fetch(
+        self: Arc<Self>,
+        b0: usize,
+        b1: usize,
+        ahead: bool,
+        mine: Arc<std::sync::atomic::AtomicUsize>,
+    ) {
         let mut next = b0;
         let mut attempt = 0;
         loop {
@@ -304,6 +318,7 @@ impl RemoteObject {
                             .land(landing, &buf)
                             .map_err(|e| FetchError::Other(format!("cache write: {e}")))?;
                         landing += 1;
+                        mine.store(landing, Ordering::Relaxed);
                         buf.clear();
                     }
                 }

@@ -171,6 +171,7 @@ fn store_error(e: object_store::Error) -> FetchError {
         e => {
             let text = one_line(&e.to_string());
             if text.contains("not partial")
+                || text.contains("non-partial")
                 || text.contains("NotPartial")
                 || text.contains("Range request not supported")
             {
@@ -213,10 +214,12 @@ impl Hub {
         })
     }
 
-    fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    /// `req` to `url` with the token, if the URL is the Hub's own (a CDN
+    /// link carries its own authorization).
+    fn authed(&self, url: &str, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.token {
-            Some(t) => req.bearer_auth(t),
-            None => req,
+            Some(t) if url.starts_with(&format!("{}/", self.endpoint)) => req.bearer_auth(t),
+            _ => req,
         }
     }
 
@@ -225,7 +228,7 @@ impl Hub {
         url: &str,
         timeout: Duration,
     ) -> Result<(Value, Option<String>), String> {
-        let resp = tokio::time::timeout(timeout, self.authed(self.client.get(url)).send())
+        let resp = tokio::time::timeout(timeout, self.authed(url, self.client.get(url)).send())
             .await
             .map_err(|_| format!("GET {url}: no answer within {timeout:?}"))?
             .map_err(|e| format!("GET {url}: {e}"))?;
@@ -337,7 +340,7 @@ impl Hub {
         stall: Duration,
         sink: &mut (dyn FnMut(&[u8]) -> Result<(), FetchError> + Send),
     ) -> Result<(Meta, String), FetchError> {
-        let req = self.authed(self.client.get(url)).header(
+        let req = self.authed(url, self.client.get(url)).header(
             reqwest::header::RANGE,
             format!("bytes={}-{}", range.start, range.end - 1),
         );

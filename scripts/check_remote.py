@@ -100,11 +100,16 @@ def start_moto(server, tmp):
             time.sleep(0.2)
     uploads = [(os.path.join(DATA, "gpt-oss-tiny"), "gpt-oss-tiny"),
                (os.path.join(DATA, "torch-models", "hf-gpt2-sharded"), "gpt2-bin")]
-    for base, prefix in uploads:
-        for dp, _, files in os.walk(base):
-            for f in files:
-                key = prefix + "/" + os.path.relpath(os.path.join(dp, f), base)
-                put(url, key, open(os.path.join(dp, f), "rb").read())
+    try:
+        for base, prefix in uploads:
+            for dp, _, files in os.walk(base):
+                for f in files:
+                    key = prefix + "/" + os.path.relpath(os.path.join(dp, f), base)
+                    put(url, key, open(os.path.join(dp, f), "rb").read())
+    except BaseException:
+        proc.kill()
+        proc.wait(timeout=20)
+        raise
     return proc, url
 
 

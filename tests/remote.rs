@@ -107,6 +107,17 @@ impl Server {
         ]
     }
 
+    /// `gyrofs ARGS --cache-dir CACHE` with this server's environment.
+    fn run(&self, args: &[&str], cache: &Path) -> std::process::Output {
+        Command::new(GYROFS)
+            .args(args)
+            .arg("--cache-dir")
+            .arg(cache)
+            .envs(self.env())
+            .output()
+            .unwrap()
+    }
+
     /// Publish `src` (a file or folder) as Hub repository `org/name` at
     /// commit `sha`, branch `main`.
     fn publish_hub(&self, repo: &str, sha: &str, src: &Path) {
@@ -237,36 +248,25 @@ fn every_format_and_protocol_matches_a_local_mount() {
         assert_same_tree(&l, &r, url);
     }
     // `ls` and `convert` take the same sources.
-    let remote_args = ["--cache-dir", cache.path().to_str().unwrap()];
-    let ls = |src: &str, extra: &[&str]| {
-        let out = Command::new(GYROFS)
-            .arg("ls")
-            .arg(src)
-            .args(extra)
-            .envs(server.env())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
-    assert_eq!(
-        ls("s3://bucket/gpt-oss-tiny", &remote_args),
-        ls(data("gpt-oss-tiny").to_str().unwrap(), &[])
+    let remote = server.run(&["ls", "s3://bucket/gpt-oss-tiny"], cache.path());
+    assert!(
+        remote.status.success(),
+        "{}",
+        String::from_utf8_lossy(&remote.stderr)
     );
+    let local = gyrofs(&["ls", data("gpt-oss-tiny").to_str().unwrap()]);
+    assert_eq!(remote.stdout, local.stdout);
     let out = tempfile::tempdir().unwrap();
-    let st = Command::new(GYROFS)
-        .args(["convert", "hf://org/tiny"])
-        .arg(out.path().join("bf16"))
-        .args(["--quiet"])
-        .args(remote_args)
-        .envs(server.env())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let dst = out.path().join("bf16");
+    let st = server.run(
+        &["convert", "hf://org/tiny", dst.to_str().unwrap(), "--quiet"],
+        cache.path(),
+    );
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let local = convert(&data("gpt-oss-tiny"), "bf16");
     let local = local.path().join("out");
     assert_eq!(walk(out.path().join("bf16").as_path()), walk(&local));
@@ -587,12 +587,7 @@ fn failures_are_retried_and_a_server_without_ranges_is_refused() {
         assert_same_tree(&l, &m, "after injected 503s");
     }
     server.control(json!({"no_range": true}));
-    let out = Command::new(GYROFS)
-        .args(["ls", &url, "--cache-dir"])
-        .arg(tempfile::tempdir().unwrap().path())
-        .envs(server.env())
-        .output()
-        .unwrap();
+    let out = server.run(&["ls", &url], tempfile::tempdir().unwrap().path());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("range requests"), "{err}");
@@ -605,12 +600,7 @@ fn private_hub_repository_needs_the_token() {
     let sha = "3333333333333333333333333333333333333333";
     server.publish_hub("org/private", sha, &data("gpt-oss-tiny/original"));
     let cache = tempfile::tempdir().unwrap();
-    let out = Command::new(GYROFS)
-        .args(["ls", "hf://org/private", "--cache-dir"])
-        .arg(cache.path())
-        .envs(server.env())
-        .output()
-        .unwrap();
+    let out = server.run(&["ls", "hf://org/private"], cache.path());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("HF_TOKEN"), "{err}");
@@ -701,13 +691,8 @@ fn hostile_remote_files_are_refused_like_local_ones() {
     for name in names {
         let local = gyrofs(&["ls", bad.join(&name).to_str().unwrap()]);
         server.reset();
-        let out = Command::new(GYROFS)
-            .args(["ls", &format!("{}/bucket/bad/{name}", server.url())])
-            .arg("--cache-dir")
-            .arg(cache.path())
-            .envs(server.env())
-            .output()
-            .unwrap();
+        let url = format!("{}/bucket/bad/{name}", server.url());
+        let out = server.run(&["ls", &url], cache.path());
         assert_eq!(
             out.status.success(),
             local.status.success(),
@@ -747,12 +732,7 @@ fn a_long_gguf_header_takes_two_requests() {
     );
     let url = format!("{}/bucket/big-header.gguf", server.url());
     let cache = tempfile::tempdir().unwrap();
-    let out = Command::new(GYROFS)
-        .args(["ls", &url, "--cache-dir"])
-        .arg(cache.path())
-        .envs(server.env())
-        .output()
-        .unwrap();
+    let out = server.run(&["ls", &url], cache.path());
     assert!(
         out.status.success(),
         "{}",

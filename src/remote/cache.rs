@@ -602,7 +602,8 @@ impl Entry {
     }
 
     /// Bytes of this object cached now.
-    pub fn cached_bytes(&self) -> u64 {
+    #[cfg(test)]
+    fn cached_bytes(&self) -> u64 {
         let st = self.state.lock().unwrap();
         (0..st.len())
             .filter(|&b| st[b] == state::PRESENT || st[b] == state::STORED)

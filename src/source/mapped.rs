@@ -122,8 +122,8 @@ impl SourceFile {
     }
 
     /// Make bytes `offset..offset + len` readable from the map (a remote
-    /// file fetches what its cache lacks; a local file has them all). For
-    /// parsers, at open: no read-ahead.
+    /// file fetches what its cache lacks; a local file has them all): for
+    /// parsers, at open, as a [`SourceError`].
     pub fn load(&self, offset: u64, len: u64) -> Result<(), SourceError> {
         match &self.remote {
             Some(r) => r

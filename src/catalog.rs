@@ -12,14 +12,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Index;
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::dtype::Dtype;
 use crate::error::ReadError;
 use crate::quant::ggml::GgmlType;
-use crate::source::fault;
-use crate::source::mapped::SourceFile;
+use crate::store::{ReadEpochs, Reading, SourceFile, fault};
 
 /// Index of a file in [`Catalog::files`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,6 +100,9 @@ pub struct Files {
     files: Vec<CatalogFile>,
     /// The address range of each file's map, for SIGBUS recovery.
     ranges: Vec<fault::Range>,
+    /// The reads in progress of the block cache behind remote files (none
+    /// for a local source).
+    epochs: Option<Arc<ReadEpochs>>,
 }
 
 impl Files {
@@ -110,8 +113,10 @@ impl Files {
         role: FileRole,
     ) -> FileId {
         let id = FileId(self.files.len() as u32);
-        let data = file.data();
-        self.ranges.push((data.as_ptr() as usize, data.len()));
+        self.ranges.push(file.map_range());
+        if self.epochs.is_none() {
+            self.epochs = file.epochs().cloned();
+        }
         self.files.push(CatalogFile {
             file,
             metadata,
@@ -120,8 +125,15 @@ impl Files {
         id
     }
 
+    /// Count a read of these files' bytes as in progress for as long as the
+    /// guard lives, so that no cached remote byte it borrows is evicted
+    /// under it (`store::epochs`); `None` for a local source.
+    pub fn reading(&self) -> Option<Reading> {
+        self.epochs.as_ref().map(|e| e.enter())
+    }
+
     /// Run `f`, which reads the maps of these files, recovering from a
-    /// SIGBUS in them (a file truncated under the map, `source::fault`): the
+    /// SIGBUS in them (a file truncated under the map, `store::fault`): the
     /// file is then marked changed and `f`'s result replaced by
     /// [`ReadError::SourceChanged`].
     pub fn guarded<T>(&self, f: impl FnOnce() -> Result<T, ReadError>) -> Result<T, ReadError> {
@@ -162,7 +174,7 @@ impl Files {
     /// The bytes of `e`, borrowed from the map after checking that the file
     /// is unchanged.
     pub fn bytes(&self, e: Extent) -> Result<&[u8], ReadError> {
-        self[e.file].file.bytes(e.offset, e.len)
+        self[e.file].file.read_at(e.offset, e.len)
     }
 
     /// Copy the bytes of `e` into `dst` (`pread`; no map access).

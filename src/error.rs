@@ -10,6 +10,8 @@
 //! - [`FsError`]: a filesystem operation on the mounted tree (lookup, open,
 //!   readdir, read) that fails.
 //! - [`MountError`]: setting a mount up or taking it down.
+//! - [`RemoteError`]: a remote source that cannot be opened;
+//!   [`RemoteReadError`]: remote bytes that cannot be had after the mount.
 //! - [`Error`]: what the command line reports, wrapping the others.
 //!
 //! [`ToErrno`] maps every variant that can reach the kernel to its errno; the
@@ -153,7 +155,7 @@ pub enum ReadError {
     /// Bytes of a remote source could not be fetched (after retries), or
     /// the remote object changed since it was mounted.
     #[error(transparent)]
-    Remote(#[from] crate::remote::RemoteReadError),
+    Remote(#[from] RemoteReadError),
 }
 
 /// A filesystem operation on the mounted tree that fails.
@@ -259,7 +261,7 @@ pub enum Error {
     #[error(transparent)]
     Mount(#[from] MountError),
     #[error(transparent)]
-    Remote(#[from] crate::remote::RemoteError),
+    Remote(#[from] RemoteError),
     #[error("{path}: {err}")]
     Io { path: String, err: io::Error },
     /// `convert --view` names nothing in the tree.
@@ -274,6 +276,24 @@ impl Error {
             err,
         }
     }
+}
+
+/// A remote source that cannot be opened (listing, credentials, the
+/// server's answers at mount).
+#[derive(Debug, thiserror::Error)]
+#[error("{url}: {why}")]
+pub struct RemoteError {
+    pub url: String,
+    pub why: String,
+}
+
+/// Why bytes of a remote object cannot be had (after the mount).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RemoteReadError {
+    #[error("{url} changed since it was mounted")]
+    Changed { url: String },
+    #[error("{url}: {why}")]
+    Failed { url: String, why: String },
 }
 
 /// Shape formatting used in messages and listings: `[2, 3]`.

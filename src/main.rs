@@ -105,19 +105,6 @@ fn parse_size(s: &str) -> Result<u64, String> {
     Ok((n * (1u64 << shift) as f64) as u64)
 }
 
-/// The local path to open for SOURCE (a remote source is listed and laid
-/// out in the cache first).
-fn local_source(source: &std::path::Path, remote: &RemoteArgs) -> Result<PathBuf, Error> {
-    if gyrofs::remote::is_remote(source) {
-        Ok(gyrofs::remote::prepare(
-            &source.to_string_lossy(),
-            &remote.options(),
-        )?)
-    } else {
-        Ok(source.to_path_buf())
-    }
-}
-
 #[derive(Subcommand)]
 enum Cmd {
     /// Mount SOURCE read-only at MOUNTPOINT.
@@ -272,14 +259,15 @@ fn run(cli: Cli) -> Result<(), Error> {
             json,
             remote,
         } => {
-            let source = local_source(&source, &remote)?;
+            let located = gyrofs::remote::locate(&source, &remote.options())?;
+            let (source, opener) = (located.path, located.opener);
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let printed = if json {
                 // The manifest, with the notes of the views: needs the views.
-                let volume = Volume::open(&source)?;
+                let volume = Volume::open_with(&source, &opener, &Options::default())?;
                 gyrofs::ls::print_json(&volume, &mut out)
             } else {
-                gyrofs::ls::print(&gyrofs::source::open(&source)?, &mut out)
+                gyrofs::ls::print(&gyrofs::source::open(&source, &opener)?, &mut out)
             };
             match printed.and_then(|()| std::io::Write::flush(&mut out)) {
                 Ok(()) => Ok(()),
@@ -296,10 +284,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             files_only,
             remote,
         } => {
-            let source = local_source(&source, &remote)?;
+            let located = gyrofs::remote::locate(&source, &remote.options())?;
             let first = gyrofs::view::converted::dtype_names(dtype.0[0]).map_or("bf16", |n| n.0);
             let view = view.unwrap_or_else(|| first.to_string());
-            let volume = Volume::open_with(&source, &Options { dtypes: dtype.0 })?;
+            let volume =
+                Volume::open_with(&located.path, &located.opener, &Options { dtypes: dtype.0 })?;
             for note in volume.notes() {
                 eprintln!("gyrofs: warning: {note}");
             }

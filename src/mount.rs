@@ -156,7 +156,7 @@ fn spawn_daemon(opts: &MountOptions) -> Result<(), Error> {
 fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) -> Result<(), Error> {
     let canonical = check_mountpoint(mountpoint)?;
     let started = Instant::now();
-    crate::source::fault::install();
+    crate::store::fault::install();
     log_panics();
     // Absolute (symlinks kept: a snapshot link repointed is a change): the
     // daemon leaves its starting directory below, and the watcher re-resolves
@@ -171,12 +171,13 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     };
-    let source = if crate::remote::is_remote(source) {
-        crate::remote::prepare(&source.to_string_lossy(), &opts.remote)?
-    } else {
-        std::path::absolute(source).map_err(|e| Error::io(source, e))?
+    let source = match crate::remote::is_remote(source) {
+        true => source.to_path_buf(),
+        false => std::path::absolute(source).map_err(|e| Error::io(source, e))?,
     };
-    let volume = Arc::new(Volume::open_with(&source, &opts.volume)?);
+    let located = crate::remote::locate(&source, &opts.remote)?;
+    let source = located.path;
+    let volume = Arc::new(Volume::open_with(&source, &located.opener, &opts.volume)?);
     if notify {
         // A daemon must not keep its starting directory busy (the source is
         // open and the mount point resolved by now).

@@ -39,9 +39,9 @@ pub fn read_into(
 ) -> Result<usize, ReadError> {
     let n = file.size.saturating_sub(offset).min(out.len() as u64) as usize;
     let out = &mut out[..n];
-    // Remote sources' cache holes are punched only once no read that began
-    // before an eviction is in progress (remote::cache).
-    let _reading = crate::remote::cache::readers().enter();
+    // A remote source's cache holes are punched only once no read that
+    // began before an eviction is in progress (store::epochs).
+    let _reading = files.reading();
     files.guarded(|| assemble(files, file, offset, out))?;
     Ok(n)
 }
@@ -175,7 +175,6 @@ fn fill(
 mod tests {
     use super::*;
     use crate::catalog::{Extent, FileRole};
-    use crate::source::mapped::SourceFile;
     use crate::view::Compute;
     use std::sync::Arc;
 
@@ -209,7 +208,9 @@ mod tests {
         std::fs::write(&p, &src).unwrap();
         let mut files = Files::default();
         let id = files.push(
-            SourceFile::open(&p, "src".into()).unwrap(),
+            crate::store::Opener::local()
+                .open(&p, "src".into())
+                .unwrap(),
             Default::default(),
             FileRole::Tensors,
         );

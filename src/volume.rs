@@ -17,6 +17,7 @@ use crate::catalog::{Catalog, FileId};
 use crate::dtype::Dtype;
 use crate::error::{FsError, ReadError, SourceError};
 use crate::read::read;
+use crate::store::Opener;
 use crate::view::{self, NodeId, NodeKind, Tree, VFile, Views};
 
 /// Block size reported in attributes and statfs.
@@ -193,15 +194,21 @@ pub fn node_id(ino: u64) -> NodeId {
 }
 
 impl Volume {
-    /// Open SOURCE with the default views (`bf16/` as the converted view).
+    /// Open the local SOURCE with the default views (`bf16/` as the
+    /// converted view).
     pub fn open(source: &Path) -> Result<Volume, SourceError> {
-        Volume::open_with(source, &Options::default())
+        Volume::open_with(source, &Opener::local(), &Options::default())
     }
 
-    /// Open SOURCE, read its headers and decide every view (no file is
-    /// built until it is asked for).
-    pub fn open_with(source: &Path, options: &Options) -> Result<Volume, SourceError> {
-        let catalog = Arc::new(crate::source::open(source)?);
+    /// Open SOURCE, its files opened by `opener` (`Opener::local()`, or a
+    /// remote source's from `remote::locate`), read its headers and decide
+    /// every view (no file is built until it is asked for).
+    pub fn open_with(
+        source: &Path,
+        opener: &Opener,
+        options: &Options,
+    ) -> Result<Volume, SourceError> {
+        let catalog = Arc::new(crate::source::open(source, opener)?);
         let (views, tree) = view::build(&catalog, &options.dtypes);
         let reported = (0..catalog.files.len())
             .map(|_| AtomicBool::new(false))

@@ -21,17 +21,19 @@
 //! blocks, least recently touched first. An evicted group's blocks become
 //! "not cached" at once (new reads fetch them again), but its hole is only
 //! punched once every read that started before the eviction has finished
-//! ([`Readers`]), so no read ever sees a block vanish under it.
+//! ([`ReadEpochs`]), so no read ever sees a block vanish under it.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak, mpsc};
+use std::sync::{Arc, Condvar, Mutex, Weak, mpsc};
 use std::time::{Duration, Instant};
 
 use memmap2::MmapMut;
+
+use crate::store::ReadEpochs;
 
 /// Cache unit: fetched, checksummed and tracked per 64 KiB block.
 pub const BLOCK: u64 = 64 << 10;
@@ -71,6 +73,9 @@ pub struct Cache {
     /// Groups dropped by a pass whose holes wait for the reads older than
     /// it (the reader parity to drain).
     pending: Mutex<Option<Pending>>,
+    /// Reads in progress of this cache's files: holes are punched only
+    /// once the reads older than the eviction have finished.
+    epochs: Arc<ReadEpochs>,
 }
 
 /// Dropped groups whose holes wait: the reader parity to drain, and the
@@ -102,6 +107,7 @@ impl Cache {
             tick: AtomicU64::new(FIRST_TICK),
             last_pass: AtomicU64::new(0),
             pending: Mutex::new(None),
+            epochs: ReadEpochs::new(),
         });
         let (tx, rx) = mpsc::channel::<()>();
         *cache.evict.lock().unwrap() = Some(tx);
@@ -138,6 +144,11 @@ impl Cache {
     }
 
     /// Bytes cached now (allocated blocks of every object file).
+    /// The reads in progress of this cache's files.
+    pub fn epochs(&self) -> &Arc<ReadEpochs> {
+        &self.epochs
+    }
+
     pub fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
     }
@@ -170,7 +181,7 @@ impl Cache {
         // Holes of an earlier pass, once the reads older than it are done.
         let mut pending = self.pending.lock().unwrap();
         if let Some((parity, groups)) = pending.take() {
-            if readers().drained(parity) {
+            if self.epochs.drained(parity) {
                 for (entry, g) in groups {
                     if let Some(e) = entry.upgrade() {
                         e.punch_group(g);
@@ -268,7 +279,7 @@ impl Cache {
         if !punch.is_empty() {
             // Reads that began before the groups were dropped may still
             // hold their bytes: punched by a later pass, once they are done.
-            *pending = Some((readers().flip(), punch));
+            *pending = Some((self.epochs.flip(), punch));
         }
         pending.is_some() || self.used() > self.cap
     }
@@ -325,6 +336,11 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The cache this entry belongs to.
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.cache
+    }
+
     /// Open the cached blocks of object `key` (`len` bytes), creating the
     /// files if needed. Fails if another process holds them.
     pub fn open(cache: &Arc<Cache>, key: &str, len: u64) -> std::io::Result<Arc<Entry>> {
@@ -629,58 +645,6 @@ fn entry_at(index: &MmapMut, b: usize) -> u64 {
 fn set_entry(index: &mut MmapMut, b: usize, v: u64) {
     let at = HEADER + 8 * b;
     index[at..at + 8].copy_from_slice(&v.to_le_bytes());
-}
-
-/// Reads in progress, by epoch parity (a small grace-period scheme): the
-/// evictor flips the epoch and waits until every read of the previous
-/// epoch has finished before it punches holes.
-#[derive(Debug, Default)]
-pub struct Readers {
-    epoch: AtomicU64,
-    counts: [AtomicU64; 2],
-}
-
-/// Held for the duration of one read of source bytes.
-pub struct ReadGuard {
-    parity: usize,
-}
-
-impl Drop for ReadGuard {
-    fn drop(&mut self) {
-        readers().counts[self.parity].fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl Readers {
-    pub fn enter(&'static self) -> ReadGuard {
-        loop {
-            let epoch = self.epoch.load(Ordering::SeqCst);
-            let parity = (epoch & 1) as usize;
-            self.counts[parity].fetch_add(1, Ordering::SeqCst);
-            // Counted under the epoch it read? (An eviction may have
-            // flipped it in between and stopped waiting for this parity.)
-            if self.epoch.load(Ordering::SeqCst) == epoch {
-                return ReadGuard { parity };
-            }
-            self.counts[parity].fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-
-    /// Start a new epoch; returns the parity of the old one.
-    fn flip(&self) -> usize {
-        (self.epoch.fetch_add(1, Ordering::SeqCst) & 1) as usize
-    }
-
-    /// Have all reads of the epoch of `parity` finished?
-    fn drained(&self, parity: usize) -> bool {
-        self.counts[parity].load(Ordering::SeqCst) == 0
-    }
-}
-
-/// The process's reads in progress.
-pub fn readers() -> &'static Readers {
-    static R: OnceLock<Readers> = OnceLock::new();
-    R.get_or_init(Readers::default)
 }
 
 #[cfg(test)]

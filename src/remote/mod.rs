@@ -4,11 +4,12 @@
 //! [`prepare`] lists the remote files and lays them out as a local folder
 //! (a tree of symlinks, one per remote file, into the block cache) that
 //! `source::open` reads like any other SOURCE. Each link points at the
-//! object's sparse cache file, which `mapped::SourceFile` maps as it maps a
-//! local file; the file is registered here ([`lookup`]) with its
-//! [`RemoteObject`], and every borrow of its bytes first makes them local
-//! ([`RemoteObject::ensure`]). Views, kernels and `convert` never know
-//! where the bytes came from.
+//! object's sparse cache file, which `store::SourceFile` maps as it maps a
+//! local file. `prepare` returns the folder with a `store::Opener` that
+//! knows each cache file's [`RemoteObject`] (a `store::Fetcher`); the caller
+//! passes it to `source::open`, and every borrow of a file's bytes first
+//! makes them local. Views, kernels and `convert` never know where the
+//! bytes came from.
 //!
 //! - `store`: the protocols (S3 and HTTP through `object_store`, the Hub
 //!   through `reqwest`); `cache`: the block cache on disk; `object`: one
@@ -21,15 +22,17 @@ pub mod store;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use object_store::path::Path as StorePath;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 
+pub use crate::error::RemoteError;
+use crate::store::{Fetcher, Opener};
 use cache::{BLOCK, Cache, Entry};
-pub use object::{Limits, RemoteObject, RemoteReadError};
+pub use object::{Limits, RemoteObject};
 use store::{Hub, Target};
 
 /// What is fetched of a `.gguf` file at open (of any other file: one block).
@@ -69,14 +72,6 @@ impl Default for RemoteOptions {
             },
         }
     }
-}
-
-/// A remote source that cannot be opened.
-#[derive(Debug, thiserror::Error)]
-#[error("{url}: {why}")]
-pub struct RemoteError {
-    pub url: String,
-    pub why: String,
 }
 
 fn fail<T>(url: &str, why: impl Into<String>) -> Result<T, RemoteError> {
@@ -172,21 +167,6 @@ pub fn default_cache_dir() -> PathBuf {
     }
 }
 
-fn registry() -> &'static Mutex<HashMap<PathBuf, Arc<RemoteObject>>> {
-    static R: OnceLock<Mutex<HashMap<PathBuf, Arc<RemoteObject>>>> = OnceLock::new();
-    R.get_or_init(Default::default)
-}
-
-/// The remote object behind a local path made by [`prepare`], if any.
-pub fn lookup(path: &Path) -> Option<Arc<RemoteObject>> {
-    let reg = registry().lock().unwrap();
-    if reg.is_empty() {
-        return None;
-    }
-    let real = std::fs::canonicalize(path).ok()?;
-    reg.get(&real).cloned()
-}
-
 /// One remote file found by listing.
 struct Listed {
     /// Relative name in the source (`original/model.safetensors`).
@@ -203,10 +183,35 @@ struct Listed {
     first: Option<Vec<u8>>,
 }
 
+/// A SOURCE located for `source::open`: a local path as it is, or a remote
+/// source laid out in the block cache.
+#[derive(Debug)]
+pub struct Located {
+    /// The local path to open: the source itself, or a folder of links to
+    /// cache files (one link for a one-file remote source).
+    pub path: PathBuf,
+    /// Opens its files: plainly, or the cache files with their remote
+    /// objects behind them.
+    pub opener: Opener,
+}
+
+/// Locate SOURCE: a local path is opened as it is; a URL (`s3://`, `hf://`,
+/// `http(s)://`) is listed and laid out in the block cache ([`prepare`]).
+pub fn locate(source: &Path, opts: &RemoteOptions) -> Result<Located, RemoteError> {
+    if is_remote(source) {
+        return prepare(&source.to_string_lossy(), opts);
+    }
+    Ok(Located {
+        path: source.to_path_buf(),
+        opener: Opener::local(),
+    })
+}
+
 /// Open the remote source `url`: list it, fetch the first block of every
 /// file (in parallel), and return the local path to hand to `source::open`
-/// (a folder, or a file for a one-file source).
-pub fn prepare(url: &str, opts: &RemoteOptions) -> Result<PathBuf, RemoteError> {
+/// (a folder, or a file for a one-file source) with the [`Opener`] that
+/// backs its files by their remote objects.
+pub fn prepare(url: &str, opts: &RemoteOptions) -> Result<Located, RemoteError> {
     let location = parse_url(url)?;
     let dir = opts.cache_dir.clone().unwrap_or_else(default_cache_dir);
     let dir = std::path::absolute(&dir).unwrap_or(dir);
@@ -240,6 +245,7 @@ pub fn prepare(url: &str, opts: &RemoteOptions) -> Result<PathBuf, RemoteError> 
     let _ = std::fs::remove_dir_all(&tree);
     std::fs::create_dir_all(&tree).or_else(|e| fail(url, format!("{}: {e}", tree.display())))?;
     let mut objects = Vec::new();
+    let mut backed: HashMap<PathBuf, Arc<dyn Fetcher>> = HashMap::new();
     for l in listed {
         if l.name
             .split('/')
@@ -275,7 +281,7 @@ pub fn prepare(url: &str, opts: &RemoteOptions) -> Result<PathBuf, RemoteError> 
             false => format!("{}/{}", url.trim_end_matches('/'), l.name),
         };
         let obj = RemoteObject::new(object_url, l.target, l.etag, entry, opts.limits);
-        registry().lock().unwrap().insert(real, Arc::clone(&obj));
+        backed.insert(real, Arc::clone(&obj) as Arc<dyn Fetcher>);
         objects.push((link, obj));
     }
     // Every file's first block, all at once: enough to tell formats apart,
@@ -288,7 +294,9 @@ pub fn prepare(url: &str, opts: &RemoteOptions) -> Result<PathBuf, RemoteError> 
         o.ensure(0, first(link))
             .or_else(|e| fail(url, e.to_string()))?;
     }
-    Ok(if single { objects[0].0.clone() } else { tree })
+    let path = if single { objects[0].0.clone() } else { tree };
+    let opener = Opener::remote(backed, Arc::clone(cache.epochs()));
+    Ok(Located { path, opener })
 }
 
 /// The version of an object that states none (no ETag): unique to this
@@ -415,7 +423,7 @@ async fn list_s3(
             Err(_) => return fail(url, format!("no answer within {timeout:?}")),
             Ok(Ok(meta)) => {
                 let (parent, name) = key.rsplit_once('/').unwrap_or(("", key));
-                let Some((stem, _, count)) = crate::source::gguf_set::split_name(name) else {
+                let Some((stem, _, count)) = crate::naming::gguf_split(name) else {
                     return Ok((vec![listed(path, name.to_string(), meta)], true));
                 };
                 // One part of a GGUF split set names the whole set (as a
@@ -424,7 +432,7 @@ async fn list_s3(
                 let mut set: Vec<Listed> = siblings
                     .into_iter()
                     .filter(|(n, _)| {
-                        crate::source::gguf_set::split_name(n)
+                        crate::naming::gguf_split(n)
                             .is_some_and(|(s, _, c)| s == stem && c == count)
                     })
                     .map(|(n, m)| listed(m.location.clone(), n, m))

@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use super::cache::{BLOCK, Entry, WaitError};
 use super::store::{FetchError, Target};
+use crate::error::RemoteReadError;
+use crate::store::{Fetcher, ReadEpochs};
 
 /// Largest single ranged GET.
 pub const MAX_PART: u64 = 8 << 20;
@@ -81,15 +83,6 @@ fn in_flight(ahead: bool) -> &'static tokio::sync::Semaphore {
     })[usize::from(ahead)]
 }
 
-/// Why bytes of a remote object cannot be had.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum RemoteReadError {
-    #[error("{url} changed since it was mounted")]
-    Changed { url: String },
-    #[error("{url}: {why}")]
-    Failed { url: String, why: String },
-}
-
 /// A remote object, its version, and its cached blocks.
 #[derive(Debug)]
 pub struct RemoteObject {
@@ -109,6 +102,8 @@ pub struct RemoteObject {
     /// Bytes fetched so far (for progress lines).
     fetched: AtomicU64,
     started: std::time::Instant,
+    /// This object's own `Arc` (the fetch tasks it spawns hold one).
+    this: std::sync::Weak<RemoteObject>,
 }
 
 impl RemoteObject {
@@ -119,7 +114,8 @@ impl RemoteObject {
         entry: Arc<Entry>,
         limits: Limits,
     ) -> Arc<RemoteObject> {
-        Arc::new(RemoteObject {
+        Arc::new_cyclic(|this| RemoteObject {
+            this: this.clone(),
             url,
             len: entry.len,
             target,
@@ -139,6 +135,11 @@ impl RemoteObject {
 
     pub fn is_changed(&self) -> bool {
         self.changed.load(Ordering::Relaxed)
+    }
+
+    /// This object as an `Arc` (objects only exist inside one).
+    fn arc(&self) -> Arc<RemoteObject> {
+        self.this.upgrade().expect("a RemoteObject lives in an Arc")
     }
 
     /// Make bytes `offset..offset + len` local (fetching what the cache
@@ -388,5 +389,31 @@ impl RemoteObject {
             self.entry.abandon(next, b1);
             return;
         }
+    }
+}
+
+impl Fetcher for RemoteObject {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn ensure(&self, offset: u64, len: u64) -> Result<(), RemoteReadError> {
+        RemoteObject::ensure(&self.arc(), offset, len)
+    }
+
+    fn ensure_ranges(&self, ranges: &[(u64, u64)]) -> Result<(), RemoteReadError> {
+        RemoteObject::ensure_ranges(&self.arc(), ranges)
+    }
+
+    fn prefetch(&self, offset: u64, len: u64) {
+        RemoteObject::prefetch(&self.arc(), offset, len)
+    }
+
+    fn is_changed(&self) -> bool {
+        RemoteObject::is_changed(self)
+    }
+
+    fn epochs(&self) -> &Arc<ReadEpochs> {
+        self.entry.cache().epochs()
     }
 }

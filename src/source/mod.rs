@@ -1,53 +1,45 @@
-//! Source readers: turn a checkpoint on disk into a [`Catalog`].
+//! Source readers: turn a checkpoint into a [`Catalog`].
 //!
 //! [`open`] decides what SOURCE is (a file or a folder, which format) and
-//! hands each file to its format's reader. Readers parse headers only; tensor
-//! bytes stay in the memory map until a view reads them. Anything that cannot
-//! be read is refused here with one [`SourceError`] naming the file, so a mount
-//! either happens completely or not at all.
+//! hands the files to their format's reader. Readers parse headers only;
+//! tensor bytes stay in the source until a view reads them. Every byte a
+//! reader sees comes from a `store::SourceFile` opened through the
+//! `store::Opener` the caller passes in (local files, or the cache files of
+//! a remote source). Anything that cannot be read is refused here with one
+//! [`SourceError`] naming the file, so a mount either happens completely or
+//! not at all.
 //!
-//! - `mapped`: read-only memory maps with change detection; `fault`: SIGBUS
-//!   recovery for maps of files truncated while mounted.
-//! - `safetensors`: header parser and validator.
-//! - `gguf`: GGUF header parser and validator; `gguf_set`: GGUF files and
-//!   split sets into a catalog.
+//! One folder per format, each of the same shape: the reader (`mod.rs`:
+//! parse and validate one file's header, with a pure entry point from bytes
+//! that tests/fuzz/ fuzzes) and the set (`set.rs`: the files of one
+//! checkpoint, checked together, into a catalog):
+//! - `safetensors`: single files, shards with or without
+//!   `model.safetensors.index.json`, gpt-oss `original/` with `dtypes.json`;
+//! - `gguf`: `.gguf` files and split sets;
 //! - `torch`: torch.save files (zip and legacy) read by a restricted
-//!   unpickler that runs no code; `torch_set`: PyTorch files and Hugging
-//!   Face `pytorch_model*.bin` folders into a catalog.
-//! - this module: what SOURCE is (by content, not extension) and folder
-//!   layouts (single file, shards with or without
-//!   `model.safetensors.index.json`, gpt-oss `original/` with `dtypes.json`,
-//!   `pytorch_model*.bin`, Hugging Face cache snapshots of symlinks) and
-//!   side files; the JSON side files are parsed from bytes by
-//!   [`parse_index`], [`parse_dtypes`] and [`parse_json`] (pure entry
-//!   points, fuzzed in tests/fuzz/ like the format readers' `parse_bytes`
-//!   and `parse_data`).
+//!   unpickler that runs no code; `pytorch_model*.bin` folders.
+//!
+//! `side`: the side files read at open (`config.json`, `dtypes.json`). This
+//! module: what SOURCE is (by content, not extension), which format a
+//! folder holds (Hugging Face cache snapshots of symlinks included), and
+//! which of its files are side files.
 
-pub mod fault;
 pub mod gguf;
-pub(crate) mod gguf_set;
-pub mod mapped;
 pub mod safetensors;
+pub mod side;
 pub mod torch;
-mod torch_set;
 
-pub use torch_set::row_major;
+pub use safetensors::set::INDEX_JSON;
+pub use side::{ShardIndex, parse_index};
+pub use side::{parse_dtypes, parse_json};
+pub use torch::set::row_major;
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
-use crate::catalog::{
-    Catalog, Extent, FileRole, Files, SourceFormat, Tensor, index_by_name, pair_fp8_block,
-    pair_mxfp4,
-};
+use crate::catalog::{Catalog, Files, SourceFormat, Tensor};
 use crate::error::{Problem, SourceError};
-use mapped::SourceFile;
-
-/// Name of the shard index of a sharded safetensors checkpoint.
-pub const INDEX_JSON: &str = "model.safetensors.index.json";
+use crate::store::Opener;
 
 /// Extensions of checkpoint data files. A folder's other regular files are
 /// side files (config, tokenizer, ...); these are not, so that a folder
@@ -67,13 +59,15 @@ const CHECKPOINT_EXTENSIONS: &[&str] = &[
     "npz",
 ];
 
-/// Open SOURCE (a file or a folder) and read its catalog.
-pub fn open(path: &Path) -> Result<Catalog, SourceError> {
-    // Parsers borrow bytes of remote files' caches too (remote::cache).
-    let _reading = crate::remote::cache::readers().enter();
+/// Open SOURCE (a file or a folder) and read its catalog; `opener` opens
+/// its files (`Opener::local()`, or a remote source's from
+/// `remote::prepare`).
+pub fn open(path: &Path, opener: &Opener) -> Result<Catalog, SourceError> {
+    // Parsers borrow bytes of remote files' caches too.
+    let _reading = opener.reading();
     let meta = std::fs::metadata(path).map_err(|e| SourceError::io(path, e))?;
     if meta.is_dir() {
-        return open_dir(path);
+        return open_dir(opener, path);
     }
     if !meta.is_file() {
         return Err(SourceError::invalid(path, "not a file or a folder"));
@@ -81,12 +75,12 @@ pub fn open(path: &Path) -> Result<Catalog, SourceError> {
     let ext = extension(&file_name(path)).map(str::to_string);
     let torch_ext = matches!(ext.as_deref(), Some("pt" | "pth" | "bin" | "ckpt"));
     let one = vec![(path.to_path_buf(), file_name(path))];
-    match sniff(path) {
-        Magic::Gguf => gguf_set::open_file(path),
-        _ if ext.as_deref() == Some("gguf") => gguf_set::open_file(path),
-        Magic::Torch => torch_set::open(one, &[], Vec::new()),
-        Magic::Other if torch_ext => torch_set::open(one, &[], Vec::new()),
-        Magic::Other => open_safetensors_set(SourceFormat::Safetensors, one, &[], None),
+    match sniff(opener, path) {
+        Magic::Gguf => gguf::set::open_file(opener, path),
+        _ if ext.as_deref() == Some("gguf") => gguf::set::open_file(opener, path),
+        Magic::Torch => torch::set::open(opener, one, &[], Vec::new()),
+        Magic::Other if torch_ext => torch::set::open(opener, one, &[], Vec::new()),
+        Magic::Other => safetensors::set::open(opener, SourceFormat::Safetensors, one, &[], None),
     }
 }
 
@@ -102,28 +96,16 @@ enum Magic {
     Other,
 }
 
-fn sniff(path: &Path) -> Magic {
-    if let Some(r) = crate::remote::lookup(path) {
-        // Already fetched at open (the first block of every remote file).
-        let _ = r.ensure(0, 64);
-    }
-    let mut head = [0u8; 64];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| {
-            let mut n = 0;
-            while n < head.len() {
-                match f.read(&mut head[n..])? {
-                    0 => break,
-                    k => n += k,
-                }
-            }
-            Ok(n)
-        })
-        .unwrap_or(0);
-    let head = &head[..n];
+fn sniff(opener: &Opener, path: &Path) -> Magic {
+    // Already local for a remote file (every file's first block is fetched
+    // at open).
+    let Ok(file) = opener.open(path, file_name(path)) else {
+        return Magic::Other;
+    };
+    let head = file.read_head(64).unwrap_or(&[]);
     if head.starts_with(b"GGUF") {
         Magic::Gguf
-    } else if torch_set::sniff(head) {
+    } else if torch::set::sniff(head) {
         Magic::Torch
     } else {
         Magic::Other
@@ -182,49 +164,31 @@ fn list_files(dir: &Path) -> Result<Vec<String>, SourceError> {
     Ok(names)
 }
 
-/// A parsed `model.safetensors.index.json`.
-#[derive(Debug, Clone)]
-pub struct ShardIndex {
-    pub path: PathBuf,
-    /// Tensor -> shard file name.
-    pub weight_map: BTreeMap<String, String>,
-}
-
-impl ShardIndex {
-    /// The shard names (sorted, unique).
-    pub(crate) fn shards(&self) -> Vec<String> {
-        let mut shards: Vec<String> = self.weight_map.values().cloned().collect();
-        shards.sort();
-        shards.dedup();
-        shards
-    }
-}
-
-fn open_dir(dir: &Path) -> Result<Catalog, SourceError> {
+fn open_dir(opener: &Opener, dir: &Path) -> Result<Catalog, SourceError> {
     let names = list_files(dir)?;
     let has = |n: &str| names.iter().any(|x| x == n);
     let side = |skip: &str| -> Vec<(PathBuf, String)> {
         names
             .iter()
-            .filter(|n| n.as_str() != skip && n.as_str() != torch_set::INDEX_JSON)
+            .filter(|n| n.as_str() != skip && n.as_str() != torch::set::INDEX_JSON)
             .filter(|n| extension(n).is_none_or(|e| !CHECKPOINT_EXTENSIONS.contains(&e)))
             .map(|n| (dir.join(n), n.clone()))
             .collect()
     };
-    let torch_files: Vec<String> = if has(torch_set::INDEX_JSON) {
-        torch_set::shards_from_index(&dir.join(torch_set::INDEX_JSON))?
+    let torch_files: Vec<String> = if has(torch::set::INDEX_JSON) {
+        torch::set::shards_from_index(opener, &dir.join(torch::set::INDEX_JSON))?
     } else {
         names
             .iter()
             .filter(|n| matches!(extension(n), Some("bin" | "pt" | "pth" | "ckpt")))
-            .filter(|n| sniff(&dir.join(n)) == Magic::Torch)
+            .filter(|n| sniff(opener, &dir.join(n)) == Magic::Torch)
             .cloned()
             .collect()
     };
 
     // Safetensors first, as transformers prefers them.
     let index = if has(INDEX_JSON) {
-        Some(read_index(&dir.join(INDEX_JSON))?)
+        Some(side::read_index(opener, &dir.join(INDEX_JSON))?)
     } else {
         None
     };
@@ -246,7 +210,8 @@ fn open_dir(dir: &Path) -> Result<Catalog, SourceError> {
             .iter()
             .map(|n| (dir.join(n), n.clone()))
             .collect();
-        let mut catalog = open_safetensors_set(format, shards, &side(INDEX_JSON), index.as_ref())?;
+        let mut catalog =
+            safetensors::set::open(opener, format, shards, &side(INDEX_JSON), index.as_ref())?;
         if !torch_files.is_empty() {
             catalog.notes.push(format!(
                 "the folder also holds PyTorch weights ({}); as transformers does, the safetensors weights are used",
@@ -256,7 +221,7 @@ fn open_dir(dir: &Path) -> Result<Catalog, SourceError> {
         return Ok(catalog);
     }
     if !torch_files.is_empty() {
-        let is_shard = |n: &str| n.starts_with("pytorch_model-") || has(torch_set::INDEX_JSON);
+        let is_shard = |n: &str| n.starts_with("pytorch_model-") || has(torch::set::INDEX_JSON);
         if torch_files.len() > 1 && !torch_files.iter().all(|n| is_shard(n)) {
             return Err(SourceError::invalid(
                 dir,
@@ -270,248 +235,18 @@ fn open_dir(dir: &Path) -> Result<Catalog, SourceError> {
             .iter()
             .map(|n| (dir.join(n), n.clone()))
             .collect();
-        return torch_set::open(shards, &side(INDEX_JSON), Vec::new());
+        return torch::set::open(opener, shards, &side(INDEX_JSON), Vec::new());
     }
     let ggufs: Vec<&String> = names
         .iter()
         .filter(|n| extension(n) == Some("gguf"))
         .collect();
     if !ggufs.is_empty() {
-        return gguf_set::open_dir(dir, &ggufs);
+        return gguf::set::open_dir(opener, dir, &ggufs);
     }
     Err(SourceError::invalid(
         dir,
         "no checkpoint found (looked for *.safetensors, model.safetensors.index.json, \
          pytorch_model*.bin, *.pt, *.pth, *.ckpt and *.gguf)",
     ))
-}
-
-/// Parse a shard index (`model.safetensors.index.json`,
-/// `pytorch_model.bin.index.json`).
-pub(crate) fn read_index(path: &Path) -> Result<ShardIndex, SourceError> {
-    if let Some(r) = crate::remote::lookup(path) {
-        r.ensure(0, r.len)
-            .map_err(|e| SourceError::invalid(path, e.to_string()))?;
-    }
-    let text = std::fs::read(path).map_err(|e| SourceError::io(path, e))?;
-    parse_index(path, &text)
-}
-
-/// Parse the bytes of `model.safetensors.index.json` (`path` is only for
-/// messages). The entry point for fuzzing.
-pub fn parse_index(path: &Path, bytes: &[u8]) -> Result<ShardIndex, SourceError> {
-    let v: Value = serde_json::from_slice(bytes)
-        .map_err(|e| SourceError::new(path, Problem::HeaderJson(e.to_string())))?;
-    let map = v
-        .get("weight_map")
-        .and_then(Value::as_object)
-        .ok_or_else(|| SourceError::invalid(path, "no 'weight_map' object"))?;
-    let mut weight_map = BTreeMap::new();
-    for (tensor, shard) in map {
-        let shard = shard.as_str().ok_or_else(|| {
-            SourceError::invalid(
-                path,
-                format!("weight_map entry '{tensor}' is not a file name"),
-            )
-        })?;
-        if shard.contains('/') || shard.starts_with('.') {
-            return Err(SourceError::invalid(
-                path,
-                format!(
-                    "weight_map entry '{tensor}' names '{shard}', which is not a file in this folder"
-                ),
-            ));
-        }
-        weight_map.insert(tensor.clone(), shard.to_string());
-    }
-    Ok(ShardIndex {
-        path: path.to_path_buf(),
-        weight_map,
-    })
-}
-
-/// Open tensor files `shards` (path, relative name) and side files `side`,
-/// validate them together and build the catalog.
-fn open_safetensors_set(
-    format: SourceFormat,
-    shards: Vec<(PathBuf, String)>,
-    side: &[(PathBuf, String)],
-    index: Option<&ShardIndex>,
-) -> Result<Catalog, SourceError> {
-    let mut files = Files::default();
-    let mut tensors: Vec<Tensor> = Vec::new();
-
-    for (path, name) in &shards {
-        if !path.exists() {
-            return Err(SourceError::invalid(
-                path,
-                match index {
-                    Some(i) => format!("shard named by {} is missing", i.path.display()),
-                    None => "missing".to_string(),
-                },
-            ));
-        }
-        let file = SourceFile::open(path, name.clone())?;
-        let header = safetensors::parse(&file)?;
-        let id = files.push(file, header.metadata, FileRole::Tensors);
-        tensors.extend(header.tensors.into_iter().map(|t| {
-            let extent = Extent {
-                file: id,
-                offset: t.start,
-                len: t.end - t.start,
-            };
-            Tensor::new(t.name, t.dtype, t.shape, extent)
-        }));
-    }
-    check_unique_names(&files, &tensors)?;
-    if let Some(index) = index {
-        check_weight_map(index, &files, &tensors)?;
-    }
-
-    let mut config = None;
-    for (path, name) in side {
-        let file = SourceFile::open(path, name.clone())?;
-        if name == "config.json" {
-            config = Some(parse_json_file(&file)?);
-        }
-        if name == "dtypes.json" {
-            apply_dtypes_json(&file, &mut tensors)?;
-        }
-        files.push(file, BTreeMap::new(), FileRole::Side);
-    }
-
-    pair_mxfp4(&mut tensors);
-    pair_fp8_block(&mut tensors, config.as_ref());
-    Ok(Catalog {
-        format,
-        files,
-        tensors,
-        config,
-        gguf_metadata: None,
-        pickle: None,
-        notes: Vec::new(),
-    })
-}
-
-/// Every weight_map entry must name the shard that holds the tensor; tensors
-/// the map does not list are served anyway (with a warning).
-fn check_weight_map(
-    index: &ShardIndex,
-    files: &Files,
-    tensors: &[Tensor],
-) -> Result<(), SourceError> {
-    let holder: HashMap<&str, &str> = tensors
-        .iter()
-        .map(|t| (t.name.as_str(), files[t.extent.file].file.name.as_str()))
-        .collect();
-    for (tensor, shard) in &index.weight_map {
-        if holder.get(tensor.as_str()) != Some(&shard.as_str()) {
-            return Err(SourceError::invalid(
-                &index.path,
-                format!("weight_map puts tensor '{tensor}' in {shard}, which does not hold it"),
-            ));
-        }
-    }
-    for t in tensors {
-        if !index.weight_map.contains_key(&t.name) {
-            log::warn!(
-                "{}: tensor '{}' in {} is not in the weight_map; serving it anyway",
-                index.path.display(),
-                t.name,
-                files[t.extent.file].file.name
-            );
-        }
-    }
-    Ok(())
-}
-
-pub(crate) fn parse_json_file(file: &SourceFile) -> Result<Value, SourceError> {
-    file.load(0, file.len)?;
-    parse_json(&file.path, file.data())
-}
-
-/// Parse a side JSON file such as `config.json` (`path` is only for
-/// messages). The entry point for fuzzing.
-pub fn parse_json(path: &Path, bytes: &[u8]) -> Result<Value, SourceError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| SourceError::invalid(path, format!("not valid JSON: {e}")))
-}
-
-/// Parse gpt-oss `dtypes.json` (tensor name -> "BF16" | "FP4" | "UE8" | ...;
-/// `path` is only for messages). The entry point for fuzzing.
-pub fn parse_dtypes(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, String>, SourceError> {
-    let Value::Object(map) = parse_json(path, bytes)? else {
-        return Err(SourceError::invalid(path, "not a JSON object"));
-    };
-    map.into_iter()
-        .map(|(name, dt)| match dt {
-            Value::String(dt) => Ok((name, dt)),
-            _ => Err(SourceError::invalid(
-                path,
-                format!("entry '{name}' is not a string"),
-            )),
-        })
-        .collect()
-}
-
-/// Apply gpt-oss `dtypes.json` as logical dtypes.
-fn apply_dtypes_json(file: &SourceFile, tensors: &mut [Tensor]) -> Result<(), SourceError> {
-    file.load(0, file.len)?;
-    let map = parse_dtypes(&file.path, file.data())?;
-    let index = index_by_name(tensors);
-    let mut updates = Vec::new();
-    for (name, dt) in map {
-        match index.get(name.as_str()) {
-            Some(&i) => updates.push((i, dt)),
-            None => log::warn!(
-                "{}: names tensor '{name}', which the checkpoint does not have",
-                file.path.display()
-            ),
-        }
-    }
-    for (i, dt) in updates {
-        tensors[i.index()].logical = dt;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn side_json_entry_points() {
-        let p = Path::new("m/model.safetensors.index.json");
-        let index = parse_index(
-            p,
-            br#"{"weight_map":{"a":"s1.safetensors","b":"s1.safetensors"}}"#,
-        );
-        assert_eq!(index.unwrap().shards(), ["s1.safetensors"]);
-        let err = |r: Result<ShardIndex, SourceError>| r.unwrap_err().to_string();
-        assert!(err(parse_index(p, b"{")).starts_with("m/model.safetensors.index.json: "));
-        assert!(err(parse_index(p, br#"{"weight_map":[]}"#)).contains("no 'weight_map'"));
-        assert!(err(parse_index(p, br#"{"weight_map":{"a":"../x"}}"#)).contains("not a file"));
-
-        let d = Path::new("dtypes.json");
-        let dtypes = parse_dtypes(d, br#"{"a":"FP4","b":"UE8"}"#).unwrap();
-        assert_eq!(dtypes["b"], "UE8");
-        assert!(
-            parse_dtypes(d, br#"{"a":1}"#)
-                .unwrap_err()
-                .to_string()
-                .contains("'a' is not a string")
-        );
-        assert!(
-            parse_dtypes(d, b"[]")
-                .unwrap_err()
-                .to_string()
-                .contains("not a JSON object")
-        );
-        assert!(
-            parse_json(d, b"{")
-                .unwrap_err()
-                .to_string()
-                .contains("not valid JSON")
-        );
-    }
 }

@@ -1094,7 +1094,7 @@ mod tests {
         let p = dir.path().join("s");
         std::fs::write(&p, bytes).unwrap();
         let mut files = Files::default();
-        let f = crate::source::mapped::SourceFile::open(&p, "s".into()).unwrap();
+        let f = crate::store::Opener::local().open(&p, "s".into()).unwrap();
         files.push(f, Default::default(), crate::catalog::FileRole::Tensors);
         (dir, files)
     }

@@ -1177,7 +1177,7 @@ mod tests {
         std::fs::write(dir.path().join("model.safetensors"), b).unwrap();
         std::fs::write(dir.path().join("config.json"), config).unwrap();
         std::fs::write(dir.path().join("dtypes.json"), "{}").unwrap();
-        let catalog = crate::source::open(dir.path()).unwrap();
+        let catalog = crate::source::open(dir.path(), &crate::store::Opener::local()).unwrap();
         (dir, catalog)
     }
 
@@ -1203,7 +1203,7 @@ mod tests {
             let config =
                 r#"{"model_type": "gpt_oss", "quantization_config": {"quant_method": "mxfp4"}}"#;
             std::fs::write(dir.path().join("config.json"), config).unwrap();
-            let catalog = crate::source::open(dir.path()).unwrap();
+            let catalog = crate::source::open(dir.path(), &crate::store::Opener::local()).unwrap();
             let mut notes = Vec::new();
             let plans = plans(&catalog, &mut notes).unwrap();
             let names: Vec<&str> = plans.iter().map(|p| p.name(&catalog)).collect();

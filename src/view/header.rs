@@ -238,7 +238,9 @@ mod tests {
         let path = dir.path().join("f");
         std::fs::write(&path, [0u8; 12]).unwrap();
         let mut files = Files::default();
-        let file = crate::source::mapped::SourceFile::open(&path, "f".into()).unwrap();
+        let file = crate::store::Opener::local()
+            .open(&path, "f".into())
+            .unwrap();
         files.push(file, Default::default(), crate::catalog::FileRole::Tensors);
         let catalog = Catalog {
             format: SourceFormat::Safetensors,

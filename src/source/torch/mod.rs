@@ -96,6 +96,7 @@ pub mod globals;
 mod legacy;
 pub mod pickle;
 mod rebuild;
+pub mod set;
 pub mod zip;
 
 use serde_json::Value;

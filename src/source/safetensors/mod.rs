@@ -8,12 +8,14 @@
 //! (first at 0, no gap, no overlap, last ending at end of file). Each failure
 //! names the file and the tensor or byte range involved.
 
+pub mod set;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::dtype::{Dtype, numel};
 use crate::error::{Problem, SourceError};
-use crate::source::mapped::SourceFile;
+use crate::store::SourceFile;
 
 /// Largest header the reference reader accepts.
 pub const MAX_HEADER_LEN: u64 = 100_000_000;
@@ -39,21 +41,27 @@ pub struct TensorInfo {
     pub end: u64,
 }
 
-/// Parse and validate the header of `file`.
+/// Parse and validate the header of `file`: only the header is read (its
+/// length, then the JSON).
 pub fn parse(file: &SourceFile) -> Result<Header, SourceError> {
-    if file.is_remote() && file.len >= 8 {
-        // Only the header: its length, then the JSON.
-        file.load(0, 8)?;
-        let n = u64::from_le_bytes(file.data()[..8].try_into().expect("8 bytes"));
-        file.load(8, n.min(MAX_HEADER_LEN))?;
-    }
-    parse_bytes(&file.path, file.data())
+    let n = match file.read_head(8)? {
+        b if b.len() == 8 => u64::from_le_bytes(b.try_into().expect("8 bytes")),
+        _ => 0,
+    };
+    let head = file.read_head(8 + n.min(MAX_HEADER_LEN))?;
+    parse_head(&file.path, head, file.len)
 }
 
 /// Parse and validate the safetensors header of `data`, the whole file
 /// (`path` is only for messages). The entry point for fuzzing.
 pub fn parse_bytes(path: &Path, data: &[u8]) -> Result<Header, SourceError> {
-    let len = data.len() as u64;
+    parse_head(path, data, data.len() as u64)
+}
+
+/// Parse and validate the header of a file of `len` bytes whose first bytes
+/// are `data` (at least the length and the JSON it announces, when the
+/// file holds them).
+fn parse_head(path: &Path, data: &[u8], len: u64) -> Result<Header, SourceError> {
     let error = |p: Problem| SourceError::new(path, p);
     if len < 8 {
         return Err(error(Problem::Truncated {
@@ -427,7 +435,9 @@ mod tests {
         bytes.extend_from_slice(header.as_bytes());
         bytes.extend_from_slice(data);
         std::fs::write(&p, bytes).unwrap();
-        let f = SourceFile::open(&p, "t.safetensors".into()).unwrap();
+        let f = crate::store::Opener::local()
+            .open(&p, "t.safetensors".into())
+            .unwrap();
         (dir, f)
     }
 
@@ -485,10 +495,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.safetensors");
         std::fs::write(&p, [1, 2, 3]).unwrap();
-        let f = SourceFile::open(&p, "t".into()).unwrap();
+        let f = crate::store::Opener::local().open(&p, "t".into()).unwrap();
         assert!(parse(&f).unwrap_err().to_string().contains("too short"));
         std::fs::write(&p, 100u64.to_le_bytes()).unwrap();
-        let f = SourceFile::open(&p, "t".into()).unwrap();
+        let f = crate::store::Opener::local().open(&p, "t".into()).unwrap();
         assert!(
             parse(&f)
                 .unwrap_err()

@@ -22,6 +22,8 @@
 //! [`MAX_HEADER_MEMORY`] bytes, so no input makes the parser panic or
 //! allocate without bound.
 
+pub mod set;
+
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -29,7 +31,7 @@ use serde_json::{Map, Number, Value};
 
 use crate::error::{Problem, SourceError};
 use crate::quant::ggml::GgmlType;
-use crate::source::mapped::SourceFile;
+use crate::store::SourceFile;
 
 /// The four bytes every GGUF file starts with.
 pub const MAGIC: &[u8; 4] = b"GGUF";
@@ -369,30 +371,30 @@ impl GgufHeader {
     }
 }
 
+/// What is read of a file first. Most headers fit; a longer one (large
+/// tokenizers) takes one more read of sixteen times as much, up to 16 MiB.
+/// A remote source fetches this much of a GGUF at open
+/// (`remote::FIRST_GGUF`), so its header usually costs no request more.
+pub const FIRST_READ: u64 = 1 << 20;
+
 /// Parse and validate the header of `file`.
+///
+/// A GGUF header does not state its length: parse a prefix of the file and,
+/// while the parser wants bytes past it, read a longer one (bounded: a
+/// header that large would be refused for its memory anyway, so a hostile
+/// length cannot make a mount read or fetch more).
 pub fn parse(file: &SourceFile) -> Result<GgufHeader, SourceError> {
-    if !file.is_remote() {
-        return parse_data(&file.path, file.data());
-    }
-    // A GGUF header does not state its length: parse what has been fetched
-    // (the first MiB, at open: remote::FIRST_GGUF) and fetch more (at least
-    // sixteen times as much) until it is whole: one more request for
-    // headers up to 16 MiB, which holds the largest tokenizers.
-    let data = file.data();
-    let mut avail = crate::remote::FIRST_GGUF.min(file.len);
+    let mut avail = FIRST_READ.min(file.len);
     loop {
-        file.load(0, avail)?;
         let mut parser = Parser {
             path: &file.path,
-            data,
+            data: file.read_head(avail)?,
+            len: file.len as usize,
             pos: 0,
             budget: MAX_HEADER_MEMORY,
-            avail: avail as usize,
             wanted: 0,
         };
         match parser.header() {
-            // Bounded: a header that large would be refused for its memory
-            // anyway, so a hostile length cannot make a mount fetch more.
             Err(_) if parser.wanted > 0 && avail < file.len && avail < 2 * MAX_HEADER_MEMORY => {
                 avail = (parser.wanted as u64)
                     .max(avail * 16)
@@ -410,9 +412,9 @@ pub fn parse_data(path: &Path, data: &[u8]) -> Result<GgufHeader, SourceError> {
     Parser {
         path,
         data,
+        len: data.len(),
         pos: 0,
         budget: MAX_HEADER_MEMORY,
-        avail: data.len(),
         wanted: 0,
     }
     .header()
@@ -420,14 +422,15 @@ pub fn parse_data(path: &Path, data: &[u8]) -> Result<GgufHeader, SourceError> {
 
 struct Parser<'a> {
     path: &'a Path,
+    /// The bytes read: a prefix of the file (all of it, or enough for the
+    /// header).
     data: &'a [u8],
+    /// The file's length.
+    len: usize,
     pos: usize,
     /// Memory the decoded header may still take.
     budget: u64,
-    /// Bytes of `data` that may be read (a remote file's fetched prefix;
-    /// all of it otherwise).
-    avail: usize,
-    /// Set when a read went past `avail`: how many bytes it needed.
+    /// Set when a read went past `data`: how many bytes it needed.
     wanted: usize,
 }
 
@@ -447,7 +450,7 @@ impl Parser<'_> {
     }
 
     fn remaining(&self) -> u64 {
-        (self.data.len() - self.pos) as u64
+        (self.len - self.pos) as u64
     }
 
     /// The next `n` bytes, or an error naming `what` and where.
@@ -458,16 +461,16 @@ impl Parser<'_> {
                 what(),
                 self.pos,
                 self.remaining(),
-                self.data.len()
+                self.len
             )));
         }
         let start = self.pos;
-        if start + n as usize > self.avail {
+        if start + n as usize > self.data.len() {
             self.wanted = start + n as usize;
             return Err(self.err(format!(
-                "{} at offset {start} is past the {} bytes fetched",
+                "{} at offset {start} is past the {} bytes read",
                 what(),
-                self.avail
+                self.data.len()
             )));
         }
         self.pos += n as usize;
@@ -566,7 +569,7 @@ impl Parser<'_> {
         let infos = self.tensor_infos(tensor_count)?;
         let header_end = self.pos as u64;
         let alignment = self.alignment(&metadata)?;
-        let len = self.data.len() as u64;
+        let len = self.len as u64;
         let data_start = header_end
             .checked_next_multiple_of(alignment)
             .ok_or_else(|| self.err("data start overflows".into()))?;
@@ -593,7 +596,7 @@ impl Parser<'_> {
 
     /// Magic, version and the two counts: (version, tensor count, key/value count).
     fn preamble(&mut self) -> Result<(u32, u64, u64), SourceError> {
-        let len = self.data.len() as u64;
+        let len = self.len as u64;
         if len < 4 {
             return Err(self.problem(Problem::Truncated {
                 what: "the GGUF magic",
@@ -750,7 +753,7 @@ impl Parser<'_> {
         alignment: u64,
         data_start: u64,
     ) -> Result<GgufTensor, SourceError> {
-        let len = self.data.len() as u64;
+        let len = self.len as u64;
         let bad = |why: String| {
             self.problem(Problem::Tensor {
                 tensor: name.clone(),
@@ -1354,7 +1357,9 @@ mod tests {
         let expected = expected.as_object().unwrap();
         assert_eq!(expected.len(), 2);
         for (file, exp) in expected {
-            let f = SourceFile::open(&dir.join(file), file.clone()).unwrap();
+            let f = crate::store::Opener::local()
+                .open(&dir.join(file), file.clone())
+                .unwrap();
             let h = parse(&f).unwrap();
             assert_eq!(Value::from(h.version), exp["version"], "{file}");
             assert_eq!(Value::from(h.alignment), exp["alignment"], "{file}");
@@ -1382,10 +1387,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.gguf");
         std::fs::write(&p, &valid().0).unwrap();
-        let f = SourceFile::open(&p, "m.gguf".into()).unwrap();
+        let f = crate::store::Opener::local()
+            .open(&p, "m.gguf".into())
+            .unwrap();
         assert_eq!(parse(&f).unwrap().tensors.len(), 3);
         std::fs::write(&p, b"GGUF\x01\0\0\0").unwrap();
-        let f = SourceFile::open(&p, "m.gguf".into()).unwrap();
+        let f = crate::store::Opener::local()
+            .open(&p, "m.gguf".into())
+            .unwrap();
         let e = parse(&f).unwrap_err().to_string();
         assert!(e.starts_with(&p.display().to_string()), "{e}");
     }

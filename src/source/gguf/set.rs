@@ -17,52 +17,40 @@ use std::path::{Path, PathBuf};
 
 use crate::catalog::{Catalog, Extent, FileId, FileRole, Files, Ggml, SourceFormat, Tensor};
 use crate::error::SourceError;
+use crate::naming::{gguf_split, gguf_split_part};
 use crate::source::gguf::{self, GgufTensor};
-use crate::source::mapped::SourceFile;
 use crate::source::{check_unique_names, file_name};
-
-/// `(prefix, number, count)` of a split file name `prefix-0000i-of-0000n.gguf`.
-pub(crate) fn split_name(name: &str) -> Option<(&str, u32, u32)> {
-    let stem = name.strip_suffix(".gguf")?;
-    let (rest, count) = stem.rsplit_once("-of-")?;
-    let (prefix, no) = rest.rsplit_once('-')?;
-    let digits = |s: &str| s.len() == 5 && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(no) || !digits(count) {
-        return None;
-    }
-    let (no, count) = (no.parse().ok()?, count.parse().ok()?);
-    (no >= 1 && no <= count).then_some((prefix, no, count))
-}
+use crate::store::Opener;
 
 /// Open a `.gguf` file (and the rest of its split set, if it is one).
-pub fn open_file(path: &Path) -> Result<Catalog, SourceError> {
+pub fn open_file(opener: &Opener, path: &Path) -> Result<Catalog, SourceError> {
     let name = file_name(path);
-    match split_name(&name) {
+    match gguf_split(&name) {
         Some((prefix, _, count)) => {
             let dir = path.parent().unwrap_or(Path::new("."));
-            open_set(set_files(dir, prefix, count))
+            open_set(opener, set_files(dir, prefix, count))
         }
-        None => open_set(vec![(path.to_path_buf(), name)]),
+        None => open_set(opener, vec![(path.to_path_buf(), name)]),
     }
 }
 
 /// Open the GGUF model in a folder whose `.gguf` files are `ggufs`: one
 /// file, or one split set.
-pub fn open_dir(dir: &Path, ggufs: &[&String]) -> Result<Catalog, SourceError> {
+pub fn open_dir(opener: &Opener, dir: &Path, ggufs: &[&String]) -> Result<Catalog, SourceError> {
     let sets: BTreeMap<(&str, u32), usize> =
         ggufs
             .iter()
-            .filter_map(|n| split_name(n))
+            .filter_map(|n| gguf_split(n))
             .fold(BTreeMap::new(), |mut m, (p, _, c)| {
                 *m.entry((p, c)).or_default() += 1;
                 m
             });
-    let singles: Vec<&&String> = ggufs.iter().filter(|n| split_name(n).is_none()).collect();
+    let singles: Vec<&&String> = ggufs.iter().filter(|n| gguf_split(n).is_none()).collect();
     match (sets.len(), singles.len()) {
-        (0, 1) => open_set(vec![(dir.join(singles[0]), singles[0].to_string())]),
+        (0, 1) => open_set(opener, vec![(dir.join(singles[0]), singles[0].to_string())]),
         (1, 0) => {
             let (&(prefix, count), _) = sets.iter().next().expect("one set");
-            open_set(set_files(dir, prefix, count))
+            open_set(opener, set_files(dir, prefix, count))
         }
         _ => {
             let list: Vec<&str> = ggufs.iter().map(|s| s.as_str()).collect();
@@ -80,13 +68,13 @@ pub fn open_dir(dir: &Path, ggufs: &[&String]) -> Result<Catalog, SourceError> {
 fn set_files(dir: &Path, prefix: &str, count: u32) -> Vec<(PathBuf, String)> {
     (1..=count)
         .map(|i| {
-            let n = format!("{prefix}-{i:05}-of-{count:05}.gguf");
+            let n = gguf_split_part(prefix, i, count);
             (dir.join(&n), n)
         })
         .collect()
 }
 
-fn open_set(paths: Vec<(PathBuf, String)>) -> Result<Catalog, SourceError> {
+fn open_set(opener: &Opener, paths: Vec<(PathBuf, String)>) -> Result<Catalog, SourceError> {
     let count = paths.len() as u64;
     let mut files = Files::default();
     let mut tensors = Vec::new();
@@ -98,7 +86,7 @@ fn open_set(paths: Vec<(PathBuf, String)>) -> Result<Catalog, SourceError> {
                 format!("missing: part {} of the {count}-file GGUF split set", i + 1),
             ));
         }
-        let file = SourceFile::open(path, name.clone())?;
+        let file = opener.open(path, name.clone())?;
         let header = gguf::parse(&file)?;
         if count > 1 {
             let check = |key: &str, want: u64| match header.get(key).and_then(|v| v.as_u64()) {
@@ -155,19 +143,5 @@ fn tensor(t: &GgufTensor, file: FileId) -> Tensor {
             shape: logical,
         }),
         ..Tensor::new(t.name.clone(), dtype, shape, extent)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn split_names() {
-        assert_eq!(split_name("m-00001-of-00003.gguf"), Some(("m", 1, 3)));
-        assert_eq!(split_name("a-b-00003-of-00003.gguf"), Some(("a-b", 3, 3)));
-        assert_eq!(split_name("m-00004-of-00003.gguf"), None);
-        assert_eq!(split_name("m-1-of-3.gguf"), None);
-        assert_eq!(split_name("m.gguf"), None);
     }
 }

@@ -21,9 +21,10 @@ use crate::catalog::{
 };
 use crate::dtype::numel;
 use crate::error::SourceError;
-use crate::source::mapped::SourceFile;
+use crate::source::check_unique_names;
+use crate::source::side::parse_json_file;
 use crate::source::torch::{self, Checkpoint, TensorRef};
-use crate::source::{check_unique_names, parse_json_file};
+use crate::store::Opener;
 
 /// Name of the shard index of a sharded PyTorch checkpoint.
 pub const INDEX_JSON: &str = "pytorch_model.bin.index.json";
@@ -35,6 +36,7 @@ pub fn sniff(data: &[u8]) -> bool {
 
 /// Open tensor files `shards` (path, relative name) and side files `side`.
 pub fn open(
+    opener: &Opener,
     shards: Vec<(PathBuf, String)>,
     side: &[(PathBuf, String)],
     notes: Vec<String>,
@@ -47,12 +49,10 @@ pub fn open(
         if !path.exists() {
             return Err(SourceError::invalid(path, "missing"));
         }
-        let file = SourceFile::open(path, name.clone())?;
-        if file.is_remote() {
-            load_headers(&file)?;
-        }
-        let ckpt =
-            torch::parse(file.data()).map_err(|e| SourceError::invalid(path, e.to_string()))?;
+        let file = opener.open(path, name.clone())?;
+        // TRANSITIONAL: the whole file (a remote one is fetched whole).
+        let ckpt = torch::parse(file.read_head(file.len)?)
+            .map_err(|e| SourceError::invalid(path, e.to_string()))?;
         let id = files.push(file, BTreeMap::new(), FileRole::Tensors);
         for t in &ckpt.tensors {
             tensors.push(tensor(&ckpt, t, id));
@@ -70,7 +70,7 @@ pub fn open(
     check_unique_names(&files, &tensors)?;
     let mut config = None;
     for (path, name) in side {
-        let file = SourceFile::open(path, name.clone())?;
+        let file = opener.open(path, name.clone())?;
         if name == "config.json" {
             config = Some(parse_json_file(&file)?);
         }
@@ -92,50 +92,6 @@ pub fn open(
         pickle,
         notes,
     })
-}
-
-/// Fetch what `torch::parse` reads of a remote file: the zip's central
-/// directory (from the end of the file), every entry's local header, and
-/// the small entries (`data.pkl`, `byteorder`, ...); storages stay remote.
-/// A legacy (non-zip) file is one pickle stream: fetched whole.
-fn load_headers(file: &SourceFile) -> Result<(), SourceError> {
-    let len = file.len;
-    file.load(0, 4)?;
-    if !file.data().starts_with(b"PK") {
-        return file.load(0, len);
-    }
-    let invalid = |e: torch::TorchError| SourceError::invalid(&file.path, e.to_string());
-    // The central directory sits at the end: grow the fetched tail until
-    // it parses (or the whole file has been tried).
-    let mut tail = (128u64 << 10).min(len);
-    let archive = loop {
-        file.load(len - tail, tail)?;
-        match torch::zip::Archive::parse(file.data()) {
-            Ok(a) => break a,
-            // Bounded: no real central directory is near 256 MiB.
-            Err(_) if tail < len && tail < 256 << 20 => tail = (tail * 8).min(len).min(256 << 20),
-            Err(e) => return Err(invalid(e)),
-        }
-    };
-    let headers: Vec<(u64, u64)> = archive
-        .entries()
-        .iter()
-        .map(|e| (e.local_header, 30 + e.name.len() as u64 + 128))
-        .collect();
-    file.load_ranges(&headers)?;
-    let small: Vec<(u64, u64)> = archive
-        .entries()
-        .iter()
-        .filter(|e| !is_storage(&e.name))
-        .filter_map(|e| archive.stored_payload(e).ok())
-        .collect();
-    file.load_ranges(&small)
-}
-
-/// `<archive>/data/<key>`: a storage's bytes.
-fn is_storage(name: &str) -> bool {
-    name.rsplit_once("/data/")
-        .is_some_and(|(_, key)| !key.is_empty() && !key.contains('/'))
 }
 
 /// A tensor of a checkpoint as a catalog tensor.
@@ -222,8 +178,8 @@ fn prune(v: &Value) -> Option<Value> {
 }
 
 /// The shard file names of `pytorch_model.bin.index.json` at `path`.
-pub fn shards_from_index(path: &Path) -> Result<Vec<String>, SourceError> {
-    let index = crate::source::read_index(path)?;
+pub fn shards_from_index(opener: &Opener, path: &Path) -> Result<Vec<String>, SourceError> {
+    let index = crate::source::side::read_index(opener, path)?;
     Ok(index.shards())
 }
 

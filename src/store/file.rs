@@ -1,11 +1,16 @@
-//! Memory-mapped source files, and how gyrofs notices that one changed.
+//! One source file, memory-mapped read-only, and how gyrofs notices that it
+//! changed.
 //!
 //! Every file gyrofs serves bytes from (tensor files and side files such as
 //! `config.json`) is opened read-only and mapped once. Reads borrow slices of
-//! the map. A source file must not change while mounted; when it does,
-//! gyrofs stops serving it rather than serve a mix of old and new bytes:
+//! the map, each through a call that first makes its bytes local (a remote
+//! file's [`Fetcher`] fetches what its cache lacks; a local file has them
+//! all), so no caller can read a hole of a sparse cache file as zeros.
 //!
-//! - every borrow ([`SourceFile::bytes`]) first compares the open file's
+//! A source file must not change while mounted; when it does, gyrofs stops
+//! serving it rather than serve a mix of old and new bytes:
+//!
+//! - every borrow ([`SourceFile::read_at`]) first compares the open file's
 //!   length, modification time and status-change time (`fstat`) with those at
 //!   open. `ctime` cannot be set by users, so an in-place rewrite that
 //!   restores the mtime (`cp -p`, `rsync --inplace -t`) is caught too;
@@ -13,17 +18,15 @@
 //!   second) also compares the device and inode that the *path* names now:
 //!   a file deleted, or replaced by a rename over it, is caught even though
 //!   the open file itself is unchanged;
-//! - a SIGBUS recovered while reading the map (`source::fault`) marks the
+//! - a SIGBUS recovered while reading the map (`store::fault`) marks the
 //!   file changed too.
 //!
 //! Once a file is found changed it stays changed ([`SourceFile::is_changed`]):
 //! every later read of it answers [`ReadError::SourceChanged`] (EIO at the
 //! mount), even if the file is later restored.
 //!
-//! A file of a remote source (`crate::remote`) is its sparse cache file,
-//! mapped the same way: every borrow first makes its bytes local
-//! ([`RemoteObject::ensure`]), and a change is what the server reports
-//! (its ETag no longer matches), not what `fstat` sees (the cache file
+//! A remote file's change is what the server reports (its ETag no longer
+//! matches, [`Fetcher::is_changed`]), not what `fstat` sees (the cache file
 //! grows as blocks arrive).
 
 use std::fs::File;
@@ -34,8 +37,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use memmap2::Mmap;
 
+use super::{Backing, Fetcher, ReadEpochs};
 use crate::error::{Problem, ReadError, SourceError};
-use crate::remote::RemoteObject;
 
 /// What identifies a file's contents at open: if any of it moves, the
 /// contents may have.
@@ -74,13 +77,15 @@ pub struct SourceFile {
     file: File,
     map: Option<Mmap>,
     /// Set for a file of a remote source: where its bytes come from.
-    remote: Option<Arc<RemoteObject>>,
+    remote: Option<Arc<dyn Fetcher>>,
 }
 
 impl SourceFile {
     /// Open and map `path` (following symlinks, as Hugging Face cache
-    /// snapshots need). `name` is the relative name to record.
-    pub fn open(path: &Path, name: String) -> Result<SourceFile, SourceError> {
+    /// snapshots need), its bytes coming from `backing`. `name` is the
+    /// relative name to record. (Sources open their files through an
+    /// [`Opener`](super::Opener), which knows each file's backing.)
+    pub fn open(path: &Path, name: String, backing: Backing) -> Result<SourceFile, SourceError> {
         let file = File::open(path).map_err(|e| SourceError::io(path, e))?;
         let meta = file.metadata().map_err(|e| SourceError::io(path, e))?;
         if !meta.is_file() {
@@ -104,11 +109,14 @@ impl SourceFile {
             let map = unsafe { Mmap::map(&file) }.map_err(|e| SourceError::io(path, e))?;
             Some(map)
         };
-        let remote = crate::remote::lookup(path);
+        let remote = match backing {
+            Backing::Local => None,
+            Backing::Remote(f) => Some(f),
+        };
         Ok(SourceFile {
             name,
             path: match &remote {
-                Some(r) => PathBuf::from(&r.url),
+                Some(r) => PathBuf::from(r.url()),
                 None => path.to_path_buf(),
             },
             len,
@@ -121,10 +129,32 @@ impl SourceFile {
         })
     }
 
-    /// Make bytes `offset..offset + len` readable from the map (a remote
-    /// file fetches what its cache lacks; a local file has them all): for
-    /// parsers, at open, as a [`SourceError`].
-    pub fn load(&self, offset: u64, len: u64) -> Result<(), SourceError> {
+    /// The first `len` bytes of the file (fewer if it is shorter), made
+    /// local: for parsers, at open, while the caller is the only reader.
+    pub fn read_head(&self, len: u64) -> Result<&[u8], SourceError> {
+        self.read_range(0, len.min(self.len))
+    }
+
+    /// Bytes `offset..offset + len`, made local: for parsers, at open. A
+    /// range past the end is an error naming the file.
+    pub fn read_range(&self, offset: u64, len: u64) -> Result<&[u8], SourceError> {
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= self.len)
+            .ok_or_else(|| {
+                self.error(Problem::Truncated {
+                    what: "the bytes asked for",
+                    len: self.len,
+                    need: offset.saturating_add(len),
+                })
+            })?;
+        self.ensure(offset, len)?;
+        Ok(&self.map_bytes()[offset as usize..end as usize])
+    }
+
+    /// Make bytes `offset..offset + len` local without borrowing them (a
+    /// remote file fetches what its cache lacks; a local file has them all).
+    pub fn ensure(&self, offset: u64, len: u64) -> Result<(), SourceError> {
         match &self.remote {
             Some(r) => r
                 .ensure(offset, len)
@@ -133,8 +163,9 @@ impl SourceFile {
         }
     }
 
-    /// [`load`](Self::load) several ranges, fetched in parallel.
-    pub fn load_ranges(&self, ranges: &[(u64, u64)]) -> Result<(), SourceError> {
+    /// [`ensure`](Self::ensure) several ranges, fetched in parallel: what
+    /// a parser will read next, in one round trip.
+    pub fn ensure_ranges(&self, ranges: &[(u64, u64)]) -> Result<(), SourceError> {
         match &self.remote {
             Some(r) => r
                 .ensure_ranges(ranges)
@@ -156,14 +187,27 @@ impl SourceFile {
         self.remote.is_some()
     }
 
-    /// The whole mapped file, without the change check: for parsing headers
-    /// at open time, while the caller is the only reader.
-    pub fn data(&self) -> &[u8] {
+    /// The reads in progress of the cache behind a remote file.
+    pub fn epochs(&self) -> Option<&Arc<ReadEpochs>> {
+        self.remote.as_ref().map(|r| r.epochs())
+    }
+
+    /// The whole map, none of it made local: only for the address range
+    /// (SIGBUS recovery) and inside this module after an `ensure`.
+    fn map_bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])
     }
 
-    /// `len` bytes at `offset`, after checking the file is unchanged.
-    pub fn bytes(&self, offset: u64, len: u64) -> Result<&[u8], ReadError> {
+    /// The address range of the map, `(start, len)`: where `store::fault`
+    /// may recover a SIGBUS.
+    pub fn map_range(&self) -> super::fault::Range {
+        let d = self.map_bytes();
+        (d.as_ptr() as usize, d.len())
+    }
+
+    /// `len` bytes at `offset`, after checking the file is unchanged, made
+    /// local: the read path's borrow.
+    pub fn read_at(&self, offset: u64, len: u64) -> Result<&[u8], ReadError> {
         self.check_unchanged()?;
         let end = offset.checked_add(len).filter(|&e| e <= self.len);
         match end {
@@ -171,7 +215,7 @@ impl SourceFile {
                 if let Some(r) = &self.remote {
                     r.ensure(offset, len)?;
                 }
-                Ok(&self.data()[offset as usize..end as usize])
+                Ok(&self.map_bytes()[offset as usize..end as usize])
             }
             None => Err(ReadError::OutOfRange {
                 file: self.name.clone(),
@@ -270,7 +314,7 @@ impl SourceFile {
 
     /// Does the map hold address `addr`?
     pub fn maps(&self, addr: usize) -> bool {
-        let d = self.data();
+        let d = self.map_bytes();
         let start = d.as_ptr() as usize;
         !d.is_empty() && (start..start + d.len()).contains(&addr)
     }
@@ -296,9 +340,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         std::fs::write(&p, b"0123456789").unwrap();
-        let f = SourceFile::open(&p, "f".into()).unwrap();
-        assert_eq!(f.bytes(2, 3).unwrap(), b"234");
-        assert!(f.bytes(8, 3).is_err());
+        let f = SourceFile::open(&p, "f".into(), Backing::Local).unwrap();
+        assert_eq!(f.read_at(2, 3).unwrap(), b"234");
+        assert!(f.read_at(8, 3).is_err());
         std::fs::OpenOptions::new()
             .write(true)
             .open(&p)
@@ -306,7 +350,7 @@ mod tests {
             .set_len(4)
             .unwrap();
         assert!(matches!(
-            f.bytes(0, 2),
+            f.read_at(0, 2),
             Err(ReadError::SourceChanged { .. })
         ));
     }
@@ -317,7 +361,7 @@ mod tests {
         let p = dir.path().join("f");
         std::fs::write(&p, b"0123456789").unwrap();
         let mtime = std::fs::metadata(&p).unwrap().modified().unwrap();
-        let f = SourceFile::open(&p, "f".into()).unwrap();
+        let f = SourceFile::open(&p, "f".into(), Backing::Local).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         let w = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
         std::os::unix::fs::FileExt::write_at(&w, b"X", 3).unwrap();
@@ -327,15 +371,15 @@ mod tests {
         // Sticky, even once the file is back as it was.
         assert!(f.is_changed());
 
-        let g = SourceFile::open(&p, "f".into()).unwrap();
+        let g = SourceFile::open(&p, "f".into(), Backing::Local).unwrap();
         assert!(!g.check_path());
         let q = dir.path().join("g");
         std::fs::write(&q, b"0123456789").unwrap();
         std::fs::rename(&q, &p).unwrap();
         // (Losing its last link also moves the old file's ctime.)
         assert!(g.check_path(), "the path names another file now");
-        assert!(g.bytes(0, 1).is_err());
-        let h = SourceFile::open(&p, "f".into()).unwrap();
+        assert!(g.read_at(0, 1).is_err());
+        let h = SourceFile::open(&p, "f".into(), Backing::Local).unwrap();
         std::fs::remove_file(&p).unwrap();
         assert!(h.check_path(), "deleted");
     }
@@ -345,14 +389,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         std::fs::write(&p, b"0123456789").unwrap();
-        let f = SourceFile::open(&p, "f".into()).unwrap();
+        let f = SourceFile::open(&p, "f".into(), Backing::Local).unwrap();
         // Same length, new mtime.
         std::thread::sleep(std::time::Duration::from_millis(20));
         let mut w = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
         w.write_all(b"x").unwrap();
         drop(w);
         assert!(matches!(
-            f.bytes(0, 2),
+            f.read_at(0, 2),
             Err(ReadError::SourceChanged { .. })
         ));
     }

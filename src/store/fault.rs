@@ -269,8 +269,9 @@ mod tests {
             .unwrap()
             .write_all(&vec![7u8; 4 * page])
             .unwrap();
-        let f = crate::source::mapped::SourceFile::open(&p, "f".into()).unwrap();
-        let data = f.data();
+        let f =
+            crate::store::SourceFile::open(&p, "f".into(), crate::store::Backing::Local).unwrap();
+        let data = f.read_head(f.len).unwrap();
         std::fs::OpenOptions::new()
             .write(true)
             .open(&p)

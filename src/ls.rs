@@ -10,13 +10,17 @@ use indicatif::HumanBytes;
 
 use crate::catalog::{Catalog, FileRole};
 use crate::error::ShapeDisplay;
+use crate::view::manifest;
 use crate::view::names::printable;
-use crate::view::{Listing, manifest};
 use crate::volume::Volume;
 
 /// Print the manifest of `volume` (what `manifest.json` holds).
 pub fn print_json(volume: &Volume, out: &mut impl Write) -> std::io::Result<()> {
-    let renamed = volume.tree.renamed(Listing::RawTensors);
+    let renamed = volume
+        .views
+        .raw_tensors()
+        .map(|l| volume.tree.renamed(l))
+        .unwrap_or_default();
     manifest::write(&volume.catalog, volume.notes(), renamed, out)
 }
 

@@ -365,7 +365,7 @@ impl Volume {
             let affected = self
                 .tree
                 .files()
-                .filter(|&(_, vf)| self.views.reads(&self.catalog, vf, id))
+                .filter(|&(_, vf)| self.views.reads(&self.catalog, &self.tree, vf, id))
                 .map(|(n, _)| ino(n))
                 .collect();
             out.push(Changed { file: id, affected });

@@ -42,7 +42,6 @@ use crate::view::compute::{
     InterleaveOf, MAX_TRANSPOSED_ROW, Memory, Mxfp4, Mxfp4Transposed, RowsPermuted, SourceBytes,
     TransposeOf, ValuesOf, Zeros,
 };
-use crate::view::experts::ItemInfo;
 use crate::view::gguf_hf::{self, GgufTensorInfo, Op};
 use crate::view::gpt_oss::{self, HfName, QkvRows};
 use crate::view::header::{
@@ -51,7 +50,50 @@ use crate::view::header::{
 use crate::view::nanogpt::{self, Out};
 use crate::view::record::{Dequant, Record, Transform};
 use crate::view::tree::Tree;
-use crate::view::{Compute, FileRef, Listing, Segment, VFile};
+use crate::view::{
+    Builder, Compute, Context, FileRef, Listing, Segment, TensorInfo, Tensors, VFile, View, ViewId,
+};
+
+/// The kinds of files of a converted view (see [`FileRef::Of`]).
+mod kind {
+    /// `model-0000k-of-0000n.safetensors`, by shard.
+    pub const SHARD: u8 = 0;
+    /// `model.safetensors.index.json`.
+    pub const INDEX: u8 = 1;
+    /// `config.json`.
+    pub const CONFIG: u8 = 2;
+    /// A file the mapping makes (a GGUF model's tokenizer files, ...).
+    pub const EXTRA: u8 = 3;
+    /// `<dir>/tensors/<name>.safetensors`, by plan.
+    pub const TENSOR: u8 = 4;
+}
+
+/// Build one converted view per dtype asked for (`bf16/`, `f16/`, `f32/`),
+/// or a note saying why there are none.
+pub fn build(b: &mut Builder) {
+    let conversion = match Conversion::new(b.catalog, &mut b.notes) {
+        Ok(c) => c,
+        Err(why) => {
+            let dirs: Vec<String> = b
+                .dtypes
+                .iter()
+                .filter_map(|&d| dtype_names(d))
+                .map(|(dir, _)| format!("{dir}/"))
+                .collect();
+            b.notes.push(format!(
+                "{} is not available for this source: {why}",
+                dirs.join(", ")
+            ));
+            return;
+        }
+    };
+    for &dtype in b.dtypes {
+        let view = ConvertedView::new(b.catalog, &conversion, dtype);
+        let id = b.next_id();
+        view.add(b.tree, b.catalog, id);
+        b.add(Box::new(view));
+    }
+}
 
 /// Largest shard written (the Hugging Face default, "5GB").
 pub const MAX_SHARD_BYTES: u64 = 5_000_000_000;
@@ -844,22 +886,6 @@ impl ConvertedView {
         }
     }
 
-    /// The view's tensors as the expert split sees them.
-    pub fn items<'a>(&'a self, catalog: &'a Catalog) -> Vec<ItemInfo<'a>> {
-        self.plans
-            .iter()
-            .map(|p| {
-                let (dtype, shape, len) = p.info(catalog, self.dtype);
-                ItemInfo {
-                    name: p.name(catalog),
-                    dtype,
-                    shape,
-                    len,
-                }
-            })
-            .collect()
-    }
-
     fn shard_name(&self, k: usize) -> String {
         format!(
             "model-{:05}-of-{:05}.safetensors",
@@ -868,20 +894,20 @@ impl ConvertedView {
         )
     }
 
-    /// Lay out the view's directory (as converted view number `v`).
-    pub fn add(&self, tree: &mut Tree, catalog: &Catalog, v: u8) {
+    /// Lay out the view's directory (as view `me`).
+    pub fn add(&self, tree: &mut Tree, catalog: &Catalog, me: ViewId) {
+        let file = |kind, index| FileRef::Of {
+            view: me,
+            kind,
+            index,
+        };
         let dir = tree.dir_path(self.dir);
         for k in 0..self.shards.len() {
-            let shard = k as u32;
-            tree.add_file(dir, &self.shard_name(k), FileRef::Shard { view: v, shard });
+            tree.add_file(dir, &self.shard_name(k), file(kind::SHARD, k as u32));
         }
-        tree.add_file(
-            dir,
-            crate::source::INDEX_JSON,
-            FileRef::ShardIndex { view: v },
-        );
+        tree.add_file(dir, crate::source::INDEX_JSON, file(kind::INDEX, 0));
         if self.config.is_some() {
-            tree.add_file(dir, "config.json", FileRef::Config { view: v });
+            tree.add_file(dir, "config.json", file(kind::CONFIG, 0));
         }
         for (id, f) in catalog.files.with_role(FileRole::Side) {
             let name = &f.file.name;
@@ -891,11 +917,14 @@ impl ConvertedView {
             }
         }
         for (k, (name, _)) in self.extra.iter().enumerate() {
-            let index = k as u32;
-            tree.add_file(dir, name, FileRef::Extra { view: v, index });
+            tree.add_file(dir, name, file(kind::EXTRA, k as u32));
         }
         let n = self.plans.len() as u32;
-        tree.add_listing(dir, "tensors", Listing::ViewTensors(v), n, |i| {
+        let listing = Listing {
+            view: me,
+            kind: kind::TENSOR,
+        };
+        tree.add_listing(dir, "tensors", listing, n, |i| {
             self.plans[i as usize].name(catalog)
         });
     }
@@ -946,6 +975,77 @@ impl ConvertedView {
     pub fn config_file(&self) -> VFile {
         let text = self.config.as_ref().map(to_pretty).unwrap_or_default();
         VFile::from_bytes(text.into_bytes())
+    }
+}
+
+impl View for ConvertedView {
+    fn file(&self, cx: &Context, kind: u8, index: u32) -> VFile {
+        let catalog = cx.catalog;
+        match kind {
+            kind::SHARD => self.shard_file(catalog, index),
+            kind::INDEX => self.index_file(catalog),
+            kind::CONFIG => self.config_file(),
+            kind::EXTRA => VFile::from_bytes(Arc::clone(&self.extra[index as usize].1)),
+            _ => self.tensor_file(catalog, index),
+        }
+    }
+
+    fn reads(&self, cx: &Context, kind: u8, index: u32, source: FileId) -> bool {
+        let of = |t: TensorId| cx.catalog.tensor(t).extent.file == source;
+        match kind {
+            kind::SHARD => self.shards[index as usize]
+                .iter()
+                .any(|&i| self.plans[i as usize].sources().any(of)),
+            kind::TENSOR => self.plans[index as usize].sources().any(of),
+            _ => false,
+        }
+    }
+
+    fn item_name<'a>(&'a self, catalog: &'a Catalog, _: u8, index: u32) -> &'a str {
+        self.plans[index as usize].name(catalog)
+    }
+
+    fn data_bytes(&self, catalog: &Catalog) -> u64 {
+        // Each tensor is in a shard and in `tensors/`.
+        2 * self
+            .plans
+            .iter()
+            .map(|p| p.info(catalog, self.dtype).2)
+            .sum::<u64>()
+    }
+
+    fn tensors(&self) -> Option<&dyn Tensors> {
+        Some(self)
+    }
+}
+
+/// The view's tensors, as the expert split sees them.
+impl Tensors for ConvertedView {
+    fn dir(&self) -> &str {
+        self.dir
+    }
+
+    fn count(&self) -> u32 {
+        self.plans.len() as u32
+    }
+
+    fn info<'a>(&'a self, catalog: &'a Catalog, i: u32) -> TensorInfo<'a> {
+        let p = &self.plans[i as usize];
+        let (dtype, shape, len) = p.info(catalog, self.dtype);
+        TensorInfo {
+            name: p.name(catalog),
+            dtype,
+            shape,
+            len,
+        }
+    }
+
+    fn entry(&self, catalog: &Catalog, i: u32) -> Entry {
+        self.plans[i as usize].entry(catalog, self.dtype)
+    }
+
+    fn source_files(&self, catalog: &Catalog, i: u32) -> Vec<FileId> {
+        self.plans[i as usize].files(catalog)
     }
 }
 

@@ -21,16 +21,65 @@
 //! layer, then expert: `layer_00_expert_000.safetensors`. Specified in
 //! docs/VIEWS.md.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
 use crate::catalog::{Catalog, FileId, SourceFormat};
-use crate::dtype::{Dtype, numel};
+use crate::dtype::numel;
 use crate::json::to_pretty;
 use crate::view::header::{Entry, safetensors_file, source_json};
-use crate::view::{FileRef, Parent, Segment, Tree, VFile, Views};
+use crate::view::{
+    Builder, Context, FileRef, Segment, TensorInfo, Tensors, Tree, VFile, View, ViewId,
+};
+
+/// The kinds of files of an expert split (see [`FileRef::Of`]).
+mod kind {
+    /// `base.safetensors`.
+    pub const BASE: u8 = 0;
+    /// `layer_LL_expert_EEE.safetensors`, by expert file.
+    pub const EXPERT: u8 = 1;
+    /// `registry.json`.
+    pub const REGISTRY: u8 = 2;
+}
+
+/// Build `experts/` in every view with tensors built so far (`raw/`, and
+/// each converted view), for a mixture-of-experts model.
+pub fn build(b: &mut Builder) {
+    let Some(moe) = moe(b.catalog) else {
+        return;
+    };
+    if moe.experts > MAX_EXPERTS {
+        b.notes.push(format!(
+            "experts/ is left out: the config says {} experts per layer, more than {MAX_EXPERTS}",
+            moe.experts
+        ));
+        return;
+    }
+    let parents: Vec<ViewId> = b
+        .views()
+        .filter(|(_, v)| v.tensors().is_some())
+        .map(|(id, _)| id)
+        .collect();
+    for parent in parents {
+        let mut notes = Vec::new();
+        let (view, dir) = {
+            let (_, v) = b.views().find(|&(id, _)| id == parent).expect("listed");
+            let tensors = v.tensors().expect("has tensors");
+            let items = (0..tensors.count())
+                .map(|i| tensors.info(b.catalog, i))
+                .collect();
+            let dir = format!("{}/experts", tensors.dir());
+            (ExpertsView::new(parent, items, moe, &mut notes), dir)
+        };
+        b.notes.extend(notes);
+        if let Some(x) = view {
+            let id = b.next_id();
+            x.add(b.tree, &dir, id);
+            b.add(Box::new(x));
+        }
+    }
+}
 
 /// The mixture-of-experts shape of a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,16 +200,6 @@ fn expert_slice(entry: Entry, e: u64, experts: u64) -> Entry {
     }
 }
 
-/// A tensor of the parent view, as the split needs to place it.
-#[derive(Debug, Clone)]
-pub struct ItemInfo<'a> {
-    pub name: &'a str,
-    pub dtype: Dtype,
-    pub shape: Cow<'a, [u64]>,
-    /// Bytes of data.
-    pub len: u64,
-}
-
 /// One tensor of an expert file: item `item` of the parent view, whole or
 /// (fused tensors) its slice `slice` along the expert axis.
 #[derive(Debug, Clone, Copy)]
@@ -180,7 +219,8 @@ struct ExpertFile {
 /// What one `<view>/experts/` directory holds.
 #[derive(Debug)]
 pub struct ExpertsView {
-    pub parent: Parent,
+    /// The view whose tensors it splits.
+    pub parent: ViewId,
     moe: Moe,
     base: Vec<Member>,
     files: Vec<ExpertFile>,
@@ -193,8 +233,8 @@ impl ExpertsView {
     /// expert's (no `experts/` directory then), or if the split would hold
     /// more than [`MAX_MEMBERS`] tensors (a note says so).
     pub fn new(
-        parent: Parent,
-        items: Vec<ItemInfo>,
+        parent: ViewId,
+        items: Vec<TensorInfo>,
         moe: Moe,
         notes: &mut Vec<String>,
     ) -> Option<Self> {
@@ -273,17 +313,18 @@ impl ExpertsView {
         )
     }
 
-    /// Lay out the directory `dir` (as expert split number `x`).
-    pub fn add(&self, tree: &mut Tree, dir: &str, x: u8) {
+    /// Lay out the directory `dir` (as view `me`).
+    pub fn add(&self, tree: &mut Tree, dir: &str, me: ViewId) {
+        let file = |kind, index| FileRef::Of {
+            view: me,
+            kind,
+            index,
+        };
         let dir = tree.dir_path(dir);
-        tree.add_file(dir, "base.safetensors", FileRef::ExpertBase { experts: x });
-        tree.add_file(dir, "registry.json", FileRef::Registry { experts: x });
+        tree.add_file(dir, "base.safetensors", file(kind::BASE, 0));
+        tree.add_file(dir, "registry.json", file(kind::REGISTRY, 0));
         for (i, f) in self.files.iter().enumerate() {
-            let file = FileRef::Expert {
-                experts: x,
-                index: i as u32,
-            };
-            tree.add_file(dir, &self.file_name(f), file);
+            tree.add_file(dir, &self.file_name(f), file(kind::EXPERT, i as u32));
         }
     }
 
@@ -296,18 +337,20 @@ impl ExpertsView {
         members.iter().map(|m| m.item)
     }
 
-    fn dir_path(&self, views: &Views) -> String {
-        match self.parent {
-            Parent::Raw => "raw/experts".into(),
-            Parent::Converted(v) => format!("{}/experts", views.converted[v as usize].dir),
-        }
+    /// The parent view's tensors.
+    fn parent<'a>(&self, cx: &Context<'a>) -> &'a dyn Tensors {
+        cx.views
+            .get(self.parent)
+            .tensors()
+            .expect("an expert split's parent has tensors")
     }
 
-    fn entries(&self, catalog: &Catalog, views: &Views, members: &[Member]) -> Vec<Entry> {
+    fn entries(&self, cx: &Context, members: &[Member]) -> Vec<Entry> {
+        let parent = self.parent(cx);
         members
             .iter()
             .map(|m| {
-                let e = views.item_entry(catalog, self.parent, m.item);
+                let e = parent.entry(cx.catalog, m.item);
                 match m.slice {
                     Some(s) => expert_slice(e, s.into(), self.moe.experts),
                     None => e,
@@ -316,30 +359,33 @@ impl ExpertsView {
             .collect()
     }
 
-    fn file(&self, catalog: &Catalog, views: &Views, members: &[Member]) -> VFile {
-        let entries = self.entries(catalog, views, members);
+    fn members_file(&self, cx: &Context, members: &[Member]) -> VFile {
+        let entries = self.entries(cx, members);
+        let parent = self.parent(cx);
         let files: Vec<FileId> = members
             .iter()
-            .flat_map(|m| item_files(catalog, views, self.parent, m.item))
+            .flat_map(|m| parent.source_files(cx.catalog, m.item))
             .collect();
-        let source = source_json(catalog, files);
-        safetensors_file(catalog, &self.dir_path(views), &source, entries)
+        let source = source_json(cx.catalog, files);
+        let dir = format!("{}/experts", parent.dir());
+        safetensors_file(cx.catalog, &dir, &source, entries)
     }
 
     /// `base.safetensors`.
-    pub fn base_file(&self, catalog: &Catalog, views: &Views) -> VFile {
-        self.file(catalog, views, &self.base)
+    pub fn base_file(&self, cx: &Context) -> VFile {
+        self.members_file(cx, &self.base)
     }
 
     /// Expert file `index`.
-    pub fn expert_file(&self, catalog: &Catalog, views: &Views, index: u32) -> VFile {
-        self.file(catalog, views, &self.files[index as usize].members)
+    pub fn expert_file(&self, cx: &Context, index: u32) -> VFile {
+        self.members_file(cx, &self.files[index as usize].members)
     }
 
     /// `registry.json` (docs/VIEWS.md): every file, its size and tensors.
-    pub fn registry_file(&self, catalog: &Catalog, views: &Views) -> VFile {
+    pub fn registry_file(&self, cx: &Context) -> VFile {
+        let catalog = cx.catalog;
         let listed = |members: &[Member]| -> Vec<Value> {
-            let entries = self.entries(catalog, views, members);
+            let entries = self.entries(cx, members);
             members
                 .iter()
                 .zip(entries)
@@ -360,7 +406,7 @@ impl ExpertsView {
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                let size = self.expert_file(catalog, views, i as u32).size;
+                let size = self.expert_file(cx, i as u32).size;
                 json!({
                     "layer": f.layer,
                     "expert": f.expert,
@@ -370,11 +416,8 @@ impl ExpertsView {
                 })
             })
             .collect();
-        let view = match self.parent {
-            Parent::Raw => "raw",
-            Parent::Converted(v) => views.converted[v as usize].dir,
-        };
-        let base_size = self.base_file(catalog, views).size;
+        let view = self.parent(cx).dir();
+        let base_size = self.base_file(cx).size;
         let registry = json!({
             "num_experts": self.moe.experts,
             "experts_per_token": self.moe.per_token,
@@ -387,11 +430,26 @@ impl ExpertsView {
     }
 }
 
-/// The source files item `item` of `parent` reads.
-fn item_files(catalog: &Catalog, views: &Views, parent: Parent, item: u32) -> Vec<FileId> {
-    match parent {
-        Parent::Raw => vec![catalog.tensor(crate::catalog::TensorId(item)).extent.file],
-        Parent::Converted(v) => views.converted[v as usize].plans[item as usize].files(catalog),
+impl View for ExpertsView {
+    fn file(&self, cx: &Context, kind: u8, index: u32) -> VFile {
+        match kind {
+            kind::BASE => self.base_file(cx),
+            kind::REGISTRY => self.registry_file(cx),
+            _ => self.expert_file(cx, index),
+        }
+    }
+
+    fn reads(&self, cx: &Context, kind: u8, index: u32, source: FileId) -> bool {
+        let items = match kind {
+            kind::BASE => Some(None),
+            kind::EXPERT => Some(Some(index)),
+            _ => None,
+        };
+        let parent = self.parent(cx);
+        items.is_some_and(|index| {
+            self.items(index)
+                .any(|item| parent.source_files(cx.catalog, item).contains(&source))
+        })
     }
 }
 
@@ -399,7 +457,7 @@ fn item_files(catalog: &Catalog, views: &Views, parent: Parent, item: u32) -> Ve
 /// Whether a fused tensor splits into `experts` whole-byte, non-empty slices
 /// (an empty fused tensor stays whole in the base file: its slices would be
 /// as many empty files as the config's expert count says).
-fn sliceable(it: &ItemInfo, experts: u64) -> bool {
+fn sliceable(it: &TensorInfo, experts: u64) -> bool {
     numel(&it.shape[1..])
         .and_then(|n| it.dtype.bytes_for(n))
         .is_some_and(|per| per > 0 && per.checked_mul(experts) == Some(it.len))
@@ -412,6 +470,8 @@ fn digits(n: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dtype::Dtype;
+    use std::borrow::Cow;
 
     #[test]
     fn places() {
@@ -477,7 +537,7 @@ mod tests {
         // A config's expert count of 2^40 and a fused [2^40, 0] tensor (a
         // few bytes of header) made the split build 2^40 empty slices.
         let experts = 1u64 << 40;
-        let item = |shape: Vec<u64>, len| ItemInfo {
+        let item = |shape: Vec<u64>, len| TensorInfo {
             name: "model.layers.0.mlp.experts.gate_up_proj",
             dtype: Dtype::BF16,
             shape: Cow::Owned(shape),
@@ -490,15 +550,15 @@ mod tests {
         };
         let mut notes = Vec::new();
         let items = vec![item(vec![experts, 0], 0)];
-        assert!(ExpertsView::new(Parent::Raw, items, moe, &mut notes).is_none());
+        assert!(ExpertsView::new(ViewId(0), items, moe, &mut notes).is_none());
         assert!(notes.is_empty());
         // Slices of a byte each: sliceable, but too many.
         let items = vec![item(vec![experts, 1], 2 * experts)];
-        assert!(ExpertsView::new(Parent::Raw, items, moe, &mut notes).is_none());
+        assert!(ExpertsView::new(ViewId(0), items, moe, &mut notes).is_none());
         assert!(notes[0].contains("more than 16777216"), "{notes:?}");
         // Overflowing slice sizes are not sliceable.
         let items = vec![item(vec![experts, 1 << 40], 0)];
-        assert!(ExpertsView::new(Parent::Raw, items, moe, &mut notes).is_none());
+        assert!(ExpertsView::new(ViewId(0), items, moe, &mut notes).is_none());
         assert_eq!(notes.len(), 1);
     }
 

@@ -19,14 +19,14 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use crate::catalog::{Catalog, Extent, Files, TensorId};
+use crate::catalog::{Catalog, Extent, FileId, Files, TensorId};
 use crate::error::ReadError;
 use crate::json::{Count, Sink, to_pretty, write_value};
 use crate::view::header::GYRO_VERSION;
 use crate::view::names::escape;
 use crate::view::record::QuantFields;
-use crate::view::tree::{EXT, ROOT, Tree};
-use crate::view::{Compute, FileRef, Segment, VFile};
+use crate::view::tree::{EXT, ROOT};
+use crate::view::{Builder, Compute, Context, FileRef, Segment, VFile, View};
 
 pub const NAME: &str = "manifest.json";
 
@@ -36,11 +36,52 @@ pub const GGUF_METADATA: &str = "gguf_metadata.json";
 /// Items between two checkpoints of a [`Stream`].
 pub const CHECKPOINT: usize = 256;
 
-/// Add the root's JSON files to the tree.
-pub fn add(tree: &mut Tree, catalog: &Catalog) {
-    tree.add_file(ROOT, NAME, FileRef::Manifest);
-    if catalog.gguf_metadata.is_some() {
-        tree.add_file(ROOT, GGUF_METADATA, FileRef::GgufMetadata);
+/// The kinds of files of the root's JSON (see [`FileRef::Of`]).
+mod kind {
+    /// `manifest.json`.
+    pub const MANIFEST: u8 = 0;
+    /// `gguf_metadata.json`.
+    pub const GGUF_METADATA: u8 = 1;
+}
+
+/// The root's JSON files: `manifest.json` (and `gguf_metadata.json`).
+#[derive(Debug)]
+pub struct ManifestView;
+
+/// Add the root's JSON files to the tree (built last: the manifest holds
+/// every view's notes).
+pub fn build(b: &mut Builder) {
+    let me = b.next_id();
+    let file = |kind| FileRef::Of {
+        view: me,
+        kind,
+        index: 0,
+    };
+    b.tree.add_file(ROOT, NAME, file(kind::MANIFEST));
+    if b.catalog.gguf_metadata.is_some() {
+        b.tree
+            .add_file(ROOT, GGUF_METADATA, file(kind::GGUF_METADATA));
+    }
+    b.add(Box::new(ManifestView));
+}
+
+impl View for ManifestView {
+    fn file(&self, cx: &Context, kind: u8, _: u32) -> VFile {
+        match kind {
+            kind::MANIFEST => {
+                let renamed = cx
+                    .views
+                    .raw_tensors()
+                    .map(|l| cx.tree.renamed(l))
+                    .unwrap_or_default();
+                file(cx.catalog, &cx.views.notes, renamed)
+            }
+            _ => gguf_metadata(cx.catalog),
+        }
+    }
+
+    fn reads(&self, _: &Context, _: u8, _: u32, _: FileId) -> bool {
+        false
     }
 }
 

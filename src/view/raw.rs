@@ -17,12 +17,31 @@
 
 use std::sync::Arc;
 
-use crate::catalog::{Catalog, FileRole, TensorId};
+use crate::catalog::{Catalog, FileId, FileRole, TensorId};
 use crate::view::compute::Gather;
 use crate::view::header::{Entry, MAX_HEADER_LEN, header_len, safetensors_file, source_json};
 use crate::view::record::{Record, Transform};
 use crate::view::tree::Tree;
-use crate::view::{FileRef, Listing, Segment, VFile};
+use crate::view::{
+    Builder, Context, FileRef, Listing, Segment, TensorInfo, Tensors, VFile, View, ViewId,
+};
+
+/// The kinds of files of `raw/` (see [`FileRef::Of`]).
+mod kind {
+    /// `raw/model.safetensors`.
+    pub const PACK: u8 = 0;
+    /// `raw/tensors/<name>.safetensors`, by tensor id.
+    pub const TENSOR: u8 = 1;
+}
+
+/// Build `raw/` (always there).
+pub fn build(b: &mut Builder) {
+    let view = RawView::new(b.catalog, &mut b.notes);
+    let id = b.next_id();
+    let listing = view.add(b.tree, b.catalog, id);
+    b.set_raw_tensors(listing);
+    b.add(Box::new(view));
+}
 
 /// What `raw/` holds for a source.
 #[derive(Debug)]
@@ -31,6 +50,8 @@ pub struct RawView {
     pack: Option<Vec<TensorId>>,
     /// `gyro.source` of a file drawing on one source file, by file.
     per_file_source: Vec<String>,
+    /// How many source tensors.
+    tensor_count: u32,
 }
 
 /// The lossless entry for source tensor `id`: its bytes, or for a strided or
@@ -112,6 +133,7 @@ impl RawView {
         RawView {
             pack,
             per_file_source,
+            tensor_count: catalog.tensors.len() as u32,
         }
     }
 
@@ -120,19 +142,29 @@ impl RawView {
         self.pack.is_some()
     }
 
-    /// Lay out `raw/` in the tree.
-    pub fn add(&self, tree: &mut Tree, catalog: &Catalog) {
+    /// Lay out `raw/` in the tree (as view `me`); returns `raw/tensors/`.
+    pub fn add(&self, tree: &mut Tree, catalog: &Catalog, me: ViewId) -> Listing {
         let raw = tree.dir_path("raw");
         if self.pack.is_some() {
-            tree.add_file(raw, "model.safetensors", FileRef::RawPack);
+            let pack = FileRef::Of {
+                view: me,
+                kind: kind::PACK,
+                index: 0,
+            };
+            tree.add_file(raw, "model.safetensors", pack);
         }
         for (id, f) in catalog.files.with_role(FileRole::Side) {
             tree.add_file(raw, &f.file.name, FileRef::Side(id));
         }
         let n = catalog.tensors.len() as u32;
-        tree.add_listing(raw, "tensors", Listing::RawTensors, n, |i| {
+        let listing = Listing {
+            view: me,
+            kind: kind::TENSOR,
+        };
+        tree.add_listing(raw, "tensors", listing, n, |i| {
             &catalog.tensor(TensorId(i)).name
         });
+        listing
     }
 
     /// `raw/model.safetensors`.
@@ -146,5 +178,64 @@ impl RawView {
     pub fn tensor_file(&self, catalog: &Catalog, id: TensorId) -> VFile {
         let source = &self.per_file_source[catalog.tensor(id).extent.file.index()];
         safetensors_file(catalog, "raw/tensors", source, vec![entry(catalog, id)])
+    }
+}
+
+impl View for RawView {
+    fn file(&self, cx: &Context, kind: u8, index: u32) -> VFile {
+        match kind {
+            kind::PACK => self.pack_file(cx.catalog),
+            _ => self.tensor_file(cx.catalog, TensorId(index)),
+        }
+    }
+
+    fn reads(&self, cx: &Context, kind: u8, index: u32, source: FileId) -> bool {
+        let catalog = cx.catalog;
+        match kind {
+            kind::PACK => catalog.tensors.iter().any(|t| t.extent.file == source),
+            _ => catalog.tensor(TensorId(index)).extent.file == source,
+        }
+    }
+
+    fn item_name<'a>(&'a self, catalog: &'a Catalog, _: u8, index: u32) -> &'a str {
+        &catalog.tensor(TensorId(index)).name
+    }
+
+    fn data_bytes(&self, catalog: &Catalog) -> u64 {
+        let packs = if self.has_pack() { 2 } else { 1 };
+        catalog.tensor_bytes() * packs
+    }
+
+    fn tensors(&self) -> Option<&dyn Tensors> {
+        Some(self)
+    }
+}
+
+/// The source tensors, as the expert split sees them.
+impl Tensors for RawView {
+    fn dir(&self) -> &str {
+        "raw"
+    }
+
+    fn count(&self) -> u32 {
+        self.tensor_count
+    }
+
+    fn info<'a>(&'a self, catalog: &'a Catalog, i: u32) -> TensorInfo<'a> {
+        let t = catalog.tensor(TensorId(i));
+        TensorInfo {
+            name: &t.name,
+            dtype: t.dtype,
+            shape: std::borrow::Cow::Borrowed(&t.shape),
+            len: t.len(),
+        }
+    }
+
+    fn entry(&self, catalog: &Catalog, i: u32) -> Entry {
+        entry(catalog, TensorId(i))
+    }
+
+    fn source_files(&self, catalog: &Catalog, i: u32) -> Vec<FileId> {
+        vec![catalog.tensor(TensorId(i)).extent.file]
     }
 }

@@ -57,6 +57,30 @@ fn legacy_err<T>(why: impl Into<String>) -> Result<T, TorchError> {
 
 /// Parse a legacy file (the caller has checked [`is_legacy`]).
 pub fn parse(data: &[u8]) -> Result<Checkpoint, TorchError> {
+    let (header_end, mut notes) = parse_header(data)?;
+    let what = "legacy main pickle";
+    let main = parse_at(data, header_end, what)?;
+    let keys_pickle = parse_at(data, main.end, "legacy storage key list")?;
+    let keys = storage_keys(&keys_pickle, main.end)?;
+    let pids = rebuild::persistent_ids(&main, what)?;
+    let payloads = storage_payloads(data, keys_pickle.end, &keys, &pids)?;
+    let pickle_len = main.end - header_end;
+    let mut out = rebuild::build(&main, what, &pids, &payloads, pickle_len)?;
+    notes.append(&mut out.notes);
+    Ok(Checkpoint {
+        format: Format::Legacy,
+        big_endian: false,
+        storages: out.storages,
+        tensors: out.tensors,
+        values: out.values,
+        notes,
+    })
+}
+
+/// Check the three pickles before the main one (magic number, protocol
+/// version, `sys_info`); return where the main pickle starts and the notes
+/// `sys_info` calls for.
+fn parse_header(data: &[u8]) -> Result<(usize, Vec<String>), TorchError> {
     let magic = parse_at(data, 0, "legacy magic number pickle")?;
     if !is_magic(magic.node(magic.root)) {
         return legacy_err("the first pickle is not torch's magic number");
@@ -96,44 +120,51 @@ pub fn parse(data: &[u8]) -> Result<Checkpoint, TorchError> {
             sys_info.node(sys_info.root).kind()
         ));
     }
+    Ok((sys_info.end, notes))
+}
 
-    let what = "legacy main pickle";
-    let main = parse_at(data, sys_info.end, what)?;
-    let keys_pickle = parse_at(data, main.end, "legacy storage key list")?;
-    let keys: Vec<String> = match keys_pickle.node(keys_pickle.root) {
+/// The storage keys listed by `keys_pickle` (which starts at byte `at`).
+fn storage_keys(keys_pickle: &Pickle, at: usize) -> Result<Vec<String>, TorchError> {
+    match keys_pickle.node(keys_pickle.root) {
         Node::List(items) => items
             .iter()
             .map(|&k| match keys_pickle.node(k) {
                 Node::Str(s) if s.len() <= rebuild::MAX_KEY_LEN => Ok(s.to_string()),
                 Node::Int(v) => Ok(v.to_string()),
                 n => legacy_err(format!(
-                    "storage key list at byte {} holds {}, not a key",
-                    main.end,
+                    "storage key list at byte {at} holds {}, not a key",
                     n.kind()
                 )),
             })
-            .collect::<Result<_, _>>()?,
-        n => {
-            return legacy_err(format!(
-                "storage key list at byte {} is {}, not a list",
-                main.end,
-                n.kind()
-            ));
-        }
-    };
+            .collect(),
+        n => legacy_err(format!(
+            "storage key list at byte {at} is {}, not a list",
+            n.kind()
+        )),
+    }
+}
 
-    let pids = rebuild::persistent_ids(&main, what)?;
+/// Where each storage's bytes lie: the storages follow one another from
+/// byte `start`, in the order of `keys`, each as its element count then its
+/// elements (of the dtype of the first persistent id in `pids` naming it).
+/// Every key named by a persistent id must be listed.
+fn storage_payloads(
+    data: &[u8],
+    start: usize,
+    keys: &[String],
+    pids: &[rebuild::Pid],
+) -> Result<Payloads, TorchError> {
     // The dtype of the first persistent id naming each key.
     let mut dtypes = HashMap::new();
-    for p in &pids {
+    for p in pids {
         if let rebuild::Pid::Storage { key, dtype, .. } = p {
             dtypes.entry(key.as_str()).or_insert(*dtype);
         }
     }
     let mut payloads = Payloads::new();
-    let mut pos = keys_pickle.end as u64;
+    let mut pos = start as u64;
     let len = data.len() as u64;
-    for key in &keys {
+    for key in keys {
         let kerr = |why: String| TorchError::Storage {
             key: pickle::esc(key),
             why,
@@ -176,7 +207,7 @@ pub fn parse(data: &[u8]) -> Result<Checkpoint, TorchError> {
         }
         pos = end;
     }
-    for p in &pids {
+    for p in pids {
         if let Some(k) = p.key()
             && !payloads.contains_key(k)
         {
@@ -186,17 +217,7 @@ pub fn parse(data: &[u8]) -> Result<Checkpoint, TorchError> {
             });
         }
     }
-    let pickle_len = main.end - sys_info.end;
-    let mut out = rebuild::build(&main, what, &pids, &payloads, pickle_len)?;
-    notes.append(&mut out.notes);
-    Ok(Checkpoint {
-        format: Format::Legacy,
-        big_endian: false,
-        storages: out.storages,
-        tensors: out.tensors,
-        values: out.values,
-        notes,
-    })
+    Ok(payloads)
 }
 
 #[cfg(test)]

@@ -446,6 +446,7 @@ pub fn op_name(b: u8) -> Option<&'static str> {
 type R<T> = Result<T, PickleError>;
 
 impl<'a> Machine<'a> {
+    /// The error `why` at the current opcode.
     fn err<T>(&self, why: impl Into<String>) -> R<T> {
         Err(PickleError {
             offset: self.op_start,
@@ -454,10 +455,12 @@ impl<'a> Machine<'a> {
         })
     }
 
+    /// Bytes left after `pos`.
     fn left(&self) -> usize {
         self.data.len().saturating_sub(self.pos)
     }
 
+    /// The next `n` bytes, if the input holds them.
     fn take(&mut self, n: u64) -> R<&'a [u8]> {
         if n > self.left() as u64 {
             return self.err(format!(
@@ -472,6 +475,7 @@ impl<'a> Machine<'a> {
         Ok(s)
     }
 
+    /// The next `N` bytes, as an array.
     fn arr<const N: usize>(&mut self) -> R<[u8; N]> {
         let s = self.take(N as u64)?;
         let mut a = [0u8; N];
@@ -479,14 +483,17 @@ impl<'a> Machine<'a> {
         Ok(a)
     }
 
+    /// The next byte.
     fn u8(&mut self) -> R<u8> {
         Ok(self.arr::<1>()?[0])
     }
 
+    /// The next 4 bytes, as a little-endian integer.
     fn u32(&mut self) -> R<u32> {
         Ok(u32::from_le_bytes(self.arr()?))
     }
 
+    /// The next 8 bytes, as a little-endian integer.
     fn u64(&mut self) -> R<u64> {
         Ok(u64::from_le_bytes(self.arr()?))
     }
@@ -504,6 +511,7 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// The next line, which must be UTF-8.
     fn line_str(&mut self) -> R<String> {
         let l = self.line()?;
         match std::str::from_utf8(l) {
@@ -512,6 +520,8 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// Add `n` to the value graph (within [`MAX_VALUES`]), without
+    /// pushing it.
     fn push_node(&mut self, n: Node) -> R<Id> {
         if self.nodes.len() >= MAX_VALUES {
             return self.err(format!("more than {MAX_VALUES} values"));
@@ -520,16 +530,19 @@ impl<'a> Machine<'a> {
         Ok((self.nodes.len() - 1) as Id)
     }
 
+    /// Add `n` to the value graph and push it.
     fn push(&mut self, n: Node) -> R<()> {
         let id = self.push_node(n)?;
         self.stack.push(id);
         Ok(())
     }
 
+    /// The stack length at the innermost open `MARK` (0 without one).
     fn base(&self) -> usize {
         self.marks.last().copied().unwrap_or(0)
     }
 
+    /// Pop the top of the stack, which must lie above the innermost `MARK`.
     fn pop(&mut self) -> R<Id> {
         if self.stack.len() <= self.base() {
             return self.err("stack underflow");
@@ -537,6 +550,7 @@ impl<'a> Machine<'a> {
         Ok(self.stack.pop().unwrap_or_default())
     }
 
+    /// The top of the stack, which must lie above the innermost `MARK`.
     fn top(&self) -> R<Id> {
         if self.stack.len() <= self.base() {
             return self.err("stack underflow");
@@ -544,6 +558,7 @@ impl<'a> Machine<'a> {
         Ok(*self.stack.last().unwrap_or(&0))
     }
 
+    /// Pop the innermost `MARK` and the items above it.
     fn pop_mark(&mut self) -> R<Vec<Id>> {
         match self.marks.pop() {
             Some(m) => Ok(self.stack.split_off(m)),
@@ -551,10 +566,12 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// Node `id`, to add items or state to.
     fn node_mut(&mut self, id: Id) -> &mut Node {
         &mut self.nodes[id as usize]
     }
 
+    /// Store the top of the stack in the memo at `key`.
     fn memo_put(&mut self, key: u64) -> R<()> {
         let Ok(key) = u32::try_from(key) else {
             return self.err(format!("memo index {key} is too large"));
@@ -567,6 +584,7 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
+    /// Push the value stored in the memo at `key`.
     fn memo_get(&mut self, key: u64) -> R<()> {
         match u32::try_from(key).ok().and_then(|k| self.memo.get(k)) {
             Some(v) => {
@@ -577,6 +595,8 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// Add the global `module.name` to the value graph, refusing the ones
+    /// that run code.
     fn global(&mut self, module: &str, name: &str) -> R<Id> {
         if module.len() > MAX_GLOBAL_NAME || name.len() > MAX_GLOBAL_NAME {
             return self.err(format!(
@@ -595,6 +615,7 @@ impl<'a> Machine<'a> {
         self.push_node(Node::Global(Box::new(GlobalRef { module, name, kind })))
     }
 
+    /// The text of node `id`, if it is a string.
     fn str_of(&self, id: Id) -> Option<&str> {
         match &self.nodes[id as usize] {
             Node::Str(s) => Some(s),
@@ -602,6 +623,7 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// Push the record of the call `callable(*args, **kwargs)` made by `op`.
     fn object(&mut self, op: CallOp, callable: Id, args: Id, kwargs: Option<Id>) -> R<()> {
         self.push(Node::Object(Box::new(Object {
             op,
@@ -615,6 +637,7 @@ impl<'a> Machine<'a> {
         })))
     }
 
+    /// The decimal integer `digits` (`INT`, `LONG`).
     fn int_node(&self, digits: &[u8]) -> R<Node> {
         match parse_decimal(digits) {
             Some(n) => Ok(n),
@@ -626,15 +649,16 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn long_bytes(&mut self, n: u64) -> R<()> {
+    /// The little-endian integer of `n` bytes that follows (`LONG1`,
+    /// `LONG4`).
+    fn long_node(&mut self, n: u64) -> R<Node> {
         if n > MAX_LONG_BYTES as u64 {
             return self.err(format!(
                 "integer of {n} bytes exceeds the {MAX_LONG_BYTES}-byte limit"
             ));
         }
         let b = self.take(n)?;
-        let node = long_from_le(b);
-        self.push(node)
+        Ok(long_from_le(b))
     }
 
     /// A Python 2 `str` (STRING, BINSTRING, SHORT_BINSTRING): text when it
@@ -646,17 +670,22 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// Push the UTF-8 string of `len` bytes that follows.
     fn unicode(&mut self, len: u64) -> R<()> {
         let b = self.take(len)?;
         let s: Box<str> = String::from_utf8_lossy(b).into();
         self.push(Node::Str(s))
     }
 
+    /// Skip the `len` bytes that follow and push a bytes value of that length.
     fn bytes(&mut self, len: u64) -> R<()> {
         self.take(len)?;
         self.push(Node::Bytes(len))
     }
 
+    /// Execute opcodes from `pos` until `STOP`: read one opcode byte and hand
+    /// it to the method of its family, which reads the opcode's argument
+    /// bytes and updates the stack, marks and memo.
     fn run(&mut self) -> R<Pickle> {
         use op::*;
         loop {
@@ -668,361 +697,431 @@ impl<'a> Machine<'a> {
             self.op = self.data[self.pos];
             self.pos += 1;
             match self.op {
-                PROTO => {
-                    let p = self.u8()?;
-                    if p > HIGHEST_PROTOCOL {
-                        return self.err(format!("unsupported protocol {p}"));
-                    }
-                    self.protocol = self.protocol.max(p);
+                STOP => return self.stop(),
+                PROTO | FRAME => self.frame_op()?,
+                INT | LONG | BININT | BININT1 | BININT2 | LONG1 | LONG4 | FLOAT | BINFLOAT
+                | NONE | NEWTRUE | NEWFALSE => self.number_op()?,
+                STRING | BINSTRING | SHORT_BINSTRING | UNICODE | SHORT_BINUNICODE | BINUNICODE
+                | BINUNICODE8 | SHORT_BINBYTES | BINBYTES | BINBYTES8 | BYTEARRAY8
+                | NEXT_BUFFER | READONLY_BUFFER => self.text_op()?,
+                EMPTY_LIST | EMPTY_TUPLE | EMPTY_DICT | EMPTY_SET | LIST | TUPLE | TUPLE1
+                | TUPLE2 | TUPLE3 | FROZENSET | DICT => self.container_op()?,
+                APPEND | APPENDS | SETITEM | SETITEMS | ADDITEMS => self.fill_op()?,
+                MARK | POP | POP_MARK | DUP => self.stack_op()?,
+                PUT | BINPUT | LONG_BINPUT | MEMOIZE | GET | BINGET | LONG_BINGET => {
+                    self.memo_op()?
                 }
-                FRAME => {
-                    let n = self.u64()?;
-                    if n > self.left() as u64 {
-                        return self.err(format!(
-                            "frame of {n} bytes runs past the end ({} bytes left)",
-                            self.left()
-                        ));
-                    }
-                }
-                STOP => {
-                    let root = self.pop()?;
-                    return Ok(Pickle {
-                        nodes: std::mem::take(&mut self.nodes),
-                        root,
-                        end: self.pos,
-                        protocol: self.protocol,
-                    });
-                }
-                // Integers, floats.
-                INT => {
-                    let l = self.line()?;
-                    let n = match l {
-                        b"00" => Node::Bool(false),
-                        b"01" => Node::Bool(true),
-                        d => self.int_node(d)?,
-                    };
-                    self.push(n)?;
-                }
-                LONG => {
-                    let l = self.line()?;
-                    let l = l.strip_suffix(b"L").unwrap_or(l);
-                    let n = self.int_node(l)?;
-                    self.push(n)?;
-                }
-                BININT => {
-                    let v = i32::from_le_bytes(self.arr()?);
-                    self.push(Node::Int(v.into()))?;
-                }
-                BININT1 => {
-                    let v = self.u8()?;
-                    self.push(Node::Int(v.into()))?;
-                }
-                BININT2 => {
-                    let v = u16::from_le_bytes(self.arr()?);
-                    self.push(Node::Int(v.into()))?;
-                }
-                LONG1 => {
-                    let n = self.u8()?;
-                    self.long_bytes(n.into())?;
-                }
-                LONG4 => {
-                    let n = i32::from_le_bytes(self.arr()?);
-                    if n < 0 {
-                        return self.err(format!("negative length {n}"));
-                    }
-                    self.long_bytes(n as u64)?;
-                }
-                FLOAT => {
-                    let l = self.line()?;
-                    let v = std::str::from_utf8(l)
-                        .ok()
-                        .and_then(|s| s.trim().parse::<f64>().ok());
-                    match v {
-                        Some(v) => self.push(Node::Float(v))?,
-                        None => {
-                            let t = esc(&String::from_utf8_lossy(l));
-                            return self.err(format!("'{t}' is not a float"));
-                        }
-                    }
-                }
-                BINFLOAT => {
-                    let v = f64::from_be_bytes(self.arr()?);
-                    self.push(Node::Float(v))?;
-                }
-                NONE => self.push(Node::None)?,
-                NEWTRUE => self.push(Node::Bool(true))?,
-                NEWFALSE => self.push(Node::Bool(false))?,
-                // Strings and bytes.
-                STRING => {
-                    let l = self.line()?;
-                    match unquote_repr(l) {
-                        Some(b) => self.string(&b)?,
-                        None => return self.err("not a quoted string"),
-                    }
-                }
-                BINSTRING => {
-                    let n = i32::from_le_bytes(self.arr()?);
-                    if n < 0 {
-                        return self.err(format!("negative length {n}"));
-                    }
-                    let b = self.take(n as u64)?;
-                    self.string(b)?;
-                }
-                SHORT_BINSTRING => {
-                    let n = self.u8()?;
-                    let b = self.take(n.into())?;
-                    self.string(b)?;
-                }
-                UNICODE => {
-                    let l = self.line()?;
-                    match raw_unicode_unescape(l) {
-                        Some(s) => self.push(Node::Str(s.into()))?,
-                        None => return self.err("bad raw-unicode-escape sequence"),
-                    }
-                }
-                SHORT_BINUNICODE => {
-                    let n = self.u8()?;
-                    self.unicode(n.into())?;
-                }
-                BINUNICODE => {
-                    let n = self.u32()?;
-                    self.unicode(n.into())?;
-                }
-                BINUNICODE8 => {
-                    let n = self.u64()?;
-                    self.unicode(n)?;
-                }
-                SHORT_BINBYTES => {
-                    let n = self.u8()?;
-                    self.bytes(n.into())?;
-                }
-                BINBYTES => {
-                    let n = self.u32()?;
-                    self.bytes(n.into())?;
-                }
-                BINBYTES8 | BYTEARRAY8 => {
-                    let n = self.u64()?;
-                    self.bytes(n)?;
-                }
-                NEXT_BUFFER => return self.err("out-of-band buffers are not supported"),
-                READONLY_BUFFER => {
-                    self.top()?;
-                }
-                // Containers.
-                EMPTY_LIST => self.push(Node::List(Vec::new()))?,
-                EMPTY_TUPLE => self.push(Node::Tuple(Vec::new()))?,
-                EMPTY_DICT => self.push(Node::Dict(Vec::new()))?,
-                EMPTY_SET => self.push(Node::Set {
-                    items: Vec::new(),
-                    frozen: false,
-                })?,
-                LIST => {
-                    let items = self.pop_mark()?;
-                    self.push(Node::List(items))?;
-                }
-                TUPLE => {
-                    let items = self.pop_mark()?;
-                    self.push(Node::Tuple(items))?;
-                }
-                TUPLE1 | TUPLE2 | TUPLE3 => {
-                    let n = (self.op - TUPLE1 + 1) as usize;
-                    if self.stack.len() < self.base() + n {
-                        return self.err("stack underflow");
-                    }
-                    let items = self.stack.split_off(self.stack.len() - n);
-                    self.push(Node::Tuple(items))?;
-                }
-                FROZENSET => {
-                    let items = self.pop_mark()?;
-                    self.push(Node::Set {
-                        items,
-                        frozen: true,
-                    })?;
-                }
-                DICT => {
-                    let items = self.pop_mark()?;
-                    let pairs = self.pairs(&items)?;
-                    self.push(Node::Dict(pairs))?;
-                }
-                APPEND => {
-                    let v = self.pop()?;
-                    self.append(vec![v])?;
-                }
-                APPENDS => {
-                    let items = self.pop_mark()?;
-                    self.append(items)?;
-                }
-                SETITEM => {
-                    let v = self.pop()?;
-                    let k = self.pop()?;
-                    self.set_items(vec![(k, v)])?;
-                }
-                SETITEMS => {
-                    let items = self.pop_mark()?;
-                    let pairs = self.pairs(&items)?;
-                    self.set_items(pairs)?;
-                }
-                ADDITEMS => {
-                    let items = self.pop_mark()?;
-                    let target = self.top()?;
-                    match self.node_mut(target) {
-                        Node::Set {
-                            items: set,
-                            frozen: false,
-                        } => set.extend(items),
-                        Node::Object(o) => o.list_items.extend(items),
-                        n => {
-                            let k = n.kind();
-                            return self.err(format!("cannot add items to {k}"));
-                        }
-                    }
-                }
-                // Stack manipulation.
-                MARK => {
-                    if self.marks.len() >= MAX_DEPTH {
-                        return self.err(format!("MARKs nest deeper than {MAX_DEPTH}"));
-                    }
-                    self.marks.push(self.stack.len());
-                }
-                POP => {
-                    if self.stack.len() > self.base() {
-                        self.stack.pop();
-                    } else {
-                        self.pop_mark()?;
-                    }
-                }
-                POP_MARK => {
-                    self.pop_mark()?;
-                }
-                DUP => {
-                    let v = self.top()?;
-                    self.stack.push(v);
-                }
-                // Memo.
-                PUT => {
-                    let l = self.line()?;
-                    let k = self.decimal_index(l)?;
-                    self.memo_put(k)?;
-                }
-                BINPUT => {
-                    let k = self.u8()?;
-                    self.memo_put(k.into())?;
-                }
-                LONG_BINPUT => {
-                    let k = self.u32()?;
-                    self.memo_put(k.into())?;
-                }
-                MEMOIZE => {
-                    let k = self.memo.len as u64;
-                    self.memo_put(k)?;
-                }
-                GET => {
-                    let l = self.line()?;
-                    let k = self.decimal_index(l)?;
-                    self.memo_get(k)?;
-                }
-                BINGET => {
-                    let k = self.u8()?;
-                    self.memo_get(k.into())?;
-                }
-                LONG_BINGET => {
-                    let k = self.u32()?;
-                    self.memo_get(k.into())?;
-                }
-                EXT1 | EXT2 | EXT4 => {
-                    return self.err("extension registry codes are not supported");
-                }
-                // Globals and calls: recorded, never made.
-                GLOBAL => {
-                    let module = self.line_str()?;
-                    let name = self.line_str()?;
-                    let g = self.global(&module, &name)?;
-                    self.stack.push(g);
-                }
-                STACK_GLOBAL => {
-                    let name = self.pop()?;
-                    let module = self.pop()?;
-                    let (Some(m), Some(n)) = (self.str_of(module), self.str_of(name)) else {
-                        return self.err("module and name are not strings");
-                    };
-                    if m.len() > MAX_GLOBAL_NAME || n.len() > MAX_GLOBAL_NAME {
-                        // Checked before copying: the strings may be shared.
-                        return self.err(format!(
-                            "global name of {} bytes exceeds the {MAX_GLOBAL_NAME}-byte limit",
-                            m.len().max(n.len())
-                        ));
-                    }
-                    let (m, n) = (m.to_string(), n.to_string());
-                    let g = self.global(&m, &n)?;
-                    self.stack.push(g);
-                }
-                REDUCE => {
-                    let args = self.pop()?;
-                    let callable = self.pop()?;
-                    self.object(CallOp::Reduce, callable, args, None)?;
-                }
-                NEWOBJ => {
-                    let args = self.pop()?;
-                    let cls = self.pop()?;
-                    self.object(CallOp::NewObj, cls, args, None)?;
-                }
-                NEWOBJ_EX => {
-                    let kwargs = self.pop()?;
-                    let args = self.pop()?;
-                    let cls = self.pop()?;
-                    self.object(CallOp::NewObjEx, cls, args, Some(kwargs))?;
-                }
-                INST => {
-                    let module = self.line_str()?;
-                    let name = self.line_str()?;
-                    let cls = self.global(&module, &name)?;
-                    let items = self.pop_mark()?;
-                    let args = self.push_node(Node::Tuple(items))?;
-                    self.object(CallOp::Inst, cls, args, None)?;
-                }
-                OBJ => {
-                    let mut items = self.pop_mark()?;
-                    if items.is_empty() {
-                        return self.err("no class after MARK");
-                    }
-                    let cls = items.remove(0);
-                    let args = self.push_node(Node::Tuple(items))?;
-                    self.object(CallOp::Obj, cls, args, None)?;
-                }
-                BUILD => {
-                    let state = self.pop()?;
-                    let target = self.top()?;
-                    match self.node_mut(target) {
-                        Node::Object(o) => o.state = Some(state),
-                        n => {
-                            let k = n.kind();
-                            return self.err(format!("cannot set the state of {k}"));
-                        }
-                    }
-                }
-                PERSID => {
-                    let l = self.line()?;
-                    let s: Box<str> = String::from_utf8_lossy(l).into();
-                    let pid = self.push_node(Node::Str(s))?;
-                    let offset = self.op_start;
-                    self.push(Node::PersId { pid, offset })?;
-                }
-                BINPERSID => {
-                    let pid = self.pop()?;
-                    let offset = self.op_start;
-                    self.push(Node::PersId { pid, offset })?;
-                }
-                b => {
-                    return Err(PickleError {
-                        offset: self.op_start,
-                        op: format!("0x{b:02x}"),
-                        why: "unknown opcode".to_string(),
-                    });
-                }
+                GLOBAL | STACK_GLOBAL | EXT1 | EXT2 | EXT4 => self.global_op()?,
+                REDUCE | NEWOBJ | NEWOBJ_EX | INST | OBJ | BUILD => self.call_op()?,
+                PERSID | BINPERSID => self.persid_op()?,
+                _ => return self.unknown(),
             }
         }
     }
 
+    /// The error for a byte that is no opcode. The family methods below
+    /// return it for any opcode not theirs, which `run` never passes them.
+    fn unknown<T>(&self) -> R<T> {
+        Err(PickleError {
+            offset: self.op_start,
+            op: format!("0x{:02x}", self.op),
+            why: "unknown opcode".to_string(),
+        })
+    }
+
+    /// `STOP`: the value on top of the stack is the pickle's value.
+    fn stop(&mut self) -> R<Pickle> {
+        let root = self.pop()?;
+        Ok(Pickle {
+            nodes: std::mem::take(&mut self.nodes),
+            root,
+            end: self.pos,
+            protocol: self.protocol,
+        })
+    }
+
+    /// `PROTO` and `FRAME`: check the protocol and that a frame lies within
+    /// the input (frames are otherwise transparent).
+    fn frame_op(&mut self) -> R<()> {
+        use op::*;
+        match self.op {
+            PROTO => {
+                let p = self.u8()?;
+                if p > HIGHEST_PROTOCOL {
+                    return self.err(format!("unsupported protocol {p}"));
+                }
+                self.protocol = self.protocol.max(p);
+            }
+            FRAME => {
+                let n = self.u64()?;
+                if n > self.left() as u64 {
+                    return self.err(format!(
+                        "frame of {n} bytes runs past the end ({} bytes left)",
+                        self.left()
+                    ));
+                }
+            }
+            _ => return self.unknown(),
+        }
+        Ok(())
+    }
+
+    /// Integers, floats, `None` and booleans: push the constant.
+    fn number_op(&mut self) -> R<()> {
+        use op::*;
+        let n = match self.op {
+            INT => match self.line()? {
+                b"00" => Node::Bool(false),
+                b"01" => Node::Bool(true),
+                d => self.int_node(d)?,
+            },
+            LONG => {
+                let l = self.line()?;
+                let l = l.strip_suffix(b"L").unwrap_or(l);
+                self.int_node(l)?
+            }
+            BININT => Node::Int(i32::from_le_bytes(self.arr()?).into()),
+            BININT1 => Node::Int(self.u8()?.into()),
+            BININT2 => Node::Int(u16::from_le_bytes(self.arr()?).into()),
+            LONG1 => {
+                let n = self.u8()?;
+                self.long_node(n.into())?
+            }
+            LONG4 => {
+                let n = i32::from_le_bytes(self.arr()?);
+                if n < 0 {
+                    return self.err(format!("negative length {n}"));
+                }
+                self.long_node(n as u64)?
+            }
+            FLOAT => {
+                let l = self.line()?;
+                let v = std::str::from_utf8(l)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<f64>().ok());
+                match v {
+                    Some(v) => Node::Float(v),
+                    None => {
+                        let t = esc(&String::from_utf8_lossy(l));
+                        return self.err(format!("'{t}' is not a float"));
+                    }
+                }
+            }
+            BINFLOAT => Node::Float(f64::from_be_bytes(self.arr()?)),
+            NONE => Node::None,
+            NEWTRUE => Node::Bool(true),
+            NEWFALSE => Node::Bool(false),
+            _ => return self.unknown(),
+        };
+        self.push(n)
+    }
+
+    /// Strings, bytes and buffers: push the text, or the length of the
+    /// bytes (whose content is skipped).
+    fn text_op(&mut self) -> R<()> {
+        use op::*;
+        match self.op {
+            STRING => {
+                let l = self.line()?;
+                match unquote_repr(l) {
+                    Some(b) => self.string(&b),
+                    None => self.err("not a quoted string"),
+                }
+            }
+            BINSTRING => {
+                let n = i32::from_le_bytes(self.arr()?);
+                if n < 0 {
+                    return self.err(format!("negative length {n}"));
+                }
+                let b = self.take(n as u64)?;
+                self.string(b)
+            }
+            SHORT_BINSTRING => {
+                let n = self.u8()?;
+                let b = self.take(n.into())?;
+                self.string(b)
+            }
+            UNICODE => {
+                let l = self.line()?;
+                match raw_unicode_unescape(l) {
+                    Some(s) => self.push(Node::Str(s.into())),
+                    None => self.err("bad raw-unicode-escape sequence"),
+                }
+            }
+            SHORT_BINUNICODE => {
+                let n = self.u8()?;
+                self.unicode(n.into())
+            }
+            BINUNICODE => {
+                let n = self.u32()?;
+                self.unicode(n.into())
+            }
+            BINUNICODE8 => {
+                let n = self.u64()?;
+                self.unicode(n)
+            }
+            SHORT_BINBYTES => {
+                let n = self.u8()?;
+                self.bytes(n.into())
+            }
+            BINBYTES => {
+                let n = self.u32()?;
+                self.bytes(n.into())
+            }
+            BINBYTES8 | BYTEARRAY8 => {
+                let n = self.u64()?;
+                self.bytes(n)
+            }
+            NEXT_BUFFER => self.err("out-of-band buffers are not supported"),
+            READONLY_BUFFER => {
+                // The buffer on top of the stack stays as it is.
+                self.top()?;
+                Ok(())
+            }
+            _ => self.unknown(),
+        }
+    }
+
+    /// Container constructors: push an empty container, or one made of the
+    /// items above the last `MARK` (or the top one to three items).
+    fn container_op(&mut self) -> R<()> {
+        use op::*;
+        let n = match self.op {
+            EMPTY_LIST => Node::List(Vec::new()),
+            EMPTY_TUPLE => Node::Tuple(Vec::new()),
+            EMPTY_DICT => Node::Dict(Vec::new()),
+            EMPTY_SET => Node::Set {
+                items: Vec::new(),
+                frozen: false,
+            },
+            LIST => Node::List(self.pop_mark()?),
+            TUPLE => Node::Tuple(self.pop_mark()?),
+            TUPLE1 | TUPLE2 | TUPLE3 => {
+                let n = (self.op - TUPLE1 + 1) as usize;
+                if self.stack.len() < self.base() + n {
+                    return self.err("stack underflow");
+                }
+                Node::Tuple(self.stack.split_off(self.stack.len() - n))
+            }
+            FROZENSET => Node::Set {
+                items: self.pop_mark()?,
+                frozen: true,
+            },
+            DICT => {
+                let items = self.pop_mark()?;
+                Node::Dict(self.pairs(&items)?)
+            }
+            _ => return self.unknown(),
+        };
+        self.push(n)
+    }
+
+    /// `APPEND(S)`, `SETITEM(S)`, `ADDITEMS`: add items to the list, dict,
+    /// set or object below them.
+    fn fill_op(&mut self) -> R<()> {
+        use op::*;
+        match self.op {
+            APPEND => {
+                let v = self.pop()?;
+                self.append(vec![v])
+            }
+            APPENDS => {
+                let items = self.pop_mark()?;
+                self.append(items)
+            }
+            SETITEM => {
+                let v = self.pop()?;
+                let k = self.pop()?;
+                self.set_items(vec![(k, v)])
+            }
+            SETITEMS => {
+                let items = self.pop_mark()?;
+                let pairs = self.pairs(&items)?;
+                self.set_items(pairs)
+            }
+            ADDITEMS => {
+                let items = self.pop_mark()?;
+                self.add_items(items)
+            }
+            _ => self.unknown(),
+        }
+    }
+
+    /// `MARK`, `POP`, `POP_MARK`, `DUP`: stack manipulation.
+    fn stack_op(&mut self) -> R<()> {
+        use op::*;
+        match self.op {
+            MARK => {
+                if self.marks.len() >= MAX_DEPTH {
+                    return self.err(format!("MARKs nest deeper than {MAX_DEPTH}"));
+                }
+                self.marks.push(self.stack.len());
+            }
+            POP => {
+                if self.stack.len() > self.base() {
+                    self.stack.pop();
+                } else {
+                    self.pop_mark()?;
+                }
+            }
+            POP_MARK => {
+                self.pop_mark()?;
+            }
+            DUP => {
+                let v = self.top()?;
+                self.stack.push(v);
+            }
+            _ => return self.unknown(),
+        }
+        Ok(())
+    }
+
+    /// `PUT`, `BINPUT`, `LONG_BINPUT`, `MEMOIZE` store the top of the stack
+    /// in the memo; `GET`, `BINGET`, `LONG_BINGET` push a stored value.
+    fn memo_op(&mut self) -> R<()> {
+        use op::*;
+        match self.op {
+            PUT => {
+                let l = self.line()?;
+                let k = self.decimal_index(l)?;
+                self.memo_put(k)
+            }
+            BINPUT => {
+                let k = self.u8()?;
+                self.memo_put(k.into())
+            }
+            LONG_BINPUT => {
+                let k = self.u32()?;
+                self.memo_put(k.into())
+            }
+            MEMOIZE => {
+                let k = self.memo.len as u64;
+                self.memo_put(k)
+            }
+            GET => {
+                let l = self.line()?;
+                let k = self.decimal_index(l)?;
+                self.memo_get(k)
+            }
+            BINGET => {
+                let k = self.u8()?;
+                self.memo_get(k.into())
+            }
+            LONG_BINGET => {
+                let k = self.u32()?;
+                self.memo_get(k.into())
+            }
+            _ => self.unknown(),
+        }
+    }
+
+    /// `GLOBAL` and `STACK_GLOBAL`: push a global, by name only (refused if
+    /// it runs code). The extension registry (`EXT1`, `EXT2`, `EXT4`) is
+    /// not supported.
+    fn global_op(&mut self) -> R<()> {
+        use op::*;
+        let g = match self.op {
+            GLOBAL => {
+                let module = self.line_str()?;
+                let name = self.line_str()?;
+                self.global(&module, &name)?
+            }
+            STACK_GLOBAL => {
+                let name = self.pop()?;
+                let module = self.pop()?;
+                let (Some(m), Some(n)) = (self.str_of(module), self.str_of(name)) else {
+                    return self.err("module and name are not strings");
+                };
+                if m.len() > MAX_GLOBAL_NAME || n.len() > MAX_GLOBAL_NAME {
+                    // Checked before copying: the strings may be shared.
+                    return self.err(format!(
+                        "global name of {} bytes exceeds the {MAX_GLOBAL_NAME}-byte limit",
+                        m.len().max(n.len())
+                    ));
+                }
+                let (m, n) = (m.to_string(), n.to_string());
+                self.global(&m, &n)?
+            }
+            EXT1 | EXT2 | EXT4 => {
+                return self.err("extension registry codes are not supported");
+            }
+            _ => return self.unknown(),
+        };
+        self.stack.push(g);
+        Ok(())
+    }
+
+    /// `REDUCE`, `NEWOBJ`, `NEWOBJ_EX`, `INST`, `OBJ`: record a call as an
+    /// [`Object`], never making it; `BUILD`: record the state it is given.
+    fn call_op(&mut self) -> R<()> {
+        use op::*;
+        match self.op {
+            REDUCE => {
+                let args = self.pop()?;
+                let callable = self.pop()?;
+                self.object(CallOp::Reduce, callable, args, None)
+            }
+            NEWOBJ => {
+                let args = self.pop()?;
+                let cls = self.pop()?;
+                self.object(CallOp::NewObj, cls, args, None)
+            }
+            NEWOBJ_EX => {
+                let kwargs = self.pop()?;
+                let args = self.pop()?;
+                let cls = self.pop()?;
+                self.object(CallOp::NewObjEx, cls, args, Some(kwargs))
+            }
+            INST => {
+                let module = self.line_str()?;
+                let name = self.line_str()?;
+                let cls = self.global(&module, &name)?;
+                let items = self.pop_mark()?;
+                let args = self.push_node(Node::Tuple(items))?;
+                self.object(CallOp::Inst, cls, args, None)
+            }
+            OBJ => {
+                let mut items = self.pop_mark()?;
+                if items.is_empty() {
+                    return self.err("no class after MARK");
+                }
+                let cls = items.remove(0);
+                let args = self.push_node(Node::Tuple(items))?;
+                self.object(CallOp::Obj, cls, args, None)
+            }
+            BUILD => {
+                let state = self.pop()?;
+                let target = self.top()?;
+                match self.node_mut(target) {
+                    Node::Object(o) => o.state = Some(state),
+                    n => {
+                        let k = n.kind();
+                        return self.err(format!("cannot set the state of {k}"));
+                    }
+                }
+                Ok(())
+            }
+            _ => self.unknown(),
+        }
+    }
+
+    /// `PERSID` (a text id) and `BINPERSID` (any value): push a
+    /// [`Node::PersId`] for `rebuild` to resolve.
+    fn persid_op(&mut self) -> R<()> {
+        let pid = match self.op {
+            op::PERSID => {
+                let l = self.line()?;
+                let s: Box<str> = String::from_utf8_lossy(l).into();
+                self.push_node(Node::Str(s))?
+            }
+            op::BINPERSID => self.pop()?,
+            _ => return self.unknown(),
+        };
+        let offset = self.op_start;
+        self.push(Node::PersId { pid, offset })
+    }
+
+    /// The memo index written as decimal `digits` (`PUT`, `GET`).
     fn decimal_index(&self, digits: &[u8]) -> R<u64> {
         match std::str::from_utf8(digits)
             .ok()
@@ -1036,6 +1135,7 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// `items` as key/value pairs.
     fn pairs(&self, items: &[Id]) -> R<Vec<(Id, Id)>> {
         if !items.len().is_multiple_of(2) {
             return self.err(format!(
@@ -1046,6 +1146,7 @@ impl<'a> Machine<'a> {
         Ok(items.chunks_exact(2).map(|p| (p[0], p[1])).collect())
     }
 
+    /// `APPEND(S)`: add `items` to the list or object on top of the stack.
     fn append(&mut self, items: Vec<Id>) -> R<()> {
         let target = self.top()?;
         match self.node_mut(target) {
@@ -1059,6 +1160,7 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
+    /// `SETITEM(S)`: add `pairs` to the dict or object on top of the stack.
     fn set_items(&mut self, pairs: Vec<(Id, Id)>) -> R<()> {
         let target = self.top()?;
         match self.node_mut(target) {
@@ -1067,6 +1169,23 @@ impl<'a> Machine<'a> {
             n => {
                 let k = n.kind();
                 return self.err(format!("cannot set items of {k}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// `ADDITEMS`: add `items` to the set or object on top of the stack.
+    fn add_items(&mut self, items: Vec<Id>) -> R<()> {
+        let target = self.top()?;
+        match self.node_mut(target) {
+            Node::Set {
+                items: set,
+                frozen: false,
+            } => set.extend(items),
+            Node::Object(o) => o.list_items.extend(items),
+            n => {
+                let k = n.kind();
+                return self.err(format!("cannot add items to {k}"));
             }
         }
         Ok(())

@@ -551,6 +551,7 @@ impl Walker<'_> {
         Ok(r)
     }
 
+    /// What object `id` means: the call it records, interpreted.
     fn interpret(&mut self, id: Id, depth: usize) -> R<Resolved> {
         let p = self.p;
         let Node::Object(o) = p.node(id) else {
@@ -566,7 +567,8 @@ impl Walker<'_> {
     }
 
     /// `g(*args)` for object `o` (`args` is `o.args`, or the inner argument
-    /// tuple of `_rebuild_from_type_v2`).
+    /// tuple of `_rebuild_from_type_v2`): charge the arguments, then hand
+    /// them to the interpretation of `g`'s family.
     fn call(&mut self, o: &Object, g: &GlobalRef, args: Id, depth: usize) -> R<Resolved> {
         // The argument tuple may be shared by many objects: charged.
         self.spend(o, g, self.seq(args).map_or(0, <[Id]>::len))?;
@@ -574,155 +576,19 @@ impl Walker<'_> {
         let is_tuple = self.seq(args).is_some();
         let opaque = || Ok(Resolved::Opaque(g.full_name()));
         match g.kind {
-            Global::OrderedDict
-            | Global::Counter
-            | Global::DefaultDict
-            | Global::Set
-            | Global::FrozenSet => {
-                // Items may come as an argument (`OrderedDict([(k, v)])`,
-                // `Counter({...})`, `set([...])`) and/or by SETITEMS/APPENDS.
-                let dict = !matches!(g.kind, Global::Set | Global::FrozenSet);
-                let first = if g.kind == Global::DefaultDict {
-                    None
-                } else {
-                    a.first().copied()
-                };
-                if dict {
-                    let mut items = Vec::new();
-                    match first.map(|f| self.node(f)) {
-                        Some(Node::Dict(d)) => items.extend(d.iter().copied()),
-                        Some(Node::List(l) | Node::Tuple(l)) => {
-                            for &pair in l {
-                                match self.seq(pair) {
-                                    Some(&[k, v]) => items.push((k, v)),
-                                    _ => {
-                                        return self.rebuild_err(
-                                            o,
-                                            g,
-                                            "argument is not a list of (key, value) pairs",
-                                        );
-                                    }
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                    items.extend(o.dict_items.iter().copied());
-                    self.spend(o, g, items.len())?;
-                    Ok(Resolved::Dict(items))
-                } else {
-                    let mut items = Vec::new();
-                    if let Some(Node::List(l) | Node::Tuple(l) | Node::Set { items: l, .. }) =
-                        first.map(|f| self.node(f))
-                    {
-                        items.extend(l.iter().copied())
-                    }
-                    items.extend(o.list_items.iter().copied());
-                    self.spend(o, g, items.len())?;
-                    Ok(Resolved::Seq(items))
-                }
-            }
+            Global::OrderedDict | Global::Counter | Global::DefaultDict => self.dict_like(o, g, &a),
+            Global::Set | Global::FrozenSet => self.set_like(o, g, &a),
             Global::RebuildTensor | Global::RebuildTensorV2 | Global::RebuildTensorV3 => {
                 self.rebuild_tensor(o, g, &a, is_tuple, depth)
             }
-            Global::RebuildParameter | Global::RebuildParameterWithState => {
-                let n = if g.kind == Global::RebuildParameter {
-                    3
-                } else {
-                    4
-                };
-                if a.len() != n {
-                    return self.rebuild_err(o, g, format!("takes {n} arguments, got {}", a.len()));
-                }
-                let rg = self.bool_arg(o, g, a[1], "requires_grad", depth)?;
-                let t = self.tensor_arg(o, g, a[0], depth)?;
-                Ok(with_requires_grad(t, rg))
-            }
-            Global::Parameter => {
-                // Parameter(data=None, requires_grad=True) via NEWOBJ.
-                let Some(&data) = a.first() else {
-                    return Ok(Resolved::Omitted("an empty nn.Parameter".to_string()));
-                };
-                let rg = match a.get(1) {
-                    Some(&x) => self.bool_arg(o, g, x, "requires_grad", depth)?,
-                    None => true,
-                };
-                let t = self.tensor_arg(o, g, data, depth)?;
-                Ok(with_requires_grad(t, rg))
-            }
-            Global::RebuildDeviceTensorFromCpuTensor => {
-                if a.len() != 4 {
-                    return self.rebuild_err(o, g, format!("takes 4 arguments, got {}", a.len()));
-                }
-                let rg = self.bool_arg(o, g, a[3], "requires_grad", depth)?;
-                let t = self.tensor_arg(o, g, a[0], depth)?;
-                Ok(with_requires_grad(t, rg))
-            }
-            Global::RebuildFromTypeV2 => {
-                if a.len() != 4 {
-                    return self.rebuild_err(o, g, format!("takes 4 arguments, got {}", a.len()));
-                }
-                let Node::Global(func) = self.node(a[0]) else {
-                    let d = self.describe(a[0], depth);
-                    return self.rebuild_err(o, g, format!("the function is {d}, not a global"));
-                };
-                let func = func.clone();
-                let inner = self.call(o, &func, a[2], depth + 1)?;
-                let subclass = match self.node(a[1]) {
-                    Node::Global(t)
-                        if matches!(t.kind, Global::TensorClass | Global::Parameter) =>
-                    {
-                        None
-                    }
-                    Node::Global(t) => Some(t.full_name()),
-                    _ => Some("?".to_string()),
-                };
-                match inner {
-                    Resolved::Tensor(t) if subclass.is_some() => {
-                        let mut t = (*t).clone();
-                        t.subclass = subclass;
-                        Ok(Resolved::Tensor(Rc::new(t)))
-                    }
-                    Resolved::Tensor(_) | Resolved::Omitted(_) => Ok(inner),
-                    Resolved::Opaque(name) => self.rebuild_err(
-                        o,
-                        g,
-                        format!("the tensor would be built by non-allowlisted '{name}'"),
-                    ),
-                    _ => self.rebuild_err(
-                        o,
-                        g,
-                        format!("'{}' does not build a tensor", func.full_name()),
-                    ),
-                }
-            }
+            Global::RebuildParameter
+            | Global::RebuildParameterWithState
+            | Global::RebuildDeviceTensorFromCpuTensor => self.wrapped_tensor(o, g, &a, depth),
+            Global::Parameter => self.parameter(o, g, &a, depth),
+            Global::RebuildFromTypeV2 => self.rebuild_from_type_v2(o, g, &a, depth),
             Global::RebuildUnsupported(why) => Ok(Resolved::Omitted(why.to_string())),
-            Global::Size => match a.first().and_then(|&f| self.seq(f)) {
-                Some(items) => {
-                    let items = items.to_vec();
-                    self.spend(o, g, items.len())?;
-                    Ok(Resolved::Seq(items))
-                }
-                None if a.is_empty() => Ok(Resolved::Seq(Vec::new())),
-                None => self.rebuild_err(o, g, "argument is not a tuple"),
-            },
-            Global::Device => {
-                // Short names only: the JSON is copied once per path.
-                let s = |id: Id| match self.node(id) {
-                    Node::Str(s) if s.len() <= 64 => Some(s.to_string()),
-                    Node::Int(v) => Some(v.to_string()),
-                    _ => None,
-                };
-                let parts: Option<Vec<String>> = if (1..=2).contains(&a.len()) {
-                    a.iter().map(|&x| s(x)).collect()
-                } else {
-                    None
-                };
-                match parts {
-                    Some(p) => Ok(Resolved::Json(Value::from(p.join(":")))),
-                    None => self.rebuild_err(o, g, "arguments are not (type[, index])"),
-                }
-            }
+            Global::Size => self.size(o, g, &a),
+            Global::Device => self.device(o, g, &a),
             Global::GetLayout => match a.first().map(|&f| self.node(f)) {
                 Some(Node::Str(s)) if s.len() <= 64 => {
                     Ok(Resolved::Json(Value::from(s.to_string())))
@@ -730,64 +596,9 @@ impl Walker<'_> {
                 _ => self.rebuild_err(o, g, "argument is not a layout name"),
             },
             Global::CodecsEncode | Global::Bytes | Global::ByteArray => {
-                // bytes written by protocols 0-2: _codecs.encode(text,
-                // 'latin1'), bytes() for b""; bytearray(bytes) /
-                // bytearray(text, encoding); bytes(n) / bytearray(n).
-                let len = match a.first().map(|&f| self.node(f)) {
-                    None => 0,
-                    Some(Node::Bytes(n)) => *n,
-                    Some(Node::Str(s)) => {
-                        let latin1 = a.get(1).is_some_and(|&e| {
-                            matches!(self.node(e), Node::Str(e)
-                                if ["latin1", "latin-1", "iso-8859-1"]
-                                    .iter()
-                                    .any(|l| e.eq_ignore_ascii_case(l)))
-                        });
-                        // Counting characters scans the text: charged, as
-                        // the text may be shared by many objects.
-                        let (n, len) = (s.len(), if latin1 { s.chars().count() } else { s.len() });
-                        self.spend_text(o, g, n)?;
-                        len as u64
-                    }
-                    Some(Node::Int(n)) if *n >= 0 => *n as u64,
-                    // bytearray(_codecs.encode(text, 'latin1')), protocol 2.
-                    Some(Node::Object(_)) => {
-                        let inner = self.resolve(a[0], depth + 1)?;
-                        match &*inner {
-                            Resolved::Json(v) => {
-                                match v.get("gyro_bytes").and_then(Value::as_u64) {
-                                    Some(n) => n,
-                                    None => {
-                                        return self.rebuild_err(
-                                            o,
-                                            g,
-                                            "argument is not bytes or text",
-                                        );
-                                    }
-                                }
-                            }
-                            _ => return self.rebuild_err(o, g, "argument is not bytes or text"),
-                        }
-                    }
-                    _ => return self.rebuild_err(o, g, "argument is not bytes or text"),
-                };
-                Ok(Resolved::Json(tagged("gyro_bytes", len)))
+                self.bytes_len(o, g, &a, depth)
             }
-            Global::Complex => {
-                let num = |id: Option<&Id>| match id.map(|&x| self.node(x)) {
-                    None => Some(0.0),
-                    Some(Node::Float(f)) => Some(*f),
-                    Some(Node::Int(i)) => Some(*i as f64),
-                    _ => None,
-                };
-                match (num(a.first()), num(a.get(1))) {
-                    (Some(re), Some(im)) if a.len() <= 2 => Ok(Resolved::Json(tagged(
-                        "gyro_complex",
-                        Value::Array(vec![float_json(re), float_json(im)]),
-                    ))),
-                    _ => self.rebuild_err(o, g, "arguments are not (real, imag) numbers"),
-                }
-            }
+            Global::Complex => self.complex(o, g, &a),
             Global::Reconstructor => match a.first().map(|&f| self.node(f)) {
                 // copyreg._reconstructor(cls, base, state): an instance of cls.
                 Some(Node::Global(cls)) => Ok(Resolved::Opaque(cls.full_name())),
@@ -802,6 +613,220 @@ impl Walker<'_> {
         }
     }
 
+    /// `OrderedDict`, `Counter`, `defaultdict`: the items of the argument
+    /// (`OrderedDict([(k, v)])`, `Counter({...})`; a `defaultdict`'s first
+    /// argument is its factory), then those added by `SETITEMS`.
+    fn dict_like(&mut self, o: &Object, g: &GlobalRef, a: &[Id]) -> R<Resolved> {
+        let first = if g.kind == Global::DefaultDict {
+            None
+        } else {
+            a.first().copied()
+        };
+        let mut items = Vec::new();
+        match first.map(|f| self.node(f)) {
+            Some(Node::Dict(d)) => items.extend(d.iter().copied()),
+            Some(Node::List(l) | Node::Tuple(l)) => {
+                for &pair in l {
+                    match self.seq(pair) {
+                        Some(&[k, v]) => items.push((k, v)),
+                        _ => {
+                            return self.rebuild_err(
+                                o,
+                                g,
+                                "argument is not a list of (key, value) pairs",
+                            );
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        items.extend(o.dict_items.iter().copied());
+        self.spend(o, g, items.len())?;
+        Ok(Resolved::Dict(items))
+    }
+
+    /// `set`, `frozenset`: the items of the argument (`set([...])`), then
+    /// those added by `APPENDS`/`ADDITEMS`.
+    fn set_like(&mut self, o: &Object, g: &GlobalRef, a: &[Id]) -> R<Resolved> {
+        let mut items = Vec::new();
+        if let Some(Node::List(l) | Node::Tuple(l) | Node::Set { items: l, .. }) =
+            a.first().map(|&f| self.node(f))
+        {
+            items.extend(l.iter().copied())
+        }
+        items.extend(o.list_items.iter().copied());
+        self.spend(o, g, items.len())?;
+        Ok(Resolved::Seq(items))
+    }
+
+    /// `_rebuild_parameter(data, requires_grad, hooks)`,
+    /// `_rebuild_parameter_with_state(data, requires_grad, hooks, state)`,
+    /// `_rebuild_device_tensor_from_cpu_tensor(data, dtype, device,
+    /// requires_grad)`: the tensor `data`, with its `requires_grad`.
+    fn wrapped_tensor(&mut self, o: &Object, g: &GlobalRef, a: &[Id], depth: usize) -> R<Resolved> {
+        // Number of arguments, position of requires_grad.
+        let (n, rg_at) = match g.kind {
+            Global::RebuildParameter => (3, 1),
+            Global::RebuildParameterWithState => (4, 1),
+            _ => (4, 3),
+        };
+        if a.len() != n {
+            return self.rebuild_err(o, g, format!("takes {n} arguments, got {}", a.len()));
+        }
+        let rg = self.bool_arg(o, g, a[rg_at], "requires_grad", depth)?;
+        let t = self.tensor_arg(o, g, a[0], depth)?;
+        Ok(with_requires_grad(t, rg))
+    }
+
+    /// `Parameter(data=None, requires_grad=True)` (via `NEWOBJ`): the
+    /// tensor `data`, with its `requires_grad`.
+    fn parameter(&mut self, o: &Object, g: &GlobalRef, a: &[Id], depth: usize) -> R<Resolved> {
+        let Some(&data) = a.first() else {
+            return Ok(Resolved::Omitted("an empty nn.Parameter".to_string()));
+        };
+        let rg = match a.get(1) {
+            Some(&x) => self.bool_arg(o, g, x, "requires_grad", depth)?,
+            None => true,
+        };
+        let t = self.tensor_arg(o, g, data, depth)?;
+        Ok(with_requires_grad(t, rg))
+    }
+
+    /// `_rebuild_from_type_v2(func, type, args, state)`: the tensor
+    /// `func(*args)` builds, marked with `type` when that is a subclass.
+    fn rebuild_from_type_v2(
+        &mut self,
+        o: &Object,
+        g: &GlobalRef,
+        a: &[Id],
+        depth: usize,
+    ) -> R<Resolved> {
+        if a.len() != 4 {
+            return self.rebuild_err(o, g, format!("takes 4 arguments, got {}", a.len()));
+        }
+        let Node::Global(func) = self.node(a[0]) else {
+            let d = self.describe(a[0], depth);
+            return self.rebuild_err(o, g, format!("the function is {d}, not a global"));
+        };
+        let func = func.clone();
+        let inner = self.call(o, &func, a[2], depth + 1)?;
+        let subclass = match self.node(a[1]) {
+            Node::Global(t) if matches!(t.kind, Global::TensorClass | Global::Parameter) => None,
+            Node::Global(t) => Some(t.full_name()),
+            _ => Some("?".to_string()),
+        };
+        match inner {
+            Resolved::Tensor(t) if subclass.is_some() => {
+                let mut t = (*t).clone();
+                t.subclass = subclass;
+                Ok(Resolved::Tensor(Rc::new(t)))
+            }
+            Resolved::Tensor(_) | Resolved::Omitted(_) => Ok(inner),
+            Resolved::Opaque(name) => self.rebuild_err(
+                o,
+                g,
+                format!("the tensor would be built by non-allowlisted '{name}'"),
+            ),
+            _ => self.rebuild_err(
+                o,
+                g,
+                format!("'{}' does not build a tensor", func.full_name()),
+            ),
+        }
+    }
+
+    /// `torch.Size((d0, d1, ...))`: its dimensions.
+    fn size(&mut self, o: &Object, g: &GlobalRef, a: &[Id]) -> R<Resolved> {
+        match a.first().and_then(|&f| self.seq(f)) {
+            Some(items) => {
+                let items = items.to_vec();
+                self.spend(o, g, items.len())?;
+                Ok(Resolved::Seq(items))
+            }
+            None if a.is_empty() => Ok(Resolved::Seq(Vec::new())),
+            None => self.rebuild_err(o, g, "argument is not a tuple"),
+        }
+    }
+
+    /// `torch.device(type[, index])`: the string `type[:index]`.
+    fn device(&mut self, o: &Object, g: &GlobalRef, a: &[Id]) -> R<Resolved> {
+        // Short names only: the JSON is copied once per path.
+        let s = |id: Id| match self.node(id) {
+            Node::Str(s) if s.len() <= 64 => Some(s.to_string()),
+            Node::Int(v) => Some(v.to_string()),
+            _ => None,
+        };
+        let parts: Option<Vec<String>> = if (1..=2).contains(&a.len()) {
+            a.iter().map(|&x| s(x)).collect()
+        } else {
+            None
+        };
+        match parts {
+            Some(p) => Ok(Resolved::Json(Value::from(p.join(":")))),
+            None => self.rebuild_err(o, g, "arguments are not (type[, index])"),
+        }
+    }
+
+    /// `_codecs.encode`, `bytes`, `bytearray`: a bytes value, as its length
+    /// (`{"gyro_bytes": n}`).
+    fn bytes_len(&mut self, o: &Object, g: &GlobalRef, a: &[Id], depth: usize) -> R<Resolved> {
+        // bytes written by protocols 0-2: _codecs.encode(text, 'latin1'),
+        // bytes() for b""; bytearray(bytes) / bytearray(text, encoding);
+        // bytes(n) / bytearray(n).
+        let len = match a.first().map(|&f| self.node(f)) {
+            None => 0,
+            Some(Node::Bytes(n)) => *n,
+            Some(Node::Str(s)) => {
+                let latin1 = a.get(1).is_some_and(|&e| {
+                    matches!(self.node(e), Node::Str(e)
+                        if ["latin1", "latin-1", "iso-8859-1"]
+                            .iter()
+                            .any(|l| e.eq_ignore_ascii_case(l)))
+                });
+                // Counting characters scans the text: charged, as the text
+                // may be shared by many objects.
+                let (n, len) = (s.len(), if latin1 { s.chars().count() } else { s.len() });
+                self.spend_text(o, g, n)?;
+                len as u64
+            }
+            Some(Node::Int(n)) if *n >= 0 => *n as u64,
+            // bytearray(_codecs.encode(text, 'latin1')), protocol 2.
+            Some(Node::Object(_)) => {
+                let inner = self.resolve(a[0], depth + 1)?;
+                match &*inner {
+                    Resolved::Json(v) => match v.get("gyro_bytes").and_then(Value::as_u64) {
+                        Some(n) => n,
+                        None => return self.rebuild_err(o, g, "argument is not bytes or text"),
+                    },
+                    _ => return self.rebuild_err(o, g, "argument is not bytes or text"),
+                }
+            }
+            _ => return self.rebuild_err(o, g, "argument is not bytes or text"),
+        };
+        Ok(Resolved::Json(tagged("gyro_bytes", len)))
+    }
+
+    /// `complex(real=0, imag=0)`: `{"gyro_complex": [real, imag]}`.
+    fn complex(&mut self, o: &Object, g: &GlobalRef, a: &[Id]) -> R<Resolved> {
+        let num = |id: Option<&Id>| match id.map(|&x| self.node(x)) {
+            None => Some(0.0),
+            Some(Node::Float(f)) => Some(*f),
+            Some(Node::Int(i)) => Some(*i as f64),
+            _ => None,
+        };
+        match (num(a.first()), num(a.get(1))) {
+            (Some(re), Some(im)) if a.len() <= 2 => Ok(Resolved::Json(tagged(
+                "gyro_complex",
+                Value::Array(vec![float_json(re), float_json(im)]),
+            ))),
+            _ => self.rebuild_err(o, g, "arguments are not (real, imag) numbers"),
+        }
+    }
+
+    /// `_rebuild_tensor(storage, storage_offset, size, stride)` and its
+    /// v2 (`requires_grad, backward_hooks[, metadata]`) and v3 (`..., dtype[,
+    /// metadata]`) forms: a tensor view of a storage.
     fn rebuild_tensor(
         &mut self,
         o: &Object,
@@ -1368,6 +1393,7 @@ impl Walker<'_> {
     }
 }
 
+/// Tensor `r` with `requires_grad` set (anything else unchanged).
 fn with_requires_grad(r: Resolved, requires_grad: bool) -> Resolved {
     match r {
         Resolved::Tensor(t) => {

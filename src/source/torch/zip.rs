@@ -105,46 +105,7 @@ fn method_name(m: u16) -> &'static str {
 impl<'a> Archive<'a> {
     /// Read the central directory of the zip `data`.
     pub fn parse(data: &'a [u8]) -> Result<Archive<'a>, TorchError> {
-        let eocd = find_eocd(data)?;
-        let rec = &data[eocd..eocd + EOCD_LEN];
-        let disk = u16_at(rec, 4);
-        let cd_disk = u16_at(rec, 6);
-        let mut count = u64::from(u16_at(rec, 10));
-        let mut cd_size = u64::from(u32_at(rec, 12));
-        let mut cd_offset = u64::from(u32_at(rec, 16));
-        let has_locator = eocd >= ZIP64_LOCATOR_LEN
-            && &data[eocd - ZIP64_LOCATOR_LEN..eocd - ZIP64_LOCATOR_LEN + 4] == ZIP64_LOCATOR_SIG;
-        if has_locator {
-            let loc = &data[eocd - ZIP64_LOCATOR_LEN..eocd];
-            let at = u64_at(loc, 8);
-            let r = slice(
-                data,
-                at,
-                ZIP64_EOCD_LEN as u64,
-                "ZIP64 end of central directory",
-            )?;
-            if &r[..4] != ZIP64_EOCD_SIG {
-                return zip_err(format!(
-                    "no ZIP64 end of central directory record at byte {at}, where the locator at byte {} points",
-                    eocd - ZIP64_LOCATOR_LEN
-                ));
-            }
-            if u32_at(r, 16) != 0 || u32_at(r, 20) != 0 {
-                return zip_err("multi-disk (split) archives are not supported");
-            }
-            count = u64_at(r, 32);
-            cd_size = u64_at(r, 40);
-            cd_offset = u64_at(r, 48);
-        } else {
-            if disk != 0 || cd_disk != 0 {
-                return zip_err("multi-disk (split) archives are not supported");
-            }
-            if count == 0xffff || cd_size == 0xffff_ffff || cd_offset == 0xffff_ffff {
-                return zip_err(format!(
-                    "end of central directory at byte {eocd} defers to ZIP64, but there is no ZIP64 locator"
-                ));
-            }
-        }
+        let (count, cd_size, cd_offset) = central_directory(data)?;
         let cd = slice(data, cd_offset, cd_size, "central directory")?;
         if count > cd_size / CENTRAL_LEN as u64 {
             return zip_err(format!(
@@ -159,78 +120,11 @@ impl<'a> Archive<'a> {
             let entry_err = |why: String| {
                 TorchError::Zip(format!("central directory entry {i} at byte {at}: {why}"))
             };
-            if cd.len() - pos < CENTRAL_LEN {
-                return Err(entry_err("truncated".to_string()));
+            let (entry, total) = read_entry(&cd[pos..], &entry_err)?;
+            if by_name.insert(entry.name.clone(), entries.len()).is_some() {
+                return Err(entry_err(format!("'{}' appears twice", esc(&entry.name))));
             }
-            let h = &cd[pos..pos + CENTRAL_LEN];
-            if &h[..4] != CENTRAL_SIG {
-                return Err(entry_err("bad signature".to_string()));
-            }
-            let flags = u16_at(h, 8);
-            let method = u16_at(h, 10);
-            let mut compressed_size = u64::from(u32_at(h, 20));
-            let mut size = u64::from(u32_at(h, 24));
-            let name_len = usize::from(u16_at(h, 28));
-            let extra_len = usize::from(u16_at(h, 30));
-            let comment_len = usize::from(u16_at(h, 32));
-            let disk_start = u16_at(h, 34);
-            let mut local_header = u64::from(u32_at(h, 42));
-            let total = CENTRAL_LEN + name_len + extra_len + comment_len;
-            if cd.len() - pos < total {
-                return Err(entry_err(format!(
-                    "name, extra field and comment ({} bytes) run past the central directory",
-                    total - CENTRAL_LEN
-                )));
-            }
-            let name_bytes = &cd[pos + CENTRAL_LEN..pos + CENTRAL_LEN + name_len];
-            let name = String::from_utf8_lossy(name_bytes).into_owned();
-            let extra = &cd[pos + CENTRAL_LEN + name_len..pos + CENTRAL_LEN + name_len + extra_len];
-            let need_size = size == 0xffff_ffff;
-            let need_csize = compressed_size == 0xffff_ffff;
-            let need_offset = local_header == 0xffff_ffff;
-            if need_size || need_csize || need_offset || disk_start == 0xffff {
-                let z = zip64_extra(extra)
-                    .map_err(|why| entry_err(format!("'{}': {why}", esc(&name))))?;
-                let Some(z) = z else {
-                    return Err(entry_err(format!(
-                        "'{}' has 0xFFFFFFFF sizes or offset but no ZIP64 extra field",
-                        esc(&name)
-                    )));
-                };
-                // The ZIP64 field holds, in this order, only the values whose
-                // 32-bit fields are saturated.
-                let mut vals = z.chunks_exact(8).map(|c| u64_at(c, 0));
-                let mut next = |what: &str| {
-                    vals.next().ok_or_else(|| {
-                        entry_err(format!(
-                            "'{}': ZIP64 extra field lacks the {what}",
-                            esc(&name)
-                        ))
-                    })
-                };
-                if need_size {
-                    size = next("size")?;
-                }
-                if need_csize {
-                    compressed_size = next("compressed size")?;
-                }
-                if need_offset {
-                    local_header = next("local header offset")?;
-                }
-            } else if disk_start != 0 {
-                return zip_err("multi-disk (split) archives are not supported");
-            }
-            if by_name.insert(name.clone(), entries.len()).is_some() {
-                return Err(entry_err(format!("'{}' appears twice", esc(&name))));
-            }
-            entries.push(Entry {
-                name,
-                method,
-                flags,
-                compressed_size,
-                size,
-                local_header,
-            });
+            entries.push(entry);
             pos += total;
         }
         Ok(Archive {
@@ -300,6 +194,128 @@ impl<'a> Archive<'a> {
             ))),
         }
     }
+}
+
+/// The number of entries, size and offset of the central directory, from
+/// the end of central directory record or, when a ZIP64 locator precedes
+/// that, from the ZIP64 record. Refuses multi-disk archives.
+fn central_directory(data: &[u8]) -> Result<(u64, u64, u64), TorchError> {
+    let eocd = find_eocd(data)?;
+    let rec = &data[eocd..eocd + EOCD_LEN];
+    let disk = u16_at(rec, 4);
+    let cd_disk = u16_at(rec, 6);
+    let count = u64::from(u16_at(rec, 10));
+    let cd_size = u64::from(u32_at(rec, 12));
+    let cd_offset = u64::from(u32_at(rec, 16));
+    let has_locator = eocd >= ZIP64_LOCATOR_LEN
+        && &data[eocd - ZIP64_LOCATOR_LEN..eocd - ZIP64_LOCATOR_LEN + 4] == ZIP64_LOCATOR_SIG;
+    if has_locator {
+        let loc = &data[eocd - ZIP64_LOCATOR_LEN..eocd];
+        let at = u64_at(loc, 8);
+        let r = slice(
+            data,
+            at,
+            ZIP64_EOCD_LEN as u64,
+            "ZIP64 end of central directory",
+        )?;
+        if &r[..4] != ZIP64_EOCD_SIG {
+            return zip_err(format!(
+                "no ZIP64 end of central directory record at byte {at}, where the locator at byte {} points",
+                eocd - ZIP64_LOCATOR_LEN
+            ));
+        }
+        if u32_at(r, 16) != 0 || u32_at(r, 20) != 0 {
+            return zip_err("multi-disk (split) archives are not supported");
+        }
+        return Ok((u64_at(r, 32), u64_at(r, 40), u64_at(r, 48)));
+    }
+    if disk != 0 || cd_disk != 0 {
+        return zip_err("multi-disk (split) archives are not supported");
+    }
+    if count == 0xffff || cd_size == 0xffff_ffff || cd_offset == 0xffff_ffff {
+        return zip_err(format!(
+            "end of central directory at byte {eocd} defers to ZIP64, but there is no ZIP64 locator"
+        ));
+    }
+    Ok((count, cd_size, cd_offset))
+}
+
+/// The central directory entry at the start of `cd` (the rest of the
+/// directory), and its length in bytes. `entry_err` makes an error that
+/// names the entry.
+fn read_entry(
+    cd: &[u8],
+    entry_err: &impl Fn(String) -> TorchError,
+) -> Result<(Entry, usize), TorchError> {
+    if cd.len() < CENTRAL_LEN {
+        return Err(entry_err("truncated".to_string()));
+    }
+    let h = &cd[..CENTRAL_LEN];
+    if &h[..4] != CENTRAL_SIG {
+        return Err(entry_err("bad signature".to_string()));
+    }
+    let flags = u16_at(h, 8);
+    let method = u16_at(h, 10);
+    let mut compressed_size = u64::from(u32_at(h, 20));
+    let mut size = u64::from(u32_at(h, 24));
+    let name_len = usize::from(u16_at(h, 28));
+    let extra_len = usize::from(u16_at(h, 30));
+    let comment_len = usize::from(u16_at(h, 32));
+    let disk_start = u16_at(h, 34);
+    let mut local_header = u64::from(u32_at(h, 42));
+    let total = CENTRAL_LEN + name_len + extra_len + comment_len;
+    if cd.len() < total {
+        return Err(entry_err(format!(
+            "name, extra field and comment ({} bytes) run past the central directory",
+            total - CENTRAL_LEN
+        )));
+    }
+    let name_bytes = &cd[CENTRAL_LEN..CENTRAL_LEN + name_len];
+    let name = String::from_utf8_lossy(name_bytes).into_owned();
+    let extra = &cd[CENTRAL_LEN + name_len..CENTRAL_LEN + name_len + extra_len];
+    let need_size = size == 0xffff_ffff;
+    let need_csize = compressed_size == 0xffff_ffff;
+    let need_offset = local_header == 0xffff_ffff;
+    if need_size || need_csize || need_offset || disk_start == 0xffff {
+        let z = zip64_extra(extra).map_err(|why| entry_err(format!("'{}': {why}", esc(&name))))?;
+        let Some(z) = z else {
+            return Err(entry_err(format!(
+                "'{}' has 0xFFFFFFFF sizes or offset but no ZIP64 extra field",
+                esc(&name)
+            )));
+        };
+        // The ZIP64 field holds, in this order, only the values whose
+        // 32-bit fields are saturated.
+        let mut vals = z.chunks_exact(8).map(|c| u64_at(c, 0));
+        let mut next = |what: &str| {
+            vals.next().ok_or_else(|| {
+                entry_err(format!(
+                    "'{}': ZIP64 extra field lacks the {what}",
+                    esc(&name)
+                ))
+            })
+        };
+        if need_size {
+            size = next("size")?;
+        }
+        if need_csize {
+            compressed_size = next("compressed size")?;
+        }
+        if need_offset {
+            local_header = next("local header offset")?;
+        }
+    } else if disk_start != 0 {
+        return zip_err("multi-disk (split) archives are not supported");
+    }
+    let entry = Entry {
+        name,
+        method,
+        flags,
+        compressed_size,
+        size,
+        local_header,
+    };
+    Ok((entry, total))
 }
 
 /// Offset of the end of central directory record: the last signature in

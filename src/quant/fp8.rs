@@ -282,19 +282,25 @@ impl<'a> BlockScaledSlice<'a> {
 
     fn dequant_with(&self, kernels: &Kernels, out: &mut [u8]) -> Result<(), KernelError> {
         check_elementwise("fp8::BlockScaledSlice::dequant_le", self.weight, 1, out)?;
-        let layout = self.layout;
-        let (bm, bn) = layout.block;
+        // The geometry in locals: loads through `self.layout` could not be
+        // kept in registers across the kernel calls.
+        let BlockScaled {
+            cols,
+            block: (bm, bn),
+            grid: (_, grid_cols),
+            ..
+        } = *self.layout;
         let scale_inv = self.scale_inv;
         let (mut i, mut w, mut o) = (self.first, self.weight, out);
         // Walk runs of elements that share a row and a scale tile; each run is
         // at least one element, so this ends after at most
         // `weight.len()` iterations (far fewer: runs are up to bn long).
         while !w.is_empty() {
-            let (r, c) = (i / layout.cols, i % layout.cols);
+            let (r, c) = (i / cols, i % cols);
             let tile_col = c / bn;
-            let run_end = ((tile_col + 1) * bn).min(layout.cols);
+            let run_end = ((tile_col + 1) * bn).min(cols);
             let run = (run_end - c).min(w.len());
-            let k = 4 * ((r / bm) * layout.grid.1 + tile_col);
+            let k = 4 * ((r / bm) * grid_cols + tile_col);
             let s = f32::from_le_bytes([
                 scale_inv[k],
                 scale_inv[k + 1],

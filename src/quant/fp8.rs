@@ -98,16 +98,9 @@ impl Kernels {
         Ok(())
     }
 
-    /// [`BlockScaled::dequant_le`] on this path.
-    pub fn fp8_block_le(
-        &self,
-        layout: &BlockScaled,
-        weight: &[u8],
-        first: usize,
-        scale_inv: &[u8],
-        out: &mut [u8],
-    ) -> Result<(), KernelError> {
-        layout.dequant_with(self, weight, first, scale_inv, out)
+    /// [`BlockScaledSlice::dequant_le`] on this path.
+    pub fn fp8_block_le(&self, x: &BlockScaledSlice, out: &mut [u8]) -> Result<(), KernelError> {
+        x.dequant_with(self, out)
     }
 }
 
@@ -201,34 +194,20 @@ impl BlockScaled {
         self.rows * self.cols
     }
 
-    /// Dequantize the flattened elements `first .. first + weight.len()` to
-    /// BF16 little-endian bytes.
+    /// The flattened elements `first .. first + weight.len()` of this
+    /// weight, as the argument of the block-scaled kernels.
     ///
     /// `weight` holds exactly those elements' F8_E4M3 bytes (one per element),
     /// `scale_inv` the WHOLE F32 little-endian scale grid
-    /// (`4 * grid.0 * grid.1` bytes), `out` is `2 * weight.len()` bytes. A
-    /// row range `r0..r1` is `first = r0 * cols` with `weight` the bytes of
-    /// those rows.
-    pub fn dequant_le(
-        &self,
-        weight: &[u8],
+    /// (`4 * grid.0 * grid.1` bytes). A row range `r0..r1` is
+    /// `first = r0 * cols` with `weight` the bytes of those rows.
+    pub fn slice<'a>(
+        &'a self,
+        weight: &'a [u8],
         first: usize,
-        scale_inv: &[u8],
-        out: &mut [u8],
-    ) -> Result<(), KernelError> {
-        self.dequant_with(simd::active(), weight, first, scale_inv, out)
-    }
-
-    fn dequant_with(
-        &self,
-        kernels: &Kernels,
-        weight: &[u8],
-        first: usize,
-        scale_inv: &[u8],
-        out: &mut [u8],
-    ) -> Result<(), KernelError> {
-        const K: &str = "fp8::BlockScaled::dequant_le";
-        check_elementwise(K, weight, 1, out)?;
+        scale_inv: &'a [u8],
+    ) -> Result<BlockScaledSlice<'a>, KernelError> {
+        const K: &str = "fp8::BlockScaled::slice";
         let scale_bytes = 4 * self.grid.0 * self.grid.1;
         if scale_inv.len() != scale_bytes {
             return Err(KernelError::Length {
@@ -252,17 +231,76 @@ impl BlockScaled {
                 });
             }
         }
-        let (bm, bn) = self.block;
-        let (mut i, mut w, mut o) = (first, weight, out);
+        Ok(BlockScaledSlice {
+            layout: self,
+            weight,
+            first,
+            scale_inv,
+        })
+    }
+}
+
+/// Elements `first .. first + weight.len()` of a block-scaled F8_E4M3
+/// weight (flattened, row-major) with the weight's whole `scale_inv` grid:
+/// the argument of the block-scaled kernels ([`BlockScaledSlice::dequant_le`],
+/// [`Kernels::fp8_block_le`], `wide::fp8_block_to_f32`). Its lengths are
+/// checked once, by [`BlockScaled::slice`], which builds it.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockScaledSlice<'a> {
+    layout: &'a BlockScaled,
+    weight: &'a [u8],
+    first: usize,
+    scale_inv: &'a [u8],
+}
+
+impl<'a> BlockScaledSlice<'a> {
+    /// The weight's geometry.
+    pub fn layout(&self) -> &'a BlockScaled {
+        self.layout
+    }
+
+    /// The F8_E4M3 bytes of the elements, one per element.
+    pub fn weight(&self) -> &'a [u8] {
+        self.weight
+    }
+
+    /// The index of the first element in the flattened weight.
+    pub fn first(&self) -> usize {
+        self.first
+    }
+
+    /// The whole F32 little-endian scale grid.
+    pub fn scale_inv(&self) -> &'a [u8] {
+        self.scale_inv
+    }
+
+    /// Dequantize the elements to BF16 little-endian bytes:
+    /// `out.len() == 2 * weight.len()`.
+    pub fn dequant_le(&self, out: &mut [u8]) -> Result<(), KernelError> {
+        self.dequant_with(simd::active(), out)
+    }
+
+    fn dequant_with(&self, kernels: &Kernels, out: &mut [u8]) -> Result<(), KernelError> {
+        check_elementwise("fp8::BlockScaledSlice::dequant_le", self.weight, 1, out)?;
+        // The geometry in locals: loads through `self.layout` could not be
+        // kept in registers across the kernel calls.
+        let BlockScaled {
+            cols,
+            block: (bm, bn),
+            grid: (_, grid_cols),
+            ..
+        } = *self.layout;
+        let scale_inv = self.scale_inv;
+        let (mut i, mut w, mut o) = (self.first, self.weight, out);
         // Walk runs of elements that share a row and a scale tile; each run is
         // at least one element, so this ends after at most
         // `weight.len()` iterations (far fewer: runs are up to bn long).
         while !w.is_empty() {
-            let (r, c) = (i / self.cols, i % self.cols);
+            let (r, c) = (i / cols, i % cols);
             let tile_col = c / bn;
-            let run_end = ((tile_col + 1) * bn).min(self.cols);
+            let run_end = ((tile_col + 1) * bn).min(cols);
             let run = (run_end - c).min(w.len());
-            let k = 4 * ((r / bm) * self.grid.1 + tile_col);
+            let k = 4 * ((r / bm) * grid_cols + tile_col);
             let s = f32::from_le_bytes([
                 scale_inv[k],
                 scale_inv[k + 1],
@@ -389,10 +427,10 @@ mod tests {
             ("b", 37, 45, (8, 16)),
         ] {
             let (layout, weight, scale, want) = case(tag, rows, cols, block);
+            let x = layout.slice(&weight, 0, &scale).unwrap();
             for k in simd::available() {
                 let mut out = vec![0u8; 2 * weight.len() + 1];
-                k.fp8_block_le(&layout, &weight, 0, &scale, &mut out[1..])
-                    .unwrap();
+                k.fp8_block_le(&x, &mut out[1..]).unwrap();
                 assert_bf16_matches(tag, &u16s(&out[1..]), &want, |i| {
                     format!(
                         "{}: r{} c{} code {:#04x}",
@@ -411,12 +449,16 @@ mod tests {
         let (layout, weight, scale, _) = case("b", 37, 45, (8, 16));
         let n = weight.len();
         let mut whole = vec![0u8; 2 * n];
-        layout.dequant_le(&weight, 0, &scale, &mut whole).unwrap();
+        layout
+            .slice(&weight, 0, &scale)
+            .unwrap()
+            .dequant_le(&mut whole)
+            .unwrap();
         let check = |a: usize, b: usize| {
             for k in simd::available() {
                 let mut out = vec![0u8; 2 * (b - a)];
-                k.fp8_block_le(&layout, &weight[a..b], a, &scale, &mut out)
-                    .unwrap();
+                let x = layout.slice(&weight[a..b], a, &scale).unwrap();
+                k.fp8_block_le(&x, &mut out).unwrap();
                 assert_eq!(out, whole[2 * a..2 * b], "{} [{a}, {b})", k.level());
             }
         };
@@ -436,7 +478,9 @@ mod tests {
             let (a, b) = (r0 * 260, r1 * 260);
             let mut out = vec![0u8; 2 * (b - a)];
             layout
-                .dequant_le(&weight[a..b], a, &scale, &mut out)
+                .slice(&weight[a..b], a, &scale)
+                .unwrap()
+                .dequant_le(&mut out)
                 .unwrap();
             assert_bf16_matches("rows", &u16s(&out), &want[a..b], |i| i.to_string());
         }
@@ -451,15 +495,18 @@ mod tests {
         let scale = [0u8; 24];
         let w = [0x38u8; 15];
         let mut out = [0u8; 30];
-        assert!(l.dequant_le(&w, 0, &scale, &mut out).is_ok());
+        let f = |l: &BlockScaled, w: &[u8], first, s: &[u8], o: &mut [u8]| {
+            l.slice(w, first, s).and_then(|x| x.dequant_le(o)).is_ok()
+        };
+        assert!(f(&l, &w, 0, &scale, &mut out));
         assert_eq!(&out[..2], &[0, 0]); // 1.0 * 0.0
-        assert!(l.dequant_le(&w, 1, &scale, &mut out).is_err()); // past the end
-        assert!(l.dequant_le(&w, 0, &scale[..20], &mut out).is_err());
-        assert!(l.dequant_le(&w, 0, &scale, &mut out[..28]).is_err());
-        assert!(l.dequant_le(&w[..0], usize::MAX, &scale, &mut []).is_err());
-        assert!(l.dequant_le(&w[..0], 15, &scale, &mut []).is_ok());
+        assert!(!f(&l, &w, 1, &scale, &mut out)); // past the end
+        assert!(!f(&l, &w, 0, &scale[..20], &mut out));
+        assert!(!f(&l, &w, 0, &scale, &mut out[..28]));
+        assert!(!f(&l, &w[..0], usize::MAX, &scale, &mut []));
+        assert!(f(&l, &w[..0], 15, &scale, &mut []));
         let empty = BlockScaled::new(0, 0, (128, 128)).unwrap();
-        assert!(empty.dequant_le(&[], 0, &[], &mut []).is_ok());
+        assert!(f(&empty, &[], 0, &[], &mut []));
         assert!(e4m3_to_bf16(&[0; 3], &mut [0; 4]).is_err());
     }
 }

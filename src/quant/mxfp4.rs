@@ -15,12 +15,18 @@
 //! built at compile time and pinned against transformers bit for bit.
 //!
 //! Two orientations:
-//! - storage order ([`dequant_blocks_le`], [`dequant_range_le`]): blocks
-//!   `[.., R, G, 16]` become BF16 `[.., R, G * 32]`;
-//! - transposed gpt-oss experts ([`dequant_transposed_le`]): one expert's
-//!   blocks `[R, G, 16]` become BF16 `[G * 32, R]`, the layout transformers
-//!   holds dense experts in (`[E, rows, G*32] -> [E, G*32, rows]`); a view
-//!   asks for any range of output rows.
+//! - storage order ([`dequant_blocks_le`], [`dequant_range_le`] of a
+//!   [`Pair`]): blocks `[.., R, G, 16]` become BF16 `[.., R, G * 32]`;
+//! - transposed gpt-oss experts ([`dequant_transposed_le`] of an
+//!   [`Expert`]'s [`Transposed`] rows): one expert's blocks `[R, G, 16]`
+//!   become BF16 `[G * 32, R]`, the layout transformers holds dense experts
+//!   in (`[E, rows, G*32] -> [E, G*32, rows]`); a view asks for any range of
+//!   output rows.
+//!
+//! The source of a kernel is one of those structs, its lengths checked once
+//! when it is built ([`Pair::new`], [`Expert::new`], [`Expert::transposed`])
+//! and passed by reference down to the path's function pointer; the kernels
+//! then only check the output's length.
 //!
 //! The functions here run the path [`simd::active`] chose; the same methods
 //! on a [`Kernels`] run a given path. The portable code below is the
@@ -113,10 +119,10 @@ fn check(kernel: &'static str, blocks: &[u8], scales: &[u8]) -> Result<(), Kerne
 fn check_out(
     kernel: &'static str,
     got: usize,
-    scales: &[u8],
+    pair: &Pair,
     width: usize,
 ) -> Result<(), KernelError> {
-    let expected = scales.len().checked_mul(BLOCK_VALUES * width);
+    let expected = pair.len().checked_mul(BLOCK_VALUES * width);
     if expected != Some(got) {
         return Err(KernelError::Length {
             kernel,
@@ -128,15 +134,224 @@ fn check_out(
     Ok(())
 }
 
-/// Dequantize whole blocks to BF16 values: `blocks.len() == 16 * scales.len()`,
-/// `out.len() == 32 * scales.len()`. (Portable code: views use the byte
-/// forms below, which run the SIMD paths.)
-pub fn dequant_blocks(blocks: &[u8], scales: &[u8], out: &mut [u16]) -> Result<(), KernelError> {
-    check("mxfp4::dequant_blocks", blocks, scales)?;
-    check_out("mxfp4::dequant_blocks", out.len(), scales, 1)?;
-    for ((blk, &s), o) in blocks
+/// An MXFP4 tensor in storage order, its lengths checked: `blocks` holds 16
+/// bytes per byte of `scales` (`[.., G, 16]` and `[.., G]`, value `i` in
+/// block `i / 32`). The argument of the storage-order kernels
+/// ([`dequant_blocks_le`], [`dequant_range_le`], `wide::mxfp4_to_f32`):
+/// built once by [`Pair::new`], then passed by reference down to the
+/// kernels, which rely on its lengths.
+#[derive(Debug, Clone, Copy)]
+pub struct Pair<'a> {
+    blocks: &'a [u8],
+    scales: &'a [u8],
+}
+
+impl<'a> Pair<'a> {
+    /// The pair of `blocks` and `scales`, if `blocks.len() == 16 * scales.len()`.
+    pub fn new(blocks: &'a [u8], scales: &'a [u8]) -> Result<Self, KernelError> {
+        check("mxfp4::Pair", blocks, scales)?;
+        Ok(Pair { blocks, scales })
+    }
+
+    /// The block bytes, 16 per block.
+    #[inline]
+    pub fn blocks(&self) -> &'a [u8] {
+        self.blocks
+    }
+
+    /// The scale bytes, one per block.
+    #[inline]
+    pub fn scales(&self) -> &'a [u8] {
+        self.scales
+    }
+
+    /// The number of blocks.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.scales.len()
+    }
+
+    /// Whether the pair has no blocks.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.scales.is_empty()
+    }
+
+    /// The number of values, 32 per block.
+    #[inline]
+    pub fn values(&self) -> usize {
+        self.len().saturating_mul(BLOCK_VALUES)
+    }
+
+    /// Blocks `range` of the pair (panics past its end, as slicing does).
+    fn sub(&self, range: std::ops::Range<usize>) -> Pair<'a> {
+        Pair {
+            blocks: &self.blocks[range.start * BLOCK_BYTES..range.end * BLOCK_BYTES],
+            scales: &self.scales[range],
+        }
+    }
+}
+
+/// One gpt-oss expert's MXFP4 pair with its shape, the lengths checked:
+/// `blocks` `[rows, groups, 16]` and `scales` `[rows, groups]`. Built once
+/// by [`Expert::new`]; [`Expert::transposed`] then picks the output rows a
+/// transposed kernel computes.
+#[derive(Debug, Clone, Copy)]
+pub struct Expert<'a> {
+    blocks: &'a [u8],
+    scales: &'a [u8],
+    rows: usize,
+    groups: usize,
+}
+
+impl<'a> Expert<'a> {
+    /// The expert of `rows` source rows of `groups` blocks each, if
+    /// `scales.len() == rows * groups` and `blocks.len() == 16 * scales.len()`.
+    pub fn new(
+        blocks: &'a [u8],
+        scales: &'a [u8],
+        rows: usize,
+        groups: usize,
+    ) -> Result<Self, KernelError> {
+        const K: &str = "mxfp4::Expert";
+        let n = rows.checked_mul(groups);
+        if n != Some(scales.len()) {
+            return Err(KernelError::Length {
+                kernel: K,
+                what: "scales",
+                got: scales.len(),
+                expected: n.unwrap_or(usize::MAX),
+            });
+        }
+        check(K, blocks, scales)?;
+        Ok(Expert {
+            blocks,
+            scales,
+            rows,
+            groups,
+        })
+    }
+
+    /// The block bytes, `[rows, groups, 16]`.
+    #[inline]
+    pub fn blocks(&self) -> &'a [u8] {
+        self.blocks
+    }
+
+    /// The scale bytes, `[rows, groups]`.
+    #[inline]
+    pub fn scales(&self) -> &'a [u8] {
+        self.scales
+    }
+
+    /// Source rows.
+    #[inline]
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Blocks per source row.
+    #[inline]
+    pub fn groups(&self) -> usize {
+        self.groups
+    }
+
+    /// Values per source row, `groups * 32`: the number of rows of the
+    /// transposed output.
+    #[inline]
+    pub fn cols(&self) -> usize {
+        self.groups.saturating_mul(BLOCK_VALUES)
+    }
+
+    /// Output rows `out_rows` of this expert transposed, if
+    /// `out_rows.start <= out_rows.end <= self.cols()`.
+    pub fn transposed(
+        self,
+        out_rows: std::ops::Range<usize>,
+    ) -> Result<Transposed<'a>, KernelError> {
+        let (c0, c1) = (out_rows.start, out_rows.end);
+        let cols = self.cols();
+        if c0 > c1 || c1 > cols {
+            return Err(KernelError::Shape {
+                kernel: "mxfp4::Expert::transposed",
+                why: format!("output rows [{c0}, {c1}) are not within the {cols} rows"),
+            });
+        }
+        Ok(Transposed {
+            expert: self,
+            c0,
+            c1,
+        })
+    }
+}
+
+/// Output rows `c0..c1` of one gpt-oss expert, dequantized and transposed
+/// as transformers holds it: output row `c` (one per value column,
+/// `c < groups * 32`) holds value `c % 32` of block `(j, c / 32)` for every
+/// source row `j`, so value `((c - c0) * rows + j)` of the output. The
+/// argument of the transposed kernels ([`dequant_transposed_le`],
+/// `wide::mxfp4_transposed_to_f32`), checked by [`Expert::transposed`]
+/// (`c0 <= c1 <= groups * 32`) and passed by reference down to them.
+#[derive(Debug, Clone, Copy)]
+pub struct Transposed<'a> {
+    expert: Expert<'a>,
+    c0: usize,
+    c1: usize,
+}
+
+impl<'a> Transposed<'a> {
+    /// The expert.
+    #[inline]
+    pub fn expert(&self) -> &Expert<'a> {
+        &self.expert
+    }
+
+    /// The output rows `c0..c1`.
+    #[inline]
+    pub fn out_rows(&self) -> std::ops::Range<usize> {
+        self.c0..self.c1
+    }
+
+    /// The number of output values, `(c1 - c0) * rows`.
+    #[inline]
+    pub fn len(&self) -> usize {
+        // (c1 - c0) * rows <= blocks.len() * 2 (c1 <= groups * 32): no
+        // overflow.
+        (self.c1 - self.c0) * self.expert.rows
+    }
+
+    /// Whether there are no output values.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The value columns `k0..k1` of block column `gi` that are output rows.
+    #[inline]
+    pub(crate) fn ks(&self, gi: usize) -> (usize, usize) {
+        (
+            self.c0.max(gi * 32) - gi * 32,
+            self.c1.min(gi * 32 + 32) - gi * 32,
+        )
+    }
+
+    /// Byte offset in the BF16 output of output row `gi * 32 + k`, source
+    /// row `j`.
+    #[inline]
+    pub(crate) fn at(&self, gi: usize, k: usize, j: usize) -> usize {
+        ((gi * 32 + k - self.c0) * self.expert.rows + j) * 2
+    }
+}
+
+/// Dequantize whole blocks to BF16 values: `out.len() == 32 * pair.len()`.
+/// (Portable code: views use the byte forms below, which run the SIMD
+/// paths.)
+pub fn dequant_blocks(pair: &Pair, out: &mut [u16]) -> Result<(), KernelError> {
+    check_out("mxfp4::dequant_blocks", out.len(), pair, 1)?;
+    for ((blk, &s), o) in pair
+        .blocks
         .chunks_exact(BLOCK_BYTES)
-        .zip(scales)
+        .zip(pair.scales)
         .zip(out.chunks_exact_mut(BLOCK_VALUES))
     {
         let t = &TABLE[s as usize];
@@ -149,16 +364,17 @@ pub fn dequant_blocks(blocks: &[u8], scales: &[u8], out: &mut [u16]) -> Result<(
 }
 
 /// Dequantize whole blocks to BF16 little-endian bytes:
-/// `blocks.len() == 16 * scales.len()`, `out.len() == 64 * scales.len()`.
-pub fn dequant_blocks_le(blocks: &[u8], scales: &[u8], out: &mut [u8]) -> Result<(), KernelError> {
-    simd::active().mxfp4_blocks_le(blocks, scales, out)
+/// `out.len() == 64 * pair.len()`.
+pub fn dequant_blocks_le(pair: &Pair, out: &mut [u8]) -> Result<(), KernelError> {
+    simd::active().mxfp4_blocks_le(pair, out)
 }
 
-/// The portable whole-block kernel (lengths checked by the caller).
-pub(crate) fn portable_blocks(blocks: &[u8], scales: &[u8], out: &mut [u8]) {
-    for ((blk, &s), o) in blocks
+/// The portable whole-block kernel (output length checked by the caller).
+pub(crate) fn portable_blocks(pair: &Pair, out: &mut [u8]) {
+    for ((blk, &s), o) in pair
+        .blocks
         .chunks_exact(BLOCK_BYTES)
-        .zip(scales)
+        .zip(pair.scales)
         .zip(out.chunks_exact_mut(2 * BLOCK_VALUES))
     {
         let t = &TABLE[s as usize];
@@ -172,62 +388,37 @@ pub(crate) fn portable_blocks(blocks: &[u8], scales: &[u8], out: &mut [u8]) {
 
 /// Dequantize the values `first .. first + out.len() / 2` of the flattened
 /// tensor (value `i` is in block `i / 32`) to BF16 little-endian bytes.
-/// `blocks` / `scales` are the whole tensor pair (or the same whole-block
-/// prefix of both; `first` counts from their start), so a caller can serve an
-/// arbitrary value range of a non-transposed view without decoding the
-/// blocks around it.
-pub fn dequant_range_le(
-    blocks: &[u8],
-    scales: &[u8],
-    first: usize,
-    out: &mut [u8],
-) -> Result<(), KernelError> {
-    simd::active().mxfp4_range_le(blocks, scales, first, out)
+/// `pair` is the whole tensor (or a whole-block prefix of it; `first`
+/// counts from its start), so a caller can serve an arbitrary value range
+/// of a non-transposed view without decoding the blocks around it.
+pub fn dequant_range_le(pair: &Pair, first: usize, out: &mut [u8]) -> Result<(), KernelError> {
+    simd::active().mxfp4_range_le(pair, first, out)
 }
 
-/// Output rows `c0..c1` of one gpt-oss expert, transposed as transformers
-/// holds it: `blocks` `[rows, groups, 16]` and `scales` `[rows, groups]` are
-/// the expert's whole pair, and output row `c` (one per value column,
-/// `c < groups * 32`) holds value `c % 32` of block `(j, c / 32)` for every
-/// source row `j`: `out[((c - c0) * rows + j) * 2 ..]` as BF16 little-endian.
-/// `out.len()` must be `2 * rows * (c1 - c0)`.
-pub fn dequant_transposed_le(
-    blocks: &[u8],
-    scales: &[u8],
-    rows: usize,
-    groups: usize,
-    c0: usize,
-    c1: usize,
-    out: &mut [u8],
-) -> Result<(), KernelError> {
-    simd::active().mxfp4_transposed_le(blocks, scales, rows, groups, c0, c1, out)
+/// The output rows `x` of one gpt-oss expert (see [`Transposed`]) as BF16
+/// little-endian: output row `c`, source row `j` at
+/// `out[((c - c0) * rows + j) * 2 ..]`. `out.len()` must be `2 * x.len()`.
+pub fn dequant_transposed_le(x: &Transposed, out: &mut [u8]) -> Result<(), KernelError> {
+    simd::active().mxfp4_transposed_le(x, out)
 }
 
 impl Kernels {
     /// [`dequant_blocks_le`] on this path.
-    pub fn mxfp4_blocks_le(
-        &self,
-        blocks: &[u8],
-        scales: &[u8],
-        out: &mut [u8],
-    ) -> Result<(), KernelError> {
-        check("mxfp4::dequant_blocks_le", blocks, scales)?;
-        check_out("mxfp4::dequant_blocks_le", out.len(), scales, 2)?;
+    pub fn mxfp4_blocks_le(&self, pair: &Pair, out: &mut [u8]) -> Result<(), KernelError> {
+        check_out("mxfp4::dequant_blocks_le", out.len(), pair, 2)?;
         // SAFETY: a `Kernels` exists only for a path this CPU supports.
-        unsafe { (self.fns.mxfp4_blocks)(blocks, scales, out) };
+        unsafe { (self.fns.mxfp4_blocks)(pair, out) };
         Ok(())
     }
 
     /// [`dequant_range_le`] on this path.
     pub fn mxfp4_range_le(
         &self,
-        blocks: &[u8],
-        scales: &[u8],
+        pair: &Pair,
         first: usize,
         out: &mut [u8],
     ) -> Result<(), KernelError> {
         const K: &str = "mxfp4::dequant_range_le";
-        check(K, blocks, scales)?;
         if !out.len().is_multiple_of(2) {
             return Err(KernelError::Length {
                 kernel: K,
@@ -237,7 +428,7 @@ impl Kernels {
             });
         }
         let n = out.len() / 2;
-        let total = scales.len().saturating_mul(BLOCK_VALUES);
+        let total = pair.values();
         let end = match first.checked_add(n) {
             Some(end) if end <= total => end,
             _ => {
@@ -254,6 +445,7 @@ impl Kernels {
             .checked_next_multiple_of(BLOCK_VALUES)
             .map_or(end, |h| h.min(end));
         let body_end = head_end.max(end - end % BLOCK_VALUES);
+        let (blocks, scales) = (pair.blocks, pair.scales);
         let one = |i: usize| -> [u8; 2] {
             let b = blocks[i / 2];
             let nibble = (b >> ((i & 1) * 4)) & 15;
@@ -265,11 +457,7 @@ impl Kernels {
         }
         let (body, tail) = rest.split_at_mut(2 * (body_end - head_end));
         let (b0, b1) = (head_end / BLOCK_VALUES, body_end / BLOCK_VALUES);
-        self.mxfp4_blocks_le(
-            &blocks[b0 * BLOCK_BYTES..b1 * BLOCK_BYTES],
-            &scales[b0..b1],
-            body,
-        )?;
+        self.mxfp4_blocks_le(&pair.sub(b0..b1), body)?;
         for (d, i) in tail.chunks_exact_mut(2).zip(body_end..end) {
             d.copy_from_slice(&one(i));
         }
@@ -277,50 +465,21 @@ impl Kernels {
     }
 
     /// [`dequant_transposed_le`] on this path.
-    #[allow(clippy::too_many_arguments)]
-    pub fn mxfp4_transposed_le(
-        &self,
-        blocks: &[u8],
-        scales: &[u8],
-        rows: usize,
-        groups: usize,
-        c0: usize,
-        c1: usize,
-        out: &mut [u8],
-    ) -> Result<(), KernelError> {
-        const K: &str = "mxfp4::dequant_transposed_le";
-        let n = rows.checked_mul(groups);
-        if n != Some(scales.len()) {
-            return Err(KernelError::Length {
-                kernel: K,
-                what: "scales",
-                got: scales.len(),
-                expected: n.unwrap_or(usize::MAX),
-            });
-        }
-        check(K, blocks, scales)?;
-        let cols = groups.saturating_mul(BLOCK_VALUES);
-        if c0 > c1 || c1 > cols {
-            return Err(KernelError::Shape {
-                kernel: K,
-                why: format!("output rows [{c0}, {c1}) are not within the {cols} rows"),
-            });
-        }
-        // (c1 - c0) * rows <= blocks.len() * 2: no overflow.
-        let expected = (c1 - c0) * rows * 2;
+    pub fn mxfp4_transposed_le(&self, x: &Transposed, out: &mut [u8]) -> Result<(), KernelError> {
+        let expected = x.len() * 2;
         if out.len() != expected {
             return Err(KernelError::Length {
-                kernel: K,
+                kernel: "mxfp4::dequant_transposed_le",
                 what: "output",
                 got: out.len(),
                 expected,
             });
         }
-        if c0 == c1 || rows == 0 {
+        if x.is_empty() {
             return Ok(());
         }
         // SAFETY: a `Kernels` exists only for a path this CPU supports.
-        unsafe { (self.fns.mxfp4_transposed)(blocks, scales, rows, groups, c0, c1, out) };
+        unsafe { (self.fns.mxfp4_transposed)(x, out) };
         Ok(())
     }
 }
@@ -328,39 +487,8 @@ impl Kernels {
 /// Source rows per tile of the transposed kernels.
 pub(crate) const TILE_ROWS: usize = 32;
 
-/// The arguments of one transposed call (checked, `c0 < c1`).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Expert<'a> {
-    pub blocks: &'a [u8],
-    pub scales: &'a [u8],
-    /// Source rows.
-    pub r: usize,
-    /// Block columns per source row.
-    pub g: usize,
-    /// Output rows `c0..c1`.
-    pub c0: usize,
-    pub c1: usize,
-}
-
-impl Expert<'_> {
-    /// The value columns `k0..k1` of block column `gi` that are output rows.
-    #[inline]
-    pub(crate) fn ks(&self, gi: usize) -> (usize, usize) {
-        (
-            self.c0.max(gi * 32) - gi * 32,
-            self.c1.min(gi * 32 + 32) - gi * 32,
-        )
-    }
-
-    /// Byte offset in the output of output row `gi * 32 + k`, source row `j`.
-    #[inline]
-    pub(crate) fn at(&self, gi: usize, k: usize, j: usize) -> usize {
-        ((gi * 32 + k - self.c0) * self.r + j) * 2
-    }
-}
-
-/// The portable transposed kernel (arguments checked by the caller, and
-/// `c0 < c1`).
+/// The portable transposed kernel (`x` not empty, `out` its length: see
+/// `simd::Fns`).
 ///
 /// Works in tiles of 32 source rows x one block column: the tile is decoded
 /// in its natural order into a 2 KiB buffer, then written out transposed,
@@ -369,27 +497,12 @@ impl Expert<'_> {
 /// of a column are written front to back, and the column's blocks (one per
 /// source row, 16 bytes at a stride of `groups * 16`) stay in L2 for the next
 /// column's pass.
-pub(crate) fn portable_transposed(
-    blocks: &[u8],
-    scales: &[u8],
-    r: usize,
-    g: usize,
-    c0: usize,
-    c1: usize,
-    out: &mut [u8],
-) {
-    let x = Expert {
-        blocks,
-        scales,
-        r,
-        g,
-        c0,
-        c1,
-    };
+pub(crate) fn portable_transposed(x: &Transposed, out: &mut [u8]) {
+    let r = x.expert.rows;
     let mut tile = [[0u16; 32]; TILE_ROWS];
-    for gi in c0 / 32..=(c1 - 1) / 32 {
+    for gi in x.c0 / 32..=(x.c1 - 1) / 32 {
         for j0 in (0..r).step_by(TILE_ROWS) {
-            transposed_tile(&x, gi, j0, TILE_ROWS.min(r - j0), &mut tile, out);
+            transposed_tile(x, gi, j0, TILE_ROWS.min(r - j0), &mut tile, out);
         }
     }
 }
@@ -399,18 +512,18 @@ pub(crate) fn portable_transposed(
 /// they do not handle.
 #[inline]
 pub(crate) fn transposed_tile(
-    x: &Expert,
+    x: &Transposed,
     gi: usize,
     j0: usize,
     jn: usize,
     tile: &mut [[u16; 32]; TILE_ROWS],
     out: &mut [u8],
 ) {
-    let (blocks, g) = (x.blocks, x.g);
+    let (blocks, g) = (x.expert.blocks, x.expert.groups);
     for (jj, row) in tile.iter_mut().enumerate().take(jn) {
         let at = (j0 + jj) * g + gi;
         prefetch(blocks, (at + PREFETCH_ROWS * g) * 16);
-        let t = &TABLE[x.scales[at] as usize];
+        let t = &TABLE[x.expert.scales[at] as usize];
         let blk = &blocks[at * 16..at * 16 + 16];
         for (pair, &b) in row.chunks_exact_mut(2).zip(blk) {
             pair[0] = t[(b & 15) as usize];
@@ -440,13 +553,14 @@ pub(crate) fn transposed_tile(
 )]
 #[inline]
 pub(crate) fn walk_tiles(
-    x: &Expert,
+    x: &Transposed,
     out: &mut [u8],
-    mut full: impl FnMut(&Expert, usize, usize, &mut [u8]) -> bool,
+    mut full: impl FnMut(&Transposed, usize, usize, &mut [u8]) -> bool,
 ) {
+    let r = x.expert.rows;
     let addr = out.as_ptr() as usize;
-    let lead = if x.r.is_multiple_of(32) && addr.is_multiple_of(2) {
-        ((64 - addr % 64) % 64 / 2).min(x.r)
+    let lead = if r.is_multiple_of(32) && addr.is_multiple_of(2) {
+        ((64 - addr % 64) % 64 / 2).min(r)
     } else {
         0
     };
@@ -456,8 +570,8 @@ pub(crate) fn walk_tiles(
             transposed_tile(x, gi, 0, lead, &mut tile, out);
         }
         let mut j0 = lead;
-        while j0 < x.r {
-            let jn = TILE_ROWS.min(x.r - j0);
+        while j0 < r {
+            let jn = TILE_ROWS.min(r - j0);
             if jn < TILE_ROWS || !full(x, gi, j0, out) {
                 transposed_tile(x, gi, j0, jn, &mut tile, out);
             }
@@ -536,9 +650,10 @@ mod tests {
     fn every_path_matches_the_golden_table() {
         let table = golden_table();
         let (blocks, scales) = every_scale_and_nibble();
+        let pair = Pair::new(&blocks, &scales).unwrap();
         for k in simd::available() {
             let mut out = vec![0u8; 64 * 256 + 1];
-            k.mxfp4_blocks_le(&blocks, &scales, &mut out[1..]).unwrap();
+            k.mxfp4_blocks_le(&pair, &mut out[1..]).unwrap();
             let got = u16s(&out[1..]);
             for (i, &v) in got.iter().enumerate() {
                 let want = golden_value(&table, &blocks, &scales, i);
@@ -571,19 +686,17 @@ mod tests {
             let blocks = rng.bytes(16 * n);
             let scales = rng.bytes(n);
             let mut want = vec![0u8; 64 * n];
-            portable
-                .mxfp4_blocks_le(&blocks, &scales, &mut want)
-                .unwrap();
+            let pair = Pair::new(&blocks, &scales).unwrap();
+            portable.mxfp4_blocks_le(&pair, &mut want).unwrap();
             for k in simd::available() {
                 let mut out = vec![0u8; 64 * n + 3];
-                k.mxfp4_blocks_le(&blocks, &scales, &mut out[3..]).unwrap();
+                k.mxfp4_blocks_le(&pair, &mut out[3..]).unwrap();
                 assert_eq!(out[3..], want, "{} n {n}", k.level());
                 for (a, b) in [(0, 32 * n), (n, 32 * n - n.min(32 * n)), (7, 7)] {
                     let b = b.max(a).min(32 * n);
                     let a = a.min(b);
                     let mut out = vec![0u8; 2 * (b - a) + 1];
-                    k.mxfp4_range_le(&blocks, &scales, a, &mut out[1..])
-                        .unwrap();
+                    k.mxfp4_range_le(&pair, a, &mut out[1..]).unwrap();
                     assert_eq!(out[1..], want[2 * a..2 * b], "{} [{a}, {b})", k.level());
                 }
             }
@@ -638,6 +751,10 @@ mod tests {
                 (3, 3),
             ] {
                 let want = golden_transposed(&table, &blocks, &scales, (r, g), (c0, c1));
+                let x = Expert::new(&blocks, &scales, r, g)
+                    .unwrap()
+                    .transposed(c0..c1)
+                    .unwrap();
                 // Output offsets: odd, and every even phase within a cache
                 // line class that the SIMD paths align their stores to.
                 for k in simd::available() {
@@ -645,8 +762,7 @@ mod tests {
                         let mut buf = vec![0u8; 2 * want.len() + 128];
                         let skip = (64 - buf.as_ptr() as usize % 64) % 64 + at;
                         let out = &mut buf[skip..skip + 2 * want.len()];
-                        k.mxfp4_transposed_le(&blocks, &scales, r, g, c0, c1, out)
-                            .unwrap();
+                        k.mxfp4_transposed_le(&x, out).unwrap();
                         assert_eq!(
                             u16s(out),
                             want,
@@ -686,16 +802,17 @@ mod tests {
             let cols = g * 32;
             let c0 = (rng.next() as usize) % cols;
             let c1 = c0 + 1 + (rng.next() as usize) % (cols - c0);
-            let mut want = vec![0u8; 2 * r * (c1 - c0)];
-            portable
-                .mxfp4_transposed_le(&blocks, &scales, r, g, c0, c1, &mut want)
+            let x = Expert::new(&blocks, &scales, r, g)
+                .unwrap()
+                .transposed(c0..c1)
                 .unwrap();
+            let mut want = vec![0u8; 2 * r * (c1 - c0)];
+            portable.mxfp4_transposed_le(&x, &mut want).unwrap();
             let at = (rng.next() % 64) as usize;
             for k in simd::available() {
                 let mut out = vec![0u8; want.len() + 64];
                 let out = &mut out[at..at + want.len()];
-                k.mxfp4_transposed_le(&blocks, &scales, r, g, c0, c1, out)
-                    .unwrap();
+                k.mxfp4_transposed_le(&x, out).unwrap();
                 assert_eq!(
                     *out,
                     want[..],
@@ -713,7 +830,10 @@ mod tests {
         let mut out = vec![0u8; 2 * 3 * 64];
         for k in simd::available() {
             let f = |b: &[u8], s: &[u8], r, g, c0, c1, o: &mut [u8]| {
-                k.mxfp4_transposed_le(b, s, r, g, c0, c1, o).is_ok()
+                Expert::new(b, s, r, g)
+                    .and_then(|e| e.transposed(c0..c1))
+                    .and_then(|x| k.mxfp4_transposed_le(&x, o))
+                    .is_ok()
             };
             assert!(f(&blocks, &scales, 3, 2, 0, 64, &mut out));
             assert!(!f(&blocks, &scales, 3, 2, 0, 64, &mut out[1..]));
@@ -754,8 +874,9 @@ mod tests {
         let scales = read("mxfp4_layout.scales");
         let want = u16s(&read("mxfp4_layout.bf16"));
         let (e, rows, g) = (2, 3, 2);
+        let pair = Pair::new(&blocks, &scales).unwrap();
         let mut flat = vec![0u16; e * rows * g * BLOCK_VALUES];
-        dequant_blocks(&blocks, &scales, &mut flat).unwrap();
+        dequant_blocks(&pair, &mut flat).unwrap();
         // flat is [E, rows, G*32]; transformers returns its transpose.
         let inn = g * BLOCK_VALUES;
         let mut transposed = vec![0u16; flat.len()];
@@ -771,16 +892,16 @@ mod tests {
             let n = rows * g;
             for ei in 0..e {
                 let mut out = vec![0u8; 2 * n * BLOCK_VALUES + 1];
-                k.mxfp4_transposed_le(
+                let x = Expert::new(
                     &blocks[ei * n * 16..(ei + 1) * n * 16],
                     &scales[ei * n..(ei + 1) * n],
                     rows,
                     g,
-                    0,
-                    inn,
-                    &mut out[1..],
                 )
+                .unwrap()
+                .transposed(0..inn)
                 .unwrap();
+                k.mxfp4_transposed_le(&x, &mut out[1..]).unwrap();
                 let span = ei * n * BLOCK_VALUES..(ei + 1) * n * BLOCK_VALUES;
                 assert_bf16_matches(k.level().name(), &u16s(&out[1..]), &want[span], |i| {
                     i.to_string()
@@ -789,7 +910,7 @@ mod tests {
         }
 
         let mut le = vec![0u8; 2 * flat.len() + 1];
-        dequant_blocks_le(&blocks, &scales, &mut le[1..]).unwrap();
+        dequant_blocks_le(&pair, &mut le[1..]).unwrap();
         assert_eq!(u16s(&le[1..]), flat);
     }
 
@@ -800,14 +921,14 @@ mod tests {
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
         let scales = [120u8, 127, 0, 255, 131];
+        let pair = Pair::new(&blocks, &scales).unwrap();
         let mut whole = vec![0u8; 5 * 64];
-        dequant_blocks_le(&blocks, &scales, &mut whole).unwrap();
+        dequant_blocks_le(&pair, &mut whole).unwrap();
         for k in simd::available() {
             for a in 0..=160 {
                 for b in a..=160 {
                     let mut out = vec![0u8; 2 * (b - a) + 1];
-                    k.mxfp4_range_le(&blocks, &scales, a, &mut out[1..])
-                        .unwrap();
+                    k.mxfp4_range_le(&pair, a, &mut out[1..]).unwrap();
                     assert_eq!(out[1..], whole[2 * a..2 * b], "{} [{a}, {b})", k.level());
                 }
             }
@@ -818,13 +939,15 @@ mod tests {
     fn bad_arguments_are_errors() {
         let blocks = [0u8; 32];
         let scales = [127u8; 2];
-        assert!(dequant_blocks(&blocks, &scales[..1], &mut [0u16; 32]).is_err());
-        assert!(dequant_blocks(&blocks, &scales, &mut [0u16; 63]).is_err());
-        assert!(dequant_blocks_le(&blocks, &scales, &mut [0u8; 127]).is_err());
-        assert!(dequant_range_le(&blocks, &scales, 60, &mut [0u8; 10]).is_err());
-        assert!(dequant_range_le(&blocks, &scales, usize::MAX, &mut [0u8; 2]).is_err());
-        assert!(dequant_range_le(&blocks, &scales, 0, &mut [0u8; 3]).is_err());
-        assert!(dequant_range_le(&blocks, &scales, 64, &mut []).is_ok());
-        assert!(dequant_blocks(&[], &[], &mut []).is_ok());
+        assert!(Pair::new(&blocks, &scales[..1]).is_err());
+        assert!(Pair::new(&blocks[1..], &scales).is_err());
+        let pair = Pair::new(&blocks, &scales).unwrap();
+        assert!(dequant_blocks(&pair, &mut [0u16; 63]).is_err());
+        assert!(dequant_blocks_le(&pair, &mut [0u8; 127]).is_err());
+        assert!(dequant_range_le(&pair, 60, &mut [0u8; 10]).is_err());
+        assert!(dequant_range_le(&pair, usize::MAX, &mut [0u8; 2]).is_err());
+        assert!(dequant_range_le(&pair, 0, &mut [0u8; 3]).is_err());
+        assert!(dequant_range_le(&pair, 64, &mut []).is_ok());
+        assert!(dequant_blocks(&Pair::new(&[], &[]).unwrap(), &mut []).is_ok());
     }
 }

@@ -24,8 +24,8 @@
 //! and F32 are for loaders and GPUs that need them, at a few GB/s.
 
 use super::KernelError;
-use super::fp8::{BlockScaled, E4M3_F32, E5M2_F32};
-use super::mxfp4::FP4_E2M1;
+use super::fp8::{BlockScaledSlice, E4M3_F32, E5M2_F32};
+use super::mxfp4::{FP4_E2M1, Pair, Transposed};
 use crate::dtype::Dtype;
 
 /// The canonical F16 NaN.
@@ -127,25 +127,17 @@ pub fn mxfp4_value(scale: u8, nibble: u8) -> f32 {
     (FP4_E2M1[(nibble & 15) as usize] as f64 * pow2) as f32
 }
 
-/// MXFP4 values `first .. first + out.len()` (storage order) of `blocks`
-/// (16 bytes per 32 values) and `scales` (one byte per block).
-pub fn mxfp4_to_f32(
-    blocks: &[u8],
-    scales: &[u8],
-    first: usize,
-    out: &mut [f32],
-) -> Result<(), KernelError> {
+/// MXFP4 values `first .. first + out.len()` (storage order) of `pair`.
+pub fn mxfp4_to_f32(pair: &Pair, first: usize, out: &mut [f32]) -> Result<(), KernelError> {
     const K: &str = "wide::mxfp4_to_f32";
-    if blocks.len() != scales.len() * 16 {
-        return Err(length(K, "blocks", blocks.len(), scales.len() * 16));
-    }
     let end = first.checked_add(out.len());
-    if end.is_none_or(|e| e > scales.len() * 32) {
+    if end.is_none_or(|e| e > pair.values()) {
         return Err(KernelError::Shape {
             kernel: K,
-            why: format!("values {first}+{} past {}", out.len(), scales.len() * 32),
+            why: format!("values {first}+{} past {}", out.len(), pair.values()),
         });
     }
+    let (blocks, scales) = (pair.blocks(), pair.scales());
     for (k, o) in out.iter_mut().enumerate() {
         let v = first + k;
         let byte = blocks[v / 2];
@@ -159,29 +151,19 @@ pub fn mxfp4_to_f32(
     Ok(())
 }
 
-/// Output rows `c0..c1` of one gpt-oss expert dequantized and transposed
-/// (`[G*32, R]` of blocks `[R, G, 16]`): `out[(c - c0) * r + j]` is value
-/// `c` of source row `j`.
-pub fn mxfp4_transposed_to_f32(
-    blocks: &[u8],
-    scales: &[u8],
-    r: usize,
-    g: usize,
-    c0: usize,
-    c1: usize,
-    out: &mut [f32],
-) -> Result<(), KernelError> {
+/// The output rows `x` of one gpt-oss expert dequantized and transposed
+/// (`[G*32, R]` of blocks `[R, G, 16]`, see [`Transposed`]):
+/// `out[(c - c0) * r + j]` is value `c` of source row `j`, and `out.len()`
+/// must be `x.len()`.
+pub fn mxfp4_transposed_to_f32(x: &Transposed, out: &mut [f32]) -> Result<(), KernelError> {
     const K: &str = "wide::mxfp4_transposed_to_f32";
-    let n = r
-        .checked_mul(g)
-        .ok_or_else(|| length(K, "shape", usize::MAX, 0))?;
-    if scales.len() != n || blocks.len() != n * 16 {
-        return Err(length(K, "blocks", blocks.len(), n * 16));
+    if out.len() != x.len() {
+        return Err(length(K, "output", out.len(), x.len()));
     }
-    if c0 > c1 || c1 > g * 32 || out.len() != (c1 - c0) * r {
-        return Err(length(K, "output", out.len(), (c1.saturating_sub(c0)) * r));
-    }
-    for c in c0..c1 {
+    let e = x.expert();
+    let (blocks, scales, r, g) = (e.blocks(), e.scales(), e.rows(), e.groups());
+    let c0 = x.out_rows().start;
+    for c in x.out_rows() {
         let (gi, k) = (c / 32, c % 32);
         for j in 0..r {
             let at = j * g + gi;
@@ -197,23 +179,17 @@ pub fn mxfp4_transposed_to_f32(
     Ok(())
 }
 
-/// Block-scaled F8_E4M3 elements `first .. first + out.len()` (row-major)
-/// as their f32 products with the tile's `scale_inv`.
-pub fn fp8_block_to_f32(
-    geometry: &BlockScaled,
-    weight: &[u8],
-    first: usize,
-    scale_inv: &[u8],
-    out: &mut [f32],
-) -> Result<(), KernelError> {
+/// Block-scaled F8_E4M3 elements `x` (see [`BlockScaledSlice`]) as their
+/// f32 products with the tile's `scale_inv`; `out.len()` must be the
+/// number of elements.
+pub fn fp8_block_to_f32(x: &BlockScaledSlice, out: &mut [f32]) -> Result<(), KernelError> {
     const K: &str = "wide::fp8_block_to_f32";
-    let (gr, gc) = geometry.scale_shape();
-    if scale_inv.len() != gr * gc * 4 {
-        return Err(length(K, "scale_inv", scale_inv.len(), gr * gc * 4));
-    }
-    if weight.len() != out.len() || first + out.len() > geometry.numel() {
+    let (weight, first, scale_inv) = (x.weight(), x.first(), x.scale_inv());
+    if weight.len() != out.len() {
         return Err(length(K, "weight", weight.len(), out.len()));
     }
+    let geometry = x.layout();
+    let (_, gc) = geometry.scale_shape();
     let (cols, (bm, bn)) = (geometry.cols(), geometry.block());
     for (k, (w, o)) in weight.iter().zip(out.iter_mut()).enumerate() {
         let e = first + k;
@@ -259,7 +235,9 @@ pub fn encode(values: &[f32], to: Dtype, out: &mut [u8]) -> Result<(), KernelErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::fp8::BlockScaled;
     use crate::quant::golden::{read, u16s, u32s};
+    use crate::quant::mxfp4::Expert;
 
     fn is_nan16(b: u16) -> bool {
         b & 0x7C00 == 0x7C00 && b & 0x03FF != 0
@@ -346,8 +324,8 @@ mod tests {
             // In two pieces, to exercise `first`.
             let half = vals.len() / 2 + 3;
             let (a, b) = vals.split_at_mut(half);
-            fp8_block_to_f32(&geo, &w[..half], 0, &s, a).unwrap();
-            fp8_block_to_f32(&geo, &w[half..], half, &s, b).unwrap();
+            fp8_block_to_f32(&geo.slice(&w[..half], 0, &s).unwrap(), a).unwrap();
+            fp8_block_to_f32(&geo.slice(&w[half..], half, &s).unwrap(), b).unwrap();
             let mut out32 = vec![0u8; vals.len() * 4];
             encode(&vals, Dtype::F32, &mut out32).unwrap();
             check32(
@@ -371,10 +349,14 @@ mod tests {
         let blocks: Vec<u8> = (0..r * g * 16).map(|i| (i * 53 % 256) as u8).collect();
         let scales: Vec<u8> = (0..r * g).map(|i| (110 + i * 7 % 40) as u8).collect();
         let mut natural = vec![0f32; r * g * 32];
-        mxfp4_to_f32(&blocks, &scales, 0, &mut natural).unwrap();
+        mxfp4_to_f32(&Pair::new(&blocks, &scales).unwrap(), 0, &mut natural).unwrap();
         let (c0, c1) = (7, 70);
         let mut t = vec![0f32; (c1 - c0) * r];
-        mxfp4_transposed_to_f32(&blocks, &scales, r, g, c0, c1, &mut t).unwrap();
+        let x = Expert::new(&blocks, &scales, r, g)
+            .unwrap()
+            .transposed(c0..c1)
+            .unwrap();
+        mxfp4_transposed_to_f32(&x, &mut t).unwrap();
         for c in c0..c1 {
             for j in 0..r {
                 assert_eq!(

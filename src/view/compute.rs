@@ -210,11 +210,10 @@ impl Compute for Mxfp4 {
             let blocks = files.bytes(self.blocks.sub(g0 * 16, g * 16))?;
             let scales = files.bytes(self.scales.sub(g0, g))?;
             let first = (first - g0 * 32) as usize;
+            let pair = quant::mxfp4::Pair::new(blocks, scales)?;
             match self.to {
-                Dtype::BF16 => Ok(quant::mxfp4::dequant_range_le(blocks, scales, first, buf)?),
-                to => wide(to, buf, |v| {
-                    quant::wide::mxfp4_to_f32(blocks, scales, first, v)
-                }),
+                Dtype::BF16 => Ok(quant::mxfp4::dequant_range_le(&pair, first, buf)?),
+                to => wide(to, buf, |v| quant::wide::mxfp4_to_f32(&pair, first, v)),
             }
         })
     }
@@ -290,14 +289,11 @@ impl Compute for Mxfp4Transposed {
                 let c0 = (row % cols) as usize;
                 let c1 = ((end - e * cols).min(cols)) as usize;
                 let (blocks, scales) = self.expert_source(files, e)?;
+                let x = quant::mxfp4::Expert::new(blocks, scales, r, g)?.transposed(c0..c1)?;
                 let (now, later) = dst.split_at_mut((c1 - c0) * r * w as usize);
                 match self.to {
-                    Dtype::BF16 => {
-                        quant::mxfp4::dequant_transposed_le(blocks, scales, r, g, c0, c1, now)?
-                    }
-                    to => wide(to, now, |v| {
-                        quant::wide::mxfp4_transposed_to_f32(blocks, scales, r, g, c0, c1, v)
-                    })?,
+                    Dtype::BF16 => quant::mxfp4::dequant_transposed_le(&x, now)?,
+                    to => wide(to, now, |v| quant::wide::mxfp4_transposed_to_f32(&x, v))?,
                 }
                 dst = later;
                 row += (c1 - c0) as u64;
@@ -437,13 +433,10 @@ impl Compute for GgufMxfp4Transposed {
                 let (a, b) = ((c0 - g0 * 32) as usize, (c1 - g0 * 32) as usize);
                 let ng = (g1 - g0) as usize;
                 let (blocks, scales) = self.transcode(files, e, g0, g1)?;
+                let x = quant::mxfp4::Expert::new(&blocks, &scales, total, ng)?.transposed(a..b)?;
                 match self.to {
-                    Dtype::BF16 => {
-                        quant::mxfp4::dequant_transposed_le(&blocks, &scales, total, ng, a, b, now)?
-                    }
-                    to => wide(to, now, |v| {
-                        quant::wide::mxfp4_transposed_to_f32(&blocks, &scales, total, ng, a, b, v)
-                    })?,
+                    Dtype::BF16 => quant::mxfp4::dequant_transposed_le(&x, now)?,
+                    to => wide(to, now, |v| quant::wide::mxfp4_transposed_to_f32(&x, v))?,
                 }
                 dst = later;
                 row = e * cols + c1;
@@ -478,21 +471,10 @@ impl Compute for Fp8Block {
         by_units(offset, out, u, |first, buf| {
             let n = buf.len() as u64 / u;
             let weight = files.bytes(self.weight.sub(first, n))?;
+            let x = self.geometry.slice(weight, first as usize, scale_inv)?;
             match self.to {
-                Dtype::BF16 => {
-                    Ok(self
-                        .geometry
-                        .dequant_le(weight, first as usize, scale_inv, buf)?)
-                }
-                to => wide(to, buf, |v| {
-                    quant::wide::fp8_block_to_f32(
-                        &self.geometry,
-                        weight,
-                        first as usize,
-                        scale_inv,
-                        v,
-                    )
-                }),
+                Dtype::BF16 => Ok(x.dequant_le(buf)?),
+                to => wide(to, buf, |v| quant::wide::fp8_block_to_f32(&x, v)),
             }
         })
     }

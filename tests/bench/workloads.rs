@@ -4,6 +4,7 @@
 
 use gyrofs::quant::fp8::BlockScaled;
 use gyrofs::quant::ggml::{GgmlType, can_dequantize};
+use gyrofs::quant::mxfp4::{Expert, Pair};
 use gyrofs::quant::simd::Kernels;
 
 /// BF16 output bytes per run of the elementwise and ggml kernels: larger
@@ -90,10 +91,12 @@ fn mxfp4(rng: &mut Rng, keep: &dyn Fn(&str) -> bool, out: &mut Vec<Workload>) {
             let mut reply = reply.borrow_mut();
             for x in 0..e {
                 let (b, s) = (&b[x * n * 16..][..n * 16], &s[x * n..][..n]);
+                let expert = Expert::new(b, s, r, g).unwrap();
                 for c0 in (0..g * 32).step_by(rows_per_read) {
                     let c1 = (c0 + rows_per_read).min(g * 32);
                     let o = &mut reply[..(c1 - c0) * r * 2];
-                    k.mxfp4_transposed_le(b, s, r, g, c0, c1, o).unwrap();
+                    let rows = expert.transposed(c0..c1).unwrap();
+                    k.mxfp4_transposed_le(&rows, o).unwrap();
                 }
             }
         }));
@@ -105,7 +108,11 @@ fn mxfp4(rng: &mut Rng, keep: &dyn Fn(&str) -> bool, out: &mut Vec<Workload>) {
         out.push(w(names[1], e * expert_out, move |k, out| {
             for (x, o) in out.chunks_exact_mut(expert_out).enumerate() {
                 let (b, s) = (&b[x * n * 16..][..n * 16], &s[x * n..][..n]);
-                k.mxfp4_transposed_le(b, s, r, g, 0, g * 32, o).unwrap();
+                let rows = Expert::new(b, s, r, g)
+                    .unwrap()
+                    .transposed(0..g * 32)
+                    .unwrap();
+                k.mxfp4_transposed_le(&rows, o).unwrap();
             }
         }));
     }
@@ -113,8 +120,8 @@ fn mxfp4(rng: &mut Rng, keep: &dyn Fn(&str) -> bool, out: &mut Vec<Workload>) {
         // Storage order (non-expert MXFP4 tensors).
         let nb = OUT_BYTES / 64;
         out.push(w(names[2], OUT_BYTES, move |k, out| {
-            k.mxfp4_blocks_le(&blocks[..nb * 16], &scales[..nb], out)
-                .unwrap()
+            let pair = Pair::new(&blocks[..nb * 16], &scales[..nb]).unwrap();
+            k.mxfp4_blocks_le(&pair, out).unwrap()
         }));
     }
 }
@@ -194,8 +201,8 @@ fn fp8(rng: &mut Rng, keep: &dyn Fn(&str) -> bool, out: &mut Vec<Workload>) {
             .flat_map(|_| (1.0f32 / (1 + rng.next() % 500) as f32).to_le_bytes())
             .collect();
         out.push(w("fp8_block", rows * cols * 2, move |k, out| {
-            k.fp8_block_le(&layout, &codes[..rows * cols], 0, &scale, out)
-                .unwrap()
+            let x = layout.slice(&codes[..rows * cols], 0, &scale).unwrap();
+            k.fp8_block_le(&x, out).unwrap()
         }));
     }
 }

@@ -29,7 +29,7 @@ use std::arch::x86_64::*;
 use super::ggml_runs::{self as runs, Runs};
 use super::{Fns, Kernels, Level};
 use crate::quant::ggml::GgmlType;
-use crate::quant::mxfp4::{self, Expert, PREFETCH_ROWS, tile_deltas};
+use crate::quant::mxfp4::{self, PREFETCH_ROWS, Pair, Transposed, tile_deltas};
 use crate::quant::{float, fp8};
 
 pub(crate) static KERNELS: Kernels = Kernels {
@@ -115,10 +115,11 @@ fn block_indices(blk: &[u8]) -> __m256i {
 }
 
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn mxfp4_blocks(blocks: &[u8], scales: &[u8], out: &mut [u8]) {
-    for ((blk, &s), o) in blocks
+unsafe fn mxfp4_blocks(pair: &Pair, out: &mut [u8]) {
+    for ((blk, &s), o) in pair
+        .blocks()
         .chunks_exact(16)
-        .zip(scales)
+        .zip(pair.scales())
         .zip(out.chunks_exact_mut(64))
     {
         let idx = block_indices(blk);
@@ -172,25 +173,10 @@ pub(super) fn transpose16(x: &[__m256i; 16]) -> [__m256i; 16] {
 }
 
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn mxfp4_transposed(
-    blocks: &[u8],
-    scales: &[u8],
-    r: usize,
-    g: usize,
-    c0: usize,
-    c1: usize,
-    out: &mut [u8],
-) {
-    let x = Expert {
-        blocks,
-        scales,
-        r,
-        g,
-        c0,
-        c1,
-    };
-    mxfp4::walk_tiles(&x, out, |x, gi, j0, out| {
-        tile_deltas(x.scales, x.g, gi, j0)
+unsafe fn mxfp4_transposed(x: &Transposed, out: &mut [u8]) {
+    let (scales, g) = (x.expert().scales(), x.expert().groups());
+    mxfp4::walk_tiles(x, out, |x, gi, j0, out| {
+        tile_deltas(scales, g, gi, j0)
             .map(|d| transposed_tile(x, gi, j0, &d, out))
             .is_some()
     });
@@ -200,8 +186,8 @@ unsafe fn mxfp4_transposed(
 /// arithmetic; `delta` from [`tile_deltas`].
 #[inline]
 #[target_feature(enable = "avx2")]
-fn transposed_tile(x: &Expert, gi: usize, j0: usize, delta: &[i16; 32], out: &mut [u8]) {
-    let (blocks, g) = (x.blocks, x.g);
+fn transposed_tile(x: &Transposed, gi: usize, j0: usize, delta: &[i16; 32], out: &mut [u8]) {
+    let (blocks, g) = (x.expert().blocks(), x.expert().groups());
     // Lane 0 of rows[i] is source row j0 + ORDER[i], lane 1 row
     // j0 + ORDER[i] + 8, with ORDER = 0..8, 16..24: interleaving bytes 0..7
     // of both lanes then gives rows 0..15 in order, bytes 8..15 rows 16..31.

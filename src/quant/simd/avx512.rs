@@ -23,7 +23,7 @@ use super::avx2::{e4m3_small_bf16, transpose16};
 use super::ggml_runs::{self as runs, Runs};
 use super::{Fns, Kernels, Level};
 use crate::quant::ggml::GgmlType;
-use crate::quant::mxfp4::{self, Expert, PREFETCH_ROWS, tile_deltas};
+use crate::quant::mxfp4::{self, PREFETCH_ROWS, Pair, Transposed, tile_deltas};
 use crate::quant::{float, fp8};
 
 pub(crate) static KERNELS: Kernels = Kernels {
@@ -102,11 +102,12 @@ fn bf16x16(f: __m512) -> __m256i {
 // ---- MXFP4 -----------------------------------------------------------------
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,f16c")]
-unsafe fn mxfp4_blocks(blocks: &[u8], scales: &[u8], out: &mut [u8]) {
+unsafe fn mxfp4_blocks(pair: &Pair, out: &mut [u8]) {
     let m = _mm_set1_epi8(0x0F);
-    for ((blk, &s), o) in blocks
+    for ((blk, &s), o) in pair
+        .blocks()
         .chunks_exact(16)
-        .zip(scales)
+        .zip(pair.scales())
         .zip(out.chunks_exact_mut(64))
     {
         let b = load16(blk);
@@ -123,25 +124,10 @@ unsafe fn mxfp4_blocks(blocks: &[u8], scales: &[u8], out: &mut [u8]) {
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,f16c")]
-unsafe fn mxfp4_transposed(
-    blocks: &[u8],
-    scales: &[u8],
-    r: usize,
-    g: usize,
-    c0: usize,
-    c1: usize,
-    out: &mut [u8],
-) {
-    let x = Expert {
-        blocks,
-        scales,
-        r,
-        g,
-        c0,
-        c1,
-    };
-    mxfp4::walk_tiles(&x, out, |x, gi, j0, out| {
-        tile_deltas(x.scales, x.g, gi, j0)
+unsafe fn mxfp4_transposed(x: &Transposed, out: &mut [u8]) {
+    let (scales, g) = (x.expert().scales(), x.expert().groups());
+    mxfp4::walk_tiles(x, out, |x, gi, j0, out| {
+        tile_deltas(scales, g, gi, j0)
             .map(|d| transposed_tile(x, gi, j0, &d, out))
             .is_some()
     });
@@ -152,8 +138,8 @@ unsafe fn mxfp4_transposed(
 /// j0 + i + 16.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,f16c")]
-fn transposed_tile(x: &Expert, gi: usize, j0: usize, delta: &[i16; 32], out: &mut [u8]) {
-    let (blocks, g) = (x.blocks, x.g);
+fn transposed_tile(x: &Transposed, gi: usize, j0: usize, delta: &[i16; 32], out: &mut [u8]) {
+    let (blocks, g) = (x.expert().blocks(), x.expert().groups());
     let mut rows = [_mm256_setzero_si256(); 16];
     for (i, row) in rows.iter_mut().enumerate() {
         let a = (j0 + i) * g + gi;

@@ -33,6 +33,7 @@
 use std::sync::OnceLock;
 
 use super::ggml::GgmlType;
+use super::mxfp4;
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
@@ -125,17 +126,21 @@ impl Kernels {
 /// The function pointers of one path.
 ///
 /// Safety contract of every pointer: the CPU supports the path's features
-/// (guaranteed by [`Kernels`] existing). Each function derives its loop
-/// counts from its slices with bounds-checked chunking, so inconsistent
-/// lengths (which the format modules reject before calling) could at worst
-/// leave output bytes unwritten, never read or write out of bounds.
+/// (guaranteed by [`Kernels`] existing). The MXFP4 kernels take their
+/// source as a struct whose lengths its constructor checked
+/// ([`mxfp4::Pair`], [`mxfp4::Transposed`]); the format modules check the
+/// output length before calling. Each function derives its loop counts from
+/// its slices with bounds-checked chunking, so inconsistent lengths could at
+/// worst leave output bytes unwritten or panic, never read or write out of
+/// bounds.
 #[derive(Debug)]
 pub(in crate::quant) struct Fns {
-    /// Whole MXFP4 blocks to BF16 LE: 16 bytes + 1 scale -> 64 bytes each.
-    pub mxfp4_blocks: unsafe fn(blocks: &[u8], scales: &[u8], out: &mut [u8]),
-    /// Transposed gpt-oss expert rows `c0..c1` (see
-    /// `mxfp4::dequant_transposed_le`, which checks the arguments).
-    pub mxfp4_transposed: TransposedFn,
+    /// Whole MXFP4 blocks to BF16 LE: 16 bytes + 1 scale -> 64 bytes each
+    /// (`out` is `64 * pair.len()` bytes).
+    pub mxfp4_blocks: unsafe fn(pair: &mxfp4::Pair, out: &mut [u8]),
+    /// Transposed gpt-oss expert rows (see `mxfp4::dequant_transposed_le`):
+    /// `rows` is not empty, `out` is `2 * rows.len()` bytes.
+    pub mxfp4_transposed: unsafe fn(rows: &mxfp4::Transposed, out: &mut [u8]),
     /// F16 (2 bytes each) to BF16.
     pub f16: unsafe fn(src: &[u8], dst: &mut [u8]),
     /// F32 (4 bytes each) to BF16.
@@ -152,10 +157,6 @@ pub(in crate::quant) struct Fns {
     /// (nothing written) for the others, which take the portable code.
     pub ggml: unsafe fn(ty: GgmlType, blocks: &[u8], out: &mut [u8]) -> bool,
 }
-
-/// `(blocks, scales, rows, groups, c0, c1, out)`.
-pub(in crate::quant) type TransposedFn =
-    unsafe fn(&[u8], &[u8], usize, usize, usize, usize, &mut [u8]);
 
 /// The portable path: the reference kernels of the format modules.
 static PORTABLE: Kernels = Kernels {

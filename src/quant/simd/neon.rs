@@ -34,7 +34,7 @@ use std::arch::aarch64::*;
 use super::ggml_runs::{self as runs, Runs};
 use super::{Fns, Kernels, Level};
 use crate::quant::ggml::GgmlType;
-use crate::quant::mxfp4::{self, Expert, tile_deltas};
+use crate::quant::mxfp4::{self, Pair, Transposed, tile_deltas};
 use crate::quant::{float, fp8};
 
 pub(crate) static KERNELS: Kernels = Kernels {
@@ -71,10 +71,11 @@ fn store16(d: &mut [u8], v: uint8x16_t) {
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn mxfp4_blocks(blocks: &[u8], scales: &[u8], out: &mut [u8]) {
-    for ((blk, &s), o) in blocks
+unsafe fn mxfp4_blocks(pair: &Pair, out: &mut [u8]) {
+    for ((blk, &s), o) in pair
+        .blocks()
         .chunks_exact(16)
-        .zip(scales)
+        .zip(pair.scales())
         .zip(out.chunks_exact_mut(64))
     {
         let t = &mxfp4::TABLE_SPLIT[s as usize];
@@ -188,25 +189,10 @@ fn transpose16(x: &[uint8x16_t; 16]) -> [uint8x16_t; 16] {
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn mxfp4_transposed(
-    blocks: &[u8],
-    scales: &[u8],
-    r: usize,
-    g: usize,
-    c0: usize,
-    c1: usize,
-    out: &mut [u8],
-) {
-    let x = Expert {
-        blocks,
-        scales,
-        r,
-        g,
-        c0,
-        c1,
-    };
-    mxfp4::walk_tiles(&x, out, |x, gi, j0, out| {
-        tile_deltas(x.scales, x.g, gi, j0)
+unsafe fn mxfp4_transposed(x: &Transposed, out: &mut [u8]) {
+    let (scales, g) = (x.expert().scales(), x.expert().groups());
+    mxfp4::walk_tiles(x, out, |x, gi, j0, out| {
+        tile_deltas(scales, g, gi, j0)
             .map(|d| transposed_tile(x, gi, j0, &d, out))
             .is_some()
     });
@@ -216,8 +202,8 @@ unsafe fn mxfp4_transposed(
 /// arithmetic, as two halves of 16 rows.
 #[inline]
 #[target_feature(enable = "neon")]
-fn transposed_tile(x: &Expert, gi: usize, j0: usize, delta: &[i16; 32], out: &mut [u8]) {
-    let (blocks, g) = (x.blocks, x.g);
+fn transposed_tile(x: &Transposed, gi: usize, j0: usize, delta: &[i16; 32], out: &mut [u8]) {
+    let (blocks, g) = (x.expert().blocks(), x.expert().groups());
     let base = &mxfp4::TABLE_SPLIT[127];
     let (base_lo, base_hi) = (load16(&base[..16]), load16(&base[16..]));
     // 0xFF where the nibble is not a zero: only those take the scale.

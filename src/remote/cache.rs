@@ -306,6 +306,25 @@ fn try_lock(f: &File) -> bool {
     unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
+/// How long opening an object waits for another process's lock on it: the
+/// daemon of a mount of the same source that was just unmounted may still
+/// be exiting (`umount X && gyrofs mount SOURCE X`).
+const LOCK_PATIENCE: Duration = Duration::from_secs(3);
+
+/// Lock `f`, waiting up to `patience` for another holder to let go.
+fn lock_within(f: &File, patience: Duration) -> bool {
+    let deadline = Instant::now() + patience;
+    loop {
+        if try_lock(f) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Why a block could not be had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitError {
@@ -353,7 +372,7 @@ impl Entry {
         let data_path = cache.objects.join(format!("{key}.data"));
         let idx_path = cache.objects.join(format!("{key}.idx"));
         let data = open_rw(&data_path)?;
-        if !try_lock(&data) {
+        if !lock_within(&data, LOCK_PATIENCE) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::WouldBlock,
                 format!(

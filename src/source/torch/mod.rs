@@ -193,6 +193,9 @@ pub enum TorchError {
     Entry { name: String, why: String },
     #[error("{0}")]
     Legacy(String),
+    /// Bytes of the file that cannot be had (a remote fetch failed).
+    #[error("{0}")]
+    Unavailable(String),
     /// A pickle that cannot be decoded: `what` is `archive/data.pkl`, or
     /// `legacy main pickle` (whose offsets are file offsets).
     #[error("{what}: {err}")]
@@ -220,14 +223,48 @@ pub fn is_torch(data: &[u8]) -> bool {
     data.starts_with(b"PK\x03\x04") || data.starts_with(b"PK\x05\x06") || legacy::is_legacy(data)
 }
 
-/// Parse the whole file `data`.
+/// A file the reader reads by range: all of it in memory (`[u8]`: tests,
+/// fuzzing), or a source file whose ranges are made local on demand (`set`),
+/// so that a remote file is fetched only where the reader looks.
+pub trait Bytes {
+    /// The file's length.
+    fn size(&self) -> u64;
+    /// Bytes `at..at + len`, which the caller has checked lie inside the
+    /// file; an error only when they cannot be had (a failed fetch).
+    fn read(&self, at: u64, len: u64) -> Result<&[u8], TorchError>;
+}
+
+impl Bytes for [u8] {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn read(&self, at: u64, len: u64) -> Result<&[u8], TorchError> {
+        Ok(&self[at as usize..(at + len) as usize])
+    }
+}
+
+/// What is read of a file to tell what it is: the zip and pickle magics,
+/// a tar header's `ustar` at 257.
+const HEAD: u64 = 512;
+
+/// Parse the whole file `data` held in memory. The entry point for fuzzing.
 pub fn parse(data: &[u8]) -> Result<Checkpoint, TorchError> {
-    if data.starts_with(b"PK\x03\x04") || data.starts_with(b"PK\x05\x06") {
+    read(data)
+}
+
+/// Parse the file `data`, read by range: of a zip, only its directory, the
+/// entries' local headers and the small entries (`data.pkl`, `byteorder`)
+/// are read; a legacy file is one pickle stream, read whole.
+pub fn read<B: Bytes + ?Sized>(data: &B) -> Result<Checkpoint, TorchError> {
+    let head = data.read(0, data.size().min(HEAD))?;
+    if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
         return parse_zip(data);
     }
-    if legacy::is_legacy(data) {
-        return legacy::parse(data);
+    if legacy::is_legacy(head) {
+        return legacy::parse(data.read(0, data.size())?);
     }
+    let data = head;
     Err(TorchError::NotTorch(
         if data.get(257..262) == Some(b"ustar") {
             "a tar archive (the torch.save format before torch 0.4 is not supported)".to_string()
@@ -253,8 +290,8 @@ fn hex_prefix(data: &[u8]) -> String {
 
 /// A torch.save zip: `<archive>/data.pkl`, `<archive>/data/<key>`,
 /// `<archive>/byteorder`.
-fn parse_zip(data: &[u8]) -> Result<Checkpoint, TorchError> {
-    let archive = zip::Archive::parse(data)?;
+fn parse_zip<B: Bytes + ?Sized>(data: &B) -> Result<Checkpoint, TorchError> {
+    let archive = zip::Archive::read(data)?;
     // torch's reader takes the folder of the first entry as the archive name.
     let first = archive
         .entries()
@@ -281,13 +318,13 @@ fn parse_zip(data: &[u8]) -> Result<Checkpoint, TorchError> {
         )));
     };
     let (pkl_off, pkl_len) = archive.stored_payload(pkl)?;
-    let pkl_data = &data[pkl_off as usize..(pkl_off + pkl_len) as usize];
+    let pkl_data = data.read(pkl_off, pkl_len)?;
 
     let big_endian = match archive.find(&entry_name("byteorder")) {
         None => false,
         Some(e) => {
             let (o, n) = archive.stored_payload(e)?;
-            match &data[o as usize..(o + n) as usize] {
+            match data.read(o, n)? {
                 b"little" => false,
                 b"big" => true,
                 other => {

@@ -23,8 +23,8 @@ use crate::dtype::numel;
 use crate::error::SourceError;
 use crate::source::check_unique_names;
 use crate::source::side::parse_json_file;
-use crate::source::torch::{self, Checkpoint, TensorRef};
-use crate::store::Opener;
+use crate::source::torch::{self, Checkpoint, TensorRef, TorchError};
+use crate::store::{Opener, SourceFile};
 
 /// Name of the shard index of a sharded PyTorch checkpoint.
 pub const INDEX_JSON: &str = "pytorch_model.bin.index.json";
@@ -50,9 +50,9 @@ pub fn open(
             return Err(SourceError::invalid(path, "missing"));
         }
         let file = opener.open(path, name.clone())?;
-        // TRANSITIONAL: the whole file (a remote one is fetched whole).
-        let ckpt = torch::parse(file.read_head(file.len)?)
-            .map_err(|e| SourceError::invalid(path, e.to_string()))?;
+        prefetch_zip(&file)?;
+        let ckpt = torch::read(&Ranged(&file))
+            .map_err(|e| SourceError::invalid(&file.path, e.to_string()))?;
         let id = files.push(file, BTreeMap::new(), FileRole::Tensors);
         for t in &ckpt.tensors {
             tensors.push(tensor(&ckpt, t, id));
@@ -152,6 +152,56 @@ pub fn row_major(shape: &[u64]) -> Vec<u64> {
         strides[a] = strides[a + 1].saturating_mul(shape[a + 1]);
     }
     strides
+}
+
+/// A source file as the torch reader reads it: each range it asks for is
+/// made local first (fetched, for a remote file).
+struct Ranged<'a>(&'a SourceFile);
+
+impl torch::Bytes for Ranged<'_> {
+    fn size(&self) -> u64 {
+        self.0.len
+    }
+
+    fn read(&self, at: u64, len: u64) -> Result<&[u8], TorchError> {
+        self.0
+            .read_range(at, len)
+            .map_err(|e| TorchError::Unavailable(e.problem.to_string()))
+    }
+}
+
+/// Make local, in two rounds of parallel fetches, what the reader reads of
+/// a zip after its directory: every entry's local header, then the small
+/// entries (`data.pkl`, `byteorder`, ...); storages stay where they are.
+/// (A local file has every byte already: this only reads its directory
+/// once more.) Anything wrong with the zip is left to the reader to report.
+fn prefetch_zip(file: &SourceFile) -> Result<(), SourceError> {
+    if !file.read_head(4)?.starts_with(b"PK") {
+        return Ok(());
+    }
+    let bytes = Ranged(file);
+    let Ok(archive) = torch::zip::Archive::read(&bytes) else {
+        return Ok(());
+    };
+    let headers: Vec<(u64, u64)> = archive
+        .entries()
+        .iter()
+        .map(|e| (e.local_header, 30 + e.name.len() as u64 + 128))
+        .collect();
+    file.ensure_ranges(&headers)?;
+    let small: Vec<(u64, u64)> = archive
+        .entries()
+        .iter()
+        .filter(|e| !is_storage(&e.name))
+        .filter_map(|e| archive.stored_payload(e).ok())
+        .collect();
+    file.ensure_ranges(&small)
+}
+
+/// `<archive>/data/<key>`: a storage's bytes.
+fn is_storage(name: &str) -> bool {
+    name.rsplit_once("/data/")
+        .is_some_and(|(_, key)| !key.is_empty() && !key.contains('/'))
 }
 
 /// The pickled values without the tensors (which are in `raw/`): object

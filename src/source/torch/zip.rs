@@ -18,8 +18,8 @@
 
 use std::collections::HashMap;
 
-use super::TorchError;
 use super::pickle::esc;
+use super::{Bytes, TorchError};
 
 const EOCD_SIG: &[u8; 4] = b"PK\x05\x06";
 const EOCD_LEN: usize = 22;
@@ -50,12 +50,19 @@ pub struct Entry {
     pub local_header: u64,
 }
 
-/// The entries of a zip held in memory.
-#[derive(Debug)]
-pub struct Archive<'a> {
-    data: &'a [u8],
+/// The entries of a zip, and the file to read their local headers from.
+pub struct Archive<'a, B: Bytes + ?Sized> {
+    data: &'a B,
     entries: Vec<Entry>,
     by_name: HashMap<String, usize>,
+}
+
+impl<B: Bytes + ?Sized> std::fmt::Debug for Archive<'_, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archive")
+            .field("entries", &self.entries)
+            .finish_non_exhaustive()
+    }
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -76,14 +83,19 @@ fn zip_err<T>(why: impl Into<String>) -> Result<T, TorchError> {
     Err(TorchError::Zip(why.into()))
 }
 
-/// `data[at..at + len]`, or an error naming `what`.
-fn slice<'a>(data: &'a [u8], at: u64, len: u64, what: &str) -> Result<&'a [u8], TorchError> {
+/// Bytes `at..at + len` of `data`, or an error naming `what`.
+fn slice<'a, B: Bytes + ?Sized>(
+    data: &'a B,
+    at: u64,
+    len: u64,
+    what: &str,
+) -> Result<&'a [u8], TorchError> {
     match at.checked_add(len) {
-        Some(end) if end <= data.len() as u64 => Ok(&data[at as usize..end as usize]),
+        Some(end) if end <= data.size() => data.read(at, len),
         _ => zip_err(format!(
             "{what} (bytes {at}..{}) runs past the end of the file ({} bytes)",
             at.saturating_add(len),
-            data.len()
+            data.size()
         )),
     }
 }
@@ -102,9 +114,17 @@ fn method_name(m: u16) -> &'static str {
     }
 }
 
-impl<'a> Archive<'a> {
-    /// Read the central directory of the zip `data`.
-    pub fn parse(data: &'a [u8]) -> Result<Archive<'a>, TorchError> {
+impl<'a> Archive<'a, [u8]> {
+    /// Read the central directory of the zip held in memory `data`.
+    pub fn parse(data: &'a [u8]) -> Result<Self, TorchError> {
+        Archive::read(data)
+    }
+}
+
+impl<'a, B: Bytes + ?Sized> Archive<'a, B> {
+    /// Read the central directory of the zip `data` (its last bytes and the
+    /// directory itself).
+    pub fn read(data: &'a B) -> Result<Self, TorchError> {
         let (count, cd_size, cd_offset) = central_directory(data)?;
         let cd = slice(data, cd_offset, cd_size, "central directory")?;
         if count > cd_size / CENTRAL_LEN as u64 {
@@ -186,11 +206,11 @@ impl<'a> Archive<'a> {
         }
         let start = name_at + name_len + extra_len;
         match start.checked_add(e.size) {
-            Some(end) if end <= self.data.len() as u64 => Ok((start, e.size)),
+            Some(end) if end <= self.data.size() => Ok((start, e.size)),
             _ => Err(err(format!(
                 "payload (bytes {start}..{}) runs past the end of the file ({} bytes)",
                 start.saturating_add(e.size),
-                self.data.len()
+                self.data.size()
             ))),
         }
     }
@@ -199,29 +219,36 @@ impl<'a> Archive<'a> {
 /// The number of entries, size and offset of the central directory, from
 /// the end of central directory record or, when a ZIP64 locator precedes
 /// that, from the ZIP64 record. Refuses multi-disk archives.
-fn central_directory(data: &[u8]) -> Result<(u64, u64, u64), TorchError> {
-    let eocd = find_eocd(data)?;
-    let rec = &data[eocd..eocd + EOCD_LEN];
+fn central_directory<B: Bytes + ?Sized>(data: &B) -> Result<(u64, u64, u64), TorchError> {
+    // The end of central directory record (and the ZIP64 locator before it)
+    // lie in the file's last bytes: read those only.
+    let size = data.size();
+    let from = size.saturating_sub((EOCD_LEN + MAX_COMMENT + ZIP64_LOCATOR_LEN) as u64);
+    let tail = data.read(from, size - from)?;
+    let at = find_eocd(tail, size)?;
+    let eocd = from + at as u64;
+    let rec = &tail[at..at + EOCD_LEN];
     let disk = u16_at(rec, 4);
     let cd_disk = u16_at(rec, 6);
     let count = u64::from(u16_at(rec, 10));
     let cd_size = u64::from(u32_at(rec, 12));
     let cd_offset = u64::from(u32_at(rec, 16));
-    let has_locator = eocd >= ZIP64_LOCATOR_LEN
-        && &data[eocd - ZIP64_LOCATOR_LEN..eocd - ZIP64_LOCATOR_LEN + 4] == ZIP64_LOCATOR_SIG;
+    // The locator is inside `tail` whenever it is inside the file.
+    let has_locator = at >= ZIP64_LOCATOR_LEN
+        && &tail[at - ZIP64_LOCATOR_LEN..at - ZIP64_LOCATOR_LEN + 4] == ZIP64_LOCATOR_SIG;
     if has_locator {
-        let loc = &data[eocd - ZIP64_LOCATOR_LEN..eocd];
-        let at = u64_at(loc, 8);
+        let loc = &tail[at - ZIP64_LOCATOR_LEN..at];
+        let zip64 = u64_at(loc, 8);
         let r = slice(
             data,
-            at,
+            zip64,
             ZIP64_EOCD_LEN as u64,
             "ZIP64 end of central directory",
         )?;
         if &r[..4] != ZIP64_EOCD_SIG {
             return zip_err(format!(
-                "no ZIP64 end of central directory record at byte {at}, where the locator at byte {} points",
-                eocd - ZIP64_LOCATOR_LEN
+                "no ZIP64 end of central directory record at byte {zip64}, where the locator at byte {} points",
+                eocd - ZIP64_LOCATOR_LEN as u64
             ));
         }
         if u32_at(r, 16) != 0 || u32_at(r, 20) != 0 {
@@ -318,13 +345,13 @@ fn read_entry(
     Ok((entry, total))
 }
 
-/// Offset of the end of central directory record: the last signature in
-/// the final 64 KiB + 22 bytes whose comment fits in the file.
-fn find_eocd(data: &[u8]) -> Result<usize, TorchError> {
+/// Offset in `data`, the last bytes of a file of `size` bytes, of the end
+/// of central directory record: the last signature in the final 64 KiB +
+/// 22 bytes whose comment fits in the file.
+fn find_eocd(data: &[u8], size: u64) -> Result<usize, TorchError> {
     if data.len() < EOCD_LEN {
         return zip_err(format!(
-            "file of {} bytes is too short for an end of central directory record (truncated?)",
-            data.len()
+            "file of {size} bytes is too short for an end of central directory record (truncated?)"
         ));
     }
     let lowest = data.len().saturating_sub(EOCD_LEN + MAX_COMMENT);

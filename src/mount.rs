@@ -24,7 +24,7 @@ use signal_hook::iterator::Signals;
 
 use crate::error::{Error, MountError};
 use crate::fuse::GyroFs;
-use crate::mounts;
+use crate::mount_table;
 use crate::volume::Volume;
 
 /// Set in the daemon's environment: report readiness on stdout.
@@ -283,7 +283,7 @@ fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, Error> {
         Err(e) => return Err(Error::io(mountpoint, e)),
     }
     let canonical = std::fs::canonicalize(mountpoint).map_err(|e| Error::io(mountpoint, e))?;
-    if let Some(m) = mounts::mount_at(&canonical)
+    if let Some(m) = mount_table::mount_at(&canonical)
         && m.is_gyrofs()
     {
         // The kernel may answer stat from its cache even for a dead mount;
@@ -360,7 +360,7 @@ fn log_panics() {
 /// found through /proc/self/mountinfo so that the mount itself is not asked.
 /// Needs root; otherwise the kernel default stays and this is logged.
 fn set_read_ahead(mountpoint: &Path, kb: u32) {
-    let Some(m) = mounts::mount_at(mountpoint) else {
+    let Some(m) = mount_table::mount_at(mountpoint) else {
         log::info!(
             "{}: not found in /proc/self/mountinfo; readahead unchanged",
             mountpoint.display()
@@ -426,7 +426,7 @@ pub fn umount(mountpoint: &Path, lazy: bool) -> Result<(), MountError> {
         }
         _ => std::fs::canonicalize(mountpoint).unwrap_or_else(|_| path.clone()),
     };
-    match mounts::mount_at(&abs) {
+    match mount_table::mount_at(&abs) {
         None => {
             return Err(MountError::NotMounted {
                 path,

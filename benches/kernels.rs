@@ -15,7 +15,7 @@
 //! For the summary table (ratios measured interleaved, robust to load on
 //! shared machines) see `cargo bench --bench kernel_table`.
 
-#[path = "workloads.rs"]
+#[path = "workloads/mod.rs"]
 mod workloads;
 
 use std::hint::black_box;

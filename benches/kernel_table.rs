@@ -19,7 +19,7 @@
 //!   median over the rounds. (criterion's `cargo bench --bench kernels`
 //!   measures wall time, one path after the other.)
 
-#[path = "workloads.rs"]
+#[path = "workloads/mod.rs"]
 mod workloads;
 
 use std::hint::black_box;

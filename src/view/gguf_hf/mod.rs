@@ -19,10 +19,12 @@ pub mod ops;
 pub mod tensors;
 pub mod tokenizer;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
+use crate::catalog::gguf::{GgufMetadata, GgufValue};
 use crate::quant::ggml::{GgmlType, can_dequantize};
 use crate::view::compute::MAX_TRANSPOSED_ROW;
 pub use ops::{Input, Op};
@@ -61,11 +63,46 @@ pub struct HfTensor {
     pub op: Op,
 }
 
+/// GGUF metadata as [`map`] takes it: typed ([`GgufMetadata`], what the
+/// catalog holds), or as its JSON rendering (`GgufHeader::metadata_json`,
+/// metadata written by hand in tests), which is read back into typed values
+/// first ([`GgufValue::from_json`]).
+pub trait MetadataInput {
+    /// The typed metadata, or why this is none (one line).
+    fn typed(&self) -> Result<Cow<'_, GgufMetadata>, String>;
+}
+
+impl MetadataInput for GgufMetadata {
+    fn typed(&self) -> Result<Cow<'_, GgufMetadata>, String> {
+        Ok(Cow::Borrowed(self))
+    }
+}
+
+impl MetadataInput for Value {
+    fn typed(&self) -> Result<Cow<'_, GgufMetadata>, String> {
+        let object = self
+            .as_object()
+            .ok_or("the GGUF metadata is not a JSON object")?;
+        let entries = object
+            .iter()
+            .map(|(key, json)| match GgufValue::from_json(json) {
+                Some(v) => Ok((key.clone(), v)),
+                None => Err(format!(
+                    "GGUF metadata key '{key}' is {json}, which is no GGUF value"
+                )),
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Cow::Owned(GgufMetadata::new(entries)))
+    }
+}
+
 /// The Hugging Face model a GGUF source is, or why not (one line).
-pub fn map(metadata: &Value, tensors: &[GgufTensorInfo]) -> Result<HfModel, String> {
-    let meta = metadata
-        .as_object()
-        .ok_or("the GGUF metadata is not a JSON object")?;
+pub fn map(
+    metadata: &(impl MetadataInput + ?Sized),
+    tensors: &[GgufTensorInfo],
+) -> Result<HfModel, String> {
+    let meta = metadata.typed()?;
+    let meta = meta.as_ref();
     let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
     let (config, _) = config::config(meta, &names)?;
     let (arch, updated) = config::architecture(meta)?;

@@ -24,6 +24,8 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
+use crate::catalog::gguf::{GgufMetadata, GgufValue};
+
 /// Special-token attributes in transformers' order (`SPECIAL_TOKENS_ATTRIBUTES`).
 const SPECIAL_ORDER: [&str; 5] = ["bos", "eos", "unk", "pad", "mask"];
 
@@ -92,13 +94,20 @@ struct Added {
 
 /// The tokenizer files for this metadata.
 pub fn files(
-    meta: &Map<String, Value>,
+    meta: &GgufMetadata,
     updated_arch: &str,
     arch: &str,
 ) -> Result<Vec<(String, String)>, String> {
     let model = match meta.get("tokenizer.ggml.model") {
-        Some(Value::String(s)) => s.as_str(),
-        Some(v) => return Err(format!("tokenizer.ggml.model is {v}, not a string")),
+        Some(v) => match v.as_text() {
+            Some(s) => s,
+            None => {
+                return Err(format!(
+                    "tokenizer.ggml.model is {}, not a string",
+                    v.to_json()
+                ));
+            }
+        },
         None => {
             return Err(
                 "no tokenizer.ggml.model in the GGUF metadata: no tokenizer to build".into(),
@@ -116,25 +125,25 @@ pub fn files(
             ));
         }
     };
-    let tokens: Vec<String> = match meta.get("tokenizer.ggml.tokens") {
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|t| t.as_str().map(str::to_string))
+    let tokens: Vec<String> = match meta.array("tokenizer.ggml.tokens") {
+        Some(a) => a
+            .values()
+            .map(|t| t.as_text().map(str::to_string))
             .collect::<Option<_>>()
             .ok_or("tokenizer.ggml.tokens is not an array of strings")?,
         _ => return Err("no tokenizer.ggml.tokens array in the GGUF metadata".into()),
     };
-    let types: Vec<i64> = match meta.get("tokenizer.ggml.token_type") {
-        Some(Value::Array(a)) => a.iter().map(|t| t.as_i64().unwrap_or(0)).collect(),
-        _ => Vec::new(),
+    let types: Vec<i64> = match meta.array("tokenizer.ggml.token_type") {
+        Some(a) => a.values().map(|t| t.as_i64().unwrap_or(0)).collect(),
+        None => Vec::new(),
     };
     let id_of = |key: &str| -> Result<Option<u64>, String> {
         match meta.get(&format!("tokenizer.ggml.{key}")) {
             None => Ok(None),
             Some(v) => {
-                let id = v
-                    .as_u64()
-                    .ok_or_else(|| format!("tokenizer.ggml.{key} is {v}, not a token id"))?;
+                let id = v.as_u64().ok_or_else(|| {
+                    format!("tokenizer.ggml.{key} is {}, not a token id", v.to_json())
+                })?;
                 if id as usize >= tokens.len() {
                     return Err(format!(
                         "tokenizer.ggml.{key} is {id}, past the {} tokens",
@@ -151,10 +160,7 @@ pub fn files(
         ("unk", id_of("unknown_token_id")?),
         ("pad", id_of("padding_token_id")?),
     ];
-    let flag = |key: &str| {
-        meta.get(&format!("tokenizer.ggml.{key}"))
-            .and_then(Value::as_bool)
-    };
+    let flag = |key: &str| meta.bool(&format!("tokenizer.ggml.{key}"));
     let add_bos = flag("add_bos_token").unwrap_or(model == "llama");
     let add_eos = flag("add_eos_token").unwrap_or(false);
 
@@ -194,11 +200,11 @@ pub fn files(
 
     // ---- merges
     let merges: Vec<(String, String)> = match (builder, meta.get("tokenizer.ggml.merges")) {
-        (_, Some(Value::Array(a))) => a
-            .iter()
+        (_, Some(GgufValue::Array(a))) => a
+            .values()
             .map(|m| {
                 let s = m
-                    .as_str()
+                    .as_text()
                     .ok_or("tokenizer.ggml.merges holds a non-string")?;
                 let parts: Vec<&str> = s.split(' ').collect();
                 match parts[..] {
@@ -209,7 +215,12 @@ pub fn files(
                 }
             })
             .collect::<Result<_, String>>()?,
-        (_, Some(v)) => return Err(format!("tokenizer.ggml.merges is {v}, not an array")),
+        (_, Some(v)) => {
+            return Err(format!(
+                "tokenizer.ggml.merges is {}, not an array",
+                v.to_json()
+            ));
+        }
         (Builder::ByteLevel, None) => {
             return Err("a gpt2 (byte-level BPE) tokenizer without tokenizer.ggml.merges".into());
         }
@@ -224,9 +235,9 @@ pub fn files(
         }
         (_, None) => {
             let scores: Vec<f64> = match meta.get("tokenizer.ggml.scores") {
-                Some(Value::Array(a)) if a.len() == tokens.len() => a
-                    .iter()
-                    .map(|s| s.as_f64().map(|f| f as f32 as f64))
+                Some(GgufValue::Array(a)) if a.len() == tokens.len() => a
+                    .values()
+                    .map(|s| s.as_json_f64().map(|f| f as f32 as f64))
                     .collect::<Option<_>>()
                     .ok_or("tokenizer.ggml.scores holds a non-number")?,
                 Some(_) => return Err("tokenizer.ggml.scores is not one number per token".into()),
@@ -368,7 +379,7 @@ pub fn files(
             let model = json!({"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
                 "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
                 "vocab": vocab_json, "merges": merges_json});
-            let pre = meta.get("tokenizer.ggml.pre").and_then(Value::as_str);
+            let pre = meta.text("tokenizer.ggml.pre");
             let p = match SPLITS.iter().find(|(k, _)| Some(*k) == pre) {
                 Some((_, regex)) => json!({"type": "Sequence", "pretokenizers": [
                     {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
@@ -421,10 +432,16 @@ pub fn files(
             crate::json::to_pretty(&Value::Object(tc)),
         ),
     ];
-    match meta.get("tokenizer.chat_template") {
-        Some(Value::String(t)) => files.push(("chat_template.jinja".into(), t.clone())),
-        Some(v) => return Err(format!("tokenizer.chat_template is {v}, not a string")),
-        None => {}
+    if let Some(v) = meta.get("tokenizer.chat_template") {
+        match v.as_text() {
+            Some(t) => files.push(("chat_template.jinja".into(), t.to_string())),
+            None => {
+                return Err(format!(
+                    "tokenizer.chat_template is {}, not a string",
+                    v.to_json()
+                ));
+            }
+        }
     }
     Ok(files)
 }

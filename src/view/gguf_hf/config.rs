@@ -21,6 +21,7 @@
 
 use serde_json::{Map, Value};
 
+use super::GgufHfError;
 use crate::catalog::gguf::{GgufMetadata, GgufValue};
 
 /// One architecture: its name after the loader's renames, the HF class, and
@@ -253,18 +254,19 @@ const TOKENIZER_KEYS: &[(&str, &str)] = &[
 ];
 
 /// The GGUF `general.architecture` and the loader's name for it.
-pub fn architecture(meta: &GgufMetadata) -> Result<(String, String), String> {
-    let arch = match meta.get("general.architecture") {
+pub fn architecture(meta: &GgufMetadata) -> Result<(String, String), GgufHfError> {
+    const KEY: &str = "general.architecture";
+    let arch = match meta.get(KEY) {
         Some(v) => match v.as_text() {
             Some(s) => s.to_string(),
             None => {
-                return Err(format!(
-                    "general.architecture is {}, not a string",
-                    v.to_json()
-                ));
+                return Err(GgufHfError::NotAString {
+                    key: KEY.into(),
+                    value: v.clone(),
+                });
             }
         },
-        None => return Err("no general.architecture in the GGUF metadata".into()),
+        None => return Err(GgufHfError::MissingKey { key: KEY }),
     };
     // The loader tests `"mistral" in model_name` where model_name is the
     // one-element list [general.name]: list membership, so only a name of
@@ -317,11 +319,10 @@ fn loader_json(v: &Value, arch: &str, updated: &str) -> Value {
 pub fn config(
     meta: &GgufMetadata,
     tensor_names: &[&str],
-) -> Result<(Map<String, Value>, &'static Family), String> {
+) -> Result<(Map<String, Value>, &'static Family), GgufHfError> {
     let (arch, updated) = architecture(meta)?;
-    let family = family(&updated).ok_or_else(|| {
-        format!("GGUF architecture '{arch}': transformers cannot load it from GGUF (not in GGUF_CONFIG_MAPPING)")
-    })?;
+    let family = family(&updated)
+        .ok_or_else(|| GgufHfError::UnsupportedArchitecture { arch: arch.clone() })?;
     let mut c = Map::new();
     if arch.contains("stablelm") {
         let qkv_bias = tensor_names.iter().any(|n| {
@@ -515,11 +516,12 @@ fn partial_rotary_factor(meta: &GgufMetadata, arch: &str) -> Option<f64> {
 }
 
 /// A non-negative integer config value.
-pub fn get_u64(c: &Map<String, Value>, key: &str) -> Result<u64, String> {
+pub fn get_u64(c: &Map<String, Value>, key: &str) -> Result<u64, GgufHfError> {
     match c.get(key) {
-        Some(v) => v
-            .as_u64()
-            .ok_or_else(|| format!("config {key} is {v}, not a non-negative integer")),
-        None => Err(format!("the GGUF metadata gives no {key}")),
+        Some(v) => v.as_u64().ok_or_else(|| GgufHfError::ConfigNotCount {
+            key: key.into(),
+            value: v.clone(),
+        }),
+        None => Err(GgufHfError::ConfigMissing { key: key.into() }),
     }
 }

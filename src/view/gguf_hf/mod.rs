@@ -15,6 +15,7 @@
 //! compute, [`Op::apply`] is the reference for how.
 
 pub mod config;
+pub mod error;
 pub mod ops;
 pub mod tensors;
 pub mod tokenizer;
@@ -27,6 +28,7 @@ use serde_json::{Map, Value};
 use crate::catalog::gguf::{GgufMetadata, GgufValue};
 use crate::quant::ggml::{GgmlType, can_dequantize};
 use crate::view::compute::MAX_TRANSPOSED_ROW;
+pub use error::{GgufHfError, OpError};
 pub use ops::{Input, Op};
 use tensors::Rule;
 
@@ -68,47 +70,45 @@ pub struct HfTensor {
 /// metadata written by hand in tests), which is read back into typed values
 /// first ([`GgufValue::from_json`]).
 pub trait MetadataInput {
-    /// The typed metadata, or why this is none (one line).
-    fn typed(&self) -> Result<Cow<'_, GgufMetadata>, String>;
+    /// The typed metadata, or why this is none.
+    fn typed(&self) -> Result<Cow<'_, GgufMetadata>, GgufHfError>;
 }
 
 impl MetadataInput for GgufMetadata {
-    fn typed(&self) -> Result<Cow<'_, GgufMetadata>, String> {
+    fn typed(&self) -> Result<Cow<'_, GgufMetadata>, GgufHfError> {
         Ok(Cow::Borrowed(self))
     }
 }
 
 impl MetadataInput for Value {
-    fn typed(&self) -> Result<Cow<'_, GgufMetadata>, String> {
-        let object = self
-            .as_object()
-            .ok_or("the GGUF metadata is not a JSON object")?;
+    fn typed(&self) -> Result<Cow<'_, GgufMetadata>, GgufHfError> {
+        let object = self.as_object().ok_or(GgufHfError::NotAJsonObject)?;
         let entries = object
             .iter()
             .map(|(key, json)| match GgufValue::from_json(json) {
                 Some(v) => Ok((key.clone(), v)),
-                None => Err(format!(
-                    "GGUF metadata key '{key}' is {json}, which is no GGUF value"
-                )),
+                None => Err(GgufHfError::NoGgufValue {
+                    key: key.clone(),
+                    json: json.clone(),
+                }),
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, GgufHfError>>()?;
         Ok(Cow::Owned(GgufMetadata::new(entries)))
     }
 }
 
-/// The Hugging Face model a GGUF source is, or why not (one line).
+/// The Hugging Face model a GGUF source is, or why not.
 pub fn map(
     metadata: &(impl MetadataInput + ?Sized),
     tensors: &[GgufTensorInfo],
-) -> Result<HfModel, String> {
+) -> Result<HfModel, GgufHfError> {
     let meta = metadata.typed()?;
     let meta = meta.as_ref();
     let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
     let (config, _) = config::config(meta, &names)?;
     let (arch, updated) = config::architecture(meta)?;
-    let table = tensors::table(&updated).ok_or_else(|| {
-        format!("GGUF architecture '{arch}': gyrofs has no tensor name table for it yet")
-    })?;
+    let table = tensors::table(&updated)
+        .ok_or_else(|| GgufHfError::NoTensorTable { arch: arch.clone() })?;
     let mut notes = Vec::new();
     if updated == "falcon" {
         falcon_supported(&config, &names)?;
@@ -122,11 +122,7 @@ pub fn map(
         // [n_head, head_dim] tensor; the HF class holds one module per head
         // (`q_layernorm.norms.{h}`) and transformers' loader does not split
         // them: the model would load without them.
-        return Err(
-            "stablelm with per-head q/k LayerNorms (StableLM 2 12B), which \
-                    transformers' GGUF loader does not map"
-                .into(),
-        );
+        return Err(GgufHfError::StableLmPerHeadNorms);
     }
 
     let by_name: HashMap<&str, &GgufTensorInfo> =
@@ -148,10 +144,10 @@ pub fn map(
             // FFN (llama.cpp writes Mixtral as 'llama' with experts, which
             // transformers cannot load from GGUF).
             if t.name.contains("_exps.") {
-                return Err(format!(
-                    "GGUF tensor '{}': experts, which the Hugging Face '{updated}' model has no place for",
-                    t.name
-                ));
+                return Err(GgufHfError::UnplacedExperts {
+                    tensor: t.name.clone(),
+                    arch: updated.clone(),
+                });
             }
             notes.push(format!(
                 "GGUF tensor '{}' has no Hugging Face counterpart: left out (as transformers does)",
@@ -210,29 +206,34 @@ pub fn map(
         for s in op.sources() {
             let info = by_name
                 .get(s)
-                .ok_or_else(|| format!("no GGUF tensor '{s}'"))?;
+                .ok_or_else(|| GgufHfError::MissingTensor { tensor: s.into() })?;
             if !can_dequantize(info.ty) {
-                return Err(format!(
-                    "GGUF tensor '{s}' has ggml type {}, which gyrofs cannot convert to BF16",
-                    info.ty.name()
-                ));
+                return Err(GgufHfError::Unconvertible {
+                    tensor: s.into(),
+                    ty: info.ty,
+                });
             }
             shapes.push(info.shape.as_slice());
         }
         let computed = op
             .out_shape(&shapes)
-            .map_err(|e| format!("{hf} (from {}): {e}", t.name))?;
-        check_op(&op, &computed, &by_name).map_err(|e| format!("{hf} (from {}): {e}", t.name))?;
+            .map_err(|source| GgufHfError::BadShape {
+                hf: hf.clone(),
+                tensor: t.name.clone(),
+                source,
+            })?;
+        check_op(&op, &computed, &by_name, &hf, &t.name)?;
         let shape = if matches!(op, Op::Same { .. }) {
             shape
         } else {
             computed
         };
         if let Some(prev) = seen.insert(hf.clone(), t.name.clone()) {
-            return Err(format!(
-                "GGUF tensors '{prev}' and '{}' both map to {hf}",
-                t.name
-            ));
+            return Err(GgufHfError::DuplicateTarget {
+                first: prev,
+                second: t.name.clone(),
+                hf,
+            });
         }
         out.push(HfTensor {
             name: hf,
@@ -271,29 +272,39 @@ fn partner(
     from: &str,
     to: &str,
     by_name: &HashMap<&str, &GgufTensorInfo>,
-) -> Result<String, String> {
+) -> Result<String, GgufHfError> {
     let other = name.replace(from, to);
     match by_name.contains_key(other.as_str()) {
         true => Ok(other),
-        false => Err(format!("{name} has no matching {other}")),
+        false => Err(GgufHfError::NoPartner {
+            tensor: name.into(),
+            partner: other,
+        }),
     }
 }
 
 /// What the lazy implementation of `op` needs beyond its shapes: sources of
 /// one ggml type when there are several (a Gyro record names one
-/// dequantization for all), and transposed rows of bounded length.
-fn check_op(op: &Op, out: &[u64], by_name: &HashMap<&str, &GgufTensorInfo>) -> Result<(), String> {
+/// dequantization for all), and transposed rows of bounded length. `op`
+/// makes Hugging Face tensor `hf` from GGUF tensor `tensor` (for errors).
+fn check_op(
+    op: &Op,
+    out: &[u64],
+    by_name: &HashMap<&str, &GgufTensorInfo>,
+    hf: &str,
+    tensor: &str,
+) -> Result<(), GgufHfError> {
     let types: Vec<GgmlType> = op
         .sources()
         .iter()
         .filter_map(|s| by_name.get(s).map(|i| i.ty))
         .collect();
     if types.windows(2).any(|w| w[0] != w[1]) {
-        let names: Vec<&str> = types.iter().map(|t| t.name()).collect();
-        return Err(format!(
-            "sources of different ggml types ({})",
-            names.join(", ")
-        ));
+        return Err(GgufHfError::MixedTypes {
+            hf: hf.into(),
+            tensor: tensor.into(),
+            types,
+        });
     }
     let transposes = matches!(
         op,
@@ -303,11 +314,15 @@ fn check_op(op: &Op, out: &[u64], by_name: &HashMap<&str, &GgufTensorInfo>) -> R
                 ..
             }
     );
-    if transposes && out.last().is_some_and(|&n| n > MAX_TRANSPOSED_ROW) {
-        return Err(format!(
-            "transposed rows of {} elements, over gyrofs's limit of {MAX_TRANSPOSED_ROW}",
-            out.last().copied().unwrap_or(0)
-        ));
+    if let Some(&len) = out
+        .last()
+        .filter(|&&n| transposes && n > MAX_TRANSPOSED_ROW)
+    {
+        return Err(GgufHfError::RowTooLong {
+            hf: hf.into(),
+            tensor: tensor.into(),
+            len,
+        });
     }
     Ok(())
 }
@@ -317,18 +332,14 @@ fn check_op(op: &Op, out: &[u64], by_name: &HashMap<&str, &GgufTensorInfo>) -> R
 /// (`tensor_data_layout: jploski`), and transformers' GGUF loader neither
 /// undoes that nor sets `new_decoder_architecture` and `num_kv_heads`, so it
 /// cannot load these files; they keep their GGUF names.
-fn falcon_supported(config: &Map<String, Value>, names: &[&str]) -> Result<(), String> {
+fn falcon_supported(config: &Map<String, Value>, names: &[&str]) -> Result<(), GgufHfError> {
     let kv = match config.get("num_key_value_heads") {
         None => 1,
         // a per-layer array, or anything else, is not Falcon-7B's layout
         Some(v) => v.as_u64().unwrap_or(u64::MAX),
     };
     if kv > 1 || names.iter().any(|n| n.contains(".attn_norm_2.")) {
-        return Err(format!(
-            "falcon with the new decoder architecture (Falcon-40B/180B: {kv} KV heads, two \
-             LayerNorms per block), which transformers cannot load from GGUF: llama.cpp \
-             rearranges its fused QKV"
-        ));
+        return Err(GgufHfError::FalconNewDecoder { kv_heads: kv });
     }
     Ok(())
 }
@@ -384,7 +395,7 @@ mod tests {
             map(&meta, &[t("blk.0.ffn_gate_exps.weight", &[2, i, 8]), up_t])
         };
         assert!(moe(GgmlType::F32, 4).is_ok());
-        let err = moe(GgmlType::F16, 4).unwrap_err();
+        let err = moe(GgmlType::F16, 4).unwrap_err().to_string();
         assert!(err.contains("different ggml types"), "{err}");
         // gpt2's Conv1D transposes: a row of 2^20 + 1 elements is refused
         let gpt2 = json!({
@@ -394,14 +405,16 @@ mod tests {
         let ok = [t("blk.0.ffn_up.weight", &[MAX_TRANSPOSED_ROW, 8])];
         assert!(map(&gpt2, &ok).is_ok());
         let long = [t("blk.0.ffn_up.weight", &[MAX_TRANSPOSED_ROW + 1, 8])];
-        let err = map(&gpt2, &long).unwrap_err();
+        let err = map(&gpt2, &long).unwrap_err().to_string();
         assert!(err.contains("transposed rows"), "{err}");
         // StableLM 2 12B's stacked per-head q/k norms
         let stablelm = json!({
             "general.architecture": "stablelm", "stablelm.attention.head_count": 2,
             "stablelm.embedding_length": 8, "stablelm.block_count": 1,
         });
-        let err = map(&stablelm, &[t("blk.0.attn_q_norm.weight", &[2, 4])]).unwrap_err();
+        let err = map(&stablelm, &[t("blk.0.attn_q_norm.weight", &[2, 4])])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("per-head q/k LayerNorms"), "{err}");
     }
 
@@ -424,7 +437,7 @@ mod tests {
             m.tensors[2].name,
             "transformer.h.0.self_attention.query_key_value.weight"
         );
-        let err = map(&meta(2), &one).unwrap_err();
+        let err = map(&meta(2), &one).unwrap_err().to_string();
         assert!(err.contains("new decoder architecture"), "{err}");
         let two_norms = [t("blk.0.attn_norm_2.weight", &[8])];
         assert!(map(&meta(1), &two_norms).is_err());
@@ -472,7 +485,7 @@ mod tests {
             (json!({"general.architecture": "t5"}), "cannot load it"),
         ];
         for (meta, want) in cases {
-            let e = map(&meta, &ok).unwrap_err();
+            let e = map(&meta, &ok).unwrap_err().to_string();
             assert!(e.contains(want), "{e}");
         }
         // A broken or missing tokenizer leaves the tokenizer files out.
@@ -506,14 +519,29 @@ mod tests {
         );
         // llama with experts (Mixtral as llama.cpp writes it) is no llama.
         let exps = [t("blk.0.ffn_up_exps.weight", &[2, 8, 8])];
-        assert!(map(&llama_meta(), &exps).unwrap_err().contains("experts"));
+        assert!(
+            map(&llama_meta(), &exps)
+                .unwrap_err()
+                .to_string()
+                .contains("experts")
+        );
         let mut bad = llama_meta();
         bad["llama.attention.head_count"] = json!("many");
         let q = [t("blk.0.attn_q.weight", &[8, 8])];
-        assert!(map(&bad, &q).unwrap_err().contains("num_attention_heads"));
+        assert!(
+            map(&bad, &q)
+                .unwrap_err()
+                .to_string()
+                .contains("num_attention_heads")
+        );
         let mut bad = llama_meta();
         bad["llama.attention.head_count"] = json!(3);
-        assert!(map(&bad, &q).unwrap_err().contains("not a multiple"));
+        assert!(
+            map(&bad, &q)
+                .unwrap_err()
+                .to_string()
+                .contains("not a multiple")
+        );
         let mut bad = llama_meta();
         bad["llama.attention.head_count"] = json!(0);
         assert!(map(&bad, &q).is_err());
@@ -522,15 +550,30 @@ mod tests {
             shape: vec![6, 8],
             ty: GgmlType::I32,
         }];
-        assert!(map(&llama_meta(), &int).unwrap_err().contains("I32"));
+        assert!(
+            map(&llama_meta(), &int)
+                .unwrap_err()
+                .to_string()
+                .contains("I32")
+        );
         let moe = json!({"general.architecture": "qwen3moe", "tokenizer.ggml.model": "gpt2",
             "tokenizer.ggml.tokens": ["a"], "tokenizer.ggml.merges": []});
         let lone = [t("blk.0.ffn_gate_exps.weight", &[2, 4, 8])];
-        assert!(map(&moe, &lone).unwrap_err().contains("no matching"));
+        assert!(
+            map(&moe, &lone)
+                .unwrap_err()
+                .to_string()
+                .contains("no matching")
+        );
         let dup = [
             t("blk.0.ffn_gate.weight", &[2, 4]),
             t("blk.0.ffn_gate.weight", &[2, 4]),
         ];
-        assert!(map(&moe, &dup).unwrap_err().contains("both map"));
+        assert!(
+            map(&moe, &dup)
+                .unwrap_err()
+                .to_string()
+                .contains("both map")
+        );
     }
 }

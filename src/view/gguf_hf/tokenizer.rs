@@ -24,6 +24,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
+use super::GgufHfError;
 use crate::catalog::gguf::{GgufMetadata, GgufValue};
 
 /// Special-token attributes in transformers' order (`SPECIAL_TOKENS_ATTRIBUTES`).
@@ -97,22 +98,18 @@ pub fn files(
     meta: &GgufMetadata,
     updated_arch: &str,
     arch: &str,
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<Vec<(String, String)>, GgufHfError> {
     let model = match meta.get("tokenizer.ggml.model") {
         Some(v) => match v.as_text() {
             Some(s) => s,
             None => {
-                return Err(format!(
-                    "tokenizer.ggml.model is {}, not a string",
-                    v.to_json()
-                ));
+                return Err(GgufHfError::NotAString {
+                    key: "tokenizer.ggml.model".into(),
+                    value: v.clone(),
+                });
             }
         },
-        None => {
-            return Err(
-                "no tokenizer.ggml.model in the GGUF metadata: no tokenizer to build".into(),
-            );
-        }
+        None => return Err(GgufHfError::NoTokenizer),
     };
     let builder = match (model, arch) {
         ("llama", "gemma" | "gemma2" | "gemma3") => Builder::Gemma,
@@ -120,9 +117,9 @@ pub fn files(
         ("llama", _) => Builder::Llama,
         ("gpt2", _) => Builder::ByteLevel,
         (other, _) => {
-            return Err(format!(
-                "tokenizer.ggml.model '{other}': gyrofs builds llama and gpt2 tokenizers only"
-            ));
+            return Err(GgufHfError::UnsupportedTokenizer {
+                model: other.to_string(),
+            });
         }
     };
     let tokens: Vec<String> = match meta.array("tokenizer.ggml.tokens") {
@@ -130,25 +127,30 @@ pub fn files(
             .values()
             .map(|t| t.as_text().map(str::to_string))
             .collect::<Option<_>>()
-            .ok_or("tokenizer.ggml.tokens is not an array of strings")?,
-        _ => return Err("no tokenizer.ggml.tokens array in the GGUF metadata".into()),
+            .ok_or(GgufHfError::TokensNotStrings)?,
+        None => return Err(GgufHfError::NoTokens),
     };
     let types: Vec<i64> = match meta.array("tokenizer.ggml.token_type") {
         Some(a) => a.values().map(|t| t.as_i64().unwrap_or(0)).collect(),
         None => Vec::new(),
     };
-    let id_of = |key: &str| -> Result<Option<u64>, String> {
-        match meta.get(&format!("tokenizer.ggml.{key}")) {
+    let id_of = |key: &str| -> Result<Option<u64>, GgufHfError> {
+        let key = format!("tokenizer.ggml.{key}");
+        match meta.get(&key) {
             None => Ok(None),
             Some(v) => {
-                let id = v.as_u64().ok_or_else(|| {
-                    format!("tokenizer.ggml.{key} is {}, not a token id", v.to_json())
-                })?;
+                let Some(id) = v.as_u64() else {
+                    return Err(GgufHfError::NotATokenId {
+                        key,
+                        value: v.clone(),
+                    });
+                };
                 if id as usize >= tokens.len() {
-                    return Err(format!(
-                        "tokenizer.ggml.{key} is {id}, past the {} tokens",
-                        tokens.len()
-                    ));
+                    return Err(GgufHfError::TokenIdPastEnd {
+                        key,
+                        id,
+                        tokens: tokens.len(),
+                    });
                 }
                 Ok(Some(id))
             }
@@ -203,27 +205,23 @@ pub fn files(
         (_, Some(GgufValue::Array(a))) => a
             .values()
             .map(|m| {
-                let s = m
-                    .as_text()
-                    .ok_or("tokenizer.ggml.merges holds a non-string")?;
+                let s = m.as_text().ok_or(GgufHfError::MergeNotString)?;
                 let parts: Vec<&str> = s.split(' ').collect();
                 match parts[..] {
                     [l, r] => Ok((l.to_string(), r.to_string())),
-                    _ => Err(format!(
-                        "merge {s:?} is not two tokens separated by one space"
-                    )),
+                    _ => Err(GgufHfError::BadMerge {
+                        merge: s.to_string(),
+                    }),
                 }
             })
-            .collect::<Result<_, String>>()?,
+            .collect::<Result<_, GgufHfError>>()?,
         (_, Some(v)) => {
-            return Err(format!(
-                "tokenizer.ggml.merges is {}, not an array",
-                v.to_json()
-            ));
+            return Err(GgufHfError::NotAnArray {
+                key: "tokenizer.ggml.merges".into(),
+                value: v.clone(),
+            });
         }
-        (Builder::ByteLevel, None) => {
-            return Err("a gpt2 (byte-level BPE) tokenizer without tokenizer.ggml.merges".into());
-        }
+        (Builder::ByteLevel, None) => return Err(GgufHfError::ByteLevelWithoutMerges),
         (Builder::Gemma, None) => {
             let scores = PyDict::from_iter(
                 spelled
@@ -239,13 +237,9 @@ pub fn files(
                     .values()
                     .map(|s| s.as_json_f64().map(|f| f as f32 as f64))
                     .collect::<Option<_>>()
-                    .ok_or("tokenizer.ggml.scores holds a non-number")?,
-                Some(_) => return Err("tokenizer.ggml.scores is not one number per token".into()),
-                None => {
-                    return Err(
-                        "a SentencePiece tokenizer without tokenizer.ggml.scores or merges".into(),
-                    );
-                }
+                    .ok_or(GgufHfError::ScoreNotNumber)?,
+                Some(_) => return Err(GgufHfError::ScoresNotPerToken),
+                None => return Err(GgufHfError::NoScoresOrMerges),
             };
             let scores =
                 PyDict::from_iter(spelled.iter().zip(scores).map(|(t, s)| (t.as_str(), s)));
@@ -436,10 +430,10 @@ pub fn files(
         match v.as_text() {
             Some(t) => files.push(("chat_template.jinja".into(), t.to_string())),
             None => {
-                return Err(format!(
-                    "tokenizer.chat_template is {}, not a string",
-                    v.to_json()
-                ));
+                return Err(GgufHfError::NotAString {
+                    key: "tokenizer.chat_template".into(),
+                    value: v.clone(),
+                });
             }
         }
     }
@@ -452,7 +446,7 @@ fn template(
     bos: Option<&str>,
     eos: Option<&str>,
     id_of: &dyn Fn(&str) -> Option<u64>,
-) -> Result<Value, String> {
+) -> Result<Value, GgufHfError> {
     let special = |t: &str, type_id: u64| json!({"SpecialToken": {"id": t, "type_id": type_id}});
     let seq = |s: &str, type_id: u64| json!({"Sequence": {"id": s, "type_id": type_id}});
     let mut single = Vec::new();
@@ -474,7 +468,9 @@ fn template(
     }
     let mut tokens = Map::new();
     for t in [bos, eos].into_iter().flatten() {
-        let id = id_of(t).ok_or_else(|| format!("special token {t:?} has no id"))?;
+        let id = id_of(t).ok_or_else(|| GgufHfError::SpecialTokenWithoutId {
+            token: t.to_string(),
+        })?;
         tokens.insert(t.to_string(), json!({"id": t, "ids": [id], "tokens": [t]}));
     }
     Ok(

@@ -30,7 +30,7 @@ use crate::quant::ggml::{GgmlType, can_dequantize};
 use crate::view::compute::MAX_TRANSPOSED_ROW;
 pub use error::{GgufHfError, OpError};
 pub use ops::{Input, Op};
-use tensors::Rule;
+use tensors::{Rule, Table};
 
 /// One GGUF tensor as the mapping needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,138 +109,10 @@ pub fn map(
     let (arch, updated) = config::architecture(meta)?;
     let table = tensors::table(&updated)
         .ok_or_else(|| GgufHfError::NoTensorTable { arch: arch.clone() })?;
+    check_supported(&updated, &config, &names)?;
     let mut notes = Vec::new();
-    if updated == "falcon" {
-        falcon_supported(&config, &names)?;
-    }
-    if updated == "stablelm"
-        && names
-            .iter()
-            .any(|n| n.contains(".attn_q_norm.") || n.contains(".attn_k_norm."))
-    {
-        // llama.cpp stacks StableLM 2 12B's per-head q/k LayerNorms into one
-        // [n_head, head_dim] tensor; the HF class holds one module per head
-        // (`q_layernorm.norms.{h}`) and transformers' loader does not split
-        // them: the model would load without them.
-        return Err(GgufHfError::StableLmPerHeadNorms);
-    }
-
-    let by_name: HashMap<&str, &GgufTensorInfo> =
-        tensors.iter().map(|t| (t.name.as_str(), t)).collect();
-    let n_head = || config::get_u64(&config, "num_attention_heads");
-    let n_kv = || match config.get("num_key_value_heads") {
-        Some(_) => config::get_u64(&config, "num_key_value_heads"),
-        None => n_head(),
-    };
-    // the permutation is undone for the GGUF architecture "llama" only, as
-    // transformers' TENSOR_PROCESSORS is keyed (mistral files say "llama")
-    let unpermute = arch == "llama";
-
-    let mut out: Vec<HfTensor> = Vec::new();
-    let mut seen: HashMap<String, String> = HashMap::new();
-    for t in tensors {
-        let Some((hf, rule)) = tensors::lookup(table, &t.name) else {
-            // Leaving out a layer's experts would leave a model without its
-            // FFN (llama.cpp writes Mixtral as 'llama' with experts, which
-            // transformers cannot load from GGUF).
-            if t.name.contains("_exps.") {
-                return Err(GgufHfError::UnplacedExperts {
-                    tensor: t.name.clone(),
-                    arch: updated.clone(),
-                });
-            }
-            notes.push(format!(
-                "GGUF tensor '{}' has no Hugging Face counterpart: left out (as transformers does)",
-                t.name
-            ));
-            continue;
-        };
-        let weight = t.name.ends_with(".weight");
-        let source = t.name.clone();
-        let (op, shape) = match rule {
-            Rule::Same => (Op::Same { source }, t.shape.clone()),
-            Rule::UnpermuteQ | Rule::UnpermuteK if unpermute => {
-                let n = if rule == Rule::UnpermuteQ {
-                    n_head()?
-                } else {
-                    n_kv()?
-                };
-                (Op::UnpermuteRows { source, n_head: n }, t.shape.clone())
-            }
-            Rule::UnpermuteQ | Rule::UnpermuteK => (Op::Same { source }, t.shape.clone()),
-            Rule::MinusOne if weight => (
-                Op::AddScalar {
-                    source,
-                    value: -1.0,
-                },
-                t.shape.clone(),
-            ),
-            Rule::MinusOne => (Op::Same { source }, t.shape.clone()),
-            Rule::TransposeWeight if weight => (Op::Transpose { source }, t.shape.clone()),
-            Rule::TransposeWeight => (Op::Same { source }, t.shape.clone()),
-            // the up half of a gate|up pair: made with its gate, which must
-            // exist
-            Rule::ExpertsUp | Rule::InterleaveUp => {
-                partner(&t.name, ".ffn_up_exps.", ".ffn_gate_exps.", &by_name)?;
-                continue;
-            }
-            Rule::ExpertsGate | Rule::InterleaveGate => {
-                let up = partner(&t.name, ".ffn_gate_exps.", ".ffn_up_exps.", &by_name)?;
-                let sources = vec![source, up];
-                let op = match rule {
-                    Rule::ExpertsGate => Op::Concat { sources, axis: 1 },
-                    _ => Op::Interleave {
-                        sources,
-                        transpose: weight,
-                    },
-                };
-                (op, t.shape.clone())
-            }
-            Rule::AddLeadingAxis if t.shape.len() == 1 => {
-                (Op::Same { source }, [&[1], &t.shape[..]].concat())
-            }
-            Rule::AddLeadingAxis => (Op::Same { source }, t.shape.clone()),
-        };
-        // shapes and types of every source
-        let mut shapes = Vec::new();
-        for s in op.sources() {
-            let info = by_name
-                .get(s)
-                .ok_or_else(|| GgufHfError::MissingTensor { tensor: s.into() })?;
-            if !can_dequantize(info.ty) {
-                return Err(GgufHfError::Unconvertible {
-                    tensor: s.into(),
-                    ty: info.ty,
-                });
-            }
-            shapes.push(info.shape.as_slice());
-        }
-        let computed = op
-            .out_shape(&shapes)
-            .map_err(|source| GgufHfError::BadShape {
-                hf: hf.clone(),
-                tensor: t.name.clone(),
-                source,
-            })?;
-        check_op(&op, &computed, &by_name, &hf, &t.name)?;
-        let shape = if matches!(op, Op::Same { .. }) {
-            shape
-        } else {
-            computed
-        };
-        if let Some(prev) = seen.insert(hf.clone(), t.name.clone()) {
-            return Err(GgufHfError::DuplicateTarget {
-                first: prev,
-                second: t.name.clone(),
-                hf,
-            });
-        }
-        out.push(HfTensor {
-            name: hf,
-            shape,
-            op,
-        });
-    }
+    let state_dict =
+        StateDict::new(tensors, &config, &arch, &updated).tensors(table, &mut notes)?;
     if config.get("tie_word_embeddings") == Some(&Value::Bool(true))
         && !names.contains(&"output.weight")
     {
@@ -260,9 +132,219 @@ pub fn map(
         config: Value::Object(config),
         generation_config,
         files,
-        tensors: out,
+        tensors: state_dict,
         notes,
     })
+}
+
+/// Refuse the variants of an architecture (`updated`: after the loader's
+/// renames) that transformers cannot load from GGUF (Falcon-40B/180B), or
+/// would load without some of their weights (StableLM 2 12B).
+fn check_supported(
+    updated: &str,
+    config: &Map<String, Value>,
+    names: &[&str],
+) -> Result<(), GgufHfError> {
+    if updated == "falcon" {
+        falcon_supported(config, names)?;
+    }
+    if updated == "stablelm"
+        && names
+            .iter()
+            .any(|n| n.contains(".attn_q_norm.") || n.contains(".attn_k_norm."))
+    {
+        // llama.cpp stacks StableLM 2 12B's per-head q/k LayerNorms into one
+        // [n_head, head_dim] tensor; the HF class holds one module per head
+        // (`q_layernorm.norms.{h}`) and transformers' loader does not split
+        // them: the model would load without them.
+        return Err(GgufHfError::StableLmPerHeadNorms);
+    }
+    Ok(())
+}
+
+/// The GGUF tensors and what mapping them to the state dict needs besides
+/// the name table.
+struct StateDict<'a> {
+    /// In GGUF order.
+    tensors: &'a [GgufTensorInfo],
+    by_name: HashMap<&'a str, &'a GgufTensorInfo>,
+    /// The config (head counts).
+    config: &'a Map<String, Value>,
+    /// The architecture after the loader's renames.
+    updated: &'a str,
+    /// Undo llama.cpp's Q/K row permutation: for the GGUF architecture
+    /// "llama" only, as transformers' TENSOR_PROCESSORS is keyed (mistral
+    /// files say "llama").
+    unpermute: bool,
+}
+
+impl<'a> StateDict<'a> {
+    /// The state dict of `tensors` for GGUF architecture `arch` (`updated`
+    /// after the loader's renames) with `config`.
+    fn new(
+        tensors: &'a [GgufTensorInfo],
+        config: &'a Map<String, Value>,
+        arch: &str,
+        updated: &'a str,
+    ) -> StateDict<'a> {
+        StateDict {
+            tensors,
+            by_name: tensors.iter().map(|t| (t.name.as_str(), t)).collect(),
+            config,
+            updated,
+            unpermute: arch == "llama",
+        }
+    }
+
+    /// The Hugging Face tensors, in GGUF order (a concatenation at its first
+    /// source); a GGUF tensor without a counterpart is left out with a note.
+    fn tensors(&self, table: Table, notes: &mut Vec<String>) -> Result<Vec<HfTensor>, GgufHfError> {
+        let mut out: Vec<HfTensor> = Vec::new();
+        let mut seen: HashMap<String, String> = HashMap::new();
+        for t in self.tensors {
+            let Some((hf, rule)) = tensors::lookup(table, &t.name) else {
+                notes.push(self.left_out(t)?);
+                continue;
+            };
+            let Some((op, shape)) = self.op(t, rule)? else {
+                continue;
+            };
+            let shape = self.checked_shape(&hf, t, &op, shape)?;
+            if let Some(prev) = seen.insert(hf.clone(), t.name.clone()) {
+                return Err(GgufHfError::DuplicateTarget {
+                    first: prev,
+                    second: t.name.clone(),
+                    hf,
+                });
+            }
+            out.push(HfTensor {
+                name: hf,
+                shape,
+                op,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The note for `t`, which has no Hugging Face counterpart; an error if
+    /// it holds experts.
+    fn left_out(&self, t: &GgufTensorInfo) -> Result<String, GgufHfError> {
+        // Leaving out a layer's experts would leave a model without its
+        // FFN (llama.cpp writes Mixtral as 'llama' with experts, which
+        // transformers cannot load from GGUF).
+        if t.name.contains("_exps.") {
+            return Err(GgufHfError::UnplacedExperts {
+                tensor: t.name.clone(),
+                arch: self.updated.to_string(),
+            });
+        }
+        Ok(format!(
+            "GGUF tensor '{}' has no Hugging Face counterpart: left out (as transformers does)",
+            t.name
+        ))
+    }
+
+    /// The op that makes a Hugging Face tensor from `t` by `rule`, and that
+    /// tensor's shape if the op is `Same` (`t`'s, or a reshape of it);
+    /// `None` for the up half of a gate|up pair, made with its gate.
+    fn op(&self, t: &GgufTensorInfo, rule: Rule) -> Result<Option<(Op, Vec<u64>)>, GgufHfError> {
+        let weight = t.name.ends_with(".weight");
+        let source = t.name.clone();
+        let op = match rule {
+            Rule::Same => Op::Same { source },
+            Rule::UnpermuteQ | Rule::UnpermuteK if self.unpermute => {
+                let n = if rule == Rule::UnpermuteQ {
+                    self.n_head()?
+                } else {
+                    self.n_kv()?
+                };
+                Op::UnpermuteRows { source, n_head: n }
+            }
+            Rule::UnpermuteQ | Rule::UnpermuteK => Op::Same { source },
+            Rule::MinusOne if weight => Op::AddScalar {
+                source,
+                value: -1.0,
+            },
+            Rule::MinusOne => Op::Same { source },
+            Rule::TransposeWeight if weight => Op::Transpose { source },
+            Rule::TransposeWeight => Op::Same { source },
+            // the up half of a gate|up pair: made with its gate, which must
+            // exist
+            Rule::ExpertsUp | Rule::InterleaveUp => {
+                partner(&t.name, ".ffn_up_exps.", ".ffn_gate_exps.", &self.by_name)?;
+                return Ok(None);
+            }
+            Rule::ExpertsGate | Rule::InterleaveGate => {
+                let up = partner(&t.name, ".ffn_gate_exps.", ".ffn_up_exps.", &self.by_name)?;
+                let sources = vec![source, up];
+                match rule {
+                    Rule::ExpertsGate => Op::Concat { sources, axis: 1 },
+                    _ => Op::Interleave {
+                        sources,
+                        transpose: weight,
+                    },
+                }
+            }
+            Rule::AddLeadingAxis if t.shape.len() == 1 => {
+                return Ok(Some((Op::Same { source }, [&[1], &t.shape[..]].concat())));
+            }
+            Rule::AddLeadingAxis => Op::Same { source },
+        };
+        Ok(Some((op, t.shape.clone())))
+    }
+
+    /// `num_attention_heads`.
+    fn n_head(&self) -> Result<u64, GgufHfError> {
+        config::get_u64(self.config, "num_attention_heads")
+    }
+
+    /// `num_key_value_heads`, or `num_attention_heads` where absent.
+    fn n_kv(&self) -> Result<u64, GgufHfError> {
+        match self.config.get("num_key_value_heads") {
+            Some(_) => config::get_u64(self.config, "num_key_value_heads"),
+            None => self.n_head(),
+        }
+    }
+
+    /// The shape of Hugging Face tensor `hf`, made from `t` by `op`
+    /// (`same_shape`: its shape if `op` is `Same`), once checked that every
+    /// source is there and convertible, that the shapes fit `op`, and that
+    /// the lazy view can compute it.
+    fn checked_shape(
+        &self,
+        hf: &str,
+        t: &GgufTensorInfo,
+        op: &Op,
+        same_shape: Vec<u64>,
+    ) -> Result<Vec<u64>, GgufHfError> {
+        let mut shapes = Vec::new();
+        for s in op.sources() {
+            let info = self
+                .by_name
+                .get(s)
+                .ok_or_else(|| GgufHfError::MissingTensor { tensor: s.into() })?;
+            if !can_dequantize(info.ty) {
+                return Err(GgufHfError::Unconvertible {
+                    tensor: s.into(),
+                    ty: info.ty,
+                });
+            }
+            shapes.push(info.shape.as_slice());
+        }
+        let computed = op
+            .out_shape(&shapes)
+            .map_err(|source| GgufHfError::BadShape {
+                hf: hf.into(),
+                tensor: t.name.clone(),
+                source,
+            })?;
+        check_op(op, &computed, &self.by_name, hf, &t.name)?;
+        Ok(if matches!(op, Op::Same { .. }) {
+            same_shape
+        } else {
+            computed
+        })
+    }
 }
 
 /// The name of `name`'s partner tensor (`from` replaced by `to`), which the

@@ -105,8 +105,8 @@ pub fn moe(catalog: &Catalog) -> Option<Moe> {
     let first = |v: &Value, keys: &[&str]| keys.iter().find_map(|k| v.get(*k)?.as_u64());
     if catalog.format == SourceFormat::Gguf {
         let md = catalog.gguf_metadata.as_ref()?;
-        let arch = md.get("general.architecture")?.as_str()?;
-        let key = |k: &str| md.get(format!("{arch}.{k}"))?.as_u64();
+        let arch = md.text("general.architecture")?;
+        let key = |k: &str| md.u64(&format!("{arch}.{k}"));
         return Some(Moe {
             experts: key("expert_count").filter(|&e| e > 0)?,
             per_token: key("expert_used_count"),

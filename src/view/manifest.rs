@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
+use crate::catalog::gguf::{GgufMetadata, GgufValue};
 use crate::catalog::{Catalog, Extent, FileId, Files, TensorId};
 use crate::error::ReadError;
 use crate::json::{Count, Sink, to_pretty, write_value};
@@ -90,7 +91,7 @@ pub fn gguf_metadata(catalog: &Catalog) -> VFile {
     let text = catalog
         .gguf_metadata
         .as_ref()
-        .map(to_pretty)
+        .map(|md| to_pretty(&md.to_json()))
         .unwrap_or_default();
     VFile::from_bytes(text.into_bytes())
 }
@@ -264,7 +265,7 @@ fn head_value(catalog: &Catalog, notes: &[String]) -> Value {
         "notes": notes,
     });
     if let Some(g) = &catalog.gguf_metadata {
-        m["gguf"] = summarize(g);
+        m["gguf"] = summarize_metadata(g);
     }
     if let Some(p) = &catalog.pickle {
         m["pickle"] = p.clone();
@@ -301,8 +302,29 @@ fn tensor_value(catalog: &Catalog, id: TensorId, renamed: &HashMap<u32, String>)
 /// metadata is in `gguf_metadata.json`).
 const SUMMARY_ITEMS: usize = 16;
 
-/// GGUF metadata with long arrays (tokenizer vocabularies, merges) replaced
-/// by `{"gyro_summary": "array", "len": N, "first": [the first 16]}`.
+/// GGUF metadata as JSON with long arrays (tokenizer vocabularies, merges)
+/// replaced by `{"gyro_summary": "array", "len": N, "first": [the first 16]}`
+/// (only those 16 are rendered).
+fn summarize_metadata(md: &GgufMetadata) -> Value {
+    let summarize_value = |v: &GgufValue| match v {
+        GgufValue::Array(a) if a.len() > SUMMARY_ITEMS => {
+            let first: Vec<Value> = a
+                .values()
+                .take(SUMMARY_ITEMS)
+                .map(|e| summarize(&e.to_json()))
+                .collect();
+            json!({"gyro_summary": "array", "len": a.len(), "first": first})
+        }
+        other => summarize(&other.to_json()),
+    };
+    Value::Object(
+        md.iter()
+            .map(|(k, v)| (k.clone(), summarize_value(v)))
+            .collect(),
+    )
+}
+
+/// A JSON value with long arrays summarised as [`summarize_metadata`] does.
 fn summarize(v: &Value) -> Value {
     match v {
         Value::Array(items) if items.len() > SUMMARY_ITEMS => json!({

@@ -21,14 +21,20 @@
 //! before anything is allocated, and decoded metadata may take at most
 //! [`MAX_HEADER_MEMORY`] bytes, so no input makes the parser panic or
 //! allocate without bound.
+//!
+//! The metadata value types ([`GgufValue`], [`GgufArray`], [`GgufMetadata`])
+//! live in `catalog::gguf`, below this reader and the views that read them;
+//! they are re-exported here.
 
 pub mod set;
 
 use std::collections::HashSet;
 use std::path::Path;
 
-use serde_json::{Map, Number, Value};
+use serde_json::Value;
 
+use crate::catalog::gguf::vt;
+pub use crate::catalog::gguf::{GgufArray, GgufMetadata, GgufValue, value_type_name};
 use crate::error::{Problem, SourceError};
 use crate::quant::ggml::GgmlType;
 use crate::store::SourceFile;
@@ -55,7 +61,7 @@ pub struct GgufHeader {
     /// 2 or 3 (the layouts are the same).
     pub version: u32,
     /// Key/value metadata in file order (keys are unique).
-    pub metadata: Vec<(String, GgufValue)>,
+    pub metadata: GgufMetadata,
     /// Tensor infos in file order (names are unique).
     pub tensors: Vec<GgufTensor>,
     /// Alignment of tensor data: `general.alignment` or 32.
@@ -96,80 +102,6 @@ impl GgufTensor {
     }
 }
 
-/// A metadata value. Variant order follows the GGUF type ids 0..=12.
-#[derive(Debug, Clone, PartialEq)]
-pub enum GgufValue {
-    U8(u8),
-    I8(i8),
-    U16(u16),
-    I16(i16),
-    U32(u32),
-    I32(i32),
-    F32(f32),
-    Bool(bool),
-    String(String),
-    Array(GgufArray),
-    U64(u64),
-    I64(i64),
-    F64(f64),
-}
-
-/// A metadata array: elements of one type, stored as a typed vector. An
-/// array of arrays holds arrays that each have their own element type.
-#[derive(Debug, Clone, PartialEq)]
-pub enum GgufArray {
-    U8(Vec<u8>),
-    I8(Vec<i8>),
-    U16(Vec<u16>),
-    I16(Vec<i16>),
-    U32(Vec<u32>),
-    I32(Vec<i32>),
-    F32(Vec<f32>),
-    Bool(Vec<bool>),
-    String(Vec<String>),
-    Array(Vec<GgufArray>),
-    U64(Vec<u64>),
-    I64(Vec<i64>),
-    F64(Vec<f64>),
-}
-
-/// GGUF metadata value type ids.
-mod vt {
-    pub const U8: u32 = 0;
-    pub const I8: u32 = 1;
-    pub const U16: u32 = 2;
-    pub const I16: u32 = 3;
-    pub const U32: u32 = 4;
-    pub const I32: u32 = 5;
-    pub const F32: u32 = 6;
-    pub const BOOL: u32 = 7;
-    pub const STRING: u32 = 8;
-    pub const ARRAY: u32 = 9;
-    pub const U64: u32 = 10;
-    pub const I64: u32 = 11;
-    pub const F64: u32 = 12;
-}
-
-/// The name of value type `id` (`"u32"`, `"string"`, ...), if it is one.
-pub fn value_type_name(id: u32) -> Option<&'static str> {
-    Some(match id {
-        vt::U8 => "u8",
-        vt::I8 => "i8",
-        vt::U16 => "u16",
-        vt::I16 => "i16",
-        vt::U32 => "u32",
-        vt::I32 => "i32",
-        vt::F32 => "f32",
-        vt::BOOL => "bool",
-        vt::STRING => "string",
-        vt::ARRAY => "array",
-        vt::U64 => "u64",
-        vt::I64 => "i64",
-        vt::F64 => "f64",
-        _ => return None,
-    })
-}
-
 /// Fewest bytes an element of value type `id` takes in the file, and the
 /// memory one takes decoded (not counting string bytes or nested contents).
 fn type_sizes(id: u32) -> Option<(u64, u64)> {
@@ -186,188 +118,15 @@ fn type_sizes(id: u32) -> Option<(u64, u64)> {
     })
 }
 
-impl GgufValue {
-    /// The GGUF value type id (0..=12).
-    pub fn type_id(&self) -> u32 {
-        match self {
-            GgufValue::U8(_) => vt::U8,
-            GgufValue::I8(_) => vt::I8,
-            GgufValue::U16(_) => vt::U16,
-            GgufValue::I16(_) => vt::I16,
-            GgufValue::U32(_) => vt::U32,
-            GgufValue::I32(_) => vt::I32,
-            GgufValue::F32(_) => vt::F32,
-            GgufValue::Bool(_) => vt::BOOL,
-            GgufValue::String(_) => vt::STRING,
-            GgufValue::Array(_) => vt::ARRAY,
-            GgufValue::U64(_) => vt::U64,
-            GgufValue::I64(_) => vt::I64,
-            GgufValue::F64(_) => vt::F64,
-        }
-    }
-
-    /// The value type's name: `"u32"`, `"string"`, `"array"`, ...
-    pub fn type_name(&self) -> &'static str {
-        value_type_name(self.type_id()).unwrap_or("?")
-    }
-
-    /// An integer value of any width that is non-negative, as u64 (for
-    /// counts such as `split.count`, which writers store as u16, u32 or i32).
-    pub fn as_u64(&self) -> Option<u64> {
-        match *self {
-            GgufValue::U8(v) => Some(v.into()),
-            GgufValue::U16(v) => Some(v.into()),
-            GgufValue::U32(v) => Some(v.into()),
-            GgufValue::U64(v) => Some(v),
-            GgufValue::I8(v) => u64::try_from(v).ok(),
-            GgufValue::I16(v) => u64::try_from(v).ok(),
-            GgufValue::I32(v) => u64::try_from(v).ok(),
-            GgufValue::I64(v) => u64::try_from(v).ok(),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            GgufValue::String(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// JSON for manifests: integers exact (u64 and i64 included), bools,
-    /// strings, arrays as JSON arrays. Finite f32 values become the shortest
-    /// decimal that reads back as the same f32 (`1e-5`, not
-    /// `9.999999747378752e-6`); finite f64 values are exact; non-finite
-    /// floats become the strings `"NaN"`, `"inf"`, `"-inf"`.
-    pub fn to_json(&self) -> Value {
-        match self {
-            GgufValue::U8(v) => Value::from(*v),
-            GgufValue::I8(v) => Value::from(*v),
-            GgufValue::U16(v) => Value::from(*v),
-            GgufValue::I16(v) => Value::from(*v),
-            GgufValue::U32(v) => Value::from(*v),
-            GgufValue::I32(v) => Value::from(*v),
-            GgufValue::F32(v) => f32_json(*v),
-            GgufValue::Bool(v) => Value::from(*v),
-            GgufValue::String(v) => Value::from(v.as_str()),
-            GgufValue::Array(a) => a.to_json(),
-            GgufValue::U64(v) => Value::from(*v),
-            GgufValue::I64(v) => Value::from(*v),
-            GgufValue::F64(v) => f64_json(*v),
-        }
-    }
-}
-
-impl GgufArray {
-    /// Number of elements.
-    pub fn len(&self) -> usize {
-        match self {
-            GgufArray::U8(v) => v.len(),
-            GgufArray::I8(v) => v.len(),
-            GgufArray::U16(v) => v.len(),
-            GgufArray::I16(v) => v.len(),
-            GgufArray::U32(v) => v.len(),
-            GgufArray::I32(v) => v.len(),
-            GgufArray::F32(v) => v.len(),
-            GgufArray::Bool(v) => v.len(),
-            GgufArray::String(v) => v.len(),
-            GgufArray::Array(v) => v.len(),
-            GgufArray::U64(v) => v.len(),
-            GgufArray::I64(v) => v.len(),
-            GgufArray::F64(v) => v.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The element value type id.
-    pub fn elem_type_id(&self) -> u32 {
-        match self {
-            GgufArray::U8(_) => vt::U8,
-            GgufArray::I8(_) => vt::I8,
-            GgufArray::U16(_) => vt::U16,
-            GgufArray::I16(_) => vt::I16,
-            GgufArray::U32(_) => vt::U32,
-            GgufArray::I32(_) => vt::I32,
-            GgufArray::F32(_) => vt::F32,
-            GgufArray::Bool(_) => vt::BOOL,
-            GgufArray::String(_) => vt::STRING,
-            GgufArray::Array(_) => vt::ARRAY,
-            GgufArray::U64(_) => vt::U64,
-            GgufArray::I64(_) => vt::I64,
-            GgufArray::F64(_) => vt::F64,
-        }
-    }
-
-    /// A JSON array, elements as [`GgufValue::to_json`].
-    pub fn to_json(&self) -> Value {
-        fn list<T: Copy>(v: &[T], f: impl Fn(T) -> Value) -> Value {
-            Value::Array(v.iter().map(|&x| f(x)).collect())
-        }
-        match self {
-            GgufArray::U8(v) => list(v, Value::from),
-            GgufArray::I8(v) => list(v, Value::from),
-            GgufArray::U16(v) => list(v, Value::from),
-            GgufArray::I16(v) => list(v, Value::from),
-            GgufArray::U32(v) => list(v, Value::from),
-            GgufArray::I32(v) => list(v, Value::from),
-            GgufArray::F32(v) => list(v, f32_json),
-            GgufArray::Bool(v) => list(v, Value::from),
-            GgufArray::String(v) => {
-                Value::Array(v.iter().map(|s| Value::from(s.as_str())).collect())
-            }
-            GgufArray::Array(v) => Value::Array(v.iter().map(GgufArray::to_json).collect()),
-            GgufArray::U64(v) => list(v, Value::from),
-            GgufArray::I64(v) => list(v, Value::from),
-            GgufArray::F64(v) => list(v, f64_json),
-        }
-    }
-}
-
-fn nonfinite_json(x: f64) -> Value {
-    Value::from(if x.is_nan() {
-        "NaN"
-    } else if x > 0.0 {
-        "inf"
-    } else {
-        "-inf"
-    })
-}
-
-fn f32_json(x: f32) -> Value {
-    if !x.is_finite() {
-        return nonfinite_json(x.into());
-    }
-    // Rust prints the shortest decimal that reads back as the same f32; read
-    // as f64 it is that decimal's nearest f64, which JSON prints as written.
-    let shortest: f64 = x.to_string().parse().unwrap_or(x.into());
-    Number::from_f64(shortest).map_or(Value::Null, Value::Number)
-}
-
-fn f64_json(x: f64) -> Value {
-    match Number::from_f64(x) {
-        Some(n) => Value::Number(n),
-        None => nonfinite_json(x),
-    }
-}
-
 impl GgufHeader {
     /// The value of metadata key `key`.
     pub fn get(&self, key: &str) -> Option<&GgufValue> {
-        self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.metadata.get(key)
     }
 
-    /// All metadata as one JSON object (keys sorted, values as
-    /// [`GgufValue::to_json`]).
+    /// All metadata as one JSON object ([`GgufMetadata::to_json`]).
     pub fn metadata_json(&self) -> Value {
-        let map: Map<String, Value> = self
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_json()))
-            .collect();
-        Value::Object(map)
+        self.metadata.to_json()
     }
 }
 
@@ -656,7 +415,7 @@ impl Parser<'_> {
     }
 
     /// The key/value list, keys unique.
-    fn metadata(&mut self, kv_count: u64) -> Result<Vec<(String, GgufValue)>, SourceError> {
+    fn metadata(&mut self, kv_count: u64) -> Result<GgufMetadata, SourceError> {
         let what = || "key/value list".to_string();
         self.charge(
             kv_count.saturating_mul(std::mem::size_of::<(String, GgufValue)>() as u64),
@@ -678,7 +437,7 @@ impl Parser<'_> {
             let value = self.value(ty, &ctx, 0)?;
             metadata.push((key, value));
         }
-        Ok(metadata)
+        Ok(GgufMetadata::new(metadata))
     }
 
     /// The tensor infos as stored: (name, type, dims, offset in the data
@@ -730,14 +489,14 @@ impl Parser<'_> {
     }
 
     /// `general.alignment` (a non-zero power of two, u32) or the default.
-    fn alignment(&self, metadata: &[(String, GgufValue)]) -> Result<u64, SourceError> {
-        match metadata.iter().find(|(k, _)| k == ALIGNMENT_KEY) {
+    fn alignment(&self, metadata: &GgufMetadata) -> Result<u64, SourceError> {
+        match metadata.get(ALIGNMENT_KEY) {
             None => Ok(DEFAULT_ALIGNMENT),
-            Some((_, GgufValue::U32(a))) if *a != 0 && a.is_power_of_two() => Ok(u64::from(*a)),
-            Some((_, GgufValue::U32(a))) => Err(self.err(format!(
+            Some(GgufValue::U32(a)) if *a != 0 && a.is_power_of_two() => Ok(u64::from(*a)),
+            Some(GgufValue::U32(a)) => Err(self.err(format!(
                 "{ALIGNMENT_KEY} is {a}, not a non-zero power of two"
             ))),
-            Some((_, v)) => Err(self.err(format!(
+            Some(v) => Err(self.err(format!(
                 "{ALIGNMENT_KEY} has type {}, expected u32",
                 v.type_name()
             ))),

@@ -100,7 +100,7 @@ fn open_set(opener: &Opener, paths: Vec<(PathBuf, String)>) -> Result<Catalog, S
             check("split.no", i as u64)?;
         }
         if metadata.is_none() {
-            metadata = Some(header.metadata_json());
+            metadata = Some(header.metadata);
         }
         let id = files.push(file, BTreeMap::new(), FileRole::Tensors);
         tensors.extend(header.tensors.iter().map(|t| tensor(t, id)));

@@ -21,6 +21,9 @@
 
 use serde_json::{Map, Value};
 
+use super::GgufHfError;
+use crate::catalog::gguf::{GgufMetadata, GgufValue};
+
 /// One architecture: its name after the loader's renames, the HF class, and
 /// `(GGUF key under "<arch>.", HF config key)` pairs (`None`: read and
 /// dropped, as the loader does).
@@ -251,16 +254,24 @@ const TOKENIZER_KEYS: &[(&str, &str)] = &[
 ];
 
 /// The GGUF `general.architecture` and the loader's name for it.
-pub fn architecture(meta: &Map<String, Value>) -> Result<(String, String), String> {
-    let arch = match meta.get("general.architecture") {
-        Some(Value::String(s)) => s.clone(),
-        Some(v) => return Err(format!("general.architecture is {v}, not a string")),
-        None => return Err("no general.architecture in the GGUF metadata".into()),
+pub fn architecture(meta: &GgufMetadata) -> Result<(String, String), GgufHfError> {
+    const KEY: &str = "general.architecture";
+    let arch = match meta.get(KEY) {
+        Some(v) => match v.as_text() {
+            Some(s) => s.to_string(),
+            None => {
+                return Err(GgufHfError::NotAString {
+                    key: KEY.into(),
+                    value: v.clone(),
+                });
+            }
+        },
+        None => return Err(GgufHfError::MissingKey { key: KEY }),
     };
     // The loader tests `"mistral" in model_name` where model_name is the
     // one-element list [general.name]: list membership, so only a name of
     // exactly "mistral" counts.
-    let name_is_mistral = meta.get("general.name").and_then(Value::as_str) == Some("mistral");
+    let name_is_mistral = meta.text("general.name") == Some("mistral");
     let updated = if arch.contains("llama") && name_is_mistral {
         "mistral".to_string()
     } else if arch.contains("qwen2moe") {
@@ -279,14 +290,20 @@ pub fn family(updated: &str) -> Option<&'static Family> {
     FAMILIES.iter().find(|f| f.arch == updated)
 }
 
-/// A metadata value as the loader reads it: a one-element array becomes its
-/// element; floats are GGUF f32 widened to f64 (llama.cpp writes every float
-/// key as f32, and gyrofs's metadata JSON holds the shortest decimal of the
-/// f32); strings get the architecture renamed.
-fn loader_value(v: &Value, arch: &str, updated: &str) -> Value {
+/// A metadata value as the loader reads it, as a `config.json` value: its
+/// JSON rendering ([`GgufValue::to_json`]) read as [`loader_json`] does.
+fn loader_value(v: &GgufValue, arch: &str, updated: &str) -> Value {
+    loader_json(&v.to_json(), arch, updated)
+}
+
+/// A metadata value's JSON as the loader reads it: a one-element array
+/// becomes its element; floats are GGUF f32 widened to f64 (llama.cpp writes
+/// every float key as f32, and the JSON rendering holds the shortest decimal
+/// of the f32); strings get the architecture renamed.
+fn loader_json(v: &Value, arch: &str, updated: &str) -> Value {
     match v {
-        Value::Array(a) if a.len() == 1 => loader_value(&a[0], arch, updated),
-        Value::Array(a) => Value::Array(a.iter().map(|x| loader_value(x, arch, updated)).collect()),
+        Value::Array(a) if a.len() == 1 => loader_json(&a[0], arch, updated),
+        Value::Array(a) => Value::Array(a.iter().map(|x| loader_json(x, arch, updated)).collect()),
         Value::String(s) => Value::String(s.replace(arch, updated)),
         Value::Number(n) if !(n.is_i64() || n.is_u64()) => match n.as_f64() {
             Some(f) => {
@@ -300,13 +317,12 @@ fn loader_value(v: &Value, arch: &str, updated: &str) -> Value {
 
 /// The config transformers derives, with gyrofs's additions (module doc).
 pub fn config(
-    meta: &Map<String, Value>,
+    meta: &GgufMetadata,
     tensor_names: &[&str],
-) -> Result<(Map<String, Value>, &'static Family), String> {
+) -> Result<(Map<String, Value>, &'static Family), GgufHfError> {
     let (arch, updated) = architecture(meta)?;
-    let family = family(&updated).ok_or_else(|| {
-        format!("GGUF architecture '{arch}': transformers cannot load it from GGUF (not in GGUF_CONFIG_MAPPING)")
-    })?;
+    let family = family(&updated)
+        .ok_or_else(|| GgufHfError::UnsupportedArchitecture { arch: arch.clone() })?;
     let mut c = Map::new();
     if arch.contains("stablelm") {
         let qkv_bias = tensor_names.iter().any(|n| {
@@ -323,12 +339,15 @@ pub fn config(
     if updated == "qwen3_moe" {
         c.insert("norm_topk_prob".into(), true.into());
     }
-    for (key, value) in meta {
+    // In key order (the metadata was once a JSON object, keys sorted): where
+    // two keys give one config key, the later one wins.
+    let mut entries: Vec<&(String, GgufValue)> = meta.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (key, value) in entries {
         let key = key.replace(&arch, &updated);
         let Some((prefix, rest)) = key.split_once('.') else {
             continue;
         };
-        let value = loader_value(value, &arch, &updated);
         let target = if prefix == "general" {
             match rest {
                 "architecture" => Some("model_type"),
@@ -349,14 +368,14 @@ pub fn config(
             None
         };
         if let Some(target) = target {
-            c.insert(target.into(), value);
+            c.insert(target.into(), loader_value(value, &arch, &updated));
         }
     }
     if c.get("model_type").and_then(Value::as_str) == Some("gemma3") {
         c.insert("model_type".into(), "gemma3_text".into());
     }
     if !c.contains_key("vocab_size")
-        && let Some(Value::Array(tokens)) = meta.get("tokenizer.ggml.tokens")
+        && let Some(tokens) = meta.array("tokenizer.ggml.tokens")
     {
         c.insert("vocab_size".into(), tokens.len().into());
     }
@@ -436,7 +455,7 @@ pub fn config(
 /// YaRN's `rope_scaling` in the form the Hugging Face configs of gpt-oss have
 /// it, `truncate: false` included (GGUF does not record it; every released
 /// gpt-oss model has it false); and `rms_norm_eps` as the original had it.
-fn gpt_oss_fixes(meta: &Map<String, Value>, arch: &str, updated: &str, c: &mut Map<String, Value>) {
+fn gpt_oss_fixes(meta: &GgufMetadata, arch: &str, updated: &str, c: &mut Map<String, Value>) {
     let get = |k: &str| {
         meta.get(&format!("{arch}.{k}"))
             .map(|v| loader_value(v, arch, updated))
@@ -480,11 +499,11 @@ fn gpt_oss_fixes(meta: &Map<String, Value>, arch: &str, updated: &str, c: &mut M
 
 /// `rope.dimension_count / head_dim`, the head dimension being
 /// `attention.key_length` or `embedding_length / attention.head_count`.
-fn partial_rotary_factor(meta: &Map<String, Value>, arch: &str) -> Option<f64> {
+fn partial_rotary_factor(meta: &GgufMetadata, arch: &str) -> Option<f64> {
     let get = |k: &str| {
         let v = meta.get(&format!("{arch}.{k}"))?;
         match v {
-            Value::Array(a) if a.len() == 1 => a[0].as_u64(),
+            GgufValue::Array(a) if a.len() == 1 => a.values().next()?.as_u64(),
             _ => v.as_u64(),
         }
     };
@@ -497,11 +516,12 @@ fn partial_rotary_factor(meta: &Map<String, Value>, arch: &str) -> Option<f64> {
 }
 
 /// A non-negative integer config value.
-pub fn get_u64(c: &Map<String, Value>, key: &str) -> Result<u64, String> {
+pub fn get_u64(c: &Map<String, Value>, key: &str) -> Result<u64, GgufHfError> {
     match c.get(key) {
-        Some(v) => v
-            .as_u64()
-            .ok_or_else(|| format!("config {key} is {v}, not a non-negative integer")),
-        None => Err(format!("the GGUF metadata gives no {key}")),
+        Some(v) => v.as_u64().ok_or_else(|| GgufHfError::ConfigNotCount {
+            key: key.into(),
+            value: v.clone(),
+        }),
+        None => Err(GgufHfError::ConfigMissing { key: key.into() }),
     }
 }

@@ -15,18 +15,22 @@
 //! compute, [`Op::apply`] is the reference for how.
 
 pub mod config;
+pub mod error;
 pub mod ops;
 pub mod tensors;
 pub mod tokenizer;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
+use crate::catalog::gguf::{GgufMetadata, GgufValue};
 use crate::quant::ggml::{GgmlType, can_dequantize};
 use crate::view::compute::MAX_TRANSPOSED_ROW;
+pub use error::{GgufHfError, OpError};
 pub use ops::{Input, Op};
-use tensors::Rule;
+use tensors::{Rule, Table};
 
 /// One GGUF tensor as the mapping needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,148 +65,54 @@ pub struct HfTensor {
     pub op: Op,
 }
 
-/// The Hugging Face model a GGUF source is, or why not (one line).
-pub fn map(metadata: &Value, tensors: &[GgufTensorInfo]) -> Result<HfModel, String> {
-    let meta = metadata
-        .as_object()
-        .ok_or("the GGUF metadata is not a JSON object")?;
+/// GGUF metadata as [`map`] takes it: typed ([`GgufMetadata`], what the
+/// catalog holds), or as its JSON rendering (`GgufHeader::metadata_json`,
+/// metadata written by hand in tests), which is read back into typed values
+/// first ([`GgufValue::from_json`]).
+pub trait MetadataInput {
+    /// The typed metadata, or why this is none.
+    fn typed(&self) -> Result<Cow<'_, GgufMetadata>, GgufHfError>;
+}
+
+impl MetadataInput for GgufMetadata {
+    fn typed(&self) -> Result<Cow<'_, GgufMetadata>, GgufHfError> {
+        Ok(Cow::Borrowed(self))
+    }
+}
+
+impl MetadataInput for Value {
+    fn typed(&self) -> Result<Cow<'_, GgufMetadata>, GgufHfError> {
+        let object = self.as_object().ok_or(GgufHfError::NotAJsonObject)?;
+        let entries = object
+            .iter()
+            .map(|(key, json)| match GgufValue::from_json(json) {
+                Some(v) => Ok((key.clone(), v)),
+                None => Err(GgufHfError::NoGgufValue {
+                    key: key.clone(),
+                    json: json.clone(),
+                }),
+            })
+            .collect::<Result<_, GgufHfError>>()?;
+        Ok(Cow::Owned(GgufMetadata::new(entries)))
+    }
+}
+
+/// The Hugging Face model a GGUF source is, or why not.
+pub fn map(
+    metadata: &(impl MetadataInput + ?Sized),
+    tensors: &[GgufTensorInfo],
+) -> Result<HfModel, GgufHfError> {
+    let meta = metadata.typed()?;
+    let meta = meta.as_ref();
     let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
     let (config, _) = config::config(meta, &names)?;
     let (arch, updated) = config::architecture(meta)?;
-    let table = tensors::table(&updated).ok_or_else(|| {
-        format!("GGUF architecture '{arch}': gyrofs has no tensor name table for it yet")
-    })?;
+    let table = tensors::table(&updated)
+        .ok_or_else(|| GgufHfError::NoTensorTable { arch: arch.clone() })?;
+    check_supported(&updated, &config, &names)?;
     let mut notes = Vec::new();
-    if updated == "falcon" {
-        falcon_supported(&config, &names)?;
-    }
-    if updated == "stablelm"
-        && names
-            .iter()
-            .any(|n| n.contains(".attn_q_norm.") || n.contains(".attn_k_norm."))
-    {
-        // llama.cpp stacks StableLM 2 12B's per-head q/k LayerNorms into one
-        // [n_head, head_dim] tensor; the HF class holds one module per head
-        // (`q_layernorm.norms.{h}`) and transformers' loader does not split
-        // them: the model would load without them.
-        return Err(
-            "stablelm with per-head q/k LayerNorms (StableLM 2 12B), which \
-                    transformers' GGUF loader does not map"
-                .into(),
-        );
-    }
-
-    let by_name: HashMap<&str, &GgufTensorInfo> =
-        tensors.iter().map(|t| (t.name.as_str(), t)).collect();
-    let n_head = || config::get_u64(&config, "num_attention_heads");
-    let n_kv = || match config.get("num_key_value_heads") {
-        Some(_) => config::get_u64(&config, "num_key_value_heads"),
-        None => n_head(),
-    };
-    // the permutation is undone for the GGUF architecture "llama" only, as
-    // transformers' TENSOR_PROCESSORS is keyed (mistral files say "llama")
-    let unpermute = arch == "llama";
-
-    let mut out: Vec<HfTensor> = Vec::new();
-    let mut seen: HashMap<String, String> = HashMap::new();
-    for t in tensors {
-        let Some((hf, rule)) = tensors::lookup(table, &t.name) else {
-            // Leaving out a layer's experts would leave a model without its
-            // FFN (llama.cpp writes Mixtral as 'llama' with experts, which
-            // transformers cannot load from GGUF).
-            if t.name.contains("_exps.") {
-                return Err(format!(
-                    "GGUF tensor '{}': experts, which the Hugging Face '{updated}' model has no place for",
-                    t.name
-                ));
-            }
-            notes.push(format!(
-                "GGUF tensor '{}' has no Hugging Face counterpart: left out (as transformers does)",
-                t.name
-            ));
-            continue;
-        };
-        let weight = t.name.ends_with(".weight");
-        let source = t.name.clone();
-        let (op, shape) = match rule {
-            Rule::Same => (Op::Same { source }, t.shape.clone()),
-            Rule::UnpermuteQ | Rule::UnpermuteK if unpermute => {
-                let n = if rule == Rule::UnpermuteQ {
-                    n_head()?
-                } else {
-                    n_kv()?
-                };
-                (Op::UnpermuteRows { source, n_head: n }, t.shape.clone())
-            }
-            Rule::UnpermuteQ | Rule::UnpermuteK => (Op::Same { source }, t.shape.clone()),
-            Rule::MinusOne if weight => (
-                Op::AddScalar {
-                    source,
-                    value: -1.0,
-                },
-                t.shape.clone(),
-            ),
-            Rule::MinusOne => (Op::Same { source }, t.shape.clone()),
-            Rule::TransposeWeight if weight => (Op::Transpose { source }, t.shape.clone()),
-            Rule::TransposeWeight => (Op::Same { source }, t.shape.clone()),
-            // the up half of a gate|up pair: made with its gate, which must
-            // exist
-            Rule::ExpertsUp | Rule::InterleaveUp => {
-                partner(&t.name, ".ffn_up_exps.", ".ffn_gate_exps.", &by_name)?;
-                continue;
-            }
-            Rule::ExpertsGate | Rule::InterleaveGate => {
-                let up = partner(&t.name, ".ffn_gate_exps.", ".ffn_up_exps.", &by_name)?;
-                let sources = vec![source, up];
-                let op = match rule {
-                    Rule::ExpertsGate => Op::Concat { sources, axis: 1 },
-                    _ => Op::Interleave {
-                        sources,
-                        transpose: weight,
-                    },
-                };
-                (op, t.shape.clone())
-            }
-            Rule::AddLeadingAxis if t.shape.len() == 1 => {
-                (Op::Same { source }, [&[1], &t.shape[..]].concat())
-            }
-            Rule::AddLeadingAxis => (Op::Same { source }, t.shape.clone()),
-        };
-        // shapes and types of every source
-        let mut shapes = Vec::new();
-        for s in op.sources() {
-            let info = by_name
-                .get(s)
-                .ok_or_else(|| format!("no GGUF tensor '{s}'"))?;
-            if !can_dequantize(info.ty) {
-                return Err(format!(
-                    "GGUF tensor '{s}' has ggml type {}, which gyrofs cannot convert to BF16",
-                    info.ty.name()
-                ));
-            }
-            shapes.push(info.shape.as_slice());
-        }
-        let computed = op
-            .out_shape(&shapes)
-            .map_err(|e| format!("{hf} (from {}): {e}", t.name))?;
-        check_op(&op, &computed, &by_name).map_err(|e| format!("{hf} (from {}): {e}", t.name))?;
-        let shape = if matches!(op, Op::Same { .. }) {
-            shape
-        } else {
-            computed
-        };
-        if let Some(prev) = seen.insert(hf.clone(), t.name.clone()) {
-            return Err(format!(
-                "GGUF tensors '{prev}' and '{}' both map to {hf}",
-                t.name
-            ));
-        }
-        out.push(HfTensor {
-            name: hf,
-            shape,
-            op,
-        });
-    }
+    let state_dict =
+        StateDict::new(tensors, &config, &arch, &updated).tensors(table, &mut notes)?;
     if config.get("tie_word_embeddings") == Some(&Value::Bool(true))
         && !names.contains(&"output.weight")
     {
@@ -222,9 +132,219 @@ pub fn map(metadata: &Value, tensors: &[GgufTensorInfo]) -> Result<HfModel, Stri
         config: Value::Object(config),
         generation_config,
         files,
-        tensors: out,
+        tensors: state_dict,
         notes,
     })
+}
+
+/// Refuse the variants of an architecture (`updated`: after the loader's
+/// renames) that transformers cannot load from GGUF (Falcon-40B/180B), or
+/// would load without some of their weights (StableLM 2 12B).
+fn check_supported(
+    updated: &str,
+    config: &Map<String, Value>,
+    names: &[&str],
+) -> Result<(), GgufHfError> {
+    if updated == "falcon" {
+        falcon_supported(config, names)?;
+    }
+    if updated == "stablelm"
+        && names
+            .iter()
+            .any(|n| n.contains(".attn_q_norm.") || n.contains(".attn_k_norm."))
+    {
+        // llama.cpp stacks StableLM 2 12B's per-head q/k LayerNorms into one
+        // [n_head, head_dim] tensor; the HF class holds one module per head
+        // (`q_layernorm.norms.{h}`) and transformers' loader does not split
+        // them: the model would load without them.
+        return Err(GgufHfError::StableLmPerHeadNorms);
+    }
+    Ok(())
+}
+
+/// The GGUF tensors and what mapping them to the state dict needs besides
+/// the name table.
+struct StateDict<'a> {
+    /// In GGUF order.
+    tensors: &'a [GgufTensorInfo],
+    by_name: HashMap<&'a str, &'a GgufTensorInfo>,
+    /// The config (head counts).
+    config: &'a Map<String, Value>,
+    /// The architecture after the loader's renames.
+    updated: &'a str,
+    /// Undo llama.cpp's Q/K row permutation: for the GGUF architecture
+    /// "llama" only, as transformers' TENSOR_PROCESSORS is keyed (mistral
+    /// files say "llama").
+    unpermute: bool,
+}
+
+impl<'a> StateDict<'a> {
+    /// The state dict of `tensors` for GGUF architecture `arch` (`updated`
+    /// after the loader's renames) with `config`.
+    fn new(
+        tensors: &'a [GgufTensorInfo],
+        config: &'a Map<String, Value>,
+        arch: &str,
+        updated: &'a str,
+    ) -> StateDict<'a> {
+        StateDict {
+            tensors,
+            by_name: tensors.iter().map(|t| (t.name.as_str(), t)).collect(),
+            config,
+            updated,
+            unpermute: arch == "llama",
+        }
+    }
+
+    /// The Hugging Face tensors, in GGUF order (a concatenation at its first
+    /// source); a GGUF tensor without a counterpart is left out with a note.
+    fn tensors(&self, table: Table, notes: &mut Vec<String>) -> Result<Vec<HfTensor>, GgufHfError> {
+        let mut out: Vec<HfTensor> = Vec::new();
+        let mut seen: HashMap<String, String> = HashMap::new();
+        for t in self.tensors {
+            let Some((hf, rule)) = tensors::lookup(table, &t.name) else {
+                notes.push(self.left_out(t)?);
+                continue;
+            };
+            let Some((op, shape)) = self.op(t, rule)? else {
+                continue;
+            };
+            let shape = self.checked_shape(&hf, t, &op, shape)?;
+            if let Some(prev) = seen.insert(hf.clone(), t.name.clone()) {
+                return Err(GgufHfError::DuplicateTarget {
+                    first: prev,
+                    second: t.name.clone(),
+                    hf,
+                });
+            }
+            out.push(HfTensor {
+                name: hf,
+                shape,
+                op,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The note for `t`, which has no Hugging Face counterpart; an error if
+    /// it holds experts.
+    fn left_out(&self, t: &GgufTensorInfo) -> Result<String, GgufHfError> {
+        // Leaving out a layer's experts would leave a model without its
+        // FFN (llama.cpp writes Mixtral as 'llama' with experts, which
+        // transformers cannot load from GGUF).
+        if t.name.contains("_exps.") {
+            return Err(GgufHfError::UnplacedExperts {
+                tensor: t.name.clone(),
+                arch: self.updated.to_string(),
+            });
+        }
+        Ok(format!(
+            "GGUF tensor '{}' has no Hugging Face counterpart: left out (as transformers does)",
+            t.name
+        ))
+    }
+
+    /// The op that makes a Hugging Face tensor from `t` by `rule`, and that
+    /// tensor's shape if the op is `Same` (`t`'s, or a reshape of it);
+    /// `None` for the up half of a gate|up pair, made with its gate.
+    fn op(&self, t: &GgufTensorInfo, rule: Rule) -> Result<Option<(Op, Vec<u64>)>, GgufHfError> {
+        let weight = t.name.ends_with(".weight");
+        let source = t.name.clone();
+        let op = match rule {
+            Rule::Same => Op::Same { source },
+            Rule::UnpermuteQ | Rule::UnpermuteK if self.unpermute => {
+                let n = if rule == Rule::UnpermuteQ {
+                    self.n_head()?
+                } else {
+                    self.n_kv()?
+                };
+                Op::UnpermuteRows { source, n_head: n }
+            }
+            Rule::UnpermuteQ | Rule::UnpermuteK => Op::Same { source },
+            Rule::MinusOne if weight => Op::AddScalar {
+                source,
+                value: -1.0,
+            },
+            Rule::MinusOne => Op::Same { source },
+            Rule::TransposeWeight if weight => Op::Transpose { source },
+            Rule::TransposeWeight => Op::Same { source },
+            // the up half of a gate|up pair: made with its gate, which must
+            // exist
+            Rule::ExpertsUp | Rule::InterleaveUp => {
+                partner(&t.name, ".ffn_up_exps.", ".ffn_gate_exps.", &self.by_name)?;
+                return Ok(None);
+            }
+            Rule::ExpertsGate | Rule::InterleaveGate => {
+                let up = partner(&t.name, ".ffn_gate_exps.", ".ffn_up_exps.", &self.by_name)?;
+                let sources = vec![source, up];
+                match rule {
+                    Rule::ExpertsGate => Op::Concat { sources, axis: 1 },
+                    _ => Op::Interleave {
+                        sources,
+                        transpose: weight,
+                    },
+                }
+            }
+            Rule::AddLeadingAxis if t.shape.len() == 1 => {
+                return Ok(Some((Op::Same { source }, [&[1], &t.shape[..]].concat())));
+            }
+            Rule::AddLeadingAxis => Op::Same { source },
+        };
+        Ok(Some((op, t.shape.clone())))
+    }
+
+    /// `num_attention_heads`.
+    fn n_head(&self) -> Result<u64, GgufHfError> {
+        config::get_u64(self.config, "num_attention_heads")
+    }
+
+    /// `num_key_value_heads`, or `num_attention_heads` where absent.
+    fn n_kv(&self) -> Result<u64, GgufHfError> {
+        match self.config.get("num_key_value_heads") {
+            Some(_) => config::get_u64(self.config, "num_key_value_heads"),
+            None => self.n_head(),
+        }
+    }
+
+    /// The shape of Hugging Face tensor `hf`, made from `t` by `op`
+    /// (`same_shape`: its shape if `op` is `Same`), once checked that every
+    /// source is there and convertible, that the shapes fit `op`, and that
+    /// the lazy view can compute it.
+    fn checked_shape(
+        &self,
+        hf: &str,
+        t: &GgufTensorInfo,
+        op: &Op,
+        same_shape: Vec<u64>,
+    ) -> Result<Vec<u64>, GgufHfError> {
+        let mut shapes = Vec::new();
+        for s in op.sources() {
+            let info = self
+                .by_name
+                .get(s)
+                .ok_or_else(|| GgufHfError::MissingTensor { tensor: s.into() })?;
+            if !can_dequantize(info.ty) {
+                return Err(GgufHfError::Unconvertible {
+                    tensor: s.into(),
+                    ty: info.ty,
+                });
+            }
+            shapes.push(info.shape.as_slice());
+        }
+        let computed = op
+            .out_shape(&shapes)
+            .map_err(|source| GgufHfError::BadShape {
+                hf: hf.into(),
+                tensor: t.name.clone(),
+                source,
+            })?;
+        check_op(op, &computed, &self.by_name, hf, &t.name)?;
+        Ok(if matches!(op, Op::Same { .. }) {
+            same_shape
+        } else {
+            computed
+        })
+    }
 }
 
 /// The name of `name`'s partner tensor (`from` replaced by `to`), which the
@@ -234,29 +354,39 @@ fn partner(
     from: &str,
     to: &str,
     by_name: &HashMap<&str, &GgufTensorInfo>,
-) -> Result<String, String> {
+) -> Result<String, GgufHfError> {
     let other = name.replace(from, to);
     match by_name.contains_key(other.as_str()) {
         true => Ok(other),
-        false => Err(format!("{name} has no matching {other}")),
+        false => Err(GgufHfError::NoPartner {
+            tensor: name.into(),
+            partner: other,
+        }),
     }
 }
 
 /// What the lazy implementation of `op` needs beyond its shapes: sources of
 /// one ggml type when there are several (a Gyro record names one
-/// dequantization for all), and transposed rows of bounded length.
-fn check_op(op: &Op, out: &[u64], by_name: &HashMap<&str, &GgufTensorInfo>) -> Result<(), String> {
+/// dequantization for all), and transposed rows of bounded length. `op`
+/// makes Hugging Face tensor `hf` from GGUF tensor `tensor` (for errors).
+fn check_op(
+    op: &Op,
+    out: &[u64],
+    by_name: &HashMap<&str, &GgufTensorInfo>,
+    hf: &str,
+    tensor: &str,
+) -> Result<(), GgufHfError> {
     let types: Vec<GgmlType> = op
         .sources()
         .iter()
         .filter_map(|s| by_name.get(s).map(|i| i.ty))
         .collect();
     if types.windows(2).any(|w| w[0] != w[1]) {
-        let names: Vec<&str> = types.iter().map(|t| t.name()).collect();
-        return Err(format!(
-            "sources of different ggml types ({})",
-            names.join(", ")
-        ));
+        return Err(GgufHfError::MixedTypes {
+            hf: hf.into(),
+            tensor: tensor.into(),
+            types,
+        });
     }
     let transposes = matches!(
         op,
@@ -266,11 +396,15 @@ fn check_op(op: &Op, out: &[u64], by_name: &HashMap<&str, &GgufTensorInfo>) -> R
                 ..
             }
     );
-    if transposes && out.last().is_some_and(|&n| n > MAX_TRANSPOSED_ROW) {
-        return Err(format!(
-            "transposed rows of {} elements, over gyrofs's limit of {MAX_TRANSPOSED_ROW}",
-            out.last().copied().unwrap_or(0)
-        ));
+    if let Some(&len) = out
+        .last()
+        .filter(|&&n| transposes && n > MAX_TRANSPOSED_ROW)
+    {
+        return Err(GgufHfError::RowTooLong {
+            hf: hf.into(),
+            tensor: tensor.into(),
+            len,
+        });
     }
     Ok(())
 }
@@ -280,18 +414,14 @@ fn check_op(op: &Op, out: &[u64], by_name: &HashMap<&str, &GgufTensorInfo>) -> R
 /// (`tensor_data_layout: jploski`), and transformers' GGUF loader neither
 /// undoes that nor sets `new_decoder_architecture` and `num_kv_heads`, so it
 /// cannot load these files; they keep their GGUF names.
-fn falcon_supported(config: &Map<String, Value>, names: &[&str]) -> Result<(), String> {
+fn falcon_supported(config: &Map<String, Value>, names: &[&str]) -> Result<(), GgufHfError> {
     let kv = match config.get("num_key_value_heads") {
         None => 1,
         // a per-layer array, or anything else, is not Falcon-7B's layout
         Some(v) => v.as_u64().unwrap_or(u64::MAX),
     };
     if kv > 1 || names.iter().any(|n| n.contains(".attn_norm_2.")) {
-        return Err(format!(
-            "falcon with the new decoder architecture (Falcon-40B/180B: {kv} KV heads, two \
-             LayerNorms per block), which transformers cannot load from GGUF: llama.cpp \
-             rearranges its fused QKV"
-        ));
+        return Err(GgufHfError::FalconNewDecoder { kv_heads: kv });
     }
     Ok(())
 }
@@ -347,7 +477,7 @@ mod tests {
             map(&meta, &[t("blk.0.ffn_gate_exps.weight", &[2, i, 8]), up_t])
         };
         assert!(moe(GgmlType::F32, 4).is_ok());
-        let err = moe(GgmlType::F16, 4).unwrap_err();
+        let err = moe(GgmlType::F16, 4).unwrap_err().to_string();
         assert!(err.contains("different ggml types"), "{err}");
         // gpt2's Conv1D transposes: a row of 2^20 + 1 elements is refused
         let gpt2 = json!({
@@ -357,14 +487,16 @@ mod tests {
         let ok = [t("blk.0.ffn_up.weight", &[MAX_TRANSPOSED_ROW, 8])];
         assert!(map(&gpt2, &ok).is_ok());
         let long = [t("blk.0.ffn_up.weight", &[MAX_TRANSPOSED_ROW + 1, 8])];
-        let err = map(&gpt2, &long).unwrap_err();
+        let err = map(&gpt2, &long).unwrap_err().to_string();
         assert!(err.contains("transposed rows"), "{err}");
         // StableLM 2 12B's stacked per-head q/k norms
         let stablelm = json!({
             "general.architecture": "stablelm", "stablelm.attention.head_count": 2,
             "stablelm.embedding_length": 8, "stablelm.block_count": 1,
         });
-        let err = map(&stablelm, &[t("blk.0.attn_q_norm.weight", &[2, 4])]).unwrap_err();
+        let err = map(&stablelm, &[t("blk.0.attn_q_norm.weight", &[2, 4])])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("per-head q/k LayerNorms"), "{err}");
     }
 
@@ -387,7 +519,7 @@ mod tests {
             m.tensors[2].name,
             "transformer.h.0.self_attention.query_key_value.weight"
         );
-        let err = map(&meta(2), &one).unwrap_err();
+        let err = map(&meta(2), &one).unwrap_err().to_string();
         assert!(err.contains("new decoder architecture"), "{err}");
         let two_norms = [t("blk.0.attn_norm_2.weight", &[8])];
         assert!(map(&meta(1), &two_norms).is_err());
@@ -435,7 +567,7 @@ mod tests {
             (json!({"general.architecture": "t5"}), "cannot load it"),
         ];
         for (meta, want) in cases {
-            let e = map(&meta, &ok).unwrap_err();
+            let e = map(&meta, &ok).unwrap_err().to_string();
             assert!(e.contains(want), "{e}");
         }
         // A broken or missing tokenizer leaves the tokenizer files out.
@@ -469,14 +601,29 @@ mod tests {
         );
         // llama with experts (Mixtral as llama.cpp writes it) is no llama.
         let exps = [t("blk.0.ffn_up_exps.weight", &[2, 8, 8])];
-        assert!(map(&llama_meta(), &exps).unwrap_err().contains("experts"));
+        assert!(
+            map(&llama_meta(), &exps)
+                .unwrap_err()
+                .to_string()
+                .contains("experts")
+        );
         let mut bad = llama_meta();
         bad["llama.attention.head_count"] = json!("many");
         let q = [t("blk.0.attn_q.weight", &[8, 8])];
-        assert!(map(&bad, &q).unwrap_err().contains("num_attention_heads"));
+        assert!(
+            map(&bad, &q)
+                .unwrap_err()
+                .to_string()
+                .contains("num_attention_heads")
+        );
         let mut bad = llama_meta();
         bad["llama.attention.head_count"] = json!(3);
-        assert!(map(&bad, &q).unwrap_err().contains("not a multiple"));
+        assert!(
+            map(&bad, &q)
+                .unwrap_err()
+                .to_string()
+                .contains("not a multiple")
+        );
         let mut bad = llama_meta();
         bad["llama.attention.head_count"] = json!(0);
         assert!(map(&bad, &q).is_err());
@@ -485,15 +632,30 @@ mod tests {
             shape: vec![6, 8],
             ty: GgmlType::I32,
         }];
-        assert!(map(&llama_meta(), &int).unwrap_err().contains("I32"));
+        assert!(
+            map(&llama_meta(), &int)
+                .unwrap_err()
+                .to_string()
+                .contains("I32")
+        );
         let moe = json!({"general.architecture": "qwen3moe", "tokenizer.ggml.model": "gpt2",
             "tokenizer.ggml.tokens": ["a"], "tokenizer.ggml.merges": []});
         let lone = [t("blk.0.ffn_gate_exps.weight", &[2, 4, 8])];
-        assert!(map(&moe, &lone).unwrap_err().contains("no matching"));
+        assert!(
+            map(&moe, &lone)
+                .unwrap_err()
+                .to_string()
+                .contains("no matching")
+        );
         let dup = [
             t("blk.0.ffn_gate.weight", &[2, 4]),
             t("blk.0.ffn_gate.weight", &[2, 4]),
         ];
-        assert!(map(&moe, &dup).unwrap_err().contains("both map"));
+        assert!(
+            map(&moe, &dup)
+                .unwrap_err()
+                .to_string()
+                .contains("both map")
+        );
     }
 }

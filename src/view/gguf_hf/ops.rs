@@ -15,6 +15,8 @@
 //! [`Op::apply`] is the reference: simple, allocation-happy, used by the tests
 //! and meant to check a lazy implementation against.
 
+use super::error::OpError;
+
 /// How one Hugging Face tensor is computed from GGUF tensors (named by their
 /// GGUF names). Shapes are numpy order; `out` is the Hugging Face tensor's
 /// shape ([`super::HfTensor::shape`]), whose element count always equals the
@@ -95,56 +97,61 @@ impl Op {
     }
 
     /// The output shape for sources of these shapes, or why they do not fit.
-    pub fn out_shape(&self, shapes: &[&[u64]]) -> Result<Vec<u64>, String> {
-        let one = |shapes: &[&[u64]]| -> Result<Vec<u64>, String> {
+    pub fn out_shape(&self, shapes: &[&[u64]]) -> Result<Vec<u64>, OpError> {
+        let one = |shapes: &[&[u64]]| -> Result<Vec<u64>, OpError> {
             match shapes {
                 [s] => Ok(s.to_vec()),
-                _ => Err(format!(
-                    "{} takes one source, got {}",
-                    self.kind(),
-                    shapes.len()
-                )),
+                _ => Err(OpError::SourceCount {
+                    op: self.kind(),
+                    got: shapes.len(),
+                }),
             }
         };
         match self {
             Op::Same { .. } | Op::AddScalar { .. } => one(shapes),
             Op::UnpermuteRows { n_head, .. } => {
                 let s = one(shapes)?;
-                let rows = *s.first().ok_or("unpermute_rows of a 0-D tensor")?;
+                let rows = *s.first().ok_or(OpError::UnpermuteRank { rank: 0 })?;
                 if s.len() > 2 {
-                    return Err(format!("unpermute_rows of a {}-D tensor", s.len()));
+                    return Err(OpError::UnpermuteRank { rank: s.len() });
                 }
                 if *n_head == 0 || rows % (2 * n_head) != 0 {
-                    return Err(format!(
-                        "unpermute_rows: {rows} rows are not a multiple of 2 x {n_head} heads"
-                    ));
+                    return Err(OpError::UnpermuteRows {
+                        rows,
+                        n_head: *n_head,
+                    });
                 }
                 Ok(s)
             }
             Op::Transpose { .. } => swap_last2(&one(shapes)?),
             Op::Interleave { transpose, .. } => {
-                let first = shapes.first().ok_or("interleave of no tensors")?;
+                let first = shapes
+                    .first()
+                    .ok_or(OpError::NoSources { op: "interleave" })?;
                 if let Some(s) = shapes.iter().find(|s| s != &first) {
-                    return Err(format!("interleave: shapes {first:?} and {s:?} differ"));
+                    return Err(OpError::InterleaveShapes {
+                        first: first.to_vec(),
+                        other: s.to_vec(),
+                    });
                 }
                 let mut out = if *transpose {
                     swap_last2(first)?
                 } else {
                     first.to_vec()
                 };
-                let last = out.last_mut().ok_or("interleave of 0-D tensors")?;
+                let last = out.last_mut().ok_or(OpError::InterleaveScalars)?;
                 *last = last
                     .checked_mul(shapes.len() as u64)
-                    .ok_or("interleave: size overflow")?;
+                    .ok_or(OpError::Overflow { op: "interleave" })?;
                 Ok(out)
             }
             Op::Concat { axis, .. } => {
-                let first = shapes.first().ok_or("concat of no tensors")?;
+                let first = shapes.first().ok_or(OpError::NoSources { op: "concat" })?;
                 if *axis >= first.len() {
-                    return Err(format!(
-                        "concat along axis {axis} of {}-D tensors",
-                        first.len()
-                    ));
+                    return Err(OpError::ConcatAxis {
+                        axis: *axis,
+                        rank: first.len(),
+                    });
                 }
                 let mut out = first.to_vec();
                 out[*axis] = 0;
@@ -156,13 +163,15 @@ impl Op {
                             .enumerate()
                             .any(|(d, (a, b))| d != *axis && a != b)
                     {
-                        return Err(format!(
-                            "concat along axis {axis}: shapes {first:?} and {s:?} differ"
-                        ));
+                        return Err(OpError::ConcatShapes {
+                            axis: *axis,
+                            first: first.to_vec(),
+                            other: s.to_vec(),
+                        });
                     }
                     out[*axis] = out[*axis]
                         .checked_add(s[*axis])
-                        .ok_or("concat: size overflow")?;
+                        .ok_or(OpError::Overflow { op: "concat" })?;
                 }
                 Ok(out)
             }
@@ -172,17 +181,16 @@ impl Op {
     /// The reference: the op's f32 output (row-major over the output shape)
     /// for these inputs, in [`Op::sources`] order. Round each value with
     /// `bf16::from_f32` to get the Hugging Face tensor.
-    pub fn apply(&self, inputs: &[Input]) -> Result<Vec<f32>, String> {
+    pub fn apply(&self, inputs: &[Input]) -> Result<Vec<f32>, OpError> {
         let shapes: Vec<&[u64]> = inputs.iter().map(|i| i.shape).collect();
         self.out_shape(&shapes)?;
         for i in inputs {
             let n = i.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
             if n != Some(i.values.len() as u64) {
-                return Err(format!(
-                    "input of shape {:?} has {} values",
-                    i.shape,
-                    i.values.len()
-                ));
+                return Err(OpError::InputLength {
+                    shape: i.shape.to_vec(),
+                    values: i.values.len(),
+                });
             }
         }
         Ok(match self {
@@ -238,9 +246,9 @@ impl Op {
 }
 
 /// `shape` with its last two axes swapped.
-fn swap_last2(shape: &[u64]) -> Result<Vec<u64>, String> {
+fn swap_last2(shape: &[u64]) -> Result<Vec<u64>, OpError> {
     if shape.len() < 2 {
-        return Err(format!("transpose of a {}-D tensor", shape.len()));
+        return Err(OpError::TransposeRank { rank: shape.len() });
     }
     let mut out = shape.to_vec();
     out.swap(shape.len() - 2, shape.len() - 1);

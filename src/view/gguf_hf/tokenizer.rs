@@ -24,6 +24,9 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
+use super::GgufHfError;
+use crate::catalog::gguf::{GgufArray, GgufMetadata, GgufValue};
+
 /// Special-token attributes in transformers' order (`SPECIAL_TOKENS_ATTRIBUTES`).
 const SPECIAL_ORDER: [&str; 5] = ["bos", "eos", "unk", "pad", "mask"];
 
@@ -75,12 +78,36 @@ fn outer_class(updated_arch: &str) -> &'static str {
     }
 }
 
+/// Which transformers builder makes the tokenizer (`convert_gguf_tokenizer`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Builder {
     Llama,
     Gemma,
     Phi3,
     ByteLevel,
+}
+
+/// The special tokens transformers names by attribute: `bos`, `eos`, `unk`,
+/// `pad` (their ids in the metadata), in that order.
+type SpecialIds = [(&'static str, Option<u64>); 4];
+
+/// A special token by attribute (`bos`, ..., and gemma's `mask`) and its
+/// text, as the tokenizer config names it.
+type ConfigTokens = Vec<(&'static str, Option<String>)>;
+
+/// What the `tokenizer.ggml.*` metadata says of the tokenizer, read and
+/// checked.
+struct GgufTokenizer {
+    builder: Builder,
+    /// `tokenizer.ggml.tokens`, the vocabulary in id order.
+    tokens: Vec<String>,
+    /// `tokenizer.ggml.token_type`, one per token (0 where not an integer;
+    /// empty when absent).
+    types: Vec<i64>,
+    special_ids: SpecialIds,
+    /// The post-processor adds the bos / eos token.
+    add_bos: bool,
+    add_eos: bool,
 }
 
 /// One added token.
@@ -90,76 +117,141 @@ struct Added {
     special: bool,
 }
 
-/// The tokenizer files for this metadata.
+/// The tokenizer files for this metadata: `tokenizer.json`,
+/// `tokenizer_config.json`, and `chat_template.jinja` where the file has a
+/// template.
 pub fn files(
-    meta: &Map<String, Value>,
+    meta: &GgufMetadata,
     updated_arch: &str,
     arch: &str,
-) -> Result<Vec<(String, String)>, String> {
-    let model = match meta.get("tokenizer.ggml.model") {
-        Some(Value::String(s)) => s.as_str(),
-        Some(v) => return Err(format!("tokenizer.ggml.model is {v}, not a string")),
-        None => {
-            return Err(
-                "no tokenizer.ggml.model in the GGUF metadata: no tokenizer to build".into(),
-            );
-        }
-    };
-    let builder = match (model, arch) {
+) -> Result<Vec<(String, String)>, GgufHfError> {
+    let tok = GgufTokenizer::read(meta, arch)?;
+    let spelled = spelled_vocabulary(tok.builder, &tok.tokens);
+    // a Python dict: a repeated token keeps its first position, its last id
+    let vocab = PyDict::from_iter(
+        spelled
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.as_str(), i as f64)),
+    );
+    let merges = merges(meta, tok.builder, &spelled, &vocab)?;
+    let class = outer_class(updated_arch);
+    let config_tokens = config_tokens(&tok, class);
+    let added = added_tokens(&tok, &vocab, &config_tokens);
+    let pre = meta.text("tokenizer.ggml.pre");
+    let tokenizer = tokenizer_json(&tok, &vocab, &merges, &added, &config_tokens, pre)?;
+    let mut files = vec![
+        (
+            "tokenizer.json".to_string(),
+            crate::json::to_pretty(&tokenizer),
+        ),
+        (
+            "tokenizer_config.json".to_string(),
+            crate::json::to_pretty(&tokenizer_config(class, &config_tokens)),
+        ),
+    ];
+    if let Some(template) = chat_template(meta)? {
+        files.push(("chat_template.jinja".into(), template));
+    }
+    Ok(files)
+}
+
+impl GgufTokenizer {
+    /// Read the tokenizer's model, vocabulary, token types, special token
+    /// ids and `add_*_token` flags (the GGUF `arch` picks the builder).
+    fn read(meta: &GgufMetadata, arch: &str) -> Result<GgufTokenizer, GgufHfError> {
+        let model = model(meta)?;
+        let builder = builder(model, arch)?;
+        let tokens = tokens(meta)?;
+        let types: Vec<i64> = match meta.array("tokenizer.ggml.token_type") {
+            Some(a) => a.values().map(|t| t.as_i64().unwrap_or(0)).collect(),
+            None => Vec::new(),
+        };
+        let special_ids = [
+            ("bos", token_id(meta, "bos_token_id", tokens.len())?),
+            ("eos", token_id(meta, "eos_token_id", tokens.len())?),
+            ("unk", token_id(meta, "unknown_token_id", tokens.len())?),
+            ("pad", token_id(meta, "padding_token_id", tokens.len())?),
+        ];
+        let flag = |key: &str| meta.bool(&format!("tokenizer.ggml.{key}"));
+        Ok(GgufTokenizer {
+            builder,
+            tokens,
+            types,
+            special_ids,
+            add_bos: flag("add_bos_token").unwrap_or(model == "llama"),
+            add_eos: flag("add_eos_token").unwrap_or(false),
+        })
+    }
+}
+
+/// `tokenizer.ggml.model`: `llama`, `gpt2`, ...
+fn model(meta: &GgufMetadata) -> Result<&str, GgufHfError> {
+    const KEY: &str = "tokenizer.ggml.model";
+    match meta.get(KEY) {
+        Some(v) => v.as_text().ok_or_else(|| GgufHfError::NotAString {
+            key: KEY.into(),
+            value: v.clone(),
+        }),
+        None => Err(GgufHfError::NoTokenizer),
+    }
+}
+
+/// The builder for tokenizer model `model` of GGUF architecture `arch`.
+fn builder(model: &str, arch: &str) -> Result<Builder, GgufHfError> {
+    Ok(match (model, arch) {
         ("llama", "gemma" | "gemma2" | "gemma3") => Builder::Gemma,
         ("llama", "phi3") => Builder::Phi3,
         ("llama", _) => Builder::Llama,
         ("gpt2", _) => Builder::ByteLevel,
         (other, _) => {
-            return Err(format!(
-                "tokenizer.ggml.model '{other}': gyrofs builds llama and gpt2 tokenizers only"
-            ));
+            return Err(GgufHfError::UnsupportedTokenizer {
+                model: other.to_string(),
+            });
         }
-    };
-    let tokens: Vec<String> = match meta.get("tokenizer.ggml.tokens") {
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|t| t.as_str().map(str::to_string))
-            .collect::<Option<_>>()
-            .ok_or("tokenizer.ggml.tokens is not an array of strings")?,
-        _ => return Err("no tokenizer.ggml.tokens array in the GGUF metadata".into()),
-    };
-    let types: Vec<i64> = match meta.get("tokenizer.ggml.token_type") {
-        Some(Value::Array(a)) => a.iter().map(|t| t.as_i64().unwrap_or(0)).collect(),
-        _ => Vec::new(),
-    };
-    let id_of = |key: &str| -> Result<Option<u64>, String> {
-        match meta.get(&format!("tokenizer.ggml.{key}")) {
-            None => Ok(None),
-            Some(v) => {
-                let id = v
-                    .as_u64()
-                    .ok_or_else(|| format!("tokenizer.ggml.{key} is {v}, not a token id"))?;
-                if id as usize >= tokens.len() {
-                    return Err(format!(
-                        "tokenizer.ggml.{key} is {id}, past the {} tokens",
-                        tokens.len()
-                    ));
-                }
-                Ok(Some(id))
-            }
-        }
-    };
-    let special_ids = [
-        ("bos", id_of("bos_token_id")?),
-        ("eos", id_of("eos_token_id")?),
-        ("unk", id_of("unknown_token_id")?),
-        ("pad", id_of("padding_token_id")?),
-    ];
-    let flag = |key: &str| {
-        meta.get(&format!("tokenizer.ggml.{key}"))
-            .and_then(Value::as_bool)
-    };
-    let add_bos = flag("add_bos_token").unwrap_or(model == "llama");
-    let add_eos = flag("add_eos_token").unwrap_or(false);
+    })
+}
 
-    // ---- vocabulary (a Python dict: first position, last value)
-    let spelled: Vec<String> = match builder {
+/// `tokenizer.ggml.tokens`: the vocabulary in id order.
+fn tokens(meta: &GgufMetadata) -> Result<Vec<String>, GgufHfError> {
+    match meta.array("tokenizer.ggml.tokens") {
+        Some(a) => a
+            .values()
+            .map(|t| t.as_text().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or(GgufHfError::TokensNotStrings),
+        None => Err(GgufHfError::NoTokens),
+    }
+}
+
+/// The token id `tokenizer.ggml.<key>`, if the metadata has one; it must be
+/// one of the `n_tokens` tokens.
+fn token_id(meta: &GgufMetadata, key: &str, n_tokens: usize) -> Result<Option<u64>, GgufHfError> {
+    let key = format!("tokenizer.ggml.{key}");
+    let Some(v) = meta.get(&key) else {
+        return Ok(None);
+    };
+    let Some(id) = v.as_u64() else {
+        return Err(GgufHfError::NotATokenId {
+            key,
+            value: v.clone(),
+        });
+    };
+    if id as usize >= n_tokens {
+        return Err(GgufHfError::TokenIdPastEnd {
+            key,
+            id,
+            tokens: n_tokens,
+        });
+    }
+    Ok(Some(id))
+}
+
+/// The tokens as the builder's vocabulary spells them: gemma spells a token
+/// of spaces with `▁`; byte-level spells a token in the byte alphabet unless
+/// it is spelled so already.
+fn spelled_vocabulary(builder: Builder, tokens: &[String]) -> Vec<String> {
+    match builder {
         Builder::Gemma => tokens
             .iter()
             .map(|t| {
@@ -183,36 +275,26 @@ pub fn files(
                 })
                 .collect()
         }
-        _ => tokens.clone(),
-    };
-    let vocab = PyDict::from_iter(
-        spelled
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.as_str(), i as f64)),
-    );
+        _ => tokens.to_vec(),
+    }
+}
 
-    // ---- merges
-    let merges: Vec<(String, String)> = match (builder, meta.get("tokenizer.ggml.merges")) {
-        (_, Some(Value::Array(a))) => a
-            .iter()
-            .map(|m| {
-                let s = m
-                    .as_str()
-                    .ok_or("tokenizer.ggml.merges holds a non-string")?;
-                let parts: Vec<&str> = s.split(' ').collect();
-                match parts[..] {
-                    [l, r] => Ok((l.to_string(), r.to_string())),
-                    _ => Err(format!(
-                        "merge {s:?} is not two tokens separated by one space"
-                    )),
-                }
-            })
-            .collect::<Result<_, String>>()?,
-        (_, Some(v)) => return Err(format!("tokenizer.ggml.merges is {v}, not an array")),
-        (Builder::ByteLevel, None) => {
-            return Err("a gpt2 (byte-level BPE) tokenizer without tokenizer.ggml.merges".into());
-        }
+/// The BPE merges: the file's (`tokenizer.ggml.merges`), or, for a
+/// SentencePiece tokenizer without them, rebuilt from the vocabulary and
+/// the scores (gemma: the token order) as transformers does.
+fn merges(
+    meta: &GgufMetadata,
+    builder: Builder,
+    spelled: &[String],
+    vocab: &PyDict,
+) -> Result<Vec<(String, String)>, GgufHfError> {
+    match (builder, meta.get("tokenizer.ggml.merges")) {
+        (_, Some(GgufValue::Array(a))) => file_merges(a),
+        (_, Some(v)) => Err(GgufHfError::NotAnArray {
+            key: "tokenizer.ggml.merges".into(),
+            value: v.clone(),
+        }),
+        (Builder::ByteLevel, None) => Err(GgufHfError::ByteLevelWithoutMerges),
         (Builder::Gemma, None) => {
             let scores = PyDict::from_iter(
                 spelled
@@ -220,95 +302,152 @@ pub fn files(
                     .enumerate()
                     .map(|(i, t)| (t.as_str(), -(i as f64))),
             );
-            generate_merges(&vocab, &scores)
+            Ok(generate_merges(vocab, &scores))
         }
         (_, None) => {
-            let scores: Vec<f64> = match meta.get("tokenizer.ggml.scores") {
-                Some(Value::Array(a)) if a.len() == tokens.len() => a
-                    .iter()
-                    .map(|s| s.as_f64().map(|f| f as f32 as f64))
-                    .collect::<Option<_>>()
-                    .ok_or("tokenizer.ggml.scores holds a non-number")?,
-                Some(_) => return Err("tokenizer.ggml.scores is not one number per token".into()),
-                None => {
-                    return Err(
-                        "a SentencePiece tokenizer without tokenizer.ggml.scores or merges".into(),
-                    );
-                }
-            };
+            let scores = sentencepiece_scores(meta, spelled.len())?;
             let scores =
                 PyDict::from_iter(spelled.iter().zip(scores).map(|(t, s)| (t.as_str(), s)));
-            generate_merges(&vocab, &scores)
+            Ok(generate_merges(vocab, &scores))
         }
-    };
+    }
+}
 
-    // ---- added tokens, in the order transformers adds them
-    let mut added: Vec<Added> = Vec::new();
-    let mut next_id = vocab.len() as u64;
-    let mut add = |content: &str, special: bool, added: &mut Vec<Added>| {
-        if added.iter().any(|a| a.content == content) {
-            return;
-        }
-        let id = match vocab.get(content) {
-            Some(i) => i as u64,
-            None => {
-                next_id += 1;
-                next_id - 1
+/// The merges of `tokenizer.ggml.merges`: each `left right`.
+fn file_merges(merges: &GgufArray) -> Result<Vec<(String, String)>, GgufHfError> {
+    merges
+        .values()
+        .map(|m| {
+            let s = m.as_text().ok_or(GgufHfError::MergeNotString)?;
+            let parts: Vec<&str> = s.split(' ').collect();
+            match parts[..] {
+                [l, r] => Ok((l.to_string(), r.to_string())),
+                _ => Err(GgufHfError::BadMerge {
+                    merge: s.to_string(),
+                }),
             }
-        };
-        added.push(Added {
-            id,
-            content: content.to_string(),
-            special,
-        });
+        })
+        .collect()
+}
+
+/// `tokenizer.ggml.scores`, one per token (of `n_tokens`), each read as the
+/// f32 it is.
+fn sentencepiece_scores(meta: &GgufMetadata, n_tokens: usize) -> Result<Vec<f64>, GgufHfError> {
+    match meta.get("tokenizer.ggml.scores") {
+        Some(GgufValue::Array(a)) if a.len() == n_tokens => a
+            .values()
+            .map(|s| s.as_json_f64().map(|f| f as f32 as f64))
+            .collect::<Option<_>>()
+            .ok_or(GgufHfError::ScoreNotNumber),
+        Some(_) => Err(GgufHfError::ScoresNotPerToken),
+        None => Err(GgufHfError::NoScoresOrMerges),
+    }
+}
+
+/// The special tokens the tokenizer config names (`bos`, `eos`, `unk`,
+/// `pad` from their ids; `mask` for `GemmaTokenizer`).
+fn config_tokens(tok: &GgufTokenizer, class: &str) -> ConfigTokens {
+    let mut config_tokens: ConfigTokens = tok
+        .special_ids
+        .iter()
+        .map(|(k, id)| (*k, id.map(|i| tok.tokens[i as usize].clone())))
+        .collect();
+    if class == "GemmaTokenizer" {
+        config_tokens.push(("mask", Some("<mask>".into())));
+    }
+    config_tokens
+}
+
+/// The text of special token `key` (`bos`, ...), if the config names one.
+fn token_of(config_tokens: &ConfigTokens, key: &str) -> Option<String> {
+    config_tokens
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, t)| t.clone())
+}
+
+/// The added tokens, by id, added in the order transformers adds them.
+fn added_tokens(tok: &GgufTokenizer, vocab: &PyDict, config_tokens: &ConfigTokens) -> Vec<Added> {
+    let mut added = AddedTokens {
+        list: Vec::new(),
+        next_id: vocab.len() as u64,
+        vocab,
     };
     // 1. the builder class's own special tokens
-    let builder_specials: &[&str] = match builder {
+    let builder_specials: &[&str] = match tok.builder {
         Builder::Llama | Builder::Phi3 => &["<s>", "</s>", "<unk>"],
         Builder::Gemma => &["<bos>", "<eos>", "<unk>", "<pad>", "<mask>"],
         Builder::ByteLevel => &["<|endoftext|>"],
     };
     for t in builder_specials {
-        add(t, true, &mut added);
+        added.add(t, true);
     }
     // 2. CONTROL tokens as special (byte-level: only those spelled in the byte alphabet)
     let alphabet = byte_alphabet();
-    for (t, ty) in tokens.iter().zip(types.iter()) {
+    for (t, ty) in tok.tokens.iter().zip(tok.types.iter()) {
         if *ty == CONTROL
-            && (builder != Builder::ByteLevel || t.chars().all(|c| alphabet.contains(&c)))
+            && (tok.builder != Builder::ByteLevel || t.chars().all(|c| alphabet.contains(&c)))
         {
-            add(t, true, &mut added);
+            added.add(t, true);
         }
     }
     // 3. USER_DEFINED tokens, not special
-    for (t, ty) in tokens.iter().zip(types.iter()) {
+    for (t, ty) in tok.tokens.iter().zip(tok.types.iter()) {
         if *ty == USER_DEFINED && vocab.get(t).is_some() {
-            add(t, false, &mut added);
+            added.add(t, false);
         }
     }
     // 4. the special tokens the tokenizer config names
-    let class = outer_class(updated_arch);
-    let mut config_tokens: Vec<(&str, Option<String>)> = special_ids
-        .iter()
-        .map(|(k, id)| (*k, id.map(|i| tokens[i as usize].clone())))
-        .collect();
-    if class == "GemmaTokenizer" {
-        config_tokens.push(("mask", Some("<mask>".into())));
-    }
     for key in SPECIAL_ORDER {
         if let Some((_, Some(t))) = config_tokens.iter().find(|(k, _)| *k == key) {
-            add(t, true, &mut added);
+            added.add(t, true);
         }
     }
-    added.sort_by_key(|a| a.id);
+    let mut list = added.list;
+    list.sort_by_key(|a| a.id);
+    list
+}
 
-    // ---- tokenizer.json
-    let token_of = |key: &str| {
-        config_tokens
-            .iter()
-            .find(|(k, _)| *k == key)
-            .and_then(|(_, t)| t.clone())
-    };
+/// Added tokens being collected: a token already in the vocabulary keeps
+/// its id, a new one takes the next free id.
+struct AddedTokens<'v> {
+    list: Vec<Added>,
+    next_id: u64,
+    vocab: &'v PyDict<'v>,
+}
+
+impl AddedTokens<'_> {
+    /// Add `content` unless it was added already.
+    fn add(&mut self, content: &str, special: bool) {
+        if self.list.iter().any(|a| a.content == content) {
+            return;
+        }
+        let id = match self.vocab.get(content) {
+            Some(i) => i as u64,
+            None => {
+                self.next_id += 1;
+                self.next_id - 1
+            }
+        };
+        self.list.push(Added {
+            id,
+            content: content.to_string(),
+            special,
+        });
+    }
+}
+
+/// `tokenizer.json`: the added tokens, the builder's normalizer,
+/// pre-tokenizer (`pre`: `tokenizer.ggml.pre`) and decoder, the
+/// post-processor adding bos / eos, and the BPE model.
+fn tokenizer_json(
+    tok: &GgufTokenizer,
+    vocab: &PyDict,
+    merges: &[(String, String)],
+    added: &[Added],
+    config_tokens: &ConfigTokens,
+    pre: Option<&str>,
+) -> Result<Value, GgufHfError> {
     let id_in = |t: &str| {
         added
             .iter()
@@ -316,14 +455,9 @@ pub fn files(
             .map(|a| a.id)
             .or(vocab.get(t).map(|i| i as u64))
     };
-    let bos = token_of("bos").filter(|_| add_bos);
-    let eos = token_of("eos").filter(|_| add_eos);
+    let bos = token_of(config_tokens, "bos").filter(|_| tok.add_bos);
+    let eos = token_of(config_tokens, "eos").filter(|_| tok.add_eos);
     let post_processor = template(bos.as_deref(), eos.as_deref(), &id_in)?;
-    let vocab_json: Map<String, Value> = vocab
-        .iter()
-        .map(|(t, i)| (t.to_string(), json!(i as u64)))
-        .collect();
-    let merges_json: Vec<Value> = merges.iter().map(|(l, r)| json!([l, r])).collect();
     let added_json: Vec<Value> = added
         .iter()
         .map(|a| {
@@ -331,44 +465,58 @@ pub fn files(
                    "rstrip": false, "normalized": false, "special": a.special})
         })
         .collect();
-    let replace = |pattern: &str, content: &str| json!({"type": "Replace", "pattern": {"String": pattern}, "content": content});
-    let spm_decoder = |strip: bool| {
-        let mut d = vec![
-            replace("\u{2581}", " "),
-            json!({"type": "ByteFallback"}),
-            json!({"type": "Fuse"}),
-        ];
-        if strip {
-            d.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
-        }
-        json!({"type": "Sequence", "decoders": d})
-    };
-    let (normalizer, pre_tokenizer, decoder, model) = match builder {
+    let (normalizer, pre_tokenizer, decoder) = pipeline(tok.builder, pre);
+    Ok(json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added_json,
+        "normalizer": normalizer, "pre_tokenizer": pre_tokenizer, "post_processor": post_processor,
+        "decoder": decoder, "model": bpe_model(tok.builder, vocab, merges),
+    }))
+}
+
+/// The builder's BPE `model`: its options, the vocabulary and the merges.
+fn bpe_model(builder: Builder, vocab: &PyDict, merges: &[(String, String)]) -> Value {
+    let vocab_json: Map<String, Value> = vocab
+        .iter()
+        .map(|(t, i)| (t.to_string(), json!(i as u64)))
+        .collect();
+    let merges_json: Vec<Value> = merges.iter().map(|(l, r)| json!([l, r])).collect();
+    match builder {
         Builder::Llama | Builder::Phi3 => {
-            let model = json!({"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            json!({"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
                 "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
-                "vocab": vocab_json, "merges": merges_json});
-            if builder == Builder::Phi3 {
-                let n = json!({"type": "Sequence", "normalizers": [
-                    {"type": "Prepend", "prepend": "\u{2581}"}, replace(" ", "\u{2581}")]});
-                (n, Value::Null, spm_decoder(true), model)
-            } else {
-                let p = json!({"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "first", "split": false});
-                (Value::Null, p, spm_decoder(true), model)
-            }
+                "vocab": vocab_json, "merges": merges_json})
         }
         Builder::Gemma => {
-            let model = json!({"type": "BPE", "dropout": null, "unk_token": "<unk>", "continuing_subword_prefix": null,
+            json!({"type": "BPE", "dropout": null, "unk_token": "<unk>", "continuing_subword_prefix": null,
                 "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
-                "vocab": vocab_json, "merges": merges_json});
-            let p = json!({"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": false});
-            (replace(" ", "\u{2581}"), p, spm_decoder(false), model)
+                "vocab": vocab_json, "merges": merges_json})
         }
         Builder::ByteLevel => {
-            let model = json!({"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
+            json!({"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
                 "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-                "vocab": vocab_json, "merges": merges_json});
-            let pre = meta.get("tokenizer.ggml.pre").and_then(Value::as_str);
+                "vocab": vocab_json, "merges": merges_json})
+        }
+    }
+}
+
+/// The builder's (normalizer, pre-tokenizer, decoder); a byte-level
+/// pre-tokenizer splits with the regex `tokenizer.ggml.pre` (`pre`) names.
+fn pipeline(builder: Builder, pre: Option<&str>) -> (Value, Value, Value) {
+    match builder {
+        Builder::Llama => {
+            let p = json!({"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "first", "split": false});
+            (Value::Null, p, spm_decoder(true))
+        }
+        Builder::Phi3 => {
+            let n = json!({"type": "Sequence", "normalizers": [
+                {"type": "Prepend", "prepend": "\u{2581}"}, replace(" ", "\u{2581}")]});
+            (n, Value::Null, spm_decoder(true))
+        }
+        Builder::Gemma => {
+            let p = json!({"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": false});
+            (replace(" ", "\u{2581}"), p, spm_decoder(false))
+        }
+        Builder::ByteLevel => {
             let p = match SPLITS.iter().find(|(k, _)| Some(*k) == pre) {
                 Some((_, regex)) => json!({"type": "Sequence", "pretokenizers": [
                     {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
@@ -378,23 +526,40 @@ pub fn files(
                 }
             };
             let d = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true});
-            (Value::Null, p, d, model)
+            (Value::Null, p, d)
         }
-    };
-    let tokenizer = json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added_json,
-        "normalizer": normalizer, "pre_tokenizer": pre_tokenizer, "post_processor": post_processor,
-        "decoder": decoder, "model": model,
-    });
+    }
+}
 
-    // ---- tokenizer_config.json
+/// A `Replace` normalizer / decoder step: `pattern` -> `content`.
+fn replace(pattern: &str, content: &str) -> Value {
+    json!({"type": "Replace", "pattern": {"String": pattern}, "content": content})
+}
+
+/// The SentencePiece decoder: `▁` -> space, byte fallback, fuse, and
+/// (`strip`) the leading space dropped.
+fn spm_decoder(strip: bool) -> Value {
+    let mut d = vec![
+        replace("\u{2581}", " "),
+        json!({"type": "ByteFallback"}),
+        json!({"type": "Fuse"}),
+    ];
+    if strip {
+        d.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
+    }
+    json!({"type": "Sequence", "decoders": d})
+}
+
+/// `tokenizer_config.json`: the backend, the tokenizer class and the
+/// special tokens, with the keys the class saves.
+fn tokenizer_config(class: &str, config_tokens: &ConfigTokens) -> Value {
     let mut tc = Map::new();
     tc.insert("backend".into(), "tokenizers".into());
     tc.insert("tokenizer_class".into(), class.into());
     for key in ["bos", "eos", "unk", "pad"] {
         tc.insert(
             format!("{key}_token"),
-            token_of(key).map_or(Value::Null, Value::String),
+            token_of(config_tokens, key).map_or(Value::Null, Value::String),
         );
     }
     match class {
@@ -410,23 +575,22 @@ pub fn files(
         }
         _ => {}
     }
+    Value::Object(tc)
+}
 
-    let mut files = vec![
-        (
-            "tokenizer.json".to_string(),
-            crate::json::to_pretty(&tokenizer),
-        ),
-        (
-            "tokenizer_config.json".to_string(),
-            crate::json::to_pretty(&Value::Object(tc)),
-        ),
-    ];
-    match meta.get("tokenizer.chat_template") {
-        Some(Value::String(t)) => files.push(("chat_template.jinja".into(), t.clone())),
-        Some(v) => return Err(format!("tokenizer.chat_template is {v}, not a string")),
-        None => {}
+/// `tokenizer.chat_template`, if the metadata has one.
+fn chat_template(meta: &GgufMetadata) -> Result<Option<String>, GgufHfError> {
+    const KEY: &str = "tokenizer.chat_template";
+    match meta.get(KEY) {
+        None => Ok(None),
+        Some(v) => match v.as_text() {
+            Some(t) => Ok(Some(t.to_string())),
+            None => Err(GgufHfError::NotAString {
+                key: KEY.into(),
+                value: v.clone(),
+            }),
+        },
     }
-    Ok(files)
 }
 
 /// The `TemplateProcessing` post-processor transformers'
@@ -435,7 +599,7 @@ fn template(
     bos: Option<&str>,
     eos: Option<&str>,
     id_of: &dyn Fn(&str) -> Option<u64>,
-) -> Result<Value, String> {
+) -> Result<Value, GgufHfError> {
     let special = |t: &str, type_id: u64| json!({"SpecialToken": {"id": t, "type_id": type_id}});
     let seq = |s: &str, type_id: u64| json!({"Sequence": {"id": s, "type_id": type_id}});
     let mut single = Vec::new();
@@ -457,7 +621,9 @@ fn template(
     }
     let mut tokens = Map::new();
     for t in [bos, eos].into_iter().flatten() {
-        let id = id_of(t).ok_or_else(|| format!("special token {t:?} has no id"))?;
+        let id = id_of(t).ok_or_else(|| GgufHfError::SpecialTokenWithoutId {
+            token: t.to_string(),
+        })?;
         tokens.insert(t.to_string(), json!({"id": t, "ids": [id], "tokens": [t]}));
     }
     Ok(

@@ -10,12 +10,15 @@
 //! Files and tensors are referred to by dense typed indices ([`FileId`],
 //! [`TensorId`]), never by position in some parallel vector.
 
+pub mod gguf;
+
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Index;
 use std::sync::Arc;
 
 use serde_json::Value;
 
+use self::gguf::GgufMetadata;
 use crate::dtype::Dtype;
 use crate::error::ReadError;
 use crate::quant::ggml::GgmlType;
@@ -372,8 +375,9 @@ pub struct Catalog {
     pub tensors: Vec<Tensor>,
     /// The parsed `config.json`, if the source has one.
     pub config: Option<Value>,
-    /// A GGUF source's key/value metadata (all of it), as JSON.
-    pub gguf_metadata: Option<Value>,
+    /// A GGUF source's key/value metadata (all of it, typed, in file order;
+    /// of the first file of a split set).
+    pub gguf_metadata: Option<GgufMetadata>,
     /// A PyTorch source's pickled objects other than tensors, as JSON (by
     /// file for a sharded source).
     pub pickle: Option<Value>,

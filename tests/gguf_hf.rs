@@ -56,7 +56,7 @@ fn load(path: &Path) -> (Vec<u8>, GgufHeader, HfModel) {
         })
         .collect();
     let model =
-        map(&header.metadata_json(), &infos).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        map(&header.metadata, &infos).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     (data, header, model)
 }
 

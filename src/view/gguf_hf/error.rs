@@ -17,14 +17,6 @@ use crate::view::compute::MAX_TRANSPOSED_ROW;
 /// it (or, for the tokenizer variants, why it has no tokenizer files).
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum GgufHfError {
-    // ---- metadata given as JSON (`MetadataInput for Value`)
-    /// The JSON metadata is not an object.
-    #[error("the GGUF metadata is not a JSON object")]
-    NotAJsonObject,
-    /// A key of the JSON metadata holds what no GGUF value renders as.
-    #[error("GGUF metadata key '{key}' is {json}, which is no GGUF value")]
-    NoGgufValue { key: String, json: Value },
-
     // ---- metadata keys
     /// A key the mapping needs is absent.
     #[error("no {key} in the GGUF metadata")]

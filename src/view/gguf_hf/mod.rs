@@ -20,12 +20,11 @@ pub mod ops;
 pub mod tensors;
 pub mod tokenizer;
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use crate::catalog::gguf::{GgufMetadata, GgufValue};
+use crate::catalog::gguf::GgufMetadata;
 use crate::quant::ggml::{GgmlType, can_dequantize};
 use crate::view::compute::MAX_TRANSPOSED_ROW;
 pub use error::{GgufHfError, OpError};
@@ -65,45 +64,8 @@ pub struct HfTensor {
     pub op: Op,
 }
 
-/// GGUF metadata as [`map`] takes it: typed ([`GgufMetadata`], what the
-/// catalog holds), or as its JSON rendering (`GgufHeader::metadata_json`,
-/// metadata written by hand in tests), which is read back into typed values
-/// first ([`GgufValue::from_json`]).
-pub trait MetadataInput {
-    /// The typed metadata, or why this is none.
-    fn typed(&self) -> Result<Cow<'_, GgufMetadata>, GgufHfError>;
-}
-
-impl MetadataInput for GgufMetadata {
-    fn typed(&self) -> Result<Cow<'_, GgufMetadata>, GgufHfError> {
-        Ok(Cow::Borrowed(self))
-    }
-}
-
-impl MetadataInput for Value {
-    fn typed(&self) -> Result<Cow<'_, GgufMetadata>, GgufHfError> {
-        let object = self.as_object().ok_or(GgufHfError::NotAJsonObject)?;
-        let entries = object
-            .iter()
-            .map(|(key, json)| match GgufValue::from_json(json) {
-                Some(v) => Ok((key.clone(), v)),
-                None => Err(GgufHfError::NoGgufValue {
-                    key: key.clone(),
-                    json: json.clone(),
-                }),
-            })
-            .collect::<Result<_, GgufHfError>>()?;
-        Ok(Cow::Owned(GgufMetadata::new(entries)))
-    }
-}
-
 /// The Hugging Face model a GGUF source is, or why not.
-pub fn map(
-    metadata: &(impl MetadataInput + ?Sized),
-    tensors: &[GgufTensorInfo],
-) -> Result<HfModel, GgufHfError> {
-    let meta = metadata.typed()?;
-    let meta = meta.as_ref();
+pub fn map(meta: &GgufMetadata, tensors: &[GgufTensorInfo]) -> Result<HfModel, GgufHfError> {
     let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
     let (config, _) = config::config(meta, &names)?;
     let (arch, updated) = config::architecture(meta)?;
@@ -440,6 +402,18 @@ fn generation_config(config: &Map<String, Value>) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::gguf::GgufValue;
+
+    /// Metadata written as JSON, typed.
+    fn typed(json: &Value) -> GgufMetadata {
+        let entries = json
+            .as_object()
+            .expect("an object")
+            .iter()
+            .map(|(k, v)| (k.clone(), GgufValue::from_json(v).expect("a GGUF value")))
+            .collect();
+        GgufMetadata::new(entries)
+    }
     use serde_json::json;
 
     fn t(name: &str, shape: &[u64]) -> GgufTensorInfo {
@@ -474,7 +448,7 @@ mod tests {
             });
             let mut up_t = t("blk.0.ffn_up_exps.weight", &[2, i, 8]);
             up_t.ty = up;
-            map(&meta, &[t("blk.0.ffn_gate_exps.weight", &[2, i, 8]), up_t])
+            map(&typed(&meta), &[t("blk.0.ffn_gate_exps.weight", &[2, i, 8]), up_t])
         };
         assert!(moe(GgmlType::F32, 4).is_ok());
         let err = moe(GgmlType::F16, 4).unwrap_err().to_string();
@@ -485,16 +459,16 @@ mod tests {
             "gpt2.embedding_length": 8, "gpt2.block_count": 1,
         });
         let ok = [t("blk.0.ffn_up.weight", &[MAX_TRANSPOSED_ROW, 8])];
-        assert!(map(&gpt2, &ok).is_ok());
+        assert!(map(&typed(&gpt2), &ok).is_ok());
         let long = [t("blk.0.ffn_up.weight", &[MAX_TRANSPOSED_ROW + 1, 8])];
-        let err = map(&gpt2, &long).unwrap_err().to_string();
+        let err = map(&typed(&gpt2), &long).unwrap_err().to_string();
         assert!(err.contains("transposed rows"), "{err}");
         // StableLM 2 12B's stacked per-head q/k norms
         let stablelm = json!({
             "general.architecture": "stablelm", "stablelm.attention.head_count": 2,
             "stablelm.embedding_length": 8, "stablelm.block_count": 1,
         });
-        let err = map(&stablelm, &[t("blk.0.attn_q_norm.weight", &[2, 4])])
+        let err = map(&typed(&stablelm), &[t("blk.0.attn_q_norm.weight", &[2, 4])])
             .unwrap_err()
             .to_string();
         assert!(err.contains("per-head q/k LayerNorms"), "{err}");
@@ -514,15 +488,15 @@ mod tests {
             t("blk.0.attn_norm.weight", &[8]),
             t("blk.0.attn_qkv.weight", &[12, 8]),
         ];
-        let m = map(&meta(1), &one).unwrap();
+        let m = map(&typed(&meta(1)), &one).unwrap();
         assert_eq!(
             m.tensors[2].name,
             "transformer.h.0.self_attention.query_key_value.weight"
         );
-        let err = map(&meta(2), &one).unwrap_err().to_string();
+        let err = map(&typed(&meta(2)), &one).unwrap_err().to_string();
         assert!(err.contains("new decoder architecture"), "{err}");
         let two_norms = [t("blk.0.attn_norm_2.weight", &[8])];
-        assert!(map(&meta(1), &two_norms).is_err());
+        assert!(map(&typed(&meta(1)), &two_norms).is_err());
     }
 
     #[test]
@@ -533,7 +507,7 @@ mod tests {
             t("blk.0.attn_k.weight", &[4, 8]),
             t("rope_freqs.weight", &[4]),
         ];
-        let m = map(&llama_meta(), &tensors).unwrap();
+        let m = map(&typed(&llama_meta()), &tensors).unwrap();
         assert_eq!(m.config["rms_norm_eps"], json!(0.00001f32 as f64));
         assert_eq!(m.config["tie_word_embeddings"], json!(true));
         assert_eq!(
@@ -560,20 +534,19 @@ mod tests {
     fn hostile_metadata_is_an_error_not_a_panic() {
         let ok = [t("token_embd.weight", &[6, 8])];
         let cases: Vec<(Value, &str)> = vec![
-            (json!([1, 2]), "not a JSON object"),
             (json!({}), "no general.architecture"),
             (json!({"general.architecture": 7}), "not a string"),
             (json!({"general.architecture": "mamba9"}), "cannot load it"),
             (json!({"general.architecture": "t5"}), "cannot load it"),
         ];
         for (meta, want) in cases {
-            let e = map(&meta, &ok).unwrap_err().to_string();
+            let e = map(&typed(&meta), &ok).unwrap_err().to_string();
             assert!(e.contains(want), "{e}");
         }
         // A broken or missing tokenizer leaves the tokenizer files out.
         let mut bad = llama_meta();
         bad["tokenizer.ggml.tokens"] = json!([1, 2]);
-        let m = map(&bad, &ok).unwrap();
+        let m = map(&typed(&bad), &ok).unwrap();
         assert!(m.files.is_empty());
         assert!(
             m.notes.iter().any(|n| n.contains("tokens")),
@@ -584,7 +557,7 @@ mod tests {
         none.as_object_mut()
             .unwrap()
             .retain(|k, _| !k.starts_with("tokenizer."));
-        let m = map(&none, &ok).unwrap();
+        let m = map(&typed(&none), &ok).unwrap();
         assert!(m.files.is_empty() && m.generation_config.is_none());
         assert!(
             m.notes
@@ -593,7 +566,7 @@ mod tests {
         );
         let mut bad = llama_meta();
         bad["tokenizer.ggml.bos_token_id"] = json!(1u64 << 40);
-        let m = map(&bad, &ok).unwrap();
+        let m = map(&typed(&bad), &ok).unwrap();
         assert!(
             m.notes.iter().any(|n| n.contains("past the")),
             "{:?}",
@@ -602,7 +575,7 @@ mod tests {
         // llama with experts (Mixtral as llama.cpp writes it) is no llama.
         let exps = [t("blk.0.ffn_up_exps.weight", &[2, 8, 8])];
         assert!(
-            map(&llama_meta(), &exps)
+            map(&typed(&llama_meta()), &exps)
                 .unwrap_err()
                 .to_string()
                 .contains("experts")
@@ -611,7 +584,7 @@ mod tests {
         bad["llama.attention.head_count"] = json!("many");
         let q = [t("blk.0.attn_q.weight", &[8, 8])];
         assert!(
-            map(&bad, &q)
+            map(&typed(&bad), &q)
                 .unwrap_err()
                 .to_string()
                 .contains("num_attention_heads")
@@ -619,21 +592,21 @@ mod tests {
         let mut bad = llama_meta();
         bad["llama.attention.head_count"] = json!(3);
         assert!(
-            map(&bad, &q)
+            map(&typed(&bad), &q)
                 .unwrap_err()
                 .to_string()
                 .contains("not a multiple")
         );
         let mut bad = llama_meta();
         bad["llama.attention.head_count"] = json!(0);
-        assert!(map(&bad, &q).is_err());
+        assert!(map(&typed(&bad), &q).is_err());
         let int = [GgufTensorInfo {
             name: "token_embd.weight".into(),
             shape: vec![6, 8],
             ty: GgmlType::I32,
         }];
         assert!(
-            map(&llama_meta(), &int)
+            map(&typed(&llama_meta()), &int)
                 .unwrap_err()
                 .to_string()
                 .contains("I32")
@@ -642,7 +615,7 @@ mod tests {
             "tokenizer.ggml.tokens": ["a"], "tokenizer.ggml.merges": []});
         let lone = [t("blk.0.ffn_gate_exps.weight", &[2, 4, 8])];
         assert!(
-            map(&moe, &lone)
+            map(&typed(&moe), &lone)
                 .unwrap_err()
                 .to_string()
                 .contains("no matching")
@@ -652,7 +625,7 @@ mod tests {
             t("blk.0.ffn_gate.weight", &[2, 4]),
         ];
         assert!(
-            map(&moe, &dup)
+            map(&typed(&moe), &dup)
                 .unwrap_err()
                 .to_string()
                 .contains("both map")

@@ -285,7 +285,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             remote,
         } => {
             let located = gyrofs::remote::locate(&source, &remote.options())?;
-            let first = gyrofs::view::converted::dtype_names(dtype.0[0]).map_or("bf16", |n| n.0);
+            let first = gyrofs::view::hf::dtype_names(dtype.0[0]).map_or("bf16", |n| n.0);
             let view = view.unwrap_or_else(|| first.to_string());
             let volume =
                 Volume::open_with(&located.path, &located.opener, &Options { dtypes: dtype.0 })?;

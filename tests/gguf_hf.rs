@@ -1,4 +1,4 @@
-//! GGUF -> Hugging Face mapping (`view::gguf_hf`) against what transformers
+//! GGUF -> Hugging Face mapping (`view::hf::gguf`) against what transformers
 //! itself makes of GGUF files written by llama.cpp's converter
 //! (tests/data/gguf-models/, made by scripts/make_gguf_models.py): config,
 //! tokenizer files, state-dict names and shapes, and every tensor's values
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use gyrofs::quant::bf16;
 use gyrofs::quant::ggml::dequantize_f32;
 use gyrofs::source::gguf::{GgufHeader, parse_data};
-use gyrofs::view::gguf_hf::{GgufTensorInfo, HfModel, Input, map};
+use gyrofs::view::hf::gguf::{GgufTensorInfo, HfModel, Input, map};
 use serde_json::{Map, Value};
 
 /// The fixtures, or another folder made by scripts/make_gguf_models.py
@@ -55,8 +55,7 @@ fn load(path: &Path) -> (Vec<u8>, GgufHeader, HfModel) {
             ty: t.ggml_type,
         })
         .collect();
-    let model =
-        map(&header.metadata, &infos).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let model = map(&header.metadata, &infos).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     (data, header, model)
 }
 

@@ -1,6 +1,6 @@
 //! GGUF key/value metadata as typed values: what `source::gguf` parses, what
 //! the catalog carries ([`Catalog::gguf_metadata`](super::Catalog)), and
-//! what views read (`view::gguf_hf`, `view::experts`).
+//! what views read (`view::hf::gguf`, `view::experts`).
 //!
 //! Values keep the type the file gives them; JSON is only a rendering
 //! ([`GgufMetadata::to_json`], [`GgufValue::to_json`]) for the files that

@@ -21,16 +21,11 @@ use crate::catalog::{Catalog, FileId};
 use crate::dtype::Dtype;
 use crate::view::header::Entry;
 use crate::view::tree::Tree;
-use crate::view::{Segment, VFile, converted, experts, manifest, raw};
+use crate::view::{Segment, VFile, experts, hf, manifest, raw};
 
 /// Every view's builder, in the order they run (a view may use the views
 /// built before it).
-pub const BUILDERS: &[fn(&mut Builder)] = &[
-    raw::build,
-    converted::build,
-    experts::build,
-    manifest::build,
-];
+pub const BUILDERS: &[fn(&mut Builder)] = &[raw::build, hf::build, experts::build, manifest::build];
 
 /// Index of a view in [`Views`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -13,7 +13,7 @@ use std::path::Path;
 use gyrofs::catalog::{Extent, FileId, Tensor, pair_fp8_block};
 use gyrofs::dtype::Dtype;
 use gyrofs::source::{parse_dtypes, parse_index, parse_json};
-use gyrofs::view::gpt_oss::{QkvRows, hf_config, hf_name};
+use gyrofs::view::hf::gpt_oss::{QkvRows, hf_config, hf_name};
 use libfuzzer_sys::fuzz_target;
 
 fn tensor(name: &str, dtype: Dtype, shape: &[u64]) -> Tensor {

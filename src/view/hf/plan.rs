@@ -1,36 +1,31 @@
-//! The converted view, `bf16/`: the model dequantized / converted to BF16,
-//! laid out for the usual loader of its family.
+//! What each tensor of the Hugging Face folder views is made of: a [`Plan`]
+//! per output tensor (a few dozen bytes: which source tensors, which
+//! transform), decided once at mount for every dtype's view
+//! ([`Conversion`]), and its segments, made when a file holding it is first
+//! read.
 //!
 //! - MXFP4 pairs (`X_blocks` + `X_scales`, gpt-oss `X.blocks` + `X.scales`)
-//!   become one BF16 tensor `X`; gpt-oss experts are transposed the way
+//!   become one tensor `X`; gpt-oss experts are transposed the way
 //!   transformers' dense `GptOssExperts` holds them (`gate_up_proj`
 //!   `[E, H, 2I]`, `down_proj` `[E, I, H]`);
 //! - block-scaled FP8 pairs (`weight` F8_E4M3 + `weight_scale_inv` F32)
-//!   become the BF16 `weight`;
-//! - BF16 tensors pass through; F16, F32, F64, F8 are rounded to BF16;
-//!   integer, boolean and other tensors are kept as they are;
-//! - GGUF block-quantized tensors are dequantized;
+//!   become the `weight`;
+//! - floats are cast to the view's dtype (the view's own dtype passes
+//!   through); integer, boolean and other tensors are kept as they are;
+//! - GGUF block-quantized tensors are dequantized, and a GGUF model of a
+//!   known architecture is mapped to its Hugging Face names and layouts
+//!   (`gguf`);
 //! - a gpt-oss `original/` checkpoint is renamed to the Hugging Face layout
-//!   (q/k/v split by rows, `gpt_oss` module) with a derived HF config.json.
-//!
-//! At mount, each output tensor is a [`Plan`] (a few dozen bytes: which
-//! source tensors, which transform); its computed segments are made when a
-//! file holding it is first read.
-//!
-//! Files: `bf16/model-0000i-of-0000n.safetensors` + `model.safetensors.index.json`,
-//! `bf16/config.json` (without `quantization_config`, dtype bfloat16), the
-//! source's other side files, and `bf16/tensors/<name>.safetensors`.
-//! Rules and names are specified in docs/VIEWS.md.
+//!   (q/k/v split by rows) with a derived config (`gpt_oss`), and a nanoGPT
+//!   training checkpoint becomes GPT-2 (`nanogpt`).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::catalog::{
-    Catalog, FileId, FileRole, Layout, QuantRole, QuantScheme, SourceFormat, TensorId,
-    index_by_name,
+    Catalog, FileId, Layout, QuantRole, QuantScheme, SourceFormat, TensorId, index_by_name,
 };
 use crate::dtype::{Dtype, numel};
 use crate::error::ViewError;
@@ -42,61 +37,12 @@ use crate::view::compute::{
     InterleaveOf, MAX_TRANSPOSED_ROW, Memory, Mxfp4, Mxfp4Transposed, RowsPermuted, SourceBytes,
     TransposeOf, ValuesOf, Zeros,
 };
-use crate::view::gguf_hf::{self, GgufTensorInfo, Op};
-use crate::view::gpt_oss::{self, HfName, QkvRows};
-use crate::view::header::{
-    Entry, EntryHead, MAX_HEADER_LEN, entry_cost, safetensors_file, source_json,
-};
-use crate::view::nanogpt::{self, Out};
+use crate::view::header::Entry;
+use crate::view::hf::gguf::{self, GgufTensorInfo, Op};
+use crate::view::hf::gpt_oss::{self, HfName, QkvRows};
+use crate::view::hf::nanogpt::{self, Out};
 use crate::view::record::{Dequant, Record, Transform};
-use crate::view::tree::Tree;
-use crate::view::{
-    Builder, Compute, Context, FileRef, Listing, Segment, TensorInfo, Tensors, VFile, View, ViewId,
-};
-
-/// The kinds of files of a converted view (see [`FileRef::Of`]).
-mod kind {
-    /// `model-0000k-of-0000n.safetensors`, by shard.
-    pub const SHARD: u8 = 0;
-    /// `model.safetensors.index.json`.
-    pub const INDEX: u8 = 1;
-    /// `config.json`.
-    pub const CONFIG: u8 = 2;
-    /// A file the mapping makes (a GGUF model's tokenizer files, ...).
-    pub const EXTRA: u8 = 3;
-    /// `<dir>/tensors/<name>.safetensors`, by plan.
-    pub const TENSOR: u8 = 4;
-}
-
-/// Build one converted view per dtype asked for (`bf16/`, `f16/`, `f32/`),
-/// or a note saying why there are none.
-pub fn build(b: &mut Builder) {
-    let conversion = match Conversion::new(b.catalog, &mut b.notes) {
-        Ok(c) => c,
-        Err(why) => {
-            let dirs: Vec<String> = b
-                .dtypes
-                .iter()
-                .filter_map(|&d| dtype_names(d))
-                .map(|(dir, _)| format!("{dir}/"))
-                .collect();
-            b.notes.push(format!(
-                "{} is not available for this source: {why}",
-                dirs.join(", ")
-            ));
-            return;
-        }
-    };
-    for &dtype in b.dtypes {
-        let view = ConvertedView::new(b.catalog, &conversion, dtype);
-        let id = b.next_id();
-        view.add(b.tree, b.catalog, id);
-        b.add(Box::new(view));
-    }
-}
-
-/// Largest shard written (the Hugging Face default, "5GB").
-pub const MAX_SHARD_BYTES: u64 = 5_000_000_000;
+use crate::view::{Compute, Segment};
 
 /// One output tensor of a converted view: its name and how it is made.
 #[derive(Debug, Clone)]
@@ -719,11 +665,13 @@ pub fn is_gpt_oss(catalog: &Catalog) -> bool {
 /// decided once, shared by every dtype's view.
 #[derive(Debug)]
 pub struct Conversion {
-    plans: Arc<[Plan]>,
-    config: Option<Value>,
+    /// Every output tensor, in source order.
+    pub plans: Arc<[Plan]>,
+    /// The views' `config.json` (before the dtype is set).
+    pub config: Option<Value>,
     /// Files the mapping makes (a GGUF model's tokenizer files and
     /// generation config), by name.
-    extra: Arc<[(String, Arc<[u8]>)]>,
+    pub extra: Arc<[(String, Arc<[u8]>)]>,
 }
 
 impl Conversion {
@@ -786,7 +734,7 @@ impl Conversion {
                 })
             })
             .collect();
-        let model = match gguf_hf::map(md, &infos) {
+        let model = match gguf::map(md, &infos) {
             Ok(m) => m,
             Err(why) => {
                 notes.push(format!(
@@ -842,210 +790,6 @@ impl Conversion {
             config: Some(model.config),
             extra: extra.into(),
         }))
-    }
-}
-
-/// What one converted view (`bf16/`, `f16/` or `f32/`) holds for a source.
-#[derive(Debug)]
-pub struct ConvertedView {
-    /// Its directory (`bf16`, `f16`, `f32`).
-    pub dir: &'static str,
-    /// The dtype floating tensors are converted to.
-    pub dtype: Dtype,
-    /// Every output tensor, in source order.
-    pub plans: Arc<[Plan]>,
-    /// Each shard's plans, in data order (alignment descending, then source order).
-    pub shards: Vec<Vec<u32>>,
-    config: Option<Value>,
-    /// Files the mapping makes (tokenizer files, ...), by name.
-    pub extra: Arc<[(String, Arc<[u8]>)]>,
-}
-
-/// The directory and `config.json` dtype name of a converted view's dtype.
-pub fn dtype_names(dtype: Dtype) -> Option<(&'static str, &'static str)> {
-    match dtype {
-        Dtype::BF16 => Some(("bf16", "bfloat16")),
-        Dtype::F16 => Some(("f16", "float16")),
-        Dtype::F32 => Some(("f32", "float32")),
-        _ => None,
-    }
-}
-
-impl ConvertedView {
-    /// The view of `conversion` in `dtype` (BF16, F16 or F32).
-    pub fn new(catalog: &Catalog, conversion: &Conversion, dtype: Dtype) -> ConvertedView {
-        let (dir, name) = dtype_names(dtype).expect("a converted view's dtype");
-        let shards = shard(catalog, &conversion.plans, MAX_SHARD_BYTES, dtype);
-        ConvertedView {
-            dir,
-            dtype,
-            plans: Arc::clone(&conversion.plans),
-            shards,
-            config: conversion.config.clone().map(|c| with_dtype(c, name)),
-            extra: Arc::clone(&conversion.extra),
-        }
-    }
-
-    fn shard_name(&self, k: usize) -> String {
-        format!(
-            "model-{:05}-of-{:05}.safetensors",
-            k + 1,
-            self.shards.len().max(1)
-        )
-    }
-
-    /// Lay out the view's directory (as view `me`).
-    pub fn add(&self, tree: &mut Tree, catalog: &Catalog, me: ViewId) {
-        let file = |kind, index| FileRef::Of {
-            view: me,
-            kind,
-            index,
-        };
-        let dir = tree.dir_path(self.dir);
-        for k in 0..self.shards.len() {
-            tree.add_file(dir, &self.shard_name(k), file(kind::SHARD, k as u32));
-        }
-        tree.add_file(dir, crate::source::INDEX_JSON, file(kind::INDEX, 0));
-        if self.config.is_some() {
-            tree.add_file(dir, "config.json", file(kind::CONFIG, 0));
-        }
-        for (id, f) in catalog.files.with_role(FileRole::Side) {
-            let name = &f.file.name;
-            let made = self.extra.iter().any(|e| &e.0 == name);
-            if name != "config.json" && name != "dtypes.json" && !made {
-                tree.add_file(dir, name, FileRef::Side(id));
-            }
-        }
-        for (k, (name, _)) in self.extra.iter().enumerate() {
-            tree.add_file(dir, name, file(kind::EXTRA, k as u32));
-        }
-        let n = self.plans.len() as u32;
-        let listing = Listing {
-            view: me,
-            kind: kind::TENSOR,
-        };
-        tree.add_listing(dir, "tensors", listing, n, |i| {
-            self.plans[i as usize].name(catalog)
-        });
-    }
-
-    fn source_of(&self, catalog: &Catalog, plans: &[u32]) -> String {
-        let files = plans
-            .iter()
-            .flat_map(|&i| self.plans[i as usize].files(catalog));
-        source_json(catalog, files)
-    }
-
-    /// Shard `k`.
-    pub fn shard_file(&self, catalog: &Catalog, k: u32) -> VFile {
-        let members = &self.shards[k as usize];
-        let entries = members
-            .iter()
-            .map(|&i| self.plans[i as usize].entry(catalog, self.dtype))
-            .collect();
-        let source = self.source_of(catalog, members);
-        safetensors_file(catalog, self.dir, &source, entries)
-    }
-
-    /// `<dir>/tensors/<name>.safetensors` of plan `i`.
-    pub fn tensor_file(&self, catalog: &Catalog, i: u32) -> VFile {
-        let source = self.source_of(catalog, &[i]);
-        let view = format!("{}/tensors", self.dir);
-        let entry = self.plans[i as usize].entry(catalog, self.dtype);
-        safetensors_file(catalog, &view, &source, vec![entry])
-    }
-
-    /// `model.safetensors.index.json`.
-    pub fn index_file(&self, catalog: &Catalog) -> VFile {
-        let mut weight_map = BTreeMap::new();
-        let mut total = 0u64;
-        for (k, members) in self.shards.iter().enumerate() {
-            let file = self.shard_name(k);
-            for &i in members {
-                let p = &self.plans[i as usize];
-                weight_map.insert(p.name(catalog).to_string(), json!(file));
-                total += p.info(catalog, self.dtype).2;
-            }
-        }
-        let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
-        VFile::from_bytes(to_pretty(&index).into_bytes())
-    }
-
-    /// `config.json`.
-    pub fn config_file(&self) -> VFile {
-        let text = self.config.as_ref().map(to_pretty).unwrap_or_default();
-        VFile::from_bytes(text.into_bytes())
-    }
-}
-
-impl View for ConvertedView {
-    fn file(&self, cx: &Context, kind: u8, index: u32) -> VFile {
-        let catalog = cx.catalog;
-        match kind {
-            kind::SHARD => self.shard_file(catalog, index),
-            kind::INDEX => self.index_file(catalog),
-            kind::CONFIG => self.config_file(),
-            kind::EXTRA => VFile::from_bytes(Arc::clone(&self.extra[index as usize].1)),
-            _ => self.tensor_file(catalog, index),
-        }
-    }
-
-    fn reads(&self, cx: &Context, kind: u8, index: u32, source: FileId) -> bool {
-        let of = |t: TensorId| cx.catalog.tensor(t).extent.file == source;
-        match kind {
-            kind::SHARD => self.shards[index as usize]
-                .iter()
-                .any(|&i| self.plans[i as usize].sources().any(of)),
-            kind::TENSOR => self.plans[index as usize].sources().any(of),
-            _ => false,
-        }
-    }
-
-    fn item_name<'a>(&'a self, catalog: &'a Catalog, _: u8, index: u32) -> &'a str {
-        self.plans[index as usize].name(catalog)
-    }
-
-    fn data_bytes(&self, catalog: &Catalog) -> u64 {
-        // Each tensor is in a shard and in `tensors/`.
-        2 * self
-            .plans
-            .iter()
-            .map(|p| p.info(catalog, self.dtype).2)
-            .sum::<u64>()
-    }
-
-    fn tensors(&self) -> Option<&dyn Tensors> {
-        Some(self)
-    }
-}
-
-/// The view's tensors, as the expert split sees them.
-impl Tensors for ConvertedView {
-    fn dir(&self) -> &str {
-        self.dir
-    }
-
-    fn count(&self) -> u32 {
-        self.plans.len() as u32
-    }
-
-    fn info<'a>(&'a self, catalog: &'a Catalog, i: u32) -> TensorInfo<'a> {
-        let p = &self.plans[i as usize];
-        let (dtype, shape, len) = p.info(catalog, self.dtype);
-        TensorInfo {
-            name: p.name(catalog),
-            dtype,
-            shape,
-            len,
-        }
-    }
-
-    fn entry(&self, catalog: &Catalog, i: u32) -> Entry {
-        self.plans[i as usize].entry(catalog, self.dtype)
-    }
-
-    fn source_files(&self, catalog: &Catalog, i: u32) -> Vec<FileId> {
-        self.plans[i as usize].files(catalog)
     }
 }
 
@@ -1187,17 +931,6 @@ fn config(catalog: &Catalog) -> Result<Option<Value>, ViewError> {
     Ok(Some(c))
 }
 
-/// `config` (an object) without `quantization_config`, with the view's
-/// dtype (`bfloat16`, ...).
-fn with_dtype(mut config: Value, dtype: &str) -> Value {
-    if let Value::Object(o) = &mut config {
-        o.remove("quantization_config");
-        o.insert("torch_dtype".into(), json!(dtype));
-        o.insert("dtype".into(), json!(dtype));
-    }
-    config
-}
-
 /// The plans of a nanoGPT checkpoint's GPT-2.
 fn nanogpt_plans(catalog: &Catalog, g: &nanogpt::NanoGpt) -> Vec<Plan> {
     g.outputs
@@ -1215,51 +948,6 @@ fn nanogpt_plans(catalog: &Catalog, g: &nanogpt::NanoGpt) -> Vec<Plan> {
             }
         })
         .collect()
-}
-
-/// Split `plans` into shards, in order: a new shard starts when the next
-/// tensor would take the current one past `max` bytes of data (a bigger
-/// tensor gets a shard of its own), or its header past the safetensors
-/// header limit. Within a shard, tensors are ordered by alignment
-/// (descending), then source order.
-fn shard(catalog: &Catalog, plans: &[Plan], max: u64, to: Dtype) -> Vec<Vec<u32>> {
-    // Headers of ordinary models are far below the limit: count them only
-    // when the tensor count makes it possible to reach it.
-    let count_headers = plans.len() > 50_000;
-    // The order inside a shard (by alignment) moves data offsets a little:
-    // keep a margin.
-    let header_budget = MAX_HEADER_LEN / 100 * 99;
-    let mut shards: Vec<Vec<u32>> = Vec::new();
-    let (mut size, mut header) = (0u64, 0u64);
-    for (i, p) in plans.iter().enumerate() {
-        let (dtype, shape, n) = p.info(catalog, to);
-        let cost = if count_headers {
-            let record = p.record(catalog, to);
-            let head = EntryHead {
-                name: p.name(catalog),
-                dtype,
-                shape: &shape,
-                record: &record,
-                len: n,
-            };
-            entry_cost(catalog, &head, size)
-        } else {
-            0
-        };
-        let full = size > 0 && (size + n > max || header + cost > header_budget);
-        if shards.is_empty() || full {
-            shards.push(Vec::new());
-            size = 0;
-            header = 4096;
-        }
-        shards.last_mut().expect("pushed").push(i as u32);
-        size += n;
-        header += cost;
-    }
-    for s in &mut shards {
-        s.sort_by_key(|&i| std::cmp::Reverse(plans[i as usize].info(catalog, to).0.alignment()));
-    }
-    shards
 }
 
 #[cfg(test)]

@@ -448,7 +448,10 @@ mod tests {
             });
             let mut up_t = t("blk.0.ffn_up_exps.weight", &[2, i, 8]);
             up_t.ty = up;
-            map(&typed(&meta), &[t("blk.0.ffn_gate_exps.weight", &[2, i, 8]), up_t])
+            map(
+                &typed(&meta),
+                &[t("blk.0.ffn_gate_exps.weight", &[2, i, 8]), up_t],
+            )
         };
         assert!(moe(GgmlType::F32, 4).is_ok());
         let err = moe(GgmlType::F16, 4).unwrap_err().to_string();

@@ -31,6 +31,7 @@ pub mod bf16;
 pub mod float;
 pub mod fp8;
 pub mod ggml;
+pub mod ggml_encode;
 pub mod mxfp4;
 pub mod simd;
 pub mod wide;

@@ -43,7 +43,10 @@ fn units_at(within: u64, len: u64, unit: u64, units: u64) -> (u64, u64) {
     (first, end.saturating_sub(first))
 }
 
-fn by_units(
+/// Fill `out` (bytes `offset..` of an output made of `unit`-byte units)
+/// by calling `fill(first unit, buffer of whole units)`: whole units
+/// straight into `out`, a partial one through a scratch unit.
+pub(crate) fn by_units(
     offset: u64,
     out: &mut [u8],
     unit: u64,
@@ -743,13 +746,16 @@ impl Compute for Memory {
 /// The rows of `inner` (`rows` rows of `row_bytes`) in the order that undoes
 /// llama.cpp's Q/K permutation (`n_head` heads; transformers'
 /// `reverse_permute_weights`): output row `h*2d + j*d + i` is input row
-/// `h*2d + 2i + j`, with `d = rows / n_head / 2`. Whole rows move.
+/// `h*2d + 2i + j`, with `d = rows / n_head / 2`. Whole rows move. With
+/// `forward`, the permutation itself (llama.cpp's converter's `permute`):
+/// output row `h*2d + 2i + j` is input row `h*2d + j*d + i`.
 #[derive(Debug)]
 pub struct RowsPermuted {
     pub inner: Arc<dyn Compute>,
     pub rows: u64,
     pub row_bytes: u64,
     pub n_head: u64,
+    pub forward: bool,
 }
 
 impl RowsPermuted {
@@ -759,6 +765,10 @@ impl RowsPermuted {
             return o;
         }
         let (h, rest) = (o / (2 * d), o % (2 * d));
+        if self.forward {
+            let (i, j) = (rest / 2, rest % 2);
+            return h * 2 * d + j * d + i;
+        }
         let (j, i) = (rest / d, rest % d);
         h * 2 * d + 2 * i + j
     }

@@ -23,6 +23,7 @@
 pub mod compute;
 pub mod experts;
 mod file;
+pub mod gguf;
 pub mod header;
 pub mod hf;
 pub mod manifest;

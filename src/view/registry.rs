@@ -13,6 +13,7 @@
 //! `Copy`: the tree holds one per static file, listings make theirs on the
 //! fly, and [`Views::file`] builds the bytes when the kernel first asks.
 
+use std::any::Any;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
@@ -21,11 +22,18 @@ use crate::catalog::{Catalog, FileId};
 use crate::dtype::Dtype;
 use crate::view::header::Entry;
 use crate::view::tree::Tree;
-use crate::view::{Segment, VFile, experts, hf, manifest, raw};
+use crate::view::{Segment, VFile, experts, gguf, hf, manifest, raw};
 
 /// Every view's builder, in the order they run (a view may use the views
 /// built before it).
-pub const BUILDERS: &[fn(&mut Builder)] = &[raw::build, hf::build, experts::build, manifest::build];
+#[rustfmt::skip]
+pub const BUILDERS: &[fn(&mut Builder)] = &[
+    raw::build,
+    hf::build,
+    gguf::build,
+    experts::build,
+    manifest::build,
+];
 
 /// Index of a view in [`Views`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,8 +75,9 @@ pub struct Context<'a> {
     pub tree: &'a Tree,
 }
 
-/// One view: the files it laid out in the tree, built on demand.
-pub trait View: Send + Sync + fmt::Debug {
+/// One view: the files it laid out in the tree, built on demand. (`Any`:
+/// a view built on another may look at it as its own type.)
+pub trait View: Any + Send + Sync + fmt::Debug {
     /// Build file `(kind, index)` of this view.
     fn file(&self, cx: &Context, kind: u8, index: u32) -> VFile;
     /// Does any byte of file `(kind, index)` come from source file `source`?

@@ -91,6 +91,15 @@ pub struct HfView {
     pub extra: Arc<[(String, Arc<[u8]>)]>,
 }
 
+/// A file beside the tensors of a Hugging Face folder view.
+#[derive(Debug, Clone)]
+pub enum SideFile {
+    /// A source side file, passed through.
+    Source(FileId),
+    /// A file the mapping makes (a GGUF model's tokenizer files).
+    Made(Arc<[u8]>),
+}
+
 /// The directory and `config.json` dtype name of a converted view's dtype.
 pub fn dtype_names(dtype: Dtype) -> Option<(&'static str, &'static str)> {
     match dtype {
@@ -114,6 +123,34 @@ impl HfView {
             config: conversion.config.clone().map(|c| with_dtype(c, name)),
             extra: Arc::clone(&conversion.extra),
         }
+    }
+
+    /// Its `config.json` (with the view's dtype, without a quantization
+    /// config).
+    pub fn config(&self) -> Option<&Value> {
+        self.config.as_ref()
+    }
+
+    /// The files beside the tensors, by name: the source's side files the
+    /// folder passes through, and the files the mapping makes.
+    pub fn side_files(&self, catalog: &Catalog) -> Vec<(String, SideFile)> {
+        let mut out: Vec<(String, SideFile)> = catalog
+            .files
+            .with_role(FileRole::Side)
+            .filter(|(_, f)| {
+                let name = &f.file.name;
+                name != "config.json"
+                    && name != "dtypes.json"
+                    && !self.extra.iter().any(|e| &e.0 == name)
+            })
+            .map(|(id, f)| (f.file.name.clone(), SideFile::Source(id)))
+            .collect();
+        out.extend(
+            self.extra
+                .iter()
+                .map(|(name, bytes)| (name.clone(), SideFile::Made(Arc::clone(bytes)))),
+        );
+        out
     }
 
     fn shard_name(&self, k: usize) -> String {

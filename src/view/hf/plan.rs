@@ -154,6 +154,25 @@ impl Plan {
         ids.into_iter()
     }
 
+    /// The storage dtype of its primary source tensor (what a converter
+    /// reading the source would see), if it has one.
+    pub fn source_dtype(&self, catalog: &Catalog) -> Option<Dtype> {
+        self.kind.clone().primary().map(|p| catalog.tensor(p).dtype)
+    }
+
+    /// An MXFP4 pair as it is stored: its blocks and scales tensors, and
+    /// whether the plan transposes them (gpt-oss experts).
+    pub fn mxfp4(&self) -> Option<(TensorId, TensorId, bool)> {
+        match self.kind {
+            PlanKind::Mxfp4 {
+                blocks,
+                scales,
+                transposed,
+            } => Some((blocks, scales, transposed)),
+            _ => None,
+        }
+    }
+
     /// The source files it reads.
     pub fn files(&self, catalog: &Catalog) -> Vec<FileId> {
         self.sources()
@@ -541,6 +560,7 @@ fn gguf_segment(catalog: &Catalog, g: &GgufPlan, to: Dtype) -> Segment {
                 rows,
                 row_bytes,
                 n_head: *n_head,
+                forward: false,
             })
         }
         GgufOp::AddScalar(_, value) => {

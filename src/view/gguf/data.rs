@@ -1,0 +1,209 @@
+//! The bytes of a GGUF tensor, computed on read: float32 values made from
+//! the Hugging Face folder view's tensors (each in float32: exact for every
+//! float source) by the tensor's transform, then written in its type one
+//! row at a time ([`Encoded`]), so a partial read computes only its rows.
+
+use std::sync::Arc;
+
+use crate::catalog::{Extent, Files};
+use crate::dtype::Dtype;
+use crate::error::ReadError;
+use crate::quant::float::f16_to_f32;
+use crate::quant::ggml::GgmlType;
+use crate::quant::ggml_encode;
+use crate::quant::wide::f16_from_f32;
+use crate::view::compute::{
+    ConcatOf, Memory, RowsPermuted, SourceBytes, TransposeOf, Window, by_units,
+};
+use crate::view::gguf::model::Values;
+use crate::view::hf::HfView;
+use crate::view::{Compute, Segment};
+
+/// The float32 values (little-endian bytes) of `v`, from the tensors of
+/// `hf` (a Hugging Face folder view), with `shape` the output's.
+pub fn values(catalog: &crate::catalog::Catalog, hf: &HfView, v: &Values) -> Arc<dyn Compute> {
+    let f32_of = |i: u32| -> Arc<dyn Compute> {
+        joined(hf.plans[i as usize].entry(catalog, Dtype::F32).data)
+    };
+    let shape = |i: u32| {
+        hf.plans[i as usize]
+            .info(catalog, Dtype::F32)
+            .1
+            .into_owned()
+    };
+    match v {
+        Values::Hf(i) => f32_of(*i),
+        Values::Permuted { hf: i, n_head } => {
+            let s = shape(*i);
+            let rows = s.first().copied().unwrap_or(1);
+            let row_bytes = s[1..].iter().product::<u64>() * 4;
+            Arc::new(RowsPermuted {
+                inner: f32_of(*i),
+                rows,
+                row_bytes,
+                n_head: *n_head,
+                forward: true,
+            })
+        }
+        Values::PlusOne { hf: i, f16 } => Arc::new(PlusOne {
+            inner: f32_of(*i),
+            f16: *f16,
+        }),
+        Values::Transposed(i) => {
+            let s = shape(*i);
+            Arc::new(TransposeOf {
+                inner: f32_of(*i),
+                batch: 1,
+                rows: s[0],
+                cols: s.get(1).copied().unwrap_or(1),
+                elem: 4,
+            })
+        }
+        Values::Stacked(ids) => Arc::new(ConcatOf {
+            parts: ids
+                .iter()
+                .map(|&i| {
+                    let c = f32_of(i);
+                    let n = c.len();
+                    (c, n)
+                })
+                .collect(),
+            outer: 1,
+        }),
+        Values::Rows {
+            hf: i,
+            start,
+            count,
+        } => {
+            let s = shape(*i);
+            let row = s[1..].iter().product::<u64>() * 4;
+            Arc::new(Window {
+                inner: f32_of(*i),
+                offset: start * row,
+                len: count * row,
+            })
+        }
+        Values::Generated(vals) => {
+            let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+            Arc::new(Memory(bytes.into()))
+        }
+    }
+}
+
+/// Segments laid end to end, as one computation.
+fn joined(mut data: Vec<Segment>) -> Arc<dyn Compute> {
+    if data.len() == 1 {
+        return as_compute(data.remove(0));
+    }
+    Arc::new(ConcatOf {
+        parts: data
+            .into_iter()
+            .map(|s| {
+                let n = s.len();
+                (as_compute(s), n)
+            })
+            .collect(),
+        outer: 1,
+    })
+}
+
+fn as_compute(seg: Segment) -> Arc<dyn Compute> {
+    match seg {
+        Segment::Computed(c) => c,
+        Segment::Source(e) => Arc::new(SourceBytes(e)),
+        Segment::Bytes(b) => Arc::new(Memory(b)),
+    }
+}
+
+/// `w + 1` for every float32 `w` of `inner` (Gemma's norms), rounded to
+/// float16 first when the source is F16 (the converter adds in the
+/// checkpoint's dtype when it is float16).
+#[derive(Debug)]
+pub struct PlusOne {
+    pub inner: Arc<dyn Compute>,
+    pub f16: bool,
+}
+
+impl Compute for PlusOne {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+
+    fn extents(&self) -> Vec<Extent> {
+        self.inner.extents()
+    }
+
+    fn extents_at(&self, within: u64, len: u64) -> Option<Vec<Extent>> {
+        self.inner.extents_at(within, len)
+    }
+
+    fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+        by_units(offset, out, 4, |first, buf| {
+            self.inner.read_at(files, first * 4, buf)?;
+            for c in buf.chunks_exact_mut(4) {
+                let w = f32::from_le_bytes(c.try_into().expect("4 bytes"));
+                let v = if self.f16 {
+                    f16_to_f32(f16_from_f32(w + 1.0))
+                } else {
+                    w + 1.0
+                };
+                c.copy_from_slice(&v.to_le_bytes());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Float32 values written as ggml type `ty`, row by row (`row` values per
+/// row; whole blocks).
+#[derive(Debug)]
+pub struct Encoded {
+    pub values: Arc<dyn Compute>,
+    pub ty: GgmlType,
+    pub row: u64,
+}
+
+impl Encoded {
+    fn row_bytes(&self) -> u64 {
+        ggml_encode::encoded_len(self.ty, self.row).unwrap_or(0)
+    }
+}
+
+impl Compute for Encoded {
+    fn len(&self) -> u64 {
+        let rows = self.values.len() / 4 / self.row.max(1);
+        rows * self.row_bytes()
+    }
+
+    fn extents(&self) -> Vec<Extent> {
+        self.values.extents()
+    }
+
+    fn extents_at(&self, within: u64, len: u64) -> Option<Vec<Extent>> {
+        let rb = self.row_bytes().max(1);
+        let first = within / rb;
+        let end = within.saturating_add(len).div_ceil(rb);
+        let vb = self.row * 4;
+        self.values.extents_at(first * vb, (end - first) * vb)
+    }
+
+    fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+        let rb = self.row_bytes();
+        by_units(offset, out, rb, |first, buf| {
+            let rows = buf.len() / rb as usize;
+            let mut raw = vec![0u8; rows * self.row as usize * 4];
+            self.values.read_at(files, first * self.row * 4, &mut raw)?;
+            let vals: Vec<f32> = raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect();
+            for (v, o) in vals
+                .chunks_exact(self.row as usize)
+                .zip(buf.chunks_exact_mut(rb as usize))
+            {
+                ggml_encode::encode(self.ty, v, o)?;
+            }
+            Ok(())
+        })
+    }
+}

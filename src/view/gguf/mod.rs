@@ -1,0 +1,305 @@
+//! The `gguf/` view: the model as the GGUF files llama.cpp's converter
+//! (`convert_hf_to_gguf.py --outtype f32|f16|bf16|q8_0`) writes for it, for
+//! llama.cpp, ollama and LM Studio (docs/GGUF_OUT.md).
+//!
+//! It is built on the first Hugging Face folder view (`bf16/`): what that
+//! folder is (its tensors, in float32, and its config and tokenizer files)
+//! is what the converter would read. At mount, the model is decided from
+//! names, shapes and the config alone ([`model::Model`]: the output tensors
+//! in file order and how each is made); a file's header (with the
+//! tokenizer) is built when the file is first asked for, and its tensor
+//! bytes are computed on read, a row at a time ([`data`]).
+//!
+//! - `arch`: the architectures and their mappings; `config`: the
+//!   hyperparameters with their config class's defaults; `vocab` and
+//!   `special`: the tokenizer keys; `writer`: GGUF header bytes.
+
+pub mod arch;
+pub mod config;
+pub mod data;
+pub mod model;
+pub mod special;
+pub mod vocab;
+pub mod writer;
+
+use std::any::Any;
+use std::sync::{Arc, OnceLock};
+
+use serde_json::Value;
+
+use crate::catalog::{Catalog, FileId};
+use crate::dtype::Dtype;
+use crate::quant::ggml_encode::encoded_len;
+use crate::view::hf::{HfView, SideFile};
+use crate::view::{Builder, Context, FileRef, Segment, VFile, View, ViewId};
+use model::{Data, HfTensor, Model, OUTTYPES};
+use writer::{Kv, TensorInfo, pad};
+
+/// Longest tensor name llama.cpp loads (`GGML_MAX_NAME` is 64, with the
+/// terminating NUL).
+const MAX_NAME: usize = 63;
+
+/// What `gguf/` holds: one file per output type of one model.
+#[derive(Debug)]
+pub struct GgufView {
+    /// The Hugging Face folder view it converts.
+    parent: ViewId,
+    model: Model,
+    /// The keys made from the folder's side files, built when a file is
+    /// first asked for.
+    side: OnceLock<SideKeys>,
+}
+
+/// Keys made from the folder's side files.
+#[derive(Debug)]
+struct SideKeys {
+    /// `general.sampling.*`, from `generation_config.json`.
+    sampling: Kv,
+    /// The tokenizer keys, or why there are none.
+    vocab: Result<Kv, String>,
+}
+
+/// Build `gguf/` on the first Hugging Face folder view, for a model of an
+/// architecture it writes (otherwise a note says why; a source without a
+/// config has no `gguf/` and no note).
+pub fn build(b: &mut Builder) {
+    let found = b.views().find_map(|(id, v)| {
+        let any: &dyn Any = v;
+        any.downcast_ref::<HfView>().map(|hf| (id, hf))
+    });
+    let Some((parent, hf)) = found else { return };
+    let Some(config) = hf.config() else { return };
+    let model = match model_of(b.catalog, hf, config) {
+        Ok(m) => m,
+        Err(why) => {
+            b.notes
+                .push(format!("gguf/ is not available for this source: {why}"));
+            return;
+        }
+    };
+    let me = b.next_id();
+    let dir = b.tree.dir_path("gguf");
+    for (k, (_, name, _)) in OUTTYPES.iter().enumerate() {
+        let file = FileRef::Of {
+            view: me,
+            kind: k as u8,
+            index: 0,
+        };
+        b.tree.add_file(dir, &format!("model-{name}.gguf"), file);
+    }
+    b.add(Box::new(GgufView {
+        parent,
+        model,
+        side: OnceLock::new(),
+    }));
+}
+
+/// The model the converter would write for `hf`.
+fn model_of(catalog: &Catalog, hf: &HfView, config: &Value) -> Result<Model, String> {
+    let arch = arch::of(config)?;
+    let cfg = arch.config(config);
+    let mut tensors: Vec<HfTensor> = Vec::with_capacity(hf.plans.len());
+    for (i, p) in hf.plans.iter().enumerate() {
+        let (dtype, shape, _) = p.info(catalog, Dtype::F32);
+        let name = p.name(catalog);
+        if dtype != Dtype::F32 {
+            return Err(format!("tensor '{name}' is {dtype}, not a float tensor"));
+        }
+        let file = p
+            .files(catalog)
+            .first()
+            .map(|&f| catalog.files[f].file.name.clone())
+            .unwrap_or_default();
+        tensors.push(HfTensor {
+            index: i as u32,
+            name: name.to_string(),
+            shape: shape.into_owned(),
+            dtype: p.source_dtype(catalog).unwrap_or(Dtype::F32),
+            file,
+        });
+    }
+    // The converter reads files in name order, each file's tensors in name
+    // order.
+    tensors.sort_by(|a, b| (&a.file, &a.name).cmp(&(&b.file, &b.name)));
+    let out = arch.tensors(&cfg, &tensors)?;
+    if let Some(t) = out.iter().find(|t| t.name.len() > MAX_NAME) {
+        return Err(format!(
+            "tensor name '{}' is longer than llama.cpp takes",
+            t.name
+        ));
+    }
+    let size_label = model::size_label(&out);
+    Ok(Model {
+        arch,
+        config: cfg,
+        tensors: out,
+        size_label,
+    })
+}
+
+impl GgufView {
+    /// The Hugging Face folder view it converts.
+    fn parent<'a>(&self, cx: &Context<'a>) -> &'a HfView {
+        let any: &dyn Any = cx.views.get(self.parent);
+        any.downcast_ref::<HfView>()
+            .expect("gguf/ is built on a Hugging Face folder view")
+    }
+
+    /// The keys from the side files (built once; a tokenizer that cannot
+    /// be read is left out of every file, with a warning in the log).
+    fn side(&self, cx: &Context) -> &SideKeys {
+        self.side.get_or_init(|| {
+            let hf = self.parent(cx);
+            let files = SideFiles::read(cx.catalog, hf);
+            let sampling = match files.json("generation_config.json") {
+                Ok(Some(g)) => model::sampling(&g),
+                _ => Kv::new(),
+            };
+            let vocab = vocab_kv(&files, hf, &self.model);
+            if let Err(why) = &vocab {
+                log::warn!("gguf/: the GGUF files have no tokenizer: {why}");
+            }
+            SideKeys { sampling, vocab }
+        })
+    }
+
+    /// The file of output type `k` (an index into [`OUTTYPES`]).
+    fn gguf_file(&self, cx: &Context, k: usize) -> VFile {
+        let (out, _, _) = OUTTYPES[k];
+        let hf = self.parent(cx);
+        let side = self.side(cx);
+        let mut kv = self.model.kv(out, &side.sampling);
+        if let Ok(v) = &side.vocab {
+            kv.extend(v);
+        }
+        let types: Vec<_> = self
+            .model
+            .tensors
+            .iter()
+            .map(|t| Model::tensor_type(t, out))
+            .collect();
+        let infos: Vec<TensorInfo> = self
+            .model
+            .tensors
+            .iter()
+            .zip(&types)
+            .map(|(t, &ty)| TensorInfo {
+                name: t.name.clone(),
+                shape: t.shape.clone(),
+                ty,
+                bytes: encoded_len(ty, t.shape.iter().product()).unwrap_or(0),
+            })
+            .collect();
+        let header = writer::header(&kv, &infos);
+        let mut segments = vec![Segment::Bytes(header.bytes.into())];
+        for ((t, info), &ty) in self.model.tensors.iter().zip(&infos).zip(&types) {
+            let row = t.shape.last().copied().unwrap_or(1);
+            let compute: Arc<dyn crate::view::Compute> = match &t.data {
+                Data::Values(v) => Arc::new(data::Encoded {
+                    values: data::values(cx.catalog, hf, v),
+                    ty,
+                    row,
+                }),
+                Data::Raw(..) => unreachable!("no raw tensors yet"),
+            };
+            segments.push(Segment::Computed(compute));
+            let padding = pad(info.bytes) - info.bytes;
+            if padding > 0 {
+                segments.push(Segment::Bytes(vec![0u8; padding as usize].into()));
+            }
+        }
+        VFile::new(segments)
+    }
+}
+
+/// The side files of a Hugging Face folder view, read.
+struct SideFiles {
+    files: Vec<(String, Vec<u8>)>,
+}
+
+impl SideFiles {
+    fn read(catalog: &Catalog, hf: &HfView) -> SideFiles {
+        let _reading = catalog.files.reading();
+        let files = hf
+            .side_files(catalog)
+            .into_iter()
+            .filter_map(|(name, f)| {
+                let bytes = match f {
+                    SideFile::Made(b) => Some(b.to_vec()),
+                    SideFile::Source(id) => read_whole(catalog, id),
+                };
+                Some((name, bytes?))
+            })
+            .collect();
+        SideFiles { files }
+    }
+
+    fn bytes(&self, name: &str) -> Option<&[u8]> {
+        self.files
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, b)| b.as_slice())
+    }
+
+    fn text(&self, name: &str) -> Option<String> {
+        self.bytes(name)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    }
+
+    fn json(&self, name: &str) -> Result<Option<Value>, String> {
+        match self.bytes(name) {
+            None => Ok(None),
+            Some(b) => serde_json::from_slice(b)
+                .map(Some)
+                .map_err(|e| format!("{name}: {e}")),
+        }
+    }
+}
+
+/// The tokenizer keys, from the folder's files.
+fn vocab_kv(files: &SideFiles, hf: &HfView, model: &Model) -> Result<Kv, String> {
+    let tokenizer_json = files.json("tokenizer.json")?;
+    let tokenizer_config = files.json("tokenizer_config.json")?;
+    let added = files.json("added_tokens.json")?;
+    let template_json = files.json("chat_template.json")?;
+    let jinja = files.text("chat_template.jinja");
+    let merges = files.text("merges.txt");
+    let inputs = vocab::Inputs {
+        files: special::Files {
+            tokenizer_json: tokenizer_json.as_ref(),
+            tokenizer_config: tokenizer_config.as_ref(),
+            config: hf.config(),
+            chat_template_jinja: jinja.as_deref(),
+            chat_template_json: template_json.as_ref(),
+            merges_txt: merges.as_deref(),
+        },
+        tokenizer_model: files.bytes("tokenizer.model"),
+        added_tokens_json: added.as_ref(),
+        vocab_size: model.config.u64(&["vocab_size"]),
+    };
+    let mut kv = Kv::new();
+    vocab::write(model.arch.vocab(), &inputs, &mut kv)?;
+    Ok(kv)
+}
+
+/// All bytes of source file `id`.
+fn read_whole(catalog: &Catalog, id: FileId) -> Option<Vec<u8>> {
+    let e = catalog.files.whole(id);
+    catalog
+        .files
+        .guarded(|| catalog.files.bytes(e).map(<[u8]>::to_vec))
+        .ok()
+}
+
+impl View for GgufView {
+    fn file(&self, cx: &Context, kind: u8, _: u32) -> VFile {
+        self.gguf_file(cx, kind as usize)
+    }
+
+    fn reads(&self, cx: &Context, _: u8, _: u32, source: FileId) -> bool {
+        let hf = self.parent(cx);
+        hf.plans
+            .iter()
+            .any(|p| p.files(cx.catalog).contains(&source))
+    }
+}

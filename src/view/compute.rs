@@ -37,7 +37,7 @@ fn experts_at(within: u64, len: u64, per: u64, experts: u64) -> (u64, u64) {
 /// The source units `(first, count)` that output bytes `within..within +
 /// len` come from, `unit` output bytes per source unit (as `by_units`
 /// reads them), clamped to the `units` there are.
-fn units_at(within: u64, len: u64, unit: u64, units: u64) -> (u64, u64) {
+pub(crate) fn units_at(within: u64, len: u64, unit: u64, units: u64) -> (u64, u64) {
     let first = (within / unit).min(units);
     let end = within.saturating_add(len).div_ceil(unit).min(units);
     (first, end.saturating_sub(first))

@@ -4,7 +4,9 @@
 //!
 //! It is built on the first Hugging Face folder view (`bf16/`): what that
 //! folder is (its tensors, in float32, and its config and tokenizer files)
-//! is what the converter would read. At mount, the model is decided from
+//! is what the converter would read (an MXFP4 pair, which the folder
+//! holds dequantized, is read as stored: the converter keeps gpt-oss's
+//! MXFP4 experts as they are). At mount, the model is decided from
 //! names, shapes and the config alone ([`model::Model`]: the output tensors
 //! in file order and how each is made); a file's header (with the
 //! tokenizer) is built when the file is first asked for, and its tensor
@@ -30,9 +32,10 @@ use serde_json::Value;
 use crate::catalog::{Catalog, FileId};
 use crate::dtype::Dtype;
 use crate::quant::ggml_encode::encoded_len;
+use crate::view::hf::plan::Plan;
 use crate::view::hf::{HfView, SideFile};
 use crate::view::{Builder, Context, FileRef, Segment, VFile, View, ViewId};
-use model::{Data, HfTensor, Model, OUTTYPES};
+use model::{Data, HfTensor, Model, Mxfp4Stored, OUTTYPES};
 use writer::{Kv, TensorInfo, pad};
 
 /// Longest tensor name llama.cpp loads (`GGML_MAX_NAME` is 64, with the
@@ -100,22 +103,31 @@ fn model_of(catalog: &Catalog, hf: &HfView, config: &Value) -> Result<Model, Str
     let cfg = arch.config(config);
     let mut tensors: Vec<HfTensor> = Vec::with_capacity(hf.plans.len());
     for (i, p) in hf.plans.iter().enumerate() {
-        let (dtype, shape, _) = p.info(catalog, Dtype::F32);
         let name = p.name(catalog);
+        if arch.skipped(name) {
+            continue;
+        }
+        let (dtype, shape, _) = p.info(catalog, Dtype::F32);
         if dtype != Dtype::F32 {
             return Err(format!("tensor '{name}' is {dtype}, not a float tensor"));
         }
-        let file = p
-            .files(catalog)
-            .first()
-            .map(|&f| catalog.files[f].file.name.clone())
-            .unwrap_or_default();
+        let mxfp4 = mxfp4_stored(catalog, p);
+        // An MXFP4 pair is read where its scales are (the converter
+        // repacks a pair when it reaches the scales).
+        let files = p.files(catalog);
+        let file = match mxfp4 {
+            Some(_) => files.last(),
+            None => files.first(),
+        }
+        .map(|&f| catalog.files[f].file.name.clone())
+        .unwrap_or_default();
         tensors.push(HfTensor {
             index: i as u32,
             name: name.to_string(),
             shape: shape.into_owned(),
             dtype: p.source_dtype(catalog).unwrap_or(Dtype::F32),
             file,
+            mxfp4,
         });
     }
     // The converter reads files in name order, each file's tensors in name
@@ -135,6 +147,21 @@ fn model_of(catalog: &Catalog, hf: &HfView, config: &Value) -> Result<Model, Str
         tensors: out,
         size_label,
     })
+}
+
+/// The stored shape of plan `p`'s MXFP4 pair, if it is one in the Hugging
+/// Face layout (blocks `[E, R, G, 16]`, scales `[E, R, G]`).
+fn mxfp4_stored(catalog: &Catalog, p: &Plan) -> Option<Mxfp4Stored> {
+    let (blocks, scales, _) = p.mxfp4()?;
+    let (b, s) = (catalog.tensor(blocks), catalog.tensor(scales));
+    match (&b.shape[..], &s.shape[..]) {
+        (&[e, r, g, 16], &[e2, r2, g2]) if (e, r, g) == (e2, r2, g2) => Some(Mxfp4Stored {
+            experts: e,
+            rows: r,
+            groups: g,
+        }),
+        _ => None,
+    }
 }
 
 impl GgufView {
@@ -200,7 +227,7 @@ impl GgufView {
                     ty,
                     row,
                 }),
-                Data::Raw(..) => unreachable!("no raw tensors yet"),
+                Data::Raw(r, _) => data::raw(cx.catalog, hf, r),
             };
             segments.push(Segment::Computed(compute));
             let padding = pad(info.bytes) - info.bytes;
@@ -301,5 +328,76 @@ impl View for GgufView {
         hf.plans
             .iter()
             .any(|p| p.files(cx.catalog).contains(&source))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use crate::catalog::Catalog;
+    use crate::quant::ggml::GgmlType;
+    use crate::volume::Volume;
+
+    /// `gguf/NAME` of `source`, written to `dir` and opened as a source.
+    fn gguf_of(source: &Path, name: &str, dir: &Path) -> Catalog {
+        let v = Volume::open(source).unwrap();
+        let id = v.resolve(&format!("gguf/{name}")).unwrap();
+        let size = v.file(id).unwrap().size;
+        let bytes = v.read(id, 0, size as usize).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        crate::source::open(&path, &crate::store::Opener::local()).unwrap()
+    }
+
+    /// Every tensor by name: ggml type, shape and bytes.
+    fn tensors(c: &Catalog) -> BTreeMap<String, (GgmlType, Vec<u64>, Vec<u8>)> {
+        c.tensors
+            .iter()
+            .map(|t| {
+                let g = t.ggml.as_ref().unwrap();
+                let bytes = c.files.bytes(t.extent).unwrap().to_vec();
+                (t.name.clone(), (g.ty, g.shape.clone(), bytes))
+            })
+            .collect()
+    }
+
+    /// The bundled gpt-oss sample in its Hugging Face layout (two shards)
+    /// and its `original/` layout: the same keys and tensors (the MXFP4
+    /// experts repacked from the same bytes, file type 38); only the order
+    /// differs, which follows the shards.
+    #[test]
+    fn gpt_oss_original_layout_gives_the_release_tensors() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gpt-oss-tiny");
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["model-F16.gguf", "model-Q8_0.gguf"] {
+            let (a, b) = (dir.path().join("hf"), dir.path().join("original"));
+            std::fs::create_dir_all(&a).unwrap();
+            std::fs::create_dir_all(&b).unwrap();
+            let hf = gguf_of(&root, name, &a);
+            let orig = gguf_of(&root.join("original"), name, &b);
+            let (mh, mo) = (
+                hf.gguf_metadata.clone().unwrap(),
+                orig.gguf_metadata.clone().unwrap(),
+            );
+            let keys = |m: &crate::catalog::gguf::GgufMetadata| {
+                m.iter()
+                    .filter(|(k, _)| k != "general.name")
+                    .cloned()
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(keys(&mh), keys(&mo), "{name}");
+            let want_type = if name.contains("Q8_0") { 7 } else { 38 };
+            assert_eq!(
+                mh.get("general.file_type"),
+                Some(&crate::catalog::gguf::GgufValue::U32(want_type))
+            );
+            let (th, to) = (tensors(&hf), tensors(&orig));
+            assert_eq!(th.len(), 41);
+            assert_eq!(th, to, "{name}");
+            let (ty, shape, _) = &th["blk.1.ffn_up_exps.weight"];
+            assert_eq!((*ty, &shape[..]), (GgmlType::MXFP4, &[4, 64, 64][..]));
+        }
     }
 }

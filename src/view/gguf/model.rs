@@ -25,6 +25,20 @@ pub struct HfTensor {
     /// The file the converter would read it from (tensors come in file
     /// order, then name order).
     pub file: String,
+    /// For an MXFP4 pair (gpt-oss experts, which the view presents
+    /// dequantized): the pair as it is stored.
+    pub mxfp4: Option<Mxfp4Stored>,
+}
+
+/// An MXFP4 pair in the Hugging Face layout: blocks `[experts, rows,
+/// groups, 16]` and scales `[experts, rows, groups]` (gpt-oss's
+/// `*_blocks` / `*_scales`, and its `original/` `.blocks` / `.scales`,
+/// which hold the same bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mxfp4Stored {
+    pub experts: u64,
+    pub rows: u64,
+    pub groups: u64,
 }
 
 /// How an output tensor's float32 values are made (row-major, numpy order).
@@ -38,8 +52,19 @@ pub enum Values {
     /// `w + 1` (Gemma's norms), in float16 when `f16` (an F16 checkpoint),
     /// else in float32.
     PlusOne { hf: u32, f16: bool },
-    /// A 2-D tensor transposed (GPT-2's Conv1D weights).
+    /// The last two axes swapped (`[.., R, C] -> [.., C, R]`): GPT-2's
+    /// Conv1D weights (2-D), gpt-oss's dense `down_proj` experts (3-D).
     Transposed(u32),
+    /// Every `step`-th value of the last axis from `first` (gpt-oss's
+    /// interleaved gate/up: gate `0::2`, up `1::2`); with `transposed`, the
+    /// last two axes swapped first and every `step`-th row of each matrix
+    /// taken (`transpose(-1, -2)[.., first::step, :]`).
+    Strided {
+        hf: u32,
+        first: u64,
+        step: u64,
+        transposed: bool,
+    },
     /// Tensors stacked along a new first axis (MoE experts).
     Stacked(Vec<u32>),
     /// `count` rows of axis 0 from row `start` (Gemma 3's embedding trimmed
@@ -49,21 +74,15 @@ pub enum Values {
     Generated(Arc<[f32]>),
 }
 
-/// Bytes written as they are, in a type of their own (gpt-oss MXFP4 experts
-/// stay MXFP4).
+/// Bytes of a type of their own, made from stored bytes without going
+/// through float32 (gpt-oss MXFP4 experts stay MXFP4).
 #[derive(Debug, Clone)]
 pub enum Raw {
-    /// gpt-oss MXFP4 blocks and scales (Hugging Face layout `[.., R, G,
-    /// 16]` + `[.., R, G]`) as ggml MXFP4 blocks, rows `start..start + count`
-    /// of each expert at a row step of `step` (the gate/up split takes every
-    /// other row).
-    Mxfp4 {
-        blocks: u32,
-        scales: u32,
-        /// Row selection within each expert: first row and step.
-        first: u64,
-        step: u64,
-    },
+    /// The MXFP4 pair of Hugging Face tensor `hf` ([`HfTensor::mxfp4`]) as
+    /// ggml MXFP4 blocks `[experts, rows / step, groups * 17]`: of each
+    /// expert, rows `first, first + step, ..` (the gate/up split takes
+    /// every other row).
+    Mxfp4 { hf: u32, first: u64, step: u64 },
 }
 
 /// What an output tensor's data is.

@@ -8,6 +8,8 @@
 //! tensor is read) and the keys every text model writes
 //! ([`text_model_params`]).
 
+mod gpt2;
+mod gpt_oss;
 mod llama;
 
 use std::collections::BTreeMap;
@@ -26,6 +28,12 @@ pub trait Arch: Send + Sync + fmt::Debug {
     fn name(&self) -> &'static str;
     /// The config with its class's defaults (`model_type` picks the class).
     fn config(&self, config: &Value) -> Config;
+    /// Hugging Face tensors it never reads (the converter's skip list, and
+    /// buffers an architecture drops): left out before anything else, so
+    /// they need not be float tensors.
+    fn skipped(&self, name: &str) -> bool {
+        skipped(name)
+    }
     /// The output tensors in file order, from the Hugging Face tensors in
     /// the converter's reading order.
     fn tensors(&self, cfg: &Config, hf: &[HfTensor]) -> Result<Vec<OutTensor>, String>;
@@ -58,6 +66,8 @@ pub fn of(config: &Value) -> Result<&'static dyn Arch, String> {
         (_, "LlamaForCausalLM" | "MistralForCausalLM" | "MixtralForCausalLM") => {
             Ok(llama::arch(model_type))
         }
+        ("gpt2", _) | (_, "GPT2LMHeadModel") => Ok(&gpt2::GPT2),
+        ("gpt_oss", _) | (_, "GptOssForCausalLM") => Ok(&gpt_oss::GPT_OSS),
         ("", "") => Err("config.json names no model_type".into()),
         _ => Err(format!(
             "llama.cpp's converter has no mapping gyrofs writes for model_type '{model_type}' ({class})"

@@ -90,6 +90,84 @@ pub fn values(catalog: &crate::catalog::Catalog, hf: &HfView, v: &Values) -> Arc
     }
 }
 
+/// The bytes of `v` in `dtype` (F32, F16 or BF16) without going through
+/// float32, when that gives the same bytes: every tensor it reads is stored
+/// in `dtype` and passed through by the folder view, and the transform only
+/// moves values (a permutation, a stack, a transpose, a run of rows). `None`
+/// otherwise. (BF16 to BF16 this keeps a signaling NaN as it is, where the
+/// converter, through float32, makes it quiet.)
+pub fn moved(
+    catalog: &crate::catalog::Catalog,
+    hf: &HfView,
+    v: &Values,
+    dtype: Dtype,
+) -> Option<Arc<dyn Compute>> {
+    let ids: Vec<u32> = match v {
+        Values::Hf(i) | Values::Permuted { hf: i, .. } | Values::Transposed(i) => vec![*i],
+        Values::Rows { hf: i, .. } => vec![*i],
+        Values::Stacked(ids) => ids.clone(),
+        Values::PlusOne { .. } | Values::Generated(_) => return None,
+    };
+    let lossless = |i: u32| {
+        let p = &hf.plans[i as usize];
+        p.is_elementwise() && p.source_dtype(catalog) == Some(dtype)
+    };
+    if !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) || !ids.iter().all(|&i| lossless(i))
+    {
+        return None;
+    }
+    let elem = dtype.bits() / 8;
+    let of = |i: u32| joined(hf.plans[i as usize].entry(catalog, dtype).data);
+    let shape = |i: u32| hf.plans[i as usize].info(catalog, dtype).1.into_owned();
+    Some(match v {
+        Values::Hf(i) => of(*i),
+        Values::Permuted { hf: i, n_head } => {
+            let s = shape(*i);
+            Arc::new(RowsPermuted {
+                inner: of(*i),
+                rows: s.first().copied().unwrap_or(1),
+                row_bytes: s[1..].iter().product::<u64>() * elem,
+                n_head: *n_head,
+                forward: true,
+            })
+        }
+        Values::Transposed(i) => {
+            let s = shape(*i);
+            Arc::new(TransposeOf {
+                inner: of(*i),
+                batch: 1,
+                rows: s[0],
+                cols: s.get(1).copied().unwrap_or(1),
+                elem,
+            })
+        }
+        Values::Stacked(ids) => Arc::new(ConcatOf {
+            parts: ids
+                .iter()
+                .map(|&i| {
+                    let c = of(i);
+                    let n = c.len();
+                    (c, n)
+                })
+                .collect(),
+            outer: 1,
+        }),
+        Values::Rows {
+            hf: i,
+            start,
+            count,
+        } => {
+            let row = shape(*i)[1..].iter().product::<u64>() * elem;
+            Arc::new(Window {
+                inner: of(*i),
+                offset: start * row,
+                len: count * row,
+            })
+        }
+        Values::PlusOne { .. } | Values::Generated(_) => return None,
+    })
+}
+
 /// Segments laid end to end, as one computation.
 fn joined(mut data: Vec<Segment>) -> Arc<dyn Compute> {
     if data.len() == 1 {

@@ -195,11 +195,17 @@ impl GgufView {
         for ((t, info), &ty) in self.model.tensors.iter().zip(&infos).zip(&types) {
             let row = t.shape.last().copied().unwrap_or(1);
             let compute: Arc<dyn crate::view::Compute> = match &t.data {
-                Data::Values(v) => Arc::new(data::Encoded {
-                    values: data::values(cx.catalog, hf, v),
-                    ty,
-                    row,
-                }),
+                Data::Values(v) => match ty
+                    .plain_dtype()
+                    .and_then(|d| data::moved(cx.catalog, hf, v, d))
+                {
+                    Some(bytes) => bytes,
+                    None => Arc::new(data::Encoded {
+                        values: data::values(cx.catalog, hf, v),
+                        ty,
+                        row,
+                    }),
+                },
                 Data::Raw(..) => unreachable!("no raw tensors yet"),
             };
             segments.push(Segment::Computed(compute));

@@ -138,6 +138,21 @@ fn model_of(catalog: &Catalog, hf: &HfView, config: &Value) -> Result<Model, Str
 }
 
 impl GgufView {
+    /// What it holds, in one line: the architecture and the files.
+    pub fn summary(&self) -> String {
+        let files: Vec<String> = OUTTYPES
+            .iter()
+            .map(|(_, name, _)| format!("model-{name}.gguf"))
+            .collect();
+        format!(
+            "gguf/ ({}, {} tensors, {}): {}",
+            self.model.arch.name(),
+            self.model.tensors.len(),
+            self.model.size_label,
+            files.join(" ")
+        )
+    }
+
     /// The Hugging Face folder view it converts.
     fn parent<'a>(&self, cx: &Context<'a>) -> &'a HfView {
         let any: &dyn Any = cx.views.get(self.parent);

@@ -121,7 +121,11 @@ fn model_of(catalog: &Catalog, hf: &HfView, config: &Value) -> Result<Model, Str
     // The converter reads files in name order, each file's tensors in name
     // order.
     tensors.sort_by(|a, b| (&a.file, &a.name).cmp(&(&b.file, &b.name)));
-    let out = arch.tensors(&cfg, &tensors)?;
+    let folder = Sides {
+        catalog,
+        files: hf.side_files(catalog),
+    };
+    let out = arch.tensors(&cfg, &tensors, &folder)?;
     if let Some(t) = out.iter().find(|t| t.name.len() > MAX_NAME) {
         return Err(format!(
             "tensor name '{}' is longer than llama.cpp takes",
@@ -230,6 +234,28 @@ impl GgufView {
             }
         }
         VFile::new(segments)
+    }
+}
+
+/// The side files of a Hugging Face folder view, read on demand (while the
+/// model is decided at mount).
+struct Sides<'a> {
+    catalog: &'a Catalog,
+    files: Vec<(String, SideFile)>,
+}
+
+impl arch::Folder for Sides<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.files.iter().any(|(n, _)| n == name)
+    }
+
+    fn read(&self, name: &str) -> Option<Vec<u8>> {
+        let (_, f) = self.files.iter().find(|(n, _)| n == name)?;
+        let _reading = self.catalog.files.reading();
+        match f {
+            SideFile::Made(b) => Some(b.to_vec()),
+            SideFile::Source(id) => read_whole(self.catalog, *id),
+        }
     }
 }
 

@@ -36,8 +36,11 @@ pub enum Path {
     /// `tokenizer.model` if there is one, else `tokenizer.json` as BPE.
     SentencePieceOrBpe,
     /// `tokenizer.model` (required), then `add_space_prefix = false` at
-    /// the end (gemma).
+    /// the end (gemma2).
     GemmaSentencePiece,
+    /// [`Path::GemmaSentencePiece`] if there is a `tokenizer.model`, else
+    /// `tokenizer.json` as BPE (gemma3).
+    GemmaOrBpe,
     /// Phi-3's own SentencePiece loop (or BPE for a GPT-2 tokenizer class).
     Phi3,
     /// `tokenizer.json` as BPE.
@@ -77,6 +80,10 @@ pub fn write(path: Path, inputs: &Inputs, kv: &mut Kv) -> Result<(), String> {
             kv.bool("tokenizer.ggml.add_space_prefix", false);
             Ok(())
         }
+        Path::GemmaOrBpe => match inputs.tokenizer_model {
+            Some(_) => write(Path::GemmaSentencePiece, inputs, kv),
+            None => bpe(inputs, kv),
+        },
         Path::Phi3 => {
             let class = inputs
                 .files

@@ -18,7 +18,15 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 /// The fixtures the view writes (every one scripts/make_gguf_out.py makes).
-const CASES: &[&str] = &["llama", "llama-f32", "mixtral", "gemma2", "gemma2-f16", "gemma3", "phi3"];
+const CASES: &[&str] = &[
+    "llama",
+    "llama-f32",
+    "mixtral",
+    "gemma2",
+    "gemma2-f16",
+    "gemma3",
+    "phi3",
+];
 
 const TYPES: [(&str, &str); 4] = [
     ("f32", "F32"),

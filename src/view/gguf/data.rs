@@ -74,15 +74,7 @@ pub fn values(catalog: &crate::catalog::Catalog, hf: &HfView, v: &Values) -> Arc
             hf: i,
             start,
             count,
-        } => {
-            let s = shape(*i);
-            let row = s[1..].iter().product::<u64>() * 4;
-            Arc::new(Window {
-                inner: f32_of(*i),
-                offset: start * row,
-                len: count * row,
-            })
-        }
+        } => rows(f32_of(*i), &shape(*i), *start, *count, 4),
         Values::Generated(vals) => {
             let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
             Arc::new(Memory(bytes.into()))
@@ -156,16 +148,43 @@ pub fn moved(
             hf: i,
             start,
             count,
-        } => {
-            let row = shape(*i)[1..].iter().product::<u64>() * elem;
-            Arc::new(Window {
-                inner: of(*i),
-                offset: start * row,
-                len: count * row,
-            })
-        }
+        } => rows(of(*i), &shape(*i), *start, *count, elem),
         Values::PlusOne { .. } | Values::Generated(_) => return None,
     })
+}
+
+/// Rows `start..start + count` of every matrix (the last two axes) of the
+/// tensor `inner` of `shape` (`elem`-byte values); of axis 0 for 1-D and
+/// 2-D tensors.
+fn rows(
+    inner: Arc<dyn Compute>,
+    shape: &[u64],
+    start: u64,
+    count: u64,
+    elem: u64,
+) -> Arc<dyn Compute> {
+    if shape.len() < 3 {
+        let row = shape.iter().skip(1).product::<u64>() * elem;
+        return Arc::new(Window {
+            inner,
+            offset: start * row,
+            len: count * row,
+        });
+    }
+    let n = shape.len();
+    let row = shape[n - 1] * elem;
+    let matrix = shape[n - 2] * row;
+    let parts = (0..shape[..n - 2].iter().product::<u64>())
+        .map(|m| {
+            let w: Arc<dyn Compute> = Arc::new(Window {
+                inner: Arc::clone(&inner),
+                offset: m * matrix + start * row,
+                len: count * row,
+            });
+            (w, count * row)
+        })
+        .collect();
+    Arc::new(ConcatOf { parts, outer: 1 })
 }
 
 /// Segments laid end to end, as one computation.
@@ -283,5 +302,34 @@ impl Compute for Encoded {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(c: &dyn Compute) -> Vec<f32> {
+        let mut out = vec![0u8; c.len() as usize];
+        c.read_at(&Files::default(), 0, &mut out).unwrap();
+        out.chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn rows_of_every_matrix() {
+        // [2, 4, 3]: values 0..24.
+        let bytes: Vec<u8> = (0..24).flat_map(|v| (v as f32).to_le_bytes()).collect();
+        let inner: Arc<dyn Compute> = Arc::new(Memory(bytes.into()));
+        // The second half of each expert's 4 rows.
+        let up = rows(Arc::clone(&inner), &[2, 4, 3], 2, 2, 4);
+        let want: Vec<f32> = [6, 7, 8, 9, 10, 11, 18, 19, 20, 21, 22, 23]
+            .map(|v| v as f32)
+            .to_vec();
+        assert_eq!(read(&*up), want);
+        // A 2-D tensor: rows of axis 0.
+        let rows2 = rows(inner, &[8, 3], 1, 2, 4);
+        assert_eq!(read(&*rows2), [3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
     }
 }

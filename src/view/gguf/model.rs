@@ -42,8 +42,10 @@ pub enum Values {
     Transposed(u32),
     /// Tensors stacked along a new first axis (MoE experts).
     Stacked(Vec<u32>),
-    /// `count` rows of axis 0 from row `start` (Gemma 3's embedding trimmed
-    /// to the vocabulary, halves of fused tensors).
+    /// `count` rows from row `start` of every matrix (the last two axes):
+    /// of axis 0 for a 1-D or 2-D tensor, of axis 1 of every expert for
+    /// stacked experts `[E, R, C]` (Gemma 3's embedding trimmed to the
+    /// vocabulary; halves of fused tensors, as MoE `gate_up_proj`).
     Rows { hf: u32, start: u64, count: u64 },
     /// Values the converter computes (RoPE factors).
     Generated(Arc<[f32]>),

@@ -11,6 +11,7 @@
 mod gemma;
 mod llama;
 mod phi3;
+mod qwen;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -99,6 +100,10 @@ pub fn of(config: &Value) -> Result<&'static dyn Arch, String> {
         (_, "Gemma3ForCausalLM" | "Gemma3ForConditionalGeneration")
         | ("gemma3" | "gemma3_text", "") => Ok(gemma::gemma3()),
         (_, "Phi3ForCausalLM") | ("phi3", "") => Ok(phi3::arch()),
+        (
+            _,
+            "Qwen2ForCausalLM" | "Qwen3ForCausalLM" | "Qwen2MoeForCausalLM" | "Qwen3MoeForCausalLM",
+        ) => qwen::arch(model_type, class),
         ("", "") => Err("config.json names no model_type".into()),
         _ => Err(format!(
             "llama.cpp's converter has no mapping gyrofs writes for model_type '{model_type}' ({class})"
@@ -174,6 +179,16 @@ pub fn convert(
     experts: Option<&Experts>,
     mut one: impl FnMut(&HfTensor) -> Result<Option<OutTensor>, String>,
 ) -> Result<Vec<OutTensor>, String> {
+    convert_many(hf, experts, |t| Ok(one(t)?.into_iter().collect()))
+}
+
+/// [`convert`] where a tensor may become several (or none): `many` gives
+/// them in the order the converter writes them (a fused tensor's parts).
+pub fn convert_many(
+    hf: &[HfTensor],
+    experts: Option<&Experts>,
+    mut many: impl FnMut(&HfTensor) -> Result<Vec<OutTensor>, String>,
+) -> Result<Vec<OutTensor>, String> {
     let mut out = Vec::new();
     let mut buffers: BTreeMap<u64, BTreeMap<(usize, u64), &HfTensor>> = BTreeMap::new();
     for t in hf {
@@ -202,9 +217,7 @@ pub fn convert(
             }
             continue;
         }
-        if let Some(t) = one(t)? {
-            out.push(t);
-        }
+        out.extend(many(t)?);
     }
     if let Some((layer, _)) = buffers.into_iter().next() {
         return Err(format!("layer {layer} lacks some of its experts"));

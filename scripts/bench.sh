@@ -3,7 +3,7 @@
 # the same run on the same machine (these machines are noisy; ratios travel,
 # absolute numbers do not). Method and recorded results: docs/PERFORMANCE.md.
 #
-#   scripts/bench.sh [mount] [read] [bf16] [cores] [experts] [load] [gguf] [gguf_hf] [gguf_gptoss] [scale] [torch] [remote]
+#   scripts/bench.sh [mount] [read] [bf16] [cores] [experts] [load] [gguf] [gguf_hf] [gguf_gptoss] [gguf_out] [scale] [torch] [remote]
 #   (default: all)
 #
 # Environment: BENCH_DIR (scratch space, default /tmp/gyrofs-bench; needs
@@ -18,7 +18,10 @@
 # BENCH_TORCH_MB (torch: size of the generated pytorch_model.bin, default 2048),
 # BENCH_LOAD_LAYERS (load: layers of the model loaded, default 2; needs RAM for
 # the model, its local BF16 copy and the source), BENCH_GGUF_HF_LAYERS
-# (gguf_hf: layers of the llama-8b-shaped Q4_K GGUF, default 4); for `remote`
+# (gguf_hf: layers of the llama-8b-shaped Q4_K GGUF, default 4),
+# BENCH_GGUF_OUT_LAYERS (gguf_out: layers of the Llama-3.2-1B-shaped model,
+# default 16, ~2.5 GB; LLAMA_CPP: llama.cpp's source folder, for its
+# converter; needs llama_cpp in BENCH_PYTHON); for `remote`
 # (a local fake S3 / Hub server, scripts/fake_remote.py, ~3 GB of inputs
 # under $BENCH_DIR/remote, ~7 min): BENCH_REMOTE_RATE (the server's bandwidth
 # cap in bytes/s, default 200000000; 0 = uncapped), BENCH_REMOTE_SEQ_MB (the
@@ -1066,8 +1069,112 @@ for e in json.load(sys.stdin)["log"]:
     echo
 }
 
+# gguf_out: the gguf/ view (docs/GGUF_OUT.md) on a Llama-3.2-1B-shaped model.
+bench_gguf_out() {
+    local py=${BENCH_PYTHON:-/opt/pyref/bin/python}
+    local layers=${BENCH_GGUF_OUT_LAYERS:-16}
+    local llama_cpp=${LLAMA_CPP:-/work/tmp-gguf/llama_cpp_python-0.3.36/vendor/llama.cpp}
+    local dir=$BENCH_DIR/gguf-out-l$layers src conv=$BENCH_DIR/gguf-out-l$layers/converted
+    src=$dir/model
+    "$py" -c "import torch, transformers, gguf, llama_cpp" 2>/dev/null ||
+        { echo "## gguf_out: skipped (no torch + transformers + gguf + llama_cpp in $py)"; return; }
+    [ -f "$llama_cpp/convert_hf_to_gguf.py" ] || { echo "## gguf_out: skipped (no llama.cpp converter at LLAMA_CPP=$llama_cpp)"; return; }
+    mkdir -p "$dir" "$conv"
+    if [ ! -f "$src/model.safetensors" ]; then
+        # Llama-3.2-1B shapes (hidden 2048, 32 heads, 8 KV heads, intermediate 8192, vocab 128256,
+        # tied embeddings), random BF16 weights; the tokenizer is a fixture's (tiny SentencePiece).
+        "$py" - "$src" "$layers" <<'PY'
+import json, shutil, sys, torch
+from pathlib import Path
+from safetensors.torch import save_file
+out, layers = Path(sys.argv[1]), int(sys.argv[2])
+out.mkdir(parents=True, exist_ok=True)
+fix = Path("tests/data/gguf-out/llama")
+for f in ("tokenizer.model", "tokenizer_config.json"):
+    shutil.copy(fix / f, out / f)
+H, I, V, heads, kv = 2048, 8192, 128256, 32, 8
+d = H // heads
+g = torch.Generator().manual_seed(0)
+r = lambda *s: (0.02 * torch.randn(*s, generator=g)).to(torch.bfloat16)
+state = {"model.embed_tokens.weight": r(V, H), "model.norm.weight": r(H)}
+for i in range(layers):
+    p = f"model.layers.{i}."
+    state.update({p + "input_layernorm.weight": r(H), p + "post_attention_layernorm.weight": r(H),
+                  p + "self_attn.q_proj.weight": r(H, H), p + "self_attn.k_proj.weight": r(kv * d, H),
+                  p + "self_attn.v_proj.weight": r(kv * d, H), p + "self_attn.o_proj.weight": r(H, H),
+                  p + "mlp.gate_proj.weight": r(I, H), p + "mlp.up_proj.weight": r(I, H), p + "mlp.down_proj.weight": r(H, I)})
+save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": H, "intermediate_size": I,
+       "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv, "vocab_size": V,
+       "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": True,
+       "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16"}
+(out / "config.json").write_text(json.dumps(cfg, indent=2))
+PY
+    fi
+    echo "## gguf_out: the gguf/ view, Llama-3.2-1B shapes ($layers layers, $(mb "$(size_of "$src"/model.safetensors)") MB of BF16)"
+    # A cold read of a tensor file through the mount: the source warm in the page cache, a fresh mount each
+    # time, median of 3, alternating; ratio = this file's throughput / raw/model.safetensors's.
+    local tmpf=$dir/read.txt
+    local load='import sys, time, llama_cpp
+t0 = time.perf_counter()
+kw = dict(model_path=sys.argv[1], n_ctx=64, verbose=False, n_threads=2)
+try:
+    m = llama_cpp.Llama(use_extra_bufts=False, **kw)
+except TypeError:
+    m = llama_cpp.Llama(**kw)
+m.eval(m.tokenize(b"Hello world", add_bos=True))
+print(time.perf_counter() - t0)'
+    cat "$src/model.safetensors" > /dev/null
+    : > "$tmpf"
+    for _ in 1 2 3; do
+        for f in raw/model.safetensors gguf/model-BF16.gguf gguf/model-F16.gguf gguf/model-Q8_0.gguf; do
+            mount_once "$src"
+            local n t
+            n=$(stat -c %s "$MNT/$f")
+            t=$(secs cat "$MNT/$f")
+            echo "$f $n $t" >> "$tmpf"
+            umount_wait
+        done
+    done
+    local raw_rate
+    raw_rate=$(awk '$1 == "raw/model.safetensors" {print $2 / $3}' "$tmpf" | median)
+    printf "%-44s %10s %8s\n" "cold read through the mount (cat)" "GB/s" "ratio"
+    for f in raw/model.safetensors gguf/model-BF16.gguf gguf/model-F16.gguf gguf/model-Q8_0.gguf; do
+        local r
+        r=$(awk -v f="$f" '$1 == f {print $2 / $3}' "$tmpf" | median)
+        printf "%-44s %10.2f %8.2f\n" "$f" "$(echo "$r / 1e9" | bc -l)" "$(echo "$r / $raw_rate" | bc -l)"
+    done
+    # The converter's own file (convert_hf_to_gguf.py --outtype q8_0), its time, and llama.cpp's load
+    # (Llama() + one evaluation, mmap on) of it and of the mounted file; then "convert + load" against
+    # "mount + load". Page cache dropped before each (both sides read their source from disk).
+    local base=() ours=() convs=()
+    for _ in 1 2 3; do
+        rm -f "$conv/model-Q8_0.gguf"
+        drop_caches
+        convs+=("$(secs "$py" "$llama_cpp/convert_hf_to_gguf.py" "$src" --outtype q8_0 --outfile "$conv/model-Q8_0.gguf")")
+        drop_caches
+        base+=("$("$py" -c "$load" "$conv/model-Q8_0.gguf" 2>/dev/null | tail -1)")
+        drop_caches
+        local mt lt
+        mt=$(secs mount_once "$src")
+        lt=$("$py" -c "$load" "$MNT/gguf/model-Q8_0.gguf" 2>/dev/null | tail -1)
+        ours+=("$(echo "$mt + $lt" | bc -l) $mt $lt")
+        umount_wait
+    done
+    local cv bl ot om ol
+    cv=$(printf "%s\n" "${convs[@]}" | median)
+    bl=$(printf "%s\n" "${base[@]}" | median)
+    read -r ot om ol <<< "$(printf "%s\n" "${ours[@]}" | sort -g | sed -n 2p)"
+    printf "%-60s %8s %8s\n" "Q8_0, page cache dropped (median of 3, alternating)" "s" "ratio"
+    printf "%-60s %8.2f %8s\n" "llama.cpp load + 1 eval of the converter's file (baseline)" "$bl" "1.00"
+    printf "%-60s %8.2f %8.2f\n" "llama.cpp load + 1 eval of MNT/gguf/model-Q8_0.gguf" "$ol" "$(echo "$ol / $bl" | bc -l)"
+    printf "%-60s %8.2f %8s\n" "convert_hf_to_gguf.py --outtype q8_0 + load (baseline)" "$(echo "$cv + $bl" | bc -l)" "1.00"
+    printf "%-60s %8.2f %8.2f\n" "gyrofs mount + load" "$ot" "$(echo "($cv + $bl) / $ot" | bc -l)x faster"
+    rm -f "$conv/model-Q8_0.gguf"
+}
+
 sections=("$@")
-[ ${#sections[@]} -gt 0 ] || sections=(mount read bf16 cores experts load gguf gguf_hf gguf_gptoss scale torch remote)
+[ ${#sections[@]} -gt 0 ] || sections=(mount read bf16 cores experts load gguf gguf_hf gguf_gptoss gguf_out scale torch remote)
 command -v bc >/dev/null || { echo "bench.sh needs bc (apt-get install bc)" >&2; exit 1; }
 for s in "${sections[@]}"; do
     "bench_$s"

@@ -10,6 +10,7 @@ use indicatif::HumanBytes;
 
 use crate::catalog::{Catalog, FileRole};
 use crate::error::ShapeDisplay;
+use crate::view::gguf::GgufView;
 use crate::view::manifest;
 use crate::view::names::printable;
 use crate::volume::Volume;
@@ -22,6 +23,19 @@ pub fn print_json(volume: &Volume, out: &mut impl Write) -> std::io::Result<()> 
         .map(|l| volume.tree.renamed(l))
         .unwrap_or_default();
     manifest::write(&volume.catalog, volume.notes(), renamed, out)
+}
+
+/// Print the tensors of `volume`'s source as a table, then which GGUF
+/// files its `gguf/` holds (or why it has none).
+pub fn print_volume(volume: &Volume, out: &mut impl Write) -> std::io::Result<()> {
+    print(&volume.catalog, out)?;
+    match volume.views.find::<GgufView>() {
+        Some(g) => writeln!(out, "{}", g.summary()),
+        None => match volume.notes().iter().find(|n| n.starts_with("gguf/")) {
+            Some(note) => writeln!(out, "{note}"),
+            None => Ok(()),
+        },
+    }
 }
 
 /// Print `catalog` as a table.

@@ -262,12 +262,12 @@ fn run(cli: Cli) -> Result<(), Error> {
             let located = gyrofs::remote::locate(&source, &remote.options())?;
             let (source, opener) = (located.path, located.opener);
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            // The views too: the manifest's notes, the GGUF files offered.
+            let volume = Volume::open_with(&source, &opener, &Options::default())?;
             let printed = if json {
-                // The manifest, with the notes of the views: needs the views.
-                let volume = Volume::open_with(&source, &opener, &Options::default())?;
                 gyrofs::ls::print_json(&volume, &mut out)
             } else {
-                gyrofs::ls::print(&gyrofs::source::open(&source, &opener)?, &mut out)
+                gyrofs::ls::print_volume(&volume, &mut out)
             };
             match printed.and_then(|()| std::io::Write::flush(&mut out)) {
                 Ok(()) => Ok(()),

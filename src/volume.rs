@@ -586,8 +586,8 @@ mod tests {
         let v = sample();
         let root = v.getattr(1).unwrap();
         assert_eq!((root.kind, root.perm), (Kind::Dir, 0o555));
-        // manifest.json, raw, bf16 (+ experts dirs below them).
-        assert_eq!(root.nlink, 2 + 2);
+        // manifest.json, raw, bf16, gguf (+ experts dirs below them).
+        assert_eq!(root.nlink, 2 + 3);
         let m = v.lookup(1, OsStr::new("manifest.json")).unwrap();
         assert_eq!((m.kind, m.perm, m.nlink), (Kind::File, 0o444, 1));
         let mut buf = vec![0u8; 1 << 20];

@@ -139,6 +139,14 @@ impl Views {
         self.views[id.0 as usize].as_ref()
     }
 
+    /// The first view of type `T`.
+    pub fn find<T: View>(&self) -> Option<&T> {
+        self.views.iter().find_map(|v| {
+            let any: &dyn Any = v.as_ref();
+            any.downcast_ref::<T>()
+        })
+    }
+
     /// The listing `raw/tensors/`.
     pub fn raw_tensors(&self) -> Option<Listing> {
         self.raw_tensors

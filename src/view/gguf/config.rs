@@ -43,17 +43,28 @@ impl Config {
         }
     }
 
+    /// Give `key` the value `v` (a field the config class computes, as
+    /// Gemma 3's nested `rope_parameters`).
+    pub fn set(&mut self, key: &str, v: Value) {
+        self.map.insert(key.to_string(), v);
+    }
+
+    /// The class default of `key`, as the config would give it.
+    pub fn default_of(&self, key: &str) -> Option<Value> {
+        match self.defaults.iter().find(|(k, _)| *k == key)?.1 {
+            Default::U64(v) => Some(Value::from(v)),
+            Default::F64(v) => Some(Value::from(v)),
+            Default::Null => Some(Value::Null),
+        }
+    }
+
     /// The value of `key`: the config's, else the class default (`None`
     /// for a null or absent one).
     pub fn get(&self, key: &str) -> Option<Value> {
         match self.map.get(key) {
             Some(Value::Null) => None,
             Some(v) => Some(v.clone()),
-            None => match self.defaults.iter().find(|(k, _)| *k == key)?.1 {
-                Default::U64(v) => Some(Value::from(v)),
-                Default::F64(v) => Some(Value::from(v)),
-                Default::Null => None,
-            },
+            None => self.default_of(key).filter(|v| !v.is_null()),
         }
     }
 

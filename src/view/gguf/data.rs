@@ -23,7 +23,7 @@ use crate::view::hf::HfView;
 use crate::view::{Compute, Segment};
 
 /// The float32 values (little-endian bytes) of `v`, from the tensors of
-/// `hf` (a Hugging Face folder view), with `shape` the output's.
+/// `hf` (a Hugging Face folder view).
 pub fn values(catalog: &crate::catalog::Catalog, hf: &HfView, v: &Values) -> Arc<dyn Compute> {
     let f32_of = |i: u32| -> Arc<dyn Compute> {
         joined(hf.plans[i as usize].entry(catalog, Dtype::F32).data)
@@ -35,34 +35,50 @@ pub fn values(catalog: &crate::catalog::Catalog, hf: &HfView, v: &Values) -> Arc
             .into_owned()
     };
     match v {
-        Values::Hf(i) => f32_of(*i),
-        Values::Permuted { hf: i, n_head } => {
-            let s = shape(*i);
-            let rows = s.first().copied().unwrap_or(1);
-            let row_bytes = s[1..].iter().product::<u64>() * 4;
-            Arc::new(RowsPermuted {
-                inner: f32_of(*i),
-                rows,
-                row_bytes,
-                n_head: *n_head,
-                forward: true,
-            })
-        }
         Values::PlusOne { hf: i, f16 } => Arc::new(PlusOne {
             inner: f32_of(*i),
             f16: *f16,
         }),
+        Values::Generated(vals) => {
+            let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+            Arc::new(Memory(bytes.into()))
+        }
+        _ => moves(v, f32_of, shape, 4).expect("every other transform moves values"),
+    }
+}
+
+/// A transform that only moves values (every one but [`Values::PlusOne`]
+/// and [`Values::Generated`], which give `None`), of `elem`-byte values:
+/// `of(i)` the bytes of Hugging Face tensor `i`, `shape(i)` its shape.
+fn moves(
+    v: &Values,
+    of: impl Fn(u32) -> Arc<dyn Compute>,
+    shape: impl Fn(u32) -> Vec<u64>,
+    elem: u64,
+) -> Option<Arc<dyn Compute>> {
+    Some(match *v {
+        Values::Hf(i) => of(i),
+        Values::Permuted { hf: i, n_head } => {
+            let s = shape(i);
+            Arc::new(RowsPermuted {
+                inner: of(i),
+                rows: s.first().copied().unwrap_or(1),
+                row_bytes: s.iter().skip(1).product::<u64>() * elem,
+                n_head,
+                forward: true,
+            })
+        }
         Values::Transposed(i) => {
-            let (batch, rows, cols) = matrices(&shape(*i));
+            let (batch, rows, cols) = matrices(&shape(i));
             Arc::new(TransposeOf {
-                inner: f32_of(*i),
+                inner: of(i),
                 batch,
                 rows,
                 cols,
-                elem: 4,
+                elem,
             })
         }
-        &Values::Strided {
+        Values::Strided {
             hf: i,
             first,
             step,
@@ -76,20 +92,20 @@ pub fn values(catalog: &crate::catalog::Catalog, hf: &HfView, v: &Values) -> Arc
                 (s.iter().product::<u64>() / cols.max(1), 1, cols)
             };
             Arc::new(StridedTranspose {
-                inner: f32_of(i),
+                inner: of(i),
                 batch,
                 rows,
                 cols,
                 first,
                 step,
-                elem: 4,
+                elem,
             })
         }
-        Values::Stacked(ids) => Arc::new(ConcatOf {
+        Values::Stacked(ref ids) => Arc::new(ConcatOf {
             parts: ids
                 .iter()
                 .map(|&i| {
-                    let c = f32_of(i);
+                    let c = of(i);
                     let n = c.len();
                     (c, n)
                 })
@@ -100,20 +116,9 @@ pub fn values(catalog: &crate::catalog::Catalog, hf: &HfView, v: &Values) -> Arc
             hf: i,
             start,
             count,
-        } => {
-            let s = shape(*i);
-            let row = s[1..].iter().product::<u64>() * 4;
-            Arc::new(Window {
-                inner: f32_of(*i),
-                offset: start * row,
-                len: count * row,
-            })
-        }
-        Values::Generated(vals) => {
-            let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
-            Arc::new(Memory(bytes.into()))
-        }
-    }
+        } => rows(of(i), &shape(i), start, count, elem),
+        Values::PlusOne { .. } | Values::Generated(_) => return None,
+    })
 }
 
 /// A shape as matrices `(batch, rows, cols)`: its last two axes, the rest
@@ -145,6 +150,67 @@ pub fn raw(catalog: &crate::catalog::Catalog, hf: &HfView, r: &Raw) -> Arc<dyn C
             })
         }
     }
+}
+
+/// The bytes of `v` in `dtype` (F32, F16 or BF16) without going through
+/// float32, when that gives the same bytes: every tensor it reads is stored
+/// in `dtype` and passed through by the folder view, and the transform only
+/// moves values (a permutation, a stack, a transpose, a run of rows, a
+/// strided split). `None` otherwise. (BF16 to BF16 this keeps a signaling
+/// NaN as it is, where the converter, through float32, makes it quiet.)
+pub fn moved(
+    catalog: &crate::catalog::Catalog,
+    hf: &HfView,
+    v: &Values,
+    dtype: Dtype,
+) -> Option<Arc<dyn Compute>> {
+    let lossless = |i: u32| {
+        let p = &hf.plans[i as usize];
+        p.is_elementwise() && p.source_dtype(catalog) == Some(dtype)
+    };
+    if !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) || !v.reads().all(lossless) {
+        return None;
+    }
+    moves(
+        v,
+        |i| joined(hf.plans[i as usize].entry(catalog, dtype).data),
+        |i| hf.plans[i as usize].info(catalog, dtype).1.into_owned(),
+        dtype.bits() / 8,
+    )
+}
+
+/// Rows `start..start + count` of every matrix (the last two axes) of the
+/// tensor `inner` of `shape` (`elem`-byte values); of axis 0 for 1-D and
+/// 2-D tensors.
+fn rows(
+    inner: Arc<dyn Compute>,
+    shape: &[u64],
+    start: u64,
+    count: u64,
+    elem: u64,
+) -> Arc<dyn Compute> {
+    if shape.len() < 3 {
+        let row = shape.iter().skip(1).product::<u64>() * elem;
+        return Arc::new(Window {
+            inner,
+            offset: start * row,
+            len: count * row,
+        });
+    }
+    let n = shape.len();
+    let row = shape[n - 1] * elem;
+    let matrix = shape[n - 2] * row;
+    let parts = (0..shape[..n - 2].iter().product::<u64>())
+        .map(|m| {
+            let w: Arc<dyn Compute> = Arc::new(Window {
+                inner: Arc::clone(&inner),
+                offset: m * matrix + start * row,
+                len: count * row,
+            });
+            (w, count * row)
+        })
+        .collect();
+    Arc::new(ConcatOf { parts, outer: 1 })
 }
 
 /// Segments laid end to end, as one computation.
@@ -708,5 +774,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn read(c: &dyn Compute) -> Vec<f32> {
+        let mut out = vec![0u8; c.len() as usize];
+        c.read_at(&Files::default(), 0, &mut out).unwrap();
+        out.chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn rows_of_every_matrix() {
+        // [2, 4, 3]: values 0..24.
+        let bytes: Vec<u8> = (0..24).flat_map(|v| (v as f32).to_le_bytes()).collect();
+        let inner: Arc<dyn Compute> = Arc::new(Memory(bytes.into()));
+        // The second half of each expert's 4 rows.
+        let up = rows(Arc::clone(&inner), &[2, 4, 3], 2, 2, 4);
+        let want: Vec<f32> = [6, 7, 8, 9, 10, 11, 18, 19, 20, 21, 22, 23]
+            .map(|v| v as f32)
+            .to_vec();
+        assert_eq!(read(&*up), want);
+        // A 2-D tensor: rows of axis 0.
+        let rows2 = rows(inner, &[8, 3], 1, 2, 4);
+        assert_eq!(read(&*rows2), [3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
     }
 }

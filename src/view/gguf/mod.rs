@@ -133,7 +133,11 @@ fn model_of(catalog: &Catalog, hf: &HfView, config: &Value) -> Result<Model, Str
     // The converter reads files in name order, each file's tensors in name
     // order.
     tensors.sort_by(|a, b| (&a.file, &a.name).cmp(&(&b.file, &b.name)));
-    let out = arch.tensors(&cfg, &tensors)?;
+    let folder = Sides {
+        catalog,
+        files: hf.side_files(catalog),
+    };
+    let out = arch.tensors(&cfg, &tensors, &folder)?;
     if let Some(t) = out.iter().find(|t| t.name.len() > MAX_NAME) {
         return Err(format!(
             "tensor name '{}' is longer than llama.cpp takes",
@@ -165,6 +169,21 @@ fn mxfp4_stored(catalog: &Catalog, p: &Plan) -> Option<Mxfp4Stored> {
 }
 
 impl GgufView {
+    /// What it holds, in one line: the architecture and the files.
+    pub fn summary(&self) -> String {
+        let files: Vec<String> = OUTTYPES
+            .iter()
+            .map(|(_, name, _)| format!("model-{name}.gguf"))
+            .collect();
+        format!(
+            "gguf/ ({}, {} tensors, {}): {}",
+            self.model.arch.name(),
+            self.model.tensors.len(),
+            self.model.size_label,
+            files.join(" ")
+        )
+    }
+
     /// The Hugging Face folder view it converts.
     fn parent<'a>(&self, cx: &Context<'a>) -> &'a HfView {
         let any: &dyn Any = cx.views.get(self.parent);
@@ -222,11 +241,17 @@ impl GgufView {
         for ((t, info), &ty) in self.model.tensors.iter().zip(&infos).zip(&types) {
             let row = t.shape.last().copied().unwrap_or(1);
             let compute: Arc<dyn crate::view::Compute> = match &t.data {
-                Data::Values(v) => Arc::new(data::Encoded {
-                    values: data::values(cx.catalog, hf, v),
-                    ty,
-                    row,
-                }),
+                Data::Values(v) => match ty
+                    .plain_dtype()
+                    .and_then(|d| data::moved(cx.catalog, hf, v, d))
+                {
+                    Some(bytes) => bytes,
+                    None => Arc::new(data::Encoded {
+                        values: data::values(cx.catalog, hf, v),
+                        ty,
+                        row,
+                    }),
+                },
                 Data::Raw(r, _) => data::raw(cx.catalog, hf, r),
             };
             segments.push(Segment::Computed(compute));
@@ -236,6 +261,28 @@ impl GgufView {
             }
         }
         VFile::new(segments)
+    }
+}
+
+/// The side files of a Hugging Face folder view, read on demand (while the
+/// model is decided at mount).
+struct Sides<'a> {
+    catalog: &'a Catalog,
+    files: Vec<(String, SideFile)>,
+}
+
+impl arch::Folder for Sides<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.files.iter().any(|(n, _)| n == name)
+    }
+
+    fn read(&self, name: &str) -> Option<Vec<u8>> {
+        let (_, f) = self.files.iter().find(|(n, _)| n == name)?;
+        let _reading = self.catalog.files.reading();
+        match f {
+            SideFile::Made(b) => Some(b.to_vec()),
+            SideFile::Source(id) => read_whole(self.catalog, *id),
+        }
     }
 }
 

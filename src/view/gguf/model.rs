@@ -67,11 +67,33 @@ pub enum Values {
     },
     /// Tensors stacked along a new first axis (MoE experts).
     Stacked(Vec<u32>),
-    /// `count` rows of axis 0 from row `start` (Gemma 3's embedding trimmed
-    /// to the vocabulary, halves of fused tensors).
+    /// `count` rows from row `start` of every matrix (the last two axes):
+    /// of axis 0 for a 1-D or 2-D tensor, of axis 1 of every expert for
+    /// stacked experts `[E, R, C]` (Gemma 3's embedding trimmed to the
+    /// vocabulary; halves of fused tensors, as MoE `gate_up_proj`).
     Rows { hf: u32, start: u64, count: u64 },
     /// Values the converter computes (RoPE factors).
     Generated(Arc<[f32]>),
+}
+
+impl Values {
+    /// The Hugging Face tensors it reads.
+    pub fn reads(&self) -> impl Iterator<Item = u32> + '_ {
+        let one = match *self {
+            Values::Hf(i)
+            | Values::Permuted { hf: i, .. }
+            | Values::PlusOne { hf: i, .. }
+            | Values::Transposed(i)
+            | Values::Strided { hf: i, .. }
+            | Values::Rows { hf: i, .. } => Some(i),
+            Values::Stacked(_) | Values::Generated(_) => None,
+        };
+        let many = match self {
+            Values::Stacked(ids) => &ids[..],
+            _ => &[],
+        };
+        one.into_iter().chain(many.iter().copied())
+    }
 }
 
 /// Bytes of a type of their own, made from stored bytes without going

@@ -36,8 +36,11 @@ pub enum Path {
     /// `tokenizer.model` if there is one, else `tokenizer.json` as BPE.
     SentencePieceOrBpe,
     /// `tokenizer.model` (required), then `add_space_prefix = false` at
-    /// the end (gemma).
+    /// the end (gemma2).
     GemmaSentencePiece,
+    /// [`Path::GemmaSentencePiece`] if there is a `tokenizer.model`, else
+    /// `tokenizer.json` as BPE (gemma3).
+    GemmaOrBpe,
     /// Phi-3's own SentencePiece loop (or BPE for a GPT-2 tokenizer class).
     Phi3,
     /// `tokenizer.json` as BPE.
@@ -77,6 +80,10 @@ pub fn write(path: Path, inputs: &Inputs, kv: &mut Kv) -> Result<(), String> {
             kv.bool("tokenizer.ggml.add_space_prefix", false);
             Ok(())
         }
+        Path::GemmaOrBpe => match inputs.tokenizer_model {
+            Some(_) => write(Path::GemmaSentencePiece, inputs, kv),
+            None => bpe(inputs, kv),
+        },
         Path::Phi3 => {
             let class = inputs
                 .files
@@ -427,7 +434,7 @@ pub fn pre_tokenizer(t: &Value) -> Result<&'static str, String> {
     match (regex, byte_level) {
         (None, Some(_)) if uses_regex && parts.len() == 1 => Ok("gpt-2"),
         (Some(r), Some(_)) if !uses_regex => match r {
-            r if r == QWEN2 => Ok("qwen2"),
+            r if r == QWEN2 => Ok(qwen2_variant(t)),
             r if r == LLAMA3 => Ok("llama-bpe"),
             r if r == O200K => Ok("gpt-4o"),
             r if r == GPT2 => Ok("gpt-2"),
@@ -438,6 +445,45 @@ pub fn pre_tokenizer(t: &Value) -> Result<&'static str, String> {
         _ => Err(format!(
             "its tokenizer.json pre_tokenizer ({pre}) is not one llama.cpp's converter knows"
         )),
+    }
+}
+
+/// DeepSeek-R1-Distill-Qwen's id of `<｜begin▁of▁sentence｜>`.
+const R1_QWEN_BOS: u64 = 151646;
+
+/// The name the converter gives a tokenizer with Qwen2's split rules: its
+/// hash is of the Qwen ids of its check text and of what the post-processor
+/// adds, so a template that puts DeepSeek-R1-Distill-Qwen's BOS (id 151646)
+/// first hashes to `deepseek-r1-qwen` (`b3f499bb...`); none, or Qwen3
+/// Embedding's EOS last, to `qwen2`. (llama.cpp reads both names alike.)
+fn qwen2_variant(t: &Value) -> &'static str {
+    let Some(pp) = t.get("post_processor").filter(|p| !p.is_null()) else {
+        return "qwen2";
+    };
+    let list: Vec<&Value> = match pp.get("processors").and_then(Value::as_array) {
+        Some(l) => l.iter().collect(),
+        None => vec![pp],
+    };
+    let leading = |p: &Value| -> Option<Vec<u64>> {
+        if p.get("type").and_then(Value::as_str) != Some("TemplateProcessing") {
+            return None;
+        }
+        let name = p
+            .get("single")?
+            .as_array()?
+            .first()?
+            .get("SpecialToken")?
+            .get("id")?;
+        let ids = p.get("special_tokens")?.get(name.as_str()?)?.get("ids")?;
+        ids.as_array()?.iter().map(Value::as_u64).collect()
+    };
+    if list
+        .iter()
+        .any(|p| leading(p).as_deref() == Some(&[R1_QWEN_BOS]))
+    {
+        "deepseek-r1-qwen"
+    } else {
+        "qwen2"
     }
 }
 
@@ -480,6 +526,16 @@ mod tests {
                 {"type": "ByteLevel", "add_prefix_space": false, "use_regex": false}]}})
         };
         assert_eq!(pre_tokenizer(&seq(QWEN2)).unwrap(), "qwen2");
+        // DeepSeek-R1-Distill-Qwen: the Qwen rules, its BOS put first.
+        let mut r1 = seq(QWEN2);
+        let bos = "<\u{ff5c}begin\u{2581}of\u{2581}sentence\u{ff5c}>";
+        r1["post_processor"] = json!({"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": bos, "type_id": 0}},
+                       {"Sequence": {"id": "A", "type_id": 0}}],
+            "special_tokens": {bos: {"id": bos, "ids": [151646], "tokens": [bos]}}});
+        assert_eq!(pre_tokenizer(&r1).unwrap(), "deepseek-r1-qwen");
+        r1["post_processor"]["special_tokens"][bos]["ids"] = json!([151643]);
+        assert_eq!(pre_tokenizer(&r1).unwrap(), "qwen2");
         assert_eq!(pre_tokenizer(&seq(LLAMA3)).unwrap(), "llama-bpe");
         assert_eq!(pre_tokenizer(&seq(O200K)).unwrap(), "gpt-4o");
         assert!(pre_tokenizer(&seq("x+")).is_err());

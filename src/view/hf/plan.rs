@@ -160,6 +160,12 @@ impl Plan {
         self.kind.clone().primary().map(|p| catalog.tensor(p).dtype)
     }
 
+    /// Is it a source tensor as it is, or cast elementwise (so that in its
+    /// own dtype its bytes are the source's)?
+    pub fn is_elementwise(&self) -> bool {
+        matches!(self.kind, PlanKind::Elementwise(_))
+    }
+
     /// An MXFP4 pair as it is stored: its blocks and scales tensors, and
     /// whether the plan transposes them (gpt-oss experts).
     pub fn mxfp4(&self) -> Option<(TensorId, TensorId, bool)> {

@@ -15,7 +15,7 @@
 
 use serde_json::Value;
 
-use super::{Arch, Names, convert, map_name};
+use super::{Arch, Folder, Names, convert, map_name};
 use crate::view::gguf::config::{Config, Default as D};
 use crate::view::gguf::model::{HfTensor, OutTensor, Values};
 use crate::view::gguf::vocab;
@@ -73,7 +73,12 @@ impl Arch for Gpt2 {
         super::skipped(name) || name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias")
     }
 
-    fn tensors(&self, cfg: &Config, hf: &[HfTensor]) -> Result<Vec<OutTensor>, String> {
+    fn tensors(
+        &self,
+        cfg: &Config,
+        hf: &[HfTensor],
+        _: &dyn Folder,
+    ) -> Result<Vec<OutTensor>, String> {
         if cfg.u64(&["n_ctx"]).is_none() {
             return Err(
                 "config.json has no n_ctx, which llama.cpp's converter needs for \
@@ -129,6 +134,7 @@ mod tests {
     use super::*;
     use crate::catalog::gguf::GgufValue;
     use crate::dtype::Dtype;
+    use crate::view::gguf::arch::NoFiles;
     use serde_json::json;
 
     fn hf(names: &[(&str, &[u64])]) -> Vec<HfTensor> {
@@ -195,7 +201,7 @@ mod tests {
             ("h.0.mlp.c_fc.bias", &[256]),
             ("wpe.weight", &[256, 64]),
         ]);
-        let out = GPT2.tensors(&cfg, &t).unwrap();
+        let out = GPT2.tensors(&cfg, &t, &NoFiles).unwrap();
         let names: Vec<_> = out.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(
             names,
@@ -210,10 +216,10 @@ mod tests {
             out[0].data,
             crate::view::gguf::model::Data::Values(Values::Transposed(1))
         ));
-        let err = GPT2.tensors(&GPT2.config(&json!({"n_embd": 64})), &t);
+        let err = GPT2.tensors(&GPT2.config(&json!({"n_embd": 64})), &t, &NoFiles);
         assert!(err.unwrap_err().contains("n_ctx"));
         let unknown = hf(&[("h.0.attn.rotary.weight", &[4])]);
-        assert!(GPT2.tensors(&cfg, &unknown).is_err());
+        assert!(GPT2.tensors(&cfg, &unknown, &NoFiles).is_err());
     }
 
     #[test]

@@ -26,7 +26,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Arch, Names, map_name, text_model_params};
+use super::{Arch, Folder, Names, map_name, text_model_params};
 use crate::quant::ggml::GgmlType;
 use crate::view::gguf::config::{Config, Default as D};
 use crate::view::gguf::model::{Data, HfTensor, OutTensor, Raw, Values};
@@ -153,7 +153,12 @@ impl Arch for GptOss {
         cfg
     }
 
-    fn tensors(&self, _: &Config, hf: &[HfTensor]) -> Result<Vec<OutTensor>, String> {
+    fn tensors(
+        &self,
+        _: &Config,
+        hf: &[HfTensor],
+        _: &dyn Folder,
+    ) -> Result<Vec<OutTensor>, String> {
         let mut out = Vec::new();
         // The MXFP4 experts first, in reading order.
         for t in hf {
@@ -275,6 +280,7 @@ mod tests {
     use super::*;
     use crate::catalog::gguf::GgufValue;
     use crate::dtype::Dtype;
+    use crate::view::gguf::arch::NoFiles;
     use crate::view::gguf::model::Mxfp4Stored;
 
     fn t(i: u32, name: &str, shape: &[u64], mxfp4: Option<Mxfp4Stored>) -> HfTensor {
@@ -365,7 +371,9 @@ mod tests {
             ),
             t(5, "model.layers.0.self_attn.sinks", &[4], None),
         ];
-        let out = GPT_OSS.tensors(&GPT_OSS.config(&json!({})), &hf).unwrap();
+        let out = GPT_OSS
+            .tensors(&GPT_OSS.config(&json!({})), &hf, &NoFiles)
+            .unwrap();
         let names: Vec<_> = out.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(
             names,
@@ -422,7 +430,9 @@ mod tests {
                 None,
             ),
         ];
-        let out = GPT_OSS.tensors(&GPT_OSS.config(&json!({})), &hf).unwrap();
+        let out = GPT_OSS
+            .tensors(&GPT_OSS.config(&json!({})), &hf, &NoFiles)
+            .unwrap();
         let got: Vec<_> = out
             .iter()
             .map(|t| (t.name.as_str(), t.shape.clone()))

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::{Arch, Experts, Names, convert, map_name, skipped, text_model_params};
+use super::{Arch, Experts, Folder, Names, convert, map_name, skipped, text_model_params};
 use crate::view::gguf::config::{Config, Default as D};
 use crate::view::gguf::model::{HfTensor, OutTensor, Values};
 use crate::view::gguf::vocab;
@@ -108,7 +108,12 @@ impl Arch for Llama {
         }
     }
 
-    fn tensors(&self, cfg: &Config, hf: &[HfTensor]) -> Result<Vec<OutTensor>, String> {
+    fn tensors(
+        &self,
+        cfg: &Config,
+        hf: &[HfTensor],
+        _: &dyn Folder,
+    ) -> Result<Vec<OutTensor>, String> {
         let n_head = cfg.need_u64(&["n_heads", "num_attention_heads"])?;
         let n_kv = cfg.need_u64(&["n_kv_heads", "num_key_value_heads"])?;
         let experts = cfg.u64(&["num_local_experts"]).map(|count| Experts {

@@ -8,9 +8,12 @@
 //! tensor is read) and the keys every text model writes
 //! ([`text_model_params`]).
 
+mod gemma;
 mod gpt2;
 mod gpt_oss;
 mod llama;
+mod phi3;
+mod qwen;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,8 +38,14 @@ pub trait Arch: Send + Sync + fmt::Debug {
         skipped(name)
     }
     /// The output tensors in file order, from the Hugging Face tensors in
-    /// the converter's reading order.
-    fn tensors(&self, cfg: &Config, hf: &[HfTensor]) -> Result<Vec<OutTensor>, String>;
+    /// the converter's reading order (`folder`: the other files, which a
+    /// few architectures look at while preparing tensors).
+    fn tensors(
+        &self,
+        cfg: &Config,
+        hf: &[HfTensor],
+        folder: &dyn Folder,
+    ) -> Result<Vec<OutTensor>, String>;
     /// Keys the converter adds while it prepares tensors (they come right
     /// after `general.architecture`).
     fn early_kv(&self, cfg: &Config, kv: &mut Kv) {
@@ -48,6 +57,30 @@ pub trait Arch: Send + Sync + fmt::Debug {
     fn vocab(&self) -> vocab::Path;
 }
 
+/// The folder's files other than the tensors, as the converter may read
+/// them while it prepares tensors (Gemma 3 trims its embedding to the
+/// tokenizer's vocabulary).
+pub trait Folder {
+    /// Is there a file `name`?
+    fn has(&self, name: &str) -> bool;
+    /// Its bytes, if there is one and it can be read.
+    fn read(&self, name: &str) -> Option<Vec<u8>>;
+}
+
+/// A folder without side files (tests).
+#[cfg(test)]
+pub struct NoFiles;
+
+#[cfg(test)]
+impl Folder for NoFiles {
+    fn has(&self, _: &str) -> bool {
+        false
+    }
+    fn read(&self, _: &str) -> Option<Vec<u8>> {
+        None
+    }
+}
+
 /// The architecture of a Hugging Face config, if the view writes it (or why
 /// not).
 pub fn of(config: &Value) -> Result<&'static dyn Arch, String> {
@@ -55,17 +88,30 @@ pub fn of(config: &Value) -> Result<&'static dyn Arch, String> {
         .get("model_type")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let class = config
-        .get("architectures")
-        .and_then(Value::as_array)
-        .and_then(|a| a.first())
-        .and_then(Value::as_str)
+    // The converter's `get_model_architecture`: the text config's class if
+    // it names one, else the first of `architectures`.
+    fn first(c: Option<&Value>) -> Option<&str> {
+        c.and_then(|c| c.get("architectures"))
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+            .and_then(Value::as_str)
+    }
+    let class = first(config.get("text_config"))
+        .or_else(|| first(Some(config)))
         .unwrap_or("");
     match (model_type, class) {
         ("llama" | "mistral" | "mixtral", _) => Ok(llama::arch(model_type)),
         (_, "LlamaForCausalLM" | "MistralForCausalLM" | "MixtralForCausalLM") => {
             Ok(llama::arch(model_type))
         }
+        (_, "Gemma2ForCausalLM") | ("gemma2", "") => Ok(gemma::gemma2()),
+        (_, "Gemma3ForCausalLM" | "Gemma3ForConditionalGeneration")
+        | ("gemma3" | "gemma3_text", "") => Ok(gemma::gemma3()),
+        (_, "Phi3ForCausalLM") | ("phi3", "") => Ok(phi3::arch()),
+        (
+            _,
+            "Qwen2ForCausalLM" | "Qwen3ForCausalLM" | "Qwen2MoeForCausalLM" | "Qwen3MoeForCausalLM",
+        ) => qwen::arch(model_type, class),
         ("gpt2", _) | (_, "GPT2LMHeadModel") => Ok(&gpt2::GPT2),
         ("gpt_oss", _) | (_, "GptOssForCausalLM") => Ok(&gpt_oss::GPT_OSS),
         ("", "") => Err("config.json names no model_type".into()),
@@ -143,6 +189,16 @@ pub fn convert(
     experts: Option<&Experts>,
     mut one: impl FnMut(&HfTensor) -> Result<Option<OutTensor>, String>,
 ) -> Result<Vec<OutTensor>, String> {
+    convert_many(hf, experts, |t| Ok(one(t)?.into_iter().collect()))
+}
+
+/// [`convert`] where a tensor may become several (or none): `many` gives
+/// them in the order the converter writes them (a fused tensor's parts).
+pub fn convert_many(
+    hf: &[HfTensor],
+    experts: Option<&Experts>,
+    mut many: impl FnMut(&HfTensor) -> Result<Vec<OutTensor>, String>,
+) -> Result<Vec<OutTensor>, String> {
     let mut out = Vec::new();
     let mut buffers: BTreeMap<u64, BTreeMap<(usize, u64), &HfTensor>> = BTreeMap::new();
     for t in hf {
@@ -171,14 +227,57 @@ pub fn convert(
             }
             continue;
         }
-        if let Some(t) = one(t)? {
-            out.push(t);
-        }
+        out.extend(many(t)?);
     }
     if let Some((layer, _)) = buffers.into_iter().next() {
         return Err(format!("layer {layer} lacks some of its experts"));
     }
     Ok(out)
+}
+
+/// A tensor name as `TextModel.filter_tensors` leaves it: `None` for the
+/// multimodal towers and projectors it drops, else the name with
+/// `language_model.` removed (a multimodal model's text part).
+pub fn text_filter(name: &str) -> Option<String> {
+    const STARTS: [&str; 10] = [
+        "mlp",
+        "vit.",
+        "vpm.",
+        "siglip2.",
+        "conformer.",
+        "merger.",
+        "resampler.",
+        "sound_encoder.",
+        "sound_projection.",
+        "speech_embeddings.",
+    ];
+    const CONTAINS: [&str; 17] = [
+        "visual.",
+        "vision.",
+        "audio.",
+        "talker.",
+        "vision_",
+        "audio_",
+        "token2wav.",
+        "code2wav.",
+        "projector.",
+        "pre_mm_projector_norm",
+        "image_newline",
+        "view_seperator",
+        "patch_embed",
+        "patch_embedding",
+        "patch_merger.",
+        "patch_merge_mlp.",
+        "model.connector.",
+    ];
+    if STARTS.iter().any(|s| name.starts_with(s)) || CONTAINS.iter().any(|c| name.contains(c)) {
+        return None;
+    }
+    let mut name = name.to_string();
+    if name.ends_with("e_score_correction_bias") {
+        name = name.replace("e_score_correction_bias", "e_score_correction.bias");
+    }
+    Some(name.replace("language_model.", ""))
 }
 
 /// Names the converter never maps (causal-mask buffers, rotary caches).
@@ -326,5 +425,45 @@ mod tests {
             None
         );
         assert_eq!(map_name(names, "model.embed_tokens.scale"), None);
+    }
+
+    #[test]
+    fn text_filter_drops_towers_and_strips_language_model() {
+        assert_eq!(
+            text_filter("language_model.model.layers.0.mlp.up_proj.weight").as_deref(),
+            Some("model.layers.0.mlp.up_proj.weight")
+        );
+        assert_eq!(
+            text_filter("model.language_model.norm.weight").as_deref(),
+            Some("model.norm.weight")
+        );
+        assert_eq!(text_filter("vision_tower.head.probe"), None);
+        assert_eq!(
+            text_filter("multi_modal_projector.mm_input_projection_weight"),
+            None
+        );
+        assert_eq!(
+            text_filter("model.norm.weight").as_deref(),
+            Some("model.norm.weight")
+        );
+    }
+
+    #[test]
+    fn classes_pick_architectures() {
+        let name = |c: Value| of(&c).map(|a| a.name());
+        let c = serde_json::json!({"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"]});
+        assert_eq!(name(c), Ok("gemma3"));
+        let c = serde_json::json!({"model_type": "gemma3_text", "architectures": ["Gemma3ForCausalLM"]});
+        assert_eq!(name(c), Ok("gemma3"));
+        let c = serde_json::json!({"model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"]});
+        assert_eq!(name(c), Ok("gemma2"));
+        let c = serde_json::json!({"model_type": "phi3", "architectures": ["Phi3ForCausalLM"]});
+        assert_eq!(name(c), Ok("phi3"));
+        // EmbeddingGemma is another architecture of the converter.
+        let c =
+            serde_json::json!({"model_type": "gemma3_text", "architectures": ["Gemma3TextModel"]});
+        assert!(of(&c).is_err());
+        let c = serde_json::json!({"model_type": "llama", "architectures": ["LlamaForCausalLM"]});
+        assert_eq!(name(c), Ok("llama"));
     }
 }

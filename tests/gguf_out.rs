@@ -1,0 +1,249 @@
+//! The `gguf/` view against llama.cpp's own converter: each fixture of
+//! tests/data/gguf-out/ (a tiny random Hugging Face model, made by
+//! scripts/make_gguf_out.py) is mounted, and every `gguf/model-T.gguf` read
+//! through the kernel must hold what `convert_hf_to_gguf.py --outtype t`
+//! wrote for the same folder (`NAME.expected.json`): every key/value but the
+//! authorship keys, with its GGUF type, in order; every tensor's name, type,
+//! dimensions and offset; and each tensor's bytes (by SHA-256).
+//! `gyrofs convert --view gguf/...` writes the same bytes.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{Mount, gyrofs};
+use gyrofs::catalog::gguf::{GgufArray, GgufValue};
+use gyrofs::source::gguf::parse_data;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// The fixtures the view writes (every one scripts/make_gguf_out.py makes).
+const CASES: &[&str] = &[
+    "llama",
+    "llama-f32",
+    "mixtral",
+    "gemma2",
+    "gemma2-f16",
+    "gemma3",
+    "phi3",
+    "qwen2",
+    "qwen3",
+    "qwen2_moe",
+    "qwen3_moe",
+    "gpt2",
+    "gpt_oss",
+];
+
+const TYPES: [(&str, &str); 4] = [
+    ("f32", "F32"),
+    ("f16", "F16"),
+    ("bf16", "BF16"),
+    ("q8_0", "Q8_0"),
+];
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/gguf-out")
+        .join(name)
+}
+
+/// Keys the converter derives from the folder name and model card
+/// (docs/GGUF_OUT.md: gyrofs may write them differently).
+fn authorship(key: &str) -> bool {
+    const KEYS: &[&str] = &[
+        "general.name",
+        "general.author",
+        "general.version",
+        "general.organization",
+        "general.finetune",
+        "general.basename",
+        "general.description",
+        "general.quantized_by",
+        "general.license",
+        "general.url",
+        "general.doi",
+        "general.uuid",
+        "general.repo_url",
+        "general.tags",
+        "general.languages",
+    ];
+    const PREFIXES: &[&str] = &[
+        "general.license.",
+        "general.source.",
+        "general.base_model.",
+        "general.dataset.",
+    ];
+    KEYS.contains(&key) || PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
+/// A value as scripts/make_gguf_out.py describes it: `[type, value]`.
+fn describe(v: &GgufValue) -> (String, Value) {
+    fn scalar(v: &GgufValue) -> (&'static str, Value) {
+        match v {
+            GgufValue::U8(x) => ("uint8", json!(x)),
+            GgufValue::I8(x) => ("int8", json!(x)),
+            GgufValue::U16(x) => ("uint16", json!(x)),
+            GgufValue::I16(x) => ("int16", json!(x)),
+            GgufValue::U32(x) => ("uint32", json!(x)),
+            GgufValue::I32(x) => ("int32", json!(x)),
+            GgufValue::F32(x) => ("float32", json!(f64::from(*x))),
+            GgufValue::Bool(x) => ("bool", json!(x)),
+            GgufValue::String(x) => ("string", json!(x)),
+            GgufValue::U64(x) => ("uint64", json!(x)),
+            GgufValue::I64(x) => ("int64", json!(x)),
+            GgufValue::F64(x) => ("float64", json!(x)),
+            GgufValue::Array(_) => ("array", Value::Null),
+        }
+    }
+    match v {
+        GgufValue::Array(a) => {
+            let (sub, items): (&str, Vec<Value>) = match a {
+                GgufArray::String(s) => ("string", s.iter().map(|x| json!(x)).collect()),
+                GgufArray::I32(s) => ("int32", s.iter().map(|x| json!(x)).collect()),
+                GgufArray::F32(s) => ("float32", s.iter().map(|x| json!(f64::from(*x))).collect()),
+                GgufArray::U32(s) => ("uint32", s.iter().map(|x| json!(x)).collect()),
+                other => panic!("no description for array {other:?}"),
+            };
+            (format!("array:{sub}"), Value::Array(items))
+        }
+        v => {
+            let (t, x) = scalar(v);
+            (t.to_string(), x)
+        }
+    }
+}
+
+/// Compare one GGUF file with its expected description (`kv`: the keys,
+/// `general.file_type` as `typ["file_type"]`; `typ["tensors"]`); one line
+/// per difference.
+fn differences(bytes: &[u8], kv_want: &Value, typ: &Value) -> Vec<String> {
+    let h = parse_data(Path::new("model.gguf"), bytes).expect("a valid GGUF file");
+    let mut out = Vec::new();
+    let kv: Vec<(String, String, Value)> = h
+        .metadata
+        .iter()
+        .filter(|(k, _)| !authorship(k))
+        .map(|(k, v)| {
+            let (t, x) = describe(v);
+            (k.clone(), t, x)
+        })
+        .collect();
+    let want: Vec<Value> = kv_want
+        .as_array()
+        .expect("kv")
+        .iter()
+        .map(|w| match w[0].as_str() {
+            Some("general.file_type") => json!([w[0], w[1], typ["file_type"]]),
+            _ => w.clone(),
+        })
+        .collect();
+    let keys: Vec<&str> = kv.iter().map(|k| k.0.as_str()).collect();
+    let want_keys: Vec<&str> = want.iter().map(|k| k[0].as_str().unwrap()).collect();
+    if keys != want_keys {
+        out.push(format!("keys:\n  got  {keys:?}\n  want {want_keys:?}"));
+    }
+    for (k, t, x) in &kv {
+        if let Some(w) = want.iter().find(|w| w[0] == k.as_str())
+            && (w[1] != t.as_str() || &w[2] != x)
+        {
+            let cut = |v: &Value| v.to_string().chars().take(200).collect::<String>();
+            out.push(format!(
+                "{k}: got {t} {}, want {} {}",
+                cut(x),
+                w[1],
+                cut(&w[2])
+            ));
+        }
+    }
+    let start = h.tensors.first().map_or(0, |t| t.offset);
+    let tensors: Vec<Value> = h
+        .tensors
+        .iter()
+        .map(|t| {
+            let data = &bytes[t.offset as usize..t.end() as usize];
+            json!([
+                t.name,
+                t.ggml_type.id(),
+                t.dims,
+                t.offset - start,
+                format!("{:x}", Sha256::digest(data))
+            ])
+        })
+        .collect();
+    let want_t = typ["tensors"].as_array().expect("tensors");
+    if tensors.len() != want_t.len() {
+        out.push(format!("{} tensors, want {}", tensors.len(), want_t.len()));
+    }
+    for (g, w) in tensors.iter().zip(want_t) {
+        if g != w {
+            out.push(format!("tensor: got {g}, want {w}"));
+        }
+    }
+    out
+}
+
+fn expected(name: &str) -> Value {
+    let p = data(name).with_extension("expected.json");
+    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+}
+
+#[test]
+fn every_file_is_what_the_converter_writes() {
+    let mut problems = Vec::new();
+    for name in CASES {
+        let m = Mount::new(&data(name));
+        let exp = expected(name);
+        for (t, file) in TYPES {
+            let path = m.path.join("gguf").join(format!("model-{file}.gguf"));
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{name} {file}: {e}"));
+            for d in differences(&bytes, &exp["kv"], &exp["types"][t]) {
+                problems.push(format!("{name} {file}: {d}"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn convert_writes_the_mounted_bytes() {
+    let name = "mixtral";
+    let m = Mount::new(&data(name));
+    let out = tempfile::tempdir().unwrap();
+    let dst = out.path().join("g");
+    let st = gyrofs(&[
+        "convert",
+        data(name).to_str().unwrap(),
+        dst.to_str().unwrap(),
+        "--view",
+        "gguf/model-Q8_0.gguf",
+        "--quiet",
+    ]);
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let written = std::fs::read(dst.join("model-Q8_0.gguf")).unwrap();
+    let mounted = std::fs::read(m.path.join("gguf/model-Q8_0.gguf")).unwrap();
+    assert!(written == mounted, "convert and the mount differ");
+}
+
+#[test]
+fn partial_reads_compute_only_their_rows_and_match_the_whole_file() {
+    // Through the read path itself (the kernel would round to pages).
+    let v = gyrofs::volume::Volume::open(&data("llama")).unwrap();
+    for file in ["gguf/model-Q8_0.gguf", "gguf/model-BF16.gguf"] {
+        let id = v.resolve(file).unwrap();
+        let size = v.file(id).unwrap().size;
+        let whole = v.read(id, 0, size as usize).unwrap();
+        let mut at = 0u64;
+        let mut step = 1u64;
+        while at < size {
+            let n = step.min(size - at) as usize;
+            let part = v.read(id, at, n).unwrap();
+            assert_eq!(part, &whole[at as usize..at as usize + n], "{file} at {at}");
+            at += step;
+            step = step * 7 % 4099 + 13;
+        }
+    }
+}

@@ -247,3 +247,57 @@ fn partial_reads_compute_only_their_rows_and_match_the_whole_file() {
         }
     }
 }
+
+/// llama.cpp itself loads every mounted file with the converter's logits
+/// and tokenization, bit for bit (scripts/check_gguf_out.py, mmap on).
+/// Runs where llama-cpp-python is installed (in `GYROFS_PYTHON`, default
+/// /opt/pyref/bin/python) and the converter's files are at `REFERENCE_DIR`
+/// (`KEEP=DIR scripts/make_gguf_out.py` leaves them); says it is skipped
+/// otherwise (the check script always runs it).
+#[test]
+fn llama_cpp_loads_the_mounted_files_like_the_converters() {
+    let python = std::env::var("GYROFS_PYTHON").unwrap_or_else(|_| "/opt/pyref/bin/python".into());
+    let has_llama_cpp = std::process::Command::new(&python)
+        .args(["-c", "import llama_cpp, gguf, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let reference = std::env::var_os("REFERENCE_DIR").map(PathBuf::from);
+    let (true, Some(reference)) = (has_llama_cpp, reference.filter(|r| r.is_dir())) else {
+        eprintln!(
+            "skipped: llama.cpp's load of the mounted files needs llama-cpp-python in {python} \
+             (pip install llama-cpp-python==0.3.36) and REFERENCE_DIR (the converter's files, \
+             from KEEP=DIR scripts/make_gguf_out.py); scripts/check_gguf_out.py runs it"
+        );
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_gguf_out.py");
+    let mut child = std::process::Command::new(&python)
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_gyrofs"))
+        .args(CASES)
+        .env("REFERENCE_DIR", &reference)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut out).map(|_| out)
+    });
+    // Bounded: about 5 s per fixture on 2 cores.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            panic!("scripts/check_gguf_out.py did not finish in 600 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let out = reader.join().unwrap().unwrap();
+    assert!(status.success(), "{out}");
+    assert!(out.contains("all good"), "{out}");
+}

@@ -18,7 +18,7 @@ use crate::quant::wide::f16_from_f32;
 use crate::view::compute::{
     ConcatOf, Memory, RowsPermuted, SourceBytes, TransposeOf, Window, by_units, units_at,
 };
-use crate::view::gguf::model::{Raw, Values};
+use crate::view::gguf::tensors::{Raw, Values};
 use crate::view::hf::HfView;
 use crate::view::{Compute, Segment};
 

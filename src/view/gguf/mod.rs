@@ -21,6 +21,7 @@ pub mod config;
 pub mod data;
 pub mod model;
 pub mod special;
+pub mod tensors;
 pub mod vocab;
 pub mod writer;
 
@@ -35,7 +36,8 @@ use crate::quant::ggml_encode::encoded_len;
 use crate::view::hf::plan::Plan;
 use crate::view::hf::{HfView, SideFile};
 use crate::view::{Builder, Context, FileRef, Segment, VFile, View, ViewId};
-use model::{Data, HfTensor, Model, Mxfp4Stored, OUTTYPES};
+use model::{Model, OUTTYPES};
+use tensors::{Data, HfTensor, Mxfp4Stored};
 use writer::{Kv, TensorInfo, pad};
 
 /// Longest tensor name llama.cpp loads (`GGML_MAX_NAME` is 64, with the

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::{Arch, Folder, Names, convert, map_name, skipped, text_filter, text_model_params};
 use crate::dtype::Dtype;
 use crate::view::gguf::config::{Config, Default as D};
-use crate::view::gguf::model::{HfTensor, OutTensor, Values};
+use crate::view::gguf::tensors::{HfTensor, OutTensor, Values};
 use crate::view::gguf::vocab;
 use crate::view::gguf::writer::Kv;
 
@@ -443,11 +443,11 @@ mod tests {
         );
         assert!(matches!(
             out[1].data,
-            crate::view::gguf::model::Data::Values(Values::PlusOne { hf: 2, f16: true })
+            crate::view::gguf::tensors::Data::Values(Values::PlusOne { hf: 2, f16: true })
         ));
         assert!(matches!(
             out[0].data,
-            crate::view::gguf::model::Data::Values(Values::Hf(1))
+            crate::view::gguf::tensors::Data::Values(Values::Hf(1))
         ));
         // Gemma 2 has no QK norms.
         let q = hf(
@@ -592,7 +592,7 @@ mod tests {
         assert_eq!(out[0].shape, [8, 4]);
         assert!(matches!(
             out[0].data,
-            crate::view::gguf::model::Data::Values(Values::Rows {
+            crate::view::gguf::tensors::Data::Values(Values::Rows {
                 hf: 0,
                 start: 0,
                 count: 8
@@ -601,7 +601,7 @@ mod tests {
         assert_eq!(out[1].name, "blk.0.attn_k_norm.weight");
         assert!(matches!(
             out[1].data,
-            crate::view::gguf::model::Data::Values(Values::PlusOne { hf: 1, f16: false })
+            crate::view::gguf::tensors::Data::Values(Values::PlusOne { hf: 1, f16: false })
         ));
         // Without a tokenizer the embedding is kept whole.
         let out = a.tensors(&cfg, &t, &NoFiles).unwrap();

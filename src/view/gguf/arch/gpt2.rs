@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::{Arch, Folder, Names, convert, map_name};
 use crate::view::gguf::config::{Config, Default as D};
-use crate::view::gguf::model::{HfTensor, OutTensor, Values};
+use crate::view::gguf::tensors::{HfTensor, OutTensor, Values};
 use crate::view::gguf::vocab;
 use crate::view::gguf::writer::Kv;
 
@@ -214,7 +214,7 @@ mod tests {
         assert_eq!(out[0].shape, [192, 64]);
         assert!(matches!(
             out[0].data,
-            crate::view::gguf::model::Data::Values(Values::Transposed(1))
+            crate::view::gguf::tensors::Data::Values(Values::Transposed(1))
         ));
         let err = GPT2.tensors(&GPT2.config(&json!({"n_embd": 64})), &t, &NoFiles);
         assert!(err.unwrap_err().contains("n_ctx"));

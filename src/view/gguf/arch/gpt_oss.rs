@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use super::{Arch, Folder, Names, map_name, text_model_params};
 use crate::quant::ggml::GgmlType;
 use crate::view::gguf::config::{Config, Default as D};
-use crate::view::gguf::model::{Data, HfTensor, OutTensor, Raw, Values};
+use crate::view::gguf::tensors::{Data, HfTensor, OutTensor, Raw, Values};
 use crate::view::gguf::vocab;
 use crate::view::gguf::writer::Kv;
 
@@ -281,7 +281,7 @@ mod tests {
     use crate::catalog::gguf::GgufValue;
     use crate::dtype::Dtype;
     use crate::view::gguf::arch::NoFiles;
-    use crate::view::gguf::model::Mxfp4Stored;
+    use crate::view::gguf::tensors::Mxfp4Stored;
 
     fn t(i: u32, name: &str, shape: &[u64], mxfp4: Option<Mxfp4Stored>) -> HfTensor {
         HfTensor {

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::{Arch, Experts, Folder, Names, convert, map_name, skipped, text_model_params};
 use crate::view::gguf::config::{Config, Default as D};
-use crate::view::gguf::model::{HfTensor, OutTensor, Values};
+use crate::view::gguf::tensors::{HfTensor, OutTensor, Values};
 use crate::view::gguf::vocab;
 use crate::view::gguf::writer::Kv;
 

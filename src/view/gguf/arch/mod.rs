@@ -21,7 +21,7 @@ use std::fmt;
 use serde_json::Value;
 
 use crate::view::gguf::config::Config;
-use crate::view::gguf::model::{HfTensor, OutTensor, Values};
+use crate::view::gguf::tensors::{HfTensor, OutTensor, Values};
 use crate::view::gguf::vocab;
 use crate::view::gguf::writer::Kv;
 

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::{Arch, Folder, Names, convert, map_name, skipped, text_filter};
 use crate::view::gguf::config::{Config, Default as D};
-use crate::view::gguf::model::{HfTensor, OutTensor, Values};
+use crate::view::gguf::tensors::{HfTensor, OutTensor, Values};
 use crate::view::gguf::vocab;
 use crate::view::gguf::writer::Kv;
 

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::{Arch, Experts, Folder, Names, convert_many, map_name, skipped, text_model_params};
 use crate::view::gguf::config::{Config, Default as D};
-use crate::view::gguf::model::{HfTensor, OutTensor, Values};
+use crate::view::gguf::tensors::{HfTensor, OutTensor, Values};
 use crate::view::gguf::vocab;
 use crate::view::gguf::writer::Kv;
 
@@ -365,7 +365,7 @@ mod tests {
     use super::*;
     use crate::catalog::gguf::GgufValue;
     use crate::dtype::Dtype;
-    use crate::view::gguf::model::Data;
+    use crate::view::gguf::tensors::Data;
     use serde_json::json;
 
     fn arch_of(config: &Value) -> &'static dyn Arch {

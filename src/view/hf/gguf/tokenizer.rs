@@ -13,7 +13,10 @@
 //! - `llama` (SentencePiece BPE with byte fallback): `LlamaTokenizer`'s
 //!   backend (Metaspace pre-tokenizer, `prepend_scheme: first`); gemma2 /
 //!   gemma3: `GemmaTokenizer`'s (space -> `▁` normalizer, split on spaces);
-//!   phi3: Llama's with a Prepend+Replace normalizer and no pre-tokenizer.
+//!   phi3: Llama's. (transformers' GGUF loader gives phi3 a
+//!   Prepend+Replace normalizer instead, which puts an extra `▁` before
+//!   text that starts with a space; the model's own tokenizer,
+//!   `LlamaTokenizer`, does not: gyrofs follows the original.)
 //!   The file has no merges: they are rebuilt from the vocabulary and the
 //!   scores (gemma: the token order) exactly as transformers'
 //!   `generate_merges` does.
@@ -83,7 +86,6 @@ fn outer_class(updated_arch: &str) -> &'static str {
 enum Builder {
     Llama,
     Gemma,
-    Phi3,
     ByteLevel,
 }
 
@@ -201,7 +203,6 @@ fn model(meta: &GgufMetadata) -> Result<&str, GgufHfError> {
 fn builder(model: &str, arch: &str) -> Result<Builder, GgufHfError> {
     Ok(match (model, arch) {
         ("llama", "gemma" | "gemma2" | "gemma3") => Builder::Gemma,
-        ("llama", "phi3") => Builder::Phi3,
         ("llama", _) => Builder::Llama,
         ("gpt2", _) => Builder::ByteLevel,
         (other, _) => {
@@ -375,7 +376,7 @@ fn added_tokens(tok: &GgufTokenizer, vocab: &PyDict, config_tokens: &ConfigToken
     };
     // 1. the builder class's own special tokens
     let builder_specials: &[&str] = match tok.builder {
-        Builder::Llama | Builder::Phi3 => &["<s>", "</s>", "<unk>"],
+        Builder::Llama => &["<s>", "</s>", "<unk>"],
         Builder::Gemma => &["<bos>", "<eos>", "<unk>", "<pad>", "<mask>"],
         Builder::ByteLevel => &["<|endoftext|>"],
     };
@@ -481,7 +482,7 @@ fn bpe_model(builder: Builder, vocab: &PyDict, merges: &[(String, String)]) -> V
         .collect();
     let merges_json: Vec<Value> = merges.iter().map(|(l, r)| json!([l, r])).collect();
     match builder {
-        Builder::Llama | Builder::Phi3 => {
+        Builder::Llama => {
             json!({"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
                 "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
                 "vocab": vocab_json, "merges": merges_json})
@@ -503,14 +504,10 @@ fn bpe_model(builder: Builder, vocab: &PyDict, merges: &[(String, String)]) -> V
 /// pre-tokenizer splits with the regex `tokenizer.ggml.pre` (`pre`) names.
 fn pipeline(builder: Builder, pre: Option<&str>) -> (Value, Value, Value) {
     match builder {
+        // Also Phi-3's: its own tokenizer is `LlamaTokenizer`.
         Builder::Llama => {
             let p = json!({"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "first", "split": false});
             (Value::Null, p, spm_decoder(true))
-        }
-        Builder::Phi3 => {
-            let n = json!({"type": "Sequence", "normalizers": [
-                {"type": "Prepend", "prepend": "\u{2581}"}, replace(" ", "\u{2581}")]});
-            (n, Value::Null, spm_decoder(true))
         }
         Builder::Gemma => {
             let p = json!({"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": false});

@@ -10,7 +10,6 @@ use indicatif::HumanBytes;
 
 use crate::catalog::{Catalog, FileRole};
 use crate::error::ShapeDisplay;
-use crate::view::gguf::GgufView;
 use crate::view::manifest;
 use crate::view::names::printable;
 use crate::volume::Volume;
@@ -25,16 +24,15 @@ pub fn print_json(volume: &Volume, out: &mut impl Write) -> std::io::Result<()> 
     manifest::write(&volume.catalog, volume.notes(), renamed, out)
 }
 
-/// Print the tensors of `volume`'s source as a table, then which GGUF
-/// files its `gguf/` holds (or why it has none).
-pub fn print_volume(volume: &Volume, out: &mut impl Write) -> std::io::Result<()> {
-    print(&volume.catalog, out)?;
-    match volume.views.find::<GgufView>() {
-        Some(g) => writeln!(out, "{}", g.summary()),
-        None => match volume.notes().iter().find(|n| n.starts_with("gguf/")) {
-            Some(note) => writeln!(out, "{note}"),
-            None => Ok(()),
-        },
+/// Print the tensors of `catalog` as a table, then which GGUF files a
+/// mount's `gguf/` holds (or why it has none). Only the views that line
+/// needs are decided: no tree is laid out, so this costs little more than
+/// the table.
+pub fn print_with_gguf(catalog: &Catalog, out: &mut impl Write) -> std::io::Result<()> {
+    print(catalog, out)?;
+    match crate::view::gguf::offer(catalog) {
+        Some(line) => writeln!(out, "{line}"),
+        None => Ok(()),
     }
 }
 

@@ -262,12 +262,13 @@ fn run(cli: Cli) -> Result<(), Error> {
             let located = gyrofs::remote::locate(&source, &remote.options())?;
             let (source, opener) = (located.path, located.opener);
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            // The views too: the manifest's notes, the GGUF files offered.
-            let volume = Volume::open_with(&source, &opener, &Options::default())?;
             let printed = if json {
+                // The manifest: every view's notes too.
+                let volume = Volume::open_with(&source, &opener, &Options::default())?;
                 gyrofs::ls::print_json(&volume, &mut out)
             } else {
-                gyrofs::ls::print_volume(&volume, &mut out)
+                let catalog = gyrofs::source::open(&source, &opener)?;
+                gyrofs::ls::print_with_gguf(&catalog, &mut out)
             };
             match printed.and_then(|()| std::io::Write::flush(&mut out)) {
                 Ok(()) => Ok(()),

@@ -301,3 +301,29 @@ fn llama_cpp_loads_the_mounted_files_like_the_converters() {
     assert!(status.success(), "{out}");
     assert!(out.contains("all good"), "{out}");
 }
+
+/// `gyrofs ls` ends with the GGUF files a mount offers, or why there are
+/// none.
+#[test]
+fn ls_says_which_gguf_files_a_source_offers() {
+    let out = gyrofs(&["ls", data("qwen2_moe").to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap();
+    assert!(
+        last.starts_with("gguf/ (qwen2moe, ")
+            && last.ends_with("model-F32.gguf model-F16.gguf model-BF16.gguf model-Q8_0.gguf"),
+        "{last}"
+    );
+    let falcon =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gguf-models/falcon-f16.gguf");
+    let out = gyrofs(&["ls", falcon.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .last()
+            .unwrap()
+            .starts_with("gguf/ is not available for this source: "),
+        "{text}"
+    );
+}

@@ -170,20 +170,40 @@ fn mxfp4_stored(catalog: &Catalog, p: &Plan) -> Option<Mxfp4Stored> {
     }
 }
 
+/// What `gguf/` holds for `catalog`, in one line (its summary, or why
+/// there is none), decided as a mount decides it but without laying out
+/// any view's tree: `gyrofs ls` prints it. `None` when the source has no
+/// `config.json` (no `gguf/`, and nothing to say).
+pub fn offer(catalog: &Catalog) -> Option<String> {
+    let mut notes = Vec::new();
+    let conversion = crate::view::hf::plan::Conversion::new(catalog, &mut notes).ok()?;
+    let hf = HfView::new(catalog, &conversion, Dtype::BF16);
+    let config = hf.config()?;
+    Some(match model_of(catalog, &hf, config) {
+        Ok(model) => summary(&model),
+        Err(why) => format!("gguf/ is not available for this source: {why}"),
+    })
+}
+
+/// A model's files in one line: the architecture and the files.
+fn summary(model: &Model) -> String {
+    let files: Vec<String> = OUTTYPES
+        .iter()
+        .map(|(_, name, _)| format!("model-{name}.gguf"))
+        .collect();
+    format!(
+        "gguf/ ({}, {} tensors, {}): {}",
+        model.arch.name(),
+        model.tensors.len(),
+        model.size_label,
+        files.join(" ")
+    )
+}
+
 impl GgufView {
     /// What it holds, in one line: the architecture and the files.
     pub fn summary(&self) -> String {
-        let files: Vec<String> = OUTTYPES
-            .iter()
-            .map(|(_, name, _)| format!("model-{name}.gguf"))
-            .collect();
-        format!(
-            "gguf/ ({}, {} tensors, {}): {}",
-            self.model.arch.name(),
-            self.model.tensors.len(),
-            self.model.size_label,
-            files.join(" ")
-        )
+        summary(&self.model)
     }
 
     /// The Hugging Face folder view it converts.

@@ -327,3 +327,32 @@ fn ls_says_which_gguf_files_a_source_offers() {
         "{text}"
     );
 }
+
+/// A GGUF source's `gguf/` files carry the source's own tokenizer, key for
+/// key (llama.cpp reads it exactly; a SentencePiece GGUF has no
+/// `tokenizer.model` for the converter's path).
+#[test]
+fn a_gguf_source_keeps_its_tokenizer() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gguf-models");
+    for name in ["llama-q4_k.gguf", "qwen2-f16.gguf", "gemma3-q8_0.gguf"] {
+        let src = root.join(name);
+        let tokenizer = |bytes: &[u8]| -> Vec<(String, String, Value)> {
+            let h = parse_data(Path::new("model.gguf"), bytes).expect("a valid GGUF file");
+            h.metadata
+                .iter()
+                .filter(|(k, _)| k.starts_with("tokenizer."))
+                .map(|(k, v)| {
+                    let (t, x) = describe(v);
+                    (k.clone(), t, x)
+                })
+                .collect()
+        };
+        let want = tokenizer(&std::fs::read(&src).unwrap());
+        assert!(want.len() > 5, "{name}");
+        let m = Mount::new(&src);
+        for file in ["model-F16.gguf", "model-Q8_0.gguf"] {
+            let got = tokenizer(&std::fs::read(m.path.join("gguf").join(file)).unwrap());
+            assert!(got == want, "{name} {file}: tokenizer keys differ");
+        }
+    }
+}

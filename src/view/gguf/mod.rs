@@ -223,7 +223,10 @@ impl GgufView {
                 Ok(Some(g)) => model::sampling(&g),
                 _ => Kv::new(),
             };
-            let vocab = vocab_kv(&files, hf, &self.model);
+            let vocab = match &cx.catalog.gguf_metadata {
+                Some(meta) => Ok(source_vocab(meta)),
+                None => vocab_kv(&files, hf, &self.model),
+            };
             if let Err(why) = &vocab {
                 log::warn!("gguf/: the GGUF files have no tokenizer: {why}");
             }
@@ -350,6 +353,18 @@ impl SideFiles {
                 .map_err(|e| format!("{name}: {e}")),
         }
     }
+}
+
+/// The tokenizer keys of a GGUF source, as they are: its own tokenizer,
+/// which llama.cpp reads exactly (the Hugging Face tokenizer files `bf16/`
+/// makes of it are a translation, and a SentencePiece one has no
+/// `tokenizer.model` for the converter's path).
+fn source_vocab(meta: &crate::catalog::gguf::GgufMetadata) -> Kv {
+    let mut kv = Kv::new();
+    for (k, v) in meta.iter().filter(|(k, _)| k.starts_with("tokenizer.")) {
+        kv.set(k, v.clone());
+    }
+    kv
 }
 
 /// The tokenizer keys, from the folder's files.

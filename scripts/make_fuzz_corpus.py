@@ -16,7 +16,10 @@ Writes tests/fuzz/corpus/<target>/ (standard library only, deterministic):
                       single files, a Hugging Face folder with an MXFP4
                       pair and an index, a gpt-oss original folder, an FP8
                       block-scaled pair with its config, a GGUF split set,
-                      torch.save files (one a nanoGPT checkpoint)
+                      torch.save files (one a nanoGPT checkpoint, one
+                      with repeated keys, one tensor path reached many
+                      ways), GGUF models mapped to Hugging Face folders
+                      (with an unplaced tensor; one incomplete)
   torch_checkpoint    the torch.save fixtures of tests/data/torch/ (zip,
                       legacy, every pickle protocol) and its bad/ ones
 
@@ -61,6 +64,41 @@ def safetensors(tensors, metadata=None):
 def volume(config=b"", dtypes=b"", index=b"", tensors=()):
     """An input of the volume target: a folder (or, with one part, a file)."""
     return SEP.join([config, dtypes, index, *tensors])
+
+
+def gguf(kvs, tensors):
+    """A GGUF v3 file (alignment 32): kvs is a list of (key, u32 or str),
+    tensors a list of (name, ggml dims fastest first) of F32 zeros."""
+    def text(x):
+        b = x.encode()
+        return struct.pack("<Q", len(b)) + b
+    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs))
+    for k, v in kvs:
+        out += text(k) + (struct.pack("<II", 4, v) if isinstance(v, int) else struct.pack("<I", 8) + text(v))
+    off, data = 0, b""
+    for name, dims in tensors:
+        out += text(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
+        out += struct.pack("<IQ", 0, off)
+        n = 4
+        for d in dims:
+            n *= d
+        blob = bytes(n) + bytes(-n % 32)
+        data += blob
+        off += len(blob)
+    return out + bytes(-len(out) % 32) + data
+
+
+def toy_llama(blocks, declared, extra=()):
+    """A llama GGUF of `blocks` blocks whose metadata says `declared`."""
+    t = [("token_embd.weight", [8, 6]), ("output_norm.weight", [8])]
+    for k in range(blocks):
+        for leaf, dims in [("attn_q", [8, 8]), ("attn_k", [8, 4]), ("attn_v", [8, 4]),
+                           ("attn_output", [8, 8]), ("ffn_up", [8, 16]), ("ffn_down", [16, 8])]:
+            t.append((f"blk.{k}.{leaf}.weight", dims))
+    kvs = [("general.architecture", "llama"), ("llama.block_count", declared),
+           ("llama.embedding_length", 8), ("llama.attention.head_count", 2),
+           ("llama.attention.head_count_kv", 1)]
+    return gguf(kvs, t + list(extra))
 
 
 def write(target, name, data):
@@ -141,12 +179,21 @@ def main():
     write("volume", "file-torch-views", read(DATA, "torch", "views.pt"))
     write("volume", "file-torch-legacy", read(DATA, "torch", "nanogpt-legacy.pt"))
     write("volume", "file-nanogpt", read(DATA, "torch-models", "nanogpt-untied.pt"))
+    # Repeated keys (last value wins; keys that print the same renamed) and
+    # one tensor path reached many ways, as whole sources.
+    write("volume", "file-torch-dup-keys", read(DATA, "torch", "dup-keys.pt"))
+    write("volume", "file-torch-path-collisions", read(DATA, "torch", "bad", "path-collisions.pt"))
 
     # GGUF models mapped to Hugging Face folders: experts concatenated
     # (qwen3_moe), norms offset (gemma2), experts interleaved and transposed
     # from ggml MXFP4 (gpt_oss).
     for n in ("qwen3_moe-q8_0", "gemma2-q8_0", "gpt_oss-bf16"):
         write("volume", f"file-gguf-hf-{n}", read(DATA, "gguf-models", n + ".gguf"))
+    # A complete llama with a tensor the mapping has no place for (kept
+    # under its GGUF name), and one short of the blocks it declares (not
+    # mapped).
+    write("volume", "file-gguf-hf-llama-extra", toy_llama(1, 1, [("rope_freqs.weight", [2])]))
+    write("volume", "file-gguf-hf-llama-incomplete", toy_llama(1, 2))
 
 
 if __name__ == "__main__":

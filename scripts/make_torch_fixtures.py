@@ -525,8 +525,9 @@ def p_dict(*pairs):
     return b"}(" + b"".join(k + v for k, v in pairs) + b"u"
 
 
-def torch_zip(name, data_pkl, storages=None, deflate=()):
-    """A torch.save-shaped zip written by Python's zipfile."""
+def torch_zip(name, data_pkl, storages=None, deflate=(), out_dir=None):
+    """A torch.save-shaped zip written by Python's zipfile (in bad/, or
+    `out_dir`)."""
     storages = storages if storages is not None else {"0": struct.pack("<4f", 1, 2, 3, 4)}
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
@@ -539,7 +540,37 @@ def torch_zip(name, data_pkl, storages=None, deflate=()):
         for k, v in storages.items():
             put(f"data/{k}", v)
         put("version", b"3\n")
-    (BAD / f"{name}.pt").write_bytes(out.getvalue())
+    ((out_dir or BAD) / f"{name}.pt").write_bytes(out.getvalue())
+    return (out_dir or BAD) / f"{name}.pt"
+
+
+def p_float(x):
+    return b"G" + struct.pack(">d", x)
+
+
+def duplicate_keys():
+    """A state dict with repeated keys, which torch.save cannot write: a
+    hand-made data.pkl that torch.load reads as Python does (the last value
+    of a key wins, in the key's first place), with keys distinct in Python
+    that print the same (1 and "1")."""
+    f4 = lambda *v: struct.pack(f"<{len(v)}f", *v)
+    storages = {"0": f4(1, 2, 3, 4), "1": f4(5, 6, 7, 8), "2": f4(9, 10, 11, 12)}
+    t = lambda key, size: p_tensor(p_storage(key, 4), 0, [size], [1])
+    body = p_dict(
+        (p_str("w"), t("0", 4)),
+        (p_str("x"), t("1", 2)),
+        (p_str("w"), t("2", 3)),  # torch.load: w is storage 2's, first in order
+        (p_str("m"), p_dict((p_str("a"), t("0", 1)))),
+        (p_str("m"), p_dict((p_str("b"), t("1", 1)))),  # m.a is gone
+        (p_int(1), p_str("int one")),
+        (p_str("1"), p_str("string one")),  # another key that prints as 1
+        (b"\x88", p_str("True replaces int one")),  # True == 1
+        (p_float(1.0), p_str("1.0 replaces it again")),  # 1.0 == 1
+        (p_float(2.5), p_str("two and a half")),
+        (p_str("w"), t("1", 4)),  # and w once more
+    )
+    path = torch_zip("dup-keys", b"\x80\x02" + body + b".", storages, out_dir=OUT)
+    write_expected("dup-keys", path, "dup-keys")
 
 
 def hostile():
@@ -581,6 +612,21 @@ def hostile():
         blow += b"](h" + bytes([(i - 1) % 256]) + b"h" + bytes([(i - 1) % 256]) + b"eq" + bytes([i % 256])
     torch_zip("shared-blowup", ok(blow))
     torch_zip("self-cycle", ok(b"]q\x00h\x00a"))
+    # Keys distinct in Python that print the same (each NaN is its own key,
+    # printed "NaN"): every one renamed, "NaN"#2, #3, ..., in linear time,
+    # with the notes capped.
+    torch_zip("nan-keys", ok(b"}(" + (p_float(float("nan")) + b"N") * 3000 + b"u"))
+    # One tensor at one path many ways: D(k) = {"x": D(k+1), "x.x": D(k+2)}
+    # reaches D(n), a tensor, at path x.x...x by Fibonacci(n) routes.
+    n = 16
+    fib = p_tensor(p_storage("0", 4), 0, [4], [1]) + b"q" + bytes([n])
+    nxt = None
+    for k in range(n - 1, -1, -1):
+        d = b"}(" + p_str("x") + b"h" + bytes([k + 1]) + p_str("x.x") + b"h" + bytes([min(k + 2, n)]) + b"uq" + bytes([k])
+        fib += d
+    torch_zip("path-collisions", ok(fib + b"0h\x00"))
+    # One node per byte (NONE): about 36 bytes of memory per byte of pickle.
+    torch_zip("none-flood", ok(b"(" + b"N" * 60000 + b"l"))
     torch_zip("unknown-opcode", ok(p_dict((p_str("w"), one))) [:-1] + b"\xff.")
     torch_zip("truncated-pickle", ok(p_dict((p_str("w"), one)))[:40])
     torch_zip("stack-underflow", ok(b"a"))
@@ -625,6 +671,7 @@ def main():
     save("large", {"big": gen((130, 130), torch.float32, 42), "small": gen((3,), torch.int8, 43)})
     big_endian("bigendian")
     rezipped("rezipped", OUT / "views.pt")
+    duplicate_keys()
     hostile()
 
     (OUT / "SOURCE.json").write_text(

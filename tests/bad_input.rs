@@ -273,3 +273,122 @@ fn broken_pytorch_files_are_refused() {
     std::fs::write(&q, b"hello, world").unwrap();
     refused(&q, &["pytorch_model.bin", "not a torch.save checkpoint"]);
 }
+
+/// Pickle pieces for the hostile torch files below (pickletools names).
+mod pk {
+    /// BINUNICODE.
+    pub fn str(s: &str) -> Vec<u8> {
+        let mut b = vec![b'X'];
+        b.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        b.extend_from_slice(s.as_bytes());
+        b
+    }
+    /// BINPUT / BINGET of memo slot `k`.
+    pub fn put(k: u8) -> Vec<u8> {
+        vec![b'q', k]
+    }
+    pub fn get(k: u8) -> Vec<u8> {
+        vec![b'h', k]
+    }
+    /// A float32 tensor of 4 elements on storage "0" (torch.save's
+    /// `_rebuild_tensor_v2` call).
+    pub fn tensor() -> Vec<u8> {
+        let mut b = b"ctorch._utils\n_rebuild_tensor_v2\n(".to_vec();
+        b.extend(b"(");
+        b.extend(str("storage"));
+        b.extend(b"ctorch\nFloatStorage\n");
+        b.extend(str("0"));
+        b.extend(str("cpu"));
+        b.extend(b"K\x04tQK\x00(K\x04t(K\x01t\x89ccollections\nOrderedDict\n)RtR");
+        b
+    }
+    /// A whole torch.save file holding `body` (protocol 2).
+    pub fn file(body: &[u8]) -> Vec<u8> {
+        let mut pkl = b"\x80\x02".to_vec();
+        pkl.extend_from_slice(body);
+        pkl.push(b'.');
+        let data: Vec<u8> = [1f32, 2., 3., 4.]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        super::torch_zip("hostile", &pkl, &[("0", &data)])
+    }
+}
+
+/// A pickle that builds a node per byte (a `NONE` flood, 6 MB) is refused
+/// for the memory its values would take (16 bytes per byte of pickle plus
+/// 64 MiB), not after building 16M values (0.75 GB).
+#[test]
+fn pickle_memory_is_budgeted_against_its_length() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("flood.pt");
+    let mut body = b"(".to_vec();
+    body.resize(6_000_000, b'N');
+    body.push(b'l');
+    std::fs::write(&p, pk::file(&body)).unwrap();
+    refused(
+        &p,
+        &["flood.pt", "hostile/data.pkl", "MiB of memory", "NONE"],
+    );
+}
+
+/// Names that must be made unique, repeated many times: 100,000 dict keys
+/// that are distinct in Python but print the same (each NaN is its own
+/// key), and one tensor path reached 28,657 ways (D(k) = {"x": D(k+1),
+/// "x.x": D(k+2)}). Each suffix search was quadratic (hours); `ls` now takes
+/// well under a few seconds and prints a bounded number of notes.
+#[test]
+fn repeated_names_cost_linear_time() {
+    let d = tempfile::tempdir().unwrap();
+    let nan_keys = d.path().join("nan-keys.pt");
+    let mut body = b"}(".to_vec();
+    body.extend(pk::str("w"));
+    body.extend(pk::tensor());
+    for _ in 0..100_000 {
+        body.push(b'G');
+        body.extend_from_slice(&f64::NAN.to_be_bytes());
+        body.push(b'N');
+    }
+    body.push(b'u');
+    std::fs::write(&nan_keys, pk::file(&body)).unwrap();
+
+    let paths = d.path().join("paths.pt");
+    let n = 21u8;
+    let mut body = pk::tensor();
+    body.extend(pk::put(n));
+    body.extend(pk::get(n));
+    body.extend(pk::put(n + 1));
+    for k in (0..n).rev() {
+        body.extend(b"}(");
+        body.extend(pk::str("x"));
+        body.extend(pk::get(k + 1));
+        body.extend(pk::str("x.x"));
+        body.extend(pk::get(k + 2));
+        body.push(b'u');
+        body.extend(pk::put(k));
+    }
+    std::fs::write(&paths, pk::file(&body)).unwrap();
+
+    for (src, tensors) in [(&nan_keys, 1usize), (&paths, 28_657)] {
+        let s = src.display().to_string();
+        let t = std::time::Instant::now();
+        let out = gyrofs_within(&["ls", "--json", &s], std::time::Duration::from_secs(60));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{s}: {err}");
+        let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            manifest["tensors"].as_array().unwrap().len(),
+            tensors,
+            "{s}"
+        );
+        let notes = manifest["notes"].as_array().unwrap();
+        assert!(notes.len() <= 300, "{s}: {} notes", notes.len());
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.as_str().unwrap().contains("more notes like these")),
+            "{s}"
+        );
+        eprintln!("{s}: ls in {:?}", t.elapsed());
+    }
+}

@@ -41,6 +41,7 @@ const GOOD: &[&str] = &[
     "large",
     "bigendian",
     "rezipped",
+    "dup-keys",
     "plain-proto0",
     "plain-proto1",
     "plain-proto3",
@@ -197,13 +198,62 @@ fn notes_say_what_was_left_out() {
         )
     );
     assert!(ck.notes.contains(
-        &"'int_keys': key '1' occurs more than once; this one is named '1#2'".to_string()
-    ));
+        &"'int_keys': key '1' is another key than an earlier one that prints the same (such as 1 and \"1\"); this one is named '1#2'".to_string()
+    ), "{:?}", ck.notes);
 
     // Integer keys (the optimizer state's parameter ids) are plain decimal
     // path segments: nothing to note.
     let ck = check_fixture("nanogpt");
     assert!(ck.notes.is_empty(), "{:?}", ck.notes);
+}
+
+/// A pickled dict with repeated keys (which torch.save cannot write) reads
+/// as torch.load reads it: the last value of a key wins, in the key's first
+/// place (`check_fixture` compares with torch.load); keys that are distinct
+/// in Python but print the same are renamed; the manifest's notes say both.
+#[test]
+fn repeated_keys_keep_the_last_value_as_torch_load_does() {
+    let ck = check_fixture("dup-keys");
+    let w = ck.tensors.iter().find(|t| t.path == "w").unwrap();
+    assert_eq!(ck.storages[w.storage].key, "1");
+    assert_eq!(ck.values["1"], "1.0 replaces it again");
+    assert_eq!(ck.values["1#2"], "string one");
+    assert_eq!(
+        ck.notes,
+        [
+            "'': key 'w' occurs 3 times; the last value is used, as torch.load does",
+            "'': key 'm' occurs 2 times; the last value is used, as torch.load does",
+            "'': key '1' occurs 3 times; the last value is used, as torch.load does",
+            "'': key '1' is another key than an earlier one that prints the same (such as 1 and \"1\"); this one is named '1#2'",
+            "'': 1 dict keys that are neither strings nor integers written as JSON text",
+        ]
+    );
+}
+
+/// Pickles made to multiply work or memory: many keys that print the same
+/// (each NaN is its own key), one tensor path reached many ways, a node per
+/// byte. Linear time, notes capped, memory within the budget.
+#[test]
+fn hostile_repetitions_cost_linear_time_and_few_notes() {
+    let ck = parse(&read("bad/nan-keys.pt")).unwrap();
+    let keys = ck.values.as_object().unwrap();
+    assert_eq!(keys.len(), 3000);
+    assert!(keys.contains_key("\"NaN\"#3000"));
+    assert_eq!(ck.notes.len(), 256 + 1, "{:?}", &ck.notes[250..]);
+    assert!(
+        ck.notes
+            .contains(&"... and 2744 more notes like these, left out".to_string()),
+        "{:?}",
+        &ck.notes[250..]
+    );
+    let ck = parse(&read("bad/path-collisions.pt")).unwrap();
+    assert!(ck.tensors.len() > 1000, "{}", ck.tensors.len());
+    assert!(ck.notes.len() <= 257);
+    let paths: std::collections::HashSet<&str> =
+        ck.tensors.iter().map(|t| t.path.as_str()).collect();
+    assert_eq!(paths.len(), ck.tensors.len());
+    let ck = parse(&read("bad/none-flood.pt")).unwrap();
+    assert_eq!(ck.values.as_array().unwrap().len(), 60000);
 }
 
 #[test]

@@ -29,6 +29,95 @@ pub fn gyrofs(args: &[&str]) -> Output {
         .expect("run gyrofs")
 }
 
+/// `gyrofs ARGS`, killed (and the test failed) if it has not ended within
+/// `timeout`.
+pub fn gyrofs_within(args: &[&str], timeout: Duration) -> Output {
+    let mut child = Command::new(GYROFS)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run gyrofs");
+    // Drain the pipes while waiting, so a long output cannot block the child.
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let out_t = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut out, &mut b).ok();
+        b
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut err, &mut b).ok();
+        b
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for gyrofs") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("gyrofs {args:?} did not end within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    }
+}
+
+/// A torch.save-shaped zip (`NAME/data.pkl`, `NAME/byteorder`, `NAME/data/KEY`
+/// per storage, `NAME/version`; stored, no CRCs, which torch does not check
+/// either).
+pub fn torch_zip(name: &str, data_pkl: &[u8], storages: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut entries: Vec<(String, &[u8])> = vec![
+        (format!("{name}/data.pkl"), data_pkl),
+        (format!("{name}/byteorder"), b"little"),
+    ];
+    for (k, v) in storages {
+        entries.push((format!("{name}/data/{k}"), v));
+    }
+    entries.push((format!("{name}/version"), b"3\n"));
+    let (mut out, mut central) = (Vec::new(), Vec::new());
+    let u16le = |v: usize| (v as u16).to_le_bytes();
+    let u32le = |v: usize| (v as u32).to_le_bytes();
+    for (n, data) in &entries {
+        let at = out.len();
+        out.extend_from_slice(b"PK\x03\x04");
+        out.extend_from_slice(&[20, 0, 0, 0, 0, 0]); // version, flags, method
+        out.extend_from_slice(&[0; 8]); // time, date, crc
+        out.extend_from_slice(&u32le(data.len()));
+        out.extend_from_slice(&u32le(data.len()));
+        out.extend_from_slice(&u16le(n.len()));
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(n.as_bytes());
+        out.extend_from_slice(data);
+        central.extend_from_slice(b"PK\x01\x02");
+        central.extend_from_slice(&[20, 0, 20, 0, 0, 0, 0, 0]);
+        central.extend_from_slice(&[0; 8]);
+        central.extend_from_slice(&u32le(data.len()));
+        central.extend_from_slice(&u32le(data.len()));
+        central.extend_from_slice(&u16le(n.len()));
+        central.extend_from_slice(&[0; 12]); // extra, comment, disk, attrs
+        central.extend_from_slice(&u32le(at));
+        central.extend_from_slice(n.as_bytes());
+    }
+    let cd = out.len();
+    out.extend_from_slice(&central);
+    out.extend_from_slice(b"PK\x05\x06");
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&u16le(entries.len()));
+    out.extend_from_slice(&u16le(entries.len()));
+    out.extend_from_slice(&u32le(central.len()));
+    out.extend_from_slice(&u32le(cd));
+    out.extend_from_slice(&[0, 0]);
+    out
+}
+
 /// Is `path` a mount point right now?
 pub fn is_mounted(path: &Path) -> bool {
     let want = path.to_string_lossy().into_owned();

@@ -28,14 +28,21 @@
 //! an integer key is its decimal digits; any other key (bool, None, float,
 //! tuple, ...) is the compact JSON text of its value as below (`true`,
 //! `null`, `[0,"a"]`; floats as serde_json writes them, the shortest
-//! decimal that reads back: `0.5`, `1e-5`). Two keys of one dict that give the same text (`1` and
-//! `"1"`): the later one gets `#2` appended (`#3`, ... if that is taken too).
+//! decimal that reads back: `0.5`, `1e-5`). A key repeated in one dict is
+//! one key, as in the dict `torch.load` builds: keys equal in Python (`1`,
+//! `1.0`, `True`; strings by text, tuples and frozensets by items, globals
+//! by name; NaN, bytes and other objects only themselves) keep the first
+//! key's place and the last value, with a note. Two keys that are distinct
+//! in Python but give the same text (`1` and `"1"`): the later one gets
+//! `#2` appended (`#3`, ... if that is taken too; found in linear time).
 //! A tensor whose path equals an earlier tensor's path (a key `"a.b"` next
 //! to a dict `"a"` holding `"b"`) gets the first free `#2`, `#3`, ...
 //! suffix. A tensor at the root (`torch.save(t)`) is named `tensor`, as is a
 //! tensor whose path would be empty. Each such renaming adds a note. A tensor
 //! (or container) reachable by several paths (tied weights, memoized
 //! objects) appears under each path, all referring to the same storage.
+//! A file keeps at most `rebuild::MAX_NOTES` notes, then one counting the
+//! rest.
 //!
 //! **Values** ([`Checkpoint::values`]) mirror the object tree: `None` ->
 //! `null`; bools; integers -> numbers (beyond 64 bits: a string of decimal
@@ -84,7 +91,8 @@
 //! BOOL U16 U32 U64 F8_E4M3 F8_E5M2 F8_E4M3FNUZ F8_E5M2FNUZ F8_E8M0`.
 //!
 //! **Limits** (each refused with one line): at most `pickle::MAX_VALUES`
-//! values per pickle, `MARK`s and containers nested at most
+//! values per pickle taking at most `pickle::MEMORY_PER_BYTE` bytes of
+//! memory per byte of pickle plus `pickle::MEMORY_FLOOR`, `MARK`s and containers nested at most
 //! `pickle::MAX_DEPTH` deep, integers of at most `pickle::MAX_LONG_BYTES`
 //! bytes, tensors of at most [`MAX_DIMS`] dimensions, paths of at most
 //! [`MAX_PATH_LEN`] bytes, and a walk of the object tree that visits at most

@@ -23,7 +23,9 @@
 //! Hostile input: every length is checked against the bytes left before
 //! anything is read; the value graph may have at most [`MAX_VALUES`] nodes
 //! (each opcode adds at most one, so the graph is also bounded by the input
-//! length); `MARK`s may nest at most [`MAX_DEPTH`] deep; long integers may
+//! length) and take at most [`MEMORY_PER_BYTE`] bytes of memory per byte of
+//! pickle read plus [`MEMORY_FLOOR`] (nodes, their text and item lists,
+//! counted as they are made); `MARK`s may nest at most [`MAX_DEPTH`] deep; long integers may
 //! have at most [`MAX_LONG_BYTES`] bytes; there is no recursion, and every
 //! opcode does work proportional to the bytes it reads or the items it
 //! consumes, so decoding is linear in the input.
@@ -99,6 +101,16 @@ impl Memo {
 /// Most nodes one pickle may create (about 32 bytes each). Checkpoints with
 /// 100k tensors take about 2M.
 pub const MAX_VALUES: usize = 1 << 24;
+/// Memory the value graph may take per byte of pickle read (with
+/// [`MEMORY_FLOOR`]). Pickles torch.save writes take 6 to 11 (measured on
+/// the fixtures, nanoGPT checkpoints and a 2,100-tensor state dict with its
+/// optimizer state: about 15 nodes of 32 bytes per tensor record of 60 to
+/// 100 bytes); the worst any input can do is about 36 (`TUPLE1`: one byte,
+/// one node holding one item), which [`MAX_VALUES`] alone would let a
+/// 16 MB pickle turn into 0.75 GB.
+pub const MEMORY_PER_BYTE: u64 = 16;
+/// Memory any pickle's value graph may take, whatever its length.
+pub const MEMORY_FLOOR: u64 = 64 << 20;
 /// Deepest nesting of `MARK`s, of containers when values are walked, and of
 /// calls whose arguments are calls. Checkpoints nest fewer than 20 levels;
 /// the walk recurses (about 2 KiB of stack per level), so the cap also keeps
@@ -121,6 +133,9 @@ pub struct Pickle {
     pub end: usize,
     /// Highest `PROTO` seen (0 when there was none).
     pub protocol: u8,
+    /// Bytes of memory the value graph was counted as taking (see
+    /// [`MEMORY_PER_BYTE`]).
+    pub memory: u64,
 }
 
 impl Pickle {
@@ -270,6 +285,8 @@ pub fn esc(s: &str) -> String {
 pub fn parse(data: &[u8], start: usize) -> Result<Pickle, PickleError> {
     let mut m = Machine {
         data,
+        start,
+        memory: 0,
         pos: start,
         op_start: start,
         op: 0,
@@ -284,6 +301,10 @@ pub fn parse(data: &[u8], start: usize) -> Result<Pickle, PickleError> {
 
 struct Machine<'a> {
     data: &'a [u8],
+    /// Where the pickle starts in `data`.
+    start: usize,
+    /// Memory the value graph takes, as counted by `charge`.
+    memory: u64,
     pos: usize,
     op_start: usize,
     op: u8,
@@ -520,12 +541,30 @@ impl<'a> Machine<'a> {
         }
     }
 
-    /// Add `n` to the value graph (within [`MAX_VALUES`]), without
-    /// pushing it.
+    /// Count `bytes` more of memory for the value graph, within
+    /// [`MEMORY_PER_BYTE`] per byte read so far plus [`MEMORY_FLOOR`].
+    fn charge(&mut self, bytes: u64) -> R<()> {
+        self.memory += bytes;
+        let read = (self.pos - self.start) as u64;
+        let limit = MEMORY_FLOOR + MEMORY_PER_BYTE * read;
+        if self.memory > limit {
+            return self.err(format!(
+                "its values would take more than {} MiB of memory after {read} bytes \
+                 ({MEMORY_PER_BYTE} bytes per byte of pickle plus {} MiB)",
+                limit >> 20,
+                MEMORY_FLOOR >> 20
+            ));
+        }
+        Ok(())
+    }
+
+    /// Add `n` to the value graph (within [`MAX_VALUES`] and the memory
+    /// budget), without pushing it.
     fn push_node(&mut self, n: Node) -> R<Id> {
         if self.nodes.len() >= MAX_VALUES {
             return self.err(format!("more than {MAX_VALUES} values"));
         }
+        self.charge(std::mem::size_of::<Node>() as u64 + heap_bytes(&n))?;
         self.nodes.push(n);
         Ok((self.nodes.len() - 1) as Id)
     }
@@ -737,6 +776,7 @@ impl<'a> Machine<'a> {
             root,
             end: self.pos,
             protocol: self.protocol,
+            memory: self.memory,
         })
     }
 
@@ -1149,6 +1189,7 @@ impl<'a> Machine<'a> {
     /// `APPEND(S)`: add `items` to the list or object on top of the stack.
     fn append(&mut self, items: Vec<Id>) -> R<()> {
         let target = self.top()?;
+        self.charge(4 * items.len() as u64)?;
         match self.node_mut(target) {
             Node::List(l) => l.extend(items),
             Node::Object(o) => o.list_items.extend(items),
@@ -1163,6 +1204,7 @@ impl<'a> Machine<'a> {
     /// `SETITEM(S)`: add `pairs` to the dict or object on top of the stack.
     fn set_items(&mut self, pairs: Vec<(Id, Id)>) -> R<()> {
         let target = self.top()?;
+        self.charge(8 * pairs.len() as u64)?;
         match self.node_mut(target) {
             Node::Dict(d) => d.extend(pairs),
             Node::Object(o) => o.dict_items.extend(pairs),
@@ -1177,6 +1219,7 @@ impl<'a> Machine<'a> {
     /// `ADDITEMS`: add `items` to the set or object on top of the stack.
     fn add_items(&mut self, items: Vec<Id>) -> R<()> {
         let target = self.top()?;
+        self.charge(4 * items.len() as u64)?;
         match self.node_mut(target) {
             Node::Set {
                 items: set,
@@ -1189,6 +1232,28 @@ impl<'a> Machine<'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// Bytes node `n` holds outside itself (text, item lists, boxes).
+fn heap_bytes(n: &Node) -> u64 {
+    let ids = |n: usize| 4 * n as u64;
+    match n {
+        Node::BigInt(s) | Node::Str(s) => s.len() as u64,
+        Node::List(v) | Node::Tuple(v) | Node::Set { items: v, .. } => ids(v.len()),
+        Node::Dict(d) => ids(2 * d.len()),
+        Node::Global(g) => {
+            (std::mem::size_of::<GlobalRef>() + g.module.len() + g.name.len()) as u64
+        }
+        Node::Object(o) => {
+            std::mem::size_of::<Object>() as u64 + ids(2 * o.dict_items.len() + o.list_items.len())
+        }
+        Node::None
+        | Node::Bool(_)
+        | Node::Int(_)
+        | Node::Float(_)
+        | Node::Bytes(_)
+        | Node::PersId { .. } => 0,
     }
 }
 

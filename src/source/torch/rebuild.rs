@@ -14,6 +14,7 @@
 //! exponentially through shared references. Nothing recurses without a depth
 //! bound.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
@@ -36,6 +37,9 @@ pub type Payloads = HashMap<String, Payload>;
 
 /// Longest storage key, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
+/// Most notes one pickle's walk keeps; the rest are counted in one last
+/// note (a hostile file could otherwise make one per value).
+pub const MAX_NOTES: usize = 256;
 
 /// A persistent id, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -291,7 +295,9 @@ pub fn build(
         resolved: IdMap::default(),
         tensors: Vec::new(),
         tensor_paths: HashSet::new(),
+        path_suffix: HashMap::new(),
         notes: Vec::new(),
+        notes_dropped: 0,
         visits: 0,
         max_visits: 2 * p.nodes.len() as u64 + 1_000_000,
         text: 0,
@@ -299,11 +305,18 @@ pub fn build(
         on_path: IdMap::default(),
     };
     let values = w.walk(p.root, "", 0, None)?;
+    let mut notes = w.notes;
+    if w.notes_dropped > 0 {
+        notes.push(format!(
+            "... and {} more notes like these, left out",
+            w.notes_dropped
+        ));
+    }
     Ok(Output {
         storages,
         tensors: w.tensors,
         values,
-        notes: w.notes,
+        notes,
     })
 }
 
@@ -345,7 +358,12 @@ struct Walker<'a> {
     resolved: IdMap<Rc<Resolved>>,
     tensors: Vec<TensorRef>,
     tensor_paths: HashSet<String>,
+    /// The next `#n` suffix to try for a tensor path taken before.
+    path_suffix: HashMap<String, u64>,
+    /// At most [`MAX_NOTES`].
     notes: Vec<String>,
+    /// Notes past [`MAX_NOTES`].
+    notes_dropped: u64,
     visits: u64,
     max_visits: u64,
     /// Bytes of text (strings, keys, paths) copied into the output.
@@ -356,6 +374,41 @@ struct Walker<'a> {
 }
 
 type R<T> = Result<T, TorchError>;
+
+/// A dict key as Python's `==` (and `hash`) compares it, for the keys a
+/// pickle can hold: ints, bools and integral floats are one number (`1 ==
+/// 1.0 == True`), strings by text, tuples and frozensets by their items,
+/// globals by name; anything else (NaN, bytes, whose content is not kept,
+/// objects) only equals the same pickled object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum PyKey {
+    None,
+    Int(i128),
+    /// An integer beyond 128 bits, by its decimal digits.
+    BigInt(String),
+    /// A float that is not integral, by its bits.
+    Float(u64),
+    Str(String),
+    Global(String, String),
+    Tuple(Vec<PyKey>),
+    /// Sorted, without repeats.
+    FrozenSet(Vec<PyKey>),
+    Object(Id),
+}
+
+/// `name#n` for the first `n` from `next[name]` (2 at first) that `taken`
+/// says is free; `next[name]` moves past it. Finding names for k repeats of
+/// one name costs O(k) in all, not O(k^2).
+fn free_name(name: &str, next: &mut HashMap<String, u64>, taken: impl Fn(&str) -> bool) -> String {
+    let n = next.entry(name.to_string()).or_insert(2);
+    loop {
+        let candidate = format!("{name}#{n}");
+        *n += 1;
+        if !taken(&candidate) {
+            return candidate;
+        }
+    }
+}
 
 fn join(path: &str, seg: &str) -> String {
     if path.is_empty() {
@@ -938,9 +991,11 @@ impl Walker<'_> {
             },
             _ => return Ok(true),
         };
-        Ok(items
-            .iter()
-            .any(|&(_, v)| !matches!(self.node(v), Node::Bool(false) | Node::Int(0) | Node::None)))
+        // a repeated key's last value counts, as in the dict torch makes
+        let items = self.python_dict(&items, "")?;
+        Ok(items.iter().any(|&(_, v, _)| {
+            !matches!(self.node(v), Node::Bool(false) | Node::Int(0) | Node::None)
+        }))
     }
 
     /// Count `n` bytes of text scanned while interpreting object `o`
@@ -1152,19 +1207,25 @@ impl Walker<'_> {
     ) -> R<Value> {
         let mut out = Map::new();
         let mut non_string = 0usize;
-        for &(k, v) in pairs {
+        // The next `#n` to try for a key text taken before.
+        let mut suffix: HashMap<String, u64> = HashMap::new();
+        for (k, v, count) in self.python_dict(pairs, path)? {
             let (mut key, plain) = self.key_text(k, path)?;
             if !plain {
                 non_string += 1;
             }
-            if out.contains_key(&key) {
-                let mut n = 2u64;
-                while out.contains_key(&format!("{key}#{n}")) {
-                    n += 1;
-                }
-                let renamed = format!("{key}#{n}");
+            if count > 1 {
                 self.note(format!(
-                    "'{}': key '{}' occurs more than once; this one is named '{}'",
+                    "'{}': key '{}' occurs {count} times; the last value is used, as torch.load does",
+                    esc(path),
+                    esc(&key)
+                ));
+            }
+            if out.contains_key(&key) {
+                let renamed = free_name(&key, &mut suffix, |n| out.contains_key(n));
+                self.note(format!(
+                    "'{}': key '{}' is another key than an earlier one that prints the same \
+                     (such as 1 and \"1\"); this one is named '{}'",
                     esc(path),
                     esc(&key),
                     esc(&renamed)
@@ -1188,6 +1249,72 @@ impl Walker<'_> {
             ));
         }
         Ok(Value::Object(out))
+    }
+
+    /// `pairs` as Python's dict holds them: a key equal to an earlier one
+    /// (`==`, as [`PyKey`] compares) replaces its value and keeps its place
+    /// and key object. Each key with its last value and how many times the
+    /// key occurs.
+    fn python_dict(&mut self, pairs: &[(Id, Id)], path: &str) -> R<Vec<(Id, Id, u64)>> {
+        let mut out: Vec<(Id, Id, u64)> = Vec::with_capacity(pairs.len());
+        let mut at: HashMap<PyKey, usize> = HashMap::with_capacity(pairs.len());
+        for &(k, v) in pairs {
+            match at.entry(self.py_key(k, path, 0)?) {
+                Entry::Occupied(e) => {
+                    let o = &mut out[*e.get()];
+                    o.1 = v;
+                    o.2 += 1;
+                }
+                Entry::Vacant(e) => {
+                    e.insert(out.len());
+                    out.push((k, v, 1));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Dict key `k` as Python compares keys.
+    fn py_key(&mut self, k: Id, path: &str, depth: usize) -> R<PyKey> {
+        let p = self.p;
+        Ok(match p.node(k) {
+            Node::None => PyKey::None,
+            Node::Bool(b) => PyKey::Int(i128::from(*b)),
+            Node::Int(v) => PyKey::Int(i128::from(*v)),
+            Node::BigInt(s) => match s.parse::<i128>() {
+                Ok(v) => PyKey::Int(v),
+                Err(_) => PyKey::BigInt(s.to_string()),
+            },
+            Node::Float(f) if f.is_nan() => PyKey::Object(k),
+            // 1.0 == 1 and -0.0 == 0 (every integral float below 2^127
+            // converts exactly)
+            Node::Float(f) if f.fract() == 0.0 && f.abs() < 2f64.powi(127) => {
+                PyKey::Int(*f as i128)
+            }
+            Node::Float(f) => PyKey::Float(f.to_bits()),
+            Node::Str(s) => PyKey::Str(s.to_string()),
+            Node::Global(g) => PyKey::Global(g.module.clone(), g.name.clone()),
+            Node::Tuple(items)
+            | Node::Set {
+                items,
+                frozen: true,
+            } if depth < 16 => {
+                let mut keys = Vec::with_capacity(items.len());
+                for &i in items {
+                    self.visit(path, depth)?;
+                    keys.push(self.py_key(i, path, depth + 1)?);
+                }
+                match p.node(k) {
+                    Node::Tuple(_) => PyKey::Tuple(keys),
+                    _ => {
+                        keys.sort();
+                        keys.dedup();
+                        PyKey::FrozenSet(keys)
+                    }
+                }
+            }
+            _ => PyKey::Object(k),
+        })
     }
 
     /// The text of a dict key, and whether it was a string or an integer.
@@ -1272,8 +1399,13 @@ impl Walker<'_> {
         Ok(Value::Object(m))
     }
 
+    /// Add a note, or count it past [`MAX_NOTES`].
     fn note(&mut self, n: String) {
-        self.notes.push(n);
+        if self.notes.len() < MAX_NOTES {
+            self.notes.push(n);
+        } else {
+            self.notes_dropped += 1;
+        }
     }
 
     /// Validate a tensor against its storage and record it at `path`.
@@ -1284,11 +1416,8 @@ impl Walker<'_> {
             path.to_string()
         };
         if self.tensor_paths.contains(&path) {
-            let mut n = 2u64;
-            while self.tensor_paths.contains(&format!("{path}#{n}")) {
-                n += 1;
-            }
-            let renamed = format!("{path}#{n}");
+            let taken = &self.tensor_paths;
+            let renamed = free_name(&path, &mut self.path_suffix, |n| taken.contains(n));
             self.note(format!(
                 "'{}': another tensor has this path; this one is named '{}'",
                 esc(&path),

@@ -103,8 +103,8 @@ pub fn build(b: &mut Builder) {
 fn model_of(catalog: &Catalog, hf: &HfView, config: &Value) -> Result<Model, String> {
     let arch = arch::of(config)?;
     let cfg = arch.config(config);
-    let mut tensors: Vec<HfTensor> = Vec::with_capacity(hf.plans.len());
-    for (i, p) in hf.plans.iter().enumerate() {
+    let mut tensors: Vec<HfTensor> = Vec::with_capacity(hf.model);
+    for (i, p) in hf.model_plans().iter().enumerate() {
         let name = p.name(catalog);
         if arch.skipped(name) {
             continue;
@@ -409,7 +409,7 @@ impl View for GgufView {
 
     fn reads(&self, cx: &Context, _: u8, _: u32, source: FileId) -> bool {
         let hf = self.parent(cx);
-        hf.plans
+        hf.model_plans()
             .iter()
             .any(|p| p.files(cx.catalog).contains(&source))
     }

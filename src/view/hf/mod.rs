@@ -5,7 +5,9 @@
 //! Files: `model-0000i-of-0000n.safetensors` + `model.safetensors.index.json`,
 //! `config.json` (without `quantization_config`, with the view's dtype), the
 //! source's other side files (and the tokenizer files a GGUF mapping makes),
-//! and `tensors/<name>.safetensors`. What each tensor is made of is decided
+//! and `tensors/<name>.safetensors`. GGUF tensors the Hugging Face mapping
+//! leaves out are in `tensors/` only, under their GGUF names (docs/GGUF.md).
+//! What each tensor is made of is decided
 //! in `plan`; the mappings from other layouts are `gguf` (GGUF models),
 //! `gpt_oss` (the gpt-oss `original/` layout) and `nanogpt` (nanoGPT
 //! training checkpoints). Rules and names are specified in docs/VIEWS.md.
@@ -82,8 +84,11 @@ pub struct HfView {
     pub dir: &'static str,
     /// The dtype floating tensors are converted to.
     pub dtype: Dtype,
-    /// Every output tensor, in source order.
+    /// Every output tensor: the model's, then those kept beside it.
     pub plans: Arc<[Plan]>,
+    /// How many of `plans` are the model (in the shards, the index, the
+    /// expert split and `gguf/`); the others are in `tensors/` only.
+    pub model: usize,
     /// Each shard's plans, in data order (alignment descending, then source order).
     pub shards: Vec<Vec<u32>>,
     config: Option<Value>,
@@ -114,15 +119,26 @@ impl HfView {
     /// The view of `conversion` in `dtype` (BF16, F16 or F32).
     pub fn new(catalog: &Catalog, conversion: &Conversion, dtype: Dtype) -> HfView {
         let (dir, name) = dtype_names(dtype).expect("a converted view's dtype");
-        let shards = shard(catalog, &conversion.plans, MAX_SHARD_BYTES, dtype);
+        let shards = shard(
+            catalog,
+            &conversion.plans[..conversion.model],
+            MAX_SHARD_BYTES,
+            dtype,
+        );
         HfView {
             dir,
             dtype,
             plans: Arc::clone(&conversion.plans),
+            model: conversion.model,
             shards,
             config: conversion.config.clone().map(|c| with_dtype(c, name)),
             extra: Arc::clone(&conversion.extra),
         }
+    }
+
+    /// The model's plans (without the tensors kept beside it).
+    pub fn model_plans(&self) -> &[Plan] {
+        &self.plans[..self.model]
     }
 
     /// Its `config.json` (with the view's dtype, without a quantization
@@ -273,12 +289,10 @@ impl View for HfView {
     }
 
     fn data_bytes(&self, catalog: &Catalog) -> u64 {
-        // Each tensor is in a shard and in `tensors/`.
-        2 * self
-            .plans
-            .iter()
-            .map(|p| p.info(catalog, self.dtype).2)
-            .sum::<u64>()
+        // Each model tensor is in a shard and in `tensors/`, a kept one in
+        // `tensors/` only.
+        let bytes = |p: &[Plan]| p.iter().map(|p| p.info(catalog, self.dtype).2).sum::<u64>();
+        2 * bytes(self.model_plans()) + bytes(&self.plans[self.model..])
     }
 
     fn tensors(&self) -> Option<&dyn Tensors> {
@@ -293,7 +307,7 @@ impl Tensors for HfView {
     }
 
     fn count(&self) -> u32 {
-        self.plans.len() as u32
+        self.model as u32
     }
 
     fn info<'a>(&'a self, catalog: &'a Catalog, i: u32) -> TensorInfo<'a> {

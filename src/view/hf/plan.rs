@@ -691,8 +691,13 @@ pub fn is_gpt_oss(catalog: &Catalog) -> bool {
 /// decided once, shared by every dtype's view.
 #[derive(Debug)]
 pub struct Conversion {
-    /// Every output tensor, in source order.
+    /// Every output tensor: the model's (in source order), then the tensors
+    /// kept beside it.
     pub plans: Arc<[Plan]>,
+    /// How many of `plans` are the model (the shards, the index); the rest
+    /// (GGUF tensors with no Hugging Face counterpart, under their GGUF
+    /// names) are in the view's `tensors/` only.
+    pub model: usize,
     /// The views' `config.json` (before the dtype is set).
     pub config: Option<Value>,
     /// Files the mapping makes (a GGUF model's tokenizer files and
@@ -735,6 +740,7 @@ impl Conversion {
             return Err(ViewError::Config("is not a JSON object".into()));
         }
         Ok(Conversion {
+            model: plans.len(),
             plans: plans.into(),
             config,
             extra: Arc::new([]),
@@ -800,6 +806,12 @@ impl Conversion {
             let kind = PlanKind::Gguf(Arc::new(plan));
             plans.push(Plan::named(t.name.clone(), catalog, kind));
         }
+        let model_len = plans.len();
+        for name in &model.kept {
+            if let Some(kind) = gguf_whole(catalog, id(name)?, notes) {
+                plans.push(Plan::of(kind));
+            }
+        }
         let mut extra: Vec<(String, Arc<[u8]>)> = model
             .files
             .into_iter()
@@ -813,6 +825,7 @@ impl Conversion {
         }
         Ok(Some(Conversion {
             plans: plans.into(),
+            model: model_len,
             config: Some(model.config),
             extra: extra.into(),
         }))
@@ -913,18 +926,10 @@ fn plans(catalog: &Catalog, notes: &mut Vec<String>) -> Result<Vec<Plan>, ViewEr
                     }
                 }
             },
-            None if t.ggml.as_ref().is_some_and(|g| g.ty.is_quantized()) => {
-                let ty = t.ggml.as_ref().expect("checked").ty;
-                if !crate::quant::ggml::can_dequantize(ty) {
-                    notes.push(format!(
-                        "the converted views leave out tensor '{}': gyrofs cannot dequantize ggml type {} (it is in raw/)",
-                        t.name, t.logical
-                    ));
-                    continue;
-                }
-                PlanKind::Ggml(id)
-            }
-            None => PlanKind::Elementwise(id),
+            None => match gguf_whole(catalog, id, notes) {
+                Some(kind) => kind,
+                None => continue,
+            },
         };
         let name = match kind {
             PlanKind::Mxfp4 { .. } => name
@@ -941,6 +946,26 @@ fn plans(catalog: &Catalog, notes: &mut Vec<String>) -> Result<Vec<Plan>, ViewEr
         });
     }
     Ok(out)
+}
+
+/// Source tensor `id` as it is converted by name (a GGUF block-quantized
+/// tensor dequantized, anything else elementwise), or `None` with a note
+/// when gyrofs cannot dequantize its ggml type.
+fn gguf_whole(catalog: &Catalog, id: TensorId, notes: &mut Vec<String>) -> Option<PlanKind> {
+    let t = catalog.tensor(id);
+    match &t.ggml {
+        Some(g) if g.ty.is_quantized() => {
+            if !crate::quant::ggml::can_dequantize(g.ty) {
+                notes.push(format!(
+                    "the converted views leave out tensor '{}': gyrofs cannot dequantize ggml type {} (it is in raw/)",
+                    t.name, t.logical
+                ));
+                return None;
+            }
+            Some(PlanKind::Ggml(id))
+        }
+        _ => Some(PlanKind::Elementwise(id)),
+    }
 }
 
 /// The views' config.json (before the dtype is set), or `None` when the

@@ -103,6 +103,16 @@ pub enum GgufHfError {
         tensor: String,
         len: u64,
     },
+    /// The tensors are not a complete model of GGUF architecture `arch`
+    /// (`complete::check`): `what` is missing.
+    #[error("not a complete '{arch}' model: {what}")]
+    Incomplete { arch: String, what: String },
+    /// A GGUF tensor kept under its own name (no Hugging Face counterpart)
+    /// whose name is also a Hugging Face tensor's.
+    #[error(
+        "GGUF tensor '{tensor}' has no Hugging Face counterpart, and its name is that of a mapped tensor"
+    )]
+    KeptNameTaken { tensor: String },
     /// Two GGUF tensors give the same Hugging Face tensor.
     #[error("GGUF tensors '{first}' and '{second}' both map to {hf}")]
     DuplicateTarget {

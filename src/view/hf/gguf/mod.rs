@@ -9,11 +9,17 @@
 //! architecture, the result is what the Hugging Face model class expects
 //! (docs/GGUF.md, "As a Hugging Face model", lists each place).
 //!
+//! A GGUF that is not a complete model of its architecture (`complete`) is
+//! not mapped; one that is, with tensors the tables do not place
+//! (`rope_freqs.weight`, ...), keeps those under their GGUF names
+//! ([`HfModel::kept`]), beside the model.
+//!
 //! Data, not code per architecture: `config` holds the metadata-key tables,
 //! `tensors` the name tables with a [`tensors::Rule`] per row, `tokenizer`
 //! the tokenizer families. No I/O, no tensor bytes: the view decides what to
 //! compute, [`Op::apply`] is the reference for how.
 
+pub mod complete;
 pub mod config;
 pub mod error;
 pub mod ops;
@@ -52,6 +58,10 @@ pub struct HfModel {
     pub files: Vec<(String, String)>,
     /// The state dict: GGUF order, a concatenation at its first source.
     pub tensors: Vec<HfTensor>,
+    /// GGUF tensors with no Hugging Face counterpart, in GGUF order: not in
+    /// the model (transformers leaves them out), kept under their GGUF
+    /// names beside it.
+    pub kept: Vec<String>,
     /// What was left out or decided, one line each.
     pub notes: Vec<String>,
 }
@@ -64,8 +74,19 @@ pub struct HfTensor {
     pub op: Op,
 }
 
-/// The Hugging Face model a GGUF source is, or why not.
+/// The Hugging Face model a GGUF source is, or why not (among the reasons:
+/// it is not a complete model of its architecture, `complete`).
 pub fn map(meta: &GgufMetadata, tensors: &[GgufTensorInfo]) -> Result<HfModel, GgufHfError> {
+    let model = map_tensors(meta, tensors)?;
+    let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+    let (arch, _) = config::architecture(meta)?;
+    complete::check(meta, &arch, &names)?;
+    Ok(model)
+}
+
+/// [`map`] without the completeness check: the mapping of whatever tensors
+/// there are.
+fn map_tensors(meta: &GgufMetadata, tensors: &[GgufTensorInfo]) -> Result<HfModel, GgufHfError> {
     let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
     let (config, _) = config::config(meta, &names)?;
     let (arch, updated) = config::architecture(meta)?;
@@ -73,8 +94,15 @@ pub fn map(meta: &GgufMetadata, tensors: &[GgufTensorInfo]) -> Result<HfModel, G
         .ok_or_else(|| GgufHfError::NoTensorTable { arch: arch.clone() })?;
     check_supported(&updated, &config, &names)?;
     let mut notes = Vec::new();
+    let mut kept = Vec::new();
     let state_dict =
-        StateDict::new(tensors, &config, &arch, &updated).tensors(table, &mut notes)?;
+        StateDict::new(tensors, &config, &arch, &updated).tensors(table, &mut notes, &mut kept)?;
+    if let Some(t) = kept
+        .iter()
+        .find(|k| state_dict.iter().any(|t| &&t.name == k))
+    {
+        return Err(GgufHfError::KeptNameTaken { tensor: t.clone() });
+    }
     if config.get("tie_word_embeddings") == Some(&Value::Bool(true))
         && !names.contains(&"output.weight")
     {
@@ -95,6 +123,7 @@ pub fn map(meta: &GgufMetadata, tensors: &[GgufTensorInfo]) -> Result<HfModel, G
         generation_config,
         files,
         tensors: state_dict,
+        kept,
         notes,
     })
 }
@@ -159,13 +188,20 @@ impl<'a> StateDict<'a> {
     }
 
     /// The Hugging Face tensors, in GGUF order (a concatenation at its first
-    /// source); a GGUF tensor without a counterpart is left out with a note.
-    fn tensors(&self, table: Table, notes: &mut Vec<String>) -> Result<Vec<HfTensor>, GgufHfError> {
+    /// source); a GGUF tensor without a counterpart goes to `kept`, with a
+    /// note.
+    fn tensors(
+        &self,
+        table: Table,
+        notes: &mut Vec<String>,
+        kept: &mut Vec<String>,
+    ) -> Result<Vec<HfTensor>, GgufHfError> {
         let mut out: Vec<HfTensor> = Vec::new();
         let mut seen: HashMap<String, String> = HashMap::new();
         for t in self.tensors {
             let Some((hf, rule)) = tensors::lookup(table, &t.name) else {
                 notes.push(self.left_out(t)?);
+                kept.push(t.name.clone());
                 continue;
             };
             let Some((op, shape)) = self.op(t, rule)? else {
@@ -201,7 +237,8 @@ impl<'a> StateDict<'a> {
             });
         }
         Ok(format!(
-            "GGUF tensor '{}' has no Hugging Face counterpart: left out (as transformers does)",
+            "GGUF tensor '{}' has no Hugging Face counterpart: not in the model files \
+             (transformers leaves it out); kept under its GGUF name in tensors/",
             t.name
         ))
     }
@@ -448,7 +485,7 @@ mod tests {
             });
             let mut up_t = t("blk.0.ffn_up_exps.weight", &[2, i, 8]);
             up_t.ty = up;
-            map(
+            map_tensors(
                 &typed(&meta),
                 &[t("blk.0.ffn_gate_exps.weight", &[2, i, 8]), up_t],
             )
@@ -462,16 +499,16 @@ mod tests {
             "gpt2.embedding_length": 8, "gpt2.block_count": 1,
         });
         let ok = [t("blk.0.ffn_up.weight", &[MAX_TRANSPOSED_ROW, 8])];
-        assert!(map(&typed(&gpt2), &ok).is_ok());
+        assert!(map_tensors(&typed(&gpt2), &ok).is_ok());
         let long = [t("blk.0.ffn_up.weight", &[MAX_TRANSPOSED_ROW + 1, 8])];
-        let err = map(&typed(&gpt2), &long).unwrap_err().to_string();
+        let err = map_tensors(&typed(&gpt2), &long).unwrap_err().to_string();
         assert!(err.contains("transposed rows"), "{err}");
         // StableLM 2 12B's stacked per-head q/k norms
         let stablelm = json!({
             "general.architecture": "stablelm", "stablelm.attention.head_count": 2,
             "stablelm.embedding_length": 8, "stablelm.block_count": 1,
         });
-        let err = map(&typed(&stablelm), &[t("blk.0.attn_q_norm.weight", &[2, 4])])
+        let err = map_tensors(&typed(&stablelm), &[t("blk.0.attn_q_norm.weight", &[2, 4])])
             .unwrap_err()
             .to_string();
         assert!(err.contains("per-head q/k LayerNorms"), "{err}");
@@ -491,15 +528,15 @@ mod tests {
             t("blk.0.attn_norm.weight", &[8]),
             t("blk.0.attn_qkv.weight", &[12, 8]),
         ];
-        let m = map(&typed(&meta(1)), &one).unwrap();
+        let m = map_tensors(&typed(&meta(1)), &one).unwrap();
         assert_eq!(
             m.tensors[2].name,
             "transformer.h.0.self_attention.query_key_value.weight"
         );
-        let err = map(&typed(&meta(2)), &one).unwrap_err().to_string();
+        let err = map_tensors(&typed(&meta(2)), &one).unwrap_err().to_string();
         assert!(err.contains("new decoder architecture"), "{err}");
         let two_norms = [t("blk.0.attn_norm_2.weight", &[8])];
-        assert!(map(&typed(&meta(1)), &two_norms).is_err());
+        assert!(map_tensors(&typed(&meta(1)), &two_norms).is_err());
     }
 
     #[test]
@@ -510,7 +547,7 @@ mod tests {
             t("blk.0.attn_k.weight", &[4, 8]),
             t("rope_freqs.weight", &[4]),
         ];
-        let m = map(&typed(&llama_meta()), &tensors).unwrap();
+        let m = map_tensors(&typed(&llama_meta()), &tensors).unwrap();
         assert_eq!(m.config["rms_norm_eps"], json!(0.00001f32 as f64));
         assert_eq!(m.config["tie_word_embeddings"], json!(true));
         assert_eq!(
@@ -533,6 +570,50 @@ mod tests {
         assert_eq!(tok["model"]["merges"], json!([["a", "b"]]));
     }
 
+    /// `map` of a complete 1-block llama plus `extra`, with the metadata's
+    /// block count `blocks`.
+    fn llama_with(blocks: u64, extra: &[GgufTensorInfo]) -> Result<HfModel, GgufHfError> {
+        let mut meta = llama_meta();
+        meta["llama.block_count"] = json!(blocks);
+        let mut tensors = vec![
+            t("token_embd.weight", &[6, 8]),
+            t("output_norm.weight", &[8]),
+            t("blk.0.attn_q.weight", &[8, 8]),
+            t("blk.0.attn_k.weight", &[4, 8]),
+            t("blk.0.attn_v.weight", &[4, 8]),
+            t("blk.0.attn_output.weight", &[8, 8]),
+            t("blk.0.ffn_down.weight", &[8, 16]),
+        ];
+        tensors.extend_from_slice(extra);
+        map(&typed(&meta), &tensors)
+    }
+
+    #[test]
+    fn unplaced_tensors_are_kept_and_incomplete_models_not_mapped() {
+        let m = llama_with(1, &[t("rope_freqs.weight", &[4])]).unwrap();
+        assert_eq!(m.kept, ["rope_freqs.weight"]);
+        assert_eq!(m.tensors.len(), 7);
+        assert!(
+            m.notes
+                .iter()
+                .any(|n| n.contains("kept under its GGUF name"))
+        );
+        let err = llama_with(2, &[]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "not a complete 'llama' model: llama.block_count is 2, but block 1 has no tensors"
+        );
+        // A kept tensor whose name is a mapped one's would be two tensors
+        // under one name.
+        let err = llama_with(
+            1,
+            &[t("lm_head.weight", &[6, 8]), t("output.weight", &[6, 8])],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("'lm_head.weight'"), "{err}");
+    }
+
     #[test]
     fn hostile_metadata_is_an_error_not_a_panic() {
         let ok = [t("token_embd.weight", &[6, 8])];
@@ -543,13 +624,13 @@ mod tests {
             (json!({"general.architecture": "t5"}), "cannot load it"),
         ];
         for (meta, want) in cases {
-            let e = map(&typed(&meta), &ok).unwrap_err().to_string();
+            let e = map_tensors(&typed(&meta), &ok).unwrap_err().to_string();
             assert!(e.contains(want), "{e}");
         }
         // A broken or missing tokenizer leaves the tokenizer files out.
         let mut bad = llama_meta();
         bad["tokenizer.ggml.tokens"] = json!([1, 2]);
-        let m = map(&typed(&bad), &ok).unwrap();
+        let m = map_tensors(&typed(&bad), &ok).unwrap();
         assert!(m.files.is_empty());
         assert!(
             m.notes.iter().any(|n| n.contains("tokens")),
@@ -560,7 +641,7 @@ mod tests {
         none.as_object_mut()
             .unwrap()
             .retain(|k, _| !k.starts_with("tokenizer."));
-        let m = map(&typed(&none), &ok).unwrap();
+        let m = map_tensors(&typed(&none), &ok).unwrap();
         assert!(m.files.is_empty() && m.generation_config.is_none());
         assert!(
             m.notes
@@ -569,7 +650,7 @@ mod tests {
         );
         let mut bad = llama_meta();
         bad["tokenizer.ggml.bos_token_id"] = json!(1u64 << 40);
-        let m = map(&typed(&bad), &ok).unwrap();
+        let m = map_tensors(&typed(&bad), &ok).unwrap();
         assert!(
             m.notes.iter().any(|n| n.contains("past the")),
             "{:?}",
@@ -578,7 +659,7 @@ mod tests {
         // llama with experts (Mixtral as llama.cpp writes it) is no llama.
         let exps = [t("blk.0.ffn_up_exps.weight", &[2, 8, 8])];
         assert!(
-            map(&typed(&llama_meta()), &exps)
+            map_tensors(&typed(&llama_meta()), &exps)
                 .unwrap_err()
                 .to_string()
                 .contains("experts")
@@ -587,7 +668,7 @@ mod tests {
         bad["llama.attention.head_count"] = json!("many");
         let q = [t("blk.0.attn_q.weight", &[8, 8])];
         assert!(
-            map(&typed(&bad), &q)
+            map_tensors(&typed(&bad), &q)
                 .unwrap_err()
                 .to_string()
                 .contains("num_attention_heads")
@@ -595,21 +676,21 @@ mod tests {
         let mut bad = llama_meta();
         bad["llama.attention.head_count"] = json!(3);
         assert!(
-            map(&typed(&bad), &q)
+            map_tensors(&typed(&bad), &q)
                 .unwrap_err()
                 .to_string()
                 .contains("not a multiple")
         );
         let mut bad = llama_meta();
         bad["llama.attention.head_count"] = json!(0);
-        assert!(map(&typed(&bad), &q).is_err());
+        assert!(map_tensors(&typed(&bad), &q).is_err());
         let int = [GgufTensorInfo {
             name: "token_embd.weight".into(),
             shape: vec![6, 8],
             ty: GgmlType::I32,
         }];
         assert!(
-            map(&typed(&llama_meta()), &int)
+            map_tensors(&typed(&llama_meta()), &int)
                 .unwrap_err()
                 .to_string()
                 .contains("I32")
@@ -618,7 +699,7 @@ mod tests {
             "tokenizer.ggml.tokens": ["a"], "tokenizer.ggml.merges": []});
         let lone = [t("blk.0.ffn_gate_exps.weight", &[2, 4, 8])];
         assert!(
-            map(&typed(&moe), &lone)
+            map_tensors(&typed(&moe), &lone)
                 .unwrap_err()
                 .to_string()
                 .contains("no matching")
@@ -628,7 +709,7 @@ mod tests {
             t("blk.0.ffn_gate.weight", &[2, 4]),
         ];
         assert!(
-            map(&typed(&moe), &dup)
+            map_tensors(&typed(&moe), &dup)
                 .unwrap_err()
                 .to_string()
                 .contains("both map")

@@ -24,6 +24,7 @@
 //! - leaves: [`quant`] (number-format kernels), [`dtype`], [`json`],
 //!   [`naming`] (file-name conventions of checkpoint sets).
 
+pub mod access;
 pub mod catalog;
 pub mod convert;
 pub mod dtype;

@@ -134,9 +134,31 @@ enum Cmd {
         #[arg(long)]
         threads: Option<usize>,
         /// Let other users read the mount (non-root users need
-        /// user_allow_other in /etc/fuse.conf).
+        /// user_allow_other in /etc/fuse.conf). Each file and folder still
+        /// has the owner, group and read permission of the source files it
+        /// is made from (the most restrictive of them, write bits removed;
+        /// a remote source belongs to the mounting user), and the kernel
+        /// enforces them: a user sees through the mount only what they
+        /// could read directly. --uid, --gid, --file-mode and --dir-mode
+        /// override that.
         #[arg(long)]
         allow_other: bool,
+        /// Owner (numeric user id) of every file and folder, instead of
+        /// the source's.
+        #[arg(long, value_name = "UID")]
+        uid: Option<u32>,
+        /// Group (numeric group id) of every file and folder, instead of
+        /// the source's.
+        #[arg(long, value_name = "GID")]
+        gid: Option<u32>,
+        /// Permission bits of every file, in octal (e.g. 0440), instead of
+        /// the source's; write bits are ignored (the mount is read-only).
+        #[arg(long, value_name = "MODE", value_parser = gyrofs::access::parse_mode)]
+        file_mode: Option<u16>,
+        /// Permission bits of every folder, in octal (e.g. 0550), instead
+        /// of the source's; write bits are ignored.
+        #[arg(long, value_name = "MODE", value_parser = gyrofs::access::parse_mode)]
+        dir_mode: Option<u16>,
         /// Append the daemon's log to this file (default: discarded in the
         /// background, stderr with -f). Verbosity: RUST_LOG=info|debug.
         #[arg(long, value_name = "FILE")]
@@ -232,6 +254,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             foreground,
             threads,
             allow_other,
+            uid,
+            gid,
+            file_mode,
+            dir_mode,
             log_file,
             read_ahead_kb,
             dtype,
@@ -249,7 +275,15 @@ fn run(cli: Cli) -> Result<(), Error> {
                 foreground,
                 log_file,
                 read_ahead_kb,
-                volume: Options { dtypes: dtype.0 },
+                volume: Options {
+                    dtypes: dtype.0,
+                    access: gyrofs::access::Overrides {
+                        uid,
+                        gid,
+                        file_mode,
+                        dir_mode,
+                    },
+                },
             };
             gyrofs::mount::mount(&source, &mountpoint, &opts)
         }
@@ -287,8 +321,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             let located = gyrofs::remote::locate(&source, &remote.options())?;
             let first = gyrofs::view::hf::dtype_names(dtype.0[0]).map_or("bf16", |n| n.0);
             let view = view.unwrap_or_else(|| first.to_string());
-            let volume =
-                Volume::open_with(&located.path, &located.opener, &Options { dtypes: dtype.0 })?;
+            let options = Options {
+                dtypes: dtype.0,
+                ..Options::default()
+            };
+            let volume = Volume::open_with(&located.path, &located.opener, &options)?;
             for note in volume.notes() {
                 eprintln!("gyrofs: warning: {note}");
             }

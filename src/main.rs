@@ -120,6 +120,12 @@ enum Cmd {
     /// model folder: sharded model, index, config.json, tensors/); and for
     /// mixture-of-experts models raw/experts/ and bf16/experts/ (one file per
     /// layer and expert, base.safetensors, registry.json).
+    ///
+    /// Symlinks in a source folder are followed only inside it (and, for a
+    /// Hugging Face cache snapshot, into the cache's blobs/). A file the
+    /// model does not need that cannot be served (a link out, a broken
+    /// link) is left out with a warning; one it needs (weights, index,
+    /// config, tokenizer) refuses the mount.
     Mount {
         /// The checkpoint: a file or a folder, or a URL (s3://BUCKET/PREFIX,
         /// hf://ORG/MODEL[@REVISION][/PATH], https://HOST/PATH/FILE).

@@ -5,8 +5,9 @@
 //! mount) only translates kernel requests into these calls and their results
 //! into replies, `convert` (the writer) reads through [`Volume::read`], and the
 //! tests drive every operation here without root. Inode numbers are node ids
-//! plus one (FUSE's root is inode 1); attributes, directory offsets and the
-//! open-mode check are decided here.
+//! plus one (FUSE's root is inode 1); attributes (owners and modes from the
+//! source's, `crate::access`), directory offsets and the open-mode check are
+//! decided here.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -537,7 +538,9 @@ impl Volume {
         Ok(())
     }
 
-    /// `access(2)`: anything may be read or searched, nothing written.
+    /// `access(2)`: nothing may be written. (Who may read is the kernel's
+    /// check of [`Volume::getattr`]'s owner, group and mode: the mount has
+    /// `default_permissions`, so the kernel does not ask.)
     pub fn access(&self, ino: u64, mask: i32) -> Result<(), FsError> {
         self.tree.kind(node_id(ino)).ok_or(FsError::NotFound)?;
         if mask & libc::W_OK != 0 {

@@ -51,12 +51,66 @@ impl SourceError {
     }
 }
 
+/// Why a path of a source is not served.
+#[derive(Debug)]
+pub enum Refusal {
+    /// A symlink whose target does not exist.
+    Broken { target: PathBuf },
+    /// A chain of symlinks that never ends.
+    Loop,
+    /// Resolves outside the source folder (and outside the cache's blobs/).
+    Outside { real: PathBuf },
+    /// Not a regular file (a folder, a device, a FIFO, ...).
+    NotAFile,
+    /// Changed between the check and the open.
+    Moved,
+    /// Anything else (permission denied, ...).
+    Io(io::Error),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Broken { target } => write!(
+                f,
+                "a broken symlink (to {}, which does not exist; an unfinished download?)",
+                target.display()
+            ),
+            Refusal::Loop => f.write_str("a symlink loop (too many levels of symbolic links)"),
+            Refusal::Outside { real } => write!(
+                f,
+                "a symlink to {}, outside the source folder (gyrofs serves only files inside \
+                 it, or inside blobs/ of the Hugging Face cache a snapshot belongs to)",
+                real.display()
+            ),
+            Refusal::NotAFile => f.write_str("not a regular file"),
+            Refusal::Moved => f.write_str("changed while being opened (a symlink replaced?)"),
+            Refusal::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl Refusal {
+    /// The same, without paths (for manifest notes, which record no
+    /// absolute path).
+    pub fn short(&self) -> String {
+        match self {
+            Refusal::Broken { .. } => "a broken symlink (an unfinished download?)".into(),
+            Refusal::Outside { .. } => "a symlink that leads outside the source folder".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// What is wrong with a source file. Each variant names the tensor, offset or
 /// value involved so that the message can be acted on.
 #[derive(Debug, thiserror::Error)]
 pub enum Problem {
     #[error("{0}")]
     Io(#[source] io::Error),
+    /// Not served: where it leads or what it is (`store::confine`).
+    #[error("{0}")]
+    Refused(Refusal),
     #[error("file is {len} bytes, too short for {what} (needs {need})")]
     Truncated {
         what: &'static str,

@@ -32,22 +32,13 @@ const MAX_READAHEAD: u32 = 1 << 20;
 
 pub struct GyroFs {
     volume: Arc<Volume>,
-    uid: u32,
-    gid: u32,
     time: SystemTime,
 }
 
 impl GyroFs {
     pub fn new(volume: Arc<Volume>) -> GyroFs {
-        // SAFETY: getuid/getgid cannot fail and have no preconditions.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let time = UNIX_EPOCH + Duration::from_secs(volume.mtime_secs().max(0) as u64);
-        GyroFs {
-            volume,
-            uid,
-            gid,
-            time,
-        }
+        GyroFs { volume, time }
     }
 
     fn file_attr(&self, a: Attr) -> FileAttr {
@@ -62,8 +53,8 @@ impl GyroFs {
             kind: file_type(a.kind),
             perm: a.perm,
             nlink: a.nlink,
-            uid: self.uid,
-            gid: self.gid,
+            uid: a.uid,
+            gid: a.gid,
             rdev: 0,
             blksize: crate::volume::BLOCK,
             flags: 0,

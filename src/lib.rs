@@ -22,8 +22,10 @@
 //!   calls that make them local first;
 //! - [`error`]: the typed errors of every layer, and their errno;
 //! - leaves: [`quant`] (number-format kernels), [`dtype`], [`json`],
-//!   [`naming`] (file-name conventions of checkpoint sets).
+//!   [`naming`] (file-name conventions of checkpoint sets), [`access`]
+//!   (who may read: owners, groups, modes combined).
 
+pub mod access;
 pub mod catalog;
 pub mod convert;
 pub mod dtype;

@@ -120,6 +120,12 @@ enum Cmd {
     /// model folder: sharded model, index, config.json, tensors/); and for
     /// mixture-of-experts models raw/experts/ and bf16/experts/ (one file per
     /// layer and expert, base.safetensors, registry.json).
+    ///
+    /// Symlinks in a source folder are followed only inside it (and, for a
+    /// Hugging Face cache snapshot, into the cache's blobs/). A file the
+    /// model does not need that cannot be served (a link out, a broken
+    /// link) is left out with a warning; one it needs (weights, index,
+    /// config, tokenizer) refuses the mount.
     Mount {
         /// The checkpoint: a file or a folder, or a URL (s3://BUCKET/PREFIX,
         /// hf://ORG/MODEL[@REVISION][/PATH], https://HOST/PATH/FILE).
@@ -134,9 +140,31 @@ enum Cmd {
         #[arg(long)]
         threads: Option<usize>,
         /// Let other users read the mount (non-root users need
-        /// user_allow_other in /etc/fuse.conf).
+        /// user_allow_other in /etc/fuse.conf). Each file and folder still
+        /// has the owner, group and read permission of the source files it
+        /// is made from (the most restrictive of them, write bits removed;
+        /// a remote source belongs to the mounting user), and the kernel
+        /// enforces them: a user sees through the mount only what they
+        /// could read directly. --uid, --gid, --file-mode and --dir-mode
+        /// override that.
         #[arg(long)]
         allow_other: bool,
+        /// Owner (numeric user id) of every file and folder, instead of
+        /// the source's.
+        #[arg(long, value_name = "UID")]
+        uid: Option<u32>,
+        /// Group (numeric group id) of every file and folder, instead of
+        /// the source's.
+        #[arg(long, value_name = "GID")]
+        gid: Option<u32>,
+        /// Permission bits of every file, in octal (e.g. 0440), instead of
+        /// the source's; write bits are ignored (the mount is read-only).
+        #[arg(long, value_name = "MODE", value_parser = gyrofs::access::parse_mode)]
+        file_mode: Option<u16>,
+        /// Permission bits of every folder, in octal (e.g. 0550), instead
+        /// of the source's; write bits are ignored.
+        #[arg(long, value_name = "MODE", value_parser = gyrofs::access::parse_mode)]
+        dir_mode: Option<u16>,
         /// Append the daemon's log to this file (default: discarded in the
         /// background, stderr with -f). Verbosity: RUST_LOG=info|debug.
         #[arg(long, value_name = "FILE")]
@@ -232,6 +260,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             foreground,
             threads,
             allow_other,
+            uid,
+            gid,
+            file_mode,
+            dir_mode,
             log_file,
             read_ahead_kb,
             dtype,
@@ -249,7 +281,15 @@ fn run(cli: Cli) -> Result<(), Error> {
                 foreground,
                 log_file,
                 read_ahead_kb,
-                volume: Options { dtypes: dtype.0 },
+                volume: Options {
+                    dtypes: dtype.0,
+                    access: gyrofs::access::Overrides {
+                        uid,
+                        gid,
+                        file_mode,
+                        dir_mode,
+                    },
+                },
             };
             gyrofs::mount::mount(&source, &mountpoint, &opts)
         }
@@ -288,8 +328,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             let located = gyrofs::remote::locate(&source, &remote.options())?;
             let first = gyrofs::view::hf::dtype_names(dtype.0[0]).map_or("bf16", |n| n.0);
             let view = view.unwrap_or_else(|| first.to_string());
-            let volume =
-                Volume::open_with(&located.path, &located.opener, &Options { dtypes: dtype.0 })?;
+            let options = Options {
+                dtypes: dtype.0,
+                ..Options::default()
+            };
+            let volume = Volume::open_with(&located.path, &located.opener, &options)?;
             for note in volume.notes() {
                 eprintln!("gyrofs: warning: {note}");
             }

@@ -207,6 +207,9 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
         MountOption::NoDev,
         MountOption::NoSuid,
         MountOption::NoAtime,
+        // The kernel checks each file's owner, group and mode (taken from
+        // the source's, `crate::access`) for every user, as for a disk.
+        MountOption::DefaultPermissions,
         MountOption::FSName(fsname),
         MountOption::Subtype("gyrofs".into()),
     ];

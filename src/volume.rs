@@ -5,20 +5,22 @@
 //! mount) only translates kernel requests into these calls and their results
 //! into replies, `convert` (the writer) reads through [`Volume::read`], and the
 //! tests drive every operation here without root. Inode numbers are node ids
-//! plus one (FUSE's root is inode 1); attributes, directory offsets and the
-//! open-mode check are decided here.
+//! plus one (FUSE's root is inode 1); attributes (owners and modes from the
+//! source's, `crate::access`), directory offsets and the open-mode check are
+//! decided here.
 
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::access::{self, Access, Overrides};
 use crate::catalog::{Catalog, FileId};
 use crate::dtype::Dtype;
 use crate::error::{FsError, ReadError, SourceError};
 use crate::read::read;
 use crate::store::Opener;
-use crate::view::{self, NodeId, NodeKind, Tree, VFile, Views};
+use crate::view::{self, FileRef, NodeId, NodeKind, Tree, VFile, Views};
 
 /// Block size reported in attributes and statfs.
 pub const BLOCK: u32 = 4096;
@@ -40,7 +42,27 @@ pub struct Volume {
     /// Sequential readers of files of a remote source (None for a local
     /// one: the kernel's readahead and the page cache serve those).
     streams: Option<Mutex<lru::LruCache<NodeId, Stream>>>,
+    /// Who may read what ([`Volume::who_may_read`]).
+    access: Permissions,
 }
+
+/// Who may read the volume's files and folders (`crate::access`).
+#[derive(Debug)]
+struct Permissions {
+    /// Of every folder and of the files made from no source file in
+    /// particular (`manifest.json`, generated JSON): the most restrictive
+    /// of every source file and the source folder.
+    whole: Access,
+    /// Every file gets `whole` (the source's files all have one access).
+    uniform: bool,
+    /// Of files made from some source files, by node, once computed.
+    files: Mutex<lru::LruCache<NodeId, Access>>,
+    /// `--uid`, `--gid`, `--file-mode`, `--dir-mode`.
+    overrides: Overrides,
+}
+
+/// How many files' computed access is kept.
+const ACCESS_CACHE: usize = 1 << 16;
 
 /// A file being read front to back, and how far ahead of the reader its
 /// source bytes are being fetched.
@@ -98,12 +120,15 @@ fn cost(f: &VFile) -> u64 {
 pub struct Options {
     /// One converted view per dtype (BF16, F16, F32: `bf16/`, `f16/`, `f32/`).
     pub dtypes: Vec<Dtype>,
+    /// Owner, group and modes that replace the source's (`--uid`, ...).
+    pub access: Overrides,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             dtypes: vec![Dtype::BF16],
+            access: Overrides::default(),
         }
     }
 }
@@ -155,9 +180,12 @@ pub struct Attr {
     pub ino: u64,
     pub kind: Kind,
     pub size: u64,
-    /// Permission bits: `0o555` for directories, `0o444` for files.
+    /// Permission bits: at most `0o555` for directories and `0o444` for
+    /// files, as the source's allow ([`Volume::who_may_read`]).
     pub perm: u16,
     pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 impl Attr {
@@ -210,6 +238,11 @@ impl Volume {
     ) -> Result<Volume, SourceError> {
         let catalog = Arc::new(crate::source::open(source, opener)?);
         let (views, tree) = view::build(&catalog, &options.dtypes);
+        let folder = match opener.is_remote() {
+            true => None,
+            false => listed_folder(source),
+        };
+        let access = Permissions::new(&catalog, folder, options.access);
         let reported = (0..catalog.files.len())
             .map(|_| AtomicBool::new(false))
             .collect();
@@ -227,6 +260,7 @@ impl Volume {
             cache: Mutex::new(FileCache { files, bytes: 0 }),
             reported,
             streams,
+            access,
         })
     }
 
@@ -373,23 +407,61 @@ impl Volume {
         out
     }
 
+    /// Who may read node `id`, before `--uid` and friends: a folder, or a
+    /// file made from no source file in particular, the whole source's; a
+    /// file made from source files, the most restrictive of theirs
+    /// (`crate::access`).
+    pub fn who_may_read(&self, id: NodeId) -> Access {
+        let p = &self.access;
+        let f = match self.tree.kind(id) {
+            Some(NodeKind::File(f)) if !p.uniform => f,
+            _ => return p.whole,
+        };
+        if let Some(a) = p.files.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+            return *a;
+        }
+        let files = &self.catalog.files;
+        let sources: Vec<Access> = match f {
+            FileRef::Side(s) => vec![files[s].file.access],
+            f => files
+                .iter()
+                .filter(|&(s, _)| self.views.reads(&self.catalog, &self.tree, f, s))
+                .map(|(_, sf)| sf.file.access)
+                .collect(),
+        };
+        let a = match sources.is_empty() {
+            true => p.whole,
+            false => access::combine(sources, access::mounting_user()),
+        };
+        p.files.lock().unwrap_or_else(|e| e.into_inner()).put(id, a);
+        a
+    }
+
     /// The attributes of inode `ino`.
     pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
         let id = node_id(ino);
-        Ok(match self.tree.kind(id).ok_or(FsError::NotFound)? {
+        let kind = self.tree.kind(id).ok_or(FsError::NotFound)?;
+        let a = self.who_may_read(id);
+        let o = &self.access.overrides;
+        let (uid, gid) = (o.uid.unwrap_or(a.uid), o.gid.unwrap_or(a.gid));
+        Ok(match kind {
             NodeKind::Dir => Attr {
                 ino,
                 kind: Kind::Dir,
                 size: 0,
-                perm: 0o555,
+                perm: o.dir_mode.unwrap_or(a.dir_mode()),
                 nlink: 2 + self.tree.subdirs(id),
+                uid,
+                gid,
             },
             NodeKind::File(_) => Attr {
                 ino,
                 kind: Kind::File,
                 size: self.file(id).map_or(0, |f| f.size),
-                perm: 0o444,
+                perm: o.file_mode.unwrap_or(a.file_mode()),
                 nlink: 1,
+                uid,
+                gid,
             },
         })
     }
@@ -466,7 +538,9 @@ impl Volume {
         Ok(())
     }
 
-    /// `access(2)`: anything may be read or searched, nothing written.
+    /// `access(2)`: nothing may be written. (Who may read is the kernel's
+    /// check of [`Volume::getattr`]'s owner, group and mode: the mount has
+    /// `default_permissions`, so the kernel does not ask.)
     pub fn access(&self, ino: u64, mask: i32) -> Result<(), FsError> {
         self.tree.kind(node_id(ino)).ok_or(FsError::NotFound)?;
         if mask & libc::W_OK != 0 {
@@ -505,6 +579,33 @@ impl Volume {
             None => format!("<inode {ino}>"),
         }
     }
+}
+
+impl Permissions {
+    fn new(catalog: &Catalog, folder: Option<Access>, overrides: Overrides) -> Permissions {
+        let files: Vec<Access> = catalog.files.iter().map(|(_, f)| f.file.access).collect();
+        let me = access::mounting_user();
+        let whole = access::combine(files.iter().copied().chain(folder), me);
+        let uniform = files.iter().all(|a| access::combine([*a], me) == whole);
+        Permissions {
+            whole,
+            uniform,
+            files: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(ACCESS_CACHE).expect("nonzero"),
+            )),
+            overrides,
+        }
+    }
+}
+
+/// Who may list the local source folder `source` and pass every folder on
+/// the way to it; `None` for a file.
+fn listed_folder(source: &Path) -> Option<Access> {
+    let real = std::fs::canonicalize(source).ok()?;
+    let meta = std::fs::metadata(&real).ok().filter(|m| m.is_dir())?;
+    let mut all = vec![Access::of_listed_folder(&meta)];
+    all.extend(access::passages(&real));
+    Some(access::combine(all, access::mounting_user()))
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 
 use crate::catalog::{Catalog, Files, SourceFormat, Tensor};
 use crate::error::{Problem, SourceError};
-use crate::store::Opener;
+use crate::store::{Confinement, Opener, Refusal};
 
 /// Extensions of checkpoint data files. A folder's other regular files are
 /// side files (config, tokenizer, ...); these are not, so that a folder
@@ -66,6 +66,17 @@ pub fn open(path: &Path, opener: &Opener) -> Result<Catalog, SourceError> {
     // Parsers borrow bytes of remote files' caches too.
     let _reading = opener.reading();
     let meta = std::fs::metadata(path).map_err(|e| SourceError::io(path, e))?;
+    // A local source's files must not lead out of it (a remote source's
+    // tree is gyrofs's own, in its cache).
+    let confined;
+    let opener = match opener.is_remote() {
+        true => opener,
+        false => {
+            let c = Confinement::of_source(path).map_err(|e| SourceError::io(path, e))?;
+            confined = opener.confined(c);
+            &confined
+        }
+    };
     if meta.is_dir() {
         return open_dir(opener, path);
     }
@@ -143,32 +154,94 @@ pub(crate) fn check_unique_names(files: &Files, tensors: &[Tensor]) -> Result<()
     Ok(())
 }
 
-/// Regular files (after following symlinks) directly inside `dir`, by name.
-fn list_files(dir: &Path) -> Result<Vec<String>, SourceError> {
+/// The entries of a source folder that may be files of the checkpoint.
+struct Listing {
+    /// Regular files (after following symlinks that stay inside the source,
+    /// `store::confine`), by name, sorted.
+    files: Vec<String>,
+    /// Entries that cannot be served (a broken symlink, a loop, a link out
+    /// of the source, not a regular file, unreadable), by name, and why.
+    refused: Vec<(String, Refusal)>,
+}
+
+impl Listing {
+    /// Every name, served or not, sorted: what the folder's layout is
+    /// decided from (a broken shard must not make another layout).
+    fn names(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.files.clone();
+        all.extend(self.refused.iter().map(|(n, _)| n.clone()));
+        all.sort();
+        all
+    }
+
+    fn refused(&self, name: &str) -> bool {
+        self.refused.iter().any(|(n, _)| n == name)
+    }
+}
+
+/// The entries directly inside `dir` (folders, hidden files and what is
+/// under subfolders are not part of it).
+fn list_files(dir: &Path, confine: Option<&Confinement>) -> Result<Listing, SourceError> {
     let rd = std::fs::read_dir(dir).map_err(|e| SourceError::io(dir, e))?;
-    let mut names = Vec::new();
+    let mut listing = Listing {
+        files: Vec::new(),
+        refused: Vec::new(),
+    };
     for entry in rd {
         let entry = entry.map_err(|e| SourceError::io(dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
             continue;
         }
+        let path = entry.path();
         // Follows symlinks: Hugging Face cache snapshots are links into blobs/.
-        match std::fs::metadata(entry.path()) {
-            Ok(m) if m.is_file() => names.push(name),
-            Ok(_) => {}
-            Err(e) => return Err(SourceError::io(entry.path(), e)),
+        let checked = match confine {
+            Some(c) => c.check(&path).map(|_| ()),
+            None => match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => Ok(()),
+                Ok(_) => Err(Refusal::NotAFile),
+                Err(e) => Err(Refusal::Io(e)),
+            },
+        };
+        match checked {
+            Ok(()) => listing.files.push(name),
+            Err(Refusal::NotAFile) if path.is_dir() => {}
+            Err(r) => listing.refused.push((name, r)),
         }
     }
-    names.sort();
-    Ok(names)
+    listing.files.sort();
+    Ok(listing)
+}
+
+/// Refuse the mount if a file the checkpoint needs (`needed`) cannot be
+/// served, naming it and why; every other entry that cannot be served is
+/// left out, with a warning and a note (returned).
+fn screen(
+    dir: &Path,
+    listing: &Listing,
+    needed: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, SourceError> {
+    if let Some((name, why)) = listing.refused.iter().find(|(n, _)| needed(n)) {
+        return Err(SourceError::invalid(
+            dir.join(name),
+            format!("{why}; the model needs this file, so nothing is mounted"),
+        ));
+    }
+    let mut notes = Vec::new();
+    for (name, why) in &listing.refused {
+        log::warn!("{}: {why}; left out", dir.join(name).display());
+        notes.push(format!("{name} is left out: {}", why.short()));
+    }
+    Ok(notes)
 }
 
 fn open_dir(opener: &Opener, dir: &Path) -> Result<Catalog, SourceError> {
-    let names = list_files(dir)?;
+    let listing = list_files(dir, opener.confinement())?;
+    let names = listing.names();
     let has = |n: &str| names.iter().any(|x| x == n);
     let side = |skip: &str| -> Vec<(PathBuf, String)> {
-        names
+        listing
+            .files
             .iter()
             .filter(|n| n.as_str() != skip && n.as_str() != torch::set::INDEX_JSON)
             .filter(|n| extension(n).is_none_or(|e| !CHECKPOINT_EXTENSIONS.contains(&e)))
@@ -181,7 +254,7 @@ fn open_dir(opener: &Opener, dir: &Path) -> Result<Catalog, SourceError> {
         names
             .iter()
             .filter(|n| matches!(extension(n), Some("bin" | "pt" | "pth" | "ckpt")))
-            .filter(|n| sniff(opener, &dir.join(n)) == Magic::Torch)
+            .filter(|n| listing.refused(n) || sniff(opener, &dir.join(n)) == Magic::Torch)
             .cloned()
             .collect()
     };
@@ -206,18 +279,25 @@ fn open_dir(opener: &Opener, dir: &Path) -> Result<Catalog, SourceError> {
         } else {
             SourceFormat::Safetensors
         };
+        let notes = screen(dir, &listing, |n| {
+            shard_names.iter().any(|s| s == n) || n == INDEX_JSON || side::is_needed(n)
+        })?;
         let shards = shard_names
             .iter()
             .map(|n| (dir.join(n), n.clone()))
             .collect();
         let mut catalog =
             safetensors::set::open(opener, format, shards, &side(INDEX_JSON), index.as_ref())?;
+        let torch_files: Vec<&String> =
+            torch_files.iter().filter(|n| !listing.refused(n)).collect();
         if !torch_files.is_empty() {
+            let list: Vec<&str> = torch_files.iter().map(|s| s.as_str()).collect();
             catalog.notes.push(format!(
                 "the folder also holds PyTorch weights ({}); as transformers does, the safetensors weights are used",
-                torch_files.join(", ")
+                list.join(", ")
             ));
         }
+        catalog.notes.extend(notes);
         return Ok(catalog);
     }
     if !torch_files.is_empty() {
@@ -231,18 +311,24 @@ fn open_dir(opener: &Opener, dir: &Path) -> Result<Catalog, SourceError> {
                 ),
             ));
         }
+        let notes = screen(dir, &listing, |n| {
+            torch_files.iter().any(|s| s == n) || n == torch::set::INDEX_JSON || side::is_needed(n)
+        })?;
         let shards = torch_files
             .iter()
             .map(|n| (dir.join(n), n.clone()))
             .collect();
-        return torch::set::open(opener, shards, &side(INDEX_JSON), Vec::new());
+        return torch::set::open(opener, shards, &side(INDEX_JSON), notes);
     }
     let ggufs: Vec<&String> = names
         .iter()
         .filter(|n| extension(n) == Some("gguf"))
         .collect();
     if !ggufs.is_empty() {
-        return gguf::set::open_dir(opener, dir, &ggufs);
+        let notes = screen(dir, &listing, |n| extension(n) == Some("gguf"))?;
+        let mut catalog = gguf::set::open_dir(opener, dir, &ggufs)?;
+        catalog.notes.extend(notes);
+        return Ok(catalog);
     }
     Err(SourceError::invalid(
         dir,

@@ -3,6 +3,10 @@
 //! `pytorch_model.bin.index.json`), `config.json` and gpt-oss `dtypes.json`.
 //! Each has a pure entry point from bytes ([`parse_index`], [`parse_json`],
 //! [`parse_dtypes`]), fuzzed in tests/fuzz/ like the format readers.
+//!
+//! Which side files the model needs ([`is_needed`]): one of those that
+//! cannot be read refuses the mount; any other is left out with a note
+//! ([`open_side`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +17,50 @@ use crate::catalog::{Tensor, index_by_name};
 use crate::error::{Problem, SourceError};
 use crate::source::file_name;
 use crate::store::{Opener, SourceFile};
+
+/// Side files the views need: the config (and gpt-oss `dtypes.json`), and
+/// the tokenizer's files. Shards and indexes are needed too, by their
+/// format's reader.
+const NEEDED: &[&str] = &[
+    "config.json",
+    "dtypes.json",
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+];
+
+/// Does the model need side file `name` (a problem with it refuses the
+/// mount), or may it be left out?
+pub fn is_needed(name: &str) -> bool {
+    NEEDED.contains(&name)
+}
+
+/// Open side file `name` at `path`. One the model needs and cannot be read
+/// is an error; any other is left out, with a warning and a note in
+/// `notes`.
+pub(crate) fn open_side(
+    opener: &Opener,
+    path: &Path,
+    name: &str,
+    notes: &mut Vec<String>,
+) -> Result<Option<SourceFile>, SourceError> {
+    match opener.open(path, name.to_string()) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if is_needed(name) => Err(e),
+        Err(e) => {
+            log::warn!("{e}; left out");
+            let why = match &e.problem {
+                Problem::Refused(r) => r.short(),
+                p => p.to_string(),
+            };
+            notes.push(format!("{name} is left out: {why}"));
+            Ok(None)
+        }
+    }
+}
 
 /// A parsed `model.safetensors.index.json`.
 #[derive(Debug, Clone)]

@@ -38,6 +38,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use memmap2::Mmap;
 
 use super::{Backing, Fetcher, ReadEpochs};
+use crate::access::{self, Access};
 use crate::error::{Problem, ReadError, SourceError};
 
 /// What identifies a file's contents at open: if any of it moves, the
@@ -78,6 +79,9 @@ pub struct SourceFile {
     map: Option<Mmap>,
     /// Set for a file of a remote source: where its bytes come from.
     remote: Option<Arc<dyn Fetcher>>,
+    /// Who could read it directly: the file and every folder on the way
+    /// (`access`); a remote file's is the mounting user's.
+    pub access: Access,
 }
 
 impl SourceFile {
@@ -86,11 +90,35 @@ impl SourceFile {
     /// relative name to record. (Sources open their files through an
     /// [`Opener`](super::Opener), which knows each file's backing.)
     pub fn open(path: &Path, name: String, backing: Backing) -> Result<SourceFile, SourceError> {
-        let file = File::open(path).map_err(|e| SourceError::io(path, e))?;
+        Self::open_checked(path, name, backing, |_| Ok(()))
+    }
+
+    /// [`open`](Self::open), with `check` run on the open file before
+    /// anything else (a confined opener checks that it is the file it
+    /// resolved). Opened without blocking (a FIFO swapped in does not hang
+    /// the mount) and without taking a terminal; anything but a regular
+    /// file is refused.
+    pub fn open_checked(
+        path: &Path,
+        name: String,
+        backing: Backing,
+        check: impl FnOnce(&File) -> Result<(), SourceError>,
+    ) -> Result<SourceFile, SourceError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(|e| SourceError::io(path, e))?;
+        check(&file)?;
         let meta = file.metadata().map_err(|e| SourceError::io(path, e))?;
         if !meta.is_file() {
             return Err(SourceError::invalid(path, "not a regular file"));
         }
+        let access = match backing {
+            Backing::Local => local_access(path, &file, &meta),
+            Backing::Remote(_) => Access::mounting_user(),
+        };
         let len = meta.len();
         let map = if len == 0 {
             None
@@ -126,6 +154,7 @@ impl SourceFile {
             file,
             map,
             remote,
+            access,
         })
     }
 
@@ -328,6 +357,22 @@ impl SourceFile {
     pub fn error(&self, problem: Problem) -> SourceError {
         SourceError::new(&self.path, problem)
     }
+}
+
+/// Who could read the open `file` at `path` directly: its owner, group and
+/// read bits, and those of every folder on the way to where it really is
+/// (`/proc/self/fd` says where; else the path resolved).
+fn local_access(path: &Path, file: &File, meta: &std::fs::Metadata) -> Access {
+    use std::os::unix::io::AsRawFd;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .ok()
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::fs::canonicalize(path).ok());
+    let mut all = vec![Access::of_file(meta)];
+    if let Some(real) = real {
+        all.extend(access::passages(&real));
+    }
+    access::combine(all, access::mounting_user())
 }
 
 #[cfg(test)]

@@ -16,10 +16,14 @@
 //! - `file`: [`SourceFile`], change detection included;
 //! - `fault`: surviving a SIGBUS in a map of a file truncated under it;
 //! - `epochs`: reads in progress, so that a cache eviction never takes
-//!   borrowed bytes away.
+//!   borrowed bytes away;
+//! - `confine`: where a local source's files may resolve to (no symlink
+//!   out of the source folder).
 //!
-//! This module is the bottom of the engine: it imports only `error`.
+//! This module is the bottom of the engine: it imports only `error` (and
+//! the leaf `access`).
 
+pub mod confine;
 pub mod epochs;
 pub mod fault;
 mod file;
@@ -29,6 +33,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use confine::{Confinement, Refusal};
 pub use epochs::{ReadEpochs, Reading};
 pub use file::SourceFile;
 
@@ -71,6 +76,8 @@ pub struct Opener {
     remote: HashMap<PathBuf, Arc<dyn Fetcher>>,
     /// The reads in progress of the remote objects' cache.
     epochs: Option<Arc<ReadEpochs>>,
+    /// Where local files may resolve to (`None`: anywhere).
+    confine: Option<Arc<Confinement>>,
 }
 
 impl Opener {
@@ -85,7 +92,22 @@ impl Opener {
         Opener {
             remote: objects,
             epochs: Some(epochs),
+            confine: None,
         }
+    }
+
+    /// The same opener, refusing local files that resolve outside
+    /// `confine` (`source::open` confines every local source).
+    pub fn confined(&self, confine: Confinement) -> Opener {
+        Opener {
+            confine: Some(Arc::new(confine)),
+            ..self.clone()
+        }
+    }
+
+    /// Where this opener's local files may resolve to.
+    pub fn confinement(&self) -> Option<&Confinement> {
+        self.confine.as_deref()
     }
 
     /// Does this opener serve a remote source?
@@ -108,8 +130,21 @@ impl Opener {
     }
 
     /// Open and map the file at `path`, recorded under the relative `name`.
+    /// A confined opener first checks where `path` leads, and then that the
+    /// file it opened is the one it checked ([`Confinement`]).
     pub fn open(&self, path: &Path, name: String) -> Result<SourceFile, SourceError> {
-        SourceFile::open(path, name, self.backing(path))
+        let backing = self.backing(path);
+        match (&self.confine, &backing) {
+            (Some(c), Backing::Local) => {
+                let refused =
+                    |r: Refusal| SourceError::new(path, crate::error::Problem::Refused(r));
+                let checked = c.check(path).map_err(refused)?;
+                SourceFile::open_checked(path, name, backing, |file| {
+                    c.verify(&checked, file).map_err(refused)
+                })
+            }
+            _ => SourceFile::open(path, name, backing),
+        }
     }
 
     /// Count a parse at open as a read in progress (parsers borrow cached

@@ -62,8 +62,11 @@ pub(crate) fn open(
     }
 
     let mut config = None;
+    let mut notes = Vec::new();
     for (path, name) in side {
-        let file = opener.open(path, name.clone())?;
+        let Some(file) = side::open_side(opener, path, name, &mut notes)? else {
+            continue;
+        };
         if name == "config.json" {
             config = Some(side::parse_json_file(&file)?);
         }
@@ -82,7 +85,7 @@ pub(crate) fn open(
         config,
         gguf_metadata: None,
         pickle: None,
-        notes: Vec::new(),
+        notes,
     })
 }
 

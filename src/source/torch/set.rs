@@ -22,7 +22,7 @@ use crate::catalog::{
 use crate::dtype::numel;
 use crate::error::SourceError;
 use crate::source::check_unique_names;
-use crate::source::side::parse_json_file;
+use crate::source::side::{open_side, parse_json_file};
 use crate::source::torch::{self, Checkpoint, TensorRef, TorchError};
 use crate::store::{Opener, SourceFile};
 
@@ -70,7 +70,9 @@ pub fn open(
     check_unique_names(&files, &tensors)?;
     let mut config = None;
     for (path, name) in side {
-        let file = opener.open(path, name.clone())?;
+        let Some(file) = open_side(opener, path, name, &mut notes)? else {
+            continue;
+        };
         if name == "config.json" {
             config = Some(parse_json_file(&file)?);
         }

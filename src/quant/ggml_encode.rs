@@ -72,16 +72,19 @@ pub fn encode(ty: GgmlType, values: &[f32], out: &mut [u8]) -> Result<(), Kernel
                 o.copy_from_slice(&bf16_ggml(*v).to_le_bytes());
             }
         }
-        _ => {
-            for (b, o) in values.chunks_exact(32).zip(out.chunks_exact_mut(34)) {
-                q8_0_block(
-                    b.try_into().expect("32 values"),
-                    o.try_into().expect("34 bytes"),
-                );
-            }
-        }
+        _ => q8_0_rows(values, out),
     }
     Ok(())
+}
+
+/// Q8_0 blocks of `values` into `out`.
+fn q8_0_rows(values: &[f32], out: &mut [u8]) {
+    for (b, o) in values.chunks_exact(32).zip(out.chunks_exact_mut(34)) {
+        q8_0_block(
+            b.try_into().expect("32 values"),
+            o.try_into().expect("34 bytes"),
+        );
+    }
 }
 
 /// `x` as F16 bits, as numpy's `astype(np.float16)` rounds it.
@@ -105,23 +108,59 @@ pub fn bf16_ggml(x: f32) -> u16 {
     ((u64::from(n) + u64::from(0x7FFF + ((n >> 16) & 1))) >> 16) as u16
 }
 
-/// `roundf`: to nearest, halves away from zero (gguf-py's `np_roundf`).
+/// `roundf`: to nearest, halves away from zero (gguf-py's `np_roundf`:
+/// `floor(a) + floor(2 * (a - floor(a)))` with `a = |x|`, signed as `x`).
+/// Without `floor`, which baseline x86-64 (no SSE4.1) makes a libm call:
+/// below 2^23 the truncation to an integer is `floor(a)` and `a - floor(a)`
+/// is exact; from 2^23 on `a` is integral; inf gives NaN as `inf - inf`
+/// does in the formula.
+#[cfg(test)]
 fn roundf(x: f32) -> f32 {
     let a = x.abs();
-    let floored = a.floor();
-    let b = floored + (2.0 * (a - floored)).floor();
-    b.copysign(x)
+    if a < 8_388_608.0 {
+        let t = a as u32 as f32;
+        let b = if a - t >= 0.5 { t + 1.0 } else { t };
+        return b.copysign(x);
+    }
+    if a.is_infinite() { f32::NAN } else { x }
 }
 
-/// One Q8_0 block: F16 `d` then 32 signed bytes.
+/// One Q8_0 block: F16 `d` then 32 signed bytes, `q = roundf(x * id) as
+/// i8` ([`q8_0_code`]).
 pub fn q8_0_block(x: &[f32; 32], out: &mut [u8; 34]) {
-    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    // The largest magnitude (NaN ignored, as f32::max does), in 8 lanes:
+    // the same value in any order, and vector code.
+    let mut lanes = [0f32; 8];
+    for chunk in x.chunks_exact(8) {
+        for (m, v) in lanes.iter_mut().zip(chunk) {
+            *m = m.max(v.abs());
+        }
+    }
+    let amax = lanes.iter().fold(0f32, |m, &v| m.max(v));
     let d = amax / 127.0;
     let id = if d == 0.0 { 0.0 } else { 1.0 / d };
     out[..2].copy_from_slice(&f16_numpy(d).to_le_bytes());
-    for (q, v) in out[2..].iter_mut().zip(x) {
-        *q = roundf(v * id) as i8 as u8;
+    let mut q = [0u8; 32];
+    for (q, v) in q.iter_mut().zip(x) {
+        *q = q8_0_code(v * id) as u8;
     }
+    out[2..].copy_from_slice(&q);
+}
+
+/// `roundf(y) as i8` (Rust's saturating cast: NaN is 0), without branches
+/// so that a block's 32 codes compile to vector code: the magnitude is
+/// clamped to 256 (which saturates the same way), truncated, and rounded up
+/// when its fraction is at least one half; inf gives 0, as `roundf` makes
+/// it NaN.
+#[inline(always)]
+fn q8_0_code(y: f32) -> i8 {
+    let a = y.abs();
+    let c = a.min(256.0);
+    let t = c as i32;
+    let r = t + i32::from(c - t as f32 >= 0.5);
+    let signed = if y.is_sign_negative() { -r } else { r };
+    let q = signed.clamp(-128, 127) as i8;
+    if a < f32::INFINITY { q } else { 0 }
 }
 
 #[cfg(test)]
@@ -163,6 +202,43 @@ mod tests {
         assert!((d - 3.875 / 127.0).abs() < 1e-5);
         assert_eq!(out[2] as i8, -127);
         assert_eq!(out[33] as i8, 127);
+        // roundf is gguf-py's np_roundf on every float: a spread of bit
+        // patterns, and every value near the halves below 2^23.
+        let np_roundf = |x: f32| {
+            let a = x.abs();
+            let f = a.floor();
+            (f + (2.0 * (a - f)).floor()).copysign(x)
+        };
+        let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+        for bits in (0..=u32::MAX).step_by(65_521) {
+            let x = f32::from_bits(bits);
+            assert!(same(roundf(x), np_roundf(x)), "{x:e} ({bits:#x})");
+        }
+        for k in -300i32..300 {
+            let h = k as f32 + 0.5;
+            for x in [
+                h,
+                f32::from_bits(h.to_bits() - 1),
+                f32::from_bits(h.to_bits() + 1),
+            ] {
+                assert!(same(roundf(x), np_roundf(x)), "{x:e}");
+            }
+        }
+        // The Q8_0 code is roundf's, cast as Rust casts.
+        for bits in (0..=u32::MAX).step_by(4_099) {
+            let y = f32::from_bits(bits);
+            assert_eq!(q8_0_code(y), roundf(y) as i8, "{y:e} ({bits:#x})");
+        }
+        for k in -300i32..300 {
+            let h = k as f32 + 0.5;
+            for y in [
+                h,
+                f32::from_bits(h.to_bits() - 1),
+                f32::from_bits(h.to_bits() + 1),
+            ] {
+                assert_eq!(q8_0_code(y), roundf(y) as i8, "{y:e}");
+            }
+        }
         // roundf: halves away from zero.
         assert_eq!(roundf(2.5), 3.0);
         assert_eq!(roundf(-2.5), -3.0);

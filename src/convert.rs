@@ -28,6 +28,17 @@ pub struct Summary {
     pub elapsed: Duration,
 }
 
+/// Refuse an OUTDIR that exists and is not a folder (a file, a link to
+/// one), before any work: convert writes files into OUTDIR.
+pub fn check_out(out: &Path) -> Result<(), Error> {
+    match std::fs::metadata(out) {
+        Ok(m) if !m.is_dir() => Err(Error::OutNotAFolder {
+            path: out.display().to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Write the view at `view` (a directory or a single file of the tree) into
 /// `out`. A directory's contents land directly in `out`, like
 /// `cp -r MNT/VIEW OUT` with OUT not existing yet (`recursive` false: only
@@ -52,6 +63,7 @@ pub fn convert(
             top: top.join(", "),
         }
     })?;
+    check_out(out)?;
     let mut jobs: Vec<(NodeId, PathBuf)> = Vec::new();
     let mut dirs = vec![out.to_path_buf()];
     if volume.is_dir(root) {

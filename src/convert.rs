@@ -137,6 +137,10 @@ fn write_file(
     path: &Path,
     bar: &ProgressBar,
 ) -> Result<(), Error> {
+    // A file that could not be built is an error, not an empty file.
+    if let Some(why) = volume.file(id).and_then(|f| f.failed.clone()) {
+        return Err(crate::error::ReadError::NotBuilt(why.to_string()).into());
+    }
     let mut partial = path.as_os_str().to_owned();
     partial.push(".gyrofs-partial");
     let partial = PathBuf::from(partial);

@@ -171,6 +171,10 @@ pub enum ReadError {
     /// the remote object changed since it was mounted.
     #[error(transparent)]
     Remote(#[from] RemoteReadError),
+    /// The file could not be built (a GGUF tokenizer beyond the memory its
+    /// metadata allows, ...): why.
+    #[error("{0}")]
+    NotBuilt(String),
 }
 
 /// A filesystem operation on the mounted tree that fails.
@@ -202,7 +206,8 @@ impl ToErrno for ReadError {
             ReadError::OutOfRange { .. }
             | ReadError::Kernel(_)
             | ReadError::Dequant(_)
-            | ReadError::Remote(_) => libc::EIO,
+            | ReadError::Remote(_)
+            | ReadError::NotBuilt(_) => libc::EIO,
         }
     }
 }

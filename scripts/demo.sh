@@ -9,11 +9,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 src=${1:-tests/data/gpt-oss-tiny}
-cargo build --release --quiet
-bin=target/release/gyrofs
+# Not --quiet: on a fresh clone the first build takes several minutes, and
+# cargo's progress says so.
+echo "building gyrofs (cargo build --release; the first build takes a few minutes) ..." >&2
+cargo build --release
+bin=${CARGO_TARGET_DIR:-target}/release/gyrofs
 mnt=$(mktemp -d -t gyrofs-demo.XXXXXX)
 cleanup() { "$bin" umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true; rmdir "$mnt" 2>/dev/null || true; }
 trap cleanup EXIT
+echo
 
 echo "\$ gyrofs ls $src"
 "$bin" ls "$src" | sed -n '1,6p;$p'

@@ -28,6 +28,17 @@ pub struct Summary {
     pub elapsed: Duration,
 }
 
+/// Refuse an OUTDIR that exists and is not a folder (a file, a link to
+/// one), before any work: convert writes files into OUTDIR.
+pub fn check_out(out: &Path) -> Result<(), Error> {
+    match std::fs::metadata(out) {
+        Ok(m) if !m.is_dir() => Err(Error::OutNotAFolder {
+            path: out.display().to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Write the view at `view` (a directory or a single file of the tree) into
 /// `out`. A directory's contents land directly in `out`, like
 /// `cp -r MNT/VIEW OUT` with OUT not existing yet (`recursive` false: only
@@ -52,6 +63,7 @@ pub fn convert(
             top: top.join(", "),
         }
     })?;
+    check_out(out)?;
     let mut jobs: Vec<(NodeId, PathBuf)> = Vec::new();
     let mut dirs = vec![out.to_path_buf()];
     if volume.is_dir(root) {
@@ -125,6 +137,10 @@ fn write_file(
     path: &Path,
     bar: &ProgressBar,
 ) -> Result<(), Error> {
+    // A file that could not be built is an error, not an empty file.
+    if let Some(why) = volume.file(id).and_then(|f| f.failed.clone()) {
+        return Err(crate::error::ReadError::NotBuilt(why.to_string()).into());
+    }
     let mut partial = path.as_os_str().to_owned();
     partial.push(".gyrofs-partial");
     let partial = PathBuf::from(partial);

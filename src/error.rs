@@ -163,6 +163,21 @@ pub enum Problem {
         first: String,
         second: String,
     },
+    /// The file does not begin as a safetensors file does (a plausible
+    /// header length, then `{`): `why` says what is off, `head` is its
+    /// first bytes, escaped.
+    #[error("not a safetensors file: {why}; it begins \"{head}\"")]
+    NotSafetensors { why: Box<Problem>, head: String },
+    /// A Git LFS pointer file stands where the checkpoint file should be:
+    /// the repository was cloned without its LFS content.
+    #[error(
+        "a Git LFS pointer{}, not the file's content: run `git lfs pull` in the repository it came from",
+        size.map(|s| format!(" to a {s}-byte file")).unwrap_or_default()
+    )]
+    LfsPointer { size: Option<u64> },
+    /// SOURCE itself does not exist.
+    #[error("source not found (no such file or folder)")]
+    NoSource,
     #[error("{0}")]
     Invalid(String),
 }
@@ -210,6 +225,10 @@ pub enum ReadError {
     /// the remote object changed since it was mounted.
     #[error(transparent)]
     Remote(#[from] RemoteReadError),
+    /// The file could not be built (a GGUF tokenizer beyond the memory its
+    /// metadata allows, ...): why.
+    #[error("{0}")]
+    NotBuilt(String),
 }
 
 /// A filesystem operation on the mounted tree that fails.
@@ -241,7 +260,8 @@ impl ToErrno for ReadError {
             ReadError::OutOfRange { .. }
             | ReadError::Kernel(_)
             | ReadError::Dequant(_)
-            | ReadError::Remote(_) => libc::EIO,
+            | ReadError::Remote(_)
+            | ReadError::NotBuilt(_) => libc::EIO,
         }
     }
 }
@@ -263,6 +283,21 @@ impl ToErrno for FsError {
 pub enum MountError {
     #[error("{}: mount point is not a directory", path.display())]
     NotADirectory { path: PathBuf },
+    #[error("{}: mount point not found; create it first: mkdir -p {}", path.display(), path.display())]
+    NoMountPoint { path: PathBuf },
+    /// A non-root user without `fusermount3` (fuse3 not installed).
+    #[error(
+        "{}: cannot mount as a non-root user: fusermount3 not found in PATH; install the fuse3 package (apt-get install fuse3, dnf install fuse3), or mount as root",
+        path.display()
+    )]
+    NoFusermountToMount { path: PathBuf },
+    /// `/dev/fuse` cannot be opened: `why` says what to do about it.
+    #[error("{}: cannot mount: {device}: {err}; {why}", path.display(), device = FUSE_DEVICE)]
+    FuseDevice {
+        path: PathBuf,
+        err: io::Error,
+        why: &'static str,
+    },
     #[error("{}: cannot mount: {err}", path.display())]
     Mount { path: PathBuf, err: io::Error },
     #[error("{}: cannot start the FUSE session: {err}", path.display())]
@@ -305,6 +340,9 @@ pub enum MountError {
     NoFusermount { path: PathBuf, err: io::Error },
 }
 
+/// The FUSE device every mount opens.
+pub const FUSE_DEVICE: &str = "/dev/fuse";
+
 /// An error of the command line tool: what failed, in one line.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -318,6 +356,11 @@ pub enum Error {
     Remote(#[from] RemoteError),
     #[error("{path}: {err}")]
     Io { path: String, err: io::Error },
+    /// `convert`'s OUTDIR names something that is not a folder.
+    #[error(
+        "{path}: exists and is not a folder; OUTDIR must be a folder (convert writes the view's files into it): name a new or an existing folder"
+    )]
+    OutNotAFolder { path: String },
     /// `convert --view` names nothing in the tree.
     #[error("no view '{view}' in this source (top level: {top})")]
     NoSuchView { view: String, top: String },

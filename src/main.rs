@@ -325,6 +325,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             files_only,
             remote,
         } => {
+            gyrofs::convert::check_out(&outdir)?;
             let located = gyrofs::remote::locate(&source, &remote.options())?;
             let first = gyrofs::view::hf::dtype_names(dtype.0[0]).map_or("bf16", |n| n.0);
             let view = view.unwrap_or_else(|| first.to_string());

@@ -22,7 +22,7 @@ use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::error::{Error, MountError};
+use crate::error::{Error, FUSE_DEVICE, MountError};
 use crate::fuse::GyroFs;
 use crate::mount_table;
 use crate::volume::Volume;
@@ -155,6 +155,9 @@ fn spawn_daemon(opts: &MountOptions) -> Result<(), Error> {
 
 fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) -> Result<(), Error> {
     let canonical = check_mountpoint(mountpoint)?;
+    check_can_mount(mountpoint)?;
+    // As the user named it (a remote one becomes a local folder below).
+    let named = source.display().to_string();
     let started = Instant::now();
     crate::store::fault::install();
     log_panics();
@@ -178,6 +181,15 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     let located = crate::remote::locate(&source, &opts.remote)?;
     let source = located.path;
     let volume = Arc::new(Volume::open_with(&source, &located.opener, &opts.volume)?);
+    // Opening a source allocates and frees a lot (a GGUF's vocabulary is
+    // counted, a pickle is interpreted); give what is free back to the
+    // system, or the daemon keeps that peak for its whole life.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; no memory in use
+    // is touched.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     if notify {
         // A daemon must not keep its starting directory busy (the source is
         // open and the mount point resolved by now).
@@ -242,11 +254,24 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
         }
     });
 
+    // `raw` is in every tree and costs nothing to look up (the manifest of
+    // a million-tensor model takes a while to size).
+    let probe = canonical.join("raw");
     if notify {
-        // `raw` is in every tree and costs nothing to look up (the manifest
-        // of a million-tensor model takes a while to size).
-        let probe = canonical.join("raw");
         std::thread::spawn(move || report_ready(&probe));
+    } else {
+        // In the foreground: one line once the mount answers, one when it
+        // ends (below).
+        let said = format!(
+            "gyrofs: {named} mounted at {}; Ctrl-C or `gyrofs umount {}` unmounts",
+            mountpoint.display(),
+            mountpoint.display()
+        );
+        std::thread::spawn(move || {
+            if answers(&probe) {
+                eprintln!("{said}");
+            }
+        });
     }
 
     // Serve on a background session, which owns the mount, and wait for it
@@ -266,7 +291,12 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     std::mem::forget(background);
     let path = mountpoint.to_path_buf();
     match ended {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(())) => {
+            if !notify {
+                eprintln!("gyrofs: {} unmounted", mountpoint.display());
+            }
+            Ok(())
+        }
         Ok(Err(err)) => Err(MountError::Session { path, err }.into()),
         Err(_) => Err(MountError::Panicked { path }.into()),
     }
@@ -282,6 +312,9 @@ fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, Error> {
         Ok(_) => return Err(MountError::NotADirectory { path }.into()),
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             return Err(MountError::Stale { path }.into());
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(MountError::NoMountPoint { path }.into());
         }
         Err(e) => return Err(Error::io(mountpoint, e)),
     }
@@ -301,6 +334,60 @@ fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, Error> {
         .into());
     }
     Ok(canonical)
+}
+
+/// Check, before the source is read, that this process can mount at all:
+/// a non-root user needs `fusermount3` (fuser runs it), and every mount
+/// opens `/dev/fuse`. Without them fuser's errors are a bare errno ("No
+/// such file or directory") that sends the user after the mount point.
+fn check_can_mount(mountpoint: &Path) -> Result<(), MountError> {
+    let path = mountpoint.to_path_buf();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root && find_fusermount().is_none() {
+        return Err(MountError::NoFusermountToMount { path });
+    }
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(FUSE_DEVICE);
+    match opened {
+        Ok(_) => Ok(()),
+        Err(err) => {
+            let why = match err.raw_os_error() {
+                Some(libc::EACCES) => {
+                    "it is not usable by you: as root, run `chmod 666 /dev/fuse` (what fuse3's udev rule does), or add yourself to its group"
+                }
+                Some(libc::EPERM) => {
+                    "the device is not allowed here: in a container, pass it in (docker run --device /dev/fuse --cap-add SYS_ADMIN)"
+                }
+                Some(libc::ENOENT | libc::ENODEV | libc::ENXIO) => {
+                    "load the FUSE kernel module (as root: modprobe fuse); in a container, pass the device in (docker run --device /dev/fuse --cap-add SYS_ADMIN)"
+                }
+                _ => "FUSE is not usable on this machine",
+            };
+            Err(MountError::FuseDevice { path, err, why })
+        }
+    }
+}
+
+/// The `fusermount3` (or `fusermount`) that fuser will run, found where it
+/// looks: `$FUSERMOUNT_PATH`, then `PATH`, then `/sbin` and `/bin`.
+fn find_fusermount() -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if let Some(p) = std::env::var_os("FUSERMOUNT_PATH") {
+        return Some(PathBuf::from(p)).filter(|p| runnable(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    dirs.extend([PathBuf::from("/sbin"), PathBuf::from("/bin")]);
+    ["fusermount3", "fusermount"]
+        .iter()
+        .flat_map(|name| dirs.iter().map(move |d| d.join(name)))
+        .find(|p| runnable(p))
 }
 
 /// The errno of statfs(2) on `path`, if it fails.
@@ -388,16 +475,12 @@ fn tell_parent(line: &str) {
 /// Wait (bounded) until the mount answers a lookup, then tell the waiting
 /// parent and let go of the pipe.
 fn report_ready(probe: &Path) {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    while std::fs::metadata(probe).is_err() {
-        if Instant::now() > deadline {
-            let err = MountError::NoAnswer {
-                path: probe.to_path_buf(),
-            };
-            tell_parent(&format!("error: {err}"));
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    if !answers(probe) {
+        let err = MountError::NoAnswer {
+            path: probe.to_path_buf(),
+        };
+        tell_parent(&format!("error: {err}"));
+        return;
     }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "ready");
@@ -408,6 +491,19 @@ fn report_ready(probe: &Path) {
         // other thread is writing to it while it is replaced.
         unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) };
     }
+}
+
+/// Wait (up to [`READY_TIMEOUT`]) until the mount answers a lookup of
+/// `probe`; false if it never does.
+fn answers(probe: &Path) -> bool {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while std::fs::metadata(probe).is_err() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
 }
 
 /// `gyrofs umount MNT`: unmount a gyrofs mount (and nothing else):

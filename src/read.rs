@@ -37,6 +37,9 @@ pub fn read_into(
     offset: u64,
     out: &mut [u8],
 ) -> Result<usize, ReadError> {
+    if let Some(why) = &file.failed {
+        return Err(ReadError::NotBuilt(why.to_string()));
+    }
     let n = file.size.saturating_sub(offset).min(out.len() as u64) as usize;
     let out = &mut out[..n];
     // A remote source's cache holes are punched only once no read that

@@ -281,6 +281,10 @@ impl Volume {
         }
         drop(cache);
         let built = Arc::new(self.views.file(&self.catalog, &self.tree, f));
+        if let Some(why) = &built.failed {
+            // Once per build: the failure is cached like a file.
+            log::error!("{}: {why}", self.path(id));
+        }
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache.put(id, Arc::clone(&built));
         Some(built)
@@ -454,15 +458,21 @@ impl Volume {
                 uid,
                 gid,
             },
-            NodeKind::File(_) => Attr {
-                ino,
-                kind: Kind::File,
-                size: self.file(id).map_or(0, |f| f.size),
-                perm: o.file_mode.unwrap_or(a.file_mode()),
-                nlink: 1,
-                uid,
-                gid,
-            },
+            NodeKind::File(_) => {
+                let file = self.file(id);
+                if let Some(why) = file.as_ref().and_then(|f| f.failed.as_ref()) {
+                    return Err(FsError::Read(ReadError::NotBuilt(why.to_string())));
+                }
+                Attr {
+                    ino,
+                    kind: Kind::File,
+                    size: file.map_or(0, |f| f.size),
+                    perm: o.file_mode.unwrap_or(a.file_mode()),
+                    nlink: 1,
+                    uid,
+                    gid,
+                }
+            }
         })
     }
 

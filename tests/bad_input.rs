@@ -231,7 +231,103 @@ fn folder_without_a_checkpoint() {
 #[test]
 fn missing_source() {
     let d = tempfile::tempdir().unwrap();
-    refused(&d.path().join("nope"), &["nope", "No such file"]);
+    refused(&d.path().join("nope"), &["nope", "source not found"]);
+}
+
+#[test]
+fn missing_mount_point_suggests_mkdir() {
+    let d = tempfile::tempdir().unwrap();
+    let mnt = d.path().join("missing").display().to_string();
+    let o = gyrofs(&["mount", &sample_hf().display().to_string(), &mnt]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("mount point not found"), "{err}");
+    assert!(err.contains(&format!("mkdir -p {mnt}")), "{err}");
+}
+
+/// A file that is not safetensors (random bytes, text, a truncated
+/// download) is called that, with its first bytes escaped.
+#[test]
+fn not_a_safetensors_file_shows_its_first_bytes() {
+    let d = tempfile::tempdir().unwrap();
+    // Random bytes in a model folder: a huge "header length".
+    let src = d.path().join("m");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("config.json"), "{}").unwrap();
+    std::fs::write(src.join("model.safetensors"), bytes(7, 4096)).unwrap();
+    let head = bytes(7, 16).escape_ascii().to_string();
+    refused(
+        &src,
+        &[
+            "model.safetensors",
+            "not a safetensors file",
+            &format!("it begins \"{head}...\""),
+        ],
+    );
+    // An HTML error page saved under the name.
+    let p = d.path().join("page.safetensors");
+    std::fs::write(&p, "<html>\n<body>Not Found</body></html>\n").unwrap();
+    refused(
+        &p,
+        &[
+            "page.safetensors",
+            "not a safetensors file",
+            "it begins \"<html>\\n<body>Not...\"",
+        ],
+    );
+    // The first bytes of a real file cut short after its header length.
+    let p = d.path().join("cut.safetensors");
+    std::fs::write(&p, [0x80, 0, 0, 0, 0, 0, 0, 0, b'{', b'"']).unwrap();
+    refused(
+        &p,
+        &[
+            "not a safetensors file",
+            "header length 128 runs past the end",
+            "it begins \"\\x80\\x00\\x00\\x00\\x00\\x00\\x00\\x00{\\\"\"",
+        ],
+    );
+}
+
+/// A Git LFS pointer where a checkpoint file should be (a clone without
+/// `git lfs`) says so and what to run, whatever the format.
+#[test]
+fn git_lfs_pointer_says_run_git_lfs_pull() {
+    let pointer = "version https://git-lfs.github.com/spec/v1\n\
+                   oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n\
+                   size 4967215360\n";
+    let d = tempfile::tempdir().unwrap();
+    for name in ["model.safetensors", "model.gguf", "pytorch_model.bin"] {
+        // Alone, and in a model folder.
+        let file = d.path().join(name);
+        std::fs::write(&file, pointer).unwrap();
+        let want = [
+            name,
+            "a Git LFS pointer to a 4967215360-byte file",
+            "git lfs pull",
+        ];
+        refused(&file, &want);
+        let src = d.path().join(format!("{name}-folder"));
+        std::fs::create_dir(&src).unwrap();
+        std::fs::write(src.join("config.json"), "{}").unwrap();
+        std::fs::write(src.join(name), pointer).unwrap();
+        refused(&src, &want);
+    }
+}
+
+#[test]
+fn convert_onto_a_file_says_out_must_be_a_folder() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out.safetensors");
+    std::fs::write(&out, "keep me").unwrap();
+    let src = sample_hf().display().to_string();
+    let o = gyrofs(&["convert", &src, &out.display().to_string(), "--quiet"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("out.safetensors"), "{err}");
+    assert!(err.contains("OUTDIR must be a folder"), "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
 }
 
 #[test]
@@ -391,4 +487,90 @@ fn repeated_names_cost_linear_time() {
         );
         eprintln!("{s}: ls in {:?}", t.elapsed());
     }
+}
+
+/// What a non-root user's `gyrofs mount` of the sample says, run as user
+/// `nobody` in a private mount namespace (`unshare`) where each `(from,
+/// onto)` is bind-mounted first, with `env` set: what the namespace hides
+/// or replaces stays as it is on the host. Bounded by `timeout`.
+fn mount_as_nobody_in_namespace(binds: &[(PathBuf, PathBuf)], env: &[(&str, &str)]) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = d.path().join("gyrofs");
+    std::fs::copy(GYROFS, &exe).unwrap();
+    let src = d.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    for e in std::fs::read_dir(sample_hf()).unwrap().flatten() {
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), src.join(e.file_name())).unwrap();
+        }
+    }
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    std::os::unix::fs::chown(&mnt, Some(65534), Some(65534)).unwrap();
+    let script = r#"set -e
+n=$1; shift
+while [ "$n" -gt 0 ]; do mount --bind "$1" "$2"; shift 2; n=$((n-1)); done
+exec setpriv --reuid=65534 --regid=65534 --clear-groups -- "$@""#;
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.args(["60", "unshare", "--mount", "--propagation", "private", "--"])
+        .args(["sh", "-c", script, "sh"])
+        .arg(binds.len().to_string());
+    for (from, onto) in binds {
+        cmd.arg(from).arg(onto);
+    }
+    cmd.arg("env");
+    for (k, v) in env {
+        cmd.arg(format!("{k}={v}"));
+    }
+    cmd.arg(&exe).arg("mount").arg(&src).arg(&mnt);
+    let o = cmd.output().expect("run unshare (util-linux)");
+    let mounted = is_mounted(&mnt);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!mounted, "mounted: {err}");
+    assert!(!o.status.success(), "mount succeeded: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(err.contains(&*mnt.display().to_string()), "{err}");
+    err
+}
+
+/// Without fuse3 (no `fusermount3` in PATH nor where fuser also looks), a
+/// non-root mount says what is missing and which package has it, not "No
+/// such file or directory".
+#[test]
+fn non_root_mount_without_fusermount3_says_install_fuse3() {
+    // Hide every installed fusermount: /dev/null bound over it.
+    let mut hide: Vec<PathBuf> = Vec::new();
+    for dir in ["/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin"] {
+        for name in ["fusermount3", "fusermount"] {
+            if let Ok(p) = std::fs::canonicalize(Path::new(dir).join(name))
+                && !hide.contains(&p)
+            {
+                hide.push(p);
+            }
+        }
+    }
+    let binds: Vec<(PathBuf, PathBuf)> = hide
+        .into_iter()
+        .map(|p| (PathBuf::from("/dev/null"), p))
+        .collect();
+    let err = mount_as_nobody_in_namespace(&binds, &[("PATH", "/nonexistent")]);
+    assert!(err.contains("fusermount3 not found"), "{err}");
+    assert!(err.contains("install the fuse3 package"), "{err}");
+}
+
+/// A `/dev/fuse` the user cannot open says so and how to fix it.
+#[test]
+fn unusable_dev_fuse_says_how_to_fix_it() {
+    let d = tempfile::tempdir().unwrap();
+    // A root-only stand-in for the device.
+    let dev = d.path().join("fuse");
+    std::fs::write(&dev, "").unwrap();
+    std::fs::set_permissions(&dev, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let binds = [(dev, PathBuf::from("/dev/fuse"))];
+    // A fusermount3 found (it is not run), whether fuse3 is installed or not.
+    let err = mount_as_nobody_in_namespace(&binds, &[("FUSERMOUNT_PATH", "/bin/true")]);
+    assert!(err.contains("/dev/fuse: Permission denied"), "{err}");
+    assert!(err.contains("chmod 666 /dev/fuse"), "{err}");
 }

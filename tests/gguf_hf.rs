@@ -156,7 +156,8 @@ const RUNTIME_KEYS: [&str; 3] = ["is_local", "local_files_only", "model_max_leng
 fn tokenizer_files_match_transformers() {
     let mut failures = String::new();
     for path in fixtures() {
-        let (_, _, model) = load(&path);
+        let (_, header, model) = load(&path);
+        let built = model.built_files(&header.metadata).unwrap();
         let golden = read_json(&dir().join(format!("{}.tokenizer.json", arch_of(&path))));
         // No files where transformers cannot read the GGUF at all (gpt_oss):
         // its tokenizer is checked through the mount against the original
@@ -169,8 +170,7 @@ fn tokenizer_files_match_transformers() {
             );
             continue;
         };
-        let got: BTreeMap<&str, &str> = model
-            .files
+        let got: BTreeMap<&str, &str> = built
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
@@ -357,7 +357,7 @@ fn export_folders_for_python_check() {
             )
             .unwrap();
         }
-        for (name, text) in &model.files {
+        for (name, text) in model.built_files(&header.metadata).unwrap() {
             std::fs::write(folder.join(name), text).unwrap();
         }
         let mut bytes: Vec<(String, Vec<u64>, Vec<u8>)> = Vec::new();

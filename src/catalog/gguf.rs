@@ -136,6 +136,16 @@ impl GgufMetadata {
         self.get(key)?.as_bool()
     }
 
+    /// The bytes these key/value pairs take in a GGUF file (keys, type ids,
+    /// lengths and values), without walking string arrays element by
+    /// element more than once.
+    pub fn encoded_len(&self) -> u64 {
+        self.entries
+            .iter()
+            .map(|(k, v)| 8 + k.len() as u64 + 4 + v.encoded_len())
+            .sum()
+    }
+
     /// All metadata as one JSON object: keys sorted (as serde_json maps
     /// are), values as [`GgufValue::to_json`]. `gguf_metadata.json` is this.
     pub fn to_json(&self) -> Value {
@@ -217,6 +227,18 @@ impl GgufValue {
                 Some(u) => Some(u as f64),
                 None => self.as_i64().map(|i| i as f64),
             },
+        }
+    }
+
+    /// The bytes this value takes in a GGUF file (after its type id).
+    pub fn encoded_len(&self) -> u64 {
+        match self {
+            GgufValue::U8(_) | GgufValue::I8(_) | GgufValue::Bool(_) => 1,
+            GgufValue::U16(_) | GgufValue::I16(_) => 2,
+            GgufValue::U32(_) | GgufValue::I32(_) | GgufValue::F32(_) => 4,
+            GgufValue::U64(_) | GgufValue::I64(_) | GgufValue::F64(_) => 8,
+            GgufValue::String(s) => 8 + s.len() as u64,
+            GgufValue::Array(a) => a.encoded_len(),
         }
     }
 
@@ -321,6 +343,39 @@ impl GgufArray {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The bytes this array takes in a GGUF file: element type, count,
+    /// elements.
+    pub fn encoded_len(&self) -> u64 {
+        let n = self.len() as u64;
+        12 + match self {
+            GgufArray::U8(_) | GgufArray::I8(_) | GgufArray::Bool(_) => n,
+            GgufArray::U16(_) | GgufArray::I16(_) => 2 * n,
+            GgufArray::U32(_) | GgufArray::I32(_) | GgufArray::F32(_) => 4 * n,
+            GgufArray::U64(_) | GgufArray::I64(_) | GgufArray::F64(_) => 8 * n,
+            GgufArray::String(v) => v.iter().map(|s| 8 + s.len() as u64).sum(),
+            GgufArray::Array(v) => v.iter().map(GgufArray::encoded_len).sum(),
+        }
+    }
+
+    /// The elements, if this is an array of strings.
+    pub fn strings(&self) -> Option<&[String]> {
+        match self {
+            GgufArray::String(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Whether every element reads as a number ([`GgufValue::as_json_f64`]),
+    /// without making a value of each: integers do, floats when finite.
+    pub fn all_numbers(&self) -> bool {
+        match self {
+            GgufArray::String(_) | GgufArray::Array(_) | GgufArray::Bool(_) => false,
+            GgufArray::F32(v) => v.iter().all(|x| x.is_finite()),
+            GgufArray::F64(v) => v.iter().all(|x| x.is_finite()),
+            _ => true,
+        }
     }
 
     /// The element value type id.

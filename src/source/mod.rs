@@ -65,7 +65,63 @@ const CHECKPOINT_EXTENSIONS: &[&str] = &[
 pub fn open(path: &Path, opener: &Opener) -> Result<Catalog, SourceError> {
     // Parsers borrow bytes of remote files' caches too.
     let _reading = opener.reading();
-    let meta = std::fs::metadata(path).map_err(|e| SourceError::io(path, e))?;
+    open_source(path, opener).map_err(|err| lfs_explained(opener, err))
+}
+
+/// The first line of a Git LFS pointer file.
+const LFS_POINTER: &[u8] = b"version https://git-lfs.github.com/spec/v1";
+
+/// `err`, or, when the file it names is a Git LFS pointer (a repository
+/// cloned without its LFS content), an error saying so: whatever the
+/// format's reader made of the pointer's text is no help. For a folder in
+/// which no checkpoint was found, the same for its first checkpoint-named
+/// file that is a pointer (a `pytorch_model.bin` pointer is not recognised
+/// as a torch file at all).
+fn lfs_explained(opener: &Opener, err: SourceError) -> SourceError {
+    let path = Path::new(&err.file);
+    if path.is_dir() {
+        let pointer = list_files(path, None).ok().and_then(|listing| {
+            listing
+                .files
+                .iter()
+                .filter(|n| extension(n).is_some_and(|e| CHECKPOINT_EXTENSIONS.contains(&e)))
+                .map(|n| path.join(n))
+                .find_map(|p| lfs_pointer(opener, &p).map(|e| (p, e)))
+        });
+        return match pointer {
+            Some((p, problem)) => SourceError::new(p, problem),
+            None => err,
+        };
+    }
+    match lfs_pointer(opener, path) {
+        Some(problem) => SourceError::new(path, problem),
+        None => err,
+    }
+}
+
+/// [`Problem::LfsPointer`] if `path` is a Git LFS pointer file.
+fn lfs_pointer(opener: &Opener, path: &Path) -> Option<Problem> {
+    if !path.is_file() {
+        return None;
+    }
+    let file = opener.open(path, file_name(path)).ok()?;
+    // A pointer is about 130 bytes: version, oid, size.
+    let head = file.read_head(1024).ok()?;
+    if !head.starts_with(LFS_POINTER) {
+        return None;
+    }
+    let size = head
+        .split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(b"size "))
+        .and_then(|n| std::str::from_utf8(n).ok()?.trim().parse().ok());
+    Some(Problem::LfsPointer { size })
+}
+
+fn open_source(path: &Path, opener: &Opener) -> Result<Catalog, SourceError> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => SourceError::new(path, Problem::NoSource),
+        _ => SourceError::io(path, e),
+    })?;
     // A local source's files must not lead out of it (a remote source's
     // tree is gyrofs's own, in its cache).
     let confined;

@@ -84,6 +84,9 @@ pub struct VFile {
     segments: Vec<Segment>,
     /// Offset of each segment in the file (same length as `segments`).
     starts: Vec<u64>,
+    /// Why the file could not be built (it then has no bytes, and looking
+    /// it up or reading it fails with this).
+    pub failed: Option<Arc<str>>,
 }
 
 impl VFile {
@@ -115,6 +118,15 @@ impl VFile {
             size,
             segments: merged,
             starts,
+            failed: None,
+        }
+    }
+
+    /// A file that could not be built, and why (one line).
+    pub fn failed(why: impl Into<Arc<str>>) -> VFile {
+        VFile {
+            failed: Some(why.into()),
+            ..VFile::new([])
         }
     }
 

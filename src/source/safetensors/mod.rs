@@ -48,7 +48,14 @@ pub fn parse(file: &SourceFile) -> Result<Header, SourceError> {
         b if b.len() == 8 => u64::from_le_bytes(b.try_into().expect("8 bytes")),
         _ => 0,
     };
-    let head = file.read_head(8 + n.min(MAX_HEADER_LEN))?;
+    // An implausible length is refused after the first bytes (shown in
+    // the message), without reading up to 100 MB of a file that is not
+    // safetensors.
+    let plausible = n <= MAX_HEADER_LEN && n <= file.len.saturating_sub(8);
+    let head = match plausible {
+        true => file.read_head((8 + n).max(HEAD_SHOWN as u64))?,
+        false => file.read_head(HEAD_SHOWN as u64 + 1)?,
+    };
     parse_head(&file.path, head, file.len)
 }
 
@@ -63,8 +70,17 @@ pub fn parse_bytes(path: &Path, data: &[u8]) -> Result<Header, SourceError> {
 /// file holds them).
 fn parse_head(path: &Path, data: &[u8], len: u64) -> Result<Header, SourceError> {
     let error = |p: Problem| SourceError::new(path, p);
+    // What a file that is not safetensors at all (random bytes, an HTML
+    // error page, a truncated download) is refused with: what is off, and
+    // its first bytes.
+    let not_safetensors = |why: Problem| {
+        error(Problem::NotSafetensors {
+            why: Box::new(why),
+            head: escaped_head(data),
+        })
+    };
     if len < 8 {
-        return Err(error(Problem::Truncated {
+        return Err(not_safetensors(Problem::Truncated {
             what: "the 8-byte header length",
             len,
             need: 8,
@@ -72,14 +88,17 @@ fn parse_head(path: &Path, data: &[u8], len: u64) -> Result<Header, SourceError>
     }
     let n = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
     if n > MAX_HEADER_LEN {
-        return Err(error(Problem::HeaderTooLarge(n)));
+        return Err(not_safetensors(Problem::HeaderTooLarge(n)));
     }
     if n > len - 8 {
-        return Err(error(Problem::HeaderPastEnd { header_len: n, len }));
+        return Err(not_safetensors(Problem::HeaderPastEnd {
+            header_len: n,
+            len,
+        }));
     }
     let json = &data[8..8 + n as usize];
     if json.first() != Some(&b'{') {
-        return Err(error(Problem::HeaderNotObject));
+        return Err(not_safetensors(Problem::HeaderNotObject));
     }
     let data_start = 8 + n;
     let buffer = len - data_start;
@@ -156,6 +175,17 @@ fn parse_head(path: &Path, data: &[u8], len: u64) -> Result<Header, SourceError>
         tensors,
         data_start,
     })
+}
+
+/// How many first bytes of a file a message shows.
+const HEAD_SHOWN: usize = 16;
+
+/// The first [`HEAD_SHOWN`] bytes of `data`, escaped as a Rust byte string
+/// (`\x00`, `\"`), with `...` when there are more.
+pub(crate) fn escaped_head(data: &[u8]) -> String {
+    let shown = &data[..data.len().min(HEAD_SHOWN)];
+    let more = if data.len() > HEAD_SHOWN { "..." } else { "" };
+    format!("{}{more}", shown.escape_ascii())
 }
 
 fn tensor_info(

@@ -34,7 +34,7 @@ use crate::catalog::{Catalog, FileId};
 use crate::dtype::Dtype;
 use crate::quant::ggml_encode::encoded_len;
 use crate::view::hf::plan::Plan;
-use crate::view::hf::{HfView, SideFile};
+use crate::view::hf::{HfView, Made, SideFile};
 use crate::view::{Builder, Context, FileRef, Segment, VFile, View, ViewId};
 use model::{Model, OUTTYPES};
 use tensors::{Data, HfTensor, Mxfp4Stored};
@@ -304,9 +304,23 @@ impl arch::Folder for Sides<'_> {
     fn read(&self, name: &str) -> Option<Vec<u8>> {
         let (_, f) = self.files.iter().find(|(n, _)| n == name)?;
         let _reading = self.catalog.files.reading();
-        match f {
-            SideFile::Made(b) => Some(b.to_vec()),
-            SideFile::Source(id) => read_whole(self.catalog, *id),
+        f.read(self.catalog)
+    }
+
+    fn tokenizer_rows(&self) -> Option<u64> {
+        let made = self.files.iter().find_map(|(n, f)| match f {
+            SideFile::Made(_, Made::GgufTokenizer { updated, arch }) if n == "tokenizer.json" => {
+                Some((updated, arch))
+            }
+            _ => None,
+        });
+        match made {
+            // Counted from the GGUF metadata: the file is not built at mount.
+            Some((updated, arch)) => {
+                let meta = self.catalog.gguf_metadata.as_ref()?;
+                crate::view::hf::gguf::tokenizer::rows(meta, updated, arch).ok()
+            }
+            None => arch::json_tokenizer_rows(&self.read("tokenizer.json")?),
         }
     }
 }
@@ -322,13 +336,7 @@ impl SideFiles {
         let files = hf
             .side_files(catalog)
             .into_iter()
-            .filter_map(|(name, f)| {
-                let bytes = match f {
-                    SideFile::Made(b) => Some(b.to_vec()),
-                    SideFile::Source(id) => read_whole(catalog, id),
-                };
-                Some((name, bytes?))
-            })
+            .filter_map(|(name, f)| Some((name, f.read(catalog)?)))
             .collect();
         SideFiles { files }
     }
@@ -391,15 +399,6 @@ fn vocab_kv(files: &SideFiles, hf: &HfView, model: &Model) -> Result<Kv, String>
     let mut kv = Kv::new();
     vocab::write(model.arch.vocab(), &inputs, &mut kv)?;
     Ok(kv)
-}
-
-/// All bytes of source file `id`.
-fn read_whole(catalog: &Catalog, id: FileId) -> Option<Vec<u8>> {
-    let e = catalog.files.whole(id);
-    catalog
-        .files
-        .guarded(|| catalog.files.bytes(e).map(<[u8]>::to_vec))
-        .ok()
 }
 
 impl View for GgufView {

@@ -17,7 +17,7 @@ pub mod gpt_oss;
 pub mod nanogpt;
 pub mod plan;
 
-pub use plan::{Conversion, Plan, is_gpt_oss};
+pub use plan::{Conversion, Made, Plan, is_gpt_oss};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -93,7 +93,7 @@ pub struct HfView {
     pub shards: Vec<Vec<u32>>,
     config: Option<Value>,
     /// Files the mapping makes (tokenizer files, ...), by name.
-    pub extra: Arc<[(String, Arc<[u8]>)]>,
+    pub extra: Arc<[(String, Made)]>,
 }
 
 /// A file beside the tensors of a Hugging Face folder view.
@@ -101,8 +101,24 @@ pub struct HfView {
 pub enum SideFile {
     /// A source side file, passed through.
     Source(FileId),
-    /// A file the mapping makes (a GGUF model's tokenizer files).
-    Made(Arc<[u8]>),
+    /// A file the mapping makes (a GGUF model's tokenizer files), by name.
+    Made(String, Made),
+}
+
+impl SideFile {
+    /// Its bytes, if it can be had (a made file is built now).
+    pub fn read(&self, catalog: &Catalog) -> Option<Vec<u8>> {
+        match self {
+            SideFile::Made(name, m) => m.build(name, catalog).ok().map(|b| b.to_vec()),
+            SideFile::Source(id) => {
+                let e = catalog.files.whole(*id);
+                catalog
+                    .files
+                    .guarded(|| catalog.files.bytes(e).map(<[u8]>::to_vec))
+                    .ok()
+            }
+        }
+    }
 }
 
 /// The directory and `config.json` dtype name of a converted view's dtype.
@@ -164,7 +180,7 @@ impl HfView {
         out.extend(
             self.extra
                 .iter()
-                .map(|(name, bytes)| (name.clone(), SideFile::Made(Arc::clone(bytes)))),
+                .map(|(name, m)| (name.clone(), SideFile::Made(name.clone(), m.clone()))),
         );
         out
     }
@@ -268,7 +284,13 @@ impl View for HfView {
             kind::SHARD => self.shard_file(catalog, index),
             kind::INDEX => self.index_file(catalog),
             kind::CONFIG => self.config_file(),
-            kind::EXTRA => VFile::from_bytes(Arc::clone(&self.extra[index as usize].1)),
+            kind::EXTRA => {
+                let (name, made) = &self.extra[index as usize];
+                match made.build(name, catalog) {
+                    Ok(bytes) => VFile::from_bytes(bytes),
+                    Err(why) => VFile::failed(why),
+                }
+            }
             _ => self.tensor_file(catalog, index),
         }
     }

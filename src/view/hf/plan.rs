@@ -702,7 +702,7 @@ pub struct Conversion {
     pub config: Option<Value>,
     /// Files the mapping makes (a GGUF model's tokenizer files and
     /// generation config), by name.
-    pub extra: Arc<[(String, Arc<[u8]>)]>,
+    pub extra: Arc<[(String, Made)]>,
 }
 
 impl Conversion {
@@ -812,15 +812,21 @@ impl Conversion {
                 plans.push(Plan::of(kind));
             }
         }
-        let mut extra: Vec<(String, Arc<[u8]>)> = model
+        // The tokenizer files are built when first asked for.
+        let (updated, arch) = &model.arch;
+        let tokenizer = Made::GgufTokenizer {
+            updated: Arc::from(updated.as_str()),
+            arch: Arc::from(arch.as_str()),
+        };
+        let mut extra: Vec<(String, Made)> = model
             .files
-            .into_iter()
-            .map(|(name, text)| (name, Arc::from(text.into_bytes())))
+            .iter()
+            .map(|name| (name.to_string(), tokenizer.clone()))
             .collect();
         if let Some(g) = &model.generation_config {
             extra.push((
                 "generation_config.json".into(),
-                Arc::from(to_pretty(g).into_bytes()),
+                Made::Bytes(Arc::from(to_pretty(g).into_bytes())),
             ));
         }
         Ok(Some(Conversion {
@@ -829,6 +835,39 @@ impl Conversion {
             config: Some(model.config),
             extra: extra.into(),
         }))
+    }
+}
+
+/// A file the mapping makes, beside the tensors.
+#[derive(Debug, Clone)]
+pub enum Made {
+    /// Made at mount (small: `generation_config.json`).
+    Bytes(Arc<[u8]>),
+    /// A tokenizer file of a GGUF model (`updated`: the architecture after
+    /// the loader's renames, `arch`: the GGUF one), built from the catalog's
+    /// metadata when asked for, within `gguf::tokenizer::budget`, and not
+    /// kept (the volume's cache of built files holds it while it is used).
+    GgufTokenizer { updated: Arc<str>, arch: Arc<str> },
+}
+
+impl Made {
+    /// The bytes of file `name`, or why it cannot be built (one line).
+    pub fn build(&self, name: &str, catalog: &Catalog) -> Result<Arc<[u8]>, String> {
+        match self {
+            Made::Bytes(b) => Ok(Arc::clone(b)),
+            Made::GgufTokenizer { updated, arch } => {
+                let meta = catalog
+                    .gguf_metadata
+                    .as_ref()
+                    .ok_or_else(|| format!("{name}: not built: the source has no GGUF metadata"))?;
+                let budget = gguf::tokenizer::budget(meta);
+                match gguf::tokenizer::build(meta, updated, arch, name, budget) {
+                    Ok(text) => Ok(Arc::from(text.into_bytes())),
+                    Err(e @ gguf::GgufHfError::TokenizerTooBig { .. }) => Err(e.to_string()),
+                    Err(e) => Err(format!("{name}: not built: {e}")),
+                }
+            }
+        }
     }
 }
 

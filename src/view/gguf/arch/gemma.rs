@@ -377,15 +377,7 @@ fn vocab_rows(cfg: &Config, folder: &dyn Folder) -> Option<u64> {
             }
         };
     }
-    let t: Value = serde_json::from_slice(&folder.read("tokenizer.json")?).ok()?;
-    let count = |v: Option<&Value>| match v {
-        Some(Value::Object(o)) => Some(o.len() as u64),
-        Some(Value::Array(a)) => Some(a.len() as u64),
-        _ => None,
-    };
-    let vocab = count(t.get("model").and_then(|m| m.get("vocab")))?;
-    let added = count(t.get("added_tokens"))?;
-    Some(vocab + added)
+    folder.tokenizer_rows()
 }
 
 #[cfg(test)]

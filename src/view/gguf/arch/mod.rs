@@ -65,6 +65,25 @@ pub trait Folder {
     fn has(&self, name: &str) -> bool;
     /// Its bytes, if there is one and it can be read.
     fn read(&self, name: &str) -> Option<Vec<u8>>;
+    /// The entries of `tokenizer.json`'s vocabulary plus its added tokens,
+    /// if it has one that can be read. A folder that makes its
+    /// `tokenizer.json` (a GGUF source's) counts them without making it.
+    fn tokenizer_rows(&self) -> Option<u64> {
+        json_tokenizer_rows(&self.read("tokenizer.json")?)
+    }
+}
+
+/// The entries of a `tokenizer.json`'s vocabulary plus its added tokens.
+pub fn json_tokenizer_rows(text: &[u8]) -> Option<u64> {
+    let t: serde_json::Value = serde_json::from_slice(text).ok()?;
+    let count = |v: Option<&serde_json::Value>| match v {
+        Some(serde_json::Value::Object(o)) => Some(o.len() as u64),
+        Some(serde_json::Value::Array(a)) => Some(a.len() as u64),
+        _ => None,
+    };
+    let vocab = count(t.get("model").and_then(|m| m.get("vocab")))?;
+    let added = count(t.get("added_tokens"))?;
+    Some(vocab + added)
 }
 
 /// A folder without side files (tests).

@@ -161,6 +161,16 @@ pub enum GgufHfError {
     /// A special token the post-processor needs has no id.
     #[error("special token {token:?} has no id")]
     SpecialTokenWithoutId { token: String },
+    /// Building the tokenizer would allocate more than the source's
+    /// metadata allows (a few times its size, with a floor).
+    #[error(
+        "{file}: not built: it would take more than {limit} bytes of memory, the most this GGUF's {metadata} bytes of metadata may make gyrofs allocate"
+    )]
+    TokenizerTooBig {
+        file: String,
+        limit: u64,
+        metadata: u64,
+    },
 }
 
 /// Why an [`Op`](super::Op) does not fit the shapes (or values) of its

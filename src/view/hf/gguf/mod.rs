@@ -53,9 +53,14 @@ pub struct HfModel {
     pub config: Value,
     /// `generation_config.json`, where the metadata gives token ids.
     pub generation_config: Option<Value>,
-    /// Tokenizer files (`tokenizer.json`, `tokenizer_config.json`,
-    /// `chat_template.jinja` where there is a template), as text.
-    pub files: Vec<(String, String)>,
+    /// The names of the tokenizer files (`tokenizer.json`,
+    /// `tokenizer_config.json`, `chat_template.jinja` where there is a
+    /// template): each is built from the metadata when asked for
+    /// ([`HfModel::build_file`]), not at mount.
+    pub files: Vec<&'static str>,
+    /// The architecture after the loader's renames, and the GGUF one (what
+    /// the tokenizer files are built for).
+    pub arch: (String, String),
     /// The state dict: GGUF order, a concatenation at its first source.
     pub tensors: Vec<HfTensor>,
     /// GGUF tensors with no Hugging Face counterpart, in GGUF order: not in
@@ -64,6 +69,23 @@ pub struct HfModel {
     pub kept: Vec<String>,
     /// What was left out or decided, one line each.
     pub notes: Vec<String>,
+}
+
+impl HfModel {
+    /// Tokenizer file `name` (one of [`HfModel::files`]) of the model made
+    /// from `meta`, allocating at most [`tokenizer::budget`] on the way.
+    pub fn build_file(&self, meta: &GgufMetadata, name: &str) -> Result<String, GgufHfError> {
+        let (updated, arch) = &self.arch;
+        tokenizer::build(meta, updated, arch, name, tokenizer::budget(meta))
+    }
+
+    /// Every tokenizer file, built (tests compare them).
+    pub fn built_files(&self, meta: &GgufMetadata) -> Result<Vec<(String, String)>, GgufHfError> {
+        self.files
+            .iter()
+            .map(|n| Ok((n.to_string(), self.build_file(meta, n)?)))
+            .collect()
+    }
 }
 
 /// One tensor of the state dict.
@@ -113,7 +135,7 @@ fn map_tensors(meta: &GgufMetadata, tensors: &[GgufTensorInfo]) -> Result<HfMode
 
     // A model without its tokenizer is still a model (transformers loads
     // one from such a GGUF too): the folder then has no tokenizer files.
-    let files = tokenizer::files(meta, &updated, &arch).unwrap_or_else(|why| {
+    let files = tokenizer::file_names(meta, &arch).unwrap_or_else(|why| {
         notes.push(format!("no tokenizer files: {why}"));
         Vec::new()
     });
@@ -122,6 +144,7 @@ fn map_tensors(meta: &GgufMetadata, tensors: &[GgufTensorInfo]) -> Result<HfMode
         config: Value::Object(config),
         generation_config,
         files,
+        arch: (updated, arch),
         tensors: state_dict,
         kept,
         notes,
@@ -547,7 +570,8 @@ mod tests {
             t("blk.0.attn_k.weight", &[4, 8]),
             t("rope_freqs.weight", &[4]),
         ];
-        let m = map_tensors(&typed(&llama_meta()), &tensors).unwrap();
+        let meta = typed(&llama_meta());
+        let m = map_tensors(&meta, &tensors).unwrap();
         assert_eq!(m.config["rms_norm_eps"], json!(0.00001f32 as f64));
         assert_eq!(m.config["tie_word_embeddings"], json!(true));
         assert_eq!(
@@ -566,7 +590,7 @@ mod tests {
         );
         assert_eq!(m.tensors.len(), 3);
         assert!(m.notes.iter().any(|n| n.contains("rope_freqs")));
-        let tok: Value = serde_json::from_str(&m.files[0].1).unwrap();
+        let tok: Value = serde_json::from_str(&m.build_file(&meta, m.files[0]).unwrap()).unwrap();
         assert_eq!(tok["model"]["merges"], json!([["a", "b"]]));
     }
 
@@ -612,6 +636,37 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("'lm_head.weight'"), "{err}");
+    }
+
+    /// A vocabulary of every prefix of one long token (a few KB of
+    /// metadata) has merges whose text grows with the cube of its length:
+    /// building `tokenizer.json` stops at the budget with one line, and the
+    /// mapping itself (at mount) does not build it.
+    #[test]
+    fn a_tokenizer_beyond_its_budget_is_refused_when_built() {
+        const L: usize = 400;
+        let tokens: Vec<String> = (1..=L).map(|k| "\u{1}".repeat(k)).collect();
+        let mut meta = llama_meta();
+        meta["tokenizer.ggml.tokens"] = json!(tokens);
+        meta["tokenizer.ggml.scores"] = json!(vec![0.0; L]);
+        meta["tokenizer.ggml.token_type"] = json!(vec![1; L]);
+        let meta = typed(&meta);
+        assert!(meta.encoded_len() < 100_000);
+        let started = std::time::Instant::now();
+        let m = map_tensors(&meta, &[t("token_embd.weight", &[6, 8])]).unwrap();
+        assert_eq!(m.files, ["tokenizer.json", "tokenizer_config.json"]);
+        let e = m.build_file(&meta, "tokenizer.json").unwrap_err();
+        assert!(
+            matches!(e, GgufHfError::TokenizerTooBig { limit, .. } if limit == tokenizer::BUDGET_FLOOR),
+            "{e}"
+        );
+        assert!(
+            e.to_string().starts_with("tokenizer.json: not built"),
+            "{e}"
+        );
+        // The small file is still made.
+        assert!(m.build_file(&meta, "tokenizer_config.json").is_ok());
+        assert!(started.elapsed().as_secs() < 30);
     }
 
     #[test]

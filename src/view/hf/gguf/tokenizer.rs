@@ -23,9 +23,12 @@
 //! - `gpt2` (byte-level BPE): `GPT2Tokenizer`'s backend with the file's
 //!   merges; the split regex chosen by `tokenizer.ggml.pre`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
+
+use crate::json::{write_str, write_u64, write_value};
 
 use super::GgufHfError;
 use crate::catalog::gguf::{GgufArray, GgufMetadata, GgufValue};
@@ -106,11 +109,13 @@ struct GgufTokenizer {
     /// `tokenizer.ggml.token_type`, one per token (0 where not an integer;
     /// empty when absent).
     types: Vec<i64>,
-    special_ids: SpecialIds,
     /// The post-processor adds the bos / eos token.
     add_bos: bool,
     add_eos: bool,
 }
+
+/// BPE merges, `(left, right)`, borrowed from the metadata where they can be.
+type Merges<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
 
 /// One added token.
 struct Added {
@@ -119,16 +124,166 @@ struct Added {
     special: bool,
 }
 
-/// The tokenizer files for this metadata: `tokenizer.json`,
+/// Building a tokenizer file may allocate at most this many times the
+/// bytes of the GGUF's metadata ...
+pub const BUDGET_FACTOR: u64 = 8;
+/// ... or this many bytes, if more (a real vocabulary's `tokenizer.json`
+/// is a few times its metadata: Gemma 3's, 262k tokens, is 33 MB, and
+/// building it takes about three times that).
+pub const BUDGET_FLOOR: u64 = 128 << 20;
+
+/// The most building one tokenizer file from `meta` may allocate.
+pub fn budget(meta: &GgufMetadata) -> u64 {
+    BUDGET_FACTOR
+        .saturating_mul(meta.encoded_len())
+        .max(BUDGET_FLOOR)
+}
+
+/// The names of the tokenizer files this metadata makes: `tokenizer.json`,
 /// `tokenizer_config.json`, and `chat_template.jinja` where the file has a
-/// template.
+/// template; or why there are none. Cheap: the keys' types and the special
+/// token ids are checked, not the vocabulary or the merges one by one (a
+/// malformed merge, or a vocabulary that would take too much memory, is
+/// found when `tokenizer.json` is built: [`build`]).
+pub fn file_names(meta: &GgufMetadata, arch: &str) -> Result<Vec<&'static str>, GgufHfError> {
+    let model = model(meta)?;
+    let builder = builder(model, arch)?;
+    let n = token_count(meta)?;
+    for key in [
+        "bos_token_id",
+        "eos_token_id",
+        "unknown_token_id",
+        "padding_token_id",
+    ] {
+        token_id(meta, key, n)?;
+    }
+    check_merges_or_scores(meta, builder, n)?;
+    let mut names = vec!["tokenizer.json", "tokenizer_config.json"];
+    if chat_template(meta)?.is_some() {
+        names.push("chat_template.jinja");
+    }
+    Ok(names)
+}
+
+/// Tokenizer file `name` (one of [`file_names`]), allocating at most
+/// `limit` bytes on the way ([`budget`]).
+pub fn build(
+    meta: &GgufMetadata,
+    updated_arch: &str,
+    arch: &str,
+    name: &str,
+    limit: u64,
+) -> Result<String, GgufHfError> {
+    match name {
+        "tokenizer.json" => {
+            let mut budget = Budget {
+                used: 0,
+                limit,
+                file: name,
+                metadata: meta.encoded_len(),
+            };
+            tokenizer_json_file(meta, updated_arch, arch, &mut budget)
+        }
+        "tokenizer_config.json" => {
+            let tok = Specials::read(meta, arch)?;
+            let class = outer_class(updated_arch);
+            Ok(crate::json::to_pretty(&tokenizer_config(
+                class,
+                &config_tokens(&tok, meta, class),
+            )))
+        }
+        _ => Ok(chat_template(meta)?.unwrap_or_default()),
+    }
+}
+
+/// Every tokenizer file, built ([`file_names`], [`build`]).
 pub fn files(
     meta: &GgufMetadata,
     updated_arch: &str,
     arch: &str,
 ) -> Result<Vec<(String, String)>, GgufHfError> {
-    let tok = GgufTokenizer::read(meta, arch)?;
+    let limit = budget(meta);
+    file_names(meta, arch)?
+        .into_iter()
+        .map(|n| Ok((n.to_string(), build(meta, updated_arch, arch, n, limit)?)))
+        .collect()
+}
+
+/// The entries of the vocabulary of `tokenizer.json` plus its added
+/// tokens, without building it (what llama.cpp's converter keeps of the
+/// token embedding).
+pub fn rows(meta: &GgufMetadata, updated_arch: &str, arch: &str) -> Result<u64, GgufHfError> {
+    let specials = Specials::read(meta, arch)?;
+    let class = outer_class(updated_arch);
+    let config_tokens = config_tokens(&specials, meta, class);
+    let tok = GgufTokenizer {
+        builder: specials.builder,
+        tokens: tokens(meta)?,
+        types: specials.types,
+        add_bos: specials.add_bos,
+        add_eos: specials.add_eos,
+    };
     let spelled = spelled_vocabulary(tok.builder, &tok.tokens);
+    let vocab = PyDict::from_iter(
+        spelled
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.as_str(), i as f64)),
+    );
+    let added = added_tokens(&tok, &vocab, &config_tokens);
+    Ok((vocab.len() + added.len()) as u64)
+}
+
+/// What building a file has allocated so far, against its limit.
+struct Budget<'a> {
+    used: u64,
+    limit: u64,
+    file: &'a str,
+    metadata: u64,
+}
+
+impl Budget<'_> {
+    /// Count `bytes` more, or refuse if that passes the limit.
+    fn charge(&mut self, bytes: u64) -> Result<(), GgufHfError> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used > self.limit {
+            return Err(GgufHfError::TokenizerTooBig {
+                file: self.file.to_string(),
+                limit: self.limit,
+                metadata: self.metadata,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Bytes counted per string, dict entry or merge besides its text: what
+/// it takes in a vector or hash table and in the allocator.
+const PER_ITEM: u64 = 40;
+
+/// `tokenizer.json`, written straight into text (the vocabulary and the
+/// merges are never a JSON value tree), within `budget`.
+fn tokenizer_json_file(
+    meta: &GgufMetadata,
+    updated_arch: &str,
+    arch: &str,
+    budget: &mut Budget,
+) -> Result<String, GgufHfError> {
+    let specials = Specials::read(meta, arch)?;
+    let tokens = tokens(meta)?;
+    budget.charge(
+        tokens
+            .iter()
+            .map(|t| t.len() as u64 + PER_ITEM)
+            .sum::<u64>(),
+    )?;
+    let spelled = spelled_vocabulary(specials.builder, &tokens);
+    budget.charge(
+        spelled
+            .iter()
+            .map(|t| t.len() as u64 + PER_ITEM)
+            .sum::<u64>(),
+    )?;
     // a Python dict: a repeated token keeps its first position, its last id
     let vocab = PyDict::from_iter(
         spelled
@@ -136,54 +291,107 @@ pub fn files(
             .enumerate()
             .map(|(i, t)| (t.as_str(), i as f64)),
     );
-    let merges = merges(meta, tok.builder, &spelled, &vocab)?;
+    budget.charge(2 * PER_ITEM * vocab.len() as u64)?;
+    let merges = merges(meta, specials.builder, &spelled, &vocab, budget)?;
+    let tok = GgufTokenizer {
+        builder: specials.builder,
+        tokens,
+        types: specials.types.clone(),
+        add_bos: specials.add_bos,
+        add_eos: specials.add_eos,
+    };
     let class = outer_class(updated_arch);
-    let config_tokens = config_tokens(&tok, class);
+    let config_tokens = config_tokens(&specials, meta, class);
     let added = added_tokens(&tok, &vocab, &config_tokens);
     let pre = meta.text("tokenizer.ggml.pre");
-    let tokenizer = tokenizer_json(&tok, &vocab, &merges, &added, &config_tokens, pre)?;
-    let mut files = vec![
-        (
-            "tokenizer.json".to_string(),
-            crate::json::to_pretty(&tokenizer),
-        ),
-        (
-            "tokenizer_config.json".to_string(),
-            crate::json::to_pretty(&tokenizer_config(class, &config_tokens)),
-        ),
-    ];
-    if let Some(template) = chat_template(meta)? {
-        files.push(("chat_template.jinja".into(), template));
-    }
-    Ok(files)
+    tokenizer_json(&tok, &vocab, &merges, &added, &config_tokens, pre, budget)
 }
 
-impl GgufTokenizer {
-    /// Read the tokenizer's model, vocabulary, token types, special token
-    /// ids and `add_*_token` flags (the GGUF `arch` picks the builder).
-    fn read(meta: &GgufMetadata, arch: &str) -> Result<GgufTokenizer, GgufHfError> {
+/// What the tokenizer files need besides the vocabulary: the builder, the
+/// token types, the special token ids and the `add_*_token` flags.
+struct Specials {
+    builder: Builder,
+    types: Vec<i64>,
+    special_ids: SpecialIds,
+    add_bos: bool,
+    add_eos: bool,
+}
+
+impl Specials {
+    fn read(meta: &GgufMetadata, arch: &str) -> Result<Specials, GgufHfError> {
         let model = model(meta)?;
         let builder = builder(model, arch)?;
-        let tokens = tokens(meta)?;
+        let n = token_count(meta)?;
         let types: Vec<i64> = match meta.array("tokenizer.ggml.token_type") {
             Some(a) => a.values().map(|t| t.as_i64().unwrap_or(0)).collect(),
             None => Vec::new(),
         };
         let special_ids = [
-            ("bos", token_id(meta, "bos_token_id", tokens.len())?),
-            ("eos", token_id(meta, "eos_token_id", tokens.len())?),
-            ("unk", token_id(meta, "unknown_token_id", tokens.len())?),
-            ("pad", token_id(meta, "padding_token_id", tokens.len())?),
+            ("bos", token_id(meta, "bos_token_id", n)?),
+            ("eos", token_id(meta, "eos_token_id", n)?),
+            ("unk", token_id(meta, "unknown_token_id", n)?),
+            ("pad", token_id(meta, "padding_token_id", n)?),
         ];
         let flag = |key: &str| meta.bool(&format!("tokenizer.ggml.{key}"));
-        Ok(GgufTokenizer {
+        Ok(Specials {
             builder,
-            tokens,
             types,
             special_ids,
             add_bos: flag("add_bos_token").unwrap_or(model == "llama"),
             add_eos: flag("add_eos_token").unwrap_or(false),
         })
+    }
+}
+
+/// The number of tokens, with the check [`tokens`] makes (cheap for an
+/// array of strings, the only kind real files have).
+fn token_count(meta: &GgufMetadata) -> Result<usize, GgufHfError> {
+    match meta.array("tokenizer.ggml.tokens") {
+        Some(a) if a.strings().is_some() => Ok(a.len()),
+        Some(_) => tokens(meta).map(|t| t.len()),
+        None => Err(GgufHfError::NoTokens),
+    }
+}
+
+/// Token `i`'s text (`i` is below [`token_count`]).
+fn token_text(meta: &GgufMetadata, i: usize) -> Option<String> {
+    let a = meta.array("tokenizer.ggml.tokens")?;
+    match a.strings() {
+        Some(v) => v.get(i).cloned(),
+        None => tokens(meta).ok()?.get(i).cloned(),
+    }
+}
+
+/// The checks [`merges`] makes, but for the merges' form (found when
+/// `tokenizer.json` is built): the keys' types and lengths.
+fn check_merges_or_scores(
+    meta: &GgufMetadata,
+    builder: Builder,
+    n_tokens: usize,
+) -> Result<(), GgufHfError> {
+    match (builder, meta.get("tokenizer.ggml.merges")) {
+        (_, Some(GgufValue::Array(a))) => match a.strings() {
+            Some(_) => Ok(()),
+            None => a
+                .values()
+                .all(|m| m.as_text().is_some())
+                .then_some(())
+                .ok_or(GgufHfError::MergeNotString),
+        },
+        (_, Some(v)) => Err(GgufHfError::NotAnArray {
+            key: "tokenizer.ggml.merges".into(),
+            value: v.clone(),
+        }),
+        (Builder::ByteLevel, None) => Err(GgufHfError::ByteLevelWithoutMerges),
+        (Builder::Gemma, None) => Ok(()),
+        (_, None) => match meta.get("tokenizer.ggml.scores") {
+            Some(GgufValue::Array(a)) if a.len() == n_tokens => a
+                .all_numbers()
+                .then_some(())
+                .ok_or(GgufHfError::ScoreNotNumber),
+            Some(_) => Err(GgufHfError::ScoresNotPerToken),
+            None => Err(GgufHfError::NoScoresOrMerges),
+        },
     }
 }
 
@@ -283,14 +491,15 @@ fn spelled_vocabulary(builder: Builder, tokens: &[String]) -> Vec<String> {
 /// The BPE merges: the file's (`tokenizer.ggml.merges`), or, for a
 /// SentencePiece tokenizer without them, rebuilt from the vocabulary and
 /// the scores (gemma: the token order) as transformers does.
-fn merges(
-    meta: &GgufMetadata,
+fn merges<'a>(
+    meta: &'a GgufMetadata,
     builder: Builder,
-    spelled: &[String],
+    spelled: &'a [String],
     vocab: &PyDict,
-) -> Result<Vec<(String, String)>, GgufHfError> {
+    budget: &mut Budget,
+) -> Result<Merges<'a>, GgufHfError> {
     match (builder, meta.get("tokenizer.ggml.merges")) {
-        (_, Some(GgufValue::Array(a))) => file_merges(a),
+        (_, Some(GgufValue::Array(a))) => file_merges(a, budget),
         (_, Some(v)) => Err(GgufHfError::NotAnArray {
             key: "tokenizer.ggml.merges".into(),
             value: v.clone(),
@@ -303,30 +512,49 @@ fn merges(
                     .enumerate()
                     .map(|(i, t)| (t.as_str(), -(i as f64))),
             );
-            Ok(generate_merges(vocab, &scores))
+            generate_merges(vocab, &scores, budget)
         }
         (_, None) => {
             let scores = sentencepiece_scores(meta, spelled.len())?;
             let scores =
                 PyDict::from_iter(spelled.iter().zip(scores).map(|(t, s)| (t.as_str(), s)));
-            Ok(generate_merges(vocab, &scores))
+            generate_merges(vocab, &scores, budget)
         }
     }
 }
 
-/// The merges of `tokenizer.ggml.merges`: each `left right`.
-fn file_merges(merges: &GgufArray) -> Result<Vec<(String, String)>, GgufHfError> {
+/// The merges of `tokenizer.ggml.merges`: each `left right` (borrowed
+/// from the metadata when it is an array of strings).
+fn file_merges<'a>(merges: &'a GgufArray, budget: &mut Budget) -> Result<Merges<'a>, GgufHfError> {
+    let split = |s: &str| -> Result<(usize, usize), GgufHfError> {
+        let mut parts = s.split(' ');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(l), Some(r), None) => Ok((l.len(), r.len())),
+            _ => Err(GgufHfError::BadMerge {
+                merge: s.to_string(),
+            }),
+        }
+    };
+    budget.charge(PER_ITEM * merges.len() as u64)?;
+    if let Some(strings) = merges.strings() {
+        return strings
+            .iter()
+            .map(|s| {
+                let (l, _) = split(s)?;
+                Ok((Cow::Borrowed(&s[..l]), Cow::Borrowed(&s[l + 1..])))
+            })
+            .collect();
+    }
     merges
         .values()
         .map(|m| {
             let s = m.as_text().ok_or(GgufHfError::MergeNotString)?;
-            let parts: Vec<&str> = s.split(' ').collect();
-            match parts[..] {
-                [l, r] => Ok((l.to_string(), r.to_string())),
-                _ => Err(GgufHfError::BadMerge {
-                    merge: s.to_string(),
-                }),
-            }
+            let (l, _) = split(s)?;
+            budget.charge(s.len() as u64)?;
+            Ok((
+                Cow::Owned(s[..l].to_string()),
+                Cow::Owned(s[l + 1..].to_string()),
+            ))
         })
         .collect()
 }
@@ -347,11 +575,11 @@ fn sentencepiece_scores(meta: &GgufMetadata, n_tokens: usize) -> Result<Vec<f64>
 
 /// The special tokens the tokenizer config names (`bos`, `eos`, `unk`,
 /// `pad` from their ids; `mask` for `GemmaTokenizer`).
-fn config_tokens(tok: &GgufTokenizer, class: &str) -> ConfigTokens {
+fn config_tokens(tok: &Specials, meta: &GgufMetadata, class: &str) -> ConfigTokens {
     let mut config_tokens: ConfigTokens = tok
         .special_ids
         .iter()
-        .map(|(k, id)| (*k, id.map(|i| tok.tokens[i as usize].clone())))
+        .map(|(k, id)| (*k, id.and_then(|i| token_text(meta, i as usize))))
         .collect();
     if class == "GemmaTokenizer" {
         config_tokens.push(("mask", Some("<mask>".into())));
@@ -440,15 +668,18 @@ impl AddedTokens<'_> {
 
 /// `tokenizer.json`: the added tokens, the builder's normalizer,
 /// pre-tokenizer (`pre`: `tokenizer.ggml.pre`) and decoder, the
-/// post-processor adding bos / eos, and the BPE model.
+/// post-processor adding bos / eos, and the BPE model; as
+/// `crate::json::to_pretty` writes it, with the model's vocabulary and
+/// merges written straight into the text (within `budget`).
 fn tokenizer_json(
     tok: &GgufTokenizer,
     vocab: &PyDict,
-    merges: &[(String, String)],
+    merges: &[(Cow<str>, Cow<str>)],
     added: &[Added],
     config_tokens: &ConfigTokens,
     pre: Option<&str>,
-) -> Result<Value, GgufHfError> {
+    budget: &mut Budget,
+) -> Result<String, GgufHfError> {
     let id_in = |t: &str| {
         added
             .iter()
@@ -467,37 +698,140 @@ fn tokenizer_json(
         })
         .collect();
     let (normalizer, pre_tokenizer, decoder) = pipeline(tok.builder, pre);
-    Ok(json!({
+    let top = json!({
         "version": "1.0", "truncation": null, "padding": null, "added_tokens": added_json,
         "normalizer": normalizer, "pre_tokenizer": pre_tokenizer, "post_processor": post_processor,
-        "decoder": decoder, "model": bpe_model(tok.builder, vocab, merges),
-    }))
+        "decoder": decoder, "model": null,
+    });
+    let Value::Object(top) = top else {
+        unreachable!("an object")
+    };
+    let mut out = String::new();
+    let mut keys: Vec<&String> = top.keys().collect();
+    keys.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    out.push('{');
+    for (i, k) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        newline(&mut out, 1);
+        write_str(&mut out, k);
+        out.push_str(": ");
+        match k.as_str() {
+            "model" => bpe_model(&mut out, tok.builder, vocab, merges, budget)?,
+            _ => write_value(&mut out, &top[k], Some(2), 1),
+        }
+    }
+    newline(&mut out, 0);
+    out.push_str("}\n");
+    Ok(out)
 }
 
-/// The builder's BPE `model`: its options, the vocabulary and the merges.
-fn bpe_model(builder: Builder, vocab: &PyDict, merges: &[(String, String)]) -> Value {
-    let vocab_json: Map<String, Value> = vocab
-        .iter()
-        .map(|(t, i)| (t.to_string(), json!(i as u64)))
-        .collect();
-    let merges_json: Vec<Value> = merges.iter().map(|(l, r)| json!([l, r])).collect();
-    match builder {
+/// A newline and the indentation of `depth` (two spaces a level).
+fn newline(out: &mut String, depth: usize) {
+    out.push('\n');
+    for _ in 0..2 * depth {
+        out.push(' ');
+    }
+}
+
+/// The builder's BPE `model` (at depth 1): its options, then the
+/// vocabulary and the merges, written one entry at a time with the text
+/// counted against `budget`.
+fn bpe_model(
+    out: &mut String,
+    builder: Builder,
+    vocab: &PyDict,
+    merges: &[(Cow<str>, Cow<str>)],
+    budget: &mut Budget,
+) -> Result<(), GgufHfError> {
+    let options = match builder {
         Builder::Llama => {
             json!({"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
-                "vocab": vocab_json, "merges": merges_json})
+                "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false})
         }
         Builder::Gemma => {
             json!({"type": "BPE", "dropout": null, "unk_token": "<unk>", "continuing_subword_prefix": null,
-                "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
-                "vocab": vocab_json, "merges": merges_json})
+                "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false})
         }
         Builder::ByteLevel => {
             json!({"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
-                "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-                "vocab": vocab_json, "merges": merges_json})
+                "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false})
         }
+    };
+    let Value::Object(options) = options else {
+        unreachable!("an object")
+    };
+    let mut keys: Vec<&str> = options.keys().map(String::as_str).collect();
+    keys.extend(["merges", "vocab"]);
+    keys.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    // Text written is counted as it grows, a chunk at a time.
+    let mut counted = out.len();
+    let mut count = |out: &String, budget: &mut Budget| {
+        let grown = out.len() - counted;
+        counted = out.len();
+        budget.charge(grown as u64)
+    };
+    out.push('{');
+    for (i, k) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        newline(out, 2);
+        write_str(out, k);
+        out.push_str(": ");
+        match k {
+            "merges" if merges.is_empty() => out.push_str("[]"),
+            "merges" => {
+                out.push('[');
+                for (j, (l, r)) in merges.iter().enumerate() {
+                    if j > 0 {
+                        out.push(',');
+                    }
+                    newline(out, 3);
+                    out.push('[');
+                    newline(out, 4);
+                    write_str(out, l);
+                    out.push(',');
+                    newline(out, 4);
+                    write_str(out, r);
+                    newline(out, 3);
+                    out.push(']');
+                    if j % 1024 == 0 {
+                        count(out, budget)?;
+                    }
+                }
+                newline(out, 2);
+                out.push(']');
+            }
+            "vocab" if vocab.len() == 0 => out.push_str("{}"),
+            "vocab" => {
+                let mut entries: Vec<(&str, f64)> = vocab.iter().collect();
+                budget.charge(PER_ITEM * entries.len() as u64)?;
+                entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                out.push('{');
+                for (j, (t, id)) in entries.into_iter().enumerate() {
+                    if j > 0 {
+                        out.push(',');
+                    }
+                    newline(out, 3);
+                    write_str(out, t);
+                    out.push_str(": ");
+                    write_u64(out, id as u64);
+                    if j % 1024 == 0 {
+                        count(out, budget)?;
+                    }
+                }
+                newline(out, 2);
+                out.push('}');
+            }
+            _ => write_value(out, &options[k], Some(2), 2),
+        }
+        count(out, budget)?;
     }
+    newline(out, 1);
+    out.push('}');
+    Ok(())
 }
 
 /// The builder's (normalizer, pre-tokenizer, decoder); a byte-level
@@ -687,7 +1021,11 @@ impl<'a> PyDict<'a> {
 /// two vocabulary pieces, ordered by the pieces' ids; then all of them
 /// stably sorted by (score, len(left), len(right)) descending. Lengths are
 /// in characters.
-fn generate_merges(vocab: &PyDict, scores: &PyDict) -> Vec<(String, String)> {
+fn generate_merges<'a>(
+    vocab: &PyDict,
+    scores: &PyDict<'a>,
+    budget: &mut Budget,
+) -> Result<Merges<'a>, GgufHfError> {
     let mut merges: Vec<(&str, &str, f64)> = Vec::new();
     for (token, score) in scores.iter() {
         let mut local: Vec<(&str, &str, f64)> = Vec::new();
@@ -697,6 +1035,14 @@ fn generate_merges(vocab: &PyDict, scores: &PyDict) -> Vec<(String, String)> {
                 local.push((l, r, score));
             }
         }
+        // Each merge is written out with its two halves: a long token
+        // split many ways costs its length squared.
+        budget.charge(
+            local
+                .iter()
+                .map(|m| PER_ITEM + 2 * (m.0.len() + m.1.len()) as u64)
+                .sum(),
+        )?;
         local.sort_by(|a, b| {
             let ka = (vocab.get(a.0).unwrap_or(0.0), vocab.get(a.1).unwrap_or(0.0));
             let kb = (vocab.get(b.0).unwrap_or(0.0), vocab.get(b.1).unwrap_or(0.0));
@@ -709,8 +1055,8 @@ fn generate_merges(vocab: &PyDict, scores: &PyDict) -> Vec<(String, String)> {
         let (ka, kb) = (key(a), key(b));
         kb.partial_cmp(&ka).unwrap_or(std::cmp::Ordering::Equal)
     });
-    merges
+    Ok(merges
         .into_iter()
-        .map(|(l, r, _)| (l.to_string(), r.to_string()))
-        .collect()
+        .map(|(l, r, _)| (Cow::Borrowed(l), Cow::Borrowed(r)))
+        .collect())
 }

@@ -1110,3 +1110,111 @@ fn a_full_cache_disk_is_an_error_that_says_so_not_a_retry() {
     ranges.dedup();
     assert_eq!(ranges.len(), n, "a range was fetched again: {ranges:?}");
 }
+
+/// A legacy (pre-zip) torch.save file by hand: `{name: int16 tensor}`, one
+/// storage per tensor (key, element count), then the storages (count as 8
+/// bytes little-endian, then the elements), as torch's `_legacy_save`
+/// writes them.
+fn legacy_pt(tensors: &[(&str, &str, u32)]) -> Vec<u8> {
+    fn s(x: &str) -> Vec<u8> {
+        let mut v = vec![b'X'];
+        v.extend_from_slice(&(x.len() as u32).to_le_bytes());
+        v.extend_from_slice(x.as_bytes());
+        v
+    }
+    let mut f = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.".to_vec();
+    f.extend(b"\x80\x02M\xe9\x03.");
+    f.extend(b"\x80\x02}(");
+    f.extend(s("little_endian"));
+    f.extend(b"\x88u.");
+    f.extend(b"\x80\x02}(");
+    for (name, key, numel) in tensors {
+        f.extend(s(name));
+        f.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+        f.extend(s("storage"));
+        f.extend(b"ctorch\nShortStorage\n");
+        f.extend(s(key));
+        f.extend(s("cpu"));
+        f.push(b'J');
+        f.extend(numel.to_le_bytes());
+        f.extend(b"NtQK\x00J");
+        f.extend(numel.to_le_bytes());
+        f.extend(b"\x85K\x01\x85\x89ccollections\nOrderedDict\n)Rt");
+        f.extend(b"R");
+    }
+    f.extend(b"u.");
+    f.extend(b"\x80\x02](");
+    for (_, key, _) in tensors {
+        f.extend(s(key));
+    }
+    f.extend(b"e.");
+    for (k, (_, _, numel)) in tensors.iter().enumerate() {
+        f.extend(u64::from(*numel).to_le_bytes());
+        f.extend(bytes(k as u64, 2 * *numel as usize));
+    }
+    f
+}
+
+#[test]
+fn a_remote_legacy_torch_file_is_read_at_its_pickles_and_counts_only() {
+    // 2 MiB of storages behind a few hundred bytes of pickles.
+    let server = Server::start(&[]);
+    let path = server.root.join("bucket/legacy.pt");
+    std::fs::write(
+        &path,
+        legacy_pt(&[("a", "0", 1 << 19), ("b", "1", 1 << 19), ("c", "2", 8)]),
+    )
+    .unwrap();
+    let url = format!("{}/bucket/legacy.pt", server.url());
+    let out = server.run(&["ls", &url], tempfile::tempdir().unwrap().path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let local = gyrofs(&["ls", path.to_str().unwrap()]);
+    assert!(
+        local.status.success(),
+        "{}",
+        String::from_utf8_lossy(&local.stderr)
+    );
+    assert_eq!(out.stdout, local.stdout);
+    // The first block (the pickles and the first count) and one block for
+    // each later count; never the storages.
+    let st = server.stats();
+    let fetched = st["bytes"].as_u64().unwrap();
+    assert!(fetched <= 3 * (64 << 10), "fetched {fetched} bytes: {st}");
+    // And the bytes are right.
+    let cache = tempfile::tempdir().unwrap();
+    let m = mount_remote(&server, &url, cache.path(), &[]);
+    let l = Mount::new(&path);
+    assert_same_tree(&l, &m, "legacy torch file");
+    // Pickles longer than the first prefix (about 500 KiB of them): it
+    // doubles until they parse, and stops short of most of the storage.
+    let names: Vec<(String, String)> = (0..2000)
+        .map(|i| (format!("layer.{i}.some_long_parameter_name"), i.to_string()))
+        .collect();
+    let mut ts: Vec<(&str, &str, u32)> = names
+        .iter()
+        .map(|(n, k)| (n.as_str(), k.as_str(), 4))
+        .collect();
+    ts.push(("big", "big", 1 << 20));
+    let path = server.root.join("bucket/legacy-long.pt");
+    std::fs::write(&path, legacy_pt(&ts)).unwrap();
+    server.reset();
+    let url = format!("{}/bucket/legacy-long.pt", server.url());
+    let out = server.run(&["ls", &url], tempfile::tempdir().unwrap().path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, gyrofs(&["ls", path.to_str().unwrap()]).stdout);
+    let fetched = server.stats()["bytes"].as_u64().unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    let pickles = size - (2 << 20) - 8;
+    assert!(
+        fetched <= 2 * pickles + (64 << 10),
+        "fetched {fetched} of {size} bytes ({pickles} of pickles)"
+    );
+}

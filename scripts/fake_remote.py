@@ -33,9 +33,11 @@ path-style object access (``/<bucket>/<key>``).
   b < a, -0, any range of an empty file) -> 416 with
   ``Content-Range: bytes */TOTAL``; syntactically invalid -> Range ignored.
   ``If-Range`` (etag or date) that does not match -> Range ignored.
-* ``If-Match`` (not ``*``) none of whose etags (quotes and ``W/`` stripped)
-  equals the current etag -> 412, empty body. ``If-None-Match`` matching
-  (or ``*``) -> 304, empty body (Content-Length: 0).
+* ``If-Match`` (not ``*``) none of whose strong etags equals the current
+  (strong) etag -> 412, empty body (strong comparison: a weak etag never
+  matches). ``If-Unmodified-Since`` earlier than the file's mtime (whole
+  seconds) -> 412. ``If-None-Match`` matching (weak comparison, or ``*``)
+  -> 304, empty body (Content-Length: 0).
 * ListObjectsV2: ``GET /<bucket>?list-type=2[&prefix=][&delimiter=]
   [&continuation-token=][&max-keys=][&start-after=][&encoding-type=url]``
   for a directory ROOT/<bucket>; keys are all regular files below it,
@@ -83,7 +85,8 @@ that is itself a sha present under commits/ resolves to itself.
 Control API (never counted)
 ---------------------------
 * ``GET /__stats`` -> ``{"requests", "data_requests", "bytes", "log":
-  [{"method", "path", "range", "status", "bytes", "data"}...]}``.
+  [{"method", "path", "range", "status", "bytes", "data", "t"}...]}``
+  ("t": seconds since the server started, when the request arrived).
   "requests" counts every other request; "data_requests" the GETs that
   answer a file body (200/206 of plain/S3 files, direct hub resolves, /cdn/);
   "bytes" the body bytes sent by those. Log "path" is the raw request target
@@ -99,7 +102,13 @@ Control API (never counted)
     (GET), or nothing at all (HEAD, and GETs with an empty body), until the
     setting no longer matches or 600 s passed, then the connection closes.
   - ``fail``: {substr: k}: the next k counted requests whose raw target
-    contains substr answer 503 ``{"error":"injected"}``.
+    contains substr answer 503 ``{"error":"injected"}``. Instead of k, an
+    object ``{"count": k, "status": S, "retry_after": "V"}`` answers
+    status S (default 503) with ``Retry-After: V`` when given (404, 410,
+    401, 403, 429, ...).
+  - ``weak_etag``: true: plain files and S3 objects carry a weak ETag
+    (``W/"..."``); ``If-Match`` compares strongly (RFC 9110), so no weak
+    ETag ever matches it: 412.
   - ``no_range``: true: Range is ignored on file bodies (200, whole body,
     no Accept-Ranges header).
   - ``rate``: bytes/s (0/null = uncapped): one token bucket shared by all
@@ -159,12 +168,14 @@ class State:
         self.stall = []
         self.fail = {}
         self.no_range = False
+        self.weak_etag = False
         self.rate = rate or 0
         self._next_t = 0.0
 
     # -- accounting --
     def new_request(self, method, path, rng):
-        entry = {"method": method, "path": path, "range": rng, "status": None, "bytes": 0, "data": False}
+        entry = {"method": method, "path": path, "range": rng, "status": None, "bytes": 0, "data": False,
+                 "t": round(time.monotonic() - STARTED, 3)}
         with self.lock:
             self.requests += 1
             self.log.append(entry)
@@ -197,7 +208,7 @@ class State:
     def settings(self):
         with self.lock:
             return {"latency_ms": self.latency_ms, "stall": list(self.stall), "fail": dict(self.fail),
-                    "no_range": self.no_range, "rate": self.rate}
+                    "no_range": self.no_range, "weak_etag": self.weak_etag, "rate": self.rate}
 
     def update(self, obj):
         """Validate everything first, then apply; raises ValueError."""
@@ -220,16 +231,27 @@ class State:
             elif key == "fail":
                 if val is None:
                     val = {}
-                if not isinstance(val, dict) or not all(
-                        isinstance(k, str) and k and isinstance(v, int) and not isinstance(v, bool)
-                        for k, v in val.items()):
-                    raise ValueError("fail must map non-empty strings to integers")
-                val = {k: v for k, v in val.items() if v > 0}
-            elif key == "no_range":
+                if not isinstance(val, dict):
+                    raise ValueError("fail must be an object")
+                norm = {}
+                for k, v in val.items():
+                    if isinstance(v, int) and not isinstance(v, bool):
+                        v = {"count": v}
+                    if not (isinstance(k, str) and k and isinstance(v, dict)
+                            and isinstance(v.get("count"), int)
+                            and isinstance(v.get("status", 503), int)
+                            and isinstance(v.get("retry_after", ""), str)):
+                        raise ValueError("fail must map non-empty strings to counts or "
+                                         "{count, status, retry_after}")
+                    if v["count"] > 0:
+                        norm[k] = {"count": v["count"], "status": v.get("status", 503),
+                                   "retry_after": v.get("retry_after")}
+                val = norm
+            elif key in ("no_range", "weak_etag"):
                 if val is None:
                     val = False
                 if not isinstance(val, bool):
-                    raise ValueError("no_range must be a boolean")
+                    raise ValueError("%s must be a boolean" % key)
             elif key == "rate":
                 if val is None:
                     val = 0
@@ -243,15 +265,16 @@ class State:
                 setattr(self, key, val)
 
     def take_fail(self, path):
+        """The failure to answer with (a dict: status, retry_after), or None."""
         with self.lock:
-            for sub, k in self.fail.items():
-                if sub in path and k > 0:
-                    if k == 1:
+            for sub, f in self.fail.items():
+                if sub in path and f["count"] > 0:
+                    if f["count"] == 1:
                         del self.fail[sub]
                     else:
-                        self.fail[sub] = k - 1
-                    return True
-        return False
+                        self.fail[sub] = dict(f, count=f["count"] - 1)
+                    return f
+        return None
 
     def stalled(self, path):
         subs = self.stall  # list replaced atomically, never mutated
@@ -275,6 +298,7 @@ class State:
 
 
 STATE = State(0)
+STARTED = time.monotonic()
 
 
 # --------------------------------------------------------------------------
@@ -334,6 +358,17 @@ def safe_parts(parts):
             return None
         out.append(p)
     return out
+
+
+def etag_matches_strong(header, etag, weak):
+    """If-Match: strong comparison; a weak etag (ours or theirs) never matches."""
+    if weak:
+        return False
+    for part in header.split(","):
+        p = part.strip()
+        if len(p) >= 2 and p[0] == '"' and p[-1] == '"' and p[1:-1] == etag:
+            return True
+    return False
 
 
 def etag_matches(header, etag):
@@ -632,8 +667,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._entry = STATE.new_request(method, self.path, self.headers.get("Range"))
         if STATE.latency_ms:
             time.sleep(STATE.latency_ms / 1000.0)
-        if STATE.take_fail(self.path):
-            return self._json(503, {"error": "injected"})
+        failure = STATE.take_fail(self.path)
+        if failure is not None:
+            extra = [("Retry-After", failure["retry_after"])] if failure["retry_after"] else []
+            return self._json(failure["status"], {"error": "injected"}, extra)
         self._stall = STATE.stalled(self.path)
         if self._stall and method == "HEAD":
             self._do_stall()
@@ -787,8 +824,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise
         total = st.st_size
         no_range = STATE.no_range
+        weak = STATE.weak_etag and etag_fn is plain_etag
         headers = list(extra_headers) + [
-            ("ETag", '"%s"' % etag),
+            ("ETag", ('W/"%s"' if weak else '"%s"') % etag),
             ("Last-Modified", http_date(st.st_mtime)),
             ("Content-Type", "application/octet-stream"),
         ]
@@ -796,9 +834,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             headers.append(("Accept-Ranges", "bytes"))
 
         if_match = self.headers.get("If-Match")
-        if if_match is not None and if_match.strip() != "*" and not etag_matches(if_match, etag):
+        if if_match is not None and if_match.strip() != "*" and not etag_matches_strong(if_match, etag, weak):
             f.close()
             return self._send(412, headers)
+        if_unmodified = self.headers.get("If-Unmodified-Since")
+        if if_unmodified is not None:
+            try:
+                since = email.utils.parsedate_to_datetime(if_unmodified).timestamp()
+            except (TypeError, ValueError):
+                since = None
+            if since is not None and int(st.st_mtime) > since:
+                f.close()
+                return self._send(412, headers)
         if_none = self.headers.get("If-None-Match")
         if if_none is not None and etag_matches(if_none, etag):
             f.close()

@@ -49,9 +49,11 @@ struct RemoteArgs {
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
     /// Largest size of the block cache (K, M, G, T suffixes, powers of 1024);
-    /// least recently used blocks are evicted past it.
-    #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = parse_size)]
-    cache_size: u64,
+    /// least recently used blocks are evicted past it [default: 64G, or 90%
+    /// of what the cache directory's disk can hold if less; a larger size
+    /// given here is warned about].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    cache_size: Option<u64>,
     /// S3-compatible endpoint (MinIO, R2, Ceph, ...) [default: AWS, or
     /// $AWS_ENDPOINT_URL]. Credentials: the usual AWS_* variables or the
     /// instance's role.
@@ -300,6 +302,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             remote,
         } => {
             let located = gyrofs::remote::locate(&source, &remote.options())?;
+            for w in &located.warnings {
+                eprintln!("gyrofs: warning: {w}");
+            }
             let (source, opener) = (located.path, located.opener);
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let printed = if json {
@@ -327,6 +332,9 @@ fn run(cli: Cli) -> Result<(), Error> {
         } => {
             gyrofs::convert::check_out(&outdir)?;
             let located = gyrofs::remote::locate(&source, &remote.options())?;
+            for w in &located.warnings {
+                eprintln!("gyrofs: warning: {w}");
+            }
             let first = gyrofs::view::hf::dtype_names(dtype.0[0]).map_or("bf16", |n| n.0);
             let view = view.unwrap_or_else(|| first.to_string());
             let options = Options {

@@ -165,9 +165,11 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     // daemon leaves its starting directory below, and the watcher re-resolves
     // the source paths for as long as the mount lives.
     // What `mount` lists as the filesystem: the file or folder name, or a
-    // remote source's URL (commas would end the mount option).
+    // remote source's URL (commas would end the mount option; a query
+    // string, which may hold credentials, is left out: /proc/mounts is
+    // world-readable).
     let label = if crate::remote::is_remote(source) {
-        source.to_string_lossy().replace(',', "%2C")
+        crate::remote::names::redact(&source.to_string_lossy()).replace(',', "%2C")
     } else {
         source
             .file_name()
@@ -179,7 +181,7 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
         false => std::path::absolute(source).map_err(|e| Error::io(source, e))?,
     };
     let located = crate::remote::locate(&source, &opts.remote)?;
-    let source = located.path;
+    let source = located.path.clone();
     let volume = Arc::new(Volume::open_with(&source, &located.opener, &opts.volume)?);
     // Opening a source allocates and frees a lot (a GGUF's vocabulary is
     // counted, a pickle is interpreted); give what is free back to the
@@ -195,7 +197,7 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
         // open and the mount point resolved by now).
         let _ = std::env::set_current_dir("/");
     }
-    for note in volume.notes() {
+    for note in located.warnings.iter().chain(volume.notes()) {
         log::warn!("{note}");
         if notify {
             tell_parent(&format!("warning: {note}"));

@@ -761,3 +761,460 @@ fn a_long_gguf_header_takes_two_requests() {
     assert!(starts.iter().all(|&s| s >= 1 << 20), "{st}");
     assert!(!log[0]["path"].as_str().unwrap().contains("//"), "{st}");
 }
+
+/// `gyrofs ARGS --cache-dir CACHE` with the server's environment, killed
+/// if it has not finished within `limit` (no test waits for ever).
+fn run_within(
+    server: &Server,
+    args: &[&str],
+    cache: &Path,
+    limit: Duration,
+) -> std::process::Output {
+    let mut child = Command::new(GYROFS)
+        .args(args)
+        .arg("--cache-dir")
+        .arg(cache)
+        .envs(server.env())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "gyrofs {args:?} still running after {limit:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The server's request log.
+fn requests(server: &Server) -> Vec<Value> {
+    server.stats()["log"].as_array().unwrap().clone()
+}
+
+#[test]
+fn weak_etags_are_not_sent_in_if_match_and_changes_are_still_seen() {
+    // A server (as nginx with gzip) that gives weak ETags and compares
+    // If-Match strongly, as RFC 9110 says: an If-Match with a weak ETag
+    // never matches.
+    let server = Server::start(&[]);
+    server.control(json!({"weak_etag": true}));
+    let dir = server.root.join("bucket/weak");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ts = vec![T::new("w", "BF16", &[256, 1024], 1)];
+    write_safetensors(&dir.join("model.safetensors"), &ts);
+    let url = format!("{}/bucket/weak/model.safetensors", server.url());
+    let cache = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    copy(
+        &dir.join("model.safetensors"),
+        &local.path().join("model.safetensors"),
+    );
+    {
+        let m = mount_remote(&server, &url, cache.path(), &[]);
+        let l = Mount::new(&local.path().join("model.safetensors"));
+        assert_same_tree(&l, &m, "weak ETag");
+    }
+    // A change is still seen (the answer's ETag and Last-Modified are
+    // compared): EIO, never mixed bytes.
+    let m = mount_remote(&server, &url, tempfile::tempdir().unwrap().path(), &[]);
+    std::thread::sleep(Duration::from_millis(1100));
+    write_safetensors(
+        &dir.join("model.safetensors"),
+        &[T::new("w", "BF16", &[256, 1024], 2)],
+    );
+    let err = std::fs::read(m.join("raw/tensors/w.safetensors")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+}
+
+#[test]
+fn refused_credentials_fail_at_once_with_a_message_about_them() {
+    let server = Server::start(&[]);
+    let dir = server.root.join("bucket/m");
+    std::fs::create_dir_all(&dir).unwrap();
+    write_safetensors(
+        &dir.join("model.safetensors"),
+        &[T::new("w", "BF16", &[64, 64], 1)],
+    );
+    let sha = "4444444444444444444444444444444444444444";
+    server.publish_hub("org/gated", sha, &data("gpt-oss-tiny/original"));
+    let cases = [
+        (
+            format!("{}/bucket/m/model.safetensors", server.url()),
+            401,
+            "model.safetensors",
+            "signed URL",
+        ),
+        (
+            "s3://bucket/m".to_string(),
+            403,
+            "model.safetensors",
+            "AWS_ACCESS_KEY_ID",
+        ),
+        ("hf://org/gated".to_string(), 403, "/resolve/", "HF_TOKEN"),
+    ];
+    for (url, status, path, hint) in cases {
+        server.reset();
+        server.control(json!({"fail": {path: {"count": 100, "status": status}}}));
+        let cache = tempfile::tempdir().unwrap();
+        let out = run_within(
+            &server,
+            &["ls", &url],
+            cache.path(),
+            Duration::from_secs(60),
+        );
+        server.control(json!({"fail": null}));
+        assert!(!out.status.success(), "{url}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.trim().lines().last().unwrap_or("");
+        assert!(last.starts_with("gyrofs: "), "{url}: {err}");
+        assert!(
+            last.contains("credentials") && last.contains(hint),
+            "{url}: {err}"
+        );
+        assert!(!err.contains("retrying"), "{url}: {err}");
+        // Refused once per file, never retried.
+        let denied: Vec<String> = requests(&server)
+            .iter()
+            .filter(|r| r["status"] == status)
+            .map(|r| format!("{} {}", r["path"], r["range"]))
+            .collect();
+        let mut distinct = denied.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert!(!denied.is_empty(), "{url}");
+        assert_eq!(denied.len(), distinct.len(), "{url}: retried: {denied:?}");
+    }
+}
+
+#[test]
+fn a_hub_cdn_link_that_went_away_is_resolved_again() {
+    let server = Server::start(&[]);
+    let sha = "5555555555555555555555555555555555555555";
+    server.publish_hub("org/cdn", sha, &data("gpt-oss-tiny/original"));
+    let l = Mount::new(&data("gpt-oss-tiny/original"));
+    for status in [404, 410] {
+        let cache = tempfile::tempdir().unwrap();
+        let m = mount_remote(&server, "hf://org/cdn", cache.path(), &[]);
+        // Every file's CDN link is known by now; the next one answers 404
+        // or 410 (an expired or moved link), then the resolve URL gives a
+        // new one.
+        server.reset();
+        server.control(json!({"fail": {"/cdn/": {"count": 1, "status": status}}}));
+        assert_same_tree(&l, &m, &format!("after a CDN link answered {status}"));
+        let log = requests(&server);
+        assert_eq!(
+            log.iter().filter(|r| r["status"] == status).count(),
+            1,
+            "{log:?}"
+        );
+    }
+}
+
+#[test]
+fn retry_after_is_honoured_and_a_long_one_is_not_waited_for() {
+    let server = Server::start(&[]);
+    copy(
+        &data("torch/nanogpt.pt"),
+        &server.root.join("bucket/nanogpt.pt"),
+    );
+    let url = format!("{}/bucket/nanogpt.pt", server.url());
+    server.control(json!({"fail": {"nanogpt": {"count": 1, "status": 503, "retry_after": "2"}}}));
+    let out = run_within(
+        &server,
+        &["ls", &url],
+        tempfile::tempdir().unwrap().path(),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = requests(&server);
+    let (t0, t1) = (log[0]["t"].as_f64().unwrap(), log[1]["t"].as_f64().unwrap());
+    assert_eq!(log[0]["status"], 503);
+    assert!(t1 - t0 >= 1.9, "retried after {:.2} s: {log:?}", t1 - t0);
+    // A wait longer than --timeout: given up at once, with the reason.
+    server.reset();
+    server.control(json!({"fail": {"nanogpt": {"count": 9, "status": 429, "retry_after": "120"}}}));
+    let out = run_within(
+        &server,
+        &["ls", &url, "--timeout", "5"],
+        tempfile::tempdir().unwrap().path(),
+        Duration::from_secs(60),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("retry after 120 s"), "{err}");
+    assert_eq!(server.stats()["requests"], 1, "{err}");
+}
+
+#[test]
+fn signed_url_credentials_stay_out_of_logs_errors_and_the_cache() {
+    let server = Server::start(&[]);
+    let dir = server.root.join("bucket/signed");
+    std::fs::create_dir_all(&dir).unwrap();
+    write_safetensors(
+        &dir.join("m.safetensors"),
+        &[T::new("w", "BF16", &[512, 1024], 1)],
+    );
+    let u = server.url();
+    let cache = tempfile::tempdir().unwrap();
+    // A retried failure at mount (a warning with the URL) ...
+    let signed =
+        format!("{u}/bucket/signed/m.safetensors?X-Amz-Signature=sekret&X-Amz-Credential=AKIA");
+    server.control(json!({"fail": {"m.safetensors": 1}}));
+    let out = run_within(
+        &server,
+        &["ls", &signed],
+        cache.path(),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("retrying"), "{err}");
+    // ... a refusal ...
+    let missing = format!("{u}/bucket/signed/gone.safetensors?X-Amz-Signature=sekret");
+    let out = run_within(
+        &server,
+        &["ls", &missing],
+        cache.path(),
+        Duration::from_secs(60),
+    );
+    assert!(!out.status.success());
+    let err2 = String::from_utf8_lossy(&out.stderr);
+    assert!(err2.contains("gone.safetensors?..."), "{err2}");
+    // ... and a change after mounting, in the mount's log.
+    let m = mount_remote(&server, &signed, cache.path(), &[]);
+    std::thread::sleep(Duration::from_millis(20));
+    write_safetensors(
+        &dir.join("m.safetensors"),
+        &[T::new("w", "BF16", &[512, 1024], 2)],
+    );
+    assert!(std::fs::read(m.join("raw/tensors/w.safetensors")).is_err());
+    let log = std::fs::read_to_string(&m.log).unwrap();
+    assert!(log.contains("changed since it was mounted"), "{log}");
+    // /proc/mounts (readable by every user) names the source without it.
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.contains(m.path.to_str().unwrap()))
+        .unwrap()
+        .to_string();
+    assert!(line.contains("m.safetensors?..."), "{line}");
+    drop(m);
+    for text in [err.as_ref(), err2.as_ref(), log.as_str(), line.as_str()] {
+        assert!(!text.contains("sekret") && !text.contains("AKIA"), "{text}");
+    }
+    // Nor the cache's file names and index headers.
+    let mut stack = vec![cache.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            assert!(!name.contains("sekret"), "{name}");
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if name.ends_with(".idx") {
+                let b = std::fs::read(e.path()).unwrap();
+                assert!(!b.windows(6).any(|w| w == b"sekret"), "{name}");
+            }
+        }
+    }
+}
+
+/// A small tmpfs, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount -t tmpfs (the tests run as root)");
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        force_unmount(self.dir.path());
+    }
+}
+
+#[test]
+fn a_full_cache_disk_is_an_error_that_says_so_not_a_retry() {
+    let server = Server::start(&[]);
+    let dir = server.root.join("bucket/full");
+    std::fs::create_dir_all(&dir).unwrap();
+    write_safetensors(
+        &dir.join("model.safetensors"),
+        &[T::new("w", "BF16", &[1536, 1024], 1)],
+    );
+    let url = format!("{}/bucket/full/model.safetensors", server.url());
+    let disk = SmallDisk::new("1m");
+    let out = tempfile::tempdir().unwrap();
+    let got = run_within(
+        &server,
+        &[
+            "convert",
+            &url,
+            out.path().join("raw").to_str().unwrap(),
+            "--view",
+            "raw",
+            "--quiet",
+            "--cache-size",
+            "64M",
+        ],
+        disk.path(),
+        Duration::from_secs(120),
+    );
+    assert!(!got.status.success());
+    let err = String::from_utf8_lossy(&got.stderr);
+    // Warned at mount: the cache may grow past the disk's free space.
+    assert!(
+        err.lines()
+            .any(|l| l.contains("warning") && l.contains("--cache-size 64.0M")),
+        "{err}"
+    );
+    // And the failure says the disk is full.
+    assert!(err.contains("cache disk is full"), "{err}");
+    // Not retried: no range asked twice.
+    let mut ranges: Vec<String> = requests(&server)
+        .iter()
+        .map(|r| r["range"].to_string())
+        .collect();
+    let n = ranges.len();
+    ranges.sort();
+    ranges.dedup();
+    assert_eq!(ranges.len(), n, "a range was fetched again: {ranges:?}");
+}
+
+/// A legacy (pre-zip) torch.save file by hand: `{name: int16 tensor}`, one
+/// storage per tensor (key, element count), then the storages (count as 8
+/// bytes little-endian, then the elements), as torch's `_legacy_save`
+/// writes them.
+fn legacy_pt(tensors: &[(&str, &str, u32)]) -> Vec<u8> {
+    fn s(x: &str) -> Vec<u8> {
+        let mut v = vec![b'X'];
+        v.extend_from_slice(&(x.len() as u32).to_le_bytes());
+        v.extend_from_slice(x.as_bytes());
+        v
+    }
+    let mut f = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.".to_vec();
+    f.extend(b"\x80\x02M\xe9\x03.");
+    f.extend(b"\x80\x02}(");
+    f.extend(s("little_endian"));
+    f.extend(b"\x88u.");
+    f.extend(b"\x80\x02}(");
+    for (name, key, numel) in tensors {
+        f.extend(s(name));
+        f.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+        f.extend(s("storage"));
+        f.extend(b"ctorch\nShortStorage\n");
+        f.extend(s(key));
+        f.extend(s("cpu"));
+        f.push(b'J');
+        f.extend(numel.to_le_bytes());
+        f.extend(b"NtQK\x00J");
+        f.extend(numel.to_le_bytes());
+        f.extend(b"\x85K\x01\x85\x89ccollections\nOrderedDict\n)Rt");
+        f.extend(b"R");
+    }
+    f.extend(b"u.");
+    f.extend(b"\x80\x02](");
+    for (_, key, _) in tensors {
+        f.extend(s(key));
+    }
+    f.extend(b"e.");
+    for (k, (_, _, numel)) in tensors.iter().enumerate() {
+        f.extend(u64::from(*numel).to_le_bytes());
+        f.extend(bytes(k as u64, 2 * *numel as usize));
+    }
+    f
+}
+
+#[test]
+fn a_remote_legacy_torch_file_is_read_at_its_pickles_and_counts_only() {
+    // 2 MiB of storages behind a few hundred bytes of pickles.
+    let server = Server::start(&[]);
+    let path = server.root.join("bucket/legacy.pt");
+    std::fs::write(
+        &path,
+        legacy_pt(&[("a", "0", 1 << 19), ("b", "1", 1 << 19), ("c", "2", 8)]),
+    )
+    .unwrap();
+    let url = format!("{}/bucket/legacy.pt", server.url());
+    let out = server.run(&["ls", &url], tempfile::tempdir().unwrap().path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let local = gyrofs(&["ls", path.to_str().unwrap()]);
+    assert!(
+        local.status.success(),
+        "{}",
+        String::from_utf8_lossy(&local.stderr)
+    );
+    assert_eq!(out.stdout, local.stdout);
+    // The first block (the pickles and the first count) and one block for
+    // each later count; never the storages.
+    let st = server.stats();
+    let fetched = st["bytes"].as_u64().unwrap();
+    assert!(fetched <= 3 * (64 << 10), "fetched {fetched} bytes: {st}");
+    // And the bytes are right.
+    let cache = tempfile::tempdir().unwrap();
+    let m = mount_remote(&server, &url, cache.path(), &[]);
+    let l = Mount::new(&path);
+    assert_same_tree(&l, &m, "legacy torch file");
+    // Pickles longer than the first prefix (about 500 KiB of them): it
+    // doubles until they parse, and stops short of most of the storage.
+    let names: Vec<(String, String)> = (0..2000)
+        .map(|i| (format!("layer.{i}.some_long_parameter_name"), i.to_string()))
+        .collect();
+    let mut ts: Vec<(&str, &str, u32)> = names
+        .iter()
+        .map(|(n, k)| (n.as_str(), k.as_str(), 4))
+        .collect();
+    ts.push(("big", "big", 1 << 20));
+    let path = server.root.join("bucket/legacy-long.pt");
+    std::fs::write(&path, legacy_pt(&ts)).unwrap();
+    server.reset();
+    let url = format!("{}/bucket/legacy-long.pt", server.url());
+    let out = server.run(&["ls", &url], tempfile::tempdir().unwrap().path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, gyrofs(&["ls", path.to_str().unwrap()]).stdout);
+    let fetched = server.stats()["bytes"].as_u64().unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    let pickles = size - (2 << 20) - 8;
+    assert!(
+        fetched <= 2 * pickles + (64 << 10),
+        "fetched {fetched} of {size} bytes ({pickles} of pickles)"
+    );
+}

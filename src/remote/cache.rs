@@ -1,16 +1,23 @@
 //! The local block cache of remote objects (docs/REMOTE.md, "Cache").
 //!
-//! Each remote object version has two files in `<cache-dir>/objects/`:
+//! Each remote object version has two files in `<cache-dir>/objects/`,
+//! named `NAME-HASH` where HASH is the SHA-256 of the object's identity
+//! (endpoint, bucket and key; URL; Hub repository, commit and path) and
+//! version (ETag, or the Hub's file hash), and NAME the object's base name
+//! for humans ([`names::hashed`](super::names::hashed)):
 //!
-//! - `KEY.data`: a sparse file of the object's full length. Fetched bytes
+//! - `.data`: a sparse file of the object's full length. Fetched bytes
 //!   are written at their own offsets, so the file is mapped and read like a
 //!   local source file; bytes not fetched are holes.
-//! - `KEY.idx`: a 64-byte header (`GYROIDX1`, block size, object length)
-//!   then one little-endian `u64` per [`BLOCK`]: 0 while the block is not
-//!   cached, `1 << 63 | crc32` once it is.
+//! - `.idx`: a header ([`index_header`]: `GYROIDX2`, block size, object
+//!   length, the SHA-256 above, and the identity (URL query strings left
+//!   out) and version as text) then one little-endian `u64` per [`BLOCK`]:
+//!   0 while the block is not cached, `1 << 63 | crc32` once it is. An
+//!   index whose header is not exactly the one expected is not used: its
+//!   blocks are dropped and fetched again.
 //!
-//! `KEY` names the object and its version (ETag or commit), so a changed
-//! object never meets the blocks of the old one. A block is written with
+//! So a changed object never meets the blocks of the old one, and two
+//! objects never share blocks. A block is written with
 //! `pwrite` before its index entry, and its checksum is verified the first
 //! time a later process uses it: a crash between the two, or a torn write,
 //! costs a refetch and never serves wrong bytes.
@@ -39,8 +46,9 @@ use crate::store::ReadEpochs;
 pub const BLOCK: u64 = 64 << 10;
 /// Blocks per eviction group (16 MiB).
 const GROUP_BLOCKS: usize = 256;
-const MAGIC: &[u8; 8] = b"GYROIDX1";
-const HEADER: usize = 64;
+const MAGIC: &[u8; 8] = b"GYROIDX2";
+/// The fixed part of an index header (the text follows it).
+const HEADER_FIXED: usize = 64;
 const STORED_BIT: u64 = 1 << 63;
 /// Largest object the cache takes (16 TiB): its per-block state is then
 /// 256 MiB at most.
@@ -62,7 +70,8 @@ pub(crate) mod state {
 #[derive(Debug)]
 pub struct Cache {
     objects: PathBuf,
-    cap: u64,
+    /// The byte cap (`--cache-size`).
+    cap: AtomicU64,
     used: AtomicU64,
     open: Mutex<Vec<Weak<Entry>>>,
     evict: Mutex<Option<mpsc::Sender<()>>>,
@@ -100,7 +109,7 @@ impl Cache {
         }
         let cache = Arc::new(Cache {
             objects,
-            cap,
+            cap: AtomicU64::new(cap),
             used: AtomicU64::new(used),
             open: Mutex::new(Vec::new()),
             evict: Mutex::new(None),
@@ -153,12 +162,25 @@ impl Cache {
         self.used.load(Ordering::Relaxed)
     }
 
+    /// The byte cap.
+    pub fn cap(&self) -> u64 {
+        self.cap.load(Ordering::Relaxed)
+    }
+
+    /// Change the byte cap (evicting down to it if over).
+    pub fn set_cap(&self, cap: u64) {
+        self.cap.store(cap, Ordering::Relaxed);
+        if self.used() > cap {
+            self.wake_evictor();
+        }
+    }
+
     fn next_tick(&self) -> u64 {
         self.tick.fetch_add(1, Ordering::Relaxed)
     }
 
     fn added(&self, bytes: u64) {
-        if self.used.fetch_add(bytes, Ordering::Relaxed) + bytes > self.cap {
+        if self.used.fetch_add(bytes, Ordering::Relaxed) + bytes > self.cap() {
             self.wake_evictor();
         }
     }
@@ -205,7 +227,7 @@ impl Cache {
                     continue;
                 }
                 let Ok(f) = File::open(&p) else { continue };
-                if !try_lock(&f) {
+                if !try_lock(&f) || !is_at(&f, &p) {
                     continue;
                 }
                 let bytes = allocated(&p);
@@ -222,8 +244,9 @@ impl Cache {
             .map_or(0, |(_, g)| g.len() as u64 * GROUP_BLOCKS as u64 * BLOCK);
         used = used.saturating_sub(unpunched);
         self.used.store(used, Ordering::Relaxed);
-        let target = self.cap / 10 * 9;
-        if used <= self.cap {
+        let cap = self.cap();
+        let target = cap / 10 * 9;
+        if used <= cap {
             return pending.is_some();
         }
         let recent = self
@@ -236,7 +259,9 @@ impl Cache {
                 return pending.is_some();
             }
             let Ok(f) = File::open(&p) else { continue };
-            if !try_lock(&f) {
+            // Locked, and still the file at `p` (not one another evictor
+            // unlinked, with a new file of another process at its path).
+            if !try_lock(&f) || !is_at(&f, &p) {
                 continue;
             }
             let _ = std::fs::remove_file(p.with_extension("idx"));
@@ -281,7 +306,7 @@ impl Cache {
             // hold their bytes: punched by a later pass, once they are done.
             *pending = Some((self.epochs.flip(), punch));
         }
-        pending.is_some() || self.used() > self.cap
+        pending.is_some() || self.used() > cap
     }
 }
 
@@ -311,17 +336,42 @@ fn try_lock(f: &File) -> bool {
 /// be exiting (`umount X && gyrofs mount SOURCE X`).
 const LOCK_PATIENCE: Duration = Duration::from_secs(3);
 
-/// Lock `f`, waiting up to `patience` for another holder to let go.
-fn lock_within(f: &File, patience: Duration) -> bool {
+/// Open `path` (creating it if missing) and lock it, waiting up to
+/// `patience` for another holder to let go; `None` if it did not.
+///
+/// The lock is only good if the locked file is still the one at `path`:
+/// another process's evictor may have unlinked it while this one waited
+/// (it locks, then removes), and a lock on an unlinked file guards
+/// nothing. Then the path is opened again.
+fn lock_live(path: &Path, patience: Duration) -> std::io::Result<Option<File>> {
     let deadline = Instant::now() + patience;
     loop {
-        if try_lock(f) {
-            return true;
+        let f = open_rw(path)?;
+        loop {
+            if try_lock(&f) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if is_at(&f, path) {
+            return Ok(Some(f));
         }
         if Instant::now() >= deadline {
-            return false;
+            return Ok(None);
         }
-        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Is the open file `f` still the file at `path` (same device and inode,
+/// and not unlinked)?
+fn is_at(f: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.nlink() > 0 && a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 
@@ -341,6 +391,8 @@ pub enum WaitError {
 #[derive(Debug)]
 pub struct Entry {
     pub len: u64,
+    /// Bytes of the index file's header (the entries follow).
+    header: usize,
     pub data_path: PathBuf,
     /// Read-write, exclusively locked while this process has it open.
     data: File,
@@ -360,19 +412,25 @@ impl Entry {
         &self.cache
     }
 
-    /// Open the cached blocks of object `key` (`len` bytes), creating the
-    /// files if needed. Fails if another process holds them.
-    pub fn open(cache: &Arc<Cache>, key: &str, len: u64) -> std::io::Result<Arc<Entry>> {
+    /// Open the cached blocks of object `identity` at `version` (`len`
+    /// bytes), creating the files if needed. Fails if another process
+    /// holds them.
+    pub fn open(
+        cache: &Arc<Cache>,
+        identity: &str,
+        version: &str,
+        len: u64,
+    ) -> std::io::Result<Arc<Entry>> {
         if len > MAX_OBJECT {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!("an object of {len} bytes is larger than gyrofs serves ({MAX_OBJECT})"),
             ));
         }
-        let data_path = cache.objects.join(format!("{key}.data"));
-        let idx_path = cache.objects.join(format!("{key}.idx"));
-        let data = open_rw(&data_path)?;
-        if !lock_within(&data, LOCK_PATIENCE) {
+        let name = super::names::hashed(identity, &[identity, version]);
+        let data_path = cache.objects.join(format!("{name}.data"));
+        let idx_path = cache.objects.join(format!("{name}.idx"));
+        let Some(data) = lock_live(&data_path, LOCK_PATIENCE)? else {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::WouldBlock,
                 format!(
@@ -380,21 +438,19 @@ impl Entry {
                     data_path.display()
                 ),
             ));
-        }
+        };
         let blocks = len.div_ceil(BLOCK) as usize;
         let idx = open_rw(&idx_path)?;
-        let want = (HEADER + 8 * blocks) as u64;
-        let mut header = [0u8; HEADER];
-        header[..8].copy_from_slice(MAGIC);
-        header[8..16].copy_from_slice(&BLOCK.to_le_bytes());
-        header[16..24].copy_from_slice(&len.to_le_bytes());
-        let mut seen = [0u8; HEADER];
+        let header = index_header(identity, version, len);
+        let want = (header.len() + 8 * blocks) as u64;
+        let mut seen = vec![0u8; header.len()];
         let valid = idx.metadata()?.len() == want
             && idx.read_exact_at(&mut seen, 0).is_ok()
             && seen == header
             && data.metadata()?.len() == len;
         if !valid {
-            // New, or not ours to trust: start empty.
+            // New, or not ours to trust (another object's, or an older
+            // format's): start empty.
             idx.set_len(0)?;
             idx.set_len(want)?;
             idx.write_all_at(&header, 0)?;
@@ -405,6 +461,10 @@ impl Entry {
                 .used
                 .fetch_sub(before.min(cache.used()), Ordering::Relaxed);
         }
+        // The index is written through a map: its blocks are allocated now,
+        // so that a full disk fails here, with a message, and never as a
+        // SIGBUS on a write to the map.
+        allocate(&idx, want).map_err(|e| full_disk(e, &idx_path))?;
         // SAFETY: the index file is ours: created above and exclusively
         // locked through the data file, so no other gyrofs writes it; it is
         // only read and written as plain u64 entries.
@@ -413,7 +473,7 @@ impl Entry {
         let groups = blocks.div_ceil(GROUP_BLOCKS);
         let ticks: Vec<AtomicU64> = (0..groups).map(|_| AtomicU64::new(0)).collect();
         for (b, s) in state.iter_mut().enumerate() {
-            if entry_at(&index, b) & STORED_BIT != 0 {
+            if entry_at(&index, header.len(), b) & STORED_BIT != 0 {
                 *s = state::STORED;
                 ticks[b / GROUP_BLOCKS].store(1, Ordering::Relaxed);
             }
@@ -422,6 +482,7 @@ impl Entry {
         let _ = idx.set_modified(std::time::SystemTime::now());
         let entry = Arc::new(Entry {
             len,
+            header: header.len(),
             data_path,
             data,
             index: Mutex::new(index),
@@ -481,7 +542,7 @@ impl Entry {
     pub fn verify(&self, b: usize) -> bool {
         let (start, len) = self.span(b, b + 1);
         let mut buf = vec![0u8; len as usize];
-        let want = entry_at(&self.index.lock().unwrap(), b);
+        let want = entry_at(&self.index.lock().unwrap(), self.header, b);
         let good = self.data.read_exact_at(&mut buf, start).is_ok()
             && want == STORED_BIT | u64::from(crc32fast::hash(&buf));
         if good {
@@ -504,6 +565,7 @@ impl Entry {
         let crc = crc32fast::hash(bytes);
         set_entry(
             &mut self.index.lock().unwrap(),
+            self.header,
             b,
             STORED_BIT | u64::from(crc),
         );
@@ -591,7 +653,7 @@ impl Entry {
         for b in b0..b1 {
             if st[b] != state::ABSENT {
                 st[b] = state::ABSENT;
-                set_entry(&mut index, b, 0);
+                set_entry(&mut index, self.header, b, 0);
                 freed += self.span(b, b + 1).1;
             }
         }
@@ -656,14 +718,66 @@ pub struct Claim {
     pub verify: Vec<usize>,
 }
 
-fn entry_at(index: &MmapMut, b: usize) -> u64 {
-    let at = HEADER + 8 * b;
+fn entry_at(index: &MmapMut, header: usize, b: usize) -> u64 {
+    let at = header + 8 * b;
     u64::from_le_bytes(index[at..at + 8].try_into().expect("8 bytes"))
 }
 
-fn set_entry(index: &mut MmapMut, b: usize, v: u64) {
-    let at = HEADER + 8 * b;
+fn set_entry(index: &mut MmapMut, header: usize, b: usize, v: u64) {
+    let at = header + 8 * b;
     index[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// The header of the index of object `identity` at `version`, `len`
+/// bytes: `GYROIDX2`, block size, object length, the SHA-256 of identity
+/// and version (u64s little-endian), the length of the text (u64), then
+/// the text: identity (query strings left out) and version, each followed
+/// by a newline, zero-padded to a multiple of 8 bytes. A cache whose
+/// header differs in any byte is not used.
+pub fn index_header(identity: &str, version: &str, len: u64) -> Vec<u8> {
+    let text = format!("{}\n{version}\n", super::names::redact(identity));
+    let mut h = Vec::with_capacity(HEADER_FIXED + text.len() + 8);
+    h.extend_from_slice(MAGIC);
+    h.extend_from_slice(&BLOCK.to_le_bytes());
+    h.extend_from_slice(&len.to_le_bytes());
+    h.extend_from_slice(&super::names::digest(&[identity, version]));
+    h.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    debug_assert_eq!(h.len(), HEADER_FIXED);
+    h.extend_from_slice(text.as_bytes());
+    h.resize(h.len().next_multiple_of(8), 0);
+    h
+}
+
+/// Allocate the first `len` bytes of `f` (no holes left).
+fn allocate(f: &File, len: u64) -> std::io::Result<()> {
+    // SAFETY: posix_fallocate on a descriptor we own; no memory involved.
+    let rc = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len as libc::off_t) };
+    match rc {
+        0 => Ok(()),
+        // Filesystems without fallocate: the map's pages are then written
+        // in place (the file is small).
+        libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
+        e => Err(std::io::Error::from_raw_os_error(e)),
+    }
+}
+
+/// Is `e` a full disk (or quota)?
+pub fn is_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// `e` writing `path`, said plainly when the disk is full.
+pub fn full_disk(e: std::io::Error, path: &Path) -> std::io::Error {
+    match is_full(&e) {
+        true => std::io::Error::new(
+            e.kind(),
+            format!(
+                "the cache disk is full ({e}) writing {}: free space there, or give --cache-size less than its free space",
+                path.display()
+            ),
+        ),
+        false => std::io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+    }
 }
 
 #[cfg(test)]
@@ -677,7 +791,7 @@ mod tests {
         let len = 3 * BLOCK + 100;
         let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
         {
-            let e = Entry::open(&cache, "obj", len).unwrap();
+            let e = Entry::open(&cache, "obj", "v1", len).unwrap();
             let c = e.claim(0, 4, true);
             assert_eq!(c.fetch, vec![(0, 4)]);
             for b in 0..4 {
@@ -687,13 +801,13 @@ mod tests {
             e.wait(0, 4, Duration::from_secs(1), 0).unwrap();
             assert_eq!(e.cached_bytes(), len);
             // A second open in the same process is refused while held.
-            assert!(Entry::open(&cache, "obj", len).is_err());
+            assert!(Entry::open(&cache, "obj", "v1", len).is_err());
         }
         // Corrupt block 2 on disk.
-        let p = dir.path().join("objects/obj.data");
+        let p = object_path(&cache, "obj", "v1");
         let f = OpenOptions::new().write(true).open(&p).unwrap();
         f.write_all_at(b"XX", 2 * BLOCK + 5).unwrap();
-        let e = Entry::open(&cache, "obj", len).unwrap();
+        let e = Entry::open(&cache, "obj", "v1", len).unwrap();
         let c = e.claim(0, 4, true);
         assert!(c.fetch.is_empty());
         assert_eq!(c.verify, vec![0, 1, 2, 3]);
@@ -701,7 +815,178 @@ mod tests {
         assert_eq!(good, vec![true, true, false, true]);
         // A length change starts over.
         drop(e);
-        let e = Entry::open(&cache, "obj", len + 1).unwrap();
+        let e = Entry::open(&cache, "obj", "v1", len + 1).unwrap();
+        assert_eq!(e.cached_bytes(), 0);
+    }
+
+    fn object_path(cache: &Cache, identity: &str, version: &str) -> PathBuf {
+        let name = crate::remote::names::hashed(identity, &[identity, version]);
+        cache.objects.join(format!("{name}.data"))
+    }
+
+    /// Fill every block of `e` with `byte`.
+    fn fill(e: &Entry, byte: u8) {
+        e.claim(0, e.blocks(), true);
+        for b in 0..e.blocks() {
+            let len = e.span(b, b + 1).1 as usize;
+            e.land(b, &vec![byte; len]).unwrap();
+        }
+    }
+
+    /// `prefix` then 48 characters, each '`' or 'a', whose CRC-32 is
+    /// `want` (the CRC is affine over GF(2): flipping bit 0 of byte i
+    /// xors a fixed delta into it; solve for the flips).
+    fn forge_crc(prefix: &str, want: u32) -> String {
+        let base = format!("{prefix}{}", "`".repeat(48));
+        let crc0 = crc32fast::hash(base.as_bytes());
+        let deltas: Vec<u32> = (0..48)
+            .map(|i| {
+                let mut b = base.clone().into_bytes();
+                b[prefix.len() + i] ^= 1;
+                crc32fast::hash(&b) ^ crc0
+            })
+            .collect();
+        // Gaussian elimination: rows (delta, set of flips as a bit mask).
+        let mut rows: Vec<(u32, u64)> = deltas
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| (d, 1 << i))
+            .collect();
+        let mut pivots: Vec<(u32, u64)> = Vec::new();
+        for bit in (0..32).rev() {
+            let Some(at) = rows.iter().position(|r| r.0 >> bit & 1 == 1) else {
+                continue;
+            };
+            let p = rows.swap_remove(at);
+            for r in rows.iter_mut().chain(pivots.iter_mut()) {
+                if r.0 >> bit & 1 == 1 {
+                    r.0 ^= p.0;
+                    r.1 ^= p.1;
+                }
+            }
+            pivots.push(p);
+        }
+        let mut need = want ^ crc0;
+        let mut flips = 0u64;
+        for p in &pivots {
+            let top = 31 - p.0.leading_zeros();
+            if need >> top & 1 == 1 {
+                need ^= p.0;
+                flips ^= p.1;
+            }
+        }
+        assert_eq!(need, 0, "no solution");
+        let mut b = base.into_bytes();
+        for i in 0..48 {
+            if flips >> i & 1 == 1 {
+                b[prefix.len() + i] ^= 1;
+            }
+        }
+        String::from_utf8(b).unwrap()
+    }
+
+    /// The cache file name before SHA-256 names: 100 cleaned characters
+    /// and a CRC-32 of the whole.
+    fn old_name(s: &str) -> String {
+        let clean: String = s
+            .chars()
+            .map(|c| match c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                true => c,
+                false => '_',
+            })
+            .take(100)
+            .collect();
+        format!("{clean}-{:08x}", crc32fast::hash(s.as_bytes()))
+    }
+
+    #[test]
+    fn objects_whose_old_names_collide_never_share_blocks() {
+        // Two S3 keys with the same first 100 characters and the same
+        // CRC-32: the old naming gave them one pair of cache files.
+        let common = format!("s3 aws bucket/{}", "k".repeat(100));
+        let a = format!("{common}/one.safetensors");
+        let b = forge_crc(&format!("{common}/two"), crc32fast::hash(a.as_bytes()));
+        assert_eq!(old_name(&a), old_name(&b), "the forged pair collides");
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 1 << 30).unwrap();
+        let len = 2 * BLOCK;
+        let ea = Entry::open(&cache, &a, "\"e\"", len).unwrap();
+        fill(&ea, 1);
+        let eb = Entry::open(&cache, &b, "\"e\"", len).unwrap();
+        assert_ne!(ea.data_path, eb.data_path);
+        assert_eq!(eb.cached_bytes(), 0);
+    }
+
+    #[test]
+    fn an_index_of_another_object_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 1 << 30).unwrap();
+        let len = 3 * BLOCK;
+        {
+            let e = Entry::open(&cache, "https://h/a.bin", "\"1\"", len).unwrap();
+            fill(&e, 7);
+        }
+        // Another object's (or version's) files under this one's name (a
+        // collision, or a cache copied around): its header says whose
+        // they are, and they are not used.
+        for (identity, version) in [("https://h/b.bin", "\"1\""), ("https://h/a.bin", "\"2\"")] {
+            let from = object_path(&cache, "https://h/a.bin", "\"1\"");
+            let to = object_path(&cache, identity, version);
+            std::fs::copy(&from, &to).unwrap();
+            std::fs::copy(from.with_extension("idx"), to.with_extension("idx")).unwrap();
+            let e = Entry::open(&cache, identity, version, len).unwrap();
+            assert_eq!(e.cached_bytes(), 0, "{identity} {version}");
+        }
+        // The object's own files are.
+        let e = Entry::open(&cache, "https://h/a.bin", "\"1\"", len).unwrap();
+        assert_eq!(e.cached_bytes(), len);
+        // And the header says what the files hold, without a query string.
+        let h = index_header("https://h/a.bin?sig=sekret", "\"1\"", len);
+        let text = String::from_utf8_lossy(&h[HEADER_FIXED..]);
+        assert!(text.starts_with("https://h/a.bin?...\n\"1\"\n"), "{text}");
+    }
+
+    #[test]
+    fn a_lock_on_a_file_evicted_meanwhile_is_taken_again() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 1 << 30).unwrap();
+        let len = 2 * BLOCK;
+        let path = object_path(&cache, "o", "v");
+        {
+            let e = Entry::open(&cache, "o", "v", len).unwrap();
+            fill(&e, 3);
+        }
+        // An evictor (of another process) holds the lock ...
+        let evictor = File::open(&path).unwrap();
+        assert!(try_lock(&evictor));
+        let opener = {
+            let cache = Arc::clone(&cache);
+            std::thread::spawn(move || Entry::open(&cache, "o", "v", len))
+        };
+        // ... while this process has opened the file and waits for it ...
+        let opened = || {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .flatten()
+                .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == path))
+                .count()
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while opened() < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(opened(), 2, "the opener never opened the file");
+        // ... then evicts it: unlinks both files and lets go.
+        std::fs::remove_file(path.with_extension("idx")).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        drop(evictor);
+        let e = opener.join().unwrap().unwrap();
+        // The lock is on the file at the path, not on the unlinked one.
+        let held = e.data.metadata().unwrap();
+        let at = std::fs::metadata(&path).unwrap();
+        assert!(held.nlink() > 0);
+        assert_eq!((held.dev(), held.ino()), (at.dev(), at.ino()));
         assert_eq!(e.cached_bytes(), 0);
     }
 
@@ -710,7 +995,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let group = GROUP_BLOCKS as u64 * BLOCK;
         let cache = Cache::open(dir.path(), 2 * group).unwrap();
-        let e = Entry::open(&cache, "o", 4 * group).unwrap();
+        let e = Entry::open(&cache, "o", "v", 4 * group).unwrap();
         let f0 = e.failures();
         let c = e.claim(0, 1, true);
         assert_eq!(c.fetch, vec![(0, 1)]);

@@ -11,12 +11,16 @@
 //! makes them local. Views, kernels and `convert` never know where the
 //! bytes came from.
 //!
-//! - `store`: the protocols (S3 and HTTP through `object_store`, the Hub
-//!   through `reqwest`); `cache`: the block cache on disk; `object`: one
-//!   remote object behind the cache (fetch, single flight, read-ahead,
-//!   retries, change detection).
+//! - `store`: the protocols (S3 through `object_store`, the Hub through
+//!   `reqwest`); `http`: one ranged GET over HTTP(S) (https sources, the
+//!   Hub's files); `cache`: the block cache on disk; `names`: cache file
+//!   names and URLs as messages show them; `object`: one remote object
+//!   behind the cache (fetch, single flight, read-ahead, retries, change
+//!   detection).
 
 pub mod cache;
+pub mod http;
+pub mod names;
 pub mod object;
 pub mod store;
 
@@ -50,7 +54,9 @@ pub const DEFAULT_RETRIES: u32 = 3;
 pub struct RemoteOptions {
     /// Default: `$XDG_CACHE_HOME/gyrofs` or `~/.cache/gyrofs`.
     pub cache_dir: Option<PathBuf>,
-    pub cache_size: u64,
+    /// `--cache-size`; default ([`None`]): [`DEFAULT_CACHE_SIZE`], or 90%
+    /// of what the cache directory's disk can hold if that is less.
+    pub cache_size: Option<u64>,
     /// S3-compatible endpoint (MinIO, R2, Ceph, ...); default: AWS, or
     /// `AWS_ENDPOINT_URL`.
     pub endpoint_url: Option<String>,
@@ -63,7 +69,7 @@ impl Default for RemoteOptions {
     fn default() -> Self {
         RemoteOptions {
             cache_dir: None,
-            cache_size: DEFAULT_CACHE_SIZE,
+            cache_size: None,
             endpoint_url: None,
             no_sign_request: false,
             limits: Limits {
@@ -74,9 +80,10 @@ impl Default for RemoteOptions {
     }
 }
 
+/// A refusal at mount. The URL is shown without its query string.
 fn fail<T>(url: &str, why: impl Into<String>) -> Result<T, RemoteError> {
     Err(RemoteError {
-        url: url.to_string(),
+        url: names::redact(url),
         why: store::one_line(&why.into()),
     })
 }
@@ -85,8 +92,9 @@ fn fail<T>(url: &str, why: impl Into<String>) -> Result<T, RemoteError> {
 /// per-block state is then at most 256 MiB.
 const MAX_SOURCE: u64 = 1 << 44;
 
-/// A parsed SOURCE URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed SOURCE URL (its `Debug` shows an http(s) URL without its
+/// query string).
+#[derive(Clone, PartialEq, Eq)]
 pub enum Location {
     S3 {
         bucket: String,
@@ -101,6 +109,20 @@ pub enum Location {
         revision: String,
         path: String,
     },
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::S3 { bucket, key } => write!(f, "S3({bucket}/{key})"),
+            Location::Http { url } => write!(f, "Http({})", names::redact(url)),
+            Location::Hub {
+                repo,
+                revision,
+                path,
+            } => write!(f, "Hub({repo}@{revision}/{path})"),
+        }
+    }
 }
 
 /// Is SOURCE a URL gyrofs fetches (rather than a local path)?
@@ -177,7 +199,8 @@ struct Listed {
     size: u64,
     etag: Option<String>,
     target: Target,
-    /// The version in the cache key.
+    /// The version in the cache key (the ETag as the server sent it, or
+    /// the Hub's file hash).
     version: String,
     /// The first block, when listing already fetched it.
     first: Option<Vec<u8>>,
@@ -193,6 +216,9 @@ pub struct Located {
     /// Opens its files: plainly, or the cache files with their remote
     /// objects behind them.
     pub opener: Opener,
+    /// What the user should know (one line each): a `--cache-size` larger
+    /// than the cache disk's free space.
+    pub warnings: Vec<String>,
 }
 
 /// Locate SOURCE: a local path is opened as it is; a URL (`s3://`, `hf://`,
@@ -204,6 +230,7 @@ pub fn locate(source: &Path, opts: &RemoteOptions) -> Result<Located, RemoteErro
     Ok(Located {
         path: source.to_path_buf(),
         opener: Opener::local(),
+        warnings: Vec::new(),
     })
 }
 
@@ -215,8 +242,33 @@ pub fn prepare(url: &str, opts: &RemoteOptions) -> Result<Located, RemoteError> 
     let location = parse_url(url)?;
     let dir = opts.cache_dir.clone().unwrap_or_else(default_cache_dir);
     let dir = std::path::absolute(&dir).unwrap_or(dir);
-    let cache = Cache::open(&dir, opts.cache_size)
+    let cache = Cache::open(&dir, opts.cache_size.unwrap_or(DEFAULT_CACHE_SIZE))
         .or_else(|e| fail(url, format!("cache directory {}: {e}", dir.display())))?;
+    // The cache against its disk (free space plus what the cache holds): a
+    // --cache-size larger than that would fill the disk before it evicts,
+    // and reads would then fail (EIO, "the cache disk is full"). Given,
+    // it is warned about, not refused (a source read in part may never
+    // come near it); by default the cap shrinks to fit.
+    let mut warnings = Vec::new();
+    let holds = free_space(&dir).map(|free| free.saturating_add(cache.used()));
+    match (opts.cache_size, holds) {
+        (Some(asked), Some(holds)) if asked > holds => warnings.push(format!(
+            "--cache-size {} is more than the cache directory {} can hold ({} free, {} cached): reads fail with EIO once that disk is full; give a --cache-size below its free space",
+            human(asked),
+            dir.display(),
+            human(holds - cache.used()),
+            human(cache.used())
+        )),
+        (None, Some(holds)) if holds / 10 * 9 < DEFAULT_CACHE_SIZE => {
+            cache.set_cap(holds / 10 * 9);
+            log::info!(
+                "cache: {} holds {} at most (90% of what its disk can hold)",
+                dir.display(),
+                human(cache.cap())
+            );
+        }
+        _ => {}
+    }
     let rt = object::runtime();
     let timeout = opts.limits.stall;
     let (listed, single) = match &location {
@@ -241,7 +293,7 @@ pub fn prepare(url: &str, opts: &RemoteOptions) -> Result<Located, RemoteError> 
             format!("{total} bytes in all: larger than gyrofs serves ({MAX_SOURCE})"),
         );
     }
-    let tree = dir.join("trees").join(sanitize(url));
+    let tree = dir.join("trees").join(names::hashed(url, &[url]));
     let _ = std::fs::remove_dir_all(&tree);
     std::fs::create_dir_all(&tree).or_else(|e| fail(url, format!("{}: {e}", tree.display())))?;
     let mut objects = Vec::new();
@@ -257,8 +309,8 @@ pub fn prepare(url: &str, opts: &RemoteOptions) -> Result<Located, RemoteError> 
             );
             continue;
         }
-        let key = sanitize(&format!("{}@{}", l.identity, l.version));
-        let entry = Entry::open(&cache, &key, l.size).or_else(|e| fail(url, e.to_string()))?;
+        let entry = Entry::open(&cache, &l.identity, &l.version, l.size)
+            .or_else(|e| fail(url, e.to_string()))?;
         if let Some(first) = &l.first {
             // The blocks the listing's GET brought (whole ones only).
             for (b, bytes) in first.chunks(BLOCK as usize).enumerate() {
@@ -280,23 +332,62 @@ pub fn prepare(url: &str, opts: &RemoteOptions) -> Result<Located, RemoteError> 
             true => url.to_string(),
             false => format!("{}/{}", url.trim_end_matches('/'), l.name),
         };
-        let obj = RemoteObject::new(object_url, l.target, l.etag, entry, opts.limits);
+        let obj = RemoteObject::new(
+            names::redact(&object_url),
+            l.target,
+            l.etag,
+            entry,
+            opts.limits,
+        );
         backed.insert(real, Arc::clone(&obj) as Arc<dyn Fetcher>);
         objects.push((link, obj));
     }
     // Every file's first block, all at once: enough to tell formats apart,
     // and most headers and side files whole.
     let first = |link: &Path| first_fetch(&link.to_string_lossy());
+    let since: Vec<u64> = objects.iter().map(|(_, o)| o.entry.failures()).collect();
     for (link, o) in &objects {
         o.start(0, first(link));
     }
-    for (link, o) in &objects {
-        o.ensure(0, first(link))
+    for ((link, o), since) in objects.iter().zip(since) {
+        o.ensure_since(0, first(link), Some(since))
             .or_else(|e| fail(url, e.to_string()))?;
     }
     let path = if single { objects[0].0.clone() } else { tree };
     let opener = Opener::remote(backed, Arc::clone(cache.epochs()));
-    Ok(Located { path, opener })
+    Ok(Located {
+        path,
+        opener,
+        warnings,
+    })
+}
+
+/// Bytes free for an unprivileged user on the filesystem of `dir`.
+fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs reads the NUL-terminated path and writes only the
+    // struct we pass, which is fully initialized (zeroed) beforehand.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `c` outlives the call.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| (st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// `n` bytes as `12.3G`, `512M`, `64K`.
+fn human(n: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("T", 1 << 40),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
+    ];
+    for (u, size) in UNITS {
+        if n >= size {
+            return format!("{:.1}{u}", n as f64 / size as f64);
+        }
+    }
+    format!("{n}")
 }
 
 /// The version of an object that states none (no ETag): unique to this
@@ -338,27 +429,6 @@ fn within(all: Vec<Listed>, path: &str) -> (Vec<Listed>, bool) {
         })
         .collect();
     (inside, false)
-}
-
-/// A file name made of the characters every filesystem takes, unique for
-/// `s` (a checksum of the whole is appended when anything was replaced or
-/// cut).
-fn sanitize(s: &str) -> String {
-    let clean: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if clean == s && s.len() <= 120 {
-        return clean;
-    }
-    let cut: String = clean.chars().take(100).collect();
-    format!("{cut}-{:08x}", crc32fast::hash(s.as_bytes()))
 }
 
 fn client_options(opts: &RemoteOptions) -> ClientOptions {
@@ -406,7 +476,7 @@ async fn list_s3(
         .unwrap_or_else(|| "aws".into());
     let listed = |path: StorePath, name: String, meta: object_store::ObjectMeta| Listed {
         identity: format!("s3 {host} {bucket}/{path}"),
-        version: meta.e_tag.as_deref().map_or_else(unversioned, sanitize),
+        version: meta.e_tag.clone().unwrap_or_else(unversioned),
         name,
         size: meta.size,
         etag: meta.e_tag.clone(),
@@ -442,7 +512,7 @@ async fn list_s3(
                 return Ok((set, true));
             }
             Ok(Err(object_store::Error::NotFound { .. })) => {}
-            Ok(Err(e)) => return fail(url, store::one_line(&e.to_string())),
+            Ok(Err(e)) => return fail(url, s3_error(e)),
         }
     }
     let found = list_prefix(url, &store, key, timeout).await?;
@@ -451,6 +521,16 @@ async fn list_s3(
         .map(|(name, meta)| listed(meta.location.clone(), name, meta))
         .collect();
     Ok((out, false))
+}
+
+/// An S3 error at mount, on one line; a refusal of the credentials says
+/// where they come from.
+fn s3_error(e: object_store::Error) -> String {
+    use object_store::Error as E;
+    match e {
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => store::store_error(e).to_string(),
+        e => store::one_line(&e.to_string()),
+    }
 }
 
 /// Every object under `key/` (all of the bucket for ""), with its name
@@ -469,7 +549,7 @@ async fn list_prefix(
             Err(_) => return fail(url, format!("listing: no answer within {timeout:?}")),
             Ok(None) => return Ok(out),
             Ok(Some(Err(e))) => {
-                return fail(url, format!("listing: {}", store::one_line(&e.to_string())));
+                return fail(url, format!("listing: {}", s3_error(e)));
             }
             Ok(Some(Ok(meta))) => {
                 let full = meta.location.to_string();
@@ -486,28 +566,16 @@ async fn list_prefix(
     }
 }
 
-/// An http(s) file: its size and ETag come from a ranged GET of its first
-/// bytes, which also proves that the server takes range requests.
+/// An http(s) file: its size, ETag and Last-Modified come from a ranged
+/// GET of its first bytes, which also proves that the server takes range
+/// requests.
 fn http_file(url: &str, opts: &RemoteOptions) -> Result<Listed, RemoteError> {
     let path = url.split(['?', '#']).next().unwrap_or(url);
     let name = path.rsplit('/').next().unwrap_or("");
     if name.is_empty() || path.matches('/').count() < 3 {
         return fail(url, "names no file (https://HOST/PATH/FILE)");
     }
-    // The store's base is the file's own URL, and the object path is empty:
-    // object_store appends path segments to its base, which would turn a
-    // file at the server's root into `//name`.
-    let store = object_store::http::HttpBuilder::new()
-        .with_url(url)
-        .with_client_options(client_options(opts))
-        .with_retry(no_retry())
-        .build()
-        .or_else(|e| fail(url, e.to_string()))?;
-    let store: Arc<dyn ObjectStore> = Arc::new(store);
-    let target = Target::Store {
-        store,
-        path: StorePath::default(),
-    };
+    let client = store::client(opts.limits.stall).or_else(|e| fail(url, e))?;
     let mut first = Vec::new();
     let mut attempt = 0;
     let meta = loop {
@@ -516,15 +584,17 @@ fn http_file(url: &str, opts: &RemoteOptions) -> Result<Listed, RemoteError> {
             first.extend_from_slice(b);
             Ok(())
         };
-        let got = object::runtime().block_on(target.get(
+        let got = object::runtime().block_on(http::ranged_get(
+            client.get(url),
+            url,
             0..first_fetch(name),
-            None,
-            None,
+            http::Expect::default(),
             opts.limits.stall,
             &mut probe,
         ));
+        attempt += 1;
         match got {
-            Ok(m) => break m,
+            Ok((m, _)) => break m,
             Err(store::FetchError::NoRange) => {
                 return fail(
                     url,
@@ -534,26 +604,35 @@ fn http_file(url: &str, opts: &RemoteOptions) -> Result<Listed, RemoteError> {
             Err(store::FetchError::Changed(_)) => {
                 return fail(url, "not found (or not readable) on the server");
             }
-            Err(e) if e.retryable() && attempt < opts.limits.retries => {
-                attempt += 1;
-                log::warn!("{url}: attempt {attempt} failed ({e}); retrying");
-                std::thread::sleep(object::backoff(attempt));
-            }
-            Err(e) => return fail(url, e.to_string()),
+            Err(e) => match opts.limits.next_wait(&e, attempt) {
+                Some(wait) => {
+                    log::warn!(
+                        "{}: attempt {attempt} failed ({e}); retrying in {wait:.1?}",
+                        names::redact(url)
+                    );
+                    std::thread::sleep(wait);
+                }
+                None => return fail(url, opts.limits.why_not_retried(&e)),
+            },
         }
     };
     if meta.etag.is_none() {
         log::warn!(
-            "{url}: the server sends no ETag: a change of the file cannot be detected, and its cache is not reused by a later mount"
+            "{}: the server sends no ETag: a change of the file cannot be detected, and its cache is not reused by a later mount",
+            names::redact(url)
         );
     }
     Ok(Listed {
         name: name.to_string(),
         identity: url.to_string(),
         size: meta.size,
-        version: meta.etag.as_deref().map_or_else(unversioned, sanitize),
+        version: meta.etag.clone().unwrap_or_else(unversioned),
         etag: meta.etag,
-        target,
+        target: Target::Http {
+            client,
+            url: url.to_string(),
+            last_modified: meta.last_modified,
+        },
         first: Some(first),
     })
 }
@@ -600,8 +679,7 @@ async fn list_hub(
     // A commit's file list never changes: kept with the cache.
     let saved = cache_dir
         .join("hub")
-        .join(sanitize(&endpoint))
-        .join(sanitize(repo))
+        .join(names::hashed(repo, &[&endpoint, repo]))
         .join(format!("{commit}.json"));
     let files = match std::fs::read(&saved)
         .ok()
@@ -641,7 +719,7 @@ async fn list_hub(
             // The commit pins the bytes: no If-Match (the CDN's ETag need
             // not be the hash the API states).
             etag: None,
-            version: format!("{}-{}", &commit[..12], sanitize(&oid)),
+            version: oid,
             first: None,
         })
         .collect())
@@ -689,7 +767,5 @@ mod tests {
         assert!(parse_url("https://h/dir/").is_err());
         assert!(is_remote(Path::new("https://h/f.gguf")));
         assert!(!is_remote(Path::new("./s3:/x")));
-        assert_eq!(sanitize("abc.safetensors"), "abc.safetensors");
-        assert_ne!(sanitize("a/b"), sanitize("a_b"));
     }
 }

@@ -48,14 +48,60 @@ pub struct Limits {
 
 impl Limits {
     /// How long a reader waits with no block of its range landing: every
-    /// attempt stalling, plus the backoff between them.
+    /// attempt stalling, plus the longest waits between them (a
+    /// `Retry-After` is honoured up to the stall timeout).
     fn patience(&self) -> Duration {
-        self.stall * (self.retries + 1) + backoff(self.retries + 1) * 2 + Duration::from_secs(1)
+        self.stall * (self.retries + 1)
+            + self.stall.max(backoff(self.retries + 1) * 2) * self.retries
+            + Duration::from_secs(1)
+    }
+
+    /// The wait before attempt `attempt + 1` after `err`, or `None` when
+    /// there is none: `err` is not worth retrying, the retries are used
+    /// up, or the server asks for a longer wait than one stall timeout.
+    /// Else the longer of a jittered backoff and the server's
+    /// `Retry-After`.
+    pub fn next_wait(&self, err: &FetchError, attempt: u32) -> Option<Duration> {
+        if !err.retryable() || attempt > self.retries {
+            return None;
+        }
+        let backoff = jittered(attempt);
+        match err.retry_after() {
+            Some(asked) if asked > self.stall => None,
+            Some(asked) => Some(asked.max(backoff)),
+            None => Some(backoff),
+        }
+    }
+
+    /// `err`, given up on, as a user reads it.
+    pub fn why_not_retried(&self, err: &FetchError) -> String {
+        match err.retry_after() {
+            Some(asked) if asked > self.stall => format!(
+                "{err}: longer than --timeout ({:?}), so gyrofs does not wait",
+                self.stall
+            ),
+            _ => err.to_string(),
+        }
     }
 }
 
+/// The longest backoff before attempt `attempt + 1`: 200 ms doubling (up
+/// to 6.4 s).
 pub(crate) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100 << attempt.min(6))
+}
+
+/// The backoff before attempt `attempt + 1`, jittered: uniform between
+/// half of [`backoff`] and all of it, so that the fetches a failure hit
+/// together do not come back together.
+pub(crate) fn jittered(attempt: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // Each RandomState has keys of its own: enough randomness for jitter.
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let max = backoff(attempt);
+    max / 2 + max.mul_f64((r >> 11) as f64 / (1u64 << 53) as f64 / 2.0)
 }
 
 /// The async runtime that runs every fetch (two workers: the transfers
@@ -146,6 +192,19 @@ impl RemoteObject {
     /// lacks, and no more), then return. Bytes past the end are not asked
     /// for.
     pub fn ensure(self: &Arc<Self>, offset: u64, len: u64) -> Result<(), RemoteReadError> {
+        self.ensure_since(offset, len, None)
+    }
+
+    /// [`ensure`](Self::ensure), for bytes whose fetch the caller started
+    /// when `since` fetches of this object had been given up: if one was
+    /// given up since, blocks still absent are not fetched a second time
+    /// (the failure is the answer, with its reason).
+    pub(crate) fn ensure_since(
+        self: &Arc<Self>,
+        offset: u64,
+        len: u64,
+        mut since: Option<u64>,
+    ) -> Result<(), RemoteReadError> {
         let end = offset.saturating_add(len).min(self.len);
         if offset >= end {
             return Ok(());
@@ -158,8 +217,15 @@ impl RemoteObject {
         // again (a few times: a cache far smaller than one read cannot
         // serve it).
         for _ in 0..4 {
-            let failures = self.entry.failures();
+            let batch = since.take();
+            let failures = batch.unwrap_or_else(|| self.entry.failures());
             let mut claim = self.entry.claim(b0, b1, true);
+            if batch.is_some() && self.entry.failures() != failures && !claim.fetch.is_empty() {
+                for &(a, b) in &claim.fetch {
+                    self.entry.abandon(a, b);
+                }
+                return Err(self.failed_error());
+            }
             for &b in &claim.verify {
                 if !self.entry.verify(b) {
                     claim.fetch.push((b, b + 1));
@@ -170,17 +236,7 @@ impl RemoteObject {
                 Ok(()) => return Ok(()),
                 Err(_) if self.is_changed() => return Err(self.changed_error()),
                 Err(WaitError::Evicted) => continue,
-                Err(WaitError::Failed) => {
-                    let why = self.last_error.lock().unwrap().clone();
-                    return Err(RemoteReadError::Failed {
-                        url: self.url.clone(),
-                        why: if why.is_empty() {
-                            "the fetch failed (see the log)".into()
-                        } else {
-                            why
-                        },
-                    });
-                }
+                Err(WaitError::Failed) => return Err(self.failed_error()),
                 Err(WaitError::TimedOut) => {
                     return Err(RemoteReadError::Failed {
                         url: self.url.clone(),
@@ -202,13 +258,28 @@ impl RemoteObject {
 
     /// Make several ranges local at once (all fetched in parallel, then
     /// waited for): parsers' scattered reads at open.
+    /// A fetch that fails fails them all, and is not made again.
     pub fn ensure_ranges(self: &Arc<Self>, ranges: &[(u64, u64)]) -> Result<(), RemoteReadError> {
+        let since = self.entry.failures();
         for &(offset, len) in ranges {
             self.start(offset, len);
         }
         ranges
             .iter()
-            .try_for_each(|&(offset, len)| self.ensure(offset, len))
+            .try_for_each(|&(offset, len)| self.ensure_since(offset, len, Some(since)))
+    }
+
+    /// The last fetch given up, as a read error.
+    fn failed_error(&self) -> RemoteReadError {
+        let why = self.last_error.lock().unwrap().clone();
+        RemoteReadError::Failed {
+            url: self.url.clone(),
+            why: if why.is_empty() {
+                "the fetch failed (see the log)".into()
+            } else {
+                why
+            },
+        }
     }
 
     fn changed_error(&self) -> RemoteReadError {
@@ -315,9 +386,10 @@ impl RemoteObject {
                     buf.extend_from_slice(&bytes[..take]);
                     bytes = &bytes[take..];
                     if buf.len() == want {
-                        entry
-                            .land(landing, &buf)
-                            .map_err(|e| FetchError::Other(format!("cache write: {e}")))?;
+                        entry.land(landing, &buf).map_err(|e| {
+                            let e = super::cache::full_disk(e, &entry.data_path);
+                            FetchError::Local(format!("cannot write the cache: {e}"))
+                        })?;
                         landing += 1;
                         mine.store(landing, Ordering::Relaxed);
                         buf.clear();
@@ -358,34 +430,33 @@ impl RemoteObject {
                 return;
             }
             attempt += 1;
-            match &err {
-                FetchError::Changed(why) => {
-                    if !self.changed.swap(true, Ordering::Relaxed) {
-                        log::error!(
-                            "{} changed since it was mounted ({why}): its reads now fail with EIO",
-                            self.url
-                        );
-                    }
-                }
-                e if e.retryable() && attempt <= self.limits.retries => {
-                    log::warn!(
-                        "{}: bytes {}.. attempt {attempt} failed ({e}); retrying",
-                        self.url,
-                        self.entry.span(next, b1).0
-                    );
-                    tokio::time::sleep(backoff(attempt)).await;
-                    continue;
-                }
-                e => {
+            let why = if let FetchError::Changed(why) = &err {
+                if !self.changed.swap(true, Ordering::Relaxed) {
                     log::error!(
-                        "{}: bytes {}..{}: {e} (after {attempt} attempts)",
-                        self.url,
-                        self.entry.span(next, b1).0,
-                        start + len
+                        "{} changed since it was mounted ({why}): its reads now fail with EIO",
+                        self.url
                     );
                 }
-            }
-            *self.last_error.lock().unwrap() = err.to_string();
+                err.to_string()
+            } else if let Some(wait) = self.limits.next_wait(&err, attempt) {
+                log::warn!(
+                    "{}: bytes {}.. attempt {attempt} failed ({err}); retrying in {wait:.1?}",
+                    self.url,
+                    self.entry.span(next, b1).0
+                );
+                tokio::time::sleep(wait).await;
+                continue;
+            } else {
+                let why = self.limits.why_not_retried(&err);
+                log::error!(
+                    "{}: bytes {}..{}: {why} (after {attempt} attempts)",
+                    self.url,
+                    self.entry.span(next, b1).0,
+                    start + len
+                );
+                why
+            };
+            *self.last_error.lock().unwrap() = why;
             self.entry.abandon(next, b1);
             return;
         }

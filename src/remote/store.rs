@@ -1,7 +1,8 @@
-//! Where remote bytes come from: S3 and plain HTTP(S) through the
-//! `object_store` crate, the Hugging Face Hub through a thin `reqwest`
-//! layer (its API for the revision and the file list, `resolve` URLs for
-//! the bytes, following the redirect to the CDN once per file).
+//! Where remote bytes come from: S3 through the `object_store` crate;
+//! plain HTTP(S) and the Hugging Face Hub through `reqwest` (`http`: one
+//! ranged GET; here, the Hub's API for the revision and the file list, and
+//! its `resolve` URLs for the bytes, following the redirect to the CDN once
+//! per file).
 //!
 //! Every call is one attempt; `object` retries. A ranged GET streams its
 //! body into a sink as it arrives, and fails with [`FetchError::Stalled`]
@@ -15,6 +16,9 @@ use futures::StreamExt;
 use object_store::path::Path as StorePath;
 use object_store::{GetOptions, GetRange, ObjectStore};
 use serde_json::Value;
+
+use super::http::{self, Expect};
+use super::names::redact;
 
 /// Why one attempt to fetch a range failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -31,15 +35,44 @@ pub enum FetchError {
     /// No byte arrived within the stall timeout.
     #[error("no data for {0:?}")]
     Stalled(Duration),
+    /// 401 or 403: the credentials do not allow it. Not retried. With
+    /// where this protocol's credentials come from.
+    #[error("{0}: access denied; check the credentials ({1})")]
+    Denied(String, &'static str),
+    /// The local cache cannot take the bytes (a full disk, an I/O error).
+    /// Not retried: the network is not at fault.
+    #[error("{0}")]
+    Local(String),
+    /// An error whose answer asked to wait before trying again
+    /// (`Retry-After`).
+    #[error("{0} (the server asks to retry after {secs} s)", secs = .1.as_secs())]
+    Busy(String, Duration),
     /// Anything else (connection refused, 5xx, ...), retried.
     #[error("{0}")]
     Other(String),
 }
 
+/// Where each protocol's credentials come from (docs/REMOTE.md).
+pub const S3_CREDENTIALS: &str = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE; --no-sign-request for a public bucket";
+pub const HUB_CREDENTIALS: &str =
+    "HF_TOKEN, or huggingface-cli login; a gated repository needs its terms accepted on the Hub";
+pub const HTTP_CREDENTIALS: &str = "the server refuses this URL; a signed URL may have expired";
+
 impl FetchError {
     /// Worth another attempt?
     pub fn retryable(&self) -> bool {
-        matches!(self, FetchError::Stalled(_) | FetchError::Other(_))
+        matches!(
+            self,
+            FetchError::Stalled(_) | FetchError::Other(_) | FetchError::Busy(..)
+        )
+    }
+
+    /// The wait the server asked for, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            FetchError::Busy(_, wait) => Some(*wait),
+            _ => None,
+        }
     }
 }
 
@@ -49,15 +82,27 @@ pub struct Meta {
     pub size: u64,
     /// ETag (S3, HTTP) or content hash (Hub), quoted as the server sent it.
     pub etag: Option<String>,
+    /// `Last-Modified` as the server sent it (HTTP, Hub).
+    pub last_modified: Option<String>,
 }
 
-/// One remote object's address.
-#[derive(Debug)]
+/// One remote object's address. Its `Debug` shows URLs without their
+/// query strings (a signed URL's credentials).
 pub enum Target {
-    /// An S3 object or an HTTP(S) file, by its path in the store.
+    /// An S3 object, by its path in the store.
     Store {
         store: Arc<dyn ObjectStore>,
         path: StorePath,
+    },
+    /// An HTTP(S) file.
+    Http {
+        client: reqwest::Client,
+        /// The URL, query string included: never shown as it is.
+        url: String,
+        /// `Last-Modified` seen at mount: sent as `If-Unmodified-Since`
+        /// when the ETag is weak or missing, and compared with every
+        /// answer's.
+        last_modified: Option<String>,
     },
     /// A file of a Hub repository at a commit.
     Hub {
@@ -67,6 +112,26 @@ pub enum Target {
         /// Where `resolve` redirected to (the CDN), once known.
         cdn: Mutex<Option<String>>,
     },
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Store { path, .. } => write!(f, "Store({path})"),
+            Target::Http { url, .. } => write!(f, "Http({})", redact(url)),
+            Target::Hub { resolve, .. } => write!(f, "Hub({})", redact(resolve)),
+        }
+    }
+}
+
+/// A client for HTTP(S) files and the Hub: connecting is bounded by
+/// `connect`; every other wait is bounded by the caller.
+pub fn client(connect: Duration) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(connect)
+        .user_agent(concat!("gyrofs/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| e.without_url().to_string())
 }
 
 impl Target {
@@ -87,7 +152,9 @@ impl Target {
             Target::Store { store, path } => {
                 let opts = GetOptions {
                     range: Some(GetRange::Bounded(range.clone())),
-                    if_match: etag.map(str::to_string),
+                    // A weak ETag never matches If-Match (strong
+                    // comparison): it is compared on the answer instead.
+                    if_match: etag.filter(|e| !http::is_weak(e)).map(str::to_string),
                     ..Default::default()
                 };
                 let got = tokio::time::timeout(stall, store.get_opts(path, opts))
@@ -97,6 +164,7 @@ impl Target {
                 let meta = Meta {
                     size: got.meta.size,
                     etag: got.meta.e_tag.clone(),
+                    last_modified: None,
                 };
                 if let (Some(want), Some(have)) = (etag, &meta.etag)
                     && want != have
@@ -119,6 +187,20 @@ impl Target {
                     }
                 }
             }
+            Target::Http {
+                client,
+                url,
+                last_modified,
+            } => {
+                let expect = Expect {
+                    etag,
+                    last_modified: last_modified.as_deref(),
+                    size,
+                };
+                let (meta, _) =
+                    http::ranged_get(client.get(url), url, range, expect, stall, sink).await?;
+                Ok(meta)
+            }
             Target::Hub { hub, resolve, cdn } => {
                 let known = cdn.lock().unwrap().clone();
                 let url = known.clone().unwrap_or_else(|| resolve.clone());
@@ -131,9 +213,16 @@ impl Target {
                     .get_range(&url, range.clone(), size, stall, &mut counting)
                     .await;
                 match result {
-                    // A CDN link can expire: resolve again, once, if nothing
+                    // A CDN link can expire (then it answers 403, 404 or
+                    // 410, or fails otherwise): resolve again, once, before
+                    // the file is declared changed or denied, if nothing
                     // arrived (else the caller resumes where the bytes end).
-                    Err(FetchError::Other(_)) if known.is_some() && delivered == 0 => {
+                    Err(
+                        FetchError::Other(_)
+                        | FetchError::Busy(..)
+                        | FetchError::Changed(_)
+                        | FetchError::Denied(..),
+                    ) if known.is_some() && delivered == 0 => {
                         *cdn.lock().unwrap() = None;
                         let (meta, landed) =
                             hub.get_range(resolve, range, size, stall, sink).await?;
@@ -161,13 +250,19 @@ pub fn one_line(s: &str) -> String {
     }
 }
 
-fn store_error(e: object_store::Error) -> FetchError {
+pub fn store_error(e: object_store::Error) -> FetchError {
     use object_store::Error as E;
     match e {
         E::Precondition { .. } | E::NotModified { .. } => {
             FetchError::Changed("its ETag no longer matches".into())
         }
         E::NotFound { .. } => FetchError::Changed("it is gone".into()),
+        E::PermissionDenied { path, .. } => {
+            FetchError::Denied(format!("{path}: HTTP 403"), S3_CREDENTIALS)
+        }
+        E::Unauthenticated { path, .. } => {
+            FetchError::Denied(format!("{path}: HTTP 401"), S3_CREDENTIALS)
+        }
         e => {
             let text = one_line(&e.to_string());
             if text.contains("not partial")
@@ -183,12 +278,21 @@ fn store_error(e: object_store::Error) -> FetchError {
     }
 }
 
-/// A Hugging Face Hub endpoint with its credentials.
-#[derive(Debug)]
+/// A Hugging Face Hub endpoint with its credentials (its `Debug` does not
+/// show the token).
 pub struct Hub {
     pub endpoint: String,
     token: Option<String>,
     client: reqwest::Client,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("endpoint", &self.endpoint)
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
 }
 
 /// One file of a repository at a commit, from the tree listing.
@@ -202,11 +306,7 @@ pub struct HubFile {
 
 impl Hub {
     pub fn new(endpoint: &str, token: Option<String>, connect: Duration) -> Result<Hub, String> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(connect)
-            .user_agent(concat!("gyrofs/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let client = client(connect)?;
         Ok(Hub {
             endpoint: endpoint.trim_end_matches('/').to_string(),
             token,
@@ -231,7 +331,7 @@ impl Hub {
         let resp = tokio::time::timeout(timeout, self.authed(url, self.client.get(url)).send())
             .await
             .map_err(|_| format!("GET {url}: no answer within {timeout:?}"))?
-            .map_err(|e| format!("GET {url}: {e}"))?;
+            .map_err(|e| format!("GET {url}: {}", e.without_url()))?;
         let status = resp.status();
         let next = resp
             .headers()
@@ -247,10 +347,11 @@ impl Hub {
         let body = tokio::time::timeout(timeout, resp.bytes())
             .await
             .map_err(|_| format!("GET {url}: no answer within {timeout:?}"))?
-            .map_err(|e| format!("GET {url}: {e}"))?;
+            .map_err(|e| format!("GET {url}: {}", e.without_url()))?;
         if !status.is_success() {
             let why = match (status.as_u16(), code.as_deref()) {
                 (401, _) => "not authorized (set HF_TOKEN, or log in with huggingface-cli, for a private or gated repository)".to_string(),
+                (403, _) => "access denied: the token cannot read this repository (check HF_TOKEN; a gated repository needs its terms accepted on the Hub)".to_string(),
                 (_, Some("RepositoryNotFound")) => "no such repository".to_string(),
                 (_, Some("RevisionNotFound")) => "no such revision".to_string(),
                 (s, _) => format!("HTTP {s}"),
@@ -340,75 +441,15 @@ impl Hub {
         stall: Duration,
         sink: &mut (dyn FnMut(&[u8]) -> Result<(), FetchError> + Send),
     ) -> Result<(Meta, String), FetchError> {
-        let req = self.authed(url, self.client.get(url)).header(
-            reqwest::header::RANGE,
-            format!("bytes={}-{}", range.start, range.end - 1),
-        );
-        let resp = tokio::time::timeout(stall, req.send())
-            .await
-            .map_err(|_| FetchError::Stalled(stall))?
-            .map_err(|e| FetchError::Other(format!("GET {url}: {e}")))?;
-        let status = resp.status().as_u16();
-        match status {
-            206 => {}
-            200 => return Err(FetchError::NoRange),
-            404 | 410 | 412 => {
-                return Err(FetchError::Changed(format!("GET {url}: HTTP {status}")));
-            }
-            s => return Err(FetchError::Other(format!("GET {url}: HTTP {s}"))),
-        }
-        let landed = resp.url().to_string();
-        // `bytes START-END/TOTAL`, for exactly the range asked.
-        let content_range = resp
-            .headers()
-            .get(reqwest::header::CONTENT_RANGE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (span, total) = v.strip_prefix("bytes ")?.split_once('/')?;
-                let (a, b) = span.split_once('-')?;
-                Some((
-                    a.parse::<u64>().ok()?,
-                    b.parse::<u64>().ok()?,
-                    total.parse::<u64>().ok()?,
-                ))
-            });
-        let total = match content_range {
-            Some((a, b, total)) if a == range.start && b + 1 == range.end => total,
-            _ => {
-                return Err(FetchError::Other(format!(
-                    "GET {url}: the answer is not bytes {}..{}",
-                    range.start, range.end
-                )));
-            }
+        let req = self.authed(url, self.client.get(url));
+        let expect = Expect {
+            size,
+            ..Expect::default()
         };
-        if size.is_some_and(|s| s != total) {
-            return Err(FetchError::Changed(format!("its size is now {total}")));
+        match http::ranged_get(req, url, range, expect, stall, sink).await {
+            Err(FetchError::Denied(why, _)) => Err(FetchError::Denied(why, HUB_CREDENTIALS)),
+            got => got,
         }
-        let etag = resp
-            .headers()
-            .get(reqwest::header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let mut body = resp.bytes_stream();
-        let mut got = 0u64;
-        loop {
-            match tokio::time::timeout(stall, body.next()).await {
-                Err(_) => return Err(FetchError::Stalled(stall)),
-                Ok(None) => break,
-                Ok(Some(Err(e))) => return Err(FetchError::Other(format!("GET {url}: {e}"))),
-                Ok(Some(Ok(b))) => {
-                    got += b.len() as u64;
-                    sink(&b)?;
-                }
-            }
-        }
-        if got != range.end - range.start {
-            return Err(FetchError::Other(format!(
-                "GET {url}: {got} bytes for a range of {}",
-                range.end - range.start
-            )));
-        }
-        Ok((Meta { size: total, etag }, landed))
     }
 }
 

@@ -20,13 +20,22 @@
 //! machine was (torch's `_write_file` converts on big-endian hosts), so
 //! `little_endian = False` in `sys_info` only adds a note.
 //!
+//! Read by range ([`read`]): a prefix of the file, doubling from 64 KiB
+//! until the pickles parse in it (so at most twice their length is read), then the 8-byte element count of
+//! each storage (where the persistent ids' element counts put them, all
+//! at once, before they are read and checked one by one). A remote file
+//! is thus fetched at its pickles and counts only, not whole.
+//!
 //! Not for: the older tar format (torch < 0.4), refused by the caller.
 
 use std::collections::HashMap;
 
 use super::pickle::{self, Node, Pickle};
 use super::rebuild::{self, Payload, Payloads};
-use super::{Checkpoint, Format, TorchError};
+use super::{Bytes, Checkpoint, Format, TorchError};
+
+/// The first prefix of a legacy file read for its pickles.
+const FIRST_PREFIX: u64 = 64 << 10;
 
 /// torch's legacy magic number.
 pub const MAGIC: u128 = 0x1950a86a20f9469cfc6c;
@@ -55,12 +64,53 @@ fn legacy_err<T>(why: impl Into<String>) -> Result<T, TorchError> {
     Err(TorchError::Legacy(why.into()))
 }
 
-/// Parse a legacy file (the caller has checked [`is_legacy`]).
+/// Parse a legacy file held in memory (the caller has checked
+/// [`is_legacy`]).
+#[cfg(test)]
 pub fn parse(data: &[u8]) -> Result<Checkpoint, TorchError> {
-    let (header_end, mut notes) = parse_header(data)?;
+    read(data)
+}
+
+/// The pickles before the storages.
+struct Pickles {
+    header_end: usize,
+    notes: Vec<String>,
+    main: Pickle,
+    keys: Pickle,
+}
+
+fn pickles(data: &[u8]) -> Result<Pickles, TorchError> {
+    let (header_end, notes) = parse_header(data)?;
+    let main = parse_at(data, header_end, "legacy main pickle")?;
+    let keys = parse_at(data, main.end, "legacy storage key list")?;
+    Ok(Pickles {
+        header_end,
+        notes,
+        main,
+        keys,
+    })
+}
+
+/// Parse a legacy file read by range (the caller has checked
+/// [`is_legacy`]): its pickles from a prefix that grows until they parse
+/// (an error stands once the prefix is the whole file), then the storage
+/// counts.
+pub fn read<B: Bytes + ?Sized>(data: &B) -> Result<Checkpoint, TorchError> {
+    let size = data.size();
+    let mut n = size.min(FIRST_PREFIX);
+    let Pickles {
+        header_end,
+        mut notes,
+        main,
+        keys: keys_pickle,
+    } = loop {
+        match pickles(data.read(0, n)?) {
+            Ok(p) => break p,
+            Err(e) if n >= size => return Err(e),
+            Err(_) => n = size.min(n.saturating_mul(2)),
+        }
+    };
     let what = "legacy main pickle";
-    let main = parse_at(data, header_end, what)?;
-    let keys_pickle = parse_at(data, main.end, "legacy storage key list")?;
     let keys = storage_keys(&keys_pickle, main.end)?;
     let pids = rebuild::persistent_ids(&main, what)?;
     let payloads = storage_payloads(data, keys_pickle.end, &keys, &pids)?;
@@ -148,22 +198,47 @@ fn storage_keys(keys_pickle: &Pickle, at: usize) -> Result<Vec<String>, TorchErr
 /// byte `start`, in the order of `keys`, each as its element count then its
 /// elements (of the dtype of the first persistent id in `pids` naming it).
 /// Every key named by a persistent id must be listed.
-fn storage_payloads(
-    data: &[u8],
+fn storage_payloads<B: Bytes + ?Sized>(
+    data: &B,
     start: usize,
     keys: &[String],
     pids: &[rebuild::Pid],
 ) -> Result<Payloads, TorchError> {
-    // The dtype of the first persistent id naming each key.
+    // The dtype (and element count) of the first persistent id naming
+    // each key.
     let mut dtypes = HashMap::new();
     for p in pids {
-        if let rebuild::Pid::Storage { key, dtype, .. } = p {
-            dtypes.entry(key.as_str()).or_insert(*dtype);
+        if let rebuild::Pid::Storage {
+            key, dtype, numel, ..
+        } = p
+        {
+            dtypes.entry(key.as_str()).or_insert((*dtype, *numel));
         }
     }
+    let len = data.size();
+    // Where the counts are if the persistent ids' element counts are
+    // right: fetched together (each is read and checked below anyway).
+    let mut guess = Vec::new();
+    let mut at = start as u64;
+    for key in keys {
+        let Some(&(dtype, numel)) = dtypes.get(key.as_str()) else {
+            break;
+        };
+        match numel
+            .checked_mul(dtype.size())
+            .and_then(|n| at.checked_add(8)?.checked_add(n))
+        {
+            Some(next) if at.saturating_add(8) <= len => {
+                guess.push((at, 8));
+                at = next;
+            }
+            _ => break,
+        }
+    }
+    data.prefetch(&guess);
+    let dtypes: HashMap<&str, _> = dtypes.into_iter().map(|(k, (d, _))| (k, d)).collect();
     let mut payloads = Payloads::new();
     let mut pos = start as u64;
-    let len = data.len() as u64;
     for key in keys {
         let kerr = |why: String| TorchError::Storage {
             key: pickle::esc(key),
@@ -177,9 +252,8 @@ fn storage_payloads(
                 "its element count at byte {pos} runs past the end of the file ({len} bytes)"
             )));
         }
-        let p = pos as usize;
         let mut c = [0u8; 8];
-        c.copy_from_slice(&data[p..p + 8]);
+        c.copy_from_slice(data.read(pos, 8)?);
         let count = u64::from_le_bytes(c);
         let start = pos + 8;
         let nbytes = count.checked_mul(dtype.size());

@@ -240,6 +240,9 @@ pub trait Bytes {
     /// Bytes `at..at + len`, which the caller has checked lie inside the
     /// file; an error only when they cannot be had (a failed fetch).
     fn read(&self, at: u64, len: u64) -> Result<&[u8], TorchError>;
+    /// Ranges (offset, length) about to be read: a remote file fetches
+    /// them all at once. Only a hint: a failure shows at the read.
+    fn prefetch(&self, _ranges: &[(u64, u64)]) {}
 }
 
 impl Bytes for [u8] {
@@ -263,14 +266,15 @@ pub fn parse(data: &[u8]) -> Result<Checkpoint, TorchError> {
 
 /// Parse the file `data`, read by range: of a zip, only its directory, the
 /// entries' local headers and the small entries (`data.pkl`, `byteorder`)
-/// are read; a legacy file is one pickle stream, read whole.
+/// are read; of a legacy file, a prefix that holds its pickles and the
+/// 8-byte element count before each storage.
 pub fn read<B: Bytes + ?Sized>(data: &B) -> Result<Checkpoint, TorchError> {
     let head = data.read(0, data.size().min(HEAD))?;
     if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
         return parse_zip(data);
     }
     if legacy::is_legacy(head) {
-        return legacy::parse(data.read(0, data.size())?);
+        return legacy::read(data);
     }
     let data = head;
     Err(TorchError::NotTorch(

@@ -170,6 +170,10 @@ impl torch::Bytes for Ranged<'_> {
             .read_range(at, len)
             .map_err(|e| TorchError::Unavailable(e.problem.to_string()))
     }
+
+    fn prefetch(&self, ranges: &[(u64, u64)]) {
+        let _ = self.0.ensure_ranges(ranges);
+    }
 }
 
 /// Make local, in two rounds of parallel fetches, what the reader reads of

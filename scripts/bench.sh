@@ -1137,12 +1137,12 @@ print(time.perf_counter() - t0)'
         done
     done
     local raw_rate
-    raw_rate=$(awk '$1 == "raw/model.safetensors" {print $2 / $3}' "$tmpf" | median)
+    raw_rate=$(awk '$1 == "raw/model.safetensors" {printf "%.0f\n", $2 / $3}' "$tmpf" | median)
     printf "%-44s %10s %8s\n" "cold read through the mount (cat)" "GB/s" "ratio"
     for f in raw/model.safetensors gguf/model-BF16.gguf gguf/model-F16.gguf gguf/model-Q8_0.gguf; do
         local r
-        r=$(awk -v f="$f" '$1 == f {print $2 / $3}' "$tmpf" | median)
-        printf "%-44s %10.2f %8.2f\n" "$f" "$(echo "$r / 1e9" | bc -l)" "$(echo "$r / $raw_rate" | bc -l)"
+        r=$(awk -v f="$f" '$1 == f {printf "%.0f\n", $2 / $3}' "$tmpf" | median)
+        printf "%-44s %10.2f %8.2f\n" "$f" "$(echo "$r / 1000000000" | bc -l)" "$(echo "$r / $raw_rate" | bc -l)"
     done
     # The converter's own file (convert_hf_to_gguf.py --outtype q8_0), its time, and llama.cpp's load
     # (Llama() + one evaluation, mmap on) of it and of the mounted file; then "convert + load" against
@@ -1151,7 +1151,7 @@ print(time.perf_counter() - t0)'
     for _ in 1 2 3; do
         rm -f "$conv/model-Q8_0.gguf"
         drop_caches
-        convs+=("$(secs "$py" "$llama_cpp/convert_hf_to_gguf.py" "$src" --outtype q8_0 --outfile "$conv/model-Q8_0.gguf")")
+        convs+=("$(secs "$py" "$llama_cpp/convert_hf_to_gguf.py" "$src" --outtype q8_0 --outfile "$conv/model-Q8_0.gguf" 2>/dev/null)")
         drop_caches
         base+=("$("$py" -c "$load" "$conv/model-Q8_0.gguf" 2>/dev/null | tail -1)")
         drop_caches
@@ -1169,7 +1169,7 @@ print(time.perf_counter() - t0)'
     printf "%-60s %8.2f %8s\n" "llama.cpp load + 1 eval of the converter's file (baseline)" "$bl" "1.00"
     printf "%-60s %8.2f %8.2f\n" "llama.cpp load + 1 eval of MNT/gguf/model-Q8_0.gguf" "$ol" "$(echo "$ol / $bl" | bc -l)"
     printf "%-60s %8.2f %8s\n" "convert_hf_to_gguf.py --outtype q8_0 + load (baseline)" "$(echo "$cv + $bl" | bc -l)" "1.00"
-    printf "%-60s %8.2f %8.2f\n" "gyrofs mount + load" "$ot" "$(echo "($cv + $bl) / $ot" | bc -l)x faster"
+    printf "%-60s %8.2f %7.2fx faster\n" "gyrofs mount + load" "$ot" "$(echo "($cv + $bl) / $ot" | bc -l)"
     rm -f "$conv/model-Q8_0.gguf"
 }
 

@@ -4,7 +4,7 @@
 //! padding to the alignment; each tensor's data then follows at its offset,
 //! padded to the alignment too.
 
-use crate::catalog::gguf::{GgufArray, GgufMetadata, GgufValue, vt};
+use crate::catalog::gguf::{GgufArray, GgufMetadata, GgufValue};
 use crate::quant::ggml::GgmlType;
 
 /// Alignment of tensor data (gguf-py's default; the converter never writes
@@ -90,7 +90,7 @@ impl Kv {
     fn encode(&self, out: &mut Vec<u8>) {
         for (k, v) in &self.entries {
             string(out, k);
-            out.extend_from_slice(&type_id(v).to_le_bytes());
+            out.extend_from_slice(&v.type_id().to_le_bytes());
             value(out, v);
         }
     }
@@ -152,42 +152,6 @@ fn string(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-fn type_id(v: &GgufValue) -> u32 {
-    match v {
-        GgufValue::U8(_) => vt::U8,
-        GgufValue::I8(_) => vt::I8,
-        GgufValue::U16(_) => vt::U16,
-        GgufValue::I16(_) => vt::I16,
-        GgufValue::U32(_) => vt::U32,
-        GgufValue::I32(_) => vt::I32,
-        GgufValue::F32(_) => vt::F32,
-        GgufValue::Bool(_) => vt::BOOL,
-        GgufValue::String(_) => vt::STRING,
-        GgufValue::Array(_) => vt::ARRAY,
-        GgufValue::U64(_) => vt::U64,
-        GgufValue::I64(_) => vt::I64,
-        GgufValue::F64(_) => vt::F64,
-    }
-}
-
-fn element_type(a: &GgufArray) -> u32 {
-    match a {
-        GgufArray::U8(_) => vt::U8,
-        GgufArray::I8(_) => vt::I8,
-        GgufArray::U16(_) => vt::U16,
-        GgufArray::I16(_) => vt::I16,
-        GgufArray::U32(_) => vt::U32,
-        GgufArray::I32(_) => vt::I32,
-        GgufArray::F32(_) => vt::F32,
-        GgufArray::Bool(_) => vt::BOOL,
-        GgufArray::String(_) => vt::STRING,
-        GgufArray::Array(_) => vt::ARRAY,
-        GgufArray::U64(_) => vt::U64,
-        GgufArray::I64(_) => vt::I64,
-        GgufArray::F64(_) => vt::F64,
-    }
-}
-
 fn value(out: &mut Vec<u8>, v: &GgufValue) {
     match v {
         GgufValue::U8(x) => out.push(*x),
@@ -207,7 +171,7 @@ fn value(out: &mut Vec<u8>, v: &GgufValue) {
 }
 
 fn array(out: &mut Vec<u8>, a: &GgufArray) {
-    out.extend_from_slice(&element_type(a).to_le_bytes());
+    out.extend_from_slice(&a.elem_type_id().to_le_bytes());
     out.extend_from_slice(&(a.len() as u64).to_le_bytes());
     macro_rules! each {
         ($v:expr, $f:expr) => {
@@ -287,7 +251,7 @@ mod tests {
         assert_eq!(&b[32..52], b"general.architecture");
         assert_eq!(
             u32::from_le_bytes(b[52..56].try_into().unwrap()),
-            vt::STRING
+            crate::catalog::gguf::vt::STRING
         );
         assert_eq!(b.len() % 32, 0);
         assert_eq!(h.offsets, vec![b.len() as u64, b.len() as u64 + 32]);

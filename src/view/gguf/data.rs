@@ -314,17 +314,19 @@ impl Compute for Encoded {
         let rb = self.row_bytes();
         by_units(offset, out, rb, |first, buf| {
             let rows = buf.len() / rb as usize;
-            let mut raw = vec![0u8; rows * self.row as usize * 4];
+            let row = self.row as usize;
+            let mut raw = vec![0u8; rows * row * 4];
             self.values.read_at(files, first * self.row * 4, &mut raw)?;
-            let vals: Vec<f32> = raw
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                .collect();
-            for (v, o) in vals
-                .chunks_exact(self.row as usize)
+            // One row of floats at a time, in one buffer.
+            let mut vals = vec![0f32; row];
+            for (r, o) in raw
+                .chunks_exact(row * 4)
                 .zip(buf.chunks_exact_mut(rb as usize))
             {
-                ggml_encode::encode(self.ty, v, o)?;
+                for (v, c) in vals.iter_mut().zip(r.chunks_exact(4)) {
+                    *v = f32::from_le_bytes(c.try_into().expect("4 bytes"));
+                }
+                ggml_encode::encode(self.ty, &vals, o)?;
             }
             Ok(())
         })

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+use super::fetch::{FetchError, HTTP_CREDENTIALS, Meta};
 use super::names::redact;
-use super::store::{FetchError, HTTP_CREDENTIALS, Meta};
 
 /// What the answer must show: the version seen at mount (what is known of
 /// it).

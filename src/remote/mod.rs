@@ -19,6 +19,7 @@
 //!   detection).
 
 pub mod cache;
+pub mod fetch;
 pub mod http;
 pub mod names;
 pub mod object;

@@ -61,6 +61,7 @@ pub fn all(filters: &[String]) -> Vec<Workload> {
     floats(&mut rng, &keep, &mut out);
     fp8(&mut rng, &keep, &mut out);
     ggml(&mut rng, &keep, &mut out);
+    encode(&mut rng, &keep, &mut out);
     out
 }
 
@@ -237,6 +238,35 @@ fn ggml(rng: &mut Rng, keep: &dyn Fn(&str) -> bool, out: &mut Vec<Workload>) {
         }
         out.push(w(&name, nblocks * bs * 2, move |k, out| {
             k.ggml_dequantize(ty, &raw, out).unwrap()
+        }));
+    }
+}
+
+/// The GGUF view's encoders: BF16, F16 or F32 weights to Q8_0 (output
+/// bytes are Q8_0 here, not BF16), as `gguf/model-Q8_0.gguf` reads them.
+fn encode(rng: &mut Rng, keep: &dyn Fn(&str) -> bool, out: &mut Vec<Workload>) {
+    use gyrofs::quant::ggml_encode::Floats;
+    let n = OUT_BYTES / 2;
+    for (from, name) in [
+        (Floats::BF16, "encode_Q8_0_from_bf16"),
+        (Floats::F16, "encode_Q8_0_from_f16"),
+        (Floats::F32, "encode_Q8_0_from_f32"),
+    ] {
+        if !keep(name) {
+            continue;
+        }
+        let src: Vec<u8> = (0..n)
+            .flat_map(|_| {
+                let x = ((rng.next() % 2_000_001) as f32 - 1e6) * 1.7e-8;
+                match from {
+                    Floats::BF16 => half::bf16::from_f32(x).to_le_bytes().to_vec(),
+                    Floats::F16 => half::f16::from_f32(x).to_le_bytes().to_vec(),
+                    Floats::F32 => x.to_le_bytes().to_vec(),
+                }
+            })
+            .collect();
+        out.push(w(name, n / 32 * 34, move |k, out| {
+            k.encode(GgmlType::Q8_0, from, &src, out).unwrap()
         }));
     }
 }

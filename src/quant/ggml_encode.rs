@@ -13,12 +13,61 @@
 //!   `id = 1 / d` (0 when `d` is 0) in float32, `q = roundf(x * id)` (half
 //!   away from zero), `d` stored as F16 (nearest even).
 //!
+//! The values come as little-endian bytes of F32, F16 or BF16 ([`Floats`]:
+//! a source tensor's own type when the GGUF tensor only moves its values,
+//! so nothing is widened into a float32 copy first). Widening F16 / BF16 to
+//! float32 is exact, so the bytes are those of the float32 values.
+//!
 //! A row is one ggml row: `ne0` values (a multiple of the block size for
 //! Q8_0). Rows are independent, so a partial read encodes only its rows.
+//! Q8_0 runs through the kernel table (`simd`): AVX2 and NEON encode a
+//! block in vector registers with the same float operations.
 
 use super::KernelError;
+use super::float::f16_to_f32;
 use super::ggml::GgmlType;
+use super::simd::{self, Kernels};
 use super::wide::f16_from_f32;
+
+/// The float type of the values encoded (little-endian bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Floats {
+    F32,
+    F16,
+    BF16,
+}
+
+impl Floats {
+    /// Bytes per value.
+    pub fn bytes(self) -> usize {
+        match self {
+            Floats::F32 => 4,
+            Floats::F16 | Floats::BF16 => 2,
+        }
+    }
+
+    /// The values of `src` (whole values) into `out` (one per value),
+    /// exactly.
+    pub fn widen(self, src: &[u8], out: &mut [f32]) {
+        match self {
+            Floats::F32 => {
+                for (v, c) in out.iter_mut().zip(src.chunks_exact(4)) {
+                    *v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
+            }
+            Floats::F16 => {
+                for (v, c) in out.iter_mut().zip(src.chunks_exact(2)) {
+                    *v = f16_to_f32(u16::from_le_bytes([c[0], c[1]]));
+                }
+            }
+            Floats::BF16 => {
+                for (v, c) in out.iter_mut().zip(src.chunks_exact(2)) {
+                    *v = f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16);
+                }
+            }
+        }
+    }
+}
 
 /// Can rows of `ty` be written here?
 pub fn can_encode(ty: GgmlType) -> bool {
@@ -34,56 +83,83 @@ pub fn encoded_len(ty: GgmlType, n: u64) -> Option<u64> {
     n.is_multiple_of(bs).then(|| n / bs * ts)
 }
 
-/// Encode `values` (whole blocks of `ty`) into `out` (exactly
-/// [`encoded_len`] bytes).
-pub fn encode(ty: GgmlType, values: &[f32], out: &mut [u8]) -> Result<(), KernelError> {
-    const KERNEL: &str = "ggml_encode::encode";
-    if !can_encode(ty) {
-        return Err(KernelError::Shape {
-            kernel: KERNEL,
-            why: format!("cannot write {ty}"),
-        });
-    }
-    let want = encoded_len(ty, values.len() as u64).ok_or_else(|| KernelError::Shape {
-        kernel: KERNEL,
-        why: format!("{} values are not whole {ty} blocks", values.len()),
-    })?;
-    if out.len() as u64 != want {
-        return Err(KernelError::Length {
-            kernel: KERNEL,
-            what: "out",
-            got: out.len(),
-            expected: want as usize,
-        });
-    }
-    match ty {
-        GgmlType::F32 => {
-            for (v, o) in values.iter().zip(out.chunks_exact_mut(4)) {
-                o.copy_from_slice(&v.to_le_bytes());
-            }
-        }
-        GgmlType::F16 => {
-            for (v, o) in values.iter().zip(out.chunks_exact_mut(2)) {
-                o.copy_from_slice(&f16_numpy(*v).to_le_bytes());
-            }
-        }
-        GgmlType::BF16 => {
-            for (v, o) in values.iter().zip(out.chunks_exact_mut(2)) {
-                o.copy_from_slice(&bf16_ggml(*v).to_le_bytes());
-            }
-        }
-        _ => q8_0_rows(values, out),
-    }
-    Ok(())
+/// Encode the values `src` (of type `from`, whole blocks of `ty`) into
+/// `out` (exactly [`encoded_len`] bytes), with the active kernels.
+pub fn encode(ty: GgmlType, from: Floats, src: &[u8], out: &mut [u8]) -> Result<(), KernelError> {
+    simd::active().encode(ty, from, src, out)
 }
 
-/// Q8_0 blocks of `values` into `out`.
-fn q8_0_rows(values: &[f32], out: &mut [u8]) {
-    for (b, o) in values.chunks_exact(32).zip(out.chunks_exact_mut(34)) {
-        q8_0_block(
-            b.try_into().expect("32 values"),
-            o.try_into().expect("34 bytes"),
-        );
+impl Kernels {
+    /// [`encode`] with this path's kernels.
+    pub fn encode(
+        &self,
+        ty: GgmlType,
+        from: Floats,
+        src: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), KernelError> {
+        const KERNEL: &str = "ggml_encode::encode";
+        if !can_encode(ty) {
+            return Err(KernelError::Shape {
+                kernel: KERNEL,
+                why: format!("cannot write {ty}"),
+            });
+        }
+        if !src.len().is_multiple_of(from.bytes()) {
+            return Err(KernelError::Shape {
+                kernel: KERNEL,
+                why: format!("{} bytes are not whole {from:?} values", src.len()),
+            });
+        }
+        let n = src.len() / from.bytes();
+        let want = encoded_len(ty, n as u64).ok_or_else(|| KernelError::Shape {
+            kernel: KERNEL,
+            why: format!("{n} values are not whole {ty} blocks"),
+        })?;
+        if out.len() as u64 != want {
+            return Err(KernelError::Length {
+                kernel: KERNEL,
+                what: "out",
+                got: out.len(),
+                expected: want as usize,
+            });
+        }
+        if ty == GgmlType::Q8_0 {
+            // SAFETY: this `Kernels` exists only for a path the CPU
+            // supports; `src` is whole blocks of 32 values and `out` 34
+            // bytes per block, checked above.
+            unsafe { (self.fns.q8_0)(from, src, out) };
+            return Ok(());
+        }
+        if from == Floats::F32 && ty == GgmlType::F32 {
+            out.copy_from_slice(src);
+            return Ok(());
+        }
+        // F32 / F16 / BF16 out: through float32, a stack buffer at a time.
+        let mut vals = [0f32; 64];
+        let per = ty.type_size() as usize;
+        for (s, o) in src.chunks(64 * from.bytes()).zip(out.chunks_mut(64 * per)) {
+            let vals = &mut vals[..s.len() / from.bytes()];
+            from.widen(s, vals);
+            for (v, o) in vals.iter().zip(o.chunks_exact_mut(per)) {
+                match ty {
+                    GgmlType::F32 => o.copy_from_slice(&v.to_le_bytes()),
+                    GgmlType::F16 => o.copy_from_slice(&f16_numpy(*v).to_le_bytes()),
+                    _ => o.copy_from_slice(&bf16_ggml(*v).to_le_bytes()),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The portable Q8_0 kernel: each block widened, then [`q8_0_block`].
+pub(crate) fn portable_q8_0(from: Floats, src: &[u8], out: &mut [u8]) {
+    let w = 32 * from.bytes();
+    let mut x = [0f32; 32];
+    for (b, o) in src.chunks_exact(w).zip(out.chunks_exact_mut(34)) {
+        from.widen(b, &mut x);
+        q8_0_block(&x, o.try_into().expect("34 bytes"));
     }
 }
 
@@ -251,6 +327,136 @@ mod tests {
         let mut z = [7u8; 34];
         q8_0_block(&[0.0; 32], &mut z);
         assert!(z.iter().all(|&b| b == 0));
+    }
+
+    /// Blocks of 32 raw values that reach every branch of the Q8_0 code
+    /// (first and last, so that vector paths meet them in full groups of
+    /// blocks and in a ragged tail):
+    /// random bit patterns (NaN, inf, subnormals among them), random
+    /// normal values of every scale, all zeros, one huge value, a
+    /// subnormal amax (`1 / d` overflows), signaling NaNs, and values on
+    /// the rounding halves.
+    fn q8_0_inputs(from: Floats) -> Vec<u8> {
+        let w = from.bytes();
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let put = |out: &mut Vec<u8>, x: f32| match from {
+            Floats::F32 => out.extend(x.to_le_bytes()),
+            Floats::F16 => out.extend(f16_numpy(x).to_le_bytes()),
+            Floats::BF16 => out.extend(bf16_ggml(x).to_le_bytes()),
+        };
+        let specials: [&[f32]; 7] = [
+            &[0.0],
+            &[-0.0],
+            &[1e30, 1.0, -1.0],
+            &[1e-40, -3e-41, 5e-45],
+            &[
+                f32::from_bits(0x7F80_0001),
+                2.0,
+                f32::from_bits(0xFFA0_0000),
+            ],
+            &[f32::INFINITY, 1.0, f32::NAN],
+            &[127.0, 0.5, -0.5, 1.5, -2.5, 63.5, 0.499_999_97],
+        ];
+        let put_specials = |out: &mut Vec<u8>| {
+            for sp in specials {
+                for k in 0..32 {
+                    put(out, sp[k % sp.len()]);
+                }
+            }
+        };
+        let mut out = Vec::new();
+        put_specials(&mut out);
+        for _ in 0..2000 {
+            for _ in 0..32 * w {
+                out.push(next() as u8);
+            }
+        }
+        for _ in 0..2000 {
+            let scale = 2f32.powi((next() % 60) as i32 - 30);
+            for _ in 0..32 {
+                let u = (next() >> 40) as f32 / (1u64 << 24) as f32;
+                put(&mut out, (u * 2.0 - 1.0) * scale);
+            }
+        }
+        // And last, where they fall in the ragged tail of eight-block groups.
+        put_specials(&mut out);
+        out
+    }
+
+    #[test]
+    fn every_q8_0_path_writes_the_portable_bytes() {
+        for from in [Floats::F32, Floats::F16, Floats::BF16] {
+            let src = q8_0_inputs(from);
+            let n = src.len() / from.bytes() / 32;
+            let mut want = vec![0u8; n * 34];
+            portable_q8_0(from, &src, &mut want);
+            // The portable kernel is the float32 reference on the widened
+            // values.
+            let mut x = [0f32; 32];
+            for (b, o) in src
+                .chunks_exact(32 * from.bytes())
+                .zip(want.chunks_exact(34))
+            {
+                from.widen(b, &mut x);
+                let mut one = [0u8; 34];
+                q8_0_block(&x, &mut one);
+                assert_eq!(&one[..], o);
+            }
+            for k in simd::available() {
+                let mut got = vec![0xAAu8; n * 34];
+                k.encode(GgmlType::Q8_0, from, &src, &mut got).unwrap();
+                for (i, (g, w)) in got.chunks(34).zip(want.chunks(34)).enumerate() {
+                    assert_eq!(g, w, "{} path, {from:?}, block {i}", k.level());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn encode_checks_lengths_and_widens_exactly() {
+        let k = simd::active();
+        let mut out = [0u8; 34];
+        assert!(
+            k.encode(GgmlType::Q8_0, Floats::BF16, &[0; 62], &mut out)
+                .is_err()
+        );
+        assert!(
+            k.encode(GgmlType::Q8_0, Floats::F32, &[0; 129], &mut out)
+                .is_err()
+        );
+        assert!(
+            k.encode(GgmlType::Q8_0, Floats::F16, &[0; 64], &mut out[..33])
+                .is_err()
+        );
+        assert!(
+            k.encode(GgmlType::Q4_K, Floats::F32, &[0; 4], &mut out[..4])
+                .is_err()
+        );
+        // BF16 in, F16 and F32 out: through the exact float32 value.
+        let bf = [0x3F80u16, 0xC2F7, 0x0001, 0x7FC1];
+        let src: Vec<u8> = bf.iter().flat_map(|b| b.to_le_bytes()).collect();
+        let mut f32s = [0u8; 16];
+        k.encode(GgmlType::F32, Floats::BF16, &src, &mut f32s)
+            .unwrap();
+        for (b, c) in bf.iter().zip(f32s.chunks(4)) {
+            assert_eq!(
+                u32::from_le_bytes(c.try_into().unwrap()),
+                u32::from(*b) << 16
+            );
+        }
+        let mut f16s = [0u8; 8];
+        k.encode(GgmlType::F16, Floats::BF16, &src, &mut f16s)
+            .unwrap();
+        for (b, c) in bf.iter().zip(f16s.chunks(2)) {
+            let want = f16_numpy(f32::from_bits(u32::from(*b) << 16));
+            assert_eq!(u16::from_le_bytes([c[0], c[1]]), want);
+        }
     }
 
     fn half_bits_to_f32(h: u16) -> f32 {

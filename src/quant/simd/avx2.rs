@@ -29,6 +29,7 @@ use std::arch::x86_64::*;
 use super::ggml_runs::{self as runs, Runs};
 use super::{Fns, Kernels, Level};
 use crate::quant::ggml::GgmlType;
+use crate::quant::ggml_encode::Floats;
 use crate::quant::mxfp4::{self, PREFETCH_ROWS, Pair, Transposed, tile_deltas};
 use crate::quant::{float, fp8};
 
@@ -44,6 +45,7 @@ pub(crate) static KERNELS: Kernels = Kernels {
         e5m2,
         e4m3_scaled,
         ggml,
+        q8_0,
     },
 };
 
@@ -496,4 +498,128 @@ pub(super) unsafe fn ggml(ty: GgmlType, b: &[u8], out: &mut [u8]) -> bool {
         _ => return false,
     }
     true
+}
+
+// ---- Q8_0 encoding -----------------------------------------------------------
+
+/// Whole Q8_0 blocks from F32, F16 or BF16 values: the portable
+/// `ggml_encode::q8_0_block` in vector registers, with the same float
+/// operations (so the same bytes):
+/// - `amax`: `vmaxps(|x|, m)` keeps `m` when `|x|` is NaN, as `f32::max`
+///   ignores NaN; the lanes are then reduced in any order (no NaN is left);
+/// - `d = amax / 127`, `id = 1 / d` (0 for `d == 0`): IEEE f32 divisions, of
+///   eight blocks per vector; `d` to F16 by `vcvtps2ph` (round to nearest even; `d` is never NaN, where
+///   numpy's conversion would differ);
+/// - `q = roundf(x * id)`: the magnitude clamped to 256 (`vminps` gives 256
+///   for NaN), truncated (`vroundps` toward zero), plus one when the
+///   fraction is at least a half, the sign of `x * id` put back; NaN and inf
+///   give 0 and the saturating packs clamp to -128..=127, as the portable
+///   code's cast does.
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn q8_0(from: Floats, src: &[u8], out: &mut [u8]) {
+    let w = 32 * from.bytes();
+    // Eight blocks at a time: their largest magnitudes first (independent
+    // chains the core overlaps), then `d` and `1 / d` of all eight in one
+    // vector division each and one F16 conversion, then the codes.
+    let mut s8 = src.chunks_exact(8 * w);
+    let mut o8 = out.chunks_exact_mut(8 * 34);
+    for (s, o) in (&mut s8).zip(&mut o8) {
+        let mut amax = [0f32; 8];
+        for (m, b) in amax.iter_mut().zip(s.chunks_exact(w)) {
+            *m = block_amax(load_block(from, b));
+        }
+        // SAFETY: `amax` has 32 readable bytes (an unaligned load).
+        let (d, id) = scales(unsafe { _mm256_loadu_ps(amax.as_ptr()) });
+        let mut dh = [0u16; 8];
+        let mut ids = [0f32; 8];
+        // SAFETY: `dh` has 16 writable bytes and `ids` 32 (unaligned stores).
+        unsafe {
+            _mm_storeu_si128(
+                dh.as_mut_ptr().cast(),
+                _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(d),
+            );
+            _mm256_storeu_ps(ids.as_mut_ptr(), id);
+        }
+        for (k, (b, o)) in s.chunks_exact(w).zip(o.chunks_exact_mut(34)).enumerate() {
+            o[..2].copy_from_slice(&dh[k].to_le_bytes());
+            store32(&mut o[2..], block_codes(load_block(from, b), ids[k]));
+        }
+    }
+    for (b, o) in s8
+        .remainder()
+        .chunks_exact(w)
+        .zip(o8.into_remainder().chunks_exact_mut(34))
+    {
+        let x = load_block(from, b);
+        let (d, id) = scales(_mm256_set1_ps(block_amax(x)));
+        let dh = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(d);
+        o[..2].copy_from_slice(&(_mm_cvtsi128_si32(dh) as u16).to_le_bytes());
+        store32(&mut o[2..], block_codes(x, _mm256_cvtss_f32(id)));
+    }
+}
+
+/// The 32 values of a block of `from` values (the start of `s`) as f32.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn load_block(from: Floats, s: &[u8]) -> [__m256; 4] {
+    match from {
+        Floats::F32 => [0, 32, 64, 96].map(|k| _mm256_castsi256_ps(load32(&s[k..]))),
+        Floats::BF16 => [0, 16, 32, 48].map(|k| {
+            let wide = _mm256_cvtepu16_epi32(load16(&s[k..]));
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
+        }),
+        Floats::F16 => [0, 16, 32, 48].map(|k| _mm256_cvtph_ps(load16(&s[k..]))),
+    }
+}
+
+/// The largest magnitude of a block, NaN ignored.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn block_amax(x: [__m256; 4]) -> f32 {
+    let sign = _mm256_set1_ps(-0.0);
+    let mut m = _mm256_setzero_ps();
+    for v in x {
+        m = _mm256_max_ps(_mm256_andnot_ps(sign, v), m);
+    }
+    let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+    let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    let m1 = _mm_max_ss(m2, _mm_shuffle_ps::<0b01>(m2, m2));
+    _mm_cvtss_f32(m1)
+}
+
+/// `d = amax / 127` and `id = 1 / d` (0 where `d` is 0), per lane.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn scales(amax: __m256) -> (__m256, __m256) {
+    let d = _mm256_div_ps(amax, _mm256_set1_ps(127.0));
+    let zero = _mm256_cmp_ps::<_CMP_EQ_OQ>(d, _mm256_setzero_ps());
+    let id = _mm256_andnot_ps(zero, _mm256_div_ps(_mm256_set1_ps(1.0), d));
+    (d, id)
+}
+
+/// The 32 codes `roundf(x * id)` of a block, in order.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn block_codes(x: [__m256; 4], id: f32) -> __m256i {
+    let sign = _mm256_set1_ps(-0.0);
+    let idv = _mm256_set1_ps(id);
+    let (half, one) = (_mm256_set1_ps(0.5), _mm256_set1_ps(1.0));
+    let (cap, inf) = (_mm256_set1_ps(256.0), _mm256_set1_ps(f32::INFINITY));
+    let q = x.map(|v| {
+        let y = _mm256_mul_ps(v, idv);
+        let a = _mm256_andnot_ps(sign, y);
+        let c = _mm256_min_ps(a, cap);
+        let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(c);
+        let up = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_sub_ps(c, t), half), one);
+        let r = _mm256_or_ps(_mm256_add_ps(t, up), _mm256_and_ps(y, sign));
+        let finite = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(a, inf));
+        _mm256_and_si256(_mm256_cvttps_epi32(r), finite)
+    });
+    // The packs work per 128-bit lane: 32-bit groups come out as
+    // q0[0..4] q1[0..4] q2[0..4] q3[0..4] q0[4..8] ..; put them in order.
+    let p = _mm256_packs_epi16(
+        _mm256_packs_epi32(q[0], q[1]),
+        _mm256_packs_epi32(q[2], q[3]),
+    );
+    _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
 }

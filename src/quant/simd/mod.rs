@@ -33,6 +33,7 @@
 use std::sync::OnceLock;
 
 use super::ggml::GgmlType;
+use super::ggml_encode::Floats;
 use super::mxfp4;
 
 #[cfg(target_arch = "x86_64")]
@@ -156,6 +157,9 @@ pub(in crate::quant) struct Fns {
     /// Whole ggml blocks of a type this path accelerates to BF16; `false`
     /// (nothing written) for the others, which take the portable code.
     pub ggml: unsafe fn(ty: GgmlType, blocks: &[u8], out: &mut [u8]) -> bool,
+    /// Whole blocks of 32 values of type `from` (`src`) to Q8_0 (`out`,
+    /// 34 bytes per block).
+    pub q8_0: unsafe fn(from: Floats, src: &[u8], out: &mut [u8]),
 }
 
 /// The portable path: the reference kernels of the format modules.
@@ -171,6 +175,7 @@ static PORTABLE: Kernels = Kernels {
         e5m2: super::fp8::portable_e5m2,
         e4m3_scaled: super::fp8::portable_e4m3_scaled,
         ggml: portable_ggml,
+        q8_0: super::ggml_encode::portable_q8_0,
     },
 };
 

@@ -34,6 +34,7 @@ use std::arch::aarch64::*;
 use super::ggml_runs::{self as runs, Runs};
 use super::{Fns, Kernels, Level};
 use crate::quant::ggml::GgmlType;
+use crate::quant::ggml_encode::{Floats, f16_numpy};
 use crate::quant::mxfp4::{self, Pair, Transposed, tile_deltas};
 use crate::quant::{float, fp8};
 
@@ -49,6 +50,7 @@ pub(crate) static KERNELS: Kernels = Kernels {
         e5m2,
         e4m3_scaled,
         ggml,
+        q8_0,
     },
 };
 
@@ -480,4 +482,83 @@ unsafe fn ggml(ty: GgmlType, b: &[u8], out: &mut [u8]) -> bool {
         _ => return false,
     }
     true
+}
+
+// ---- Q8_0 encoding -----------------------------------------------------------
+
+/// Whole Q8_0 blocks from F32, F16 or BF16 values: the AVX2 algorithm
+/// (`avx2::q8_0`) with 128-bit vectors. `amax` and the clamp to 256 use a
+/// compare and select rather than `fmaxnm` / `fminnm`, which turn a
+/// signaling NaN into NaN where `f32::max` ignores it; `d` goes to F16 by
+/// the portable conversion; the saturating narrows (`sqxtn`) clamp to
+/// -128..=127.
+#[target_feature(enable = "neon")]
+unsafe fn q8_0(from: Floats, src: &[u8], out: &mut [u8]) {
+    let w = 32 * from.bytes();
+    for (s, o) in src.chunks_exact(w).zip(out.chunks_exact_mut(34)) {
+        let mut x = [vdupq_n_f32(0.0); 8];
+        match from {
+            Floats::F32 => {
+                for (k, v) in x.iter_mut().enumerate() {
+                    *v = vreinterpretq_f32_u8(load16(&s[16 * k..]));
+                }
+            }
+            Floats::BF16 | Floats::F16 => {
+                for (k, v) in x.chunks_exact_mut(2).enumerate() {
+                    let h = vreinterpretq_u16_u8(load16(&s[16 * k..]));
+                    let (lo, hi) = (vget_low_u16(h), vget_high_u16(h));
+                    if from == Floats::BF16 {
+                        v[0] = vreinterpretq_f32_u32(vshlq_n_u32::<16>(vmovl_u16(lo)));
+                        v[1] = vreinterpretq_f32_u32(vshlq_n_u32::<16>(vmovl_u16(hi)));
+                    } else {
+                        v[0] = f16x4(lo);
+                        v[1] = f16x4(hi);
+                    }
+                }
+            }
+        }
+        q8_0_block(x, o);
+    }
+}
+
+/// One Q8_0 block of the 32 values `x` into the first 34 bytes of `o`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn q8_0_block(x: [float32x4_t; 8], o: &mut [u8]) {
+    let mut m = vdupq_n_f32(0.0);
+    for v in x {
+        let a = vabsq_f32(v);
+        m = vbslq_f32(vcgtq_f32(a, m), a, m);
+    }
+    let amax = vmaxvq_f32(m);
+    let d = amax / 127.0;
+    let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+    let idv = vdupq_n_f32(id);
+    let (half, one) = (vdupq_n_f32(0.5), vdupq_n_f32(1.0));
+    let (cap, inf) = (vdupq_n_f32(256.0), vdupq_n_f32(f32::INFINITY));
+    let sign = vdupq_n_u32(0x8000_0000);
+    let q = x.map(|v| {
+        let y = vmulq_f32(v, idv);
+        let a = vabsq_f32(y);
+        let c = vbslq_f32(vcltq_f32(a, cap), a, cap);
+        let t = vrndq_f32(c);
+        let up = vandq_u32(vcgeq_f32(vsubq_f32(c, t), half), vreinterpretq_u32_f32(one));
+        let r = vaddq_f32(t, vreinterpretq_f32_u32(up));
+        let signed = vbslq_f32(sign, y, r);
+        let finite = vreinterpretq_s32_u32(vcltq_f32(a, inf));
+        vandq_s32(vcvtq_s32_f32(signed), finite)
+    });
+    let bytes = |k: usize| {
+        let w = vcombine_s16(vqmovn_s32(q[2 * k]), vqmovn_s32(q[2 * k + 1]));
+        vqmovn_s16(w)
+    };
+    o[..2].copy_from_slice(&f16_numpy(d).to_le_bytes());
+    store16(
+        &mut o[2..],
+        vreinterpretq_u8_s8(vcombine_s8(bytes(0), bytes(1))),
+    );
+    store16(
+        &mut o[18..],
+        vreinterpretq_u8_s8(vcombine_s8(bytes(2), bytes(3))),
+    );
 }

@@ -13,7 +13,7 @@ use crate::dtype::Dtype;
 use crate::error::ReadError;
 use crate::quant::float::f16_to_f32;
 use crate::quant::ggml::GgmlType;
-use crate::quant::ggml_encode;
+use crate::quant::ggml_encode::{self, Floats};
 use crate::quant::wide::f16_from_f32;
 use crate::view::compute::{
     ConcatOf, Memory, RowsPermuted, SourceBytes, TransposeOf, Window, by_units, units_at,
@@ -277,16 +277,40 @@ impl Compute for PlusOne {
     }
 }
 
-/// Float32 values written as ggml type `ty`, row by row (`row` values per
-/// row; whole blocks).
+/// Values (of type `from`) written as ggml type `ty`, row by row (`row`
+/// values per row; whole blocks).
 #[derive(Debug)]
 pub struct Encoded {
-    pub values: Arc<dyn Compute>,
-    pub ty: GgmlType,
-    pub row: u64,
+    values: Arc<dyn Compute>,
+    from: Floats,
+    ty: GgmlType,
+    row: u64,
 }
 
 impl Encoded {
+    /// The values of `v` written as `ty` in rows of `row` values. When `v`
+    /// only moves values of source tensors that are all F16, or all BF16,
+    /// the encoder reads those bytes (exactly the float32 values, widened
+    /// as they are encoded); otherwise the float32 values of [`values`].
+    pub fn new(
+        catalog: &crate::catalog::Catalog,
+        hf: &HfView,
+        v: &Values,
+        ty: GgmlType,
+        row: u64,
+    ) -> Encoded {
+        let native = [(Dtype::BF16, Floats::BF16), (Dtype::F16, Floats::F16)]
+            .into_iter()
+            .find_map(|(d, from)| moved(catalog, hf, v, d).map(|c| (c, from)));
+        let (values, from) = native.unwrap_or_else(|| (values(catalog, hf, v), Floats::F32));
+        Encoded {
+            values,
+            from,
+            ty,
+            row,
+        }
+    }
+
     fn row_bytes(&self) -> u64 {
         ggml_encode::encoded_len(self.ty, self.row).unwrap_or(0)
     }
@@ -294,7 +318,7 @@ impl Encoded {
 
 impl Compute for Encoded {
     fn len(&self) -> u64 {
-        let rows = self.values.len() / 4 / self.row.max(1);
+        let rows = self.values.len() / self.from.bytes() as u64 / self.row.max(1);
         rows * self.row_bytes()
     }
 
@@ -306,31 +330,47 @@ impl Compute for Encoded {
         let rb = self.row_bytes().max(1);
         let first = within / rb;
         let end = within.saturating_add(len).div_ceil(rb);
-        let vb = self.row * 4;
+        let vb = self.row * self.from.bytes() as u64;
         self.values.extents_at(first * vb, (end - first) * vb)
     }
 
     fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
         let rb = self.row_bytes();
+        let vb = self.row * self.from.bytes() as u64;
+        // Rows per step: the values of a step fit in a buffer that stays
+        // in the core's cache; one row at least.
+        let step = (ENCODE_STEP / vb.max(1)).max(1);
         by_units(offset, out, rb, |first, buf| {
-            let rows = buf.len() / rb as usize;
-            let row = self.row as usize;
-            let mut raw = vec![0u8; rows * row * 4];
-            self.values.read_at(files, first * self.row * 4, &mut raw)?;
-            // One row of floats at a time, in one buffer.
-            let mut vals = vec![0f32; row];
-            for (r, o) in raw
-                .chunks_exact(row * 4)
-                .zip(buf.chunks_exact_mut(rb as usize))
-            {
-                for (v, c) in vals.iter_mut().zip(r.chunks_exact(4)) {
-                    *v = f32::from_le_bytes(c.try_into().expect("4 bytes"));
+            SCRATCH.with(|cell| {
+                // Taken out of the cell, so a nested read cannot find it
+                // borrowed; put back for the next read on this thread.
+                let mut raw = cell.take();
+                let mut done = Ok(());
+                for (k, o) in buf.chunks_mut((step * rb) as usize).enumerate() {
+                    let rows = o.len() as u64 / rb;
+                    raw.resize((rows * vb) as usize, 0);
+                    let at = (first + k as u64 * step) * vb;
+                    done = self
+                        .values
+                        .read_at(files, at, &mut raw)
+                        .and_then(|()| Ok(ggml_encode::encode(self.ty, self.from, &raw, o)?));
+                    if done.is_err() {
+                        break;
+                    }
                 }
-                ggml_encode::encode(self.ty, &vals, o)?;
-            }
-            Ok(())
+                cell.set(raw);
+                done
+            })
         })
     }
+}
+
+/// Source bytes an [`Encoded`] read turns into output at a time, per thread.
+const ENCODE_STEP: u64 = 128 << 10;
+
+thread_local! {
+    /// The values buffer of [`Encoded`] reads, kept per thread between reads.
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Matrices `[batch, rows, cols]` of `elem`-byte elements transposed, of

@@ -271,11 +271,7 @@ impl GgufView {
                     .and_then(|d| data::moved(cx.catalog, hf, v, d))
                 {
                     Some(bytes) => bytes,
-                    None => Arc::new(data::Encoded {
-                        values: data::values(cx.catalog, hf, v),
-                        ty,
-                        row,
-                    }),
+                    None => Arc::new(data::Encoded::new(cx.catalog, hf, v, ty, row)),
                 },
                 Data::Raw(r, _) => data::raw(cx.catalog, hf, r),
             };

@@ -39,9 +39,9 @@ pub struct Volume {
     cache: Mutex<FileCache>,
     /// Source files whose change has been reported by [`Volume::poll_changes`].
     reported: Vec<AtomicBool>,
-    /// Sequential readers of files of a remote source (None for a local
-    /// one: the kernel's readahead and the page cache serve those).
-    streams: Option<Mutex<lru::LruCache<NodeId, Stream>>>,
+    /// Sequential readers of the volume's files, whose next source bytes
+    /// are fetched ahead ([`Volume::read_ahead`]).
+    streams: Mutex<lru::LruCache<NodeId, Stream>>,
     /// Who may read what ([`Volume::who_may_read`]).
     access: Permissions,
 }
@@ -247,12 +247,9 @@ impl Volume {
             .map(|_| AtomicBool::new(false))
             .collect();
         let files = lru::LruCache::unbounded();
-        let remote = catalog.files.iter().any(|(_, f)| f.file.is_remote());
-        let streams = remote.then(|| {
-            Mutex::new(lru::LruCache::new(
-                std::num::NonZeroUsize::new(256).expect("nonzero"),
-            ))
-        });
+        let streams = Mutex::new(lru::LruCache::new(
+            std::num::NonZeroUsize::new(256).expect("nonzero"),
+        ));
         Ok(Volume {
             catalog,
             views,
@@ -314,14 +311,14 @@ impl Volume {
         }
     }
 
-    /// Remote sources: when this read of `f` continues the previous one,
-    /// start fetching the source bytes of the next window of `f` (exactly
-    /// those `f` needs: read-ahead never strays into bytes of other files).
+    /// When this read of `f` continues the previous one, start fetching the
+    /// source bytes of the next window of `f` (exactly those `f` needs:
+    /// read-ahead never strays into bytes of other files): into the cache
+    /// of a remote source, from disk into the page cache for a local one.
     fn read_ahead(&self, id: NodeId, f: &VFile, offset: u64, len: u64) {
-        let Some(streams) = &self.streams else { return };
         let end = offset.saturating_add(len).min(f.size);
         let fetch = {
-            let mut streams = streams.lock().unwrap();
+            let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
             match streams.get_mut(&id) {
                 Some(s) if offset.abs_diff(s.next) <= SEQUENTIAL_SLACK => {
                     s.window = (s.window * 2)

@@ -203,17 +203,27 @@ fn roundf(x: f32) -> f32 {
 
 /// One Q8_0 block: F16 `d` then 32 signed bytes, `q = roundf(x * id) as
 /// i8` ([`q8_0_code`]).
+///
+/// A NaN anywhere in the block makes `d` NaN, as gguf-py's `np.max`
+/// propagates it: `d` is stored as the F16 NaN 0x7E00 and every code is 0
+/// (`roundf(NaN)` cast). numpy's vectorized reduction sometimes passes a
+/// NaN's payload into `d` instead (which lane, depends on numpy's build and
+/// CPU); gyrofs always writes 0x7E00 (docs/GGUF_OUT.md).
 pub fn q8_0_block(x: &[f32; 32], out: &mut [u8; 34]) {
-    // The largest magnitude (NaN ignored, as f32::max does), in 8 lanes:
-    // the same value in any order, and vector code.
+    // The largest magnitude, in 8 lanes: the same value in any order, and
+    // vector code. Compares, not `f32::max`, whose result for a signaling
+    // NaN is not specified.
     let mut lanes = [0f32; 8];
+    let mut nan = false;
     for chunk in x.chunks_exact(8) {
         for (m, v) in lanes.iter_mut().zip(chunk) {
-            *m = m.max(v.abs());
+            let a = v.abs();
+            nan |= a.is_nan();
+            *m = if a > *m { a } else { *m };
         }
     }
-    let amax = lanes.iter().fold(0f32, |m, &v| m.max(v));
-    let d = amax / 127.0;
+    let amax = lanes.iter().fold(0f32, |m, &v| if v > m { v } else { m });
+    let d = if nan { f32::NAN } else { amax / 127.0 };
     let id = if d == 0.0 { 0.0 } else { 1.0 / d };
     out[..2].copy_from_slice(&f16_numpy(d).to_le_bytes());
     let mut q = [0u8; 32];
@@ -323,6 +333,22 @@ mod tests {
         assert_eq!(roundf(2.5), 3.0);
         assert_eq!(roundf(-2.5), -3.0);
         assert_eq!(roundf(0.49999997), 0.0);
+        // A NaN anywhere: d is the F16 NaN, every code 0; an inf: d inf,
+        // every code 0 (gguf-py 0.19 on numpy 2.4, `quants.quantize`).
+        for (at, bits) in [(0, 0x7F80_0001u32), (5, 0xFFA0_0001), (7, 0xFFC1_2345)] {
+            let mut x: [f32; 32] = std::array::from_fn(|i| -3.0 + 5.0 * i as f32 / 31.0);
+            x[at] = f32::from_bits(bits);
+            let mut o = [1u8; 34];
+            q8_0_block(&x, &mut o);
+            assert_eq!(&o[..2], &[0x00, 0x7E], "NaN {bits:#x} at {at}");
+            assert!(o[2..].iter().all(|&b| b == 0));
+        }
+        let mut x = [0f32; 32];
+        x[1] = f32::INFINITY;
+        let mut o = [1u8; 34];
+        q8_0_block(&x, &mut o);
+        assert_eq!(&o[..2], &[0x00, 0x7C]);
+        assert!(o[2..].iter().all(|&b| b == 0));
         // An all-zero block: d = 0, every q 0.
         let mut z = [7u8; 34];
         q8_0_block(&[0.0; 32], &mut z);

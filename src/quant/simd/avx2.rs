@@ -505,8 +505,9 @@ pub(super) unsafe fn ggml(ty: GgmlType, b: &[u8], out: &mut [u8]) -> bool {
 /// Whole Q8_0 blocks from F32, F16 or BF16 values: the portable
 /// `ggml_encode::q8_0_block` in vector registers, with the same float
 /// operations (so the same bytes):
-/// - `amax`: `vmaxps(|x|, m)` keeps `m` when `|x|` is NaN, as `f32::max`
-///   ignores NaN; the lanes are then reduced in any order (no NaN is left);
+/// - `amax`: `vmaxps(|x|, m)` (which keeps `m` when `|x|` is NaN), the
+///   lanes then reduced in any order; NaN (`d` the F16 NaN 0x7E00, every
+///   code 0) when an unordered compare finds a NaN in the block;
 /// - `d = amax / 127`, `id = 1 / d` (0 for `d == 0`): IEEE f32 divisions, of
 ///   eight blocks per vector; `d` to F16 by `vcvtps2ph` (round to nearest even; `d` is never NaN, where
 ///   numpy's conversion would differ);
@@ -572,14 +573,19 @@ fn load_block(from: Floats, s: &[u8]) -> [__m256; 4] {
     }
 }
 
-/// The largest magnitude of a block, NaN ignored.
+/// The largest magnitude of a block; NaN if the block holds one.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
 fn block_amax(x: [__m256; 4]) -> f32 {
     let sign = _mm256_set1_ps(-0.0);
     let mut m = _mm256_setzero_ps();
+    let mut nan = _mm256_setzero_ps();
     for v in x {
         m = _mm256_max_ps(_mm256_andnot_ps(sign, v), m);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+    }
+    if _mm256_movemask_ps(nan) != 0 {
+        return f32::NAN;
     }
     let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
     let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));

@@ -489,7 +489,8 @@ unsafe fn ggml(ty: GgmlType, b: &[u8], out: &mut [u8]) -> bool {
 /// Whole Q8_0 blocks from F32, F16 or BF16 values: the AVX2 algorithm
 /// (`avx2::q8_0`) with 128-bit vectors. `amax` and the clamp to 256 use a
 /// compare and select rather than `fmaxnm` / `fminnm`, which turn a
-/// signaling NaN into NaN where `f32::max` ignores it; `d` goes to F16 by
+/// signaling NaN into NaN; a NaN in the block is found by `fcmeq` of each
+/// value with itself (then `d` is NaN, every code 0); `d` goes to F16 by
 /// the portable conversion; the saturating narrows (`sqxtn`) clamp to
 /// -128..=127.
 #[target_feature(enable = "neon")]
@@ -526,12 +527,17 @@ unsafe fn q8_0(from: Floats, src: &[u8], out: &mut [u8]) {
 #[target_feature(enable = "neon")]
 fn q8_0_block(x: [float32x4_t; 8], o: &mut [u8]) {
     let mut m = vdupq_n_f32(0.0);
+    let mut ordered = vdupq_n_u32(u32::MAX);
     for v in x {
         let a = vabsq_f32(v);
         m = vbslq_f32(vcgtq_f32(a, m), a, m);
+        ordered = vandq_u32(ordered, vceqq_f32(v, v));
     }
-    let amax = vmaxvq_f32(m);
-    let d = amax / 127.0;
+    let d = if vminvq_u32(ordered) == 0 {
+        f32::NAN
+    } else {
+        vmaxvq_f32(m) / 127.0
+    };
     let id = if d == 0.0 { 0.0 } else { 1.0 / d };
     let idv = vdupq_n_f32(id);
     let (half, one) = (vdupq_n_f32(0.5), vdupq_n_f32(1.0));

@@ -39,9 +39,9 @@ pub struct Volume {
     cache: Mutex<FileCache>,
     /// Source files whose change has been reported by [`Volume::poll_changes`].
     reported: Vec<AtomicBool>,
-    /// Sequential readers of the volume's files, whose next source bytes
-    /// are fetched ahead ([`Volume::read_ahead`]).
-    streams: Mutex<lru::LruCache<NodeId, Stream>>,
+    /// Sequential readers of files of a remote source (None for a local
+    /// one: the kernel's readahead and the page cache serve those).
+    streams: Option<Mutex<lru::LruCache<NodeId, Stream>>>,
     /// Who may read what ([`Volume::who_may_read`]).
     access: Permissions,
 }
@@ -247,9 +247,12 @@ impl Volume {
             .map(|_| AtomicBool::new(false))
             .collect();
         let files = lru::LruCache::unbounded();
-        let streams = Mutex::new(lru::LruCache::new(
-            std::num::NonZeroUsize::new(256).expect("nonzero"),
-        ));
+        let remote = catalog.files.iter().any(|(_, f)| f.file.is_remote());
+        let streams = remote.then(|| {
+            Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(256).expect("nonzero"),
+            ))
+        });
         Ok(Volume {
             catalog,
             views,
@@ -311,14 +314,14 @@ impl Volume {
         }
     }
 
-    /// When this read of `f` continues the previous one, start fetching the
-    /// source bytes of the next window of `f` (exactly those `f` needs:
-    /// read-ahead never strays into bytes of other files): into the cache
-    /// of a remote source, from disk into the page cache for a local one.
+    /// Remote sources: when this read of `f` continues the previous one,
+    /// start fetching the source bytes of the next window of `f` (exactly
+    /// those `f` needs: read-ahead never strays into bytes of other files).
     fn read_ahead(&self, id: NodeId, f: &VFile, offset: u64, len: u64) {
+        let Some(streams) = &self.streams else { return };
         let end = offset.saturating_add(len).min(f.size);
         let fetch = {
-            let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            let mut streams = streams.lock().unwrap();
             match streams.get_mut(&id) {
                 Some(s) if offset.abs_diff(s.next) <= SEQUENTIAL_SLACK => {
                     s.window = (s.window * 2)

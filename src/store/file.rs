@@ -203,24 +203,11 @@ impl SourceFile {
         }
     }
 
-    /// Start fetching `offset..offset + len` in the background (read-ahead):
-    /// of a remote file into its cache; of a local file from disk into the
-    /// page cache (`madvise(MADV_WILLNEED)`, which queues the reads and
-    /// returns), so that computing a view's bytes from the source overlaps
-    /// reading the next ones.
+    /// Start fetching `offset..offset + len` of a remote file in the
+    /// background (read-ahead); nothing for a local file.
     pub fn prefetch(&self, offset: u64, len: u64) {
         if let Some(r) = &self.remote {
             r.prefetch(offset, len);
-        } else if let Some(map) = &self.map {
-            let end = offset.saturating_add(len).min(map.len() as u64);
-            if offset < end {
-                // Only a hint: a failure costs nothing but the overlap.
-                let _ = map.advise_range(
-                    memmap2::Advice::WillNeed,
-                    offset as usize,
-                    (end - offset) as usize,
-                );
-            }
         }
     }
 

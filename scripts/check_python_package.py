@@ -133,6 +133,12 @@ def main():
     # The command, the man page and the completions came with the wheel.
     v = subprocess.run([gyrofs.find_gyrofs_bin(), "--version"], capture_output=True, text=True)
     check("gyrofs --version: " + v.stdout.strip(), v.returncode == 0)
+    check("gyrofs.__version__ is the binary's: " + gyrofs.__version__, v.stdout.split() == ["gyrofs", gyrofs.__version__])
+    try:
+        with gyrofs.mount(source, foreground=True):
+            check("foreground=True refused", False)
+    except ValueError:
+        check("foreground=True refused (it would never return)", True)
     share = pathlib.Path(sys.prefix) / "share"
     for rel in [
         "man/man1/gyrofs.1",

@@ -185,6 +185,9 @@ enum Cmd {
         /// (-o allow_other,dtype=bf16+f16,cache_dir=/var/cache/gyrofs,uid=1000);
         /// mount(8)'s generic ones (ro, rw, _netdev, nofail, defaults,
         /// x-*) are accepted and ignored. See docs/MOUNTING.md.
+        // Always empty here: `mount_options::normalize` turns each list into
+        // long flags before parsing. Declared for --help, the man page and
+        // the completions.
         #[arg(short = 'o', value_name = "OPT[,OPT...]")]
         options: Vec<String>,
         #[command(flatten)]

@@ -27,6 +27,15 @@ import tempfile
 __all__ = ["GyrofsError", "mount", "unmount", "ls", "manifest", "convert", "find_gyrofs_bin"]
 
 
+def __getattr__(name):
+    # `gyrofs.__version__`: the installed wheel's version (the crate's).
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("gyrofs")
+    raise AttributeError(f"module 'gyrofs' has no attribute {name!r}")
+
+
 class GyrofsError(Exception):
     """A gyrofs command failed; ``str(e)`` is its one-line message."""
 
@@ -124,6 +133,8 @@ def mount(source, mountpoint=None, **options):
     ``log_file``, ...). The mount answers when this returns; a source
     gyrofs cannot read raises :class:`GyrofsError` and nothing is mounted.
     """
+    if options.get("foreground"):
+        raise ValueError("gyrofs.mount returns once the mount answers; foreground=True would never return")
     made = mountpoint is None
     if made:
         mountpoint = tempfile.mkdtemp(prefix="gyrofs-")

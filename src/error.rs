@@ -346,6 +346,10 @@ pub enum MountError {
     UnknownOption { option: String },
     #[error("-o needs a list of options (e.g. -o allow_other,dtype=bf16+f16)")]
     NoOptionList,
+    /// `-o` inside a group of short flags (`-fo LIST`), which the `-o`
+    /// rewriting does not see.
+    #[error("-o must stand on its own (-f -o {list}), not in a group of short flags like -fo")]
+    GroupedOptionList { list: String },
     /// mount(8) called the helper in a way it does not take.
     #[error(
         "usage as a mount helper: mount.gyrofs SOURCE MOUNTPOINT [-s] [-f] [-n] [-v] [-o OPTIONS] [-t TYPE] (got {got})"

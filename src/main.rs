@@ -185,9 +185,10 @@ enum Cmd {
         /// (-o allow_other,dtype=bf16+f16,cache_dir=/var/cache/gyrofs,uid=1000);
         /// mount(8)'s generic ones (ro, rw, _netdev, nofail, defaults,
         /// x-*) are accepted and ignored. See docs/MOUNTING.md.
-        // Always empty here: `mount_options::normalize` turns each list into
-        // long flags before parsing. Declared for --help, the man page and
-        // the completions.
+        // Empty here unless given in a group of short flags (`-fo LIST`,
+        // refused): `mount_options::normalize` turns each list into long
+        // flags before parsing. Declared for --help, the man page and the
+        // completions.
         #[arg(short = 'o', value_name = "OPT[,OPT...]")]
         options: Vec<String>,
         #[command(flatten)]
@@ -321,9 +322,14 @@ fn run(cli: Cli, argv: Vec<std::ffi::OsString>) -> Result<(), Error> {
             log_file,
             read_ahead_kb,
             dtype,
-            options: _,
+            options,
             remote,
         } => {
+            if let Some(list) = options.first() {
+                return Err(
+                    gyrofs::error::MountError::GroupedOptionList { list: list.clone() }.into(),
+                );
+            }
             let opts = MountOptions {
                 argv,
                 remote: remote.options(),

@@ -256,6 +256,22 @@ fn an_unknown_o_option_is_refused_in_one_line() {
         "{err}"
     );
     assert!(!is_mounted(&mnt.path));
+    // Nor is an -o list hidden in a group of short flags ignored.
+    let o = gyrofs_within(
+        &[
+            "mount",
+            &sample_hf().display().to_string(),
+            &mnt.path.display().to_string(),
+            "-fo",
+            "dtype=f32",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("-o must stand on its own"), "{err}");
+    assert!(!is_mounted(&mnt.path));
 }
 
 /// A root mount is typed `fuse.gyrofs` and named by its source (an absolute

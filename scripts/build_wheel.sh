@@ -39,6 +39,9 @@ share=$data/data/share
 mkdir -p "$share/man/man1" "$share/bash-completion/completions" \
     "$share/zsh/site-functions" "$share/fish/vendor_completions.d"
 "$gyrofs" man > "$share/man/man1/gyrofs.1"
+for command in mount umount ls convert; do
+    "$gyrofs" man "$command" > "$share/man/man1/gyrofs-$command.1"
+done
 "$gyrofs" completions bash > "$share/bash-completion/completions/gyrofs"
 "$gyrofs" completions zsh > "$share/zsh/site-functions/_gyrofs"
 "$gyrofs" completions fish > "$share/fish/vendor_completions.d/gyrofs.fish"

@@ -142,6 +142,8 @@ def main():
     share = pathlib.Path(sys.prefix) / "share"
     for rel in [
         "man/man1/gyrofs.1",
+        "man/man1/gyrofs-mount.1",
+        "man/man1/gyrofs-convert.1",
         "bash-completion/completions/gyrofs",
         "zsh/site-functions/_gyrofs",
         "fish/vendor_completions.d/gyrofs.fish",

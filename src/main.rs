@@ -248,9 +248,13 @@ enum Cmd {
     /// elvish, powershell) to stdout.
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },
-    /// Print the man page gyrofs(1) (roff) to stdout.
+    /// Print the man page gyrofs(1) (roff) to stdout, or with COMMAND
+    /// that command's, gyrofs-COMMAND(1), with all its options.
     #[command(hide = true)]
-    Man,
+    Man {
+        #[arg(value_parser = ["mount", "umount", "ls", "convert"])]
+        command: Option<String>,
+    },
 }
 
 /// What `-o` lists and helper calls may name, from the parser's definition.
@@ -359,9 +363,30 @@ fn run(cli: Cli, argv: Vec<std::ffi::OsString>) -> Result<(), Error> {
             clap_complete::generate(shell, &mut Cli::command(), "gyrofs", &mut std::io::stdout());
             Ok(())
         }
-        Cmd::Man => clap_mangen::Man::new(Cli::command())
-            .render(&mut std::io::stdout())
-            .map_err(|e| Error::io("stdout", e)),
+        Cmd::Man { command } => {
+            let mut cli = Cli::command();
+            cli.build();
+            let page = match command {
+                None => cli,
+                Some(name) => {
+                    // The page's title (clap keeps names as static strings).
+                    let title = match name.as_str() {
+                        "mount" => "gyrofs-mount",
+                        "umount" => "gyrofs-umount",
+                        "ls" => "gyrofs-ls",
+                        _ => "gyrofs-convert",
+                    };
+                    cli.find_subcommand(&name)
+                        .expect("one of the listed commands")
+                        .clone()
+                        .name(title)
+                }
+            };
+            match clap_mangen::Man::new(page).render(&mut std::io::stdout()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::io("stdout", e)),
+                _ => Ok(()), // `gyrofs man | head` is no error
+            }
+        }
         Cmd::Umount { mountpoint, lazy } => Ok(gyrofs::mount::umount(&mountpoint, lazy)?),
         Cmd::Ls {
             source,

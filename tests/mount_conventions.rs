@@ -444,4 +444,13 @@ fn completions_and_man_page_are_generated() {
         "{man:.200}"
     );
     assert!(man.contains("mount"));
+    // One page per command, with its options.
+    let o = gyrofs(&["man", "mount"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let man = String::from_utf8_lossy(&o.stdout);
+    assert!(man.contains(".TH gyrofs-mount"), "{man:.300}");
+    assert!(
+        man.contains("cache\\-dir") && man.contains("allow\\-other"),
+        "{man}"
+    );
 }

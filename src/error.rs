@@ -338,6 +338,23 @@ pub enum MountError {
     Busy { path: PathBuf },
     #[error("{}: cannot unmount as a non-root user without fusermount3 (Debian package fuse3): {err}", path.display())]
     NoFusermount { path: PathBuf, err: io::Error },
+    /// A `-o` option that is neither a long option of `gyrofs mount` nor
+    /// one of mount(8)'s generic ones.
+    #[error(
+        "unknown mount option '{option}' (-o takes the long options of `gyrofs mount` with _ for -, e.g. allow_other,dtype=bf16+f16,cache_dir=DIR, and mount(8)'s generic ones: ro, rw, _netdev, nofail, defaults, x-*)"
+    )]
+    UnknownOption { option: String },
+    #[error("-o needs a list of options (e.g. -o allow_other,dtype=bf16+f16)")]
+    NoOptionList,
+    /// `-o` inside a group of short flags (`-fo LIST`), which the `-o`
+    /// rewriting does not see.
+    #[error("-o must stand on its own (-f -o {list}), not in a group of short flags like -fo")]
+    GroupedOptionList { list: String },
+    /// mount(8) called the helper in a way it does not take.
+    #[error(
+        "usage as a mount helper: mount.gyrofs SOURCE MOUNTPOINT [-s] [-f] [-n] [-v] [-o OPTIONS] [-t TYPE] (got {got})"
+    )]
+    HelperUsage { got: String },
 }
 
 /// The FUSE device every mount opens.

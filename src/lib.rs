@@ -4,7 +4,9 @@
 //! Data flows one way, and the modules follow it, each importing only those
 //! listed after it (docs/ARCHITECTURE.md):
 //! - front ends: [`fuse`] (the kernel adapter) and [`mount`] (the daemon's
-//!   life cycle; [`mount_table`] reads the system's mount table),
+//!   life cycle; [`mount_table`] reads the system's mount table,
+//!   [`mount_options`] the `-o` lists and mount(8)'s helper calls,
+//!   [`notify`] tells systemd the mount is ready),
 //!   [`convert`] (writes a view to disk), [`ls`] (lists tensors);
 //! - [`volume`]: a source and its tree together: the filesystem operations
 //!   without FUSE;
@@ -34,8 +36,10 @@ pub mod fuse;
 pub mod json;
 pub mod ls;
 pub mod mount;
+pub mod mount_options;
 pub mod mount_table;
 pub mod naming;
+pub mod notify;
 pub mod quant;
 pub mod read;
 pub mod remote;

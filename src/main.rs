@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use indicatif::HumanBytes;
 
@@ -180,6 +180,17 @@ enum Cmd {
         /// past 65504 become inf).
         #[arg(long, value_name = "LIST", default_value = "bf16", value_parser = parse_dtype_list)]
         dtype: DtypeList,
+        /// Options the way mount(8), fstab and sshfs take them: the long
+        /// options above with _ for - and + between dtypes
+        /// (-o allow_other,dtype=bf16+f16,cache_dir=/var/cache/gyrofs,uid=1000);
+        /// mount(8)'s generic ones (ro, rw, _netdev, nofail, defaults,
+        /// x-*) are accepted and ignored. See docs/MOUNTING.md.
+        // Empty here unless given in a group of short flags (`-fo LIST`,
+        // refused): `mount_options::normalize` turns each list into long
+        // flags before parsing. Declared for --help, the man page and the
+        // completions.
+        #[arg(short = 'o', value_name = "OPT[,OPT...]")]
+        options: Vec<String>,
         #[command(flatten)]
         remote: RemoteArgs,
     },
@@ -233,10 +244,54 @@ enum Cmd {
         #[command(flatten)]
         remote: RemoteArgs,
     },
+    /// Print the shell completion script for SHELL (bash, zsh, fish,
+    /// elvish, powershell) to stdout.
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page gyrofs(1) (roff) to stdout, or with COMMAND
+    /// that command's, gyrofs-COMMAND(1), with all its options.
+    #[command(hide = true)]
+    Man {
+        #[arg(value_parser = ["mount", "umount", "ls", "convert"])]
+        command: Option<String>,
+    },
+}
+
+/// What `-o` lists and helper calls may name, from the parser's definition.
+fn grammar() -> gyrofs::mount_options::Grammar {
+    let cli = Cli::command();
+    let mount = cli.find_subcommand("mount").expect("mount is a subcommand");
+    gyrofs::mount_options::Grammar {
+        subcommands: cli
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect(),
+        mount_longs: mount
+            .get_arguments()
+            .filter_map(|a| Some((a.get_long()?.to_string(), a.get_action().takes_values())))
+            .collect(),
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut argv = std::env::args_os();
+    let program = argv.next().unwrap_or_default();
+    let args: Vec<std::ffi::OsString> = argv.collect();
+    let normalized = match gyrofs::mount_options::normalize(&program, &args, &grammar()) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("gyrofs: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for option in &normalized.ignored {
+        eprintln!("gyrofs: warning: unknown mount option '{option}' ignored (-s)");
+    }
+    if normalized.fake {
+        // mount(8)'s -f: everything but the mount itself.
+        return ExitCode::SUCCESS;
+    }
+    let cli = Cli::parse_from(std::iter::once("gyrofs".into()).chain(normalized.args.clone()));
     // A mount's log also shows the progress of long remote fetches.
     let filter = match cli.command {
         Cmd::Mount { .. } => "warn,gyrofs::remote=info",
@@ -245,7 +300,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter))
         .format_timestamp_millis()
         .init();
-    match run(cli) {
+    match run(cli, normalized.args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gyrofs: {e}");
@@ -254,7 +309,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
+/// Run the command; `argv` is its command line as parsed (for the mount
+/// daemon).
+fn run(cli: Cli, argv: Vec<std::ffi::OsString>) -> Result<(), Error> {
     match cli.command {
         Cmd::Mount {
             source,
@@ -269,9 +326,16 @@ fn run(cli: Cli) -> Result<(), Error> {
             log_file,
             read_ahead_kb,
             dtype,
+            options,
             remote,
         } => {
+            if let Some(list) = options.first() {
+                return Err(
+                    gyrofs::error::MountError::GroupedOptionList { list: list.clone() }.into(),
+                );
+            }
             let opts = MountOptions {
+                argv,
                 remote: remote.options(),
                 // A remote source's reads wait on the network: more threads,
                 // so that reads stuck on a slow object leave others free.
@@ -294,6 +358,34 @@ fn run(cli: Cli) -> Result<(), Error> {
                 },
             };
             gyrofs::mount::mount(&source, &mountpoint, &opts)
+        }
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "gyrofs", &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Man { command } => {
+            let mut cli = Cli::command();
+            cli.build();
+            let page = match command {
+                None => cli,
+                Some(name) => {
+                    // The page's title (clap keeps names as static strings).
+                    let title = match name.as_str() {
+                        "mount" => "gyrofs-mount",
+                        "umount" => "gyrofs-umount",
+                        "ls" => "gyrofs-ls",
+                        _ => "gyrofs-convert",
+                    };
+                    cli.find_subcommand(&name)
+                        .expect("one of the listed commands")
+                        .clone()
+                        .name(title)
+                }
+            };
+            match clap_mangen::Man::new(page).render(&mut std::io::stdout()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::io("stdout", e)),
+                _ => Ok(()), // `gyrofs man | head` is no error
+            }
         }
         Cmd::Umount { mountpoint, lazy } => Ok(gyrofs::mount::umount(&mountpoint, lazy)?),
         Cmd::Ls {

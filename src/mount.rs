@@ -27,6 +27,8 @@ use crate::fuse::GyroFs;
 use crate::mount_table;
 use crate::volume::Volume;
 
+/// The type of a gyrofs mount is `fuse.gyrofs`.
+pub const FS_SUBTYPE: &str = "gyrofs";
 /// Set in the daemon's environment: report readiness on stdout.
 const NOTIFY_ENV: &str = "GYROFS_NOTIFY_READY";
 /// How long `mount` waits for the mount to answer once the daemon has read
@@ -37,6 +39,11 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone)]
 pub struct MountOptions {
+    /// The command line (without the program name) the background daemon
+    /// is started with, `--foreground` added: `mount SOURCE MOUNTPOINT
+    /// FLAGS...`, as the parser took it (a helper call or `-o` list already
+    /// turned into long flags, `crate::mount_options`).
+    pub argv: Vec<std::ffi::OsString>,
     pub threads: usize,
     pub allow_other: bool,
     pub foreground: bool,
@@ -78,7 +85,7 @@ pub fn mount(source: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<()
 /// until it reports that the mount answers (or why it failed).
 fn spawn_daemon(opts: &MountOptions) -> Result<(), Error> {
     let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
-    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let mut args = opts.argv.clone();
     args.push("--foreground".into());
     let stderr = match &opts.log_file {
         Some(p) => Stdio::from(
@@ -164,22 +171,20 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     // Absolute (symlinks kept: a snapshot link repointed is a change): the
     // daemon leaves its starting directory below, and the watcher re-resolves
     // the source paths for as long as the mount lives.
-    // What `mount` lists as the filesystem: the file or folder name, or a
-    // remote source's URL (commas would end the mount option; a query
-    // string, which may hold credentials, is left out: /proc/mounts is
-    // world-readable).
-    let label = if crate::remote::is_remote(source) {
-        crate::remote::names::redact(&source.to_string_lossy()).replace(',', "%2C")
-    } else {
-        source
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
     let source = match crate::remote::is_remote(source) {
         true => source.to_path_buf(),
         false => std::path::absolute(source).map_err(|e| Error::io(source, e))?,
     };
+    // What `mount` and /proc/mounts list as the filesystem's source, as
+    // sshfs's `host:/path`: the absolute path, or a remote source's URL
+    // without its query string (which may hold credentials: /proc/mounts
+    // is world-readable). Commas would end the option fusermount3 gets it
+    // in.
+    let fsname = match crate::remote::is_remote(&source) {
+        true => crate::remote::names::redact(&source.to_string_lossy()),
+        false => source.to_string_lossy().into_owned(),
+    }
+    .replace(',', "%2C");
     let located = crate::remote::locate(&source, &opts.remote)?;
     let source = located.path.clone();
     let volume = Arc::new(Volume::open_with(&source, &located.opener, &opts.volume)?);
@@ -215,7 +220,6 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     );
 
     let mut config = Config::default();
-    let fsname = format!("gyrofs:{label}");
     config.mount_options = vec![
         MountOption::RO,
         MountOption::NoDev,
@@ -225,7 +229,10 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
         // the source's, `crate::access`) for every user, as for a disk.
         MountOption::DefaultPermissions,
         MountOption::FSName(fsname),
-        MountOption::Subtype("gyrofs".into()),
+        // Type `fuse.gyrofs` in /proc/mounts. A kernel option, not
+        // `MountOption::Subtype`: fuser leaves that out of the mount(2) it
+        // makes as root (fusermount3 takes either).
+        MountOption::CUSTOM(format!("subtype={FS_SUBTYPE}")),
     ];
     if opts.allow_other {
         config.acl = SessionACL::All;
@@ -272,6 +279,7 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
         std::thread::spawn(move || {
             if answers(&probe) {
                 eprintln!("{said}");
+                crate::notify::notify("READY=1");
             }
         });
     }
@@ -295,6 +303,7 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     match ended {
         Ok(Ok(())) => {
             if !notify {
+                crate::notify::notify("STOPPING=1");
                 eprintln!("gyrofs: {} unmounted", mountpoint.display());
             }
             Ok(())

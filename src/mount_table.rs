@@ -15,15 +15,17 @@ pub struct MountEntry {
     pub device: String,
     /// Filesystem type (`fuse`, `fuse.sshfs`, `tmpfs`, ...).
     pub fstype: String,
-    /// The mount source (`gyrofs:<source name>` for gyrofs mounts).
+    /// The mount source (for gyrofs mounts, SOURCE as given: an absolute
+    /// path or a URL).
     pub source: String,
 }
 
 impl MountEntry {
-    /// Mounted by gyrofs (its FUSE mounts are named `gyrofs:<source>`).
+    /// Mounted by gyrofs: type `fuse.gyrofs` (or, from gyrofs before it set
+    /// the type for root mounts, type `fuse` named `gyrofs:<source name>`).
     pub fn is_gyrofs(&self) -> bool {
-        (self.fstype == "fuse" || self.fstype == "fuse.gyrofs")
-            && self.source.starts_with("gyrofs:")
+        self.fstype == "fuse.gyrofs"
+            || (self.fstype == "fuse" && self.source.starts_with("gyrofs:"))
     }
 }
 
@@ -120,5 +122,11 @@ mod tests {
         );
         assert!(g.unwrap().is_gyrofs());
         assert_eq!(find(info, Path::new("/nope")), None);
+        let typed = "44 1 0:41 / /mnt/q ro - fuse.gyrofs /models/q ro,user_id=0\n";
+        let q = find(typed, Path::new("/mnt/q")).unwrap();
+        assert_eq!(q.source, "/models/q");
+        assert!(q.is_gyrofs());
+        let other = "45 1 0:42 / /mnt/f ro - fuse /dev/fuse ro,user_id=0\n";
+        assert!(!find(other, Path::new("/mnt/f")).unwrap().is_gyrofs());
     }
 }

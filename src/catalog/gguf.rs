@@ -8,6 +8,8 @@
 //! accessors read a value the way the views always have (they once read the
 //! JSON rendering): see [`GgufValue::as_text`] and [`GgufValue::as_json_f64`].
 
+use std::sync::Arc;
+
 use serde_json::{Map, Number, Value};
 
 /// A metadata value. Variant order follows the GGUF type ids 0..=12.
@@ -40,11 +42,23 @@ pub enum GgufArray {
     I32(Vec<i32>),
     F32(Vec<f32>),
     Bool(Vec<bool>),
-    String(Vec<String>),
+    String(GgufStrings),
     Array(Vec<GgufArray>),
     U64(Vec<u64>),
     I64(Vec<i64>),
     F64(Vec<f64>),
+}
+
+/// An array of strings, held compactly: their text one after another in
+/// one buffer, and where each ends. A vocabulary of 262k tokens is two
+/// allocations, not 262k (and a clone shares them).
+#[derive(Clone, Default, PartialEq)]
+pub struct GgufStrings {
+    /// Every string's text, concatenated.
+    text: Arc<String>,
+    /// Where each string ends in `text` (so string `i` is
+    /// `ends[i - 1]..ends[i]`, the first starting at 0).
+    ends: Arc<Vec<u64>>,
 }
 
 /// A GGUF file's key/value metadata: the pairs in file order, keys unique.
@@ -354,13 +368,13 @@ impl GgufArray {
             GgufArray::U16(_) | GgufArray::I16(_) => 2 * n,
             GgufArray::U32(_) | GgufArray::I32(_) | GgufArray::F32(_) => 4 * n,
             GgufArray::U64(_) | GgufArray::I64(_) | GgufArray::F64(_) => 8 * n,
-            GgufArray::String(v) => v.iter().map(|s| 8 + s.len() as u64).sum(),
+            GgufArray::String(v) => 8 * n + v.text_len(),
             GgufArray::Array(v) => v.iter().map(GgufArray::encoded_len).sum(),
         }
     }
 
     /// The elements, if this is an array of strings.
-    pub fn strings(&self) -> Option<&[String]> {
+    pub fn strings(&self) -> Option<&GgufStrings> {
         match self {
             GgufArray::String(v) => Some(v),
             _ => None,
@@ -413,7 +427,7 @@ impl GgufArray {
             GgufArray::I32(v) => GgufValue::I32(v[i]),
             GgufArray::F32(v) => GgufValue::F32(v[i]),
             GgufArray::Bool(v) => GgufValue::Bool(v[i]),
-            GgufArray::String(v) => GgufValue::String(v[i].clone()),
+            GgufArray::String(v) => GgufValue::String(v.get(i).unwrap_or_default().to_string()),
             GgufArray::Array(v) => GgufValue::Array(v[i].clone()),
             GgufArray::U64(v) => GgufValue::U64(v[i]),
             GgufArray::I64(v) => GgufValue::I64(v[i]),
@@ -435,9 +449,7 @@ impl GgufArray {
             GgufArray::I32(v) => list(v, Value::from),
             GgufArray::F32(v) => list(v, f32_json),
             GgufArray::Bool(v) => list(v, Value::from),
-            GgufArray::String(v) => {
-                Value::Array(v.iter().map(|s| Value::from(s.as_str())).collect())
-            }
+            GgufArray::String(v) => Value::Array(v.iter().map(Value::from).collect()),
             GgufArray::Array(v) => Value::Array(v.iter().map(GgufArray::to_json).collect()),
             GgufArray::U64(v) => list(v, Value::from),
             GgufArray::I64(v) => list(v, Value::from),
@@ -454,8 +466,10 @@ impl GgufArray {
         fn all<T>(items: &[Value], f: impl Fn(&Value) -> Option<T>) -> Option<Vec<T>> {
             items.iter().map(f).collect()
         }
-        if let Some(v) = all(items, |x| x.as_str().map(str::to_string)) {
-            return Some(GgufArray::String(v));
+        if items.iter().all(Value::is_string) {
+            return Some(GgufArray::String(
+                items.iter().filter_map(Value::as_str).collect(),
+            ));
         }
         if let Some(v) = all(items, Value::as_bool) {
             return Some(GgufArray::Bool(v));
@@ -480,6 +494,76 @@ impl GgufArray {
             _ => None,
         })
         .map(GgufArray::F64)
+    }
+}
+
+impl GgufStrings {
+    /// No strings yet, with room for `n`.
+    pub fn with_capacity(n: usize) -> GgufStrings {
+        GgufStrings {
+            text: Arc::default(),
+            ends: Arc::new(Vec::with_capacity(n)),
+        }
+    }
+
+    /// Add `s` at the end.
+    pub fn push(&mut self, s: &str) {
+        let text = Arc::make_mut(&mut self.text);
+        text.push_str(s);
+        let end = text.len() as u64;
+        Arc::make_mut(&mut self.ends).push(end);
+    }
+
+    /// Give back the room reserved and not used.
+    pub fn shrink_to_fit(&mut self) {
+        Arc::make_mut(&mut self.text).shrink_to_fit();
+        Arc::make_mut(&mut self.ends).shrink_to_fit();
+    }
+
+    /// Number of strings.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The bytes of all the strings' text together.
+    pub fn text_len(&self) -> u64 {
+        self.text.len() as u64
+    }
+
+    /// String `i`, if there is one.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)? as usize;
+        let start = match i {
+            0 => 0,
+            _ => self.ends[i - 1] as usize,
+        };
+        self.text.get(start..end)
+    }
+
+    /// The strings in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + Clone + '_ {
+        (0..self.len()).map(|i| self.get(i).unwrap_or_default())
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for GgufStrings {
+    fn from_iter<I: IntoIterator<Item = S>>(items: I) -> GgufStrings {
+        let items = items.into_iter();
+        let mut v = GgufStrings::with_capacity(items.size_hint().0);
+        for s in items {
+            v.push(s.as_ref());
+        }
+        v
+    }
+}
+
+impl std::fmt::Debug for GgufStrings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 
@@ -538,7 +622,7 @@ mod tests {
             GgufValue::Array(GgufArray::I32(vec![1, -1])),
             GgufValue::Array(GgufArray::U32(vec![])),
             GgufValue::Array(GgufArray::Array(vec![
-                GgufArray::String(vec!["a".into()]),
+                GgufArray::String(["a"].into_iter().collect()),
                 GgufArray::Bool(vec![false]),
             ])),
         ]

@@ -498,28 +498,6 @@ impl GgufArray {
 }
 
 impl GgufStrings {
-    /// No strings yet, with room for `n`.
-    pub fn with_capacity(n: usize) -> GgufStrings {
-        GgufStrings {
-            text: Arc::default(),
-            ends: Arc::new(Vec::with_capacity(n)),
-        }
-    }
-
-    /// Add `s` at the end.
-    pub fn push(&mut self, s: &str) {
-        let text = Arc::make_mut(&mut self.text);
-        text.push_str(s);
-        let end = text.len() as u64;
-        Arc::make_mut(&mut self.ends).push(end);
-    }
-
-    /// Give back the room reserved and not used.
-    pub fn shrink_to_fit(&mut self) {
-        Arc::make_mut(&mut self.text).shrink_to_fit();
-        Arc::make_mut(&mut self.ends).shrink_to_fit();
-    }
-
     /// Number of strings.
     pub fn len(&self) -> usize {
         self.ends.len()
@@ -553,11 +531,44 @@ impl GgufStrings {
 impl<S: AsRef<str>> FromIterator<S> for GgufStrings {
     fn from_iter<I: IntoIterator<Item = S>>(items: I) -> GgufStrings {
         let items = items.into_iter();
-        let mut v = GgufStrings::with_capacity(items.size_hint().0);
+        let mut v = StringsBuilder::with_capacity(items.size_hint().0);
         for s in items {
             v.push(s.as_ref());
         }
-        v
+        v.finish()
+    }
+}
+
+/// A [`GgufStrings`] being made, a string at a time.
+#[derive(Default)]
+pub struct StringsBuilder {
+    text: String,
+    ends: Vec<u64>,
+}
+
+impl StringsBuilder {
+    /// No strings yet, with room for `n`.
+    pub fn with_capacity(n: usize) -> StringsBuilder {
+        StringsBuilder {
+            text: String::new(),
+            ends: Vec::with_capacity(n),
+        }
+    }
+
+    /// Add `s` at the end.
+    pub fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+        self.ends.push(self.text.len() as u64);
+    }
+
+    /// The strings (the room reserved and not used given back).
+    pub fn finish(mut self) -> GgufStrings {
+        self.text.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        GgufStrings {
+            text: Arc::new(self.text),
+            ends: Arc::new(self.ends),
+        }
     }
 }
 

@@ -34,7 +34,9 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::catalog::gguf::vt;
-pub use crate::catalog::gguf::{GgufArray, GgufMetadata, GgufStrings, GgufValue, value_type_name};
+pub use crate::catalog::gguf::{
+    GgufArray, GgufMetadata, GgufStrings, GgufValue, StringsBuilder, value_type_name,
+};
 use crate::error::{Problem, SourceError};
 use crate::quant::ggml::GgmlType;
 use crate::store::SourceFile;
@@ -339,17 +341,24 @@ impl Parser<'_> {
     /// `n` string values of an array, into one buffer (each charged with
     /// the array; their text is charged here).
     fn strings(&mut self, n: usize, ctx: Ctx<'_>) -> Result<GgufStrings, SourceError> {
-        let mut v = GgufStrings::with_capacity(n);
+        let mut v = StringsBuilder::with_capacity(n);
         for i in 0..n {
             let what = || format!("{}[{i}]", ctx());
             let b = self.string_bytes(&what)?;
-            let s = String::from_utf8_lossy(b);
-            let len = s.len() as u64;
-            v.push(&s);
-            self.charge(len, &what)?;
+            let len = match std::str::from_utf8(b) {
+                Ok(s) => {
+                    v.push(s);
+                    s.len()
+                }
+                Err(_) => {
+                    let s = String::from_utf8_lossy(b);
+                    v.push(&s);
+                    s.len()
+                }
+            };
+            self.charge(len as u64, &what)?;
         }
-        v.shrink_to_fit();
-        Ok(v)
+        Ok(v.finish())
     }
 
     fn header(&mut self) -> Result<GgufHeader, SourceError> {

@@ -680,6 +680,30 @@ mod tests {
     }
 
     #[test]
+    fn strings_are_one_buffer_and_their_ends() {
+        let v: GgufStrings = ["a", "", "h\u{fffd}i", "\u{2581}x"].into_iter().collect();
+        assert_eq!(v.len(), 4);
+        assert_eq!(v.get(0), Some("a"));
+        assert_eq!(v.get(1), Some(""));
+        assert_eq!(v.get(2), Some("h\u{fffd}i"));
+        assert_eq!(v.get(4), None);
+        assert_eq!(
+            v.iter().collect::<Vec<_>>(),
+            ["a", "", "h\u{fffd}i", "\u{2581}x"]
+        );
+        assert_eq!(v.text_len(), 1 + 5 + 4);
+        let a = GgufArray::String(v.clone());
+        assert_eq!(a.encoded_len(), 12 + 4 * 8 + 10);
+        assert_eq!(a.to_json(), json!(["a", "", "h\u{fffd}i", "\u{2581}x"]));
+        assert_eq!(GgufArray::from_json(&[json!("a"), json!("")]), {
+            Some(GgufArray::String(["a", ""].into_iter().collect()))
+        });
+        // A clone shares the buffers; equal contents compare equal.
+        assert_eq!(v.clone(), v);
+        assert!(GgufStrings::default().is_empty());
+    }
+
+    #[test]
     fn accessors() {
         assert_eq!(GgufValue::F32(1e-5).as_json_f64(), Some(0.00001));
         assert_eq!(GgufValue::F32(f32::INFINITY).as_text(), Some("inf"));

@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Number, Value};
 
+use crate::json::{write_str, write_value};
+
 /// A metadata value. Variant order follows the GGUF type ids 0..=12.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GgufValue {
@@ -169,6 +171,44 @@ impl GgufMetadata {
             .map(|(k, v)| (k.clone(), v.to_json()))
             .collect();
         Value::Object(map)
+    }
+
+    /// `to_pretty(&self.to_json())` (`crate::json`: indented, keys sorted,
+    /// then a newline), written straight into text: no JSON value is made
+    /// of an array's elements, so a 262k-token vocabulary costs its text
+    /// and not a value tree besides. `gguf_metadata.json` is this.
+    pub fn to_pretty_json(&self) -> String {
+        let mut entries: Vec<&(String, GgufValue)> = self.entries.iter().collect();
+        entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let mut out = String::new();
+        if entries.is_empty() {
+            out.push_str("{}\n");
+            return out;
+        }
+        out.push('{');
+        for (i, (k, v)) in entries.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            pretty_newline(&mut out, 1);
+            write_str(&mut out, k);
+            out.push_str(": ");
+            match v {
+                GgufValue::Array(a) => a.write_pretty(&mut out, 1),
+                v => write_value(&mut out, &v.to_json(), Some(2), 1),
+            }
+        }
+        pretty_newline(&mut out, 0);
+        out.push_str("}\n");
+        out
+    }
+}
+
+/// A newline and two spaces a level for `depth` levels.
+fn pretty_newline(out: &mut String, depth: usize) {
+    out.push('\n');
+    for _ in 0..2 * depth {
+        out.push(' ');
     }
 }
 
@@ -433,6 +473,29 @@ impl GgufArray {
             GgufArray::I64(v) => GgufValue::I64(v[i]),
             GgufArray::F64(v) => GgufValue::F64(v[i]),
         }
+    }
+
+    /// [`GgufArray::to_json`] written indented at `depth` (as
+    /// `crate::json::write_value` writes it), one element at a time.
+    fn write_pretty(&self, out: &mut String, depth: usize) {
+        if self.is_empty() {
+            out.push_str("[]");
+            return;
+        }
+        out.push('[');
+        for i in 0..self.len() {
+            if i > 0 {
+                out.push(',');
+            }
+            pretty_newline(out, depth + 1);
+            match self {
+                GgufArray::String(v) => write_str(out, v.get(i).unwrap_or_default()),
+                GgufArray::Array(v) => v[i].write_pretty(out, depth + 1),
+                _ => write_value(out, &self.value_at(i).to_json(), Some(2), depth + 1),
+            }
+        }
+        pretty_newline(out, depth);
+        out.push(']');
     }
 
     /// A JSON array, elements as [`GgufValue::to_json`].
@@ -701,6 +764,39 @@ mod tests {
         // A clone shares the buffers; equal contents compare equal.
         assert_eq!(v.clone(), v);
         assert!(GgufStrings::default().is_empty());
+    }
+
+    #[test]
+    fn pretty_json_is_the_value_tree_written() {
+        let mut entries: Vec<(String, GgufValue)> = every_type()
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (format!("k{:02}", 20 - i), v))
+            .collect();
+        entries.push((
+            "tokens".into(),
+            GgufValue::Array(GgufArray::String(
+                ["a", "", "\"q\"\n", "\u{2581}x"].into_iter().collect(),
+            )),
+        ));
+        entries.push((
+            "nested".into(),
+            GgufValue::Array(GgufArray::Array(vec![
+                GgufArray::Array(vec![GgufArray::U8(vec![])]),
+                GgufArray::F64(vec![0.5, f64::NAN]),
+            ])),
+        ));
+        entries.push((
+            "Z".into(),
+            GgufValue::Array(GgufArray::String(Default::default())),
+        ));
+        let md = GgufMetadata::new(entries);
+        assert_eq!(md.to_pretty_json(), crate::json::to_pretty(&md.to_json()));
+        let empty = GgufMetadata::default();
+        assert_eq!(
+            empty.to_pretty_json(),
+            crate::json::to_pretty(&empty.to_json())
+        );
     }
 
     #[test]

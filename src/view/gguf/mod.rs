@@ -8,7 +8,9 @@
 //! holds dequantized, is read as stored: the converter keeps gpt-oss's
 //! MXFP4 experts as they are). At mount, the model is decided from
 //! names, shapes and the config alone ([`model::Model`]: the output tensors
-//! in file order and how each is made); a file's header (with the
+//! in file order and how each is made; the rows of Gemma 3's embedding that
+//! a GGUF source's vocabulary keeps are counted when a file is first asked
+//! for, as counting them reads the whole vocabulary); a file's header (with the
 //! tokenizer) is built when the file is first asked for, and its tensor
 //! bytes are computed on read, a row at a time ([`data`]).
 //!

@@ -8,7 +8,11 @@
 //! accessors read a value the way the views always have (they once read the
 //! JSON rendering): see [`GgufValue::as_text`] and [`GgufValue::as_json_f64`].
 
+use std::sync::Arc;
+
 use serde_json::{Map, Number, Value};
+
+use crate::json::{write_str, write_value};
 
 /// A metadata value. Variant order follows the GGUF type ids 0..=12.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,11 +44,23 @@ pub enum GgufArray {
     I32(Vec<i32>),
     F32(Vec<f32>),
     Bool(Vec<bool>),
-    String(Vec<String>),
+    String(GgufStrings),
     Array(Vec<GgufArray>),
     U64(Vec<u64>),
     I64(Vec<i64>),
     F64(Vec<f64>),
+}
+
+/// An array of strings, held compactly: their text one after another in
+/// one buffer, and where each ends. A vocabulary of 262k tokens is two
+/// allocations, not 262k (and a clone shares them).
+#[derive(Clone, Default, PartialEq)]
+pub struct GgufStrings {
+    /// Every string's text, concatenated.
+    text: Arc<String>,
+    /// Where each string ends in `text` (so string `i` is
+    /// `ends[i - 1]..ends[i]`, the first starting at 0).
+    ends: Arc<Vec<u64>>,
 }
 
 /// A GGUF file's key/value metadata: the pairs in file order, keys unique.
@@ -155,6 +171,44 @@ impl GgufMetadata {
             .map(|(k, v)| (k.clone(), v.to_json()))
             .collect();
         Value::Object(map)
+    }
+
+    /// `to_pretty(&self.to_json())` (`crate::json`: indented, keys sorted,
+    /// then a newline), written straight into text: no JSON value is made
+    /// of an array's elements, so a 262k-token vocabulary costs its text
+    /// and not a value tree besides. `gguf_metadata.json` is this.
+    pub fn to_pretty_json(&self) -> String {
+        let mut entries: Vec<&(String, GgufValue)> = self.entries.iter().collect();
+        entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let mut out = String::new();
+        if entries.is_empty() {
+            out.push_str("{}\n");
+            return out;
+        }
+        out.push('{');
+        for (i, (k, v)) in entries.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            pretty_newline(&mut out, 1);
+            write_str(&mut out, k);
+            out.push_str(": ");
+            match v {
+                GgufValue::Array(a) => a.write_pretty(&mut out, 1),
+                v => write_value(&mut out, &v.to_json(), Some(2), 1),
+            }
+        }
+        pretty_newline(&mut out, 0);
+        out.push_str("}\n");
+        out
+    }
+}
+
+/// A newline and two spaces a level for `depth` levels.
+fn pretty_newline(out: &mut String, depth: usize) {
+    out.push('\n');
+    for _ in 0..2 * depth {
+        out.push(' ');
     }
 }
 
@@ -354,13 +408,13 @@ impl GgufArray {
             GgufArray::U16(_) | GgufArray::I16(_) => 2 * n,
             GgufArray::U32(_) | GgufArray::I32(_) | GgufArray::F32(_) => 4 * n,
             GgufArray::U64(_) | GgufArray::I64(_) | GgufArray::F64(_) => 8 * n,
-            GgufArray::String(v) => v.iter().map(|s| 8 + s.len() as u64).sum(),
+            GgufArray::String(v) => 8 * n + v.text_len(),
             GgufArray::Array(v) => v.iter().map(GgufArray::encoded_len).sum(),
         }
     }
 
     /// The elements, if this is an array of strings.
-    pub fn strings(&self) -> Option<&[String]> {
+    pub fn strings(&self) -> Option<&GgufStrings> {
         match self {
             GgufArray::String(v) => Some(v),
             _ => None,
@@ -413,12 +467,35 @@ impl GgufArray {
             GgufArray::I32(v) => GgufValue::I32(v[i]),
             GgufArray::F32(v) => GgufValue::F32(v[i]),
             GgufArray::Bool(v) => GgufValue::Bool(v[i]),
-            GgufArray::String(v) => GgufValue::String(v[i].clone()),
+            GgufArray::String(v) => GgufValue::String(v.get(i).unwrap_or_default().to_string()),
             GgufArray::Array(v) => GgufValue::Array(v[i].clone()),
             GgufArray::U64(v) => GgufValue::U64(v[i]),
             GgufArray::I64(v) => GgufValue::I64(v[i]),
             GgufArray::F64(v) => GgufValue::F64(v[i]),
         }
+    }
+
+    /// [`GgufArray::to_json`] written indented at `depth` (as
+    /// `crate::json::write_value` writes it), one element at a time.
+    fn write_pretty(&self, out: &mut String, depth: usize) {
+        if self.is_empty() {
+            out.push_str("[]");
+            return;
+        }
+        out.push('[');
+        for i in 0..self.len() {
+            if i > 0 {
+                out.push(',');
+            }
+            pretty_newline(out, depth + 1);
+            match self {
+                GgufArray::String(v) => write_str(out, v.get(i).unwrap_or_default()),
+                GgufArray::Array(v) => v[i].write_pretty(out, depth + 1),
+                _ => write_value(out, &self.value_at(i).to_json(), Some(2), depth + 1),
+            }
+        }
+        pretty_newline(out, depth);
+        out.push(']');
     }
 
     /// A JSON array, elements as [`GgufValue::to_json`].
@@ -435,9 +512,7 @@ impl GgufArray {
             GgufArray::I32(v) => list(v, Value::from),
             GgufArray::F32(v) => list(v, f32_json),
             GgufArray::Bool(v) => list(v, Value::from),
-            GgufArray::String(v) => {
-                Value::Array(v.iter().map(|s| Value::from(s.as_str())).collect())
-            }
+            GgufArray::String(v) => Value::Array(v.iter().map(Value::from).collect()),
             GgufArray::Array(v) => Value::Array(v.iter().map(GgufArray::to_json).collect()),
             GgufArray::U64(v) => list(v, Value::from),
             GgufArray::I64(v) => list(v, Value::from),
@@ -454,8 +529,10 @@ impl GgufArray {
         fn all<T>(items: &[Value], f: impl Fn(&Value) -> Option<T>) -> Option<Vec<T>> {
             items.iter().map(f).collect()
         }
-        if let Some(v) = all(items, |x| x.as_str().map(str::to_string)) {
-            return Some(GgufArray::String(v));
+        if items.iter().all(Value::is_string) {
+            return Some(GgufArray::String(
+                items.iter().filter_map(Value::as_str).collect(),
+            ));
         }
         if let Some(v) = all(items, Value::as_bool) {
             return Some(GgufArray::Bool(v));
@@ -480,6 +557,87 @@ impl GgufArray {
             _ => None,
         })
         .map(GgufArray::F64)
+    }
+}
+
+impl GgufStrings {
+    /// Number of strings.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The bytes of all the strings' text together.
+    pub fn text_len(&self) -> u64 {
+        self.text.len() as u64
+    }
+
+    /// String `i`, if there is one.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)? as usize;
+        let start = match i {
+            0 => 0,
+            _ => self.ends[i - 1] as usize,
+        };
+        self.text.get(start..end)
+    }
+
+    /// The strings in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + Clone + '_ {
+        (0..self.len()).map(|i| self.get(i).unwrap_or_default())
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for GgufStrings {
+    fn from_iter<I: IntoIterator<Item = S>>(items: I) -> GgufStrings {
+        let items = items.into_iter();
+        let mut v = StringsBuilder::with_capacity(items.size_hint().0);
+        for s in items {
+            v.push(s.as_ref());
+        }
+        v.finish()
+    }
+}
+
+/// A [`GgufStrings`] being made, a string at a time.
+#[derive(Default)]
+pub struct StringsBuilder {
+    text: String,
+    ends: Vec<u64>,
+}
+
+impl StringsBuilder {
+    /// No strings yet, with room for `n`.
+    pub fn with_capacity(n: usize) -> StringsBuilder {
+        StringsBuilder {
+            text: String::new(),
+            ends: Vec::with_capacity(n),
+        }
+    }
+
+    /// Add `s` at the end.
+    pub fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+        self.ends.push(self.text.len() as u64);
+    }
+
+    /// The strings (the room reserved and not used given back).
+    pub fn finish(mut self) -> GgufStrings {
+        self.text.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        GgufStrings {
+            text: Arc::new(self.text),
+            ends: Arc::new(self.ends),
+        }
+    }
+}
+
+impl std::fmt::Debug for GgufStrings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 
@@ -538,7 +696,7 @@ mod tests {
             GgufValue::Array(GgufArray::I32(vec![1, -1])),
             GgufValue::Array(GgufArray::U32(vec![])),
             GgufValue::Array(GgufArray::Array(vec![
-                GgufArray::String(vec!["a".into()]),
+                GgufArray::String(["a"].into_iter().collect()),
                 GgufArray::Bool(vec![false]),
             ])),
         ]
@@ -581,6 +739,63 @@ mod tests {
         assert_eq!(
             GgufValue::from_json(&json!([1, 2.5])),
             Some(GgufValue::Array(GgufArray::F64(vec![1.0, 2.5])))
+        );
+    }
+
+    #[test]
+    fn strings_are_one_buffer_and_their_ends() {
+        let v: GgufStrings = ["a", "", "h\u{fffd}i", "\u{2581}x"].into_iter().collect();
+        assert_eq!(v.len(), 4);
+        assert_eq!(v.get(0), Some("a"));
+        assert_eq!(v.get(1), Some(""));
+        assert_eq!(v.get(2), Some("h\u{fffd}i"));
+        assert_eq!(v.get(4), None);
+        assert_eq!(
+            v.iter().collect::<Vec<_>>(),
+            ["a", "", "h\u{fffd}i", "\u{2581}x"]
+        );
+        assert_eq!(v.text_len(), 1 + 5 + 4);
+        let a = GgufArray::String(v.clone());
+        assert_eq!(a.encoded_len(), 12 + 4 * 8 + 10);
+        assert_eq!(a.to_json(), json!(["a", "", "h\u{fffd}i", "\u{2581}x"]));
+        assert_eq!(GgufArray::from_json(&[json!("a"), json!("")]), {
+            Some(GgufArray::String(["a", ""].into_iter().collect()))
+        });
+        // A clone shares the buffers; equal contents compare equal.
+        assert_eq!(v.clone(), v);
+        assert!(GgufStrings::default().is_empty());
+    }
+
+    #[test]
+    fn pretty_json_is_the_value_tree_written() {
+        let mut entries: Vec<(String, GgufValue)> = every_type()
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (format!("k{:02}", 20 - i), v))
+            .collect();
+        entries.push((
+            "tokens".into(),
+            GgufValue::Array(GgufArray::String(
+                ["a", "", "\"q\"\n", "\u{2581}x"].into_iter().collect(),
+            )),
+        ));
+        entries.push((
+            "nested".into(),
+            GgufValue::Array(GgufArray::Array(vec![
+                GgufArray::Array(vec![GgufArray::U8(vec![])]),
+                GgufArray::F64(vec![0.5, f64::NAN]),
+            ])),
+        ));
+        entries.push((
+            "Z".into(),
+            GgufValue::Array(GgufArray::String(Default::default())),
+        ));
+        let md = GgufMetadata::new(entries);
+        assert_eq!(md.to_pretty_json(), crate::json::to_pretty(&md.to_json()));
+        let empty = GgufMetadata::default();
+        assert_eq!(
+            empty.to_pretty_json(),
+            crate::json::to_pretty(&empty.to_json())
         );
     }
 

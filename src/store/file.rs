@@ -181,6 +181,33 @@ impl SourceFile {
         Ok(&self.map_bytes()[offset as usize..end as usize])
     }
 
+    /// Let go of the memory pages of bytes `offset..offset + len` that a
+    /// parser has read and keeps nothing borrowed of (a header parsed into
+    /// owned values): the process's resident set no longer counts them,
+    /// the page cache keeps them, and a later read maps them again. A
+    /// range past the end is clipped; failure only leaves them resident.
+    pub fn release(&self, offset: u64, len: u64) {
+        let Some(map) = &self.map else { return };
+        let end = offset.saturating_add(len).min(self.len);
+        if offset >= end {
+            return;
+        }
+        // SAFETY: MADV_DONTNEED on this map, a read-only MAP_SHARED map of
+        // a file (`Mmap::map`), drops only the process's page table
+        // entries: a later access of the range (a borrow handed out
+        // before or after) faults the same file bytes in again, so no
+        // borrowed byte changes (madvise(2): "up-to-date contents of the
+        // underlying mapped file"). It is not the private or anonymous map
+        // for which DONTNEED zero-fills.
+        let _ = unsafe {
+            map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                offset as usize,
+                (end - offset) as usize,
+            )
+        };
+    }
+
     /// Make bytes `offset..offset + len` local without borrowing them (a
     /// remote file fetches what its cache lacks; a local file has them all).
     pub fn ensure(&self, offset: u64, len: u64) -> Result<(), SourceError> {

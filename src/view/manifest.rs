@@ -91,7 +91,7 @@ pub fn gguf_metadata(catalog: &Catalog) -> VFile {
     let text = catalog
         .gguf_metadata
         .as_ref()
-        .map(|md| to_pretty(&md.to_json()))
+        .map(GgufMetadata::to_pretty_json)
         .unwrap_or_default();
     VFile::from_bytes(text.into_bytes())
 }

@@ -496,3 +496,66 @@ pub fn proptest_config(default: u32, regressions: &'static str) -> proptest::tes
         ..proptest::test_runner::Config::default()
     }
 }
+
+/// `gemma3-f16.gguf` with `extra` appended to `tokenizer.ggml.tokens` (the
+/// rest of the file rewritten around the longer metadata).
+pub fn gemma3_with_tokens(extra: &[String]) -> Vec<u8> {
+    let gguf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gguf-models/gemma3-f16.gguf");
+    let b = std::fs::read(gguf).unwrap();
+    let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    // The bytes a value of type `ty` at `at` takes.
+    fn skip(b: &[u8], ty: u32, at: usize) -> usize {
+        let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+        let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+        match ty {
+            0 | 1 | 7 => 1,
+            2 | 3 => 2,
+            4..=6 => 4,
+            10..=12 => 8,
+            8 => 8 + u64_at(at) as usize,
+            9 => {
+                let (elem, n) = (u32_at(at), u64_at(at + 4) as usize);
+                let mut len = 12;
+                for _ in 0..n {
+                    len += skip(b, elem, at + len);
+                }
+                len
+            }
+            _ => panic!("type {ty}"),
+        }
+    }
+    let (n_tensors, n_kv) = (u64_at(8) as usize, u64_at(16) as usize);
+    let mut out = b[..24].to_vec();
+    let mut at = 24;
+    for _ in 0..n_kv {
+        let key_len = u64_at(at) as usize;
+        let key = std::str::from_utf8(&b[at + 8..at + 8 + key_len]).unwrap();
+        let ty = u32_at(at + 8 + key_len);
+        let value = at + 12 + key_len;
+        let end = value + skip(&b, ty, value);
+        out.extend_from_slice(&b[at..end]);
+        if key == "tokenizer.ggml.tokens" {
+            // Patch the count, append the strings.
+            let count_at = out.len() - (end - value) + 4;
+            let n = u64_at(value + 4) + extra.len() as u64;
+            out[count_at..count_at + 8].copy_from_slice(&n.to_le_bytes());
+            for t in extra {
+                out.extend_from_slice(&(t.len() as u64).to_le_bytes());
+                out.extend_from_slice(t.as_bytes());
+            }
+        }
+        at = end;
+    }
+    let infos = at;
+    for _ in 0..n_tensors {
+        let name_len = u64_at(at) as usize;
+        let dims = u32_at(at + 8 + name_len) as usize;
+        at += 8 + name_len + 4 + 8 * dims + 4 + 8;
+    }
+    out.extend_from_slice(&b[infos..at]);
+    let data = at.div_ceil(32) * 32;
+    out.resize(out.len().div_ceil(32) * 32, 0);
+    out.extend_from_slice(&b[data..]);
+    out
+}

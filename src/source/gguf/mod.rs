@@ -34,7 +34,9 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::catalog::gguf::vt;
-pub use crate::catalog::gguf::{GgufArray, GgufMetadata, GgufValue, value_type_name};
+pub use crate::catalog::gguf::{
+    GgufArray, GgufMetadata, GgufStrings, GgufValue, StringsBuilder, value_type_name,
+};
 use crate::error::{Problem, SourceError};
 use crate::quant::ggml::GgmlType;
 use crate::store::SourceFile;
@@ -103,9 +105,10 @@ impl GgufTensor {
 }
 
 /// Fewest bytes an element of value type `id` takes in the file, and the
-/// memory one takes decoded (not counting string bytes or nested contents).
+/// memory one takes decoded (not counting string bytes or nested contents:
+/// an array's string is its end in [`GgufStrings`]).
 fn type_sizes(id: u32) -> Option<(u64, u64)> {
-    let string = std::mem::size_of::<String>() as u64;
+    let string = std::mem::size_of::<u64>() as u64;
     let array = std::mem::size_of::<GgufArray>() as u64;
     Some(match id {
         vt::U8 | vt::I8 | vt::BOOL => (1, 1),
@@ -143,11 +146,24 @@ pub const FIRST_READ: u64 = 1 << 20;
 /// header that large would be refused for its memory anyway, so a hostile
 /// length cannot make a mount read or fetch more).
 pub fn parse(file: &SourceFile) -> Result<GgufHeader, SourceError> {
+    let (header, read) = parse_prefix(file);
+    // Parsed into owned values: the header's pages (a vocabulary can be
+    // over 100 MB) need not stay in the daemon's memory.
+    file.release(0, read);
+    header
+}
+
+/// [`parse`], reading longer prefixes as needed; with the length read.
+fn parse_prefix(file: &SourceFile) -> (Result<GgufHeader, SourceError>, u64) {
     let mut avail = FIRST_READ.min(file.len);
     loop {
+        let data = match file.read_head(avail) {
+            Ok(d) => d,
+            Err(e) => return (Err(e), avail),
+        };
         let mut parser = Parser {
             path: &file.path,
-            data: file.read_head(avail)?,
+            data,
             len: file.len as usize,
             pos: 0,
             budget: MAX_HEADER_MEMORY,
@@ -160,7 +176,7 @@ pub fn parse(file: &SourceFile) -> Result<GgufHeader, SourceError> {
                     .min(file.len)
                     .min(2 * MAX_HEADER_MEMORY);
             }
-            other => return other,
+            other => return (other, avail),
         }
     }
 }
@@ -320,6 +336,29 @@ impl Parser<'_> {
         // The String itself was charged with its key/value or array.
         self.charge(s.len() as u64, what)?;
         Ok(s)
+    }
+
+    /// `n` string values of an array, into one buffer (each charged with
+    /// the array; their text is charged here).
+    fn strings(&mut self, n: usize, ctx: Ctx<'_>) -> Result<GgufStrings, SourceError> {
+        let mut v = StringsBuilder::with_capacity(n);
+        for i in 0..n {
+            let what = || format!("{}[{i}]", ctx());
+            let b = self.string_bytes(&what)?;
+            let len = match std::str::from_utf8(b) {
+                Ok(s) => {
+                    v.push(s);
+                    s.len()
+                }
+                Err(_) => {
+                    let s = String::from_utf8_lossy(b);
+                    v.push(&s);
+                    s.len()
+                }
+            };
+            self.charge(len as u64, &what)?;
+        }
+        Ok(v.finish())
     }
 
     fn header(&mut self) -> Result<GgufHeader, SourceError> {
@@ -660,13 +699,7 @@ impl Parser<'_> {
             vt::U64 => GgufArray::U64(fixed(self, n, ctx, u64::from_le_bytes)?),
             vt::I64 => GgufArray::I64(fixed(self, n, ctx, i64::from_le_bytes)?),
             vt::F64 => GgufArray::F64(fixed(self, n, ctx, f64::from_le_bytes)?),
-            vt::STRING => {
-                let mut v = Vec::with_capacity(n);
-                for i in 0..n {
-                    v.push(self.value_string(&|| format!("{}[{i}]", ctx()))?);
-                }
-                GgufArray::String(v)
-            }
+            vt::STRING => GgufArray::String(self.strings(n, ctx)?),
             _ => {
                 let mut v = Vec::with_capacity(n);
                 for i in 0..n {
@@ -923,7 +956,7 @@ mod tests {
         match h.get("arr") {
             Some(GgufValue::Array(GgufArray::Array(a))) => {
                 assert_eq!(a.len(), 3);
-                assert_eq!(a[1], GgufArray::String(vec!["a".into(), "".into()]));
+                assert_eq!(a[1], GgufArray::String(["a", ""].into_iter().collect()));
                 assert!(a[2].is_empty());
                 assert_eq!(a[2].elem_type_id(), vt::F32);
             }

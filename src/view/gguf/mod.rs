@@ -8,7 +8,9 @@
 //! holds dequantized, is read as stored: the converter keeps gpt-oss's
 //! MXFP4 experts as they are). At mount, the model is decided from
 //! names, shapes and the config alone ([`model::Model`]: the output tensors
-//! in file order and how each is made); a file's header (with the
+//! in file order and how each is made; the rows of Gemma 3's embedding that
+//! a GGUF source's vocabulary keeps are counted when a file is first asked
+//! for, as counting them reads the whole vocabulary); a file's header (with the
 //! tokenizer) is built when the file is first asked for, and its tensor
 //! bytes are computed on read, a row at a time ([`data`]).
 //!
@@ -26,6 +28,7 @@ pub mod vocab;
 pub mod writer;
 
 use std::any::Any;
+use std::cell::Cell;
 use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
@@ -49,7 +52,17 @@ const MAX_NAME: usize = 63;
 pub struct GgufView {
     /// The Hugging Face folder view it converts.
     parent: ViewId,
+    /// The model as decided at mount. Where the tokenizer is made from a
+    /// GGUF source's metadata, Gemma 3's token embedding still has all its
+    /// rows here: counting the rows the converter keeps takes a pass over
+    /// the whole vocabulary, so it is left to when a file is first asked
+    /// for ([`GgufView::model`]).
     model: Model,
+    /// Whether the vocabulary rows were left to count.
+    rows_deferred: bool,
+    /// The model with the vocabulary rows counted, once a file was asked
+    /// for (`None` if deciding it again failed: then `model`).
+    counted: OnceLock<Option<Model>>,
     /// The keys made from the folder's side files, built when a file is
     /// first asked for.
     side: OnceLock<SideKeys>,
@@ -74,7 +87,7 @@ pub fn build(b: &mut Builder) {
     });
     let Some((parent, hf)) = found else { return };
     let Some(config) = hf.config() else { return };
-    let model = match model_of(b.catalog, hf, config) {
+    let (model, rows_deferred) = match model_of(b.catalog, hf, config, Rows::Defer) {
         Ok(m) => m,
         Err(why) => {
             b.notes
@@ -95,12 +108,29 @@ pub fn build(b: &mut Builder) {
     b.add(Box::new(GgufView {
         parent,
         model,
+        rows_deferred,
+        counted: OnceLock::new(),
         side: OnceLock::new(),
     }));
 }
 
-/// The model the converter would write for `hf`.
-fn model_of(catalog: &Catalog, hf: &HfView, config: &Value) -> Result<Model, String> {
+/// Whether the vocabulary rows of a tokenizer made from a GGUF source's
+/// metadata are counted now or left to later.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rows {
+    Count,
+    Defer,
+}
+
+/// The model the converter would write for `hf`, and whether the rows of a
+/// made tokenizer were left to count (`rows` is [`Rows::Defer`] and the
+/// architecture asked for them).
+fn model_of(
+    catalog: &Catalog,
+    hf: &HfView,
+    config: &Value,
+    rows: Rows,
+) -> Result<(Model, bool), String> {
     let arch = arch::of(config)?;
     let cfg = arch.config(config);
     let mut tensors: Vec<HfTensor> = Vec::with_capacity(hf.model);
@@ -138,6 +168,8 @@ fn model_of(catalog: &Catalog, hf: &HfView, config: &Value) -> Result<Model, Str
     let folder = Sides {
         catalog,
         files: hf.side_files(catalog),
+        rows,
+        deferred: Cell::new(false),
     };
     let out = arch.tensors(&cfg, &tensors, &folder)?;
     if let Some(t) = out.iter().find(|t| t.name.len() > MAX_NAME) {
@@ -147,12 +179,13 @@ fn model_of(catalog: &Catalog, hf: &HfView, config: &Value) -> Result<Model, Str
         ));
     }
     let size_label = model::size_label(&out);
-    Ok(Model {
+    let model = Model {
         arch,
         config: cfg,
         tensors: out,
         size_label,
-    })
+    };
+    Ok((model, folder.deferred.get()))
 }
 
 /// The stored shape of plan `p`'s MXFP4 pair, if it is one in the Hugging
@@ -179,8 +212,8 @@ pub fn offer(catalog: &Catalog) -> Option<String> {
     let conversion = crate::view::hf::plan::Conversion::new(catalog, &mut notes).ok()?;
     let hf = HfView::new(catalog, &conversion, Dtype::BF16);
     let config = hf.config()?;
-    Some(match model_of(catalog, &hf, config) {
-        Ok(model) => summary(&model),
+    Some(match model_of(catalog, &hf, config, Rows::Count) {
+        Ok((model, _)) => summary(&model),
         Err(why) => format!("gguf/ is not available for this source: {why}"),
     })
 }
@@ -206,6 +239,20 @@ impl GgufView {
         summary(&self.model)
     }
 
+    /// The model its files hold: the one decided at mount, or, if that one
+    /// left the vocabulary rows to count, the model with them counted.
+    fn model(&self, cx: &Context) -> &Model {
+        if !self.rows_deferred {
+            return &self.model;
+        }
+        let counted = self.counted.get_or_init(|| {
+            let hf = self.parent(cx);
+            let (model, _) = model_of(cx.catalog, hf, hf.config()?, Rows::Count).ok()?;
+            Some(model)
+        });
+        counted.as_ref().unwrap_or(&self.model)
+    }
+
     /// The Hugging Face folder view it converts.
     fn parent<'a>(&self, cx: &Context<'a>) -> &'a HfView {
         let any: &dyn Any = cx.views.get(self.parent);
@@ -225,7 +272,7 @@ impl GgufView {
             };
             let vocab = match &cx.catalog.gguf_metadata {
                 Some(meta) => Ok(source_vocab(meta)),
-                None => vocab_kv(&files, hf, &self.model),
+                None => vocab_kv(&files, hf, self.model(cx)),
             };
             if let Err(why) = &vocab {
                 log::warn!("gguf/: the GGUF files have no tokenizer: {why}");
@@ -239,18 +286,17 @@ impl GgufView {
         let (out, _, _) = OUTTYPES[k];
         let hf = self.parent(cx);
         let side = self.side(cx);
-        let mut kv = self.model.kv(out, &side.sampling);
+        let model = self.model(cx);
+        let mut kv = model.kv(out, &side.sampling);
         if let Ok(v) = &side.vocab {
             kv.extend(v);
         }
-        let types: Vec<_> = self
-            .model
+        let types: Vec<_> = model
             .tensors
             .iter()
             .map(|t| Model::tensor_type(t, out))
             .collect();
-        let infos: Vec<TensorInfo> = self
-            .model
+        let infos: Vec<TensorInfo> = model
             .tensors
             .iter()
             .zip(&types)
@@ -263,7 +309,7 @@ impl GgufView {
             .collect();
         let header = writer::header(&kv, &infos);
         let mut segments = vec![Segment::Bytes(header.bytes.into())];
-        for ((t, info), &ty) in self.model.tensors.iter().zip(&infos).zip(&types) {
+        for ((t, info), &ty) in model.tensors.iter().zip(&infos).zip(&types) {
             let row = t.shape.last().copied().unwrap_or(1);
             let compute: Arc<dyn crate::view::Compute> = match &t.data {
                 Data::Values(v) => match ty
@@ -290,6 +336,10 @@ impl GgufView {
 struct Sides<'a> {
     catalog: &'a Catalog,
     files: Vec<(String, SideFile)>,
+    /// Count the rows of a tokenizer made from GGUF metadata, or leave them.
+    rows: Rows,
+    /// Set when the rows were asked for and left to count.
+    deferred: Cell<bool>,
 }
 
 impl arch::Folder for Sides<'_> {
@@ -311,7 +361,12 @@ impl arch::Folder for Sides<'_> {
             _ => None,
         });
         match made {
-            // Counted from the GGUF metadata: the file is not built at mount.
+            // Counted from the GGUF metadata (the file is not built), or
+            // left to count: all rows meanwhile.
+            Some(_) if self.rows == Rows::Defer => {
+                self.deferred.set(true);
+                None
+            }
             Some((updated, arch)) => {
                 let meta = self.catalog.gguf_metadata.as_ref()?;
                 crate::view::hf::gguf::tokenizer::rows(meta, updated, arch).ok()

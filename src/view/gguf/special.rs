@@ -61,10 +61,9 @@ impl SpecialVocab {
     /// template, normalizer flags.
     pub fn write(&self, kv: &mut Kv) {
         if !self.merges.is_empty() {
-            let m = self.merges.clone();
             kv.set(
                 "tokenizer.ggml.merges",
-                GgufValue::Array(GgufArray::String(m)),
+                GgufValue::Array(GgufArray::String(self.merges.iter().collect())),
             );
         }
         for (typ, id) in &self.ids {
@@ -489,7 +488,7 @@ fn chat_templates(kv: &mut Kv, list: &[Value]) {
     if !names.is_empty() {
         kv.set(
             "tokenizer.chat_templates",
-            GgufValue::Array(GgufArray::String(names)),
+            GgufValue::Array(GgufArray::String(names.into_iter().collect())),
         );
     }
     if let Some(d) = default {

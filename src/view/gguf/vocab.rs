@@ -302,7 +302,7 @@ fn sentencepiece(inputs: &Inputs, kv: &mut Kv, phi3: bool) -> Result<(), String>
     kv.str("tokenizer.ggml.pre", "default");
     kv.set(
         "tokenizer.ggml.tokens",
-        GgufValue::Array(GgufArray::String(tokens)),
+        GgufValue::Array(GgufArray::String(tokens.into_iter().collect())),
     );
     kv.set(
         "tokenizer.ggml.scores",
@@ -382,7 +382,7 @@ fn bpe(inputs: &Inputs, kv: &mut Kv) -> Result<(), String> {
     kv.str("tokenizer.ggml.pre", pre);
     kv.set(
         "tokenizer.ggml.tokens",
-        GgufValue::Array(GgufArray::String(tokens)),
+        GgufValue::Array(GgufArray::String(tokens.into_iter().collect())),
     );
     kv.set(
         "tokenizer.ggml.token_type",

@@ -194,7 +194,7 @@ fn array(out: &mut Vec<u8>, a: &GgufArray) {
         GgufArray::F32(v) => each!(v, |o: &mut Vec<u8>, x: &f32| o
             .extend_from_slice(&x.to_le_bytes())),
         GgufArray::Bool(v) => each!(v, |o: &mut Vec<u8>, x: &bool| o.push(u8::from(*x))),
-        GgufArray::String(v) => each!(v, |o: &mut Vec<u8>, x: &String| string(o, x)),
+        GgufArray::String(v) => each!(v.iter(), |o: &mut Vec<u8>, x: &str| string(o, x)),
         GgufArray::Array(v) => each!(v, |o: &mut Vec<u8>, x: &GgufArray| array(o, x)),
         GgufArray::U64(v) => each!(v, |o: &mut Vec<u8>, x: &u64| o
             .extend_from_slice(&x.to_le_bytes())),
@@ -217,7 +217,7 @@ mod tests {
         kv.str("general.name", "");
         kv.set(
             "tokenizer.ggml.tokens",
-            GgufValue::Array(GgufArray::String(vec!["a".into(), "b".into()])),
+            GgufValue::Array(GgufArray::String(["a", "b"].into_iter().collect())),
         );
         // A repeat keeps its first position with the last value.
         kv.u32("llama.block_count", 3);

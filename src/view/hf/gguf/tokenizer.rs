@@ -102,10 +102,11 @@ type ConfigTokens = Vec<(&'static str, Option<String>)>;
 
 /// What the `tokenizer.ggml.*` metadata says of the tokenizer, read and
 /// checked.
-struct GgufTokenizer {
+struct GgufTokenizer<'a> {
     builder: Builder,
-    /// `tokenizer.ggml.tokens`, the vocabulary in id order.
-    tokens: Vec<String>,
+    /// `tokenizer.ggml.tokens`, the vocabulary in id order (borrowed from
+    /// the metadata when it is an array of strings).
+    tokens: Vec<Cow<'a, str>>,
     /// `tokenizer.ggml.token_type`, one per token (0 where not an integer;
     /// empty when absent).
     types: Vec<i64>,
@@ -228,7 +229,7 @@ pub fn rows(meta: &GgufMetadata, updated_arch: &str, arch: &str) -> Result<u64, 
         spelled
             .iter()
             .enumerate()
-            .map(|(i, t)| (t.as_str(), i as f64)),
+            .map(|(i, t)| (t.as_ref(), i as f64)),
     );
     let added = added_tokens(&tok, &vocab, &config_tokens);
     Ok((vocab.len() + added.len()) as u64)
@@ -270,14 +271,20 @@ fn tokenizer_json_file(
     budget: &mut Budget,
 ) -> Result<String, GgufHfError> {
     let specials = Specials::read(meta, arch)?;
-    let tokens = tokens(meta)?;
+    let tok = GgufTokenizer {
+        builder: specials.builder,
+        tokens: tokens(meta)?,
+        types: specials.types.clone(),
+        add_bos: specials.add_bos,
+        add_eos: specials.add_eos,
+    };
     budget.charge(
-        tokens
+        tok.tokens
             .iter()
             .map(|t| t.len() as u64 + PER_ITEM)
             .sum::<u64>(),
     )?;
-    let spelled = spelled_vocabulary(specials.builder, &tokens);
+    let spelled = spelled_vocabulary(specials.builder, &tok.tokens);
     budget.charge(
         spelled
             .iter()
@@ -289,17 +296,10 @@ fn tokenizer_json_file(
         spelled
             .iter()
             .enumerate()
-            .map(|(i, t)| (t.as_str(), i as f64)),
+            .map(|(i, t)| (t.as_ref(), i as f64)),
     );
     budget.charge(2 * PER_ITEM * vocab.len() as u64)?;
     let merges = merges(meta, specials.builder, &spelled, &vocab, budget)?;
-    let tok = GgufTokenizer {
-        builder: specials.builder,
-        tokens,
-        types: specials.types.clone(),
-        add_bos: specials.add_bos,
-        add_eos: specials.add_eos,
-    };
     let class = outer_class(updated_arch);
     let config_tokens = config_tokens(&specials, meta, class);
     let added = added_tokens(&tok, &vocab, &config_tokens);
@@ -357,8 +357,8 @@ fn token_count(meta: &GgufMetadata) -> Result<usize, GgufHfError> {
 fn token_text(meta: &GgufMetadata, i: usize) -> Option<String> {
     let a = meta.array("tokenizer.ggml.tokens")?;
     match a.strings() {
-        Some(v) => v.get(i).cloned(),
-        None => tokens(meta).ok()?.get(i).cloned(),
+        Some(v) => v.get(i).map(str::to_string),
+        None => tokens(meta).ok()?.get(i).map(|t| t.to_string()),
     }
 }
 
@@ -421,12 +421,14 @@ fn builder(model: &str, arch: &str) -> Result<Builder, GgufHfError> {
     })
 }
 
-/// `tokenizer.ggml.tokens`: the vocabulary in id order.
-fn tokens(meta: &GgufMetadata) -> Result<Vec<String>, GgufHfError> {
+/// `tokenizer.ggml.tokens`: the vocabulary in id order, borrowed from the
+/// metadata when it is an array of strings (real files' is).
+fn tokens(meta: &GgufMetadata) -> Result<Vec<Cow<'_, str>>, GgufHfError> {
     match meta.array("tokenizer.ggml.tokens") {
+        Some(GgufArray::String(v)) => Ok(v.iter().map(Cow::Borrowed).collect()),
         Some(a) => a
             .values()
-            .map(|t| t.as_text().map(str::to_string))
+            .map(|t| t.as_text().map(|s| Cow::Owned(s.to_string())))
             .collect::<Option<_>>()
             .ok_or(GgufHfError::TokensNotStrings),
         None => Err(GgufHfError::NoTokens),
@@ -459,15 +461,17 @@ fn token_id(meta: &GgufMetadata, key: &str, n_tokens: usize) -> Result<Option<u6
 /// The tokens as the builder's vocabulary spells them: gemma spells a token
 /// of spaces with `▁`; byte-level spells a token in the byte alphabet unless
 /// it is spelled so already.
-fn spelled_vocabulary(builder: Builder, tokens: &[String]) -> Vec<String> {
+/// (Borrowed from `tokens` where spelled as they are.)
+fn spelled_vocabulary<'a>(builder: Builder, tokens: &'a [Cow<'a, str>]) -> Vec<Cow<'a, str>> {
+    let same = |t: &'a Cow<'a, str>| Cow::Borrowed(t.as_ref());
     match builder {
         Builder::Gemma => tokens
             .iter()
             .map(|t| {
                 if t.contains(' ') && t.chars().all(py_isspace) {
-                    "\u{2581}".repeat(t.chars().count())
+                    Cow::Owned("\u{2581}".repeat(t.chars().count()))
                 } else {
-                    t.clone()
+                    same(t)
                 }
             })
             .collect(),
@@ -477,14 +481,14 @@ fn spelled_vocabulary(builder: Builder, tokens: &[String]) -> Vec<String> {
                 .iter()
                 .map(|t| {
                     if t.chars().all(|c| alphabet.contains(&c)) {
-                        t.clone()
+                        same(t)
                     } else {
-                        t.bytes().map(|b| alphabet[b as usize]).collect()
+                        Cow::Owned(t.bytes().map(|b| alphabet[b as usize]).collect())
                     }
                 })
                 .collect()
         }
-        _ => tokens.to_vec(),
+        _ => tokens.iter().map(same).collect(),
     }
 }
 
@@ -494,7 +498,7 @@ fn spelled_vocabulary(builder: Builder, tokens: &[String]) -> Vec<String> {
 fn merges<'a>(
     meta: &'a GgufMetadata,
     builder: Builder,
-    spelled: &'a [String],
+    spelled: &'a [Cow<'a, str>],
     vocab: &PyDict,
     budget: &mut Budget,
 ) -> Result<Merges<'a>, GgufHfError> {
@@ -510,14 +514,14 @@ fn merges<'a>(
                 spelled
                     .iter()
                     .enumerate()
-                    .map(|(i, t)| (t.as_str(), -(i as f64))),
+                    .map(|(i, t)| (t.as_ref(), -(i as f64))),
             );
             generate_merges(vocab, &scores, budget)
         }
         (_, None) => {
             let scores = sentencepiece_scores(meta, spelled.len())?;
             let scores =
-                PyDict::from_iter(spelled.iter().zip(scores).map(|(t, s)| (t.as_str(), s)));
+                PyDict::from_iter(spelled.iter().zip(scores).map(|(t, s)| (t.as_ref(), s)));
             generate_merges(vocab, &scores, budget)
         }
     }

@@ -32,6 +32,7 @@ pub mod float;
 pub mod fp8;
 pub mod ggml;
 pub mod ggml_encode;
+pub mod ggml_quantize;
 pub mod mxfp4;
 pub mod simd;
 pub mod wide;

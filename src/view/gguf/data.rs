@@ -14,6 +14,7 @@ use crate::error::ReadError;
 use crate::quant::float::f16_to_f32;
 use crate::quant::ggml::GgmlType;
 use crate::quant::ggml_encode;
+use crate::quant::ggml_quantize;
 use crate::quant::wide::f16_from_f32;
 use crate::view::compute::{
     ConcatOf, Memory, RowsPermuted, SourceBytes, TransposeOf, Window, by_units, units_at,
@@ -278,12 +279,14 @@ impl Compute for PlusOne {
 }
 
 /// Float32 values written as ggml type `ty`, row by row (`row` values per
-/// row; whole blocks).
+/// row; whole blocks); with `via_bf16`, each value rounded to BF16 first
+/// (as the BF16 file holds it: llama-quantize's input).
 #[derive(Debug)]
 pub struct Encoded {
     pub values: Arc<dyn Compute>,
     pub ty: GgmlType,
     pub row: u64,
+    pub via_bf16: bool,
 }
 
 impl Encoded {
@@ -326,7 +329,12 @@ impl Compute for Encoded {
                 for (v, c) in vals.iter_mut().zip(r.chunks_exact(4)) {
                     *v = f32::from_le_bytes(c.try_into().expect("4 bytes"));
                 }
-                ggml_encode::encode(self.ty, &vals, o)?;
+                if self.via_bf16 {
+                    for v in vals.iter_mut() {
+                        *v = f32::from_bits(u32::from(ggml_encode::bf16_ggml(*v)) << 16);
+                    }
+                }
+                ggml_quantize::encode(self.ty, &vals, o)?;
             }
             Ok(())
         })

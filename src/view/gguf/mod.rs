@@ -20,6 +20,7 @@ pub mod arch;
 pub mod config;
 pub mod data;
 pub mod model;
+pub mod quantize;
 pub mod special;
 pub mod tensors;
 pub mod vocab;
@@ -32,6 +33,7 @@ use serde_json::Value;
 
 use crate::catalog::{Catalog, FileId};
 use crate::dtype::Dtype;
+use crate::quant::ggml::GgmlType;
 use crate::quant::ggml_encode::encoded_len;
 use crate::view::hf::plan::Plan;
 use crate::view::hf::{HfView, Made, SideFile};
@@ -50,6 +52,9 @@ pub struct GgufView {
     /// The Hugging Face folder view it converts.
     parent: ViewId,
     model: Model,
+    /// The llama-quantize files: each one's tensors (indexes into
+    /// `model.tensors`, in its order) and their types.
+    mixes: Vec<MixFile>,
     /// The keys made from the folder's side files, built when a file is
     /// first asked for.
     side: OnceLock<SideKeys>,
@@ -84,7 +89,20 @@ pub fn build(b: &mut Builder) {
     };
     let me = b.next_id();
     let dir = b.tree.dir_path("gguf");
-    for (k, (_, name, _)) in OUTTYPES.iter().enumerate() {
+    let mixes = match mixes(&model) {
+        Ok(m) => m,
+        Err(why) => {
+            b.notes.push(format!(
+                "gguf/ has no llama-quantize files (Q4_K_M, ...) for this source: {why}"
+            ));
+            Vec::new()
+        }
+    };
+    let names = OUTTYPES
+        .iter()
+        .map(|o| o.1)
+        .chain(mixes.iter().map(|(m, _)| m.name));
+    for (k, name) in names.enumerate() {
         let file = FileRef::Of {
             view: me,
             kind: k as u8,
@@ -95,8 +113,22 @@ pub fn build(b: &mut Builder) {
     b.add(Box::new(GgufView {
         parent,
         model,
+        mixes,
         side: OnceLock::new(),
     }));
+}
+
+/// A llama-quantize file: its type, and its tensors (indexes into the
+/// model's tensors, in its order) with their types.
+type MixFile = (quantize::Mix, Vec<(usize, GgmlType)>);
+
+/// The llama-quantize files of `model`, each with its tensors in file
+/// order and their types ([`quantize::plan`]), or why there are none.
+fn mixes(model: &Model) -> Result<Vec<MixFile>, String> {
+    quantize::MIXES
+        .iter()
+        .map(|&m| quantize::plan(model, m).map(|p| (m, p)).map_err(|r| r.0))
+        .collect()
 }
 
 /// The model the converter would write for `hf`.
@@ -187,9 +219,12 @@ pub fn offer(catalog: &Catalog) -> Option<String> {
 
 /// A model's files in one line: the architecture and the files.
 fn summary(model: &Model) -> String {
+    let quantized = mixes(model).unwrap_or_default();
     let files: Vec<String> = OUTTYPES
         .iter()
-        .map(|(_, name, _)| format!("model-{name}.gguf"))
+        .map(|o| o.1)
+        .chain(quantized.iter().map(|(m, _)| m.name))
+        .map(|name| format!("model-{name}.gguf"))
         .collect();
     format!(
         "gguf/ ({}, {} tensors, {}): {}",
@@ -234,58 +269,97 @@ impl GgufView {
         })
     }
 
-    /// The file of output type `k` (an index into [`OUTTYPES`]).
+    /// The file of kind `k`: an output type of the converter (an index
+    /// into [`OUTTYPES`]), then the llama-quantize files (`mixes`).
     fn gguf_file(&self, cx: &Context, k: usize) -> VFile {
-        let (out, _, _) = OUTTYPES[k];
-        let hf = self.parent(cx);
         let side = self.side(cx);
+        let (out, plan): (GgmlType, Vec<(usize, GgmlType, bool)>) = match OUTTYPES.get(k) {
+            Some(&(out, _, _)) => (
+                out,
+                (self.model.tensors.iter().enumerate())
+                    .map(|(i, t)| (i, Model::tensor_type(t, out), false))
+                    .collect(),
+            ),
+            // llama-quantize's file, made from the BF16 file: a tensor it
+            // quantizes is read as the BF16 file holds it (rounded to
+            // BF16 unless that file has it in F32); one it keeps is the
+            // BF16 file's.
+            None => {
+                let (_, plan) = &self.mixes[k - OUTTYPES.len()];
+                let plan = plan.iter().map(|&(i, ty)| {
+                    let bf16 = Model::tensor_type(&self.model.tensors[i], GgmlType::BF16);
+                    (i, ty, ty != bf16 && bf16 == GgmlType::BF16)
+                });
+                (GgmlType::BF16, plan.collect())
+            }
+        };
         let mut kv = self.model.kv(out, &side.sampling);
         if let Ok(v) = &side.vocab {
             kv.extend(v);
         }
-        let types: Vec<_> = self
-            .model
-            .tensors
+        let quantized = k >= OUTTYPES.len();
+        if let Some((mix, _)) = k.checked_sub(OUTTYPES.len()).map(|m| &self.mixes[m]) {
+            kv = quantize::kv(&kv, *mix);
+        }
+        let infos: Vec<TensorInfo> = plan
             .iter()
-            .map(|t| Model::tensor_type(t, out))
-            .collect();
-        let infos: Vec<TensorInfo> = self
-            .model
-            .tensors
-            .iter()
-            .zip(&types)
-            .map(|(t, &ty)| TensorInfo {
-                name: t.name.clone(),
-                shape: t.shape.clone(),
-                ty,
-                bytes: encoded_len(ty, t.shape.iter().product()).unwrap_or(0),
+            .map(|&(i, ty, _)| {
+                let t = &self.model.tensors[i];
+                // ggml writes `ggml_n_dims` axes: none of the leading 1s.
+                let skip = if quantized {
+                    t.shape.len() - quantize::n_dims(&t.shape).min(t.shape.len())
+                } else {
+                    0
+                };
+                TensorInfo {
+                    name: t.name.clone(),
+                    shape: t.shape[skip..].to_vec(),
+                    ty,
+                    bytes: encoded_len(ty, t.shape.iter().product()).unwrap_or(0),
+                }
             })
             .collect();
         let header = writer::header(&kv, &infos);
         let mut segments = vec![Segment::Bytes(header.bytes.into())];
-        for ((t, info), &ty) in self.model.tensors.iter().zip(&infos).zip(&types) {
-            let row = t.shape.last().copied().unwrap_or(1);
-            let compute: Arc<dyn crate::view::Compute> = match &t.data {
-                Data::Values(v) => match ty
-                    .plain_dtype()
-                    .and_then(|d| data::moved(cx.catalog, hf, v, d))
-                {
-                    Some(bytes) => bytes,
-                    None => Arc::new(data::Encoded {
-                        values: data::values(cx.catalog, hf, v),
-                        ty,
-                        row,
-                    }),
-                },
-                Data::Raw(r, _) => data::raw(cx.catalog, hf, r),
-            };
-            segments.push(Segment::Computed(compute));
+        for (&(i, ty, via_bf16), info) in plan.iter().zip(&infos) {
+            segments.push(Segment::Computed(self.tensor_data(cx, i, ty, via_bf16)));
             let padding = pad(info.bytes) - info.bytes;
             if padding > 0 {
                 segments.push(Segment::Bytes(vec![0u8; padding as usize].into()));
             }
         }
         VFile::new(segments)
+    }
+
+    /// The bytes of tensor `i` in type `ty` (`via_bf16`: its values
+    /// rounded to BF16 first).
+    fn tensor_data(
+        &self,
+        cx: &Context,
+        i: usize,
+        ty: GgmlType,
+        via_bf16: bool,
+    ) -> Arc<dyn crate::view::Compute> {
+        let hf = self.parent(cx);
+        let t = &self.model.tensors[i];
+        let row = t.shape.last().copied().unwrap_or(1);
+        match &t.data {
+            Data::Values(v) => {
+                let moved = (ty.plain_dtype())
+                    .filter(|_| !via_bf16)
+                    .and_then(|d| data::moved(cx.catalog, hf, v, d));
+                match moved {
+                    Some(bytes) => bytes,
+                    None => Arc::new(data::Encoded {
+                        values: data::values(cx.catalog, hf, v),
+                        ty,
+                        row,
+                        via_bf16,
+                    }),
+                }
+            }
+            Data::Raw(r, _) => data::raw(cx.catalog, hf, r),
+        }
     }
 }
 

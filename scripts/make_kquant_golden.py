@@ -5,6 +5,8 @@ of float32 rows, computed by the reference itself.
 
 Run with the reference environment:
     /opt/pyref/bin/python scripts/make_kquant_golden.py
+    /opt/pyref/bin/python scripts/make_kquant_golden.py --stress DIR [ROWS]   (not committed;
+        then KQUANT_STRESS_DIR=DIR cargo test --lib many_random_rows)
 
 The reference is `ggml_quantize_chunk` (imatrix NULL: the
 `quantize_row_*_ref` functions llama-quantize uses without an importance
@@ -22,12 +24,14 @@ constant rows (positive, negative); all-positive and all-negative rows;
 values near float16's range (d overflows); +-3e38 extremes (no NaN, no inf);
 a row rounded to BF16 as llama-quantize reads a BF16 GGUF; one-hot rows;
 then random rows (normal, uniform, heavy-tailed, with outliers) at scales
-from 1e-6 to 1e4.
+from 1e-6 to 1e4; then 14 rows that tell the reference's float operation
+order from one with a fused multiply-add.
 """
 
 import ctypes
-import os
 import pathlib
+import sys
+from pathlib import Path
 
 import numpy as np
 import llama_cpp
@@ -69,7 +73,42 @@ def rows():
         t = (rng.standard_t(2, N) * scale).astype(np.float32)
         t[rng.integers(0, N, 3)] *= 40
         out.append(t)
+    # Witnesses of float operation order: rows of stress_rows(8000) where a
+    # port that fuses one multiply-add (sum_xl or the error's scale * l + min
+    # in make_qkx2_quants, sumlx in make_qx_quants, sum_x2 in Q4_K) writes
+    # another block than the reference (found with such mutated ports).
+    witnesses = [865, 1002, 2169, 20, 29, 39, 133, 734, 1232, 2032, 3488, 3536, 3824, 4370]
+    out.extend(stress_rows(8000)[witnesses])
     return np.stack(out).astype(np.float32)
+
+
+def stress_rows(n):
+    """`n` random rows for a longer comparison (not committed): scales from 1e-8 to
+    1e5; normal, uniform, heavy-tailed, one-signed, many ties (integers times a
+    scale), sprinkled zeros; every other row rounded to BF16."""
+    rng = np.random.Generator(np.random.PCG64(7))
+    parts = []
+    for k in range(n):
+        s = 10.0 ** rng.uniform(-8, 5)
+        kind = k % 6
+        if kind == 0:
+            r = rng.normal(0, s, N)
+        elif kind == 1:
+            r = rng.uniform(-s, s, N)
+        elif kind == 2:
+            r = rng.standard_t(1.5, N) * s
+        elif kind == 3:
+            r = np.abs(rng.normal(0, s, N)) * rng.choice([-1, 1])
+        elif kind == 4:
+            r = np.round(rng.normal(0, 4, N)) * s
+        else:
+            r = rng.normal(0, s, N)
+            r[rng.integers(0, N, 4)] = 0
+        r = r.astype(np.float32)
+        if k % 2:
+            r = (r.view(np.uint32) & 0xFFFF0000).view(np.float32)
+        parts.append(r)
+    return np.stack(parts)
 
 
 def main():
@@ -78,16 +117,21 @@ def main():
     f.restype = ctypes.c_size_t
     f.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                   ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
-    x = np.ascontiguousarray(rows())
+    # --stress DIR [ROWS]: DIR/in and DIR/<type> for the Rust test that reads
+    # KQUANT_STRESS_DIR (quant::ggml_quantize, many_random_rows_...).
+    stress = sys.argv[1:2] == ["--stress"]
+    out = Path(sys.argv[2]) if stress else OUT
+    x = np.ascontiguousarray(stress_rows(int(sys.argv[3]) if len(sys.argv) > 3 else 8000) if stress else rows())
     assert not np.isnan(x).any() and not np.isinf(x).any()
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "kquant.in").write_bytes(x.tobytes())
+    out.mkdir(parents=True, exist_ok=True)
+    prefix = "" if stress else "kquant."
+    (out / f"{prefix}in").write_bytes(x.tobytes())
     for name, (tid, bs, ts) in TYPES.items():
         dst = np.zeros(x.shape[0] * N // bs * ts, np.uint8)
         n = f(tid, x.ctypes.data, dst.ctypes.data, 0, x.shape[0], N, None)
         assert n == dst.size, (name, n, dst.size)
-        (OUT / f"kquant.{name}").write_bytes(dst.tobytes())
-    print(f"{x.shape[0]} rows; files in {os.path.relpath(OUT, ROOT)}")
+        (out / f"{prefix}{name}").write_bytes(dst.tobytes())
+    print(f"{x.shape[0]} rows; files in {out}")
 
 
 if __name__ == "__main__":

@@ -81,10 +81,10 @@ mod tests {
     use super::*;
     use crate::quant::golden;
 
-    /// Every block of `tests/data/quant/kquant.in` (41 rows of 256: zeros,
+    /// Every block of `tests/data/quant/kquant.in` (55 rows of 256: zeros,
     /// one huge value, denormals, values below ggml's group epsilon,
     /// constants, near-F16-overflow, +-3e38, BF16-rounded, random at many
-    /// scales) against what the reference library's `ggml_quantize_chunk`
+    /// scales, and rows on which a port with one fused multiply-add differs) against what the reference library's `ggml_quantize_chunk`
     /// wrote (scripts/make_kquant_golden.py), block by block.
     #[test]
     fn every_block_is_the_reference_quantizers() {
@@ -113,6 +113,42 @@ mod tests {
             }
         }
         assert!(bad.is_empty(), "{} blocks differ: {bad:?}", bad.len());
+    }
+
+    /// Many random rows (`make_kquant_golden.py --stress DIR`, not
+    /// committed: 8000 rows of 256 are 16 MB) against the reference, when
+    /// `KQUANT_STRESS_DIR` names such a folder; skipped otherwise.
+    #[test]
+    fn many_random_rows_are_the_reference_quantizers_when_asked() {
+        let Some(dir) = std::env::var_os("KQUANT_STRESS_DIR") else {
+            eprintln!("skipped: KQUANT_STRESS_DIR is not set (make_kquant_golden.py --stress DIR)");
+            return;
+        };
+        let dir = std::path::PathBuf::from(dir);
+        let input: Vec<f32> = golden::u32s(&std::fs::read(dir.join("in")).unwrap())
+            .into_iter()
+            .map(f32::from_bits)
+            .collect();
+        let types = [
+            ("q4_0", GgmlType::Q4_0),
+            ("q5_0", GgmlType::Q5_0),
+            ("q5_1", GgmlType::Q5_1),
+            ("q4_k", GgmlType::Q4_K),
+            ("q5_k", GgmlType::Q5_K),
+            ("q6_k", GgmlType::Q6_K),
+        ];
+        for (name, ty) in types {
+            let want = std::fs::read(dir.join(name)).unwrap();
+            let ts = ty.type_size() as usize;
+            let mut got = vec![0u8; want.len()];
+            encode(ty, &input, &mut got).unwrap();
+            let bad = got
+                .chunks(ts)
+                .zip(want.chunks(ts))
+                .filter(|(g, w)| g != w)
+                .count();
+            assert_eq!(bad, 0, "{name}: {bad} of {} blocks differ", want.len() / ts);
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `gguf/` view: the model as the GGUF files llama.cpp's converter
-//! (`convert_hf_to_gguf.py --outtype f32|f16|bf16|q8_0`) writes for it, for
-//! llama.cpp, ollama and LM Studio (docs/GGUF_OUT.md).
+//! (`convert_hf_to_gguf.py --outtype f32|f16|bf16|q8_0`) writes for it, and
+//! those llama-quantize makes of the BF16 one (Q4_K_M, Q5_K_M, Q6_K, Q4_0:
+//! [`quantize`]), for llama.cpp, ollama and LM Studio (docs/GGUF_OUT.md).
 //!
 //! It is built on the first Hugging Face folder view (`bf16/`): what that
 //! folder is (its tensors, in float32, and its config and tokenizer files)

@@ -463,4 +463,49 @@ mod tests {
         assert_eq!(types(super::Q6_K, hp, &ts).unwrap()[2], Q8_0);
         assert_eq!(fallback(Q4_K, 48), F16);
     }
+
+    /// The rules for 8 experts and for llama.cpp's 70B type, as
+    /// llama-quantize chose them for a Mixtral with 8 experts and a Llama
+    /// with 80 layers (hidden 32; checked against llama_model_quantize
+    /// while porting: the whole files were equal).
+    #[test]
+    fn eight_experts_and_70b_as_llama_quantize_chooses() {
+        use GgmlType::*;
+        let s = [32u64, 32];
+        let e = [8u64, 32, 32];
+        let t = |name, shape| InTensor {
+            name,
+            shape,
+            ty: BF16,
+        };
+        let moe = Hparams {
+            n_layer: 2,
+            n_expert: 8,
+            is_70b: false,
+        };
+        let ts = [
+            t("blk.0.attn_k.weight", &s[..]),
+            t("blk.0.attn_output.weight", &s[..]),
+            t("blk.0.attn_v.weight", &s[..]),
+            t("blk.1.ffn_down_exps.weight", &e[..]),
+        ];
+        assert_eq!(types(Q4_K_M, moe, &ts).unwrap(), [Q8_0, Q5_1, Q8_0, Q8_0]);
+        let kv = |layers: u32, heads: u32, kv_heads: u32| {
+            let mut kv = Kv::new();
+            kv.u32("llama.block_count", layers);
+            kv.u32("llama.attention.head_count", heads);
+            kv.u32("llama.attention.head_count_kv", kv_heads);
+            Hparams::of(&kv, "llama")
+        };
+        assert!(kv(80, 4, 2).is_70b);
+        assert!(!kv(80, 4, 4).is_70b);
+        assert!(!kv(32, 4, 2).is_70b);
+        let big = kv(80, 4, 2);
+        let names: Vec<String> = (0..80).map(|i| format!("blk.{i}.attn_v.weight")).collect();
+        let ts: Vec<InTensor> = names.iter().map(|n| t(n, &s[..])).collect();
+        let got = types(Q4_K_M, big, &ts).unwrap();
+        // Layer 1: more bits (Q6_K -> Q8_0); layer 20: Q4_K -> Q5_K (70B)
+        // -> Q5_1 (rows of 32).
+        assert_eq!((got[1], got[20]), (Q8_0, Q5_1));
+    }
 }

@@ -67,17 +67,27 @@ fn make_qkx2_quants(
         *the_min = -min;
         return scale;
     }
+    // The per-value steps (levels, errors) in their own loops, which
+    // vectorize; the sums stay sequential, in the reference's order.
+    let mut xm = [0f32; 32];
+    let mut lf = [0f32; 32];
+    let mut err = [0f32; 32];
+    let (xm, lf, err) = (&mut xm[..n], &mut lf[..n], &mut err[..n]);
+    for (d, &v) in xm.iter_mut().zip(x) {
+        *d = v - min;
+    }
     for is in 0..=nstep {
         iscale = (rmin + rdelta * is as f32 + nmaxf) / (max - min);
+        for (q, &d) in lf.iter_mut().zip(xm.iter()) {
+            *q = nearest_int(iscale * d).clamp(0, nmax) as f32;
+        }
         let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
         for i in 0..n {
-            let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-            laux[i] = q as u8;
             let w = weights[i];
-            let lf = q as f32;
-            sum_l += w * lf;
-            sum_l2 += w * lf * lf;
-            sum_xl += w * lf * x[i];
+            let q = lf[i];
+            sum_l += w * q;
+            sum_l2 += w * q * q;
+            sum_xl += w * q * x[i];
         }
         let d = sum_w * sum_l2 - sum_l * sum_l;
         if d > 0.0 {
@@ -87,16 +97,25 @@ fn make_qkx2_quants(
                 this_min = 0.0;
                 this_scale = sum_xl / sum_l2;
             }
+            for ((e, &q), (&v, &w)) in err.iter_mut().zip(lf.iter()).zip(x.iter().zip(weights)) {
+                let diff = this_scale * q + this_min - v;
+                *e = w * (diff * diff);
+            }
             let mut cur_error = 0f32;
-            for i in 0..n {
-                let diff = this_scale * f32::from(laux[i]) + this_min - x[i];
-                cur_error += weights[i] * (diff * diff);
+            for &e in err.iter() {
+                cur_error += e;
             }
             if cur_error < best_error {
+                for (o, &q) in laux[..n].iter_mut().zip(lf.iter()) {
+                    *o = q as u8;
+                }
                 l[..n].copy_from_slice(&laux[..n]);
                 best_error = cur_error;
                 scale = this_scale;
                 min = this_min;
+                for (d, &v) in xm.iter_mut().zip(x) {
+                    *d = v - min;
+                }
             }
         }
     }
@@ -122,15 +141,23 @@ fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [u8]) -> f32 {
     }
     let nmaxf = nmax as f32;
     let level = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
+    // Per value, once: the weight `v * v` and `w * v`; the levels in their
+    // own loop (it vectorizes), the sums in the reference's order.
+    let n = x.len();
+    let (mut w, mut wv, mut qf) = ([0f32; 16], [0f32; 16], [0f32; 16]);
+    let (w, wv, qf) = (&mut w[..n], &mut wv[..n], &mut qf[..n]);
+    for ((w, wv), &v) in w.iter_mut().zip(wv.iter_mut()).zip(x) {
+        *w = v * v;
+        *wv = *w * v;
+    }
     let mut iscale = -nmaxf / max;
     let (mut sumlx, mut suml2) = (0f32, 0f32);
     for (i, &v) in x.iter().enumerate() {
         let q = level(iscale, v);
         l[i] = (q + nmax) as u8;
-        let w = v * v;
         let qf = q as f32;
-        sumlx += w * v * qf;
-        suml2 += w * qf * qf;
+        sumlx += wv[i] * qf;
+        suml2 += w[i] * qf * qf;
     }
     let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
     let mut best = scale * sumlx;
@@ -139,13 +166,14 @@ fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [u8]) -> f32 {
             continue;
         }
         iscale = -(nmaxf + 0.1 * is as f32) / max;
+        for (q, &v) in qf.iter_mut().zip(x) {
+            *q = level(iscale, v) as f32;
+        }
         sumlx = 0.0;
         suml2 = 0.0;
-        for &v in x {
-            let qf = level(iscale, v) as f32;
-            let w = v * v;
-            sumlx += w * v * qf;
-            suml2 += w * qf * qf;
+        for i in 0..n {
+            sumlx += wv[i] * qf[i];
+            suml2 += w[i] * qf[i] * qf[i];
         }
         if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
             for (i, &v) in x.iter().enumerate() {

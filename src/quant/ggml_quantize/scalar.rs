@@ -16,11 +16,13 @@ pub fn nearest_int(x: f32) -> i32 {
 /// zero; NaN and values out of the `int` range give `INT_MIN`.
 #[inline(always)]
 pub fn trunc_i32(x: f32) -> i32 {
-    if (-2_147_483_648.0..2_147_483_648.0).contains(&x) {
-        x as i32
-    } else {
-        i32::MIN
-    }
+    let ok = (-2_147_483_648.0..2_147_483_648.0).contains(&x);
+    let c = if ok { x } else { 0.0 };
+    // SAFETY: `c` is finite and in the i32 range (NaN and out-of-range
+    // values were replaced by 0), so the unchecked conversion is a plain
+    // truncation; it vectorizes where the saturating `as` does not.
+    let t: i32 = unsafe { c.to_int_unchecked() };
+    if ok { t } else { i32::MIN }
 }
 
 /// ggml's `GGML_FP32_TO_FP16` (`ggml_compute_fp32_to_fp16`, the portable

@@ -126,7 +126,7 @@ fn make_qkx2_quants(
 /// `make_qx_quants` with `rmse_type` 1 and no weights (each value weighted
 /// by its square): signed levels `-nmax..nmax` stored as `l + nmax` in
 /// `l`; returns the scale.
-fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [u8]) -> f32 {
+fn make_qx_quants(nmax: i32, x: &[f32; 16], l: &mut [u8]) -> f32 {
     let (mut max, mut amax) = (0f32, 0f32);
     for &v in x {
         let ax = v.abs();
@@ -143,9 +143,10 @@ fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [u8]) -> f32 {
     let level = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
     // Per value, once: the weight `v * v` and `w * v`; the levels in their
     // own loop (it vectorizes), the sums in the reference's order.
-    let n = x.len();
-    let (mut w, mut wv, mut qf) = ([0f32; 16], [0f32; 16], [0f32; 16]);
-    let (w, wv, qf) = (&mut w[..n], &mut wv[..n], &mut qf[..n]);
+    const N: usize = 16;
+    let n = N;
+    let (mut w, mut wv, mut qf) = ([0f32; N], [0f32; N], [0f32; N]);
+    let l: &mut [u8; N] = (&mut l[..N]).try_into().expect("16 levels");
     for ((w, wv), &v) in w.iter_mut().zip(wv.iter_mut()).zip(x) {
         *w = v * v;
         *wv = *w * v;
@@ -331,7 +332,8 @@ pub fn q6_k_block(x: &[f32], out: &mut [u8]) {
     let mut scales = [0f32; 16];
     let (mut max_scale, mut max_abs_scale) = (0f32, 0f32);
     for ib in 0..16 {
-        let s = make_qx_quants(32, &x[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16]);
+        let group: &[f32; 16] = (&x[16 * ib..16 * ib + 16]).try_into().expect("16 values");
+        let s = make_qx_quants(32, group, &mut l[16 * ib..16 * ib + 16]);
         scales[ib] = s;
         if s.abs() > max_abs_scale {
             max_abs_scale = s.abs();

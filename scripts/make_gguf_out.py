@@ -24,7 +24,8 @@ what gyrofs chooses). With KEEP=DIR the converter's GGUF files are kept there
 Run: LLAMA_CPP=.../vendor/llama.cpp /opt/pyref/bin/python scripts/make_gguf_out.py [NAME ...]
 (torch, transformers 5.24, sentencepiece, tokenizers, gguf, numpy.)
 Deterministic for a given set of package versions. Model shapes follow the research of
-docs/GGUF_OUT.md, made smaller: hidden 32, 2 layers, 4 heads (2 KV heads), head_dim 8.
+docs/GGUF_OUT.md, made smaller: hidden 32, 2 layers, 4 heads (2 KV heads), head_dim 8
+(llama-256: hidden 256, for the k-quants' 256-value blocks).
 """
 
 import hashlib
@@ -143,6 +144,14 @@ def llama(name, cls="llama", dtype=torch.bfloat16):
     common = dict(vocab_size=n, rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, **SMALL)
     if cls == "llama":
         m = transformers.LlamaForCausalLM(transformers.LlamaConfig(intermediate_size=64, rope_theta=10000.0, **common))
+    elif cls == "llama-256":
+        # Rows of 256 (hidden 256): whole k-quant super-blocks, so the
+        # llama-quantize files (scripts/make_gguf_quant.py) hold Q4_K, Q5_K
+        # and Q6_K tensors, not only their fallbacks (attn_output's rows of 32,
+        # ffn_down's of 16: F16); tied embeddings.
+        common.update(hidden_size=256, num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
+        m = transformers.LlamaForCausalLM(transformers.LlamaConfig(intermediate_size=16, head_dim=16,
+                                                                   rope_theta=10000.0, **common))
     elif cls == "mixtral":
         m = transformers.MixtralForCausalLM(transformers.MixtralConfig(
             intermediate_size=32, rope_theta=1e6, num_local_experts=4, num_experts_per_tok=2, **common))
@@ -280,6 +289,7 @@ def gpt_oss(name):
 MODELS = {
     "llama": lambda: llama("llama"),
     "llama-f32": lambda: llama("llama-f32", dtype=torch.float32),
+    "llama-256": lambda: llama("llama-256", "llama-256"),
     "mixtral": lambda: llama("mixtral", "mixtral"),
     "qwen2": lambda: qwen("qwen2", "qwen2"),
     "qwen3": lambda: qwen("qwen3", "qwen3"),

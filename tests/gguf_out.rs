@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 const CASES: &[&str] = &[
     "llama",
     "llama-f32",
+    "llama-256",
     "mixtral",
     "gemma2",
     "gemma2-f16",
@@ -204,6 +205,120 @@ fn every_file_is_what_the_converter_writes() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+/// The llama-quantize files (scripts/make_gguf_quant.py; docs/GGUF_OUT.md).
+const MIXES: [&str; 4] = ["Q4_K_M", "Q5_K_M", "Q6_K", "Q4_0"];
+
+/// Every `gguf/model-{Q4_K_M,Q5_K_M,Q6_K,Q4_0}.gguf` holds what
+/// `llama_model_quantize` (llama-quantize, default options, no importance
+/// matrix) wrote from the converter's BF16 file (`NAME.quant.json`): the
+/// keys in its order with their types and the BF16 file's values (but
+/// `general.file_type`); every tensor's name, type, dimensions, offset and
+/// bytes (SHA-256). A model llama-quantize refuses (gpt-oss: MXFP4 is not
+/// requantized) has none of these files.
+#[test]
+fn every_quantized_file_is_what_llama_quantize_writes() {
+    let mut problems = Vec::new();
+    for name in CASES {
+        let m = Mount::new(&data(name));
+        let exp = expected(name);
+        let p = data(name).with_extension("quant.json");
+        let quant: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        for mix in MIXES {
+            let want = &quant["types"][mix];
+            let path = m.path.join("gguf").join(format!("model-{mix}.gguf"));
+            if want.get("refused").is_some() {
+                if path.exists() {
+                    problems.push(format!(
+                        "{name} {mix}: llama-quantize refuses it, the mount has it"
+                    ));
+                }
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{name} {mix}: {e}"));
+            // The BF16 file's values, in llama-quantize's key order.
+            let kv: Vec<Value> = want["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|k| !authorship(k[0].as_str().unwrap()))
+                .map(|k| {
+                    exp["kv"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|e| e[0] == k[0])
+                        .cloned()
+                        .unwrap_or_else(|| json!([k[0], k[1], null]))
+                })
+                .collect();
+            for d in differences(&bytes, &Value::Array(kv), want) {
+                problems.push(format!("{name} {mix}: {d}"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The llama-quantize files against llama-quantize itself, live
+/// (scripts/check_gguf_quant.py): the mounted BF16 file quantized by
+/// `llama_cpp.llama_model_quantize` is the mounted file byte for byte,
+/// and llama.cpp's logits of both are the same, bit for bit. Runs where
+/// llama-cpp-python is installed (`GYROFS_PYTHON`, default
+/// /opt/pyref/bin/python); says it is skipped otherwise.
+#[test]
+fn llama_quantize_writes_the_mounted_quantized_files() {
+    let python = std::env::var("GYROFS_PYTHON").unwrap_or_else(|_| "/opt/pyref/bin/python".into());
+    let has_llama_cpp = std::process::Command::new(&python)
+        .args(["-c", "import llama_cpp, gguf, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_llama_cpp {
+        eprintln!(
+            "skipped: comparing with llama-quantize needs llama-cpp-python in {python} \
+             (pip install llama-cpp-python==0.3.36); scripts/check_gguf_quant.py runs it"
+        );
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_gguf_quant.py");
+    let out = run_bounded(
+        std::process::Command::new(&python)
+            .arg(script)
+            .arg(env!("CARGO_BIN_EXE_gyrofs"))
+            .args(CASES),
+        600,
+    );
+    assert!(out.contains("all good"), "{out}");
+}
+
+/// Run `cmd` with its stdout captured, killed after `secs` seconds; its
+/// stdout, and a panic when it fails.
+fn run_bounded(cmd: &mut std::process::Command, secs: u64) -> String {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut out).map(|_| out)
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            panic!("{cmd:?} did not finish in {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let out = reader.join().unwrap().unwrap();
+    assert!(status.success(), "{out}");
+    out
+}
+
 #[test]
 fn convert_writes_the_mounted_bytes() {
     let name = "mixtral";
@@ -231,8 +346,13 @@ fn convert_writes_the_mounted_bytes() {
 #[test]
 fn partial_reads_compute_only_their_rows_and_match_the_whole_file() {
     // Through the read path itself (the kernel would round to pages).
-    let v = gyrofs::volume::Volume::open(&data("llama")).unwrap();
-    for file in ["gguf/model-Q8_0.gguf", "gguf/model-BF16.gguf"] {
+    for (fixture, file) in [
+        ("llama", "gguf/model-Q8_0.gguf"),
+        ("llama", "gguf/model-BF16.gguf"),
+        ("llama-256", "gguf/model-Q4_K_M.gguf"),
+        ("llama-256", "gguf/model-Q6_K.gguf"),
+    ] {
+        let v = gyrofs::volume::Volume::open(&data(fixture)).unwrap();
         let id = v.resolve(file).unwrap();
         let size = v.file(id).unwrap().size;
         let whole = v.read(id, 0, size as usize).unwrap();
@@ -312,7 +432,10 @@ fn ls_says_which_gguf_files_a_source_offers() {
     let last = text.lines().last().unwrap();
     assert!(
         last.starts_with("gguf/ (qwen2moe, ")
-            && last.ends_with("model-F32.gguf model-F16.gguf model-BF16.gguf model-Q8_0.gguf"),
+            && last.ends_with(
+                "model-F32.gguf model-F16.gguf model-BF16.gguf model-Q8_0.gguf \
+                 model-Q4_K_M.gguf model-Q5_K_M.gguf model-Q6_K.gguf model-Q4_0.gguf"
+            ),
         "{last}"
     );
     let falcon =

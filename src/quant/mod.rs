@@ -14,6 +14,9 @@
 //!   F8_E4M3 (with an F32 `weight_scale_inv` grid) to BF16.
 //! - `ggml`: the ggml / GGUF tensor types (ids, names, block sizes) and their
 //!   dequantization to BF16, bit-exact against `gguf.quants.dequantize`.
+//! - `ggml_encode` and `ggml_quantize`: float32 rows written as ggml types
+//!   (the other direction: the `gguf/` view's files), bit for bit as
+//!   llama.cpp's converter and llama-quantize write them.
 //! - `simd`: which instruction set the kernels run with (portable, AVX2,
 //!   AVX-512, NEON), detected once at run time (`GYROFS_KERNELS` forces one);
 //!   every path gives the same bytes.
@@ -32,6 +35,7 @@ pub mod float;
 pub mod fp8;
 pub mod ggml;
 pub mod ggml_encode;
+pub mod ggml_quantize;
 pub mod mxfp4;
 pub mod simd;
 pub mod wide;

@@ -14,6 +14,7 @@ use crate::error::ReadError;
 use crate::quant::float::f16_to_f32;
 use crate::quant::ggml::GgmlType;
 use crate::quant::ggml_encode::{self, Floats};
+use crate::quant::ggml_quantize;
 use crate::quant::wide::f16_from_f32;
 use crate::view::compute::{
     ConcatOf, Memory, RowsPermuted, SourceBytes, TransposeOf, Window, by_units, units_at,
@@ -278,13 +279,15 @@ impl Compute for PlusOne {
 }
 
 /// Values (of type `from`) written as ggml type `ty`, row by row (`row`
-/// values per row; whole blocks).
+/// values per row; whole blocks); with `via_bf16`, each value rounded to
+/// BF16 first (as the BF16 file holds it: llama-quantize's input).
 #[derive(Debug)]
 pub struct Encoded {
     values: Arc<dyn Compute>,
     from: Floats,
     ty: GgmlType,
     row: u64,
+    via_bf16: bool,
 }
 
 impl Encoded {
@@ -298,6 +301,7 @@ impl Encoded {
         v: &Values,
         ty: GgmlType,
         row: u64,
+        via_bf16: bool,
     ) -> Encoded {
         let native = [(Dtype::BF16, Floats::BF16), (Dtype::F16, Floats::F16)]
             .into_iter()
@@ -308,11 +312,38 @@ impl Encoded {
             from,
             ty,
             row,
+            via_bf16,
         }
     }
 
     fn row_bytes(&self) -> u64 {
         ggml_encode::encoded_len(self.ty, self.row).unwrap_or(0)
+    }
+
+    /// Whole rows of values `raw` into `out`: `ggml_encode`'s types (F32,
+    /// F16, BF16, Q8_0) straight from the values' bytes; llama-quantize's
+    /// types, and values to round to BF16 first (unless they are BF16),
+    /// through one row of float32 at a time.
+    fn encode(&self, raw: &[u8], out: &mut [u8]) -> Result<(), ReadError> {
+        let rounded = self.via_bf16 && self.from != Floats::BF16;
+        if ggml_encode::can_encode(self.ty) && !rounded {
+            return Ok(ggml_encode::encode(self.ty, self.from, raw, out)?);
+        }
+        let row = self.row as usize;
+        let mut vals = vec![0f32; row];
+        for (r, o) in raw
+            .chunks_exact(row * self.from.bytes())
+            .zip(out.chunks_exact_mut(self.row_bytes() as usize))
+        {
+            self.from.widen(r, &mut vals);
+            if rounded {
+                for v in vals.iter_mut() {
+                    *v = f32::from_bits(u32::from(ggml_encode::bf16_ggml(*v)) << 16);
+                }
+            }
+            ggml_quantize::encode(self.ty, &vals, o)?;
+        }
+        Ok(())
     }
 }
 
@@ -353,7 +384,7 @@ impl Compute for Encoded {
                     done = self
                         .values
                         .read_at(files, at, &mut raw)
-                        .and_then(|()| Ok(ggml_encode::encode(self.ty, self.from, &raw, o)?));
+                        .and_then(|()| self.encode(&raw, o));
                     if done.is_err() {
                         break;
                     }

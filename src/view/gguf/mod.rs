@@ -1,6 +1,7 @@
 //! The `gguf/` view: the model as the GGUF files llama.cpp's converter
-//! (`convert_hf_to_gguf.py --outtype f32|f16|bf16|q8_0`) writes for it, for
-//! llama.cpp, ollama and LM Studio (docs/GGUF_OUT.md).
+//! (`convert_hf_to_gguf.py --outtype f32|f16|bf16|q8_0`) writes for it, and
+//! those llama-quantize makes of the BF16 one (Q4_K_M, Q5_K_M, Q6_K, Q4_0:
+//! [`quantize`]), for llama.cpp, ollama and LM Studio (docs/GGUF_OUT.md).
 //!
 //! It is built on the first Hugging Face folder view (`bf16/`): what that
 //! folder is (its tensors, in float32, and its config and tokenizer files)
@@ -22,6 +23,7 @@ pub mod arch;
 pub mod config;
 pub mod data;
 pub mod model;
+pub mod quantize;
 pub mod special;
 pub mod tensors;
 pub mod vocab;
@@ -35,6 +37,7 @@ use serde_json::Value;
 
 use crate::catalog::{Catalog, FileId};
 use crate::dtype::Dtype;
+use crate::quant::ggml::GgmlType;
 use crate::quant::ggml_encode::encoded_len;
 use crate::view::hf::plan::Plan;
 use crate::view::hf::{HfView, Made, SideFile};
@@ -63,6 +66,9 @@ pub struct GgufView {
     /// The model with the vocabulary rows counted, once a file was asked
     /// for (`None` if deciding it again failed: then `model`).
     counted: OnceLock<Option<Model>>,
+    /// The llama-quantize files: each one's tensors (indexes into
+    /// `model.tensors`, in its order) and their types.
+    mixes: Vec<MixFile>,
     /// The keys made from the folder's side files, built when a file is
     /// first asked for.
     side: OnceLock<SideKeys>,
@@ -97,7 +103,20 @@ pub fn build(b: &mut Builder) {
     };
     let me = b.next_id();
     let dir = b.tree.dir_path("gguf");
-    for (k, (_, name, _)) in OUTTYPES.iter().enumerate() {
+    // A model llama-quantize refuses (gpt-oss's MXFP4 experts) has none of
+    // its files; not a problem of the source, so no note (docs/GGUF_OUT.md).
+    let mixes = match mixes(&model) {
+        Ok(m) => m,
+        Err(why) => {
+            log::debug!("gguf/ has no llama-quantize files: {why}");
+            Vec::new()
+        }
+    };
+    let names = OUTTYPES
+        .iter()
+        .map(|o| o.1)
+        .chain(mixes.iter().map(|(m, _)| m.name));
+    for (k, name) in names.enumerate() {
         let file = FileRef::Of {
             view: me,
             kind: k as u8,
@@ -110,8 +129,22 @@ pub fn build(b: &mut Builder) {
         model,
         rows_deferred,
         counted: OnceLock::new(),
+        mixes,
         side: OnceLock::new(),
     }));
+}
+
+/// A llama-quantize file: its type, and its tensors (indexes into the
+/// model's tensors, in its order) with their types.
+type MixFile = (quantize::Mix, Vec<(usize, GgmlType)>);
+
+/// The llama-quantize files of `model`, each with its tensors in file
+/// order and their types ([`quantize::plan`]), or why there are none.
+fn mixes(model: &Model) -> Result<Vec<MixFile>, String> {
+    quantize::MIXES
+        .iter()
+        .map(|&m| quantize::plan(model, m).map(|p| (m, p)).map_err(|r| r.0))
+        .collect()
 }
 
 /// Whether the vocabulary rows of a tokenizer made from a GGUF source's
@@ -220,9 +253,12 @@ pub fn offer(catalog: &Catalog) -> Option<String> {
 
 /// A model's files in one line: the architecture and the files.
 fn summary(model: &Model) -> String {
+    let quantized = mixes(model).unwrap_or_default();
     let files: Vec<String> = OUTTYPES
         .iter()
-        .map(|(_, name, _)| format!("model-{name}.gguf"))
+        .map(|o| o.1)
+        .chain(quantized.iter().map(|(m, _)| m.name))
+        .map(|name| format!("model-{name}.gguf"))
         .collect();
     format!(
         "gguf/ ({}, {} tensors, {}): {}",
@@ -281,53 +317,93 @@ impl GgufView {
         })
     }
 
-    /// The file of output type `k` (an index into [`OUTTYPES`]).
+    /// The file of kind `k`: an output type of the converter (an index
+    /// into [`OUTTYPES`]), then the llama-quantize files (`mixes`).
     fn gguf_file(&self, cx: &Context, k: usize) -> VFile {
-        let (out, _, _) = OUTTYPES[k];
-        let hf = self.parent(cx);
         let side = self.side(cx);
         let model = self.model(cx);
+        let (out, plan): (GgmlType, Vec<(usize, GgmlType, bool)>) = match OUTTYPES.get(k) {
+            Some(&(out, _, _)) => (
+                out,
+                (model.tensors.iter().enumerate())
+                    .map(|(i, t)| (i, Model::tensor_type(t, out), false))
+                    .collect(),
+            ),
+            // llama-quantize's file, made from the BF16 file: a tensor it
+            // quantizes is read as the BF16 file holds it (rounded to
+            // BF16 unless that file has it in F32); one it keeps is the
+            // BF16 file's.
+            None => {
+                let (_, plan) = &self.mixes[k - OUTTYPES.len()];
+                let plan = plan.iter().map(|&(i, ty)| {
+                    let bf16 = Model::tensor_type(&model.tensors[i], GgmlType::BF16);
+                    (i, ty, ty != bf16 && bf16 == GgmlType::BF16)
+                });
+                (GgmlType::BF16, plan.collect())
+            }
+        };
         let mut kv = model.kv(out, &side.sampling);
         if let Ok(v) = &side.vocab {
             kv.extend(v);
         }
-        let types: Vec<_> = model
-            .tensors
+        let quantized = k >= OUTTYPES.len();
+        if let Some((mix, _)) = k.checked_sub(OUTTYPES.len()).map(|m| &self.mixes[m]) {
+            kv = quantize::kv(&kv, *mix);
+        }
+        let infos: Vec<TensorInfo> = plan
             .iter()
-            .map(|t| Model::tensor_type(t, out))
-            .collect();
-        let infos: Vec<TensorInfo> = model
-            .tensors
-            .iter()
-            .zip(&types)
-            .map(|(t, &ty)| TensorInfo {
-                name: t.name.clone(),
-                shape: t.shape.clone(),
-                ty,
-                bytes: encoded_len(ty, t.shape.iter().product()).unwrap_or(0),
+            .map(|&(i, ty, _)| {
+                let t = &model.tensors[i];
+                // ggml writes `ggml_n_dims` axes: none of the leading 1s.
+                let skip = if quantized {
+                    t.shape.len() - quantize::n_dims(&t.shape).min(t.shape.len())
+                } else {
+                    0
+                };
+                TensorInfo {
+                    name: t.name.clone(),
+                    shape: t.shape[skip..].to_vec(),
+                    ty,
+                    bytes: encoded_len(ty, t.shape.iter().product()).unwrap_or(0),
+                }
             })
             .collect();
         let header = writer::header(&kv, &infos);
         let mut segments = vec![Segment::Bytes(header.bytes.into())];
-        for ((t, info), &ty) in model.tensors.iter().zip(&infos).zip(&types) {
-            let row = t.shape.last().copied().unwrap_or(1);
-            let compute: Arc<dyn crate::view::Compute> = match &t.data {
-                Data::Values(v) => match ty
-                    .plain_dtype()
-                    .and_then(|d| data::moved(cx.catalog, hf, v, d))
-                {
-                    Some(bytes) => bytes,
-                    None => Arc::new(data::Encoded::new(cx.catalog, hf, v, ty, row)),
-                },
-                Data::Raw(r, _) => data::raw(cx.catalog, hf, r),
-            };
-            segments.push(Segment::Computed(compute));
+        for (&(i, ty, via_bf16), info) in plan.iter().zip(&infos) {
+            segments.push(Segment::Computed(self.tensor_data(cx, i, ty, via_bf16)));
             let padding = pad(info.bytes) - info.bytes;
             if padding > 0 {
                 segments.push(Segment::Bytes(vec![0u8; padding as usize].into()));
             }
         }
         VFile::new(segments)
+    }
+
+    /// The bytes of tensor `i` in type `ty` (`via_bf16`: its values
+    /// rounded to BF16 first).
+    fn tensor_data(
+        &self,
+        cx: &Context,
+        i: usize,
+        ty: GgmlType,
+        via_bf16: bool,
+    ) -> Arc<dyn crate::view::Compute> {
+        let hf = self.parent(cx);
+        let t = &self.model(cx).tensors[i];
+        let row = t.shape.last().copied().unwrap_or(1);
+        match &t.data {
+            Data::Values(v) => {
+                let moved = (ty.plain_dtype())
+                    .filter(|_| !via_bf16)
+                    .and_then(|d| data::moved(cx.catalog, hf, v, d));
+                match moved {
+                    Some(bytes) => bytes,
+                    None => Arc::new(data::Encoded::new(cx.catalog, hf, v, ty, row, via_bf16)),
+                }
+            }
+            Data::Raw(r, _) => data::raw(cx.catalog, hf, r),
+        }
     }
 }
 

@@ -68,6 +68,11 @@ impl Kv {
         }
     }
 
+    /// Take `key` out (the pairs after it move up).
+    pub fn remove(&mut self, key: &str) {
+        self.entries.retain(|(k, _)| k != key);
+    }
+
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&GgufValue> {
         self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)

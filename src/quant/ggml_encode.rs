@@ -125,9 +125,10 @@ impl Kernels {
             });
         }
         if ty == GgmlType::Q8_0 {
-            // SAFETY: this `Kernels` exists only for a path the CPU
-            // supports; `src` is whole blocks of 32 values and `out` 34
-            // bytes per block, checked above.
+            // SAFETY: a `Kernels` is only handed out (`simd::get`,
+            // `available`, `active`) for a path the CPU supports; `src` is
+            // whole blocks of 32 values and `out` 34 bytes per block,
+            // checked above.
             unsafe { (self.fns.q8_0)(from, src, out) };
             return Ok(());
         }

@@ -508,9 +508,10 @@ pub(super) unsafe fn ggml(ty: GgmlType, b: &[u8], out: &mut [u8]) -> bool {
 /// - `amax`: `vmaxps(|x|, m)` (which keeps `m` when `|x|` is NaN), the
 ///   lanes then reduced in any order; NaN (`d` the F16 NaN 0x7E00, every
 ///   code 0) when an unordered compare finds a NaN in the block;
-/// - `d = amax / 127`, `id = 1 / d` (0 for `d == 0`): IEEE f32 divisions, of
-///   eight blocks per vector; `d` to F16 by `vcvtps2ph` (round to nearest even; `d` is never NaN, where
-///   numpy's conversion would differ);
+/// - `d = amax / 127`, `id = 1 / d` (0 for `d == 0`): IEEE f32 divisions,
+///   eight blocks per vector; `d` to F16 by `vcvtps2ph` (round to nearest
+///   even, as numpy; the only NaN `d` can be is `f32::NAN`, which it
+///   writes as 0x7E00, as `f16_numpy` does);
 /// - `q = roundf(x * id)`: the magnitude clamped to 256 (`vminps` gives 256
 ///   for NaN), truncated (`vroundps` toward zero), plus one when the
 ///   fraction is at least a half, the sign of `x * id` put back; NaN and inf

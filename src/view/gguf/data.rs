@@ -389,6 +389,9 @@ impl Compute for Encoded {
                         break;
                     }
                 }
+                // A step is at least one row: keep no more than two steps'
+                // worth between reads.
+                raw.shrink_to(2 * ENCODE_STEP as usize);
                 cell.set(raw);
                 done
             })

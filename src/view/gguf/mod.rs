@@ -270,11 +270,6 @@ fn summary(model: &Model) -> String {
 }
 
 impl GgufView {
-    /// What it holds, in one line: the architecture and the files.
-    pub fn summary(&self) -> String {
-        summary(&self.model)
-    }
-
     /// The model its files hold: the one decided at mount, or, if that one
     /// left the vocabulary rows to count, the model with them counted.
     fn model(&self, cx: &Context) -> &Model {
@@ -283,8 +278,18 @@ impl GgufView {
         }
         let counted = self.counted.get_or_init(|| {
             let hf = self.parent(cx);
-            let (model, _) = model_of(cx.catalog, hf, hf.config()?, Rows::Count).ok()?;
-            Some(model)
+            let config = hf.config()?;
+            match model_of(cx.catalog, hf, config, Rows::Count) {
+                Ok((model, _)) => Some(model),
+                Err(why) => {
+                    // Then every embedding row stays: not the converter's
+                    // file, so say so.
+                    log::warn!(
+                        "gguf/: cannot count the vocabulary's rows ({why}); the token embedding keeps all of its rows"
+                    );
+                    None
+                }
+            }
         });
         counted.as_ref().unwrap_or(&self.model)
     }

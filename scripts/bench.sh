@@ -1127,7 +1127,7 @@ print(time.perf_counter() - t0)'
     cat "$src/model.safetensors" > /dev/null
     : > "$tmpf"
     for _ in 1 2 3; do
-        for f in raw/model.safetensors gguf/model-BF16.gguf gguf/model-F16.gguf gguf/model-Q8_0.gguf; do
+        for f in raw/model.safetensors gguf/model-BF16.gguf gguf/model-F16.gguf gguf/model-Q8_0.gguf gguf/model-Q4_K_M.gguf; do
             mount_once "$src"
             local n t
             n=$(stat -c %s "$MNT/$f")
@@ -1139,7 +1139,7 @@ print(time.perf_counter() - t0)'
     local raw_rate
     raw_rate=$(awk '$1 == "raw/model.safetensors" {printf "%.0f\n", $2 / $3}' "$tmpf" | median)
     printf "%-44s %10s %8s\n" "cold read through the mount (cat)" "GB/s" "ratio"
-    for f in raw/model.safetensors gguf/model-BF16.gguf gguf/model-F16.gguf gguf/model-Q8_0.gguf; do
+    for f in raw/model.safetensors gguf/model-BF16.gguf gguf/model-F16.gguf gguf/model-Q8_0.gguf gguf/model-Q4_K_M.gguf; do
         local r
         r=$(awk -v f="$f" '$1 == f {printf "%.0f\n", $2 / $3}' "$tmpf" | median)
         printf "%-44s %10.2f %8.2f\n" "$f" "$(echo "$r / 1000000000" | bc -l)" "$(echo "$r / $raw_rate" | bc -l)"
@@ -1171,6 +1171,26 @@ print(time.perf_counter() - t0)'
     printf "%-60s %8.2f %8s\n" "convert_hf_to_gguf.py --outtype q8_0 + load (baseline)" "$(echo "$cv + $bl" | bc -l)" "1.00"
     printf "%-60s %8.2f %7.2fx faster\n" "gyrofs mount + load" "$ot" "$(echo "($cv + $bl) / $ot" | bc -l)"
     rm -f "$conv/model-Q8_0.gguf"
+    # Q4_K_M (issue 21): the recommended path, convert to BF16 then llama-quantize (its default
+    # threads), against mount + cat of gguf/model-Q4_K_M.gguf; source warm, once each.
+    local quant='import ctypes, sys, llama_cpp
+p = llama_cpp.llama_model_quantize_default_params()
+p.ftype = 15  # LLAMA_FTYPE_MOSTLY_Q4_K_M
+sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p)))'
+    cat "$src/model.safetensors" > /dev/null
+    local cb qt mk ck
+    cb=$(secs "$py" "$llama_cpp/convert_hf_to_gguf.py" "$src" --outtype bf16 --outfile "$conv/model-BF16.gguf" 2>/dev/null)
+    qt=$(secs "$py" -c "$quant" "$conv/model-BF16.gguf" "$conv/model-Q4_K_M.gguf" 2>/dev/null)
+    mk=$(secs mount_once "$src")
+    ck=$(secs cat "$MNT/gguf/model-Q4_K_M.gguf")
+    local same=different
+    cmp -s "$MNT/gguf/model-Q4_K_M.gguf" "$conv/model-Q4_K_M.gguf" && same=identical
+    umount_wait
+    printf "%-60s %8s %8s\n" "Q4_K_M, source warm (once)" "s" "ratio"
+    printf "%-60s %8.2f %8s\n" "convert_hf_to_gguf.py --outtype bf16 + llama-quantize Q4_K_M" "$(echo "$cb + $qt" | bc -l)" "1.00"
+    printf "%-60s %8.2f %8s\n" "  of which llama-quantize" "$qt" ""
+    printf "%-60s %8.2f %7.2fx faster\n" "gyrofs mount + cat gguf/model-Q4_K_M.gguf ($same bytes)" "$(echo "$mk + $ck" | bc -l)" "$(echo "($cb + $qt) / ($mk + $ck)" | bc -l)"
+    rm -f "$conv/model-BF16.gguf" "$conv/model-Q4_K_M.gguf"
 }
 
 sections=("$@")

@@ -561,17 +561,38 @@ pub(super) unsafe fn q8_0(from: Floats, src: &[u8], out: &mut [u8]) {
 }
 
 /// The 32 values of a block of `from` values (the start of `s`) as f32.
+/// (No closures here or below: a closure does not get the function's
+/// target features, and its intrinsics would not be inlined.)
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
 fn load_block(from: Floats, s: &[u8]) -> [__m256; 4] {
     match from {
-        Floats::F32 => [0, 32, 64, 96].map(|k| _mm256_castsi256_ps(load32(&s[k..]))),
-        Floats::BF16 => [0, 16, 32, 48].map(|k| {
-            let wide = _mm256_cvtepu16_epi32(load16(&s[k..]));
-            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
-        }),
-        Floats::F16 => [0, 16, 32, 48].map(|k| _mm256_cvtph_ps(load16(&s[k..]))),
+        Floats::F32 => [
+            _mm256_castsi256_ps(load32(s)),
+            _mm256_castsi256_ps(load32(&s[32..])),
+            _mm256_castsi256_ps(load32(&s[64..])),
+            _mm256_castsi256_ps(load32(&s[96..])),
+        ],
+        Floats::BF16 => [
+            bf16x8_f32(load16(s)),
+            bf16x8_f32(load16(&s[16..])),
+            bf16x8_f32(load16(&s[32..])),
+            bf16x8_f32(load16(&s[48..])),
+        ],
+        Floats::F16 => [
+            _mm256_cvtph_ps(load16(s)),
+            _mm256_cvtph_ps(load16(&s[16..])),
+            _mm256_cvtph_ps(load16(&s[32..])),
+            _mm256_cvtph_ps(load16(&s[48..])),
+        ],
     }
+}
+
+/// 8 BF16 as f32 (exact: the bits shifted up).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn bf16x8_f32(h: __m128i) -> __m256 {
+    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
 }
 
 /// The largest magnitude of a block; NaN if the block holds one.
@@ -608,25 +629,28 @@ fn scales(amax: __m256) -> (__m256, __m256) {
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
 fn block_codes(x: [__m256; 4], id: f32) -> __m256i {
-    let sign = _mm256_set1_ps(-0.0);
     let idv = _mm256_set1_ps(id);
-    let (half, one) = (_mm256_set1_ps(0.5), _mm256_set1_ps(1.0));
-    let (cap, inf) = (_mm256_set1_ps(256.0), _mm256_set1_ps(f32::INFINITY));
-    let q = x.map(|v| {
-        let y = _mm256_mul_ps(v, idv);
-        let a = _mm256_andnot_ps(sign, y);
-        let c = _mm256_min_ps(a, cap);
-        let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(c);
-        let up = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_sub_ps(c, t), half), one);
-        let r = _mm256_or_ps(_mm256_add_ps(t, up), _mm256_and_ps(y, sign));
-        let finite = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(a, inf));
-        _mm256_and_si256(_mm256_cvttps_epi32(r), finite)
-    });
+    let (q0, q1) = (codes8(x[0], idv), codes8(x[1], idv));
+    let (q2, q3) = (codes8(x[2], idv), codes8(x[3], idv));
     // The packs work per 128-bit lane: 32-bit groups come out as
     // q0[0..4] q1[0..4] q2[0..4] q3[0..4] q0[4..8] ..; put them in order.
-    let p = _mm256_packs_epi16(
-        _mm256_packs_epi32(q[0], q[1]),
-        _mm256_packs_epi32(q[2], q[3]),
-    );
+    let p = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3));
     _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+}
+
+/// `roundf(v * id)` of 8 values as i32: 0 for NaN and inf, the magnitude
+/// at most 256 (the packs then saturate as the portable cast does).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn codes8(v: __m256, idv: __m256) -> __m256i {
+    let sign = _mm256_set1_ps(-0.0);
+    let y = _mm256_mul_ps(v, idv);
+    let a = _mm256_andnot_ps(sign, y);
+    let c = _mm256_min_ps(a, _mm256_set1_ps(256.0));
+    let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(c);
+    let half = _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_sub_ps(c, t), _mm256_set1_ps(0.5));
+    let up = _mm256_and_ps(half, _mm256_set1_ps(1.0));
+    let r = _mm256_or_ps(_mm256_add_ps(t, up), _mm256_and_ps(y, sign));
+    let finite = _mm256_cmp_ps::<_CMP_LT_OQ>(a, _mm256_set1_ps(f32::INFINITY));
+    _mm256_and_si256(_mm256_cvttps_epi32(r), _mm256_castps_si256(finite))
 }

@@ -540,31 +540,34 @@ fn q8_0_block(x: [float32x4_t; 8], o: &mut [u8]) {
     };
     let id = if d == 0.0 { 0.0 } else { 1.0 / d };
     let idv = vdupq_n_f32(id);
-    let (half, one) = (vdupq_n_f32(0.5), vdupq_n_f32(1.0));
-    let (cap, inf) = (vdupq_n_f32(256.0), vdupq_n_f32(f32::INFINITY));
-    let sign = vdupq_n_u32(0x8000_0000);
-    let q = x.map(|v| {
-        let y = vmulq_f32(v, idv);
-        let a = vabsq_f32(y);
-        let c = vbslq_f32(vcltq_f32(a, cap), a, cap);
-        let t = vrndq_f32(c);
-        let up = vandq_u32(vcgeq_f32(vsubq_f32(c, t), half), vreinterpretq_u32_f32(one));
-        let r = vaddq_f32(t, vreinterpretq_f32_u32(up));
-        let signed = vbslq_f32(sign, y, r);
-        let finite = vreinterpretq_s32_u32(vcltq_f32(a, inf));
-        vandq_s32(vcvtq_s32_f32(signed), finite)
-    });
-    let bytes = |k: usize| {
-        let w = vcombine_s16(vqmovn_s32(q[2 * k]), vqmovn_s32(q[2 * k + 1]));
-        vqmovn_s16(w)
-    };
+    let mut q = [vdup_n_s8(0); 4];
+    for (k, q) in q.iter_mut().enumerate() {
+        let w = vcombine_s16(
+            vqmovn_s32(codes4(x[2 * k], idv)),
+            vqmovn_s32(codes4(x[2 * k + 1], idv)),
+        );
+        *q = vqmovn_s16(w);
+    }
     o[..2].copy_from_slice(&f16_numpy(d).to_le_bytes());
-    store16(
-        &mut o[2..],
-        vreinterpretq_u8_s8(vcombine_s8(bytes(0), bytes(1))),
-    );
-    store16(
-        &mut o[18..],
-        vreinterpretq_u8_s8(vcombine_s8(bytes(2), bytes(3))),
-    );
+    store16(&mut o[2..], vreinterpretq_u8_s8(vcombine_s8(q[0], q[1])));
+    store16(&mut o[18..], vreinterpretq_u8_s8(vcombine_s8(q[2], q[3])));
+}
+
+/// `roundf(v * id)` of 4 values as i32: 0 for NaN and inf, the magnitude at
+/// most 256 (the narrows then saturate as the portable cast does). A helper
+/// function rather than a closure, which would not get the target feature.
+#[inline]
+#[target_feature(enable = "neon")]
+fn codes4(v: float32x4_t, idv: float32x4_t) -> int32x4_t {
+    let (cap, inf) = (vdupq_n_f32(256.0), vdupq_n_f32(f32::INFINITY));
+    let y = vmulq_f32(v, idv);
+    let a = vabsq_f32(y);
+    let c = vbslq_f32(vcltq_f32(a, cap), a, cap);
+    let t = vrndq_f32(c);
+    let half = vcgeq_f32(vsubq_f32(c, t), vdupq_n_f32(0.5));
+    let up = vandq_u32(half, vreinterpretq_u32_f32(vdupq_n_f32(1.0)));
+    let r = vaddq_f32(t, vreinterpretq_f32_u32(up));
+    let signed = vbslq_f32(vdupq_n_u32(0x8000_0000), y, r);
+    let finite = vreinterpretq_s32_u32(vcltq_f32(a, inf));
+    vandq_s32(vcvtq_s32_f32(signed), finite)
 }

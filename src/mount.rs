@@ -85,8 +85,11 @@ pub fn mount(source: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<()
 /// until it reports that the mount answers (or why it failed).
 fn spawn_daemon(opts: &MountOptions) -> Result<(), Error> {
     let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
+    // Right after the subcommand: after a `--` (a source or mount point
+    // starting with '-') it would be a third operand.
     let mut args = opts.argv.clone();
-    args.push("--foreground".into());
+    let at = args.iter().position(|a| a == "mount").map_or(0, |i| i + 1);
+    args.insert(at, "--foreground".into());
     let stderr = match &opts.log_file {
         Some(p) => Stdio::from(
             std::fs::OpenOptions::new()

@@ -231,7 +231,7 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
         // The kernel checks each file's owner, group and mode (taken from
         // the source's, `crate::access`) for every user, as for a disk.
         MountOption::DefaultPermissions,
-        MountOption::FSName(fsname),
+        MountOption::FSName(fsname.clone()),
         // Type `fuse.gyrofs` in /proc/mounts. A kernel option, not
         // `MountOption::Subtype`: fuser leaves that out of the mount(2) it
         // makes as root (fusermount3 takes either).
@@ -243,13 +243,28 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
 
-    let session =
-        Session::new(GyroFs::new(Arc::clone(&volume)), &canonical, &config).map_err(|err| {
-            MountError::Mount {
-                path: mountpoint.to_path_buf(),
-                err,
-            }
-        })?;
+    let session = match Session::new(GyroFs::new(Arc::clone(&volume)), &canonical, &config) {
+        // A kernel before about 5.4 may refuse an option it does not know
+        // (subtype=) with EINVAL: mount once more without it, as type
+        // `fuse` named `gyrofs:SOURCE`, which `gyrofs umount` also knows.
+        Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
+            log::info!(
+                "mount with subtype={FS_SUBTYPE} refused ({err}); mounting as type fuse named gyrofs:{fsname}"
+            );
+            config.mount_options.retain(|o| {
+                !matches!(o, MountOption::CUSTOM(_) | MountOption::FSName(_))
+            });
+            config
+                .mount_options
+                .push(MountOption::FSName(format!("gyrofs:{fsname}")));
+            Session::new(GyroFs::new(Arc::clone(&volume)), &canonical, &config)
+        }
+        other => other,
+    }
+    .map_err(|err| MountError::Mount {
+        path: mountpoint.to_path_buf(),
+        err,
+    })?;
 
     set_read_ahead(&canonical, opts.read_ahead_kb);
 

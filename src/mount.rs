@@ -272,8 +272,16 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     let mut signals =
         Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| Error::io("signal handlers", e))?;
     let path = canonical.clone();
+    // STOPPING=1 goes out when stopping begins: at the signal, or (after an
+    // outside `umount`) once the session has ended.
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let said_stopping = Arc::clone(&stopping);
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
+            if !notify {
+                said_stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+                crate::notify::notify("STOPPING=1");
+            }
             log::info!("signal {sig}: unmounting");
             if let Err(e) = umount(&path, true) {
                 log::error!("unmount failed: {e}");
@@ -321,7 +329,9 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     match ended {
         Ok(Ok(())) => {
             if !notify {
-                crate::notify::notify("STOPPING=1");
+                if !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    crate::notify::notify("STOPPING=1");
+                }
                 eprintln!("gyrofs: {} unmounted", mountpoint.display());
             }
             Ok(())

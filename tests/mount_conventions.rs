@@ -462,6 +462,58 @@ fn foreground_mount_notifies_systemd() {
     });
 }
 
+/// `systemctl stop` (SIGTERM): STOPPING=1 goes out when stopping begins,
+/// not once the mount has gone (here a file held open keeps it until the
+/// file is closed).
+#[test]
+fn stopping_is_notified_when_sigterm_arrives() {
+    let mnt = Mnt::new();
+    let sock = mnt.dir.path().join("notify");
+    let listener = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Command::new(GYROFS)
+        .arg("mount")
+        .arg(sample_hf())
+        .arg(&mnt.path)
+        .arg("-f")
+        .env("NOTIFY_SOCKET", &sock)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stop = Stop(child);
+    let mut buf = [0u8; 256];
+    let n = listener.recv(&mut buf).expect("READY=1 within 30 s");
+    assert_eq!(&buf[..n], b"READY=1");
+    let held = std::fs::File::open(mnt.path.join("raw/model.safetensors")).unwrap();
+    // SAFETY: kill has no memory effects; the pid is our child's.
+    unsafe { libc::kill(stop.0.id() as libc::pid_t, libc::SIGTERM) };
+    listener
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let n = listener
+        .recv(&mut buf)
+        .expect("STOPPING=1 within 10 s of SIGTERM, with a file still open");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    drop(held);
+    wait_until("mount -f to exit", Duration::from_secs(10), || {
+        stop.0.try_wait().unwrap().is_some()
+    });
+    // Once, not again at the end.
+    listener
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(listener.recv(&mut buf).is_err(), "a second notification");
+}
+
 /// The completion scripts and the man page come from the command line's
 /// definition (and name its commands and options).
 #[test]

@@ -24,17 +24,21 @@ fn gyrofs_mounts() -> Vec<String> {
 /// Run scripts/test_python_package.sh with `env`, echoing its output;
 /// (exit status, stdout, stderr). Killed (and failed) after `limit`: the
 /// whole process group (bash, cargo, maturin, python), and the gyrofs
-/// mounts that appeared meanwhile (their daemons left the group with
-/// setsid) are detached, so nothing stays mounted.
+/// mounts under its TMPDIR (their daemons left the group with setsid) are
+/// detached, so nothing stays mounted.
 fn run_script(env: &[(&str, &str)], limit: Duration) -> (std::process::ExitStatus, String, String) {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/scripts/test_python_package.sh"
     );
-    let before = gyrofs_mounts();
+    // The script's temporary folders (its work folder, the Python
+    // package's mount points) all in one of ours, so that a timeout detaches
+    // only the mounts under it (others may be mounting on this machine).
+    let tmp = tempfile::tempdir().expect("a temporary folder");
     let mut child = Command::new("bash")
         .arg(script)
         .envs(env.iter().copied())
+        .env("TMPDIR", tmp.path())
         .process_group(0)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -66,7 +70,8 @@ fn run_script(env: &[(&str, &str)], limit: Duration) -> (std::process::ExitStatu
             // child's own (process_group(0) above), not ours.
             unsafe { libc::killpg(child.id() as libc::pid_t, libc::SIGKILL) };
             let _ = child.wait();
-            for m in gyrofs_mounts().iter().filter(|m| !before.contains(m)) {
+            let ours = tmp.path().to_string_lossy().into_owned();
+            for m in gyrofs_mounts().iter().filter(|m| m.starts_with(&ours)) {
                 let _ = Command::new("umount").arg("-l").arg(m).status();
             }
             panic!("scripts/test_python_package.sh did not end within {limit:?}");

@@ -31,10 +31,14 @@ cargo build --quiet --profile "$profile" --bin gyrofs
 gyrofs=$target/$dir/gyrofs
 
 # maturin puts gyrofs.data/data/* (next to pyproject.toml) under the
-# environment's prefix at install. Generated here, removed afterwards.
-data=gyrofs.data
-trap 'rm -rf "$data"' EXIT
-rm -rf "$data"
+# environment's prefix at install. So that nothing is written into the
+# source tree, the wheel is built from a copy of what it is made of (the
+# crate, the package, the README) in a temporary folder, with gyrofs.data
+# generated there; cargo's target folder stays this one's.
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+cp -r Cargo.toml Cargo.lock README.md pyproject.toml python src benches "$stage"/
+data=$stage/gyrofs.data
 share=$data/data/share
 mkdir -p "$share/man/man1" "$share/bash-completion/completions" \
     "$share/zsh/site-functions" "$share/fish/vendor_completions.d"
@@ -46,4 +50,5 @@ done
 "$gyrofs" completions zsh > "$share/zsh/site-functions/_gyrofs"
 "$gyrofs" completions fish > "$share/fish/vendor_completions.d/gyrofs.fish"
 
-"$maturin" build --profile "$profile" --out "$out"
+CARGO_TARGET_DIR=$(realpath "$target") "$maturin" build \
+    --manifest-path "$stage/Cargo.toml" --profile "$profile" --out "$(realpath -m "$out")"

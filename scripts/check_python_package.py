@@ -95,6 +95,45 @@ def main():
     check("unmounted after the body raised", not mounted(pathlib.Path(d)))
     os.rmdir(d)
 
+    # An unmount error does not replace the body's exception (here the
+    # body unmounted itself, so the block's own unmount has nothing to do).
+    try:
+        with gyrofs.mount(source) as m:
+            gyrofs.unmount(m)
+            raise KeyError("after unmounting")
+    except KeyError as e:
+        check("the body's exception comes out past an unmount error", e.args == ("after unmounting",))
+    check("its temporary mount point removed after that", not m.exists())
+
+    # A mount point named like a flag (relative, in the current folder).
+    os.mkdir("-weird-name-dir")
+    with gyrofs.mount(source, "-weird-name-dir") as m:
+        check("a mount point starting with '-' mounts", mounted(m.absolute()) and (m / "bf16").is_dir())
+    check("and unmounts", not mounted(m.absolute()))
+    os.rmdir("-weird-name-dir")
+
+    # Ctrl-C while `gyrofs mount` runs: the daemon (in its own session) may
+    # still mount; the mount is detached and the temporary folder removed.
+    real_run = gyrofs._run
+
+    def interrupted(args, **kw):
+        out = real_run(args, **kw)
+        if args[0] == "mount":
+            raise KeyboardInterrupt
+        return out
+
+    gyrofs._run = interrupted
+    made = set(pathlib.Path(tempfile.gettempdir()).glob("gyrofs-*"))
+    try:
+        with gyrofs.mount(source):
+            check("an interrupted mount raises", False)
+    except KeyboardInterrupt:
+        check("an interrupted mount lets KeyboardInterrupt through", True)
+    finally:
+        gyrofs._run = real_run
+    check("an interrupted mount is detached", gyrofs_mounts() == before)
+    check("and its temporary folder removed", set(pathlib.Path(tempfile.gettempdir()).glob("gyrofs-*")) <= made)
+
     # A failing mount raises with gyrofs's line, and nothing is mounted.
     try:
         with gyrofs.mount(source / "no-such-model") as m:
@@ -124,11 +163,12 @@ def main():
             names = sorted(p.name for p in (m / "bf16").iterdir() if p.is_file())
             same = all((m / "bf16" / n).read_bytes() == (got / n).read_bytes() for n in names)
         check(f"convert wrote the mount's bytes ({len(names)} files)", same and sorted(p.name for p in got.iterdir()) == names)
-    try:
-        gyrofs.convert(source / "missing", tempfile.mkdtemp())
-        check("a failing convert raises", False)
-    except gyrofs.GyrofsError as e:
-        check(f"a failing convert raises GyrofsError: {e}", "missing" in str(e))
+    with tempfile.TemporaryDirectory() as out:
+        try:
+            gyrofs.convert(source / "missing", out)
+            check("a failing convert raises", False)
+        except gyrofs.GyrofsError as e:
+            check(f"a failing convert raises GyrofsError: {e}", "missing" in str(e))
 
     # The command, the man page and the completions came with the wheel.
     v = subprocess.run([gyrofs.find_gyrofs_bin(), "--version"], capture_output=True, text=True)

@@ -346,6 +346,18 @@ pub enum MountError {
     UnknownOption { option: String },
     #[error("-o needs a list of options (e.g. -o allow_other,dtype=bf16+f16)")]
     NoOptionList,
+    /// A `-o` option that takes a value given without `=VALUE`.
+    #[error("mount option '{option}' needs a value: -o {option}=VALUE")]
+    OptionNeedsValue { option: String },
+    /// A `-o` flag given with `=VALUE`.
+    #[error("mount option '{option}' takes no value (write it without =...)")]
+    OptionTakesNoValue { option: String },
+    /// `foreground` in a `-o` list: mount(8) would wait for a helper that
+    /// never returns.
+    #[error(
+        "'foreground' is not a mount option (mount(8) would wait for ever); use gyrofs mount -f on the command line"
+    )]
+    ForegroundInList,
     /// `-o` inside a group of short flags (`-fo LIST`), which the `-o`
     /// rewriting does not see.
     #[error("-o must stand on its own (-f -o {list}), not in a group of short flags like -fo")]

@@ -287,11 +287,13 @@ fn main() -> ExitCode {
     for option in &normalized.ignored {
         eprintln!("gyrofs: warning: unknown mount option '{option}' ignored (-s)");
     }
+    // A bad command line exits here with clap's message, `-f` or not.
+    let cli = Cli::parse_from(std::iter::once("gyrofs".into()).chain(normalized.args.clone()));
     if normalized.fake {
-        // mount(8)'s -f: everything but the mount itself.
+        // mount(8)'s -f: the command line and every option's value are
+        // checked (above), but nothing is read or mounted.
         return ExitCode::SUCCESS;
     }
-    let cli = Cli::parse_from(std::iter::once("gyrofs".into()).chain(normalized.args.clone()));
     // A mount's log also shows the progress of long remote fetches.
     let filter = match cli.command {
         Cmd::Mount { .. } => "warn,gyrofs::remote=info",

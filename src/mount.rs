@@ -85,8 +85,11 @@ pub fn mount(source: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<()
 /// until it reports that the mount answers (or why it failed).
 fn spawn_daemon(opts: &MountOptions) -> Result<(), Error> {
     let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
+    // Right after the subcommand: after a `--` (a source or mount point
+    // starting with '-') it would be a third operand.
     let mut args = opts.argv.clone();
-    args.push("--foreground".into());
+    let at = args.iter().position(|a| a == "mount").map_or(0, |i| i + 1);
+    args.insert(at, "--foreground".into());
     let stderr = match &opts.log_file {
         Some(p) => Stdio::from(
             std::fs::OpenOptions::new()
@@ -228,7 +231,7 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
         // The kernel checks each file's owner, group and mode (taken from
         // the source's, `crate::access`) for every user, as for a disk.
         MountOption::DefaultPermissions,
-        MountOption::FSName(fsname),
+        MountOption::FSName(fsname.clone()),
         // Type `fuse.gyrofs` in /proc/mounts. A kernel option, not
         // `MountOption::Subtype`: fuser leaves that out of the mount(2) it
         // makes as root (fusermount3 takes either).
@@ -240,13 +243,28 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
 
-    let session =
-        Session::new(GyroFs::new(Arc::clone(&volume)), &canonical, &config).map_err(|err| {
-            MountError::Mount {
-                path: mountpoint.to_path_buf(),
-                err,
-            }
-        })?;
+    let session = match Session::new(GyroFs::new(Arc::clone(&volume)), &canonical, &config) {
+        // A kernel before about 5.4 may refuse an option it does not know
+        // (subtype=) with EINVAL: mount once more without it, as type
+        // `fuse` named `gyrofs:SOURCE`, which `gyrofs umount` also knows.
+        Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
+            log::info!(
+                "mount with subtype={FS_SUBTYPE} refused ({err}); mounting as type fuse named gyrofs:{fsname}"
+            );
+            config.mount_options.retain(|o| {
+                !matches!(o, MountOption::CUSTOM(_) | MountOption::FSName(_))
+            });
+            config
+                .mount_options
+                .push(MountOption::FSName(format!("gyrofs:{fsname}")));
+            Session::new(GyroFs::new(Arc::clone(&volume)), &canonical, &config)
+        }
+        other => other,
+    }
+    .map_err(|err| MountError::Mount {
+        path: mountpoint.to_path_buf(),
+        err,
+    })?;
 
     set_read_ahead(&canonical, opts.read_ahead_kb);
 
@@ -254,8 +272,16 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     let mut signals =
         Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| Error::io("signal handlers", e))?;
     let path = canonical.clone();
+    // STOPPING=1 goes out when stopping begins: at the signal, or (after an
+    // outside `umount`) once the session has ended.
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let said_stopping = Arc::clone(&stopping);
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
+            if !notify {
+                said_stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+                crate::notify::notify("STOPPING=1");
+            }
             log::info!("signal {sig}: unmounting");
             if let Err(e) = umount(&path, true) {
                 log::error!("unmount failed: {e}");
@@ -303,7 +329,9 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     match ended {
         Ok(Ok(())) => {
             if !notify {
-                crate::notify::notify("STOPPING=1");
+                if !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    crate::notify::notify("STOPPING=1");
+                }
                 eprintln!("gyrofs: {} unmounted", mountpoint.display());
             }
             Ok(())

@@ -55,8 +55,28 @@ const GENERIC: &[&str] = &[
     "nodiratime",
     "lazytime",
     "async",
+    "sync",
+    "dirsync",
+    "nosymfollow",
+    "silent",
+    "loud",
     "default_permissions",
 ];
+
+/// Generic options that carry a value: SELinux labels (`context="..."`),
+/// which mount(8) passes on and gyrofs ignores.
+const GENERIC_WITH_VALUE: &[&str] = &["context", "fscontext", "defcontext", "rootcontext"];
+
+/// Whether `key` is a generic mount(8)/fstab option gyrofs ignores:
+/// [`GENERIC`], [`GENERIC_WITH_VALUE`], `comment`, and the `x-*` options of
+/// userspace tools (`x-systemd.automount`; `X-` too, as util-linux matches
+/// them).
+fn is_generic(key: &str) -> bool {
+    GENERIC.contains(&key)
+        || GENERIC_WITH_VALUE.contains(&key)
+        || key == "comment"
+        || key.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("x-"))
+}
 
 /// What the command line of `gyrofs mount` accepts, from its definition.
 pub struct Grammar {
@@ -116,6 +136,14 @@ pub fn normalize(
             out.push(arg.clone());
             out.extend(rest.cloned());
             break;
+        }
+        // `--log-file -out.log`: the argument after a long option that
+        // takes a value is that value, never an `-o` list.
+        let long = arg.to_str().and_then(|a| a.strip_prefix("--"));
+        if long.is_some_and(|l| grammar.mount_longs.get(l) == Some(&true)) {
+            out.push(arg.clone());
+            out.extend(rest.next().cloned());
+            continue;
         }
         match option_list(arg, &mut rest)? {
             Some(list) => out.extend(expand(&list, grammar, false)?.0),
@@ -211,16 +239,32 @@ fn expand(
             Some((k, v)) => (k, Some(v)),
             None => (item, None),
         };
-        if GENERIC.contains(&key) || key.starts_with("x-") || key == "comment" {
+        if is_generic(key) {
             continue;
         }
         let long = key.replace('_', "-");
-        if !grammar.mount_longs.contains_key(&long) {
+        let Some(&takes_value) = grammar.mount_longs.get(&long) else {
             if sloppy {
                 unknown.push(item.to_string());
                 continue;
             }
             return Err(MountError::UnknownOption {
+                option: item.to_string(),
+            });
+        };
+        if long == "foreground" {
+            // As a helper, mount(8) would wait for ever.
+            return Err(MountError::ForegroundInList);
+        }
+        // `-o log_file` alone would become `--log-file` and take the next
+        // argument (the source) as its value.
+        if takes_value && value.is_none() {
+            return Err(MountError::OptionNeedsValue {
+                option: key.to_string(),
+            });
+        }
+        if !takes_value && value.is_some() {
+            return Err(MountError::OptionTakesNoValue {
                 option: item.to_string(),
             });
         }
@@ -367,5 +411,83 @@ mod tests {
         );
         let e = norm("mount.gyrofs", &["s", "m", "-N", "3"]).unwrap_err();
         assert!(e.to_string().contains("-N"), "{e}");
+    }
+
+    /// `-o cache_dir` without `=DIR` would make clap take the next
+    /// argument (the source, for mount(8)) as the cache folder.
+    #[test]
+    fn value_options_need_their_value_and_flags_take_none() {
+        for program in ["mount.gyrofs", "gyrofs"] {
+            let e = norm(program, &["s", "m", "-o", "cache_dir"]).unwrap_err();
+            assert!(
+                e.to_string().contains("'cache_dir' needs a value"),
+                "{program}: {e}"
+            );
+        }
+        let e = norm("gyrofs", &["mount", "-o", "uid", "s", "m"]).unwrap_err();
+        assert!(e.to_string().contains("'uid' needs a value"), "{e}");
+        let e = norm("gyrofs", &["mount", "s", "m", "-o", "allow_other=1"]).unwrap_err();
+        assert!(
+            e.to_string().contains("'allow_other=1' takes no value"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn foreground_is_refused_in_an_option_list() {
+        for args in [
+            &["s", "m", "-o", "foreground"][..],
+            &["mount", "s", "m", "-o", "ro,foreground"],
+        ] {
+            let e = norm("gyrofs", args).unwrap_err();
+            assert!(e.to_string().contains("foreground"), "{e}");
+        }
+        // -f / --foreground on the command line stay.
+        let n = norm("gyrofs", &["mount", "s", "m", "--foreground"]).unwrap();
+        assert_eq!(args(&n), ["mount", "s", "m", "--foreground"]);
+    }
+
+    /// The argument after `--cache-dir` is its value, even when it starts
+    /// with `-o`.
+    #[test]
+    fn the_value_of_a_long_option_is_not_an_option_list() {
+        let n = norm(
+            "gyrofs",
+            &["mount", "--cache-dir", "-odd", "s", "m", "-o", "uid=3"],
+        )
+        .unwrap();
+        assert_eq!(
+            args(&n),
+            ["mount", "--cache-dir", "-odd", "s", "m", "--uid=3"]
+        );
+        // A flag does not take the next argument.
+        let n = norm("gyrofs", &["mount", "--allow-other", "-ouid=3", "s", "m"]).unwrap();
+        assert_eq!(args(&n), ["mount", "--allow-other", "--uid=3", "s", "m"]);
+    }
+
+    #[test]
+    fn more_generic_options_are_ignored() {
+        let n = norm(
+            "mount.gyrofs",
+            &[
+                "s",
+                "m",
+                "-o",
+                "sync,dirsync,nosymfollow,silent,loud,X-mount.mkdir,x-Foo",
+            ],
+        )
+        .unwrap();
+        assert_eq!(args(&n), ["mount", "s", "m"]);
+        let n = norm(
+            "mount.gyrofs",
+            &[
+                "s",
+                "m",
+                "-o",
+                "context=system_u:object_r:tmp_t:s0,fscontext=a,defcontext=b,rootcontext=c",
+            ],
+        )
+        .unwrap();
+        assert_eq!(args(&n), ["mount", "s", "m"]);
     }
 }

@@ -47,6 +47,40 @@ fn daemon_pid(mnt: &Path) -> i32 {
     panic!("no daemon for {want}");
 }
 
+/// A source and a mount point whose names start with '-', after `--` (as
+/// the Python package passes them): the daemon, re-run with
+/// `--foreground`, must not see a third operand.
+#[test]
+fn operands_starting_with_a_dash_after_double_dash() {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(sample_hf(), dir.path().join("-model")).unwrap();
+    std::fs::create_dir(dir.path().join("-mnt")).unwrap();
+    let log = dir.path().join("gyrofs.log");
+    let out = Command::new(GYROFS)
+        .args(["mount", "--log-file"])
+        .arg(&log)
+        .args(["--", "-model", "-mnt"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let path = dir.path().join("-mnt");
+    let m = Mount { dir, path, log };
+    assert!(
+        out.status.success(),
+        "{}\nlog: {}",
+        stderr(&out),
+        std::fs::read_to_string(&m.log).unwrap_or_default()
+    );
+    assert!(is_mounted(&m.path));
+    assert!(m.join("raw/model.safetensors").exists());
+    let o = gyrofs_within(
+        &["umount", "--", &m.path.display().to_string()],
+        Duration::from_secs(30),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!is_mounted(&m.path));
+}
+
 #[test]
 fn mounting_onto_a_live_mount_is_refused() {
     let m = Mount::new(&sample_hf());

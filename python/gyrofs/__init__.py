@@ -23,6 +23,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 
 __all__ = ["GyrofsError", "mount", "unmount", "ls", "manifest", "convert", "find_gyrofs_bin"]
 
@@ -119,7 +120,7 @@ def _run(args, capture_stdout=False):
 def unmount(mountpoint, lazy=False):
     """Unmount a gyrofs mount (``gyrofs umount``; ``lazy``: detach now,
     finish when the last open file is closed)."""
-    _run(["umount", mountpoint] + (["-l"] if lazy else []))
+    _run(["umount"] + (["-l"] if lazy else []) + ["--", mountpoint])
 
 
 @contextlib.contextmanager
@@ -140,30 +141,65 @@ def mount(source, mountpoint=None, **options):
         mountpoint = tempfile.mkdtemp(prefix="gyrofs-")
     path = pathlib.Path(mountpoint)
     try:
-        _run(["mount", source, path] + _flags(options))
-    except BaseException:
+        # "--": a source or mount point starting with '-' is not a flag.
+        _run(["mount"] + _flags(options) + ["--", source, path])
+    except GyrofsError:
+        # The mount failed: nothing is mounted.
         if made:
             with contextlib.suppress(OSError):
                 path.rmdir()
         raise
+    except BaseException:
+        # Interrupted (Ctrl-C): the `gyrofs mount` command is killed, but
+        # its daemon (in a session of its own) may still mount. Wait a
+        # little for it, then detach it.
+        deadline = time.monotonic() + _MOUNT_SETTLE_SECS
+        while not os.path.ismount(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _cleanup(path, made)
+        raise
     try:
         yield path
-    finally:
+    except BaseException:
+        # The body raised: clean up without letting an unmount error hide
+        # the body's exception.
+        _cleanup(path, made)
+        raise
+    try:
         try:
             unmount(path)
         except GyrofsError:
             # Busy (a loader still holds a file open): detach now; the
             # daemon ends when the last file is closed.
             unmount(path, lazy=True)
+    finally:
         if made:
             with contextlib.suppress(OSError):
                 path.rmdir()
 
 
+# How long an interrupted gyrofs.mount waits for the daemon's mount to
+# appear before giving up on detaching it.
+_MOUNT_SETTLE_SECS = 2.0
+
+
+def _cleanup(path, made):
+    """Detach the mount at ``path`` if there is one and remove ``path`` if
+    ``made``; never raises (an error is printed to stderr)."""
+    try:
+        if os.path.ismount(path):
+            unmount(path, lazy=True)
+    except Exception as e:  # noqa: BLE001 - the caller's exception goes on
+        print(f"gyrofs: warning: could not unmount {path}: {e}", file=sys.stderr)
+    if made:
+        with contextlib.suppress(OSError):
+            path.rmdir()
+
+
 def manifest(source, **options):
     """The manifest of ``source`` (what ``manifest.json`` of a mount holds:
     every tensor, the files, the config), read without mounting."""
-    return json.loads(_run(["ls", source, "--json"] + _flags(options), capture_stdout=True))
+    return json.loads(_run(["ls", "--json"] + _flags(options) + ["--", source], capture_stdout=True))
 
 
 def ls(source, **options):
@@ -177,6 +213,6 @@ def convert(source, outdir, view=None, **options):
     FUSE, byte-identical to copying it out of a mount (``gyrofs convert``).
     Returns ``outdir`` as a :class:`pathlib.Path`."""
     options.setdefault("quiet", True)
-    args = ["convert", source, outdir] + (["--view=" + view] if view is not None else [])
-    _run(args + _flags(options))
+    args = ["convert"] + (["--view=" + view] if view is not None else [])
+    _run(args + _flags(options) + ["--", source, outdir])
     return pathlib.Path(outdir)

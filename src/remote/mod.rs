@@ -179,15 +179,53 @@ pub fn parse_url(url: &str) -> Result<Location, RemoteError> {
     fail(url, "not a remote source (s3://, hf://, http://, https://)")
 }
 
-/// The default cache directory.
-pub fn default_cache_dir() -> PathBuf {
+/// The default cache directory: `$XDG_CACHE_HOME/gyrofs`, else
+/// `~/.cache/gyrofs`, else (no HOME: fstab, systemd) `/tmp/gyrofs-cache`
+/// if it is private to this user ([`private_dir`]), else why not.
+pub fn default_cache_dir() -> Result<PathBuf, String> {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(x).join("gyrofs");
+        return Ok(PathBuf::from(x).join("gyrofs"));
     }
     match std::env::var_os("HOME") {
-        Some(h) => PathBuf::from(h).join(".cache/gyrofs"),
-        None => std::env::temp_dir().join("gyrofs-cache"),
+        Some(h) => Ok(PathBuf::from(h).join(".cache/gyrofs")),
+        None => {
+            let dir = std::env::temp_dir().join("gyrofs-cache");
+            private_dir(&dir)
+                .map(|()| dir)
+                .map_err(|e| format!("{e}; without HOME give --cache-dir DIR (-o cache_dir=DIR)"))
+        }
     }
+}
+
+/// Make `dir` (mode 0700) if it is missing, else accept it only as a real
+/// folder (not a link) owned by this user and not writable by group or
+/// others: in a world-writable /tmp, another user could have made it first
+/// to plant blocks in the cache.
+pub fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cache directory {}: {e}", dir.display())),
+    }
+    let m = std::fs::symlink_metadata(dir)
+        .map_err(|e| format!("cache directory {}: {e}", dir.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !m.file_type().is_dir() || m.uid() != me || m.mode() & 0o022 != 0 {
+        return Err(format!(
+            "cache directory {} is not a private folder of this user (owner uid {}, mode {:o}, {})",
+            dir.display(),
+            m.uid(),
+            m.mode() & 0o7777,
+            if m.file_type().is_dir() {
+                "a folder"
+            } else {
+                "not a folder"
+            }
+        ));
+    }
+    Ok(())
 }
 
 /// One remote file found by listing.
@@ -241,7 +279,10 @@ pub fn locate(source: &Path, opts: &RemoteOptions) -> Result<Located, RemoteErro
 /// backs its files by their remote objects.
 pub fn prepare(url: &str, opts: &RemoteOptions) -> Result<Located, RemoteError> {
     let location = parse_url(url)?;
-    let dir = opts.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    let dir = match opts.cache_dir.clone() {
+        Some(dir) => dir,
+        None => default_cache_dir().or_else(|e| fail(url, e))?,
+    };
     let dir = std::path::absolute(&dir).unwrap_or(dir);
     let cache = Cache::open(&dir, opts.cache_size.unwrap_or(DEFAULT_CACHE_SIZE))
         .or_else(|e| fail(url, format!("cache directory {}: {e}", dir.display())))?;
@@ -728,6 +769,37 @@ async fn list_hub(
 
 #[cfg(test)]
 mod tests {
+
+    /// The no-HOME fallback in /tmp is used only when private: made 0700
+    /// when missing; refused when group/other-writable, someone else's,
+    /// or a symlink.
+    #[test]
+    fn the_tmp_fallback_cache_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("gyrofs-cache");
+        private_dir(&dir).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        private_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let e = private_dir(&dir).unwrap_err();
+        assert!(e.contains("not a private folder"), "{e}");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            // Someone else's (only root can give it away).
+            std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+            assert!(private_dir(&dir).is_err());
+        }
+        let link = tmp.path().join("link");
+        let target = tmp.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(private_dir(&link).is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -83,6 +83,29 @@ pub fn encoded_len(ty: GgmlType, n: u64) -> Option<u64> {
     n.is_multiple_of(bs).then(|| n / bs * ts)
 }
 
+/// Check that `n` values are whole blocks of `ty` and that `out` holds
+/// exactly their encoding ([`encoded_len`]); `kernel` names the caller.
+pub(crate) fn check_out(
+    kernel: &'static str,
+    ty: GgmlType,
+    n: usize,
+    out: &[u8],
+) -> Result<(), KernelError> {
+    let want = encoded_len(ty, n as u64).ok_or_else(|| KernelError::Shape {
+        kernel,
+        why: format!("{n} values are not whole {ty} blocks"),
+    })?;
+    if out.len() as u64 != want {
+        return Err(KernelError::Length {
+            kernel,
+            what: "out",
+            got: out.len(),
+            expected: want as usize,
+        });
+    }
+    Ok(())
+}
+
 /// Encode the values `src` (of type `from`, whole blocks of `ty`) into
 /// `out` (exactly [`encoded_len`] bytes), with the active kernels.
 pub fn encode(ty: GgmlType, from: Floats, src: &[u8], out: &mut [u8]) -> Result<(), KernelError> {
@@ -111,19 +134,7 @@ impl Kernels {
                 why: format!("{} bytes are not whole {from:?} values", src.len()),
             });
         }
-        let n = src.len() / from.bytes();
-        let want = encoded_len(ty, n as u64).ok_or_else(|| KernelError::Shape {
-            kernel: KERNEL,
-            why: format!("{n} values are not whole {ty} blocks"),
-        })?;
-        if out.len() as u64 != want {
-            return Err(KernelError::Length {
-                kernel: KERNEL,
-                what: "out",
-                got: out.len(),
-                expected: want as usize,
-            });
-        }
+        check_out(KERNEL, ty, src.len() / from.bytes(), out)?;
         if ty == GgmlType::Q8_0 {
             // SAFETY: a `Kernels` is only handed out (`simd::get`,
             // `available`, `active`) for a path the CPU supports; `src` is

@@ -51,19 +51,7 @@ pub fn encode(ty: GgmlType, values: &[f32], out: &mut [u8]) -> Result<(), Kernel
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         return ggml_encode::encode(ty, ggml_encode::Floats::F32, &bytes, out);
     }
-    let want =
-        ggml_encode::encoded_len(ty, values.len() as u64).ok_or_else(|| KernelError::Shape {
-            kernel: KERNEL,
-            why: format!("{} values are not whole {ty} blocks", values.len()),
-        })?;
-    if out.len() as u64 != want {
-        return Err(KernelError::Length {
-            kernel: KERNEL,
-            what: "out",
-            got: out.len(),
-            expected: want as usize,
-        });
-    }
+    ggml_encode::check_out(KERNEL, ty, values.len(), out)?;
     let (bs, ts) = (ty.block_size() as usize, ty.type_size() as usize);
     let blocks = values.chunks_exact(bs).zip(out.chunks_exact_mut(ts));
     match ty {

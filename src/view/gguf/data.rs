@@ -326,8 +326,18 @@ impl Encoded {
     /// through one row of float32 at a time.
     fn encode(&self, raw: &[u8], out: &mut [u8]) -> Result<(), ReadError> {
         let rounded = self.via_bf16 && self.from != Floats::BF16;
-        if ggml_encode::can_encode(self.ty) && !rounded {
-            return Ok(ggml_encode::encode(self.ty, self.from, raw, out)?);
+        if ggml_encode::can_encode(self.ty) {
+            if !rounded {
+                return Ok(ggml_encode::encode(self.ty, self.from, raw, out)?);
+            }
+            // Rounded to BF16, the values are exactly BF16 ones: encode
+            // those bytes.
+            let mut vals = vec![0f32; raw.len() / self.from.bytes()];
+            self.from.widen(raw, &mut vals);
+            let bf16: Vec<u8> = (vals.iter())
+                .flat_map(|v| ggml_encode::bf16_ggml(*v).to_le_bytes())
+                .collect();
+            return Ok(ggml_encode::encode(self.ty, Floats::BF16, &bf16, out)?);
         }
         let row = self.row as usize;
         let mut vals = vec![0f32; row];

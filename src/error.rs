@@ -195,6 +195,10 @@ pub enum ViewError {
     /// A tensor whose shape or dtype the view cannot handle.
     #[error("{tensor}: {why}")]
     Tensor { tensor: String, why: String },
+    /// The source's weights are quantized in a way gyrofs does not
+    /// dequantize (or does not check out): why, one line.
+    #[error("{0}")]
+    Unconverted(String),
 }
 
 /// A read of a virtual file that could not be served.

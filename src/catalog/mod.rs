@@ -11,6 +11,7 @@
 //! [`TensorId`]), never by position in some parallel vector.
 
 pub mod gguf;
+pub mod packed;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Index;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use self::gguf::GgufMetadata;
+use self::packed::{Packed, PackedId};
 use crate::dtype::Dtype;
 use crate::error::ReadError;
 use crate::quant::ggml::GgmlType;
@@ -248,6 +250,8 @@ pub struct Tensor {
     /// Quantized types are stored as U8 rows of whole blocks, so `shape` is
     /// then the logical shape with its last axis counted in bytes.
     pub ggml: Option<Ggml>,
+    /// The packed weight this tensor is a part of (`packed`).
+    pub packed: Option<PackedId>,
 }
 
 /// A strided view of a storage (PyTorch): element `[i, j, ...]` is element
@@ -285,6 +289,7 @@ impl Tensor {
             layout: None,
             quant: None,
             ggml: None,
+            packed: None,
         }
     }
 
@@ -384,6 +389,11 @@ pub struct Catalog {
     /// What the source reader left out or chose, one line each (they go
     /// into the manifest's notes).
     pub notes: Vec<String>,
+    /// Weights a quantization library stored as several tensors (`packed`).
+    pub packed: Vec<Packed>,
+    /// Why the converted views cannot be built (a quantization format gyrofs
+    /// does not dequantize), if so: one line.
+    pub unconverted: Option<String>,
 }
 
 impl Catalog {
@@ -410,6 +420,11 @@ impl Catalog {
     /// Total bytes of tensor data.
     pub fn tensor_bytes(&self) -> u64 {
         self.tensors.iter().map(Tensor::len).sum()
+    }
+
+    /// The packed weight `id`.
+    pub fn packed(&self, id: PackedId) -> &Packed {
+        &self.packed[id.index()]
     }
 
     /// The name of the source file holding `t`.

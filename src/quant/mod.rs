@@ -17,6 +17,9 @@
 //! - `ggml_encode` and `ggml_quantize`: float32 rows written as ggml types
 //!   (the other direction: the `gguf/` view's files), bit for bit as
 //!   llama.cpp's converter and llama-quantize write them.
+//! - `packed`: the interface of weights a quantization library stores as
+//!   several tensors (GPTQ, AWQ, compressed-tensors, bitsandbytes, MLX, ...):
+//!   [`packed::Unpack`], one implementation per format.
 //! - `simd`: which instruction set the kernels run with (portable, AVX2,
 //!   AVX-512, NEON), detected once at run time (`GYROFS_KERNELS` forces one);
 //!   every path gives the same bytes.
@@ -37,6 +40,7 @@ pub mod ggml;
 pub mod ggml_encode;
 pub mod ggml_quantize;
 pub mod mxfp4;
+pub mod packed;
 pub mod simd;
 pub mod wide;
 

@@ -25,6 +25,7 @@
 //! which of its files are side files.
 
 pub mod gguf;
+pub mod quantized;
 pub mod safetensors;
 pub mod side;
 pub mod torch;

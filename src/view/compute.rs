@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use crate::catalog::{Extent, Files, Layout};
-use crate::dtype::Dtype;
+use crate::dtype::{Dtype, numel};
 use crate::error::ReadError;
 use crate::quant::{self, KernelError};
 use crate::view::Compute;
@@ -479,6 +479,64 @@ impl Compute for Fp8Block {
                 Dtype::BF16 => Ok(x.dequant_le(buf)?),
                 to => wide(to, buf, |v| quant::wide::fp8_block_to_f32(&x, v)),
             }
+        })
+    }
+}
+
+/// A weight a quantization library stored as several tensors
+/// (`catalog::packed`), decoded by its format's [`quant::packed::Unpack`]
+/// to f32 and rounded once to `to` (BF16, F16 or F32).
+#[derive(Debug)]
+pub struct Unpacked {
+    /// Its stored parts, in `unpack.roles()` order.
+    pub parts: Vec<Extent>,
+    pub unpack: Arc<dyn quant::packed::Unpack>,
+    pub to: Dtype,
+}
+
+/// Output elements decoded per call of `Unpack::values` (a bounded f32
+/// scratch buffer).
+const UNPACK_STEP: usize = 1 << 15;
+
+impl Compute for Unpacked {
+    fn extents(&self) -> Vec<Extent> {
+        self.parts.clone()
+    }
+
+    fn len(&self) -> u64 {
+        numel(self.unpack.shape()).unwrap_or(0) * width(self.to)
+    }
+
+    fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+        let parts = self
+            .parts
+            .iter()
+            .map(|&e| files.bytes(e))
+            .collect::<Result<Vec<&[u8]>, _>>()?;
+        let u = width(self.to);
+        by_units(offset, out, u, |first, buf| {
+            let n = buf.len() / u as usize;
+            // whole units of the format where the range allows
+            let unit = self.unpack.unit().clamp(1, UNPACK_STEP as u64) as usize;
+            let step = (UNPACK_STEP / unit).max(1) * unit;
+            let mut vals = vec![0f32; step.min(n)];
+            let mut done = 0;
+            while done < n {
+                let k = step.min(n - done);
+                let v = &mut vals[..k];
+                self.unpack.values(&parts, first + done as u64, v)?;
+                let bytes = &mut buf[done * u as usize..(done + k) * u as usize];
+                match self.to {
+                    Dtype::BF16 => {
+                        for (o, x) in bytes.chunks_exact_mut(2).zip(v.iter()) {
+                            o.copy_from_slice(&quant::bf16::from_f32(*x).to_le_bytes());
+                        }
+                    }
+                    to => quant::wide::encode(v, to, bytes)?,
+                }
+                done += k;
+            }
+            Ok(())
         })
     }
 }

@@ -250,6 +250,8 @@ mod tests {
             gguf_metadata: None,
             pickle: None,
             notes: Vec::new(),
+            packed: Vec::new(),
+            unconverted: None,
         };
         let e = Entry {
             name: "w".into(),

@@ -78,6 +78,15 @@ pub enum Transform {
     },
     /// Slice `index` of axis 0 (the axis removed) of the tensor made by `of`.
     ExpertSlice { index: u64, of: Box<Transform> },
+    /// A weight a quantization library stored as several tensors, decoded
+    /// to `to`: `scheme` (`"gptq"`, ...), its `params` (canonical JSON
+    /// object) and its parts (role, stored name; this record's source first).
+    Unpack {
+        scheme: &'static str,
+        params: String,
+        parts: Vec<(&'static str, String)>,
+        to: Dtype,
+    },
 }
 
 /// A dequantization scheme, as recorded.
@@ -251,6 +260,25 @@ impl Transform {
                 if let Dequant::Ggml(ty) = scheme {
                     o.str("type", ty.name());
                 }
+            }
+            Transform::Unpack {
+                scheme,
+                params,
+                parts,
+                to,
+            } => {
+                o.str("kind", "dequant");
+                o.key("params").push_str(params);
+                {
+                    let mut w = ObjectWriter::new(o.key("parts"));
+                    let mut sorted: Vec<&(&'static str, String)> = parts.iter().collect();
+                    sorted.sort();
+                    for (role, name) in sorted {
+                        w.str(role, name);
+                    }
+                    w.finish();
+                }
+                o.str("scheme", scheme).str("to", to.name());
             }
             Transform::ExpertSlice { index, of } => {
                 o.u64("axis", 0)

@@ -114,6 +114,8 @@ fn open_set(opener: &Opener, paths: Vec<(PathBuf, String)>) -> Result<Catalog, S
         gguf_metadata: metadata,
         pickle: None,
         notes: Vec::new(),
+        packed: Vec::new(),
+        unconverted: None,
     })
 }
 

@@ -5,8 +5,9 @@
 //! Each shard's header is read by [`super::parse`]; this module checks the
 //! set as a whole (tensor names unique across shards, the index's
 //! `weight_map` agreeing with what each shard holds), reads `config.json`
-//! and `dtypes.json`, and pairs quantized tensors (MXFP4 blocks/scales,
-//! block-scaled FP8).
+//! and `dtypes.json`, pairs quantized tensors (MXFP4 blocks/scales,
+//! block-scaled FP8), and recognises the weights of quantization libraries
+//! (`source::quantized`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use crate::catalog::{
 };
 use crate::error::SourceError;
 use crate::source::check_unique_names;
+use crate::source::quantized;
 use crate::source::side::{self, ShardIndex};
 use crate::store::Opener;
 
@@ -63,6 +65,7 @@ pub(crate) fn open(
 
     let mut config = None;
     let mut notes = Vec::new();
+    let mut quant_side = BTreeMap::new();
     for (path, name) in side {
         let Some(file) = side::open_side(opener, path, name, &mut notes)? else {
             continue;
@@ -73,12 +76,17 @@ pub(crate) fn open(
         if name == "dtypes.json" {
             side::apply_dtypes_json(&file, &mut tensors)?;
         }
+        if quantized::SIDE_FILES.contains(&name.as_str()) {
+            // unreadable: recognised as the format with an unusable config
+            let v = side::parse_json_file(&file).unwrap_or(serde_json::Value::Null);
+            quant_side.insert(name.clone(), v);
+        }
         files.push(file, BTreeMap::new(), FileRole::Side);
     }
 
     pair_mxfp4(&mut tensors);
     pair_fp8_block(&mut tensors, config.as_ref());
-    Ok(Catalog {
+    let mut catalog = Catalog {
         format,
         files,
         tensors,
@@ -86,7 +94,11 @@ pub(crate) fn open(
         gguf_metadata: None,
         pickle: None,
         notes,
-    })
+        packed: Vec::new(),
+        unconverted: None,
+    };
+    quantized::recognize(&mut catalog, &quant_side);
+    Ok(catalog)
 }
 
 /// Every weight_map entry must name the shard that holds the tensor; tensors

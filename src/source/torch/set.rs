@@ -93,6 +93,8 @@ pub fn open(
         gguf_metadata: None,
         pickle,
         notes,
+        packed: Vec::new(),
+        unconverted: None,
     })
 }
 

@@ -169,12 +169,7 @@ impl HfView {
         let mut out: Vec<(String, SideFile)> = catalog
             .files
             .with_role(FileRole::Side)
-            .filter(|(_, f)| {
-                let name = &f.file.name;
-                name != "config.json"
-                    && name != "dtypes.json"
-                    && !self.extra.iter().any(|e| &e.0 == name)
-            })
+            .filter(|(_, f)| self.passes_through(&f.file.name))
             .map(|(id, f)| (f.file.name.clone(), SideFile::Source(id)))
             .collect();
         out.extend(
@@ -183,6 +178,16 @@ impl HfView {
                 .map(|(name, m)| (name.clone(), SideFile::Made(name.clone(), m.clone()))),
         );
         out
+    }
+
+    /// Is source side file `name` passed through as it is? Not the config
+    /// (made here), gpt-oss `dtypes.json`, a quantization's own side files,
+    /// or a file the mapping makes.
+    fn passes_through(&self, name: &str) -> bool {
+        name != "config.json"
+            && name != "dtypes.json"
+            && !crate::catalog::packed::SIDE_FILES.contains(&name)
+            && !self.extra.iter().any(|e| e.0 == name)
     }
 
     fn shard_name(&self, k: usize) -> String {
@@ -209,10 +214,8 @@ impl HfView {
             tree.add_file(dir, "config.json", file(kind::CONFIG, 0));
         }
         for (id, f) in catalog.files.with_role(FileRole::Side) {
-            let name = &f.file.name;
-            let made = self.extra.iter().any(|e| &e.0 == name);
-            if name != "config.json" && name != "dtypes.json" && !made {
-                tree.add_file(dir, name, FileRef::Side(id));
+            if self.passes_through(&f.file.name) {
+                tree.add_file(dir, &f.file.name, FileRef::Side(id));
             }
         }
         for (k, (name, _)) in self.extra.iter().enumerate() {
@@ -352,11 +355,14 @@ impl Tensors for HfView {
     }
 }
 
-/// `config` (an object) without `quantization_config`, with the view's
-/// dtype (`bfloat16`, ...).
+/// `config` (an object) without `quantization_config` (nor MLX's
+/// `quantization` object), with the view's dtype (`bfloat16`, ...).
 fn with_dtype(mut config: Value, dtype: &str) -> Value {
     if let Value::Object(o) = &mut config {
         o.remove("quantization_config");
+        if o.get("quantization").is_some_and(Value::is_object) {
+            o.remove("quantization");
+        }
         o.insert("torch_dtype".into(), json!(dtype));
         o.insert("dtype".into(), json!(dtype));
     }

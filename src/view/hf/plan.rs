@@ -10,6 +10,9 @@
 //!   `[E, H, 2I]`, `down_proj` `[E, I, H]`);
 //! - block-scaled FP8 pairs (`weight` F8_E4M3 + `weight_scale_inv` F32)
 //!   become the `weight`;
+//! - weights a quantization library stored as several tensors (GPTQ, AWQ,
+//!   compressed-tensors, bitsandbytes, MLX, ModelOpt: `catalog::packed`)
+//!   become one tensor, dequantized by their format's `quant::packed::Unpack`;
 //! - floats are cast to the view's dtype (the view's own dtype passes
 //!   through); integer, boolean and other tensors are kept as they are;
 //! - GGUF block-quantized tensors are dequantized, and a GGUF model of a
@@ -24,6 +27,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::catalog::packed::PackedId;
 use crate::catalog::{
     Catalog, FileId, Layout, QuantRole, QuantScheme, SourceFormat, TensorId, index_by_name,
 };
@@ -35,7 +39,7 @@ use crate::quant::ggml::GgmlType;
 use crate::view::compute::{
     AddScalar, Cast, CastOf, ConcatOf, Fp8Block, Gather, GgmlDequant, GgufMxfp4Transposed,
     InterleaveOf, MAX_TRANSPOSED_ROW, Memory, Mxfp4, Mxfp4Transposed, RowsPermuted, SourceBytes,
-    TransposeOf, ValuesOf, Zeros,
+    TransposeOf, Unpacked, ValuesOf, Zeros,
 };
 use crate::view::header::Entry;
 use crate::view::hf::gguf::{self, GgufTensorInfo, Op};
@@ -80,6 +84,9 @@ enum PlanKind {
     Zeros { len: u64 },
     /// A GGUF tensor (or several) as a Hugging Face tensor (`gguf_hf`).
     Gguf(Arc<GgufPlan>),
+    /// A weight a quantization library stored as several tensors (its
+    /// parts, primary first).
+    Packed(PackedId, Arc<[TensorId]>),
 }
 
 /// A GGUF -> Hugging Face operation (`gguf_hf::Op`) on source tensors, and
@@ -145,6 +152,7 @@ impl Plan {
         let ids: Vec<TensorId> = match self.kind.clone() {
             PlanKind::Mxfp4 { blocks, scales, .. } => vec![blocks, scales],
             PlanKind::Fp8Block { weight, scales, .. } => vec![weight, scales],
+            PlanKind::Packed(_, parts) => parts.to_vec(),
             PlanKind::Gguf(g) => match &g.op {
                 GgufOp::Concat(ids, _) | GgufOp::Interleave(ids, _) => ids.clone(),
                 op => vec![op.primary()],
@@ -282,6 +290,22 @@ impl Plan {
                 };
                 (id, tr)
             }
+            PlanKind::Packed(p, _) => {
+                let p = catalog.packed(p);
+                let tr = Transform::Unpack {
+                    scheme: p.unpack.scheme(),
+                    params: crate::json::to_canonical(&p.unpack.params()),
+                    parts: p
+                        .unpack
+                        .roles()
+                        .iter()
+                        .zip(&p.parts)
+                        .map(|(role, &id)| (*role, catalog.tensor(id).name.clone()))
+                        .collect(),
+                    to,
+                };
+                (p.primary(), tr)
+            }
             PlanKind::Zeros { .. } => {
                 return Record {
                     source: None,
@@ -352,6 +376,7 @@ impl Plan {
                 }
             }
             PlanKind::Zeros { len } => bf16_of(Cow::Owned(vec![len])),
+            PlanKind::Packed(p, _) => bf16_of(Cow::Borrowed(catalog.packed(p).unpack.shape())),
             PlanKind::Gguf(g) => {
                 let dtype = base_dtype(catalog, g.op.primary(), to);
                 let n = numel(&g.shape).unwrap_or(0);
@@ -462,6 +487,18 @@ impl Plan {
                 len: len * (to.bits() / 8),
             }),
             PlanKind::Gguf(g) => gguf_segment(catalog, &g, to),
+            PlanKind::Packed(p, _) => {
+                let p = catalog.packed(p);
+                computed(Unpacked {
+                    parts: p
+                        .parts
+                        .iter()
+                        .map(|&id| catalog.tensor(id).extent)
+                        .collect(),
+                    unpack: Arc::clone(&p.unpack),
+                    to,
+                })
+            }
         };
         Entry {
             name: self.name(catalog).to_string(),
@@ -485,6 +522,7 @@ impl PlanKind {
             PlanKind::Fp8Block { weight, .. } => weight,
             PlanKind::Zeros { .. } => return None,
             PlanKind::Gguf(g) => g.op.primary(),
+            PlanKind::Packed(_, parts) => parts[0],
         })
     }
 }
@@ -711,6 +749,9 @@ impl Conversion {
     /// line in `notes`; a source no converted view can be built for is an
     /// error.
     pub fn new(catalog: &Catalog, notes: &mut Vec<String>) -> Result<Conversion, ViewError> {
+        if let Some(why) = &catalog.unconverted {
+            return Err(ViewError::Unconverted(why.clone()));
+        }
         if catalog.format == SourceFormat::Gguf
             && let Some(c) = Conversion::gguf(catalog, notes)?
         {
@@ -882,6 +923,15 @@ fn plans(catalog: &Catalog, notes: &mut Vec<String>) -> Result<Vec<Plan>, ViewEr
     };
     let mut out = Vec::with_capacity(catalog.tensors.len());
     for (id, t) in catalog.tensor_ids() {
+        if let Some(p) = t.packed {
+            // the weight takes its primary part's place; the others are in it
+            let packed = catalog.packed(p);
+            if packed.primary() == id {
+                let kind = PlanKind::Packed(p, packed.parts.clone().into());
+                out.push(Plan::named(packed.name.clone(), catalog, kind));
+            }
+            continue;
+        }
         let mapped = qkv.and_then(|q| gpt_oss::hf_name(&t.name, q));
         let name = match mapped {
             Some(HfName::Absorbed) => continue,

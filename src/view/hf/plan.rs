@@ -164,7 +164,11 @@ impl Plan {
 
     /// The storage dtype of its primary source tensor (what a converter
     /// reading the source would see), if it has one.
+    /// A packed weight has none (its parts are codes, scales, ...).
     pub fn source_dtype(&self, catalog: &Catalog) -> Option<Dtype> {
+        if let PlanKind::Packed(..) = self.kind {
+            return None;
+        }
         self.kind.clone().primary().map(|p| catalog.tensor(p).dtype)
     }
 

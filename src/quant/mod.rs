@@ -33,12 +33,14 @@
 //! - a kernel never panics: slices of the wrong length are answered with a
 //!   [`KernelError`] before anything is written.
 
+pub mod awq;
 pub mod bf16;
 pub mod float;
 pub mod fp8;
 pub mod ggml;
 pub mod ggml_encode;
 pub mod ggml_quantize;
+pub mod gptq;
 pub mod mxfp4;
 pub mod packed;
 pub mod simd;

@@ -89,6 +89,39 @@ impl Awq {
         [i * o / 2, g * o / 2, g * o * 2]
     }
 
+    /// Whole output rows `oa .. ob`, 64 inputs at a time for all of them,
+    /// so that the `qweight` words of those inputs are read from cache.
+    fn rows(&self, parts: &[&[u8]], oa: usize, ob: usize, out: &mut [f32]) {
+        let [qweight, qzeros, scales] = [parts[0], parts[1], parts[2]];
+        let (inf, cols, gs) = (self.in_features, self.out_features / 8, self.group_size);
+        let per_row = self.groups() * 16;
+        let mut tables = vec![0f32; (ob - oa) * per_row];
+        for (o, t) in (oa..ob).zip(tables.chunks_exact_mut(per_row)) {
+            let (c, sh) = (o / 8, 4 * ORDER[o % 8]);
+            for (g, t) in t.chunks_exact_mut(16).enumerate() {
+                let s = f16_at(scales, g * self.out_features + o);
+                let z = ((word(qzeros, g * cols + c) >> sh) & 15) as f32;
+                for (q, v) in t.iter_mut().enumerate() {
+                    *v = round_to_f16(s * (q as f32 - z));
+                }
+            }
+        }
+        let goff: Vec<u32> = (0..inf).map(|i| (i / gs * 16) as u32).collect();
+        for ib in (0..inf).step_by(64) {
+            let ie = (ib + 64).min(inf);
+            for ((o, t), row) in (oa..ob)
+                .zip(tables.chunks_exact(per_row))
+                .zip(out.chunks_exact_mut(inf))
+            {
+                let (c, sh) = (o / 8, 4 * ORDER[o % 8]);
+                for i in ib..ie {
+                    let q = (word(qweight, i * cols + c) >> sh) & 15;
+                    row[i] = t[(goff[i] + q) as usize];
+                }
+            }
+        }
+    }
+
     /// Elements `i0 .. i0 + out.len()` of output row `o`.
     fn row(&self, parts: &[&[u8]], o: usize, i0: usize, out: &mut [f32], table: &mut Vec<f32>) {
         let [qweight, qzeros, scales] = [parts[0], parts[1], parts[2]];
@@ -148,7 +181,15 @@ impl Unpack for Awq {
         while done < out.len() {
             let e = first + done as u64;
             let (o, i0) = ((e / n) as usize, (e % n) as usize);
-            let k = (self.in_features - i0).min(out.len() - done);
+            let left = out.len() - done;
+            if i0 == 0 && left >= self.in_features {
+                let rows = left / self.in_features;
+                let k = rows * self.in_features;
+                self.rows(parts, o, o + rows, &mut out[done..done + k]);
+                done += k;
+                continue;
+            }
+            let k = (self.in_features - i0).min(left);
             self.row(parts, o, i0, &mut out[done..done + k], &mut table);
             done += k;
         }

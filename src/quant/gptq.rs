@@ -197,11 +197,9 @@ impl Gptq {
         }
     }
 
-    /// `table[(g << bits) + q]` for output row `o`.
-    fn fill_table(&self, qzeros: &[u8], scales: &[u8], o: usize, table: &mut Vec<f32>) {
+    /// `table[(g << bits) + q]` for output row `o` (`groups << bits` values).
+    fn fill_table(&self, qzeros: &[u8], scales: &[u8], o: usize, table: &mut [f32]) {
         let levels = 1usize << self.bits;
-        table.clear();
-        table.resize(self.groups * levels, 0.0);
         for (g, t) in table.chunks_exact_mut(levels).enumerate() {
             let s = f16_at(scales, g * self.out_features + o);
             let z = self.zero(qzeros, g, o) as f32;
@@ -209,6 +207,70 @@ impl Gptq {
                 *v = round_to_f16(s * (q as f32 - z));
             }
         }
+    }
+
+    /// The group of each of inputs `i0 .. i1`, shifted to index a table,
+    /// or an error if one is not a group.
+    fn group_offsets(&self, g_idx: &[u8], i0: usize, i1: usize) -> Result<Vec<u32>, KernelError> {
+        let g: Vec<u32> = g_idx[i0 * 4..i1 * 4]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let max = g.iter().copied().max().unwrap_or(0);
+        if max as usize >= self.groups {
+            return Err(KernelError::Shape {
+                kernel: KERNEL,
+                why: format!(
+                    "g_idx holds {} in inputs {i0}..{i1}, outside the {} groups",
+                    max as i32, self.groups
+                ),
+            });
+        }
+        Ok(g.into_iter().map(|x| x << self.bits).collect())
+    }
+
+    /// The codes of inputs `32b .. 32b + 32` of column `o`.
+    #[inline(always)]
+    fn codes(&self, qweight: &[u8], b: usize, o: usize, codes: &mut [u8; 32]) {
+        match self.bits {
+            2 => codes_of::<2>(qweight, self.out_features, b, o, codes),
+            3 => codes3(qweight, self.out_features, b, o, codes),
+            4 => codes_of::<4>(qweight, self.out_features, b, o, codes),
+            _ => codes_of::<8>(qweight, self.out_features, b, o, codes),
+        }
+    }
+
+    /// Whole output rows `oa .. ob`: block by block of 32 inputs, the rows'
+    /// words of one block side by side in `qweight`.
+    fn rows(
+        &self,
+        parts: &[&[u8]],
+        oa: usize,
+        ob: usize,
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
+        let [qweight, qzeros, scales, g_idx] = [parts[0], parts[1], parts[2], parts[3]];
+        let inf = self.in_features;
+        let per_row = self.groups << self.bits;
+        let goff = self.group_offsets(g_idx, 0, inf)?;
+        let mut tables = vec![0f32; (ob - oa) * per_row];
+        for (r, t) in tables.chunks_exact_mut(per_row).enumerate() {
+            self.fill_table(qzeros, scales, oa + r, t);
+        }
+        let mut codes = [0u8; 32];
+        for (b, gb) in goff.chunks_exact(32).enumerate() {
+            for ((o, t), row) in (oa..ob)
+                .zip(tables.chunks_exact(per_row))
+                .zip(out.chunks_exact_mut(inf))
+            {
+                self.codes(qweight, b, o, &mut codes);
+                let dst = &mut row[b * 32..b * 32 + 32];
+                for j in 0..32 {
+                    dst[j] = t[(gb[j] + codes[j] as u32) as usize];
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Elements `i0 .. i0 + out.len()` of output row `o`.
@@ -222,40 +284,21 @@ impl Gptq {
     ) -> Result<(), KernelError> {
         let [qweight, qzeros, scales, g_idx] = [parts[0], parts[1], parts[2], parts[3]];
         let i1 = i0 + out.len();
-        // the group of each input, shifted to index the table
-        let gi = &g_idx[i0 * 4..i1 * 4];
-        let bad = gi
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .fold(0u32, |m, g| m.max(g));
-        if bad as usize >= self.groups {
-            return Err(KernelError::Shape {
-                kernel: KERNEL,
-                why: format!(
-                    "g_idx holds {} in inputs {i0}..{i1}, outside the {} groups",
-                    bad as i32, self.groups
-                ),
-            });
-        }
+        let goff = self.group_offsets(g_idx, i0, i1)?;
+        table.clear();
+        table.resize(self.groups << self.bits, 0.0);
         self.fill_table(qzeros, scales, o, table);
-        let shift = self.bits;
         let mut codes = [0u8; 32];
         let mut i = i0;
         while i < i1 {
             let b = i / 32;
-            match self.bits {
-                2 => codes_of::<2>(qweight, self.out_features, b, o, &mut codes),
-                3 => codes3(qweight, self.out_features, b, o, &mut codes),
-                4 => codes_of::<4>(qweight, self.out_features, b, o, &mut codes),
-                _ => codes_of::<8>(qweight, self.out_features, b, o, &mut codes),
-            }
+            self.codes(qweight, b, o, &mut codes);
             let lo = i - b * 32;
             let hi = (i1 - b * 32).min(32);
             let dst = &mut out[i - i0..i - i0 + (hi - lo)];
-            let grp = &g_idx[i * 4..(i + hi - lo) * 4];
-            for ((d, &c), gb) in dst.iter_mut().zip(&codes[lo..hi]).zip(grp.chunks_exact(4)) {
-                let g = u32::from_le_bytes([gb[0], gb[1], gb[2], gb[3]]) as usize;
-                *d = table[(g << shift) + c as usize];
+            let grp = &goff[i - i0..i - i0 + (hi - lo)];
+            for ((d, &c), &g) in dst.iter_mut().zip(&codes[lo..hi]).zip(grp) {
+                *d = table[(g + c as u32) as usize];
             }
             i += hi - lo;
         }
@@ -299,7 +342,15 @@ impl Unpack for Gptq {
         while done < out.len() {
             let e = first + done as u64;
             let (o, i0) = ((e / n) as usize, (e % n) as usize);
-            let k = (self.in_features - i0).min(out.len() - done);
+            let left = out.len() - done;
+            if i0 == 0 && left >= self.in_features {
+                let rows = left / self.in_features;
+                let k = rows * self.in_features;
+                self.rows(parts, o, o + rows, &mut out[done..done + k])?;
+                done += k;
+                continue;
+            }
+            let k = (self.in_features - i0).min(left);
             self.row(parts, o, i0, &mut out[done..done + k], &mut table)?;
             done += k;
         }

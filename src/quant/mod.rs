@@ -20,6 +20,8 @@
 //! - `packed`: the interface of weights a quantization library stores as
 //!   several tensors (GPTQ, AWQ, compressed-tensors, bitsandbytes, MLX, ...):
 //!   [`packed::Unpack`], one implementation per format.
+//! - `gptq` and `awq`: GPTQ (v1/v2, 2/3/4/8 bits, act-order `g_idx`) and
+//!   AWQ GEMM weights, as gptqmodel's / AutoAWQ's float16 dequantization.
 //! - `simd`: which instruction set the kernels run with (portable, AVX2,
 //!   AVX-512, NEON), detected once at run time (`GYROFS_KERNELS` forces one);
 //!   every path gives the same bytes.

@@ -95,7 +95,7 @@ fn config(qc: &Value) -> Result<Config, String> {
         }
     };
     let bits = int("bits")?;
-    if !crate::quant::gptq::BITS.contains(&(bits as u32)) || bits > 8 {
+    if !(0..=8).contains(&bits) || !crate::quant::gptq::BITS.contains(&(bits as u32)) {
         return Err(format!(
             "{bits}-bit GPTQ is not supported (2, 3, 4 or 8 bits)"
         ));
@@ -224,4 +224,55 @@ pub fn recognize(catalog: &Catalog, qc: &Value) -> Result<Vec<Packed>, String> {
         return Err("no quantized layer (no tensor named *.qweight)".into());
     }
     Ok(packed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn config_refuses_what_it_does_not_read() {
+        let ok =
+            config(&json!({"bits": 3, "group_size": -1, "checkpoint_format": "gptq_v2"})).unwrap();
+        assert_eq!((ok.bits, ok.group_size, ok.zeros), (3, -1, Zeros::V2));
+        assert!(ok.sym && !ok.desc_act && !ok.dynamic);
+        for (qc, why) in [
+            // a width that only truncates to a supported one
+            (
+                json!({"bits": 4 - (1i64 << 32), "group_size": 32}),
+                "-4294967292-bit",
+            ),
+            (json!({"bits": 6, "group_size": 32}), "6-bit"),
+            (
+                json!({"bits": "4", "group_size": 32}),
+                "'bits' is not an integer",
+            ),
+            (json!({"bits": 4, "group_size": -2}), "group_size -2"),
+            (json!({"bits": 4}), "no 'group_size'"),
+            (
+                json!({"bits": 4, "group_size": 32, "format": 7}),
+                "checkpoint_format 7",
+            ),
+            (
+                json!({"bits": 4, "group_size": 32, "pack_dtype": "int64"}),
+                "pack_dtype",
+            ),
+            (
+                json!({"bits": 4, "group_size": 32, "is_marlin_format": true}),
+                "Marlin",
+            ),
+            (
+                json!({"bits": 4, "group_size": 32, "desc_act": 1}),
+                "'desc_act'",
+            ),
+            (
+                json!({"bits": 4, "group_size": 32, "dynamic": []}),
+                "'dynamic'",
+            ),
+        ] {
+            let e = config(&qc).unwrap_err();
+            assert!(e.contains(why), "{qc}: {e}");
+        }
+    }
 }

@@ -20,6 +20,8 @@
 //! - `packed`: the interface of weights a quantization library stores as
 //!   several tensors (GPTQ, AWQ, compressed-tensors, bitsandbytes, MLX, ...):
 //!   [`packed::Unpack`], one implementation per format.
+//! - `gptq` and `awq`: GPTQ (v1/v2, 2/3/4/8 bits, act-order `g_idx`) and
+//!   AWQ GEMM weights, as gptqmodel's / AutoAWQ's float16 dequantization.
 //! - `simd`: which instruction set the kernels run with (portable, AVX2,
 //!   AVX-512, NEON), detected once at run time (`GYROFS_KERNELS` forces one);
 //!   every path gives the same bytes.
@@ -33,12 +35,14 @@
 //! - a kernel never panics: slices of the wrong length are answered with a
 //!   [`KernelError`] before anything is written.
 
+pub mod awq;
 pub mod bf16;
 pub mod float;
 pub mod fp8;
 pub mod ggml;
 pub mod ggml_encode;
 pub mod ggml_quantize;
+pub mod gptq;
 pub mod mxfp4;
 pub mod packed;
 pub mod simd;

@@ -1,0 +1,286 @@
+//! AWQ weights (`quant_method: awq`, version `gemm`): 4-bit codes packed
+//! eight to an int32 along the output axis in AutoAWQ's order, one scale
+//! and zero point per (group of inputs, output); dequantized as AutoAWQ's
+//! `dequantize_gemm` (`awq/utils/packing_utils.py`; the copy gptqmodel 7.7
+//! ships as `gptqmodel/quantization/awq/utils/packing_utils.py`) does:
+//! in float16, `(iweight - izeros) * scales`, transposed to the model's
+//! `[out_features, in_features]`.
+//!
+//! Storage (little-endian int32 words):
+//! - `qweight` `[in, out / 8]`: output `8c + j` of input `i` is the nibble
+//!   at bits `4 * ORDER[j]` of word `(i, c)`, `ORDER = [0, 4, 1, 5, 2, 6, 3, 7]`
+//!   (`AWQ_REVERSE_ORDER`: AutoAWQ packs outputs in the order
+//!   `[0, 2, 4, 6, 1, 3, 5, 7]`);
+//! - `qzeros` `[in / group, out / 8]`, the same packing;
+//! - `scales` F16 `[in / group, out]`.
+//!
+//! Each value is `f16(f32(scale) * (q - z))`, exact in f32 before its one
+//! rounding (`gptq::round_to_f16`), through a per-row table of the 16 values
+//! of each group.
+
+use serde_json::{Value, json};
+
+use super::KernelError;
+use super::gptq::{f16_at, round_to_f16, word};
+use super::packed::{Unpack, check_parts, check_range};
+
+const KERNEL: &str = "awq";
+
+/// The parts of an AWQ weight, in the order [`Unpack::values`] takes them.
+pub const ROLES: &[&str] = &["qweight", "qzeros", "scales"];
+
+/// The nibble (of 8) that holds output `8c + j`.
+const ORDER: [u32; 8] = [0, 4, 1, 5, 2, 6, 3, 7];
+
+/// One AWQ GEMM linear layer's geometry, built only from checked shapes.
+#[derive(Debug, Clone)]
+pub struct Awq {
+    in_features: usize,
+    out_features: usize,
+    group_size: usize,
+    shape: [u64; 2],
+}
+
+impl Awq {
+    /// 4-bit codes; `group_size` divides `in_features`; whole words along
+    /// the output axis.
+    pub fn new(in_features: u64, out_features: u64, group_size: u64) -> Result<Awq, String> {
+        if out_features == 0 || !out_features.is_multiple_of(8) {
+            return Err(format!(
+                "out_features {out_features} is not a positive multiple of 8"
+            ));
+        }
+        if group_size == 0 || in_features == 0 || !in_features.is_multiple_of(group_size) {
+            return Err(format!(
+                "group_size {group_size} does not divide in_features {in_features}"
+            ));
+        }
+        let limit = (isize::MAX as u64) / 8;
+        if in_features
+            .checked_mul(out_features)
+            .is_none_or(|n| n > limit)
+        {
+            return Err(format!("{out_features}x{in_features} is too large"));
+        }
+        Ok(Awq {
+            in_features: in_features as usize,
+            out_features: out_features as usize,
+            group_size: group_size as usize,
+            shape: [out_features, in_features],
+        })
+    }
+
+    /// The shapes the stored parts must have, in [`ROLES`] order.
+    pub fn part_shapes(&self) -> [Vec<u64>; 3] {
+        let (i, o, g) = (
+            self.in_features as u64,
+            self.out_features as u64,
+            (self.in_features / self.group_size) as u64,
+        );
+        [vec![i, o / 8], vec![g, o / 8], vec![g, o]]
+    }
+
+    fn groups(&self) -> usize {
+        self.in_features / self.group_size
+    }
+
+    fn part_bytes(&self) -> [usize; 3] {
+        let (i, o, g) = (self.in_features, self.out_features, self.groups());
+        [i * o / 2, g * o / 2, g * o * 2]
+    }
+
+    /// Whole output rows `oa .. ob`, 64 inputs at a time for all of them,
+    /// so that the `qweight` words of those inputs are read from cache.
+    fn rows(&self, parts: &[&[u8]], oa: usize, ob: usize, out: &mut [f32]) {
+        let [qweight, qzeros, scales] = [parts[0], parts[1], parts[2]];
+        let (inf, cols, gs) = (self.in_features, self.out_features / 8, self.group_size);
+        let per_row = self.groups() * 16;
+        let mut tables = vec![0f32; (ob - oa) * per_row];
+        for (o, t) in (oa..ob).zip(tables.chunks_exact_mut(per_row)) {
+            let (c, sh) = (o / 8, 4 * ORDER[o % 8]);
+            for (g, t) in t.chunks_exact_mut(16).enumerate() {
+                let s = f16_at(scales, g * self.out_features + o);
+                let z = ((word(qzeros, g * cols + c) >> sh) & 15) as f32;
+                for (q, v) in t.iter_mut().enumerate() {
+                    *v = round_to_f16(s * (q as f32 - z));
+                }
+            }
+        }
+        let goff: Vec<u32> = (0..inf).map(|i| (i / gs * 16) as u32).collect();
+        for ib in (0..inf).step_by(64) {
+            let ie = (ib + 64).min(inf);
+            for ((o, t), row) in (oa..ob)
+                .zip(tables.chunks_exact(per_row))
+                .zip(out.chunks_exact_mut(inf))
+            {
+                let (c, sh) = (o / 8, 4 * ORDER[o % 8]);
+                for i in ib..ie {
+                    let q = (word(qweight, i * cols + c) >> sh) & 15;
+                    row[i] = t[(goff[i] + q) as usize];
+                }
+            }
+        }
+    }
+
+    /// Elements `i0 .. i0 + out.len()` of output row `o`.
+    fn row(&self, parts: &[&[u8]], o: usize, i0: usize, out: &mut [f32], table: &mut Vec<f32>) {
+        let [qweight, qzeros, scales] = [parts[0], parts[1], parts[2]];
+        let cols = self.out_features / 8;
+        let (c, sh) = (o / 8, 4 * ORDER[o % 8]);
+        let gs = self.group_size;
+        let (g0, g1) = (i0 / gs, (i0 + out.len()).div_ceil(gs));
+        table.clear();
+        table.resize((g1 - g0) * 16, 0.0);
+        for (g, t) in (g0..g1).zip(table.chunks_exact_mut(16)) {
+            let s = f16_at(scales, g * self.out_features + o);
+            let z = ((word(qzeros, g * cols + c) >> sh) & 15) as f32;
+            for (q, v) in t.iter_mut().enumerate() {
+                *v = round_to_f16(s * (q as f32 - z));
+            }
+        }
+        let i1 = i0 + out.len();
+        let mut i = i0;
+        for (g, t) in (g0..g1).zip(table.chunks_exact(16)) {
+            let end = ((g + 1) * gs).min(i1);
+            for (k, d) in (i..end).zip(out[i - i0..end - i0].iter_mut()) {
+                let q = (word(qweight, k * cols + c) >> sh) & 15;
+                *d = t[q as usize];
+            }
+            i = end;
+        }
+    }
+}
+
+impl Unpack for Awq {
+    fn scheme(&self) -> &'static str {
+        "awq"
+    }
+
+    fn params(&self) -> Value {
+        json!({"bits": 4, "group_size": self.group_size, "version": "gemm"})
+    }
+
+    fn roles(&self) -> &'static [&'static str] {
+        ROLES
+    }
+
+    fn shape(&self) -> &[u64] {
+        &self.shape
+    }
+
+    fn unit(&self) -> u64 {
+        self.in_features as u64
+    }
+
+    fn values(&self, parts: &[&[u8]], first: u64, out: &mut [f32]) -> Result<(), KernelError> {
+        check_parts(KERNEL, ROLES, parts, &self.part_bytes())?;
+        let n = self.in_features as u64;
+        check_range(KERNEL, first, out.len(), n * self.out_features as u64)?;
+        let mut table = Vec::new();
+        let mut done = 0usize;
+        while done < out.len() {
+            let e = first + done as u64;
+            let (o, i0) = ((e / n) as usize, (e % n) as usize);
+            let left = out.len() - done;
+            if i0 == 0 && left >= self.in_features {
+                let rows = left / self.in_features;
+                let k = rows * self.in_features;
+                self.rows(parts, o, o + rows, &mut out[done..done + k]);
+                done += k;
+                continue;
+            }
+            let k = (self.in_features - i0).min(left);
+            self.row(parts, o, i0, &mut out[done..done + k], &mut table);
+            done += k;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::float::f16_to_f32;
+    use crate::quant::golden::Rng;
+    use crate::quant::wide::f16_from_f32;
+
+    /// AutoAWQ's `dequantize_gemm`, transcribed element by element: unpack
+    /// nibbles in storage order, then reorder columns by
+    /// `AWQ_REVERSE_ORDER`.
+    fn reference(a: &Awq, parts: &[Vec<u8>]) -> Vec<f32> {
+        const REVERSE: [usize; 8] = [0, 4, 1, 5, 2, 6, 3, 7];
+        let (inf, outf) = (a.in_features, a.out_features);
+        let unpack = |words: &[u8], r: usize| -> Vec<u32> {
+            // storage order: column 8c + p is nibble p of word c
+            let raw: Vec<u32> = (0..outf)
+                .map(|k| (word(words, r * outf / 8 + k / 8) >> (4 * (k % 8))) & 15)
+                .collect();
+            (0..outf)
+                .map(|k| raw[(k / 8) * 8 + REVERSE[k % 8]])
+                .collect()
+        };
+        let mut out = vec![0f32; inf * outf];
+        for i in 0..inf {
+            let g = i / a.group_size;
+            let q = unpack(&parts[0], i);
+            let z = unpack(&parts[1], g);
+            for o in 0..outf {
+                let s = f16_at(&parts[2], g * outf + o);
+                out[o * inf + i] = f16_to_f32(f16_from_f32(s * (q[o] as f32 - z[o] as f32)));
+            }
+        }
+        out
+    }
+
+    fn random_parts(a: &Awq, rng: &mut Rng) -> Vec<Vec<u8>> {
+        let mut parts: Vec<Vec<u8>> = a
+            .part_bytes()
+            .iter()
+            .map(|&n| (0..n).map(|_| rng.next() as u8).collect())
+            .collect();
+        for c in parts[2].chunks_exact_mut(2) {
+            let h = 0x1000 + (rng.next() % 0x3000) as u16;
+            c.copy_from_slice(&h.to_le_bytes());
+        }
+        parts
+    }
+
+    #[test]
+    fn matches_autoawq_on_any_range() {
+        let mut rng = Rng(3);
+        for gs in [16, 32, 64] {
+            let a = Awq::new(64, 48, gs).unwrap();
+            let parts = random_parts(&a, &mut rng);
+            let want = reference(&a, &parts);
+            let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+            for (first, n) in [(0usize, 64 * 48), (17, 100), (64 * 47 + 5, 59), (31, 1)] {
+                let mut got = vec![0f32; n];
+                a.values(&refs, first as u64, &mut got).unwrap();
+                for (k, (x, y)) in got.iter().zip(&want[first..first + n]).enumerate() {
+                    assert_eq!(
+                        x.to_bits(),
+                        y.to_bits(),
+                        "group {gs}: element {}",
+                        first + k
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_bad_geometry_and_bad_input() {
+        assert!(Awq::new(64, 12, 32).is_err());
+        assert!(Awq::new(64, 16, 48).is_err());
+        assert!(Awq::new(64, 16, 0).is_err());
+        assert!(Awq::new(1 << 40, 1 << 40, 64).is_err());
+        let a = Awq::new(64, 16, 32).unwrap();
+        let parts = random_parts(&a, &mut Rng(2));
+        let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+        let mut out = vec![0f32; 16];
+        assert!(a.values(&refs[..2], 0, &mut out).is_err());
+        assert!(a.values(&refs, 64 * 16 - 8, &mut out).is_err());
+        let short = [refs[0], refs[1], &refs[2][2..]];
+        assert!(a.values(&short, 0, &mut out).is_err());
+    }
+}

@@ -495,8 +495,17 @@ pub struct Unpacked {
 }
 
 /// Output elements decoded per call of `Unpack::values` (a bounded f32
-/// scratch buffer).
-const UNPACK_STEP: usize = 1 << 15;
+/// scratch buffer per thread), unless the format's unit is larger.
+const UNPACK_STEP: usize = 1 << 16;
+
+/// The largest unit of a format honoured (1 MiB of f32 scratch).
+const UNPACK_MAX_UNIT: u64 = 1 << 18;
+
+thread_local! {
+    /// The f32 values of one step of `Unpacked::read_at`, kept between
+    /// reads (a fresh allocation per read costs page faults).
+    static UNPACK_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 impl Compute for Unpacked {
     fn extents(&self) -> Vec<Extent> {
@@ -513,30 +522,36 @@ impl Compute for Unpacked {
             .iter()
             .map(|&e| files.bytes(e))
             .collect::<Result<Vec<&[u8]>, _>>()?;
-        let u = width(self.to);
-        by_units(offset, out, u, |first, buf| {
-            let n = buf.len() / u as usize;
-            // whole units of the format where the range allows
-            let unit = self.unpack.unit().clamp(1, UNPACK_STEP as u64) as usize;
-            let step = (UNPACK_STEP / unit).max(1) * unit;
-            let mut vals = vec![0f32; step.min(n)];
-            let mut done = 0;
-            while done < n {
-                let k = step.min(n - done);
-                let v = &mut vals[..k];
-                self.unpack.values(&parts, first + done as u64, v)?;
-                let bytes = &mut buf[done * u as usize..(done + k) * u as usize];
-                match self.to {
-                    Dtype::BF16 => {
-                        for (o, x) in bytes.chunks_exact_mut(2).zip(v.iter()) {
-                            o.copy_from_slice(&quant::bf16::from_f32(*x).to_le_bytes());
-                        }
-                    }
-                    to => quant::wide::encode(v, to, bytes)?,
+        let u = width(self.to) as usize;
+        // whole units of the format where the range allows
+        let unit = self.unpack.unit().clamp(1, UNPACK_MAX_UNIT) as usize;
+        let step = (UNPACK_STEP / unit).max(1) * unit;
+        UNPACK_SCRATCH.with_borrow_mut(|vals| {
+            by_units(offset, out, u as u64, |first, buf| {
+                let n = buf.len() / u;
+                if vals.len() < step.min(n) {
+                    vals.resize(step.min(n), 0.0);
                 }
-                done += k;
-            }
-            Ok(())
+                let mut done = 0;
+                while done < n {
+                    let k = step.min(n - done);
+                    let v = &mut vals[..k];
+                    self.unpack.values(&parts, first + done as u64, v)?;
+                    let bytes = &mut buf[done * u..(done + k) * u];
+                    match self.to {
+                        Dtype::BF16 => {
+                            for (o, x) in bytes.chunks_exact_mut(2).zip(v.iter()) {
+                                let b = quant::bf16::from_f32(*x);
+                                o[0] = b as u8;
+                                o[1] = (b >> 8) as u8;
+                            }
+                        }
+                        to => quant::wide::encode(v, to, bytes)?,
+                    }
+                    done += k;
+                }
+                Ok(())
+            })
         })
     }
 }

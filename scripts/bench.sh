@@ -16,8 +16,10 @@
 # GYROFS_BIN (the gyrofs binary to measure; default: build this checkout),
 # BENCH_BASE_BIN (scale: also measure this other build, same run),
 # BENCH_TORCH_MB (torch: size of the generated pytorch_model.bin, default 2048),
-# BENCH_LOAD_LAYERS (load: layers of the model loaded, default 2; needs RAM for
-# the model, its local BF16 copy and the source), BENCH_GGUF_HF_LAYERS
+# BENCH_LOAD_LAYERS (load: layers of the gpt-oss-120b-shaped model loaded,
+# default 1: ~4 GB of source and an ~8.7 GB local copy a layer, deleted at the
+# end unless BENCH_LOAD_KEEP_COPY=1; BENCH_LOAD_DEQUANT=0 skips transformers'
+# own dequantizing load), BENCH_GGUF_HF_LAYERS
 # (gguf_hf: layers of the llama-8b-shaped Q4_K GGUF, default 4),
 # BENCH_GGUF_OUT_LAYERS (gguf_out: layers of the Llama-3.2-1B-shaped model,
 # default 16, ~2.5 GB; LLAMA_CPP: llama.cpp's source folder, for its
@@ -578,51 +580,110 @@ bench_gguf_gptoss() {
     done
 }
 
+# load: what users feel. transformers from_pretrained(..., dtype=bfloat16) of
+# a gpt-oss-120b-shaped Hugging Face folder (BF16 embeddings and lm_head, 128
+# MXFP4 experts a layer; BENCH_LOAD_LAYERS layers, default 1: bf16/ is ~8.7 GB
+# a layer) with every page of every parameter read, against the same load of
+# a local BF16 copy made with `gyrofs convert`. Median of 3, alternating which
+# side goes first, in one run. The copy is deleted at the end.
 bench_load() {
-    local layers=${BENCH_LOAD_LAYERS:-2}
-    local dir=$BENCH_DIR/random-20b-l$layers
+    local layers=${BENCH_LOAD_LAYERS:-1}
+    local dir=$BENCH_DIR/random-120b-l$layers
     local py=${BENCH_PYTHON:-/opt/pyref/bin/python}
-    local copy=$BENCH_DIR/bf16-copy-l$layers
-    [ -d "$dir" ] || python3 scripts/make_synthetic.py "$dir" --preset 20b --layers "$layers" --fill random
+    local copy=$BENCH_DIR/bf16-copy-120b-l$layers
     "$py" -c "import torch, transformers" 2>/dev/null || { echo "## load: skipped (no torch + transformers in $py)"; return; }
+    [ -f "$dir/config.json" ] || python3 scripts/make_synthetic.py "$dir" --preset 120b --layers "$layers" --fill random
     if [ ! -f "$copy/config.json" ]; then
-        mkdir -p "$copy"
-        mount_once "$dir"
-        cp "$MNT"/bf16/*.json "$MNT"/bf16/*.safetensors "$copy"/
-        umount_wait
+        rm -rf "$copy"
+        "$G" convert "$dir" "$copy" --view bf16 --files-only >/dev/null 2>&1
     fi
-    echo "## load: transformers from_pretrained of a gpt-oss-20b-shaped model ($layers layers) in BF16"
-    echo "(seconds to a loaded model with every weight read, median of 3, alternating; fresh mount each time;"
-    echo " baseline: from_pretrained of a local copy of MNT/bf16 (cp), same run)"
-    cat "$dir"/*.safetensors "$copy"/*.safetensors > /dev/null
+    local cached=0 cache_dir=$BENCH_DIR/load-cache
+    "$G" mount --help | grep -q -- '--cache-converted' && cached=1
     local load="$LOAD_PY"
-    local local_s=() mnt_s=() local_c=() mnt_c=()
-    for _ in 1 2 3; do
-        # Warm: the copy and the source in the page cache.
-        cat "$dir"/*.safetensors "$copy"/*.safetensors > /dev/null
-        local_s+=("$("$py" -c "$load" "$copy" 2>/dev/null | tail -1)")
+    # run_load DIR: seconds of one load (a failed load prints its error and stops the section)
+    run_load() {
+        local out
+        out=$("$py" -c "$load" "$1" 2>"$BENCH_DIR/load.err" | tail -1)
+        [ -n "$out" ] || { tail -5 "$BENCH_DIR/load.err" >&2; return 1; }
+        echo "$out"
+    }
+    local a_disk=() b_disk=() a_warm=() b_again=() b_fresh=() e_disk=() a_disk_e=()
+    local i
+    for i in 1 2 3; do
+        # (a) + (b): from disk on both sides, then the same load again (the
+        # copy in the page cache; the mount live, its pages just read).
+        local_side() {
+            drop_caches
+            a_disk+=("$(run_load "$copy")")
+            a_warm+=("$(run_load "$copy")")
+        }
+        mount_side() {
+            drop_caches
+            mount_once "$dir"
+            b_disk+=("$(run_load "$MNT/bf16")")
+            b_again+=("$(run_load "$MNT/bf16")")
+            umount_wait
+        }
+        if [ $((i % 2)) = 1 ]; then local_side; mount_side; else mount_side; local_side; fi
+        # (c) a fresh mount, the MXFP4 source in the page cache.
+        cat "$dir"/*.safetensors > /dev/null
         mount_once "$dir"
-        mnt_s+=("$("$py" -c "$load" "$MNT/bf16" 2>/dev/null | tail -1)")
+        b_fresh+=("$(run_load "$MNT/bf16")")
         umount_wait
-        # Cold: both read from the disk (the source is a quarter of the
-        # copy's bytes: MXFP4 experts).
-        drop_caches
-        local_c+=("$("$py" -c "$load" "$copy" 2>/dev/null | tail -1)")
-        drop_caches
-        mount_once "$dir"
-        mnt_c+=("$("$py" -c "$load" "$MNT/bf16" 2>/dev/null | tail -1)")
-        umount_wait
+        # (e) --cache-converted: filled by one load, then a remount with the
+        # page cache dropped, against the copy from disk.
+        if [ $cached = 1 ]; then
+            if [ "$i" = 1 ]; then
+                rm -rf "$cache_dir"
+                "$G" mount --cache-converted --cache-dir "$cache_dir" "$dir" "$MNT" 2>"$BENCH_DIR/mount.log"
+                run_load "$MNT/bf16" > /dev/null
+                umount_wait
+            fi
+            cache_side() {
+                drop_caches
+                "$G" mount --cache-converted --cache-dir "$cache_dir" "$dir" "$MNT" 2>"$BENCH_DIR/mount.log"
+                e_disk+=("$(run_load "$MNT/bf16")")
+                umount_wait
+            }
+            copy_side() { drop_caches; a_disk_e+=("$(run_load "$copy")"); }
+            if [ $((i % 2)) = 1 ]; then copy_side; cache_side; else cache_side; copy_side; fi
+        fi
     done
-    local a b ac bc_
-    a=$(printf "%s\n" "${local_s[@]}" | median)
-    b=$(printf "%s\n" "${mnt_s[@]}" | median)
-    ac=$(printf "%s\n" "${local_c[@]}" | median)
-    bc_=$(printf "%s\n" "${mnt_c[@]}" | median)
-    printf "%-60s %8s %8s\n" "" "s" "ratio"
-    printf "%-60s %8.2f %8s\n" "from_pretrained(local BF16 copy), page cache (baseline)" "$a" "1.00"
-    printf "%-60s %8.2f %8.2f\n" "from_pretrained(MNT/bf16), source in the page cache" "$b" "$(echo "$b / $a" | bc -l)"
-    printf "%-60s %8.2f %8s\n" "from_pretrained(local BF16 copy), from disk (baseline)" "$ac" "1.00"
-    printf "%-60s %8.2f %8.2f\n" "from_pretrained(MNT/bf16), source from disk" "$bc_" "$(echo "$bc_ / $ac" | bc -l)"
+    # (d) transformers' own dequantizing load of the MXFP4 folder (once, source warm).
+    local d=n/a
+    if [ "${BENCH_LOAD_DEQUANT:-1}" = 1 ]; then
+        cat "$dir"/*.safetensors > /dev/null
+        d=$(run_load "$dir")
+    fi
+    local ad bd aw ba bf
+    ad=$(printf "%s\n" "${a_disk[@]}" | median)
+    bd=$(printf "%s\n" "${b_disk[@]}" | median)
+    aw=$(printf "%s\n" "${a_warm[@]}" | median)
+    ba=$(printf "%s\n" "${b_again[@]}" | median)
+    bf=$(printf "%s\n" "${b_fresh[@]}" | median)
+    local gb
+    gb=$(size_of "$copy"/*.safetensors)
+    echo "## load: transformers from_pretrained(dtype=bfloat16) of a gpt-oss-120b-shaped model ($layers layer(s): bf16/ $(fmt "$(echo "$gb / 1000000000" | bc -l)") GB, source $(fmt "$(echo "$(size_of "$dir"/*.safetensors) / 1000000000" | bc -l)") GB)"
+    echo "(seconds to a loaded model with every page of every parameter read, median of 3, alternating; local copy made with"
+    echo " gyrofs convert; 'from disk' = page cache dropped before the load, both sides; all: $(printf "%s " "${a_disk[@]}")| $(printf "%s " "${b_disk[@]}"))"
+    printf "%-66s %8s %8s\n" "" "s" "ratio"
+    printf "%-66s %8.2f %8s\n" "(a) local BF16 copy, from disk (baseline)" "$ad" "1.00"
+    printf "%-66s %8.2f %8.2f\n" "(a) fresh mount of the MXFP4 source, from disk" "$bd" "$(echo "$bd / $ad" | bc -l)"
+    printf "%-66s %8.2f %8s\n" "(b) local BF16 copy again, in the page cache (baseline)" "$aw" "1.00"
+    printf "%-66s %8.2f %8.2f\n" "(b) the load again on the live mount (its pages just read)" "$ba" "$(echo "$ba / $aw" | bc -l)"
+    printf "%-66s %8.2f %8.2f\n" "(c) fresh mount, MXFP4 source in the page cache" "$bf" "$(echo "$bf / $aw" | bc -l)"
+    if [ "$d" != n/a ]; then
+        printf "%-66s %8.2f %7.2fx slower than (c)\n" "(d) transformers' dequantizing load of the MXFP4 folder (once)" "$d" "$(echo "$d / $bf" | bc -l)"
+    fi
+    if [ $cached = 1 ]; then
+        local ed aed
+        ed=$(printf "%s\n" "${e_disk[@]}" | median)
+        aed=$(printf "%s\n" "${a_disk_e[@]}" | median)
+        printf "%-66s %8.2f %8s\n" "(e) local BF16 copy, from disk (baseline)" "$aed" "1.00"
+        printf "%-66s %8.2f %8.2f\n" "(e) --cache-converted, filled, remount, page cache dropped" "$ed" "$(echo "$ed / $aed" | bc -l)"
+        rm -rf "$cache_dir"
+    fi
+    [ "${BENCH_LOAD_KEEP_COPY:-0}" = 1 ] || rm -rf "$copy"
 }
 
 bench_gguf_hf() {

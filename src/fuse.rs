@@ -29,6 +29,10 @@ use crate::volume::{Attr, DirSink, Kind, Volume};
 const TTL: Duration = Duration::from_secs(24 * 3600);
 /// Largest readahead asked of the kernel (it may grant less).
 const MAX_READAHEAD: u32 = 1 << 20;
+/// Largest request asked of the kernel: fuser derives `max_pages` from it
+/// (4096 pages), and the kernel grants at most `fs.fuse.max_pages_limit`
+/// (256 by default; docs/MOUNTING.md, "Request size and readahead").
+const MAX_REQUEST: u32 = 16 << 20;
 
 pub struct GyroFs {
     volume: Arc<Volume>,
@@ -99,6 +103,9 @@ impl Filesystem for GyroFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         if let Err(max) = config.set_max_readahead(MAX_READAHEAD) {
             let _ = config.set_max_readahead(max);
+        }
+        if let Err(max) = config.set_max_write(MAX_REQUEST) {
+            let _ = config.set_max_write(max);
         }
         let _ = config.set_max_background(64);
         let wanted = InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_CACHE_SYMLINKS;

@@ -20,6 +20,8 @@
 //! - `packed`: the interface of weights a quantization library stores as
 //!   several tensors (GPTQ, AWQ, compressed-tensors, bitsandbytes, MLX, ...):
 //!   [`packed::Unpack`], one implementation per format.
+//! - `bnb`: bitsandbytes 4-bit (NF4 / FP4, nested absmax) and LLM.int8()
+//!   weights, as the library's CPU dequantization computes them.
 //! - `simd`: which instruction set the kernels run with (portable, AVX2,
 //!   AVX-512, NEON), detected once at run time (`GYROFS_KERNELS` forces one);
 //!   every path gives the same bytes.
@@ -34,6 +36,7 @@
 //!   [`KernelError`] before anything is written.
 
 pub mod bf16;
+pub mod bnb;
 pub mod float;
 pub mod fp8;
 pub mod ggml;

@@ -110,19 +110,23 @@ def dequantized(model):
 
 
 def logits(config_dir, tensors):
-    """The dequantized model's logits, in BF16, as from_pretrained(MNT/bf16)
-    computes them."""
+    """The dequantized model's logits, in BF16, computed as
+    scripts/check_quant_bnb.py computes them from MNT/bf16 (saved, then
+    `from_pretrained`)."""
     cfg = json.load(open(os.path.join(config_dir, "config.json")))
     cfg.pop("quantization_config", None)
-    cfg["dtype"] = "bfloat16"
     cfg.pop("torch_dtype", None)
-    model = LlamaForCausalLM(LlamaConfig(**cfg)).to(torch.bfloat16).eval()
+    cfg["dtype"] = "bfloat16"
+    model = LlamaForCausalLM(LlamaConfig(**cfg)).to(torch.bfloat16)
     missing, unexpected = model.load_state_dict(
         {k: v.to(torch.bfloat16) for k, v in tensors.items()}, strict=False
     )
     assert not unexpected and all("rotary" in k for k in missing), (missing, unexpected)
-    with torch.no_grad():
-        return model(INPUT_IDS).logits.float().contiguous()
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.bfloat16).eval()
+        with torch.no_grad():
+            return model(INPUT_IDS).logits.float().contiguous()
 
 
 def make(case, dtype, qconfig, blocksize=None, **shape):

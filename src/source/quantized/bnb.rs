@@ -16,12 +16,12 @@
 //! and pass through as they are. Any part without its weight, or a weight
 //! without a part, refuses the checkpoint.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Map, Value};
 
 use crate::catalog::packed::Packed;
-use crate::catalog::{Catalog, TensorId, index_by_name};
+use crate::catalog::{Catalog, FileId, TensorId, index_by_name};
 use crate::dtype::Dtype;
 use crate::quant::bnb::{Bnb4, Bnb8, Code, Nested, parse_dtype};
 use std::sync::Arc;
@@ -54,6 +54,7 @@ const PART_ENDINGS: &[&str] = &[
 
 pub fn recognize(catalog: &Catalog, qc: &Value) -> Result<Vec<Packed>, String> {
     let bits = check_config(qc)?;
+    fetch_small(catalog);
     let index = index_by_name(&catalog.tensors);
     let mut out = Vec::new();
     for (id, t) in catalog.tensor_ids() {
@@ -99,6 +100,25 @@ pub fn recognize(catalog: &Catalog, qc: &Value) -> Result<Vec<Packed>, String> {
         }
     }
     Ok(out)
+}
+
+/// Fetch every quant_state and weight_format of a remote source in one
+/// round (they are read one by one below); nothing for a local one. A
+/// failure shows again, naming its tensor, when that tensor is read.
+fn fetch_small(catalog: &Catalog) {
+    let mut by_file: BTreeMap<FileId, Vec<(u64, u64)>> = BTreeMap::new();
+    for t in &catalog.tensors {
+        if (t.name.contains(STATE) || t.name.ends_with(".weight_format"))
+            && t.layout.is_none()
+            && t.extent.len <= MAX_STATE
+        {
+            let e = t.extent;
+            by_file.entry(e.file).or_default().push((e.offset, e.len));
+        }
+    }
+    for (file, ranges) in by_file {
+        let _ = catalog.files[file].file.ensure_ranges(&ranges);
+    }
 }
 
 /// The config's bit width (4 or 8), every field relied on checked.

@@ -217,6 +217,14 @@ def main():
             load_in_4bit=True, bnb_4bit_quant_type="fp4", bnb_4bit_use_double_quant=True
         ),
     )
+    # the packed bytes stored as bfloat16 elements (FSDP-style quant_storage)
+    make(
+        "nf4_storage_bf16",
+        bf16,
+        BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_quant_storage=torch.bfloat16
+        ),
+    )
     # odd last dims (the library's generic path) and blocks across rows
     make(
         "fp4_odd",

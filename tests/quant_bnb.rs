@@ -148,6 +148,13 @@ fn nf4_nested_blocksize_128_equals_dequantize_4bit() {
 }
 
 #[test]
+fn nf4_stored_as_bfloat16_elements_equals_dequantize_4bit() {
+    let stored = source_tensors(&case("nf4_storage_bf16"));
+    assert_eq!(stored["model.layers.0.self_attn.q_proj.weight"].0, "BF16");
+    check_case("nf4_storage_bf16", "bf16");
+}
+
+#[test]
 fn fp4_float32_equals_dequantize_4bit_cast_to_bf16() {
     check_case("fp4_f32", "bf16");
 }
@@ -328,8 +335,8 @@ fn an_unsupported_configuration_leaves_bf16_out() {
     refused(
         "nf4",
         |_| {},
-        |c| c["quantization_config"]["bnb_4bit_quant_storage"] = "bfloat16".into(),
-        "bnb_4bit_quant_storage \"bfloat16\" is not supported",
+        |c| c["quantization_config"]["bnb_4bit_quant_storage"] = "float64".into(),
+        "bnb_4bit_quant_storage \"float64\" is not supported",
     );
     refused(
         "nf4",

@@ -2,7 +2,8 @@
 //! saves them: which stored tensors make each weight, checked against the
 //! geometry their quant_state gives (`quant::bnb`).
 //!
-//! - 4-bit (`load_in_4bit`): `<m>.weight` (uint8 `[ceil(n/2), 1]`),
+//! - 4-bit (`load_in_4bit`): `<m>.weight` (uint8 `[ceil(n/2), 1]`, or
+//!   those bytes as `bnb_4bit_quant_storage` elements),
 //!   `<m>.weight.absmax`, `<m>.weight.quant_map`, with double quantization
 //!   `<m>.weight.nested_absmax` and `<m>.weight.nested_quant_map`, and
 //!   `<m>.weight.quant_state.bitsandbytes__nf4|fp4`: a uint8 tensor holding
@@ -53,7 +54,7 @@ const PART_ENDINGS: &[&str] = &[
 ];
 
 pub fn recognize(catalog: &Catalog, qc: &Value) -> Result<Vec<Packed>, String> {
-    let bits = check_config(qc)?;
+    let (bits, storage) = check_config(qc)?;
     fetch_small(catalog);
     let index = index_by_name(&catalog.tensors);
     let mut out = Vec::new();
@@ -68,7 +69,8 @@ pub fn recognize(catalog: &Catalog, qc: &Value) -> Result<Vec<Packed>, String> {
             let code = &t.name[at + STATE.len()..];
             let code = Code::parse(code)
                 .ok_or_else(|| format!("{}: quant type '{code}' is not nf4 or fp4", t.name))?;
-            out.push(four_bit(catalog, &index, id, &t.name[..at], code)?);
+            let weight = &t.name[..at];
+            out.push(four_bit(catalog, &index, id, weight, code, storage)?);
         } else if let Some(module) = t.name.strip_suffix(".SCB") {
             if bits == 4 {
                 return Err(format!(
@@ -121,8 +123,9 @@ fn fetch_small(catalog: &Catalog) {
     }
 }
 
-/// The config's bit width (4 or 8), every field relied on checked.
-fn check_config(qc: &Value) -> Result<u32, String> {
+/// The config's bit width (4 or 8) and the packed codes' storage dtype
+/// (`bnb_4bit_quant_storage`), every field relied on checked.
+fn check_config(qc: &Value) -> Result<(u32, Dtype), String> {
     let flag = |k: &str| -> Result<bool, String> {
         match qc.get(k).or_else(|| qc.get(format!("_{k}"))) {
             None | Some(Value::Null) => Ok(false),
@@ -136,13 +139,17 @@ fn check_config(qc: &Value) -> Result<u32, String> {
         (true, true) => return Err("both load_in_4bit and load_in_8bit are set".into()),
         (false, false) => return Err("neither load_in_4bit nor load_in_8bit is set".into()),
     };
+    let mut storage = Dtype::U8;
     if bits == 4 {
         match qc.get("bnb_4bit_quant_storage") {
             None | Some(Value::Null) => {}
-            Some(Value::String(s)) if s == "uint8" => {}
+            Some(Value::String(s)) if storage_dtype(s).is_some() => {
+                storage = storage_dtype(s).unwrap_or(Dtype::U8);
+            }
             Some(v) => {
                 return Err(format!(
-                    "bnb_4bit_quant_storage {v} is not supported (only uint8)"
+                    "bnb_4bit_quant_storage {v} is not supported \
+                     (uint8, int8, bfloat16, float16 or float32)"
                 ));
             }
         }
@@ -157,7 +164,19 @@ fn check_config(qc: &Value) -> Result<u32, String> {
         Some(Value::Array(a)) if a.iter().all(Value::is_string) => {}
         Some(v) => return Err(format!("llm_int8_skip_modules {v} is not a list of names")),
     }
-    Ok(bits)
+    Ok((bits, storage))
+}
+
+/// A `bnb_4bit_quant_storage` dtype: the packed bytes viewed as it.
+fn storage_dtype(name: &str) -> Option<Dtype> {
+    match name {
+        "uint8" => Some(Dtype::U8),
+        "int8" => Some(Dtype::I8),
+        "bfloat16" => Some(Dtype::BF16),
+        "float16" => Some(Dtype::F16),
+        "float32" => Some(Dtype::F32),
+        _ => None,
+    }
 }
 
 /// The stored tensor called `name`, of `dtype` and `shape`.
@@ -207,6 +226,7 @@ fn four_bit(
     state: TensorId,
     weight: &str,
     code: Code,
+    storage: Dtype,
 ) -> Result<Packed, String> {
     let sname = &catalog.tensor(state).name;
     let raw = small_bytes(catalog, state)?;
@@ -279,12 +299,21 @@ fn four_bit(
     let g = Bnb4::new(code, blocksize, shape, dtype, nested, raw.len()).map_err(|e| bad(&e))?;
     let blocks = g.blocks();
     let name = |role: &str| format!("{weight}.{role}");
+    // the packed bytes viewed as `storage` (`quantize_4bit`: `.view(quant_storage)`)
+    let item = storage.bits() / 8;
+    if !g.weight_bytes().is_multiple_of(item) {
+        return Err(format!(
+            "{weight}: {} packed bytes are not whole {} elements",
+            g.weight_bytes(),
+            storage.name()
+        ));
+    }
     let mut parts = vec![part(
         catalog,
         index,
         weight,
-        Dtype::U8,
-        &[g.weight_bytes(), 1],
+        storage,
+        &[g.weight_bytes() / item, 1],
     )?];
     match g.nested_blocks() {
         None => {

@@ -574,3 +574,69 @@ fn unusable_dev_fuse_says_how_to_fix_it() {
     assert!(err.contains("/dev/fuse: Permission denied"), "{err}");
     assert!(err.contains("chmod 666 /dev/fuse"), "{err}");
 }
+
+/// A bitsandbytes 4-bit weight whose quant_state tensor (JSON in a uint8
+/// tensor, read at mount) is hostile: the source is listed, the converted
+/// views are left out with one line naming the tensor, nothing panics.
+#[test]
+fn hostile_bitsandbytes_quant_state() {
+    let nested = format!("{}{}", "[".repeat(30_000), "]".repeat(30_000));
+    let huge = format!("{{\"x\": \"{}\"}}", "a".repeat(70_000));
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("U8", nested.into_bytes(), "does not hold JSON"),
+        ("U8", huge.into_bytes(), "not a small uint8 tensor"),
+        ("U8", vec![0xFF, 0xFE, 0x00, 0x7B], "does not hold JSON"),
+        ("F32", b"{}  ".to_vec(), "not a small uint8 tensor"),
+        (
+            "U8",
+            br#"{"quant_type":"nf4","blocksize":64,"dtype":"bfloat16","shape":[1099511627776,1099511627776]}"#.to_vec(),
+            "empty or too large",
+        ),
+        (
+            "U8",
+            br#"{"quant_type":"nf4","blocksize":0,"dtype":"bfloat16","shape":[2,2]}"#.to_vec(),
+            "blocksize 0 is not one of",
+        ),
+        (
+            "U8",
+            br#"{"quant_type":"nf4","blocksize":64,"dtype":"bfloat16","shape":[2,2],"nested_blocksize":256,"nested_dtype":"float32","nested_offset":1e999}"#.to_vec(),
+            "does not hold JSON",
+        ),
+    ];
+    for (dtype, state, why) in cases {
+        let d = tempfile::tempdir().unwrap();
+        let name = "m.weight.quant_state.bitsandbytes__nf4";
+        let n = state.len();
+        let shape = if dtype == "F32" { n / 4 } else { n };
+        let header = format!(
+            r#"{{"m.weight":{{"dtype":"U8","shape":[2,1],"data_offsets":[0,2]}},"m.weight.absmax":{{"dtype":"F32","shape":[1],"data_offsets":[2,6]}},"m.weight.quant_map":{{"dtype":"F32","shape":[16],"data_offsets":[6,70]}},"{name}":{{"dtype":"{dtype}","shape":[{shape}],"data_offsets":[70,{}]}}}}"#,
+            70 + n
+        );
+        let mut data = vec![0u8; 70];
+        data.extend_from_slice(&state);
+        st(d.path(), "model.safetensors", &header, &data);
+        std::fs::write(
+            d.path().join("config.json"),
+            r#"{"model_type":"llama","quantization_config":{"quant_method":"bitsandbytes","load_in_4bit":true}}"#,
+        )
+        .unwrap();
+        let s = d.path().display().to_string();
+        let out = gyrofs_within(&["ls", "--json", &s], std::time::Duration::from_secs(60));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{why}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let notes: Vec<&str> = manifest["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n.as_str())
+            .filter(|n| n.contains("bitsandbytes checkpoint"))
+            .collect();
+        assert_eq!(notes.len(), 1, "{why}: {notes:?}");
+        assert!(
+            notes[0].contains(why) && notes[0].contains(name) && !notes[0].contains('\n'),
+            "{why} in {notes:?}"
+        );
+    }
+}

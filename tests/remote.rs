@@ -1218,3 +1218,62 @@ fn a_remote_legacy_torch_file_is_read_at_its_pickles_and_counts_only() {
         "fetched {fetched} of {size} bytes ({pickles} of pickles)"
     );
 }
+
+/// A bitsandbytes checkpoint over S3: the mount fetches the header and the
+/// small quant_state tensors (in one round), never the packed weights, and
+/// bf16/ equals a local mount's.
+#[test]
+fn a_bitsandbytes_checkpoint_fetches_its_quant_states_not_its_weights() {
+    let server = Server::start(&[]);
+    let src = server.root.join("bucket/bnb");
+    std::fs::create_dir_all(&src).unwrap();
+    let (rows, cols) = (512usize, 1024usize);
+    let n = rows * cols;
+    let mut ts = Vec::new();
+    for i in 0..6 {
+        let w = format!("model.layers.{i}.mlp.up_proj.weight");
+        let state = format!(
+            r#"{{"quant_type": "nf4", "blocksize": 64, "dtype": "bfloat16", "shape": [{rows}, {cols}]}}"#
+        );
+        ts.push(T::new(&w, "U8", &[n / 2, 1], i));
+        let absmax: Vec<u8> = (0..n / 64)
+            .flat_map(|b| (0.01f32 + b as f32 * 1e-5).to_le_bytes())
+            .collect();
+        ts.push(T {
+            name: format!("{w}.absmax"),
+            dtype: "F32",
+            shape: vec![n / 64],
+            data: absmax,
+        });
+        ts.push(T {
+            name: format!("{w}.quant_map"),
+            dtype: "F32",
+            shape: vec![16],
+            data: vec![0; 64],
+        });
+        ts.push(T {
+            name: format!("{w}.quant_state.bitsandbytes__nf4"),
+            dtype: "U8",
+            shape: vec![state.len()],
+            data: state.into_bytes(),
+        });
+    }
+    write_safetensors(&src.join("model.safetensors"), &ts);
+    std::fs::write(
+        src.join("config.json"),
+        r#"{"model_type":"llama","quantization_config":{"quant_method":"bitsandbytes","load_in_4bit":true}}"#,
+    )
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mnt = mount_remote(&server, "s3://bucket/bnb", cache.path(), &[]);
+    let fetched = server.stats()["bytes"].as_u64().unwrap();
+    let weights = 6 * n as u64 / 2;
+    assert!(
+        fetched < weights / 2,
+        "mount fetched {fetched} bytes of a checkpoint with {weights} bytes of packed weights"
+    );
+    let local = Mount::new(&src);
+    let f = "bf16/tensors/model.layers.3.mlp.up_proj.weight.safetensors";
+    assert!(mnt.join("bf16/model.safetensors.index.json").exists());
+    assert!(std::fs::read(mnt.join(f)).unwrap() == std::fs::read(local.join(f)).unwrap());
+}

@@ -22,6 +22,8 @@
 //!   [`packed::Unpack`], one implementation per format.
 //! - `gptq` and `awq`: GPTQ (v1/v2, 2/3/4/8 bits, act-order `g_idx`) and
 //!   AWQ GEMM weights, as gptqmodel's / AutoAWQ's float16 dequantization.
+//! - `bnb`: bitsandbytes 4-bit (NF4 / FP4, nested absmax) and LLM.int8()
+//!   weights, as the library's CPU dequantization computes them.
 //! - `simd`: which instruction set the kernels run with (portable, AVX2,
 //!   AVX-512, NEON), detected once at run time (`GYROFS_KERNELS` forces one);
 //!   every path gives the same bytes.
@@ -37,6 +39,7 @@
 
 pub mod awq;
 pub mod bf16;
+pub mod bnb;
 pub mod float;
 pub mod fp8;
 pub mod ggml;

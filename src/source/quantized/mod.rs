@@ -15,6 +15,7 @@
 //! were weights. `raw/` keeps every stored tensor either way.
 
 mod awq;
+mod bnb;
 mod gptq;
 
 use std::collections::BTreeMap;
@@ -32,7 +33,11 @@ pub type Recognize = fn(&Catalog, &Value) -> Result<Vec<Packed>, String>;
 
 /// Formats by `quant_method` (or by the name this module gives a format
 /// without one: `mlx`, `modelopt`).
-const FORMATS: &[(&str, Recognize)] = &[("awq", awq::recognize), ("gptq", gptq::recognize)];
+const FORMATS: &[(&str, Recognize)] = &[
+    ("awq", awq::recognize),
+    ("bitsandbytes", bnb::recognize),
+    ("gptq", gptq::recognize),
+];
 
 /// `quant_method`s whose tensors other code handles: MXFP4 and block-scaled
 /// FP8 pairs (`catalog::pair_mxfp4`, `catalog::pair_fp8_block`).

@@ -39,6 +39,7 @@ pub mod fp8;
 pub mod ggml;
 pub mod ggml_encode;
 pub mod ggml_quantize;
+pub mod mlx;
 pub mod mxfp4;
 pub mod packed;
 pub mod simd;

@@ -2,7 +2,9 @@
 //! through `gyrofs::quant::packed::Unpack`) against `memcpy` of the same
 //! number of output bytes, one thread. Throughput is BF16 output bytes per
 //! second: `values` in steps of 32768 elements, each rounded to BF16 bytes,
-//! as the converted views do (`view::compute::Unpacked`).
+//! as the converted views do (`view::compute::Unpacked`; the bytes stored
+//! one by one, which a debug build does not turn a 2-byte `copy_from_slice`
+//! into).
 //!
 //! ```sh
 //! cargo bench --bench unpack_mlx
@@ -103,7 +105,9 @@ fn main() {
                     let v = &mut vals[..chunk.len() / 2];
                     m.values(&parts, (k * STEP) as u64, v).unwrap();
                     for (o, x) in chunk.chunks_exact_mut(2).zip(v.iter()) {
-                        o.copy_from_slice(&bf16::from_f32(*x).to_le_bytes());
+                        let [lo, hi] = bf16::from_f32(*x).to_le_bytes();
+                        o[0] = lo;
+                        o[1] = hi;
                     }
                 }
                 black_box(&out);

@@ -169,6 +169,9 @@ def mount_seconds(folder: Path) -> float:
         t0 = time.perf_counter()
         subprocess.run([str(GYROFS), "mount", str(folder), str(mnt)], check=True)
         best = min(best, time.perf_counter() - t0)
+        assert (mnt / "bf16" / "model.safetensors.index.json").exists() or any(
+            (mnt / "bf16").glob("model*.safetensors")
+        ), "bf16/ missing: the checkpoint was not recognised"
         subprocess.run([str(GYROFS), "umount", str(mnt)], check=False)
         os.rmdir(mnt)
     return best

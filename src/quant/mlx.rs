@@ -173,7 +173,9 @@ impl Mlx {
             return Err(format!("the weight has {} axes, fewer than 2", ws.len()));
         }
         let words = *ws.last().unwrap_or(&0);
-        let codes = words * 32;
+        let codes = words
+            .checked_mul(32)
+            .ok_or_else(|| format!("a row of {words} words is too large"))?;
         if !codes.is_multiple_of(bits) {
             return Err(format!(
                 "a row of {words} words does not hold whole {bits}-bit codes"
@@ -369,42 +371,78 @@ fn affine_fn<R: Round>(bits: u32) -> Option<GroupFn> {
     })
 }
 
-/// The codes of group `g`: `bits` bytes hold 8 codes, low bits first.
+/// Write `value(code)` of each of group `gi`'s codes into `dst`. A group's
+/// codes are `BITS` bytes per 8 codes, low bits first; for 2, 4 and 8 bits
+/// no code crosses a byte.
 #[inline(always)]
-fn codes<const BITS: usize>(g: &Groups, gi: usize, q: &mut [u8; MAX_GROUP]) {
-    let start = gi * g.group_bytes;
-    // a copy with 8 bytes of slack: every 8-code chunk is one u64 load
-    let mut buf = [0u8; MAX_GROUP + 8];
-    buf[..g.group_bytes].copy_from_slice(&g.weight[start..start + g.group_bytes]);
-    let mask = (1u64 << BITS) - 1;
-    for (c, q8) in q[..g.group].chunks_exact_mut(8).enumerate() {
-        let at = c * BITS;
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&buf[at..at + 8]);
-        let v = u64::from_le_bytes(word);
-        for (j, x) in q8.iter_mut().enumerate() {
-            *x = ((v >> (j * BITS)) & mask) as u8;
+fn decode<const BITS: usize>(g: &Groups, gi: usize, dst: &mut [f32], value: impl Fn(usize) -> f32) {
+    let bytes = &g.weight[gi * g.group_bytes..(gi + 1) * g.group_bytes];
+    match BITS {
+        2 => {
+            for (d, &c) in dst.chunks_exact_mut(4).zip(bytes) {
+                let c = c as usize;
+                d[0] = value(c & 3);
+                d[1] = value((c >> 2) & 3);
+                d[2] = value((c >> 4) & 3);
+                d[3] = value(c >> 6);
+            }
+        }
+        4 => {
+            for (d, &c) in dst.chunks_exact_mut(2).zip(bytes) {
+                d[0] = value((c & 15) as usize);
+                d[1] = value((c >> 4) as usize);
+            }
+        }
+        8 => {
+            for (d, &c) in dst.iter_mut().zip(bytes) {
+                *d = value(c as usize);
+            }
+        }
+        _ => {
+            let mask = (1u64 << BITS) - 1;
+            for (d, src) in dst.chunks_exact_mut(8).zip(bytes.chunks_exact(BITS)) {
+                let mut word = [0u8; 8];
+                word[..BITS].copy_from_slice(src);
+                let v = u64::from_le_bytes(word);
+                for (j, x) in d.iter_mut().enumerate() {
+                    *x = value(((v >> (j * BITS)) & mask) as usize);
+                }
+            }
         }
     }
 }
 
+/// Affine: every code's value for this group's scale and bias (a table of
+/// `2^BITS`, when that is no more than the group), then one lookup per
+/// element.
 fn affine_group<const BITS: usize, R: Round>(g: &Groups, gi: usize, dst: &mut [f32]) {
-    let mut q = [0u8; MAX_GROUP];
-    codes::<BITS>(g, gi, &mut q);
     let s = R::load(g.scales, gi);
     let b = R::load(g.biases, gi);
-    for (d, &c) in dst.iter_mut().zip(&q[..g.group]) {
-        *d = R::round(R::round(c as f32 * s) + b);
+    let value = |q: usize| R::round(R::round(q as f32 * s) + b);
+    if (1 << BITS) > g.group {
+        // more codes than elements: compute each element's value
+        return decode::<BITS>(g, gi, dst, value);
     }
+    let mut table = [0f32; 64];
+    for (q, t) in table[..1 << BITS].iter_mut().enumerate() {
+        *t = value(q);
+    }
+    decode::<BITS>(g, gi, dst, |q| table[q & 63]);
 }
 
+/// The fp modes: the codes' values times the group's scale, rounded to BF16
+/// (a table of the 16 FP4 codes; F8_E4M3 codes are computed per element).
 fn fp_group<const BITS: usize, S: Scale, C: Codes>(g: &Groups, gi: usize, dst: &mut [f32]) {
-    let mut q = [0u8; MAX_GROUP];
-    codes::<BITS>(g, gi, &mut q);
     let s = S::value(g.scales[gi]);
-    for (d, &c) in dst.iter_mut().zip(&q[..g.group]) {
-        *d = Bf16::round(C::value(c) * s);
+    let value = |q: usize| Bf16::round(C::value(q as u8) * s);
+    if (1 << BITS) > g.group {
+        return decode::<BITS>(g, gi, dst, value);
     }
+    let mut table = [0f32; 16];
+    for (q, t) in table.iter_mut().enumerate() {
+        *t = value(q);
+    }
+    decode::<BITS>(g, gi, dst, |q| table[q & 15]);
 }
 
 /// A float dtype of mlx's arithmetic: loading a scale or bias, and rounding
@@ -837,6 +875,15 @@ mod tests {
             ))
             .contains("too large")
         );
+        let huge = Mlx::new(
+            Mode::Affine,
+            32,
+            4,
+            w(&[2, u64::MAX / 4]),
+            sc(&[2, 1]),
+            Some(sc(&[2, 1])),
+        );
+        assert!(e(huge).contains("too large"));
     }
 
     #[test]

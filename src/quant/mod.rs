@@ -20,6 +20,8 @@
 //! - `packed`: the interface of weights a quantization library stores as
 //!   several tensors (GPTQ, AWQ, compressed-tensors, bitsandbytes, MLX, ...):
 //!   [`packed::Unpack`], one implementation per format.
+//! - `mlx`: MLX's packed weights (affine 2-8 bits, mxfp4, nvfp4, mxfp8),
+//!   bit for bit as `mx.dequantize`.
 //! - `simd`: which instruction set the kernels run with (portable, AVX2,
 //!   AVX-512, NEON), detected once at run time (`GYROFS_KERNELS` forces one);
 //!   every path gives the same bytes.

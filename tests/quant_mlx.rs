@@ -283,3 +283,60 @@ fn an_unsupported_bit_width_or_mode_leaves_bf16_out() {
     );
     assert_refused(src.path(), "rows of 32 elements are not whole groups of 64");
 }
+
+type EditConfig = dyn Fn(&mut serde_json::Value);
+type EditTensors = dyn Fn(&mut Tensors);
+
+/// Hostile configs and shapes: each mounts (raw/ at least), every file of
+/// the mount reads, and the daemon stays up; none panics.
+#[test]
+fn hostile_configs_and_shapes_never_panic() {
+    let configs: Vec<Box<EditConfig>> = vec![
+        Box::new(|_| {}),
+        Box::new(|c| c["quantization"]["bits"] = (-1).into()),
+        Box::new(|c| c["quantization"]["bits"] = 1e30.into()),
+        Box::new(|c| c["quantization"]["group_size"] = 0.into()),
+        Box::new(|c| c["quantization"]["group_size"] = u64::MAX.into()),
+        Box::new(|c| c["quantization"] = serde_json::json!([4, 64])),
+        Box::new(|c| c["quantization"]["lm_head"] = "yes".into()),
+        Box::new(|c| c["quantization"]["lm_head"] = serde_json::json!({"bits": null, "mode": 3})),
+        Box::new(|c| c["quantization"]["model.embed_tokens"] = false.into()),
+    ];
+    let shapes: Vec<Box<EditTensors>> = vec![
+        Box::new(|_| {}),
+        // an empty packed weight: zero rows
+        Box::new(|t| {
+            for part in ["weight", "scales", "biases"] {
+                let e = t.get_mut(&format!("lm_head.{part}")).unwrap();
+                e.1[0] = 0;
+                e.2.clear();
+            }
+        }),
+        // scales as U32 (4 bytes per element, the same bytes count as 2 BF16 per row)
+        Box::new(|t| {
+            let e = t.get_mut("lm_head.scales").unwrap();
+            e.0 = "U32".into();
+            e.1 = vec![e.1[0] / 2, e.1[1]];
+        }),
+        // a one-axis packed weight
+        Box::new(|t| {
+            let e = t.get_mut("lm_head.weight").unwrap();
+            e.1 = vec![e.1[0] * e.1[1]];
+        }),
+    ];
+    for (i, config) in configs.iter().enumerate() {
+        for (j, shape) in shapes.iter().enumerate() {
+            // each hostile config with good tensors, each hostile shape with the good config
+            if i > 0 && j > 0 {
+                continue;
+            }
+            let src = broken("affine4_g64", shape, config);
+            let mnt = Mount::new(src.path());
+            for f in walk(&mnt.path) {
+                std::fs::read(mnt.join(&f)).unwrap_or_else(|e| panic!("{i}/{j}: {f}: {e}"));
+            }
+            assert!(mnt.join("raw/model.safetensors").exists(), "{i}/{j}");
+            assert!(is_mounted(&mnt.path), "{i}/{j}: the daemon went away");
+        }
+    }
+}

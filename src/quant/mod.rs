@@ -24,6 +24,8 @@
 //!   AWQ GEMM weights, as gptqmodel's / AutoAWQ's float16 dequantization.
 //! - `bnb`: bitsandbytes 4-bit (NF4 / FP4, nested absmax) and LLM.int8()
 //!   weights, as the library's CPU dequantization computes them.
+//! - `mlx`: MLX's packed weights (affine 2-8 bits, mxfp4, nvfp4, mxfp8),
+//!   bit for bit as `mx.dequantize`.
 //! - `simd`: which instruction set the kernels run with (portable, AVX2,
 //!   AVX-512, NEON), detected once at run time (`GYROFS_KERNELS` forces one);
 //!   every path gives the same bytes.
@@ -46,6 +48,7 @@ pub mod ggml;
 pub mod ggml_encode;
 pub mod ggml_quantize;
 pub mod gptq;
+pub mod mlx;
 pub mod mxfp4;
 pub mod packed;
 pub mod simd;

@@ -17,6 +17,7 @@
 mod awq;
 mod bnb;
 mod gptq;
+mod mlx;
 
 use std::collections::BTreeMap;
 
@@ -37,6 +38,7 @@ const FORMATS: &[(&str, Recognize)] = &[
     ("awq", awq::recognize),
     ("bitsandbytes", bnb::recognize),
     ("gptq", gptq::recognize),
+    ("mlx", mlx::recognize),
 ];
 
 /// `quant_method`s whose tensors other code handles: MXFP4 and block-scaled
@@ -68,14 +70,19 @@ pub fn recognize(catalog: &mut Catalog, side: &BTreeMap<String, Value>) {
 
 /// The quantization method and its config, if the source names one.
 fn method(config: Option<&Value>, side: &BTreeMap<String, Value>) -> Option<(String, Value)> {
+    let mlx = config
+        .and_then(|c| c.get("quantization"))
+        .filter(|q| q.is_object());
     if let Some(qc) = config.and_then(|c| c.get("quantization_config")) {
         let m = qc.get("quant_method").and_then(Value::as_str);
+        // mlx-lm writes its `quantization` object again as
+        // `quantization_config`, without a quant_method
+        if let (None, Some(q)) = (m, mlx) {
+            return Some(("mlx".into(), q.clone()));
+        }
         return Some((m.unwrap_or("unnamed").to_string(), qc.clone()));
     }
-    if let Some(q) = config
-        .and_then(|c| c.get("quantization"))
-        .filter(|q| q.is_object())
-    {
+    if let Some(q) = mlx {
         return Some(("mlx".into(), q.clone()));
     }
     if let Some(q) = side.get("hf_quant_config.json") {
@@ -172,6 +179,9 @@ mod tests {
         let c = serde_json::json!({"quantization_config": {"quant_method": "gptq", "bits": 4}});
         assert_eq!(method(Some(&c), &none).unwrap().0, "gptq");
         let c = serde_json::json!({"quantization": {"group_size": 64, "bits": 4}});
+        assert_eq!(method(Some(&c), &none).unwrap().0, "mlx");
+        let c = serde_json::json!({"quantization": {"group_size": 64, "bits": 4},
+            "quantization_config": {"group_size": 64, "bits": 4}});
         assert_eq!(method(Some(&c), &none).unwrap().0, "mlx");
         let c = serde_json::json!({"model_type": "llama"});
         assert!(method(Some(&c), &none).is_none());

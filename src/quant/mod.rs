@@ -34,6 +34,7 @@
 //!   [`KernelError`] before anything is written.
 
 pub mod bf16;
+pub mod compressed_tensors;
 pub mod float;
 pub mod fp8;
 pub mod ggml;

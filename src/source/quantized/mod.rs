@@ -14,6 +14,8 @@
 //! (`Catalog::unconverted`): they would serve packed integers as if they
 //! were weights. `raw/` keeps every stored tensor either way.
 
+mod compressed_tensors;
+
 use std::collections::BTreeMap;
 
 use serde_json::Value;
@@ -29,7 +31,7 @@ pub type Recognize = fn(&Catalog, &Value) -> Result<Vec<Packed>, String>;
 
 /// Formats by `quant_method` (or by the name this module gives a format
 /// without one: `mlx`, `modelopt`).
-const FORMATS: &[(&str, Recognize)] = &[];
+const FORMATS: &[(&str, Recognize)] = &[("compressed-tensors", compressed_tensors::recognize)];
 
 /// `quant_method`s whose tensors other code handles: MXFP4 and block-scaled
 /// FP8 pairs (`catalog::pair_mxfp4`, `catalog::pair_fp8_block`).

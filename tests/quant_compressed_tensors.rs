@@ -112,11 +112,10 @@ fn check_case(name: &str) {
     let any = want.keys().next().unwrap();
     let shard = std::fs::read(mnt.join(&format!("bf16/tensors/{any}.safetensors"))).unwrap();
     let md = read_st_metadata(&shard);
-    let text = serde_json::to_string(&md).unwrap();
-    assert!(
-        text.contains("dequant") && text.contains("compressed-tensors"),
-        "{name}: {text}"
-    );
+    let tensors: serde_json::Value = serde_json::from_str(&md["gyro.tensors"]).unwrap();
+    let t = &tensors[any.as_str()]["transform"];
+    assert_eq!(t["kind"], "dequant", "{name}: {t}");
+    assert_eq!(t["scheme"], "compressed-tensors", "{name}: {t}");
 }
 
 #[test]

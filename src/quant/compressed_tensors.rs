@@ -29,7 +29,10 @@
 //! global scale an F32 `[1]`; the library divides first, in f32:
 //! `bf16(fp4(q) * (f32(s) / global))` (two f32 roundings, then BF16).
 //! ModelOpt NVFP4 multiplies by its `weight_scale_2` instead:
-//! `bf16(fp4(q) * (f32(s) * scale_2))` ([`Global`]).
+//! `out(fp4(q) * (f32(s) * scale_2))` ([`Global`]), and ModelOpt FP8 rounds
+//! its F32 scale to the model's dtype first: `out(e4m3(q) * out(s))`
+//! (`modelopt.torch.quantization.qtensor` `NVFP4QTensor.dequantize`,
+//! `FP8QTensor.dequantize`, 0.47.0).
 //!
 //! Speed: decoding walks a row's run of columns that share one scale (a
 //! group, a block, a whole row); for 4-bit codes the run's 16 possible
@@ -201,6 +204,9 @@ pub struct Layout {
     /// The scale's stored dtype (BF16, F16, F32, or F8_E4M3 with a global
     /// scale).
     pub scale_dtype: Dtype,
+    /// The scale rounded to this dtype before use (ModelOpt FP8 casts its
+    /// F32 scale to the model's dtype: `q.to(dtype) * scale.to(dtype)`).
+    pub scale_round: Option<Out>,
     pub out: Out,
     /// Recorded parameters (the config's own words).
     pub params: Value,
@@ -225,7 +231,16 @@ pub struct Dequant {
     global_at: Option<usize>,
     /// Scale grid columns (`[.., G]`).
     scale_cols: u64,
+    /// FP4 E2M1 values by nibble.
+    fp4: &'static [f32; 16],
 }
+
+/// ModelOpt's E2M1 table (`nvfp4_tensor.e2m1_values`): nibble 8 is +0,
+/// where compressed-tensors (`kE2M1ToFloat[abs] * -1.0`) and the MXFP4
+/// table give -0.
+const FP4_MODELOPT: [f32; 16] = [
+    0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0,
+];
 
 /// Role names, interned: a weight's parts differ by format (zero point or
 /// not, ...), and `Unpack::roles` is `'static`. At most a few dozen distinct
@@ -291,7 +306,10 @@ impl Dequant {
             )
         })?;
         let scale_cols = *scale.last().unwrap_or(&1);
-        let mut roles = vec![if matches!(l.codes, Codes::Packed { .. } | Codes::Fp4) {
+        // ModelOpt calls its packed FP4 codes `weight`
+        let mut roles = vec![if l.scheme != "modelopt"
+            && matches!(l.codes, Codes::Packed { .. } | Codes::Fp4)
+        {
             "weight_packed"
         } else {
             "weight"
@@ -305,6 +323,11 @@ impl Dequant {
             g_idx_at: None,
             global_at: None,
             scale_cols,
+            fp4: if l.scheme == "modelopt" {
+                &FP4_MODELOPT
+            } else {
+                &FP4_E2M1
+            },
             l,
         };
         if d.l.zero != Zero::None {
@@ -429,7 +452,7 @@ impl Dequant {
             }
             Codes::Int8 => row[c] as i8 as f32,
             Codes::Fp8 => E4M3_F32[row[c] as usize],
-            Codes::Fp4 => FP4_E2M1[((row[c / 2] >> ((c & 1) * 4)) & 15) as usize],
+            Codes::Fp4 => self.fp4[((row[c / 2] >> ((c & 1) * 4)) & 15) as usize],
         }
     }
 
@@ -449,6 +472,7 @@ impl Dequant {
         let out_r = self.l.out;
         let scale_of = |sr: u64, sc: u64| -> (f32, f32) {
             let s = self.scale_at(scales, (sr * self.scale_cols + sc) as usize);
+            let s = self.l.scale_round.map_or(s, |r| r.round(s));
             let s = match self.l.global {
                 Global::None => s,
                 Global::Divide => s / global,
@@ -498,7 +522,7 @@ impl Dequant {
                 let mut lut = [0f32; 16];
                 for (q, l) in lut.iter_mut().enumerate() {
                     let v = match self.l.codes {
-                        Codes::Fp4 => FP4_E2M1[q],
+                        Codes::Fp4 => self.fp4[q],
                         _ => q as f32 - 8.0,
                     };
                     *l = out_r.round((v - z) * s);
@@ -589,6 +613,7 @@ mod tests {
             zero,
             global: Global::None,
             scale_dtype: Dtype::F32,
+            scale_round: None,
             out: Out::F32,
             params: Value::Null,
             extra: Vec::new(),
@@ -723,14 +748,15 @@ mod tests {
             let n = (packed[c / 2] >> ((c & 1) * 4)) & 15;
             assert_eq!(*o, Out::Bf16.round(FP4_E2M1[n as usize] * s), "{c}");
         }
+        // nibble 8: -0 for compressed-tensors, +0 for ModelOpt
+        assert_eq!(out[9].to_bits(), (-0.0f32).to_bits());
         l.global = Global::Multiply;
+        l.scheme = "modelopt";
         let d = Dequant::new(l).unwrap();
-        assert_eq!(
-            d.roles(),
-            ["weight_packed", "weight_scale", "weight_scale_2"]
-        );
+        assert_eq!(d.roles(), ["weight", "weight_scale", "weight_scale_2"]);
         d.values(&[&packed, &scale, &g], 0, &mut out).unwrap();
         assert_eq!(out[3], Out::Bf16.round(FP4_E2M1[2] * 3.0));
+        assert_eq!(out[9].to_bits(), 0);
     }
 
     #[test]

@@ -374,6 +374,7 @@ fn module_weight(
         zero,
         global,
         scale_dtype,
+        scale_round: None,
         out,
         params: Value::Object(params),
         extra: extra_ids

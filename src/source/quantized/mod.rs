@@ -15,6 +15,7 @@
 //! were weights. `raw/` keeps every stored tensor either way.
 
 mod compressed_tensors;
+mod modelopt;
 
 use std::collections::BTreeMap;
 
@@ -31,7 +32,11 @@ pub type Recognize = fn(&Catalog, &Value) -> Result<Vec<Packed>, String>;
 
 /// Formats by `quant_method` (or by the name this module gives a format
 /// without one: `mlx`, `modelopt`).
-const FORMATS: &[(&str, Recognize)] = &[("compressed-tensors", compressed_tensors::recognize)];
+const FORMATS: &[(&str, Recognize)] = &[
+    // one line per format, sorted by name
+    ("compressed-tensors", compressed_tensors::recognize),
+    ("modelopt", modelopt::recognize),
+];
 
 /// `quant_method`s whose tensors other code handles: MXFP4 and block-scaled
 /// FP8 pairs (`catalog::pair_mxfp4`, `catalog::pair_fp8_block`).

@@ -4,8 +4,9 @@ needs torch and transformers; run with the reference venv):
 
     /opt/q-ct/bin/python scripts/check_quant_compressed_tensors.py [CASE...]
 
-For each fixture under tests/data/quant/compressed_tensors/ (made by
-make_quant_compressed_tensors.py), mounts CASE/model with gyrofs (the debug
+For each fixture under tests/data/quant/compressed_tensors/ and
+tests/data/quant/modelopt/ (made by make_quant_compressed_tensors.py and
+make_quant_modelopt.py; CASE is e.g. `modelopt/nvfp4`), mounts CASE/model with gyrofs (the debug
 build, target/debug/gyrofs), loads MNT/bf16 with
 `AutoModelForCausalLM.from_pretrained(..., dtype=torch.bfloat16)` and checks
 that its logits for the fixed input ids equal the reference model's
@@ -25,15 +26,17 @@ from gyrofs_mount import mounted  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 GYROFS = os.path.join(ROOT, "target", "debug", "gyrofs")
-DATA = os.path.join(ROOT, "tests", "data", "quant", "compressed_tensors")
+QUANT = os.path.join(ROOT, "tests", "data", "quant")
+FAMILIES = ["compressed_tensors", "modelopt"]
 
 
 def main():
-    cases = sys.argv[1:] or sorted(os.listdir(DATA))
+    cases = sys.argv[1:] or [f"{f}/{c}" for f in FAMILIES
+                             for c in sorted(os.listdir(os.path.join(QUANT, f)))]
     ok = True
     for case in cases:
-        ref = load_file(os.path.join(DATA, case, "logits.safetensors"))
-        with mounted(GYROFS, os.path.join(DATA, case, "model")) as mnt:
+        ref = load_file(os.path.join(QUANT, case, "logits.safetensors"))
+        with mounted(GYROFS, os.path.join(QUANT, case, "model")) as mnt:
             model = AutoModelForCausalLM.from_pretrained(os.path.join(mnt, "bf16"),
                                                          dtype=torch.bfloat16)
             model.eval()

@@ -36,6 +36,7 @@ compressed-tensors' FP4 table and +0 in ModelOpt's).
 import json
 import os
 import shutil
+import subprocess
 import sys
 
 import torch
@@ -49,7 +50,6 @@ from modelopt.torch.quantization.qtensor.nvfp4_tensor import NVFP4QTensor
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "quant",
                     "modelopt")
-INPUT_IDS = torch.tensor([[1, 5, 9, 17, 33, 2, 60, 7, 3, 11, 40, 22]])
 
 
 def tiny_model(seed=0):
@@ -118,6 +118,31 @@ CASES = {
 }
 
 
+LOGITS = """
+import os, shutil, sys, tempfile, torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM
+ckpt, out = sys.argv[1:]
+state = {k: v for k, v in load_file(os.path.join(ckpt, "model.safetensors")).items()
+         if not k.endswith(("_scale", "_scale_2"))}
+state.update(load_file(os.path.join(out, "reference.safetensors")))
+with tempfile.TemporaryDirectory() as t:
+    shutil.copy(os.path.join(ckpt, "config.json"), t)
+    import json
+    c = json.load(open(os.path.join(t, "config.json")))
+    c.pop("quantization_config", None)
+    json.dump(c, open(os.path.join(t, "config.json"), "w"))
+    save_file(state, os.path.join(t, "model.safetensors"), metadata={"format": "pt"})
+    # loaded as a checkpoint is (the rotary inv_freq stays F32)
+    model = AutoModelForCausalLM.from_pretrained(t, dtype=torch.bfloat16)
+model.eval()
+ids = torch.tensor([[1, 5, 9, 17, 33, 2, 60, 7, 3, 11, 40, 22]])
+with torch.no_grad():
+    logits = model(ids).logits.float().contiguous()
+save_file({"logits": logits, "input_ids": ids}, os.path.join(out, "logits.safetensors"))
+"""
+
+
 def make(name, cfg):
     out = os.path.join(ROOT, name)
     shutil.rmtree(out, ignore_errors=True)
@@ -132,16 +157,10 @@ def make(name, cfg):
         print(f"{name}: compressed-tensors' NVFP4 gives the same BF16 bits for {same} of {total} "
               f"values, the same value for {same_value} (its FP4 nibble 8 is -0, ModelOpt's +0)",
               file=sys.stderr)
-    plain = tiny_model()
-    state = {k: v for k, v in stored.items() if k in plain.state_dict()}
-    state.update(weights)
-    missing, unexpected = plain.load_state_dict(state, strict=False)
-    assert not unexpected and not missing, (missing, unexpected)
-    plain.eval()
-    with torch.no_grad():
-        logits = plain(INPUT_IDS).logits.float().contiguous()
-    save_file({"logits": logits, "input_ids": INPUT_IDS.contiguous()},
-              os.path.join(out, "logits.safetensors"))
+    # in a process of its own: ModelOpt, once imported and applied, changes
+    # how transformers' modules run (its quantized attention), so the
+    # reference model must run without it
+    subprocess.run([sys.executable, "-c", LOGITS, ckpt, out], check=True)
     if name == "nvfp4":
         side = os.path.join(ROOT, "nvfp4_side_file")
         shutil.rmtree(side, ignore_errors=True)

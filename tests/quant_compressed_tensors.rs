@@ -278,3 +278,55 @@ fn a_checkpoint_that_does_not_check_out_leaves_bf16_out() {
     );
     assert_refused(d.path(), "is on the ignore list but stored quantized");
 }
+
+/// `weight_g_idx` (activation order): each column takes its group's scale;
+/// a group index outside the scales is a read error (EIO) on that tensor
+/// only, never a panic, and the mount goes on serving.
+#[test]
+fn g_idx_columns_and_a_hostile_g_idx() {
+    let q = "model.layers.0.self_attn.q_proj";
+    let want = read_st(&std::fs::read(case("w4a16_group").join("reference.safetensors")).unwrap());
+    let idx = |v: &[i32]| -> (String, Vec<usize>, Vec<u8>) {
+        (
+            "I32".into(),
+            vec![64],
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        )
+    };
+    // g_idx that names each column's own group: the same weight as groups of 32
+    let same: Vec<i32> = (0..64).map(|c| c / 32).collect();
+    let d = broken(
+        "w4a16_group",
+        |t| drop(t.insert(format!("{q}.weight_g_idx"), idx(&same))),
+        |_| {},
+    );
+    let mnt = Mount::new(d.path());
+    let got = model(&mnt, "bf16");
+    assert!(got[&format!("{q}.weight")] == want[&format!("{q}.weight")]);
+    drop(mnt);
+    // swapped groups: column c takes the other group's scale
+    let swapped: Vec<i32> = (0..64).map(|c| 1 - c / 32).collect();
+    let d = broken(
+        "w4a16_group",
+        |t| drop(t.insert(format!("{q}.weight_g_idx"), idx(&swapped))),
+        |_| {},
+    );
+    let mnt = Mount::new(d.path());
+    let got = model(&mnt, "bf16");
+    assert!(got[&format!("{q}.weight")] != want[&format!("{q}.weight")]);
+    drop(mnt);
+    // out of range
+    let mut bad = same.clone();
+    bad[40] = 7;
+    let d = broken(
+        "w4a16_group",
+        |t| drop(t.insert(format!("{q}.weight_g_idx"), idx(&bad))),
+        |_| {},
+    );
+    let mnt = Mount::new(d.path());
+    let err = std::fs::read(mnt.join(&format!("bf16/tensors/{q}.weight.safetensors"))).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let k = "model.layers.0.self_attn.k_proj.weight";
+    let ok = read_st(&std::fs::read(mnt.join(&format!("bf16/tensors/{k}.safetensors"))).unwrap());
+    assert!(ok[k] == want[k]);
+}

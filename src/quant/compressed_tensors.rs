@@ -267,6 +267,14 @@ impl Dequant {
         if rows == 0 || cols == 0 {
             return Err(format!("an empty weight [{rows}, {cols}]"));
         }
+        // every element's index, and its f32, fit (so no count overflows)
+        if rows
+            .checked_mul(cols)
+            .and_then(|n| n.checked_mul(4))
+            .is_none()
+        {
+            return Err(format!("a weight [{rows}, {cols}] is too large"));
+        }
         if let Codes::Packed { bits } = l.codes
             && !matches!(bits, 2 | 4 | 8)
         {
@@ -818,5 +826,15 @@ mod tests {
             .is_err()
         );
         assert!(Dequant::new(layout(Codes::Int8, Grid::Tensor, Zero::None, 0, 4)).is_err());
+        assert!(
+            Dequant::new(layout(
+                Codes::Fp4,
+                Grid::Tensor,
+                Zero::None,
+                1 << 40,
+                u64::MAX - 1
+            ))
+            .is_err()
+        );
     }
 }

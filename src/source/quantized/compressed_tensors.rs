@@ -285,7 +285,7 @@ fn module_weight(
             let s = read_shape(catalog, id).map_err(ctx)?;
             (s[0], s[1])
         }
-        Codes::Fp4 => (ct.shape[0], ct.shape[1] * 2),
+        Codes::Fp4 => (ct.shape[0], ct.shape[1].saturating_mul(2)),
         _ => (ct.shape[0], ct.shape[1]),
     };
     let grid = match strategy {

@@ -42,6 +42,7 @@
 pub mod awq;
 pub mod bf16;
 pub mod bnb;
+pub mod compressed_tensors;
 pub mod float;
 pub mod fp8;
 pub mod ggml;

@@ -16,8 +16,10 @@
 
 mod awq;
 mod bnb;
+mod compressed_tensors;
 mod gptq;
 mod mlx;
+mod modelopt;
 
 use std::collections::BTreeMap;
 
@@ -35,10 +37,13 @@ pub type Recognize = fn(&Catalog, &Value) -> Result<Vec<Packed>, String>;
 /// Formats by `quant_method` (or by the name this module gives a format
 /// without one: `mlx`, `modelopt`).
 const FORMATS: &[(&str, Recognize)] = &[
+    // one line per format, sorted by name
     ("awq", awq::recognize),
     ("bitsandbytes", bnb::recognize),
+    ("compressed-tensors", compressed_tensors::recognize),
     ("gptq", gptq::recognize),
     ("mlx", mlx::recognize),
+    ("modelopt", modelopt::recognize),
 ];
 
 /// `quant_method`s whose tensors other code handles: MXFP4 and block-scaled

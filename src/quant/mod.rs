@@ -24,6 +24,9 @@
 //!   AWQ GEMM weights, as gptqmodel's / AutoAWQ's float16 dequantization.
 //! - `bnb`: bitsandbytes 4-bit (NF4 / FP4, nested absmax) and LLM.int8()
 //!   weights, as the library's CPU dequantization computes them.
+//! - `compressed_tensors`: compressed-tensors' weights (pack-quantized INT,
+//!   int-/naive-quantized, FP8, NVFP4) and NVIDIA ModelOpt's (NVFP4, FP8), as
+//!   each library's decompression.
 //! - `mlx`: MLX's packed weights (affine 2-8 bits, mxfp4, nvfp4, mxfp8),
 //!   bit for bit as `mx.dequantize`.
 //! - `simd`: which instruction set the kernels run with (portable, AVX2,

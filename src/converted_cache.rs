@@ -26,8 +26,11 @@
 //! ([`crate::read::read_into`]), writing each whole computed block to the
 //! cache. A read that covers part of a block computes that whole block (at
 //! most 64 KiB more at each end); nothing else is computed, so reading one
-//! expert converts that expert only. A failed write (full disk,
-//! permissions) is logged once and the mount goes on without the cache.
+//! expert converts that expert only. Computed blocks are written by a
+//! [`Writer`] thread, so a read never waits on the cache disk: past
+//! [`QUEUE_BYTES`] waiting, blocks are not written (they are computed again
+//! when next read). A failed write (full disk, permissions) is logged once
+//! and the mount goes on without the cache.
 //!
 //! A file whose blocks are all cached is checked once, whole
 //! ([`ConvertedCache::open_whole`]), before the adapter hands its cache
@@ -36,8 +39,9 @@
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::time::Duration;
 
 use crate::catalog::Files;
 use crate::error::ReadError;
@@ -53,6 +57,10 @@ pub const SUBDIR: &str = "converted";
 
 /// How many virtual files keep their cache files open.
 const OPEN_ENTRIES: usize = 128;
+
+/// Computed bytes waiting to be written at most; blocks past it are not
+/// written (reads never wait on the cache disk).
+pub const QUEUE_BYTES: u64 = 256 << 20;
 
 /// The identity of a virtual file's bytes: the source and its path in the
 /// tree. Fields are separated by tabs (the index header's text shows it).
@@ -118,9 +126,114 @@ pub struct ConvertedCache {
     /// until the node leaves this list).
     entries: Mutex<lru::LruCache<NodeId, Option<Arc<Entry>>>>,
     /// Set by the first failed write: the mount goes on without the cache.
-    off: AtomicBool,
+    off: Arc<AtomicBool>,
     /// Warned once that another process holds a cache file.
     warned_busy: AtomicBool,
+    writer: Writer,
+}
+
+/// The thread that writes computed blocks to the cache, and what waits
+/// for it.
+#[derive(Debug)]
+struct Writer {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    queue: Arc<Queue>,
+}
+
+/// Bytes handed to the writer and not written yet.
+#[derive(Debug, Default)]
+struct Queue {
+    bytes: AtomicU64,
+    lock: Mutex<()>,
+    emptied: Condvar,
+}
+
+/// One block to write.
+struct Job {
+    entry: Arc<Entry>,
+    block: usize,
+    bytes: Vec<u8>,
+}
+
+impl Writer {
+    fn start(off: Arc<AtomicBool>) -> std::io::Result<Writer> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let queue = Arc::new(Queue::default());
+        let q = Arc::clone(&queue);
+        std::thread::Builder::new()
+            .name("gyrofs-cache-writer".into())
+            .spawn(move || {
+                for job in rx {
+                    let len = job.bytes.len() as u64;
+                    if off.load(Ordering::Relaxed) {
+                        job.entry.abandon(job.block, job.block + 1);
+                    } else if let Err(e) = job.entry.land(job.block, &job.bytes) {
+                        job.entry.abandon(job.block, job.block + 1);
+                        fail(
+                            &off,
+                            &format!("cannot write {}", cache::full_disk(e, &job.entry.data_path)),
+                        );
+                    }
+                    if q.bytes.fetch_sub(len, Ordering::AcqRel) == len {
+                        let _held = q.lock.lock().unwrap_or_else(|e| e.into_inner());
+                        q.emptied.notify_all();
+                    }
+                }
+            })?;
+        Ok(Writer {
+            jobs: Mutex::new(Some(tx)),
+            queue,
+        })
+    }
+
+    /// Hand block `block` of `entry` (owned by the caller) to the writer;
+    /// false if the queue is full (the caller keeps it).
+    fn send(&self, entry: &Arc<Entry>, block: usize, bytes: &[u8]) -> bool {
+        let len = bytes.len() as u64;
+        if self.queue.bytes.fetch_add(len, Ordering::AcqRel) + len > QUEUE_BYTES {
+            self.queue.bytes.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let sent = jobs.as_ref().is_some_and(|tx| {
+            tx.send(Job {
+                entry: Arc::clone(entry),
+                block,
+                bytes: bytes.to_vec(),
+            })
+            .is_ok()
+        });
+        if !sent {
+            self.queue.bytes.fetch_sub(len, Ordering::AcqRel);
+        }
+        sent
+    }
+
+    /// Wait (at most `patience`) until every block handed over is written.
+    fn flush(&self, patience: Duration) -> bool {
+        let deadline = std::time::Instant::now() + patience;
+        let mut held = self.queue.lock.lock().unwrap_or_else(|e| e.into_inner());
+        while self.queue.bytes.load(Ordering::Acquire) > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            held = self
+                .queue
+                .emptied
+                .wait_timeout(held, left.min(Duration::from_millis(50)))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+/// A write failed: say so once; the mount goes on without the cache.
+fn fail(off: &AtomicBool, why: &str) {
+    if !off.swap(true, Ordering::Relaxed) {
+        log::error!("cache: {why}; the mount goes on without --cache-converted");
+    }
 }
 
 /// A file whose bytes are all in the cache and good: its cache file, to
@@ -161,6 +274,7 @@ impl ConvertedCache {
         if stale > 0 {
             log::info!("cache: removed {stale} converted files of an older version of {source}");
         }
+        let off = Arc::new(AtomicBool::new(false));
         Ok(ConvertedCache {
             cache,
             source: source.to_string(),
@@ -168,9 +282,17 @@ impl ConvertedCache {
             entries: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(OPEN_ENTRIES).expect("nonzero"),
             )),
-            off: AtomicBool::new(false),
+            writer: Writer::start(Arc::clone(&off))?,
+            off,
             warned_busy: AtomicBool::new(false),
         })
+    }
+
+    /// Wait (at most `patience`) until every computed block handed to the
+    /// writer is in the cache (the mount does, once unmounted); false if
+    /// some were not written in time.
+    pub fn flush(&self, patience: Duration) -> bool {
+        self.writer.flush(patience)
     }
 
     /// Is the cache in use (no write has failed)?
@@ -204,6 +326,12 @@ impl ConvertedCache {
                 }
                 None
             }
+            Err(e) if cache::is_full(&e) => {
+                self.fail(&format!(
+                    "the cache disk is full ({e}) opening the cache file of {path}: free space there, or give --cache-size less than its free space"
+                ));
+                None
+            }
             Err(e) => {
                 self.fail(&format!("cannot open the cache file of {path}: {e}"));
                 None
@@ -213,11 +341,8 @@ impl ConvertedCache {
         e
     }
 
-    /// A write failed: say so once; the mount goes on without the cache.
     fn fail(&self, why: &str) {
-        if !self.off.swap(true, Ordering::Relaxed) {
-            log::error!("cache: {why}; the mount goes on without --cache-converted");
-        }
+        fail(&self.off, why)
     }
 
     /// Fill `out` with bytes of `file` (node `id`, at `path` in the tree)
@@ -305,7 +430,7 @@ impl ConvertedCache {
     fn compute(
         &self,
         files: &Files,
-        entry: &Entry,
+        entry: &Arc<Entry>,
         file: &VFile,
         owned: &mut Owned,
         run: (usize, usize),
@@ -326,20 +451,27 @@ impl ConvertedCache {
         Ok(rl)
     }
 
-    /// Write the blocks of `run` this read owns to the cache; `bytes` are
-    /// the run's, from `rs`.
-    fn store(&self, entry: &Entry, owned: &mut Owned, run: (usize, usize), rs: u64, bytes: &[u8]) {
+    /// Hand the blocks of `run` this read owns to the writer; `bytes` are
+    /// the run's, from `rs`. Blocks the writer cannot take (a full queue)
+    /// stay the read's, given up when it ends.
+    fn store(
+        &self,
+        entry: &Arc<Entry>,
+        owned: &mut Owned,
+        run: (usize, usize),
+        rs: u64,
+        bytes: &[u8],
+    ) {
         for b in run.0..run.1 {
             if !owned.has(b) || !self.is_on() {
                 continue;
             }
             let (s, l) = entry.span(b, b + 1);
-            match entry.land(b, &bytes[(s - rs) as usize..(s - rs + l) as usize]) {
-                Ok(()) => owned.clear(b),
-                Err(e) => self.fail(&format!(
-                    "cannot write {}",
-                    cache::full_disk(e, &entry.data_path)
-                )),
+            if self
+                .writer
+                .send(entry, b, &bytes[(s - rs) as usize..(s - rs + l) as usize])
+            {
+                owned.clear(b);
             }
         }
     }

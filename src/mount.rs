@@ -364,10 +364,15 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
         err,
     })?;
     let notifier = background.notifier();
-    std::thread::spawn(move || watch(&volume, &notifier));
+    let watched = Arc::clone(&volume);
+    std::thread::spawn(move || watch(&watched, &notifier));
     let serving = std::mem::replace(&mut background.guard, std::thread::spawn(|| Ok(())));
     let ended = serving.join();
     std::mem::forget(background);
+    // Computed bytes still on their way to the converted cache.
+    if !volume.flush_converted(Duration::from_secs(30)) {
+        log::warn!("cache: some computed bytes were not written before exit");
+    }
     let path = mountpoint.to_path_buf();
     match ended {
         Ok(Ok(())) => {

@@ -298,6 +298,12 @@ impl Volume {
         self.converted = Some(cache);
     }
 
+    /// Wait (at most `patience`) until computed bytes handed to the
+    /// converted cache's writer are written; false if some were not.
+    pub fn flush_converted(&self, patience: std::time::Duration) -> bool {
+        self.converted.as_ref().is_none_or(|c| c.flush(patience))
+    }
+
     /// Does this volume keep computed bytes on disk (and no write has
     /// failed)?
     pub fn caches_converted(&self) -> bool {

@@ -260,6 +260,11 @@ fn a_partial_read_leaves_the_file_partial() {
     f.read_exact_at(&mut buf, 0).unwrap();
     assert_eq!(&buf[..], &want[..100]);
     drop(f);
+    // Written by the cache's writer thread, shortly.
+    wait_until("the block written", Duration::from_secs(20), || {
+        row(&cache_ls(cache.path()), MODEL).is_some_and(|r| r.2 > 0)
+    });
+    std::thread::sleep(Duration::from_millis(300));
     let rows = cache_ls(cache.path());
     let r = row(&rows, MODEL).unwrap();
     assert_eq!(
@@ -323,8 +328,10 @@ fn cache_size_evicts_the_least_recently_used() {
     // 8 files of 27 KiB: evicted down to 90% of 100 KiB.
     let cached =
         |rows: &[(String, String, u64, u64, String)]| -> u64 { rows.iter().map(|r| r.2).sum() };
+    let newest = experts[7].clone();
     wait_until("eviction", Duration::from_secs(20), || {
-        cached(&cache_ls(cache.path())) <= 100 << 10
+        let rows = cache_ls(cache.path());
+        cached(&rows) <= 100 << 10 && row(&rows, &newest).is_some_and(|r| r.2 == r.3)
     });
     let rows = cache_ls(cache.path());
     let state = |p: &str| row(&rows, p).map_or(0, |r| r.2);
@@ -378,4 +385,58 @@ fn cache_clear_frees_what_no_mount_holds() {
         .unwrap()
         .count();
     assert_eq!(left, 0);
+}
+
+#[test]
+fn the_o_option_turns_it_on() {
+    let cache = tempfile::tempdir().unwrap();
+    let list = format!("cache_converted,cache_dir={}", cache.path().display());
+    let env = [("RUST_LOG", "gyrofs=debug".to_string())];
+    let m = Mount::with_env(&sample_hf(), &["-o", &list], &env);
+    std::fs::read(m.join(MODEL)).unwrap();
+    wait_until("the cache file", Duration::from_secs(20), || {
+        row(&cache_ls(cache.path()), MODEL).is_some_and(|r| r.2 == r.3)
+    });
+}
+
+/// A cache disk that fills up: logged once, and the mount goes on (same
+/// bytes) without the cache.
+#[test]
+fn a_full_cache_disk_turns_the_cache_off_not_the_mount() {
+    let disk = tempfile::tempdir().unwrap();
+    let c = std::ffi::CString::new(disk.path().to_str().unwrap()).unwrap();
+    let opts = std::ffi::CString::new("size=160k").unwrap();
+    // SAFETY: NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            c.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            opts.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        eprintln!("skipped: cannot mount a small tmpfs (not root?)");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            force_unmount(self.0);
+        }
+    }
+    let _tmpfs = Unmount(disk.path());
+    let plain = Mount::new(&sample_hf());
+    let want = files_under(&plain, "bf16");
+    let m = cached_mount(&sample_hf(), disk.path(), false, &[]);
+    assert_eq!(files_under(&m, "bf16"), want);
+    // Once more: the cache is off, the plain path serves.
+    assert_eq!(files_under(&m, "bf16"), want);
+    let log = log_of(&m);
+    let said = log
+        .matches("the mount goes on without --cache-converted")
+        .count();
+    assert_eq!(said, 1, "{log}");
+    assert!(log.contains("the cache disk is full"), "{log}");
 }

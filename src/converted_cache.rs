@@ -27,9 +27,10 @@
 //! cache. A read that covers part of a block computes that whole block (at
 //! most 64 KiB more at each end); nothing else is computed, so reading one
 //! expert converts that expert only. Computed blocks are written by a
-//! [`Writer`] thread, so a read never waits on the cache disk: past
-//! [`QUEUE_BYTES`] waiting, blocks are not written (they are computed again
-//! when next read). A failed write (full disk, permissions) is logged once
+//! [`Writer`] thread, so a read does not wait on the cache disk, unless
+//! [`QUEUE_BYTES`] already wait: then it waits for room, at most
+//! [`QUEUE_PATIENCE`], and past that leaves its blocks unwritten (computed
+//! again when next read). A failed write (full disk, permissions) is logged once
 //! and the mount goes on without the cache.
 //!
 //! A file whose blocks are all cached is checked once, whole
@@ -58,9 +59,14 @@ pub const SUBDIR: &str = "converted";
 /// How many virtual files keep their cache files open.
 const OPEN_ENTRIES: usize = 128;
 
-/// Computed bytes waiting to be written at most; blocks past it are not
-/// written (reads never wait on the cache disk).
+/// Computed bytes waiting to be written at most. A read whose blocks do
+/// not fit waits for room up to [`QUEUE_PATIENCE`] (so a first read runs
+/// at the cache disk's write speed if that is slower than computing, and
+/// every block gets written), then leaves them unwritten.
 pub const QUEUE_BYTES: u64 = 256 << 20;
+
+/// How long a read waits for room in the writer's queue.
+pub const QUEUE_PATIENCE: Duration = Duration::from_millis(200);
 
 /// The identity of a virtual file's bytes: the source and its path in the
 /// tree. Fields are separated by tabs (the index header's text shows it).
@@ -145,7 +151,8 @@ struct Writer {
 struct Queue {
     bytes: AtomicU64,
     lock: Mutex<()>,
-    emptied: Condvar,
+    /// Notified after every block written.
+    written: Condvar,
 }
 
 /// One block to write.
@@ -174,10 +181,9 @@ impl Writer {
                             &format!("cannot write {}", cache::full_disk(e, &job.entry.data_path)),
                         );
                     }
-                    if q.bytes.fetch_sub(len, Ordering::AcqRel) == len {
-                        let _held = q.lock.lock().unwrap_or_else(|e| e.into_inner());
-                        q.emptied.notify_all();
-                    }
+                    q.bytes.fetch_sub(len, Ordering::AcqRel);
+                    let _held = q.lock.lock().unwrap_or_else(|e| e.into_inner());
+                    q.written.notify_all();
                 }
             })?;
         Ok(Writer {
@@ -187,11 +193,11 @@ impl Writer {
     }
 
     /// Hand block `block` of `entry` (owned by the caller) to the writer;
-    /// false if the queue is full (the caller keeps it).
+    /// false if the queue stayed full for [`QUEUE_PATIENCE`] (the caller
+    /// keeps the block).
     fn send(&self, entry: &Arc<Entry>, block: usize, bytes: &[u8]) -> bool {
         let len = bytes.len() as u64;
-        if self.queue.bytes.fetch_add(len, Ordering::AcqRel) + len > QUEUE_BYTES {
-            self.queue.bytes.fetch_sub(len, Ordering::AcqRel);
+        if !self.reserve(len) {
             return false;
         }
         let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
@@ -209,6 +215,38 @@ impl Writer {
         sent
     }
 
+    /// Count `len` bytes into the queue, waiting for room (at most
+    /// [`QUEUE_PATIENCE`]).
+    fn reserve(&self, len: u64) -> bool {
+        let q = &self.queue;
+        let fits = || {
+            q.bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                    (b + len <= QUEUE_BYTES).then_some(b + len)
+                })
+                .is_ok()
+        };
+        if fits() {
+            return true;
+        }
+        let deadline = std::time::Instant::now() + QUEUE_PATIENCE;
+        let mut held = q.lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if fits() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            held = q
+                .written
+                .wait_timeout(held, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
     /// Wait (at most `patience`) until every block handed over is written.
     fn flush(&self, patience: Duration) -> bool {
         let deadline = std::time::Instant::now() + patience;
@@ -220,7 +258,7 @@ impl Writer {
             }
             held = self
                 .queue
-                .emptied
+                .written
                 .wait_timeout(held, left.min(Duration::from_millis(50)))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
@@ -500,7 +538,9 @@ impl ConvertedCache {
                 owned.set(b..b + 1);
             }
         }
-        if owned.any() {
+        // Every block checked, by this open or an earlier one (another
+        // open checking them at the same time has them busy: not yet).
+        if owned.any() || entry.present(0, blocks).contains(&false) {
             return None;
         }
         let opened = std::fs::File::open(&entry.data_path);

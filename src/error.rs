@@ -304,6 +304,9 @@ pub enum MountError {
     },
     #[error("{}: cannot mount: {err}", path.display())]
     Mount { path: PathBuf, err: io::Error },
+    /// `--cache-converted` with a cache folder that cannot be used.
+    #[error("--cache-converted: cache directory {}: {err}; give another --cache-dir", dir.display())]
+    ConvertedCache { dir: PathBuf, err: String },
     #[error("{}: cannot start the FUSE session: {err}", path.display())]
     Start { path: PathBuf, err: io::Error },
     #[error("{}: FUSE session ended: {err}", path.display())]

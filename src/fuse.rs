@@ -8,18 +8,26 @@
 //! `FOPEN_KEEP_CACHE` (a second read is served from the page cache); no
 //! `direct_io`, so loaders can mmap. Everything that would write answers
 //! `EROFS`.
+//!
+//! With `--cache-converted`, a file whose bytes are all in the cache opens
+//! in FUSE passthrough (kernel 6.9+, CAP_SYS_ADMIN): the kernel reads and
+//! maps its cache file directly ([`Passthrough`]); elsewhere, or when the
+//! kernel refuses, reads come here and the volume serves them from the
+//! cache file.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem,
+    FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::error::{FsError, ToErrno};
@@ -37,12 +45,113 @@ const MAX_REQUEST: u32 = 16 << 20;
 pub struct GyroFs {
     volume: Arc<Volume>,
     time: SystemTime,
+    /// Open files by inode, when passthrough may be used.
+    passthrough: Option<Passthrough>,
 }
+
+/// FUSE passthrough of files complete in the converted-bytes cache.
+///
+/// The kernel serves an inode either through the page cache (our reads) or
+/// through one backing file, never both at once: an open in the other mode
+/// fails with EIO. So each inode's open files are counted here, and a new
+/// open takes the mode of those still open; only an inode with none open
+/// changes mode. (The kernel forgets an open before it sends RELEASE, so
+/// these counts are never below its own.)
+struct Passthrough {
+    /// Cleared when the kernel refuses (no passthrough in it, or no
+    /// CAP_SYS_ADMIN): complete files are then read from the cache file.
+    on: AtomicBool,
+    open: Mutex<HashMap<u64, Opens>>,
+}
+
+enum Opens {
+    /// Files open through the page cache.
+    Cached(usize),
+    /// Files open in passthrough, all on one backing file (kept, and its
+    /// cache file pinned, until the last is released).
+    Through {
+        count: usize,
+        backing: BackingId,
+        _whole: crate::converted_cache::Whole,
+    },
+}
+
+/// File handles: how the file was opened (`release` tells them apart).
+const FH_CACHED: u64 = 0;
+const FH_THROUGH: u64 = 1;
 
 impl GyroFs {
     pub fn new(volume: Arc<Volume>) -> GyroFs {
         let time = UNIX_EPOCH + Duration::from_secs(volume.mtime_secs().max(0) as u64);
-        GyroFs { volume, time }
+        let passthrough = volume.caches_converted().then(|| Passthrough {
+            on: AtomicBool::new(std::env::var_os("GYROFS_NO_PASSTHROUGH").is_none()),
+            open: Mutex::new(HashMap::new()),
+        });
+        GyroFs {
+            volume,
+            time,
+            passthrough,
+        }
+    }
+
+    /// Open `ino` (allowed to be read) with `--cache-converted`: in
+    /// passthrough if it is complete in the cache and no file of it is
+    /// open through the page cache, else as usual.
+    fn open_counted(&self, p: &Passthrough, ino: INodeNo, reply: ReplyOpen) {
+        let cached_open = || {
+            matches!(
+                p.open.lock().unwrap_or_else(|e| e.into_inner()).get(&ino.0),
+                Some(Opens::Cached(_))
+            )
+        };
+        // Checked (every block's CRC, once) before the lock is taken.
+        let whole = match p.on.load(Ordering::Relaxed) && !cached_open() {
+            true => self.volume.open_whole(ino.0),
+            false => None,
+        };
+        let mut open = p.open.lock().unwrap_or_else(|e| e.into_inner());
+        match open.get_mut(&ino.0) {
+            Some(Opens::Through { count, backing, .. }) => {
+                *count += 1;
+                return reply.opened_passthrough(
+                    FileHandle(FH_THROUGH),
+                    FopenFlags::empty(),
+                    backing,
+                );
+            }
+            Some(Opens::Cached(count)) => *count += 1,
+            None => match whole.map(|w| (reply.open_backing(&w.file), w)) {
+                Some((Ok(backing), w)) => {
+                    log::debug!(
+                        "passthrough: {} is read from {}",
+                        self.volume.path_of(ino.0),
+                        w.path.display()
+                    );
+                    reply.opened_passthrough(FileHandle(FH_THROUGH), FopenFlags::empty(), &backing);
+                    open.insert(
+                        ino.0,
+                        Opens::Through {
+                            count: 1,
+                            backing,
+                            _whole: w,
+                        },
+                    );
+                    return;
+                }
+                Some((Err(e), _)) => {
+                    if p.on.swap(false, Ordering::Relaxed) {
+                        log::info!(
+                            "passthrough refused by the kernel ({e}): files complete in the cache are read from it through this process"
+                        );
+                    }
+                    open.insert(ino.0, Opens::Cached(1));
+                }
+                None => {
+                    open.insert(ino.0, Opens::Cached(1));
+                }
+            },
+        }
+        reply.opened(FileHandle(FH_CACHED), FopenFlags::FOPEN_KEEP_CACHE);
     }
 
     fn file_attr(&self, a: Attr) -> FileAttr {
@@ -110,6 +219,18 @@ impl Filesystem for GyroFs {
         let _ = config.set_max_background(64);
         let wanted = InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_CACHE_SYMLINKS;
         let _ = config.add_capabilities(wanted & config.capabilities());
+        if let Some(p) = &self.passthrough {
+            // Backing files on a plain filesystem (depth 0); this mount may
+            // itself be stacked under one more (overlayfs).
+            let offered = config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH);
+            if offered && config.set_max_stack_depth(1).is_ok() {
+                let _ = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH);
+            } else if p.on.swap(false, Ordering::Relaxed) {
+                log::info!(
+                    "the kernel offers no FUSE passthrough (Linux 6.9+): files complete in the cache are read from it through this process"
+                );
+            }
+        }
         Ok(())
     }
 
@@ -128,10 +249,38 @@ impl Filesystem for GyroFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.volume.open_file(ino.0, flags.0) {
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(errno(&e)),
+        match (self.volume.open_file(ino.0, flags.0), &self.passthrough) {
+            (Ok(()), Some(p)) => self.open_counted(p, ino, reply),
+            (Ok(()), None) => reply.opened(FileHandle(FH_CACHED), FopenFlags::FOPEN_KEEP_CACHE),
+            (Err(e), _) => reply.error(errno(&e)),
         }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if let Some(p) = &self.passthrough {
+            let mut open = p.open.lock().unwrap_or_else(|e| e.into_inner());
+            let last = match open.get_mut(&ino.0) {
+                Some(Opens::Cached(count) | Opens::Through { count, .. }) => {
+                    *count = count.saturating_sub(1);
+                    *count == 0
+                }
+                None => false,
+            };
+            if last {
+                // The backing file is closed (and unpinned) with it.
+                open.remove(&ino.0);
+            }
+        }
+        reply.ok();
     }
 
     fn read(

@@ -30,6 +30,7 @@
 pub mod access;
 pub mod catalog;
 pub mod convert;
+pub mod converted_cache;
 pub mod dtype;
 pub mod error;
 pub mod fuse;

@@ -44,14 +44,16 @@ struct Cli {
 #[derive(clap::Args, Debug, Clone)]
 #[command(next_help_heading = "Remote sources")]
 struct RemoteArgs {
-    /// Block cache of remote sources [default: $XDG_CACHE_HOME/gyrofs or
+    /// Block cache of remote sources, and of converted bytes with
+    /// --cache-converted [default: $XDG_CACHE_HOME/gyrofs or
     /// ~/.cache/gyrofs].
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
     /// Largest size of the block cache (K, M, G, T suffixes, powers of 1024);
     /// least recently used blocks are evicted past it [default: 64G, or 90%
     /// of what the cache directory's disk can hold if less; a larger size
-    /// given here is warned about].
+    /// given here is warned about]. The converted-bytes cache
+    /// (--cache-converted) has a cap of this size of its own.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     cache_size: Option<u64>,
     /// S3-compatible endpoint (MinIO, R2, Ceph, ...) [default: AWS, or
@@ -180,6 +182,15 @@ enum Cmd {
         /// past 65504 become inf).
         #[arg(long, value_name = "LIST", default_value = "bf16", value_parser = parse_dtype_list)]
         dtype: DtypeList,
+        /// Keep converted bytes on disk, in --cache-dir (its converted/
+        /// folder, bounded by --cache-size): each byte of bf16/, f16/, f32/
+        /// and gguf/ is computed once, and stays valid across remounts and
+        /// reboots until the source changes. A file whose bytes are all
+        /// there is served by the kernel straight from its cache file (FUSE
+        /// passthrough, Linux 6.9+, as root). `gyrofs cache ls` shows it,
+        /// `gyrofs cache clear` frees it. See docs/CACHE.md.
+        #[arg(long)]
+        cache_converted: bool,
         /// Options the way mount(8), fstab and sshfs take them: the long
         /// options above with _ for - and + between dtypes
         /// (-o allow_other,dtype=bf16+f16,cache_dir=/var/cache/gyrofs,uid=1000);
@@ -244,6 +255,16 @@ enum Cmd {
         #[command(flatten)]
         remote: RemoteArgs,
     },
+    /// Show or free the converted-bytes cache (mount --cache-converted).
+    ///
+    /// Each entry is one virtual file of one version of a source. Entries
+    /// of an older version of a source are removed when it is mounted with
+    /// --cache-converted again, and least recently used entries are evicted
+    /// past --cache-size. See docs/CACHE.md.
+    Cache {
+        #[command(subcommand)]
+        action: CacheCmd,
+    },
     /// Print the shell completion script for SHELL (bash, zsh, fish,
     /// elvish, powershell) to stdout.
     #[command(hide = true)]
@@ -252,8 +273,30 @@ enum Cmd {
     /// that command's, gyrofs-COMMAND(1), with all its options.
     #[command(hide = true)]
     Man {
-        #[arg(value_parser = ["mount", "umount", "ls", "convert"])]
+        #[arg(value_parser = ["mount", "umount", "ls", "convert", "cache"])]
         command: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCmd {
+    /// List the cached files, least recently used first: source, path in
+    /// the mount, bytes cached of the file's size, complete or partial, last
+    /// use.
+    Ls {
+        /// The cache folder the mounts were given [default: as mount's].
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Remove the cached files (all, or those of one source) that no
+    /// running mount has open.
+    Clear {
+        /// Only this source's files (as given to mount: a path, or a URL).
+        #[arg(long, value_name = "SOURCE")]
+        source: Option<PathBuf>,
+        /// The cache folder the mounts were given [default: as mount's].
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
     },
 }
 
@@ -328,6 +371,7 @@ fn run(cli: Cli, argv: Vec<std::ffi::OsString>) -> Result<(), Error> {
             log_file,
             read_ahead_kb,
             dtype,
+            cache_converted,
             options,
             remote,
         } => {
@@ -338,6 +382,7 @@ fn run(cli: Cli, argv: Vec<std::ffi::OsString>) -> Result<(), Error> {
             }
             let opts = MountOptions {
                 argv,
+                cache_converted,
                 remote: remote.options(),
                 // A remote source's reads wait on the network: more threads,
                 // so that reads stuck on a slow object leave others free.
@@ -376,6 +421,7 @@ fn run(cli: Cli, argv: Vec<std::ffi::OsString>) -> Result<(), Error> {
                         "mount" => "gyrofs-mount",
                         "umount" => "gyrofs-umount",
                         "ls" => "gyrofs-ls",
+                        "cache" => "gyrofs-cache",
                         _ => "gyrofs-convert",
                     };
                     cli.find_subcommand(&name)
@@ -390,6 +436,7 @@ fn run(cli: Cli, argv: Vec<std::ffi::OsString>) -> Result<(), Error> {
             }
         }
         Cmd::Umount { mountpoint, lazy } => Ok(gyrofs::mount::umount(&mountpoint, lazy)?),
+        Cmd::Cache { action } => cache_command(action),
         Cmd::Ls {
             source,
             json,
@@ -451,6 +498,46 @@ fn run(cli: Cli, argv: Vec<std::ffi::OsString>) -> Result<(), Error> {
                     s.elapsed
                 );
             }
+            Ok(())
+        }
+    }
+}
+
+/// `gyrofs cache ls|clear`.
+fn cache_command(action: CacheCmd) -> Result<(), Error> {
+    let dir_of = |d: Option<PathBuf>| -> Result<PathBuf, Error> {
+        match d {
+            Some(d) => Ok(d),
+            None => gyrofs::remote::default_cache_dir()
+                .map_err(|e| Error::io("cache directory", std::io::Error::other(e))),
+        }
+    };
+    match action {
+        CacheCmd::Ls { cache_dir } => {
+            let dir = dir_of(cache_dir)?;
+            let listed = gyrofs::converted_cache::list(&dir).map_err(|e| Error::io(&dir, e))?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let printed = gyrofs::converted_cache::print_list(&listed, &mut out)
+                .and_then(|()| std::io::Write::flush(&mut out));
+            match printed {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::io("stdout", e)),
+                _ => Ok(()),
+            }
+        }
+        CacheCmd::Clear { source, cache_dir } => {
+            let dir = dir_of(cache_dir)?;
+            let source = source.map(|s| gyrofs::converted_cache::source_label(&s));
+            let c = gyrofs::converted_cache::clear(&dir, source.as_deref())
+                .map_err(|e| Error::io(&dir, e))?;
+            println!(
+                "removed {} cached files ({}){}",
+                c.removed,
+                HumanBytes(c.bytes),
+                match c.in_use {
+                    0 => String::new(),
+                    n => format!("; {n} kept: open by a running mount (unmount it first)"),
+                }
+            );
             Ok(())
         }
     }

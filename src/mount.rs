@@ -52,8 +52,11 @@ pub struct MountOptions {
     pub read_ahead_kb: u32,
     /// What the volume presents (the converted views' dtypes).
     pub volume: crate::volume::Options,
-    /// How a remote SOURCE is fetched and cached.
+    /// How a remote SOURCE is fetched and cached (`--cache-dir` and
+    /// `--cache-size` also place and bound the converted-bytes cache).
     pub remote: crate::remote::RemoteOptions,
+    /// Keep computed bytes on disk (`--cache-converted`, docs/CACHE.md).
+    pub cache_converted: bool,
 }
 
 /// Default readahead: sequential reads of large tensors (cat, cp, loaders)
@@ -163,6 +166,41 @@ fn spawn_daemon(opts: &MountOptions) -> Result<(), Error> {
     }
 }
 
+/// The converted-bytes cache of `volume` (source `label`) in `--cache-dir`
+/// (the remote block cache's default), holding at most `--cache-size`
+/// (default: 64 GiB, or 90% of the free space of its disk if less).
+fn open_converted_cache(
+    label: &str,
+    remote: &crate::remote::RemoteOptions,
+    volume: &Volume,
+) -> Result<crate::converted_cache::ConvertedCache, MountError> {
+    let dir = match remote.cache_dir.clone() {
+        Some(d) => d,
+        None => crate::remote::default_cache_dir().map_err(|err| MountError::ConvertedCache {
+            dir: PathBuf::from("(default)"),
+            err,
+        })?,
+    };
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
+    let fail = |err: String| MountError::ConvertedCache {
+        dir: dir.clone(),
+        err,
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
+    let default = crate::remote::DEFAULT_CACHE_SIZE;
+    let cap = remote.cache_size.unwrap_or_else(|| {
+        crate::remote::free_space(&dir).map_or(default, |free| default.min(free / 10 * 9))
+    });
+    let cache =
+        crate::converted_cache::ConvertedCache::open(&dir, cap, label, &volume.catalog.files)
+            .map_err(|e| fail(e.to_string()))?;
+    log::info!(
+        "cache: converted bytes of {label} kept in {} (at most {cap} bytes)",
+        dir.join(crate::converted_cache::SUBDIR).display()
+    );
+    Ok(cache)
+}
+
 fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) -> Result<(), Error> {
     let canonical = check_mountpoint(mountpoint)?;
     check_can_mount(mountpoint)?;
@@ -188,9 +226,14 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
         false => source.to_string_lossy().into_owned(),
     }
     .replace(',', "%2C");
+    let label = crate::converted_cache::source_label(&source);
     let located = crate::remote::locate(&source, &opts.remote)?;
     let source = located.path.clone();
-    let volume = Arc::new(Volume::open_with(&source, &located.opener, &opts.volume)?);
+    let mut volume = Volume::open_with(&source, &located.opener, &opts.volume)?;
+    if opts.cache_converted {
+        volume.set_converted_cache(open_converted_cache(&label, &opts.remote, &volume)?);
+    }
+    let volume = Arc::new(volume);
     // Opening a source allocates and frees a lot (a GGUF's vocabulary is
     // counted, a pickle is interpreted); give what is free back to the
     // system, or the daemon keeps that peak for its whole life.
@@ -321,10 +364,15 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
         err,
     })?;
     let notifier = background.notifier();
-    std::thread::spawn(move || watch(&volume, &notifier));
+    let watched = Arc::clone(&volume);
+    std::thread::spawn(move || watch(&watched, &notifier));
     let serving = std::mem::replace(&mut background.guard, std::thread::spawn(|| Ok(())));
     let ended = serving.join();
     std::mem::forget(background);
+    // Computed bytes still on their way to the converted cache.
+    if !volume.flush_converted(Duration::from_secs(30)) {
+        log::warn!("cache: some computed bytes were not written before exit");
+    }
     let path = mountpoint.to_path_buf();
     match ended {
         Ok(Ok(())) => {

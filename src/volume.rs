@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::access::{self, Access, Overrides};
 use crate::catalog::{Catalog, FileId};
+use crate::converted_cache::{ConvertedCache, Whole};
 use crate::dtype::Dtype;
 use crate::error::{FsError, ReadError, SourceError};
-use crate::read::read;
 use crate::store::Opener;
 use crate::view::{self, FileRef, NodeId, NodeKind, Tree, VFile, Views};
 
@@ -44,6 +44,8 @@ pub struct Volume {
     streams: Option<Mutex<lru::LruCache<NodeId, Stream>>>,
     /// Who may read what ([`Volume::who_may_read`]).
     access: Permissions,
+    /// Computed bytes kept on disk (`--cache-converted`), if asked for.
+    converted: Option<ConvertedCache>,
 }
 
 /// Who may read the volume's files and folders (`crate::access`).
@@ -261,6 +263,7 @@ impl Volume {
             reported,
             streams,
             access,
+            converted: None,
         })
     }
 
@@ -290,28 +293,69 @@ impl Volume {
         Some(built)
     }
 
+    /// Keep computed bytes in `cache` from now on (`--cache-converted`).
+    pub fn set_converted_cache(&mut self, cache: ConvertedCache) {
+        self.converted = Some(cache);
+    }
+
+    /// Wait (at most `patience`) until computed bytes handed to the
+    /// converted cache's writer are written; false if some were not.
+    pub fn flush_converted(&self, patience: std::time::Duration) -> bool {
+        self.converted.as_ref().is_none_or(|c| c.flush(patience))
+    }
+
+    /// Does this volume keep computed bytes on disk (and no write has
+    /// failed)?
+    pub fn caches_converted(&self) -> bool {
+        self.converted.as_ref().is_some_and(|c| c.is_on())
+    }
+
     /// Read from the file `id` (see [`crate::read::read`]). Reading a
     /// directory or an unknown id gives no bytes.
     pub fn read(&self, id: NodeId, offset: u64, size: usize) -> Result<Vec<u8>, ReadError> {
-        match self.file(id) {
-            Some(f) => {
-                self.read_ahead(id, &f, offset, size as u64);
-                read(&self.catalog.files, &f, offset, size)
-            }
-            None => Ok(Vec::new()),
-        }
+        let Some(f) = self.file(id) else {
+            return Ok(Vec::new());
+        };
+        let mut out = vec![0u8; f.size.saturating_sub(offset).min(size as u64) as usize];
+        let n = self.read_into(id, offset, &mut out)?;
+        out.truncate(n);
+        Ok(out)
     }
 
     /// Fill `out` from file `id` at `offset` (see [`crate::read::read_into`]);
-    /// the number of bytes (0 for a directory or an unknown id).
+    /// the number of bytes (0 for a directory or an unknown id). With
+    /// `--cache-converted`, computed files go through the cache
+    /// ([`ConvertedCache::read_into`]).
     pub fn read_into(&self, id: NodeId, offset: u64, out: &mut [u8]) -> Result<usize, ReadError> {
-        match self.file(id) {
-            Some(f) => {
-                self.read_ahead(id, &f, offset, out.len() as u64);
-                crate::read::read_into(&self.catalog.files, &f, offset, out)
+        let Some(f) = self.file(id) else {
+            return Ok(0);
+        };
+        self.read_ahead(id, &f, offset, out.len() as u64);
+        match &self.converted {
+            Some(c) if c.keeps(&f) && !self.source_changed() => {
+                c.read_into(&self.catalog.files, id, &f, offset, out, || self.path(id))
             }
-            None => Ok(0),
+            _ => crate::read::read_into(&self.catalog.files, &f, offset, out),
         }
+    }
+
+    /// Has a change of a source file been seen (by a read, or the watcher)?
+    /// Reads then take the plain path, which answers EIO.
+    fn source_changed(&self) -> bool {
+        self.catalog.files.iter().any(|(_, s)| s.file.is_changed())
+    }
+
+    /// With `--cache-converted`: the cache file of inode `ino` if all its
+    /// bytes are cached and good (checked now), for the kernel to read
+    /// directly; `None` otherwise, or once a source file has changed.
+    pub fn open_whole(&self, ino: u64) -> Option<Whole> {
+        let c = self.converted.as_ref()?;
+        let id = node_id(ino);
+        let f = self.file(id)?;
+        if self.source_changed() {
+            return None;
+        }
+        c.open_whole(id, &f, || self.path(id))
     }
 
     /// Remote sources: when this read of `f` continues the previous one,

@@ -130,7 +130,8 @@ def mount(source, mountpoint=None, **options):
 
     ``mountpoint`` defaults to a new temporary folder, removed afterwards.
     ``options`` are ``gyrofs mount``'s long options (``dtype``,
-    ``cache_dir``, ``cache_size``, ``threads``, ``allow_other``, ``uid``,
+    ``cache_dir``, ``cache_size``, ``cache_converted=True`` (keep converted
+    bytes on disk: docs/CACHE.md), ``threads``, ``allow_other``, ``uid``,
     ``log_file``, ...). The mount answers when this returns; a source
     gyrofs cannot read raises :class:`GyrofsError` and nothing is mounted.
     """

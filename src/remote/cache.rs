@@ -28,13 +28,20 @@
 //! blocks, least recently touched first. An evicted group's blocks become
 //! "not cached" at once (new reads fetch them again), but its hole is only
 //! punched once every read that started before the eviction has finished
-//! ([`ReadEpochs`]), so no read ever sees a block vanish under it.
+//! ([`ReadEpochs`]), so no read ever sees a block vanish under it. A
+//! [`Pin`]ned entry (a file the kernel reads directly, by FUSE passthrough)
+//! loses no group until it is let go.
+//!
+//! The converted-bytes cache (`crate::converted_cache`, docs/CACHE.md)
+//! keeps the computed bytes of virtual files in a cache of this same kind,
+//! in its own folder: an object there is one virtual file of one version of
+//! a source.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak, mpsc};
 use std::time::{Duration, Instant};
 
@@ -403,7 +410,26 @@ pub struct Entry {
     ticks: Vec<AtomicU64>,
     /// Fetches given up so far (tells a failed block from an evicted one).
     failures: AtomicU64,
+    /// [`Pin`]s held: while any is, no group is evicted.
+    pins: AtomicUsize,
     cache: Arc<Cache>,
+}
+
+/// Keeps every cached block of an entry in place (no eviction) until
+/// dropped: the kernel reads the data file directly (FUSE passthrough).
+#[derive(Debug)]
+pub struct Pin(Arc<Entry>);
+
+impl Pin {
+    pub fn entry(&self) -> &Arc<Entry> {
+        &self.0
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        self.0.pins.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Entry {
@@ -490,6 +516,7 @@ impl Entry {
             landed: Condvar::new(),
             ticks,
             failures: AtomicU64::new(0),
+            pins: AtomicUsize::new(0),
             cache: Arc::clone(cache),
         });
         cache.open.lock().unwrap().push(Arc::downgrade(&entry));
@@ -498,6 +525,33 @@ impl Entry {
 
     pub fn blocks(&self) -> usize {
         self.len.div_ceil(BLOCK) as usize
+    }
+
+    /// Keep every block in place until the pin is dropped (no eviction).
+    pub fn pin(self: &Arc<Self>) -> Pin {
+        self.pins.fetch_add(1, Ordering::AcqRel);
+        Pin(Arc::clone(self))
+    }
+
+    /// Which of blocks `b0..b1` are present (in the cache file and good)
+    /// now.
+    pub fn present(&self, b0: usize, b1: usize) -> Vec<bool> {
+        let st = self.state.lock().unwrap();
+        st[b0..b1].iter().map(|&s| s == state::PRESENT).collect()
+    }
+
+    /// Is every block in the cache file (present, or stored by an earlier
+    /// run and not verified yet)?
+    pub fn is_whole(&self) -> bool {
+        let st = self.state.lock().unwrap();
+        st.iter()
+            .all(|&s| s == state::PRESENT || s == state::STORED)
+    }
+
+    /// Read cached bytes from the data file (the caller holds a
+    /// [`ReadEpochs`] reading of the cache, and saw the blocks present).
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.data.read_exact_at(buf, offset)
     }
 
     /// The byte range of blocks `b0..b1`.
@@ -645,7 +699,7 @@ impl Entry {
         let b0 = g * GROUP_BLOCKS;
         let b1 = (b0 + GROUP_BLOCKS).min(self.blocks());
         let mut st = self.state.lock().unwrap();
-        if st[b0..b1].contains(&state::BUSY) {
+        if st[b0..b1].contains(&state::BUSY) || self.pins.load(Ordering::Acquire) > 0 {
             return 0;
         }
         let mut index = self.index.lock().unwrap();
@@ -746,6 +800,64 @@ pub fn index_header(identity: &str, version: &str, len: u64) -> Vec<u8> {
     h.extend_from_slice(text.as_bytes());
     h.resize(h.len().next_multiple_of(8), 0);
     h
+}
+
+/// What an index file says (for listings: `gyrofs cache ls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexSummary {
+    /// The identity as the header's text has it (query strings left out).
+    pub identity: String,
+    pub version: String,
+    /// The object's length.
+    pub len: u64,
+    /// Bytes of the blocks the index says are cached.
+    pub stored: u64,
+}
+
+/// Read the index file at `path`; `None` if it is not one of this
+/// format (or not whole).
+pub fn read_index(path: &Path) -> Option<IndexSummary> {
+    let bytes = std::fs::read(path).ok()?;
+    let u64_at = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+    };
+    if bytes.get(..8)? != MAGIC || u64_at(8)? != BLOCK {
+        return None;
+    }
+    let len = u64_at(16)?;
+    let text_len = usize::try_from(u64_at(56)?).ok()?;
+    let text = bytes.get(HEADER_FIXED..HEADER_FIXED.checked_add(text_len)?)?;
+    let text = std::str::from_utf8(text).ok()?;
+    let (identity, rest) = text.split_once('\n')?;
+    let version = rest.strip_suffix('\n')?;
+    let header = (HEADER_FIXED + text_len).next_multiple_of(8);
+    let blocks = len.div_ceil(BLOCK) as usize;
+    if bytes.len() != header.checked_add(blocks.checked_mul(8)?)? {
+        return None;
+    }
+    let stored = (0..blocks)
+        .filter(|&b| u64_at(header + 8 * b).is_some_and(|v| v & STORED_BIT != 0))
+        .map(|b| ((b as u64 + 1) * BLOCK).min(len) - b as u64 * BLOCK)
+        .sum();
+    Some(IndexSummary {
+        identity: identity.to_string(),
+        version: version.to_string(),
+        len,
+        stored,
+    })
+}
+
+/// Remove the object whose data file is `data` (and its index) if no
+/// process has it open; the bytes freed, or `None` if it is in use.
+pub fn remove_if_idle(data: &Path) -> Option<u64> {
+    let f = File::open(data).ok()?;
+    if !try_lock(&f) || !is_at(&f, data) {
+        return None;
+    }
+    let bytes = allocated(data) + allocated(&data.with_extension("idx"));
+    let _ = std::fs::remove_file(data.with_extension("idx"));
+    std::fs::remove_file(data).ok()?;
+    Some(bytes)
 }
 
 /// Allocate the first `len` bytes of `f` (no holes left).

@@ -405,7 +405,7 @@ pub fn prepare(url: &str, opts: &RemoteOptions) -> Result<Located, RemoteError> 
 }
 
 /// Bytes free for an unprivileged user on the filesystem of `dir`.
-fn free_space(dir: &Path) -> Option<u64> {
+pub fn free_space(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     // SAFETY: statvfs reads the NUL-terminated path and writes only the

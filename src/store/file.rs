@@ -375,6 +375,28 @@ impl SourceFile {
         !d.is_empty() && (start..start + d.len()).contains(&addr)
     }
 
+    /// What names this version of the file's contents, as text (a key of
+    /// the converted-bytes cache, docs/CACHE.md): where the open file
+    /// really is and its length, and for a local file its modification
+    /// time (ns) and inode at open. A remote file's cache file is named by
+    /// its object's identity and version (ETag), so its path says both.
+    pub fn version_stamp(&self) -> String {
+        use std::os::unix::io::AsRawFd;
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+            .or_else(|_| std::fs::canonicalize(&self.path))
+            .unwrap_or_else(|_| self.path.clone());
+        match self.remote {
+            Some(_) => format!("{} {}", real.display(), self.len),
+            None => format!(
+                "{} {} {} {}",
+                real.display(),
+                self.len,
+                self.stamp.mtime_ns,
+                self.dev_ino.1
+            ),
+        }
+    }
+
     /// Modification time in whole seconds, for the attributes of the mount.
     pub fn mtime_secs(&self) -> i64 {
         (self.stamp.mtime_ns.div_euclid(1_000_000_000)) as i64

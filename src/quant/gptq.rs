@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 
 use super::KernelError;
 use super::float::f16_to_f32;
-use super::packed::{Unpack, check_parts, check_range};
+use super::packed::{Unpack, by_rows, check_parts, check_range};
 
 const KERNEL: &str = "gptq";
 
@@ -338,23 +338,13 @@ impl Unpack for Gptq {
         let n = self.in_features as u64;
         check_range(KERNEL, first, out.len(), n * self.out_features as u64)?;
         let mut table = Vec::new();
-        let mut done = 0usize;
-        while done < out.len() {
-            let e = first + done as u64;
-            let (o, i0) = ((e / n) as usize, (e % n) as usize);
-            let left = out.len() - done;
-            if i0 == 0 && left >= self.in_features {
-                let rows = left / self.in_features;
-                let k = rows * self.in_features;
-                self.rows(parts, o, o + rows, &mut out[done..done + k])?;
-                done += k;
-                continue;
-            }
-            let k = (self.in_features - i0).min(left);
-            self.row(parts, o, i0, &mut out[done..done + k], &mut table)?;
-            done += k;
-        }
-        Ok(())
+        by_rows(
+            first,
+            out,
+            self.in_features,
+            |o0, o1, out| self.rows(parts, o0, o1, out),
+            |o, i0, out| self.row(parts, o, i0, out, &mut table),
+        )
     }
 }
 

@@ -85,3 +85,38 @@ pub fn check_range(
         }),
     }
 }
+
+/// Split output elements `first .. first + out.len()` of a row-major
+/// `[rows, cols]` output into runs of whole rows (`whole(row0, row1, out)`)
+/// and parts of one row (`part(row, col0, out)`), in order.
+pub fn by_rows(
+    first: u64,
+    out: &mut [f32],
+    cols: usize,
+    mut whole: impl FnMut(usize, usize, &mut [f32]) -> Result<(), KernelError>,
+    mut part: impl FnMut(usize, usize, &mut [f32]) -> Result<(), KernelError>,
+) -> Result<(), KernelError> {
+    if cols == 0 && !out.is_empty() {
+        return Err(KernelError::Shape {
+            kernel: "packed::by_rows",
+            why: "rows of no elements".into(),
+        });
+    }
+    let n = cols as u64;
+    let mut done = 0usize;
+    while done < out.len() {
+        let e = first + done as u64;
+        let (row, col) = ((e / n) as usize, (e % n) as usize);
+        let left = out.len() - done;
+        if col == 0 && left >= cols {
+            let k = left / cols * cols;
+            whole(row, row + left / cols, &mut out[done..done + k])?;
+            done += k;
+        } else {
+            let k = (cols - col).min(left);
+            part(row, col, &mut out[done..done + k])?;
+            done += k;
+        }
+    }
+    Ok(())
+}

@@ -36,7 +36,11 @@
 //! A file whose blocks are all cached is checked once, whole
 //! ([`ConvertedCache::open_whole`]), before the adapter hands its cache
 //! file to the kernel (FUSE passthrough); it is then [`Pin`]ned: no block of
-//! it is evicted while the kernel reads it.
+//! it is evicted while the kernel reads it. A complete file is also
+//! [sealed](Entry::seal) by a [`Sealer`] thread (its cache file synced,
+//! then its identity and times recorded in the index), so that a later
+//! mount trusts it without reading it whole to check the checksums: a
+//! remount's first open of a complete file then costs no pass over it.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -136,6 +140,73 @@ pub struct ConvertedCache {
     /// Warned once that another process holds a cache file.
     warned_busy: AtomicBool,
     writer: Writer,
+    sealer: Arc<Sealer>,
+}
+
+/// The thread that seals complete cache files ([`Entry::seal`]: a sync of
+/// the file, so not on a read's path).
+#[derive(Debug)]
+struct Sealer {
+    jobs: Mutex<Option<mpsc::Sender<Arc<Entry>>>>,
+    /// Files handed over and not sealed (or given up) yet.
+    pending: AtomicU64,
+}
+
+impl Sealer {
+    fn start() -> std::io::Result<Arc<Sealer>> {
+        let (tx, rx) = mpsc::channel::<Arc<Entry>>();
+        let sealer = Arc::new(Sealer {
+            jobs: Mutex::new(Some(tx)),
+            pending: AtomicU64::new(0),
+        });
+        let me = Arc::downgrade(&sealer);
+        std::thread::Builder::new()
+            .name("gyrofs-cache-sealer".into())
+            .spawn(move || {
+                for entry in rx {
+                    match entry.seal() {
+                        Ok(true) => log::debug!("cache: sealed {}", entry.data_path.display()),
+                        Ok(false) => {}
+                        Err(e) => {
+                            log::warn!("cache: cannot seal {}: {e}", entry.data_path.display())
+                        }
+                    }
+                    drop(entry);
+                    match me.upgrade() {
+                        Some(s) => _ = s.pending.fetch_sub(1, Ordering::AcqRel),
+                        None => return,
+                    }
+                }
+            })?;
+        Ok(sealer)
+    }
+
+    /// Seal `entry` soon if it is complete and not sealed.
+    fn offer(&self, entry: &Arc<Entry>) {
+        if entry.is_sealed() || !entry.is_complete() {
+            return;
+        }
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let sent = jobs
+            .as_ref()
+            .is_some_and(|tx| tx.send(Arc::clone(entry)).is_ok());
+        if !sent {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Wait until every file handed over is sealed, at most until
+    /// `deadline`.
+    fn wait(&self, deadline: std::time::Instant) -> bool {
+        while self.pending.load(Ordering::Acquire) > 0 {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
 }
 
 /// The thread that writes computed blocks to the cache, and what waits
@@ -163,7 +234,7 @@ struct Job {
 }
 
 impl Writer {
-    fn start(off: Arc<AtomicBool>) -> std::io::Result<Writer> {
+    fn start(off: Arc<AtomicBool>, sealer: Arc<Sealer>) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel::<Job>();
         let queue = Arc::new(Queue::default());
         let q = Arc::clone(&queue);
@@ -180,6 +251,8 @@ impl Writer {
                             &off,
                             &format!("cannot write {}", cache::full_disk(e, &job.entry.data_path)),
                         );
+                    } else {
+                        sealer.offer(&job.entry);
                     }
                     q.bytes.fetch_sub(len, Ordering::AcqRel);
                     let _held = q.lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -313,6 +386,7 @@ impl ConvertedCache {
             log::info!("cache: removed {stale} converted files of an older version of {source}");
         }
         let off = Arc::new(AtomicBool::new(false));
+        let sealer = Sealer::start()?;
         Ok(ConvertedCache {
             cache,
             source: source.to_string(),
@@ -320,17 +394,19 @@ impl ConvertedCache {
             entries: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(OPEN_ENTRIES).expect("nonzero"),
             )),
-            writer: Writer::start(Arc::clone(&off))?,
+            writer: Writer::start(Arc::clone(&off), Arc::clone(&sealer))?,
             off,
             warned_busy: AtomicBool::new(false),
+            sealer,
         })
     }
 
     /// Wait (at most `patience`) until every computed block handed to the
-    /// writer is in the cache (the mount does, once unmounted); false if
-    /// some were not written in time.
+    /// writer is in the cache, and every file it completed is sealed (the
+    /// mount does, once unmounted); false if some were not in time.
     pub fn flush(&self, patience: Duration) -> bool {
-        self.writer.flush(patience)
+        let deadline = std::time::Instant::now() + patience;
+        self.writer.flush(patience) && self.sealer.wait(deadline)
     }
 
     /// Is the cache in use (no write has failed)?
@@ -540,9 +616,10 @@ impl ConvertedCache {
         }
         // Every block checked, by this open or an earlier one (another
         // open checking them at the same time has them busy: not yet).
-        if owned.any() || entry.present(0, blocks).contains(&false) {
+        if owned.any() || !entry.is_complete() {
             return None;
         }
+        self.sealer.offer(&entry);
         let opened = std::fs::File::open(&entry.data_path);
         match opened {
             Ok(f) => Some(Whole {

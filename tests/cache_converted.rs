@@ -160,6 +160,12 @@ fn bytes_equal_a_plain_mount_and_a_remount_serves_them_from_the_cache() {
     }
     // Lossless files are not cached.
     assert!(rows.iter().all(|r| r.1.starts_with("bf16/")), "{rows:?}");
+    // Complete files were sealed before the daemon exited: the index ends
+    // with the seal, so a remount does not read them whole to check them.
+    let data = data_file(cache.path(), "model-00001-of-00001.safetensors");
+    wait_unlocked(&data);
+    let idx = std::fs::read(data.with_extension("idx")).unwrap();
+    assert_eq!(&idx[idx.len() - 48..idx.len() - 40], b"GYROSEAL");
 
     // Remounted, passthrough off: every read comes from the cache file.
     {
@@ -170,6 +176,10 @@ fn bytes_equal_a_plain_mount_and_a_remount_serves_them_from_the_cache() {
         assert!(!reads.is_empty(), "{log}");
         assert!(reads.iter().all(|r| r.1 == 0 && r.0 > 0), "{reads:?}");
         assert!(!log.contains("passthrough: "), "{log}");
+        assert!(
+            log.contains(&format!("{} is sealed", data.display())),
+            "{log}"
+        );
         // Nothing computed, for any file.
         let reads = log
             .lines()

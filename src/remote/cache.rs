@@ -14,13 +14,20 @@
 //!   out) and version as text) then one little-endian `u64` per [`BLOCK`]:
 //!   0 while the block is not cached, `1 << 63 | crc32` once it is. An
 //!   index whose header is not exactly the one expected is not used: its
-//!   blocks are dropped and fetched again.
+//!   blocks are dropped and fetched again. A [`SEAL_LEN`]-byte seal ends
+//!   the index (an index without one, from an older gyrofs, is read as
+//!   unsealed): all zero, or [`seal`](Entry::seal) of an object whose
+//!   blocks were all present, written once its data file was synced.
 //!
 //! So a changed object never meets the blocks of the old one, and two
 //! objects never share blocks. A block is written with
 //! `pwrite` before its index entry, and its checksum is verified the first
 //! time a later process uses it: a crash between the two, or a torn write,
-//! costs a refetch and never serves wrong bytes.
+//! costs a refetch and never serves wrong bytes. A sealed object whose data
+//! file still has the inode, size, modification and change times the seal
+//! recorded is trusted without that pass (its blocks were on disk when it
+//! was sealed, and any write since, ours or anyone's, changed those times;
+//! gyrofs also clears the seal before it changes a sealed object).
 //!
 //! The cache holds at most `--cache-size` bytes. Past it, an evictor thread
 //! frees the least recently used space: first whole objects no running mount
@@ -57,6 +64,11 @@ const MAGIC: &[u8; 8] = b"GYROIDX2";
 /// The fixed part of an index header (the text follows it).
 const HEADER_FIXED: usize = 64;
 const STORED_BIT: u64 = 1 << 63;
+/// Bytes of the seal that ends an index: `GYROSEAL`, then the data file's
+/// device, inode, size, modification and change times (ns), u64s
+/// little-endian; all zero while unsealed.
+pub const SEAL_LEN: usize = 48;
+const SEAL_MAGIC: &[u8; 8] = b"GYROSEAL";
 /// Largest object the cache takes (16 TiB): its per-block state is then
 /// 256 MiB at most.
 pub const MAX_OBJECT: u64 = 1 << 44;
@@ -412,6 +424,14 @@ pub struct Entry {
     failures: AtomicU64,
     /// [`Pin`]s held: while any is, no group is evicted.
     pins: AtomicUsize,
+    /// Blocks present (in the cache file and good).
+    present: AtomicUsize,
+    /// Bumped, under the index lock, by every change of the cache file or
+    /// index (a landed or dropped block): a seal is written only if none
+    /// happened while the data file was synced.
+    changes: AtomicU64,
+    /// The index's seal is set (see [`Entry::seal`]).
+    sealed: std::sync::atomic::AtomicBool,
     cache: Arc<Cache>,
 }
 
@@ -468,12 +488,17 @@ impl Entry {
         let blocks = len.div_ceil(BLOCK) as usize;
         let idx = open_rw(&idx_path)?;
         let header = index_header(identity, version, len);
-        let want = (header.len() + 8 * blocks) as u64;
+        let want = (header.len() + 8 * blocks + SEAL_LEN) as u64;
         let mut seen = vec![0u8; header.len()];
-        let valid = idx.metadata()?.len() == want
+        let idx_len = idx.metadata()?.len();
+        // An index without its seal (an older gyrofs's) is read as unsealed.
+        let valid = (idx_len == want || idx_len == want - SEAL_LEN as u64)
             && idx.read_exact_at(&mut seen, 0).is_ok()
             && seen == header
             && data.metadata()?.len() == len;
+        if valid && idx_len != want {
+            idx.set_len(want)?;
+        }
         if !valid {
             // New, or not ours to trust (another object's, or an older
             // format's): start empty.
@@ -494,15 +519,34 @@ impl Entry {
         // SAFETY: the index file is ours: created above and exclusively
         // locked through the data file, so no other gyrofs writes it; it is
         // only read and written as plain u64 entries.
-        let index = unsafe { MmapMut::map_mut(&idx)? };
+        let mut index = unsafe { MmapMut::map_mut(&idx)? };
+        let seal_at = header.len() + 8 * blocks;
+        // A seal that still describes the data file: its stored blocks
+        // need no check. Any other seal is stale: cleared.
+        let sealed = index[seal_at..] == seal_of(&data.metadata()?);
+        if !sealed && index[seal_at..].iter().any(|&b| b != 0) {
+            index[seal_at..].fill(0);
+        }
+        let stored = match sealed {
+            true => state::PRESENT,
+            false => state::STORED,
+        };
         let mut state = vec![state::ABSENT; blocks];
+        let mut present = 0;
         let groups = blocks.div_ceil(GROUP_BLOCKS);
         let ticks: Vec<AtomicU64> = (0..groups).map(|_| AtomicU64::new(0)).collect();
         for (b, s) in state.iter_mut().enumerate() {
             if entry_at(&index, header.len(), b) & STORED_BIT != 0 {
-                *s = state::STORED;
+                *s = stored;
+                present += usize::from(sealed);
                 ticks[b / GROUP_BLOCKS].store(1, Ordering::Relaxed);
             }
+        }
+        if sealed {
+            log::debug!(
+                "cache: {} is sealed: its {present} stored blocks are used without a check",
+                data_path.display()
+            );
         }
         // Touch the index: its modification time orders idle objects.
         let _ = idx.set_modified(std::time::SystemTime::now());
@@ -517,6 +561,9 @@ impl Entry {
             ticks,
             failures: AtomicU64::new(0),
             pins: AtomicUsize::new(0),
+            present: AtomicUsize::new(present),
+            changes: AtomicU64::new(0),
+            sealed: std::sync::atomic::AtomicBool::new(sealed),
             cache: Arc::clone(cache),
         });
         cache.open.lock().unwrap().push(Arc::downgrade(&entry));
@@ -617,12 +664,11 @@ impl Entry {
         debug_assert_eq!(len, bytes.len() as u64);
         self.data.write_all_at(bytes, start)?;
         let crc = crc32fast::hash(bytes);
-        set_entry(
-            &mut self.index.lock().unwrap(),
-            self.header,
-            b,
-            STORED_BIT | u64::from(crc),
-        );
+        {
+            let mut index = self.index.lock().unwrap();
+            self.changed(&mut index);
+            set_entry(&mut index, self.header, b, STORED_BIT | u64::from(crc));
+        }
         self.set(b, state::PRESENT);
         self.ticks[b / GROUP_BLOCKS].store(self.cache.next_tick(), Ordering::Relaxed);
         self.cache.added(len);
@@ -643,8 +689,64 @@ impl Entry {
     }
 
     fn set(&self, b: usize, s: u8) {
-        self.state.lock().unwrap()[b] = s;
+        let mut st = self.state.lock().unwrap();
+        match (st[b] == state::PRESENT, s == state::PRESENT) {
+            (false, true) => _ = self.present.fetch_add(1, Ordering::AcqRel),
+            (true, false) => _ = self.present.fetch_sub(1, Ordering::AcqRel),
+            _ => {}
+        }
+        st[b] = s;
+        drop(st);
         self.landed.notify_all();
+    }
+
+    /// Is every block present (in the cache file and good)?
+    pub fn is_complete(&self) -> bool {
+        self.present.load(Ordering::Acquire) == self.blocks()
+    }
+
+    /// Is the index sealed ([`seal`](Self::seal))?
+    pub fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+
+    /// The cache file or index is about to change (the caller holds the
+    /// index): the seal no longer holds.
+    fn changed(&self, index: &mut MmapMut) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        if self.sealed.swap(false, Ordering::AcqRel) {
+            let at = self.header + 8 * self.blocks();
+            index[at..at + SEAL_LEN].fill(0);
+        }
+    }
+
+    /// Seal a complete object: sync its data file, then record the file's
+    /// identity and times at the end of the index, so that a later process
+    /// trusts its blocks without checking every checksum (see the module
+    /// comment). False if some block is not present, or the object changed
+    /// meanwhile (nothing is written then). Slow (a sync): for a
+    /// background thread.
+    pub fn seal(&self) -> std::io::Result<bool> {
+        if self.is_sealed() {
+            return Ok(true);
+        }
+        let changes = self.changes.load(Ordering::Acquire);
+        if !self.is_complete() {
+            return Ok(false);
+        }
+        self.data.sync_data()?;
+        let meta = self.data.metadata()?;
+        let mut index = self.index.lock().unwrap();
+        if self.changes.load(Ordering::Acquire) != changes || !self.is_complete() {
+            return Ok(false);
+        }
+        // The entries reach the disk no later than the seal.
+        index.flush()?;
+        let at = self.header + 8 * self.blocks();
+        index[at..at + SEAL_LEN].copy_from_slice(&seal_of(&meta));
+        index.flush_range(at, SEAL_LEN)?;
+        self.sealed.store(true, Ordering::Release);
+        Ok(true)
     }
 
     /// Fetches given up so far: read before claiming, and handed to
@@ -703,9 +805,13 @@ impl Entry {
             return 0;
         }
         let mut index = self.index.lock().unwrap();
+        self.changed(&mut index);
         let mut freed = 0;
         for b in b0..b1 {
             if st[b] != state::ABSENT {
+                if st[b] == state::PRESENT {
+                    self.present.fetch_sub(1, Ordering::AcqRel);
+                }
                 st[b] = state::ABSENT;
                 set_entry(&mut index, self.header, b, 0);
                 freed += self.span(b, b + 1).1;
@@ -772,6 +878,29 @@ pub struct Claim {
     pub verify: Vec<usize>,
 }
 
+/// The seal of a data file whose metadata is `m`.
+fn seal_of(m: &std::fs::Metadata) -> [u8; SEAL_LEN] {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |s: i64, n: i64| {
+        (s as u64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(n as u64)
+    };
+    let mut seal = [0u8; SEAL_LEN];
+    seal[..8].copy_from_slice(SEAL_MAGIC);
+    let fields = [
+        m.dev(),
+        m.ino(),
+        m.size(),
+        ns(m.mtime(), m.mtime_nsec()),
+        ns(m.ctime(), m.ctime_nsec()),
+    ];
+    for (i, v) in fields.iter().enumerate() {
+        seal[8 + 8 * i..16 + 8 * i].copy_from_slice(&v.to_le_bytes());
+    }
+    seal
+}
+
 fn entry_at(index: &MmapMut, header: usize, b: usize) -> u64 {
     let at = header + 8 * b;
     u64::from_le_bytes(index[at..at + 8].try_into().expect("8 bytes"))
@@ -832,7 +961,8 @@ pub fn read_index(path: &Path) -> Option<IndexSummary> {
     let version = rest.strip_suffix('\n')?;
     let header = (HEADER_FIXED + text_len).next_multiple_of(8);
     let blocks = len.div_ceil(BLOCK) as usize;
-    if bytes.len() != header.checked_add(blocks.checked_mul(8)?)? {
+    let entries = header.checked_add(blocks.checked_mul(8)?)?;
+    if bytes.len() != entries && bytes.len() != entries.checked_add(SEAL_LEN)? {
         return None;
     }
     let stored = (0..blocks)
@@ -1056,6 +1186,100 @@ mod tests {
         let h = index_header("https://h/a.bin?sig=sekret", "\"1\"", len);
         let text = String::from_utf8_lossy(&h[HEADER_FIXED..]);
         assert!(text.starts_with("https://h/a.bin?...\n\"1\"\n"), "{text}");
+    }
+
+    /// Blocks a new process would verify before use.
+    fn to_verify(e: &Entry) -> usize {
+        let st = e.state.lock().unwrap();
+        st.iter().filter(|&&s| s == state::STORED).count()
+    }
+
+    #[test]
+    fn a_sealed_object_is_trusted_until_its_data_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 1 << 30).unwrap();
+        let len = 3 * BLOCK + 5;
+        let path = object_path(&cache, "o", "v");
+        {
+            let e = Entry::open(&cache, "o", "v", len).unwrap();
+            fill(&e, 7);
+            assert!(e.is_complete());
+            assert!(e.seal().unwrap());
+            assert!(e.is_sealed());
+        }
+        // Reopened: every block present, none to check.
+        {
+            let e = Entry::open(&cache, "o", "v", len).unwrap();
+            assert!(e.is_sealed() && e.is_complete());
+            assert_eq!(to_verify(&e), 0);
+            assert!(e.claim(0, e.blocks(), true).verify.is_empty());
+        }
+        // Someone writes to the data file: its times change, the seal is
+        // stale, every block is checked again (and the bad one fails).
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .write_all_at(b"x", BLOCK + 1)
+            .unwrap();
+        let e = Entry::open(&cache, "o", "v", len).unwrap();
+        assert!(!e.is_sealed() && !e.is_complete());
+        assert_eq!(to_verify(&e), 4);
+        let claim = e.claim(0, e.blocks(), true);
+        let good: Vec<bool> = claim.verify.iter().map(|&b| e.verify(b)).collect();
+        assert_eq!(good, [true, false, true, true]);
+        // The stale seal was cleared in the index.
+        let idx = std::fs::read(path.with_extension("idx")).unwrap();
+        assert!(idx[idx.len() - SEAL_LEN..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn a_change_unseals_and_an_incomplete_object_is_not_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 1 << 30).unwrap();
+        let len = 2 * BLOCK;
+        {
+            let e = Entry::open(&cache, "o", "v", len).unwrap();
+            e.claim(0, 1, true);
+            e.land(0, &vec![1; BLOCK as usize]).unwrap();
+            assert!(!e.seal().unwrap(), "one block of two");
+            e.claim(1, 2, true);
+            e.land(1, &vec![2; BLOCK as usize]).unwrap();
+            assert!(e.seal().unwrap());
+            // A block written again (after a drop, say) unseals it.
+            e.land(1, &vec![2; BLOCK as usize]).unwrap();
+            assert!(!e.is_sealed());
+        }
+        let e = Entry::open(&cache, "o", "v", len).unwrap();
+        assert!(!e.is_sealed());
+        assert_eq!(to_verify(&e), 2);
+    }
+
+    #[test]
+    fn an_index_without_a_seal_is_read_as_unsealed() {
+        // An index written before seals existed: no trailer.
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 1 << 30).unwrap();
+        let len = 2 * BLOCK;
+        let idx = object_path(&cache, "o", "v").with_extension("idx");
+        {
+            let e = Entry::open(&cache, "o", "v", len).unwrap();
+            fill(&e, 9);
+        }
+        let full = std::fs::metadata(&idx).unwrap().len();
+        File::options()
+            .write(true)
+            .open(&idx)
+            .unwrap()
+            .set_len(full - SEAL_LEN as u64)
+            .unwrap();
+        let listed = read_index(&idx).unwrap();
+        assert_eq!(listed.stored, len);
+        let e = Entry::open(&cache, "o", "v", len).unwrap();
+        assert_eq!(e.cached_bytes(), len);
+        assert_eq!(to_verify(&e), 2);
+        assert_eq!(std::fs::metadata(&idx).unwrap().len(), full);
     }
 
     #[test]

@@ -20,14 +20,15 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     AccessFlags, BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem,
-    FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, Notifier,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 
 use crate::error::{FsError, ToErrno};
@@ -47,6 +48,9 @@ pub struct GyroFs {
     time: SystemTime,
     /// Open files by inode, when passthrough may be used.
     passthrough: Option<Passthrough>,
+    /// The session's notifier, once it runs: drops the pages of a file
+    /// that goes to passthrough.
+    notifier: Arc<OnceLock<Notifier>>,
 }
 
 /// FUSE passthrough of files complete in the converted-bytes cache.
@@ -81,7 +85,9 @@ const FH_CACHED: u64 = 0;
 const FH_THROUGH: u64 = 1;
 
 impl GyroFs {
-    pub fn new(volume: Arc<Volume>) -> GyroFs {
+    /// The filesystem of `volume`; `notifier` is filled once the session
+    /// runs (until then, pages of files going to passthrough stay).
+    pub fn new(volume: Arc<Volume>, notifier: Arc<OnceLock<Notifier>>) -> GyroFs {
         let time = UNIX_EPOCH + Duration::from_secs(volume.mtime_secs().max(0) as u64);
         let passthrough = volume.caches_converted().then(|| Passthrough {
             on: AtomicBool::new(std::env::var_os("GYROFS_NO_PASSTHROUGH").is_none()),
@@ -91,6 +97,7 @@ impl GyroFs {
             volume,
             time,
             passthrough,
+            notifier,
         }
     }
 
@@ -128,6 +135,7 @@ impl GyroFs {
                         w.path.display()
                     );
                     reply.opened_passthrough(FileHandle(FH_THROUGH), FopenFlags::empty(), &backing);
+                    self.drop_pages(ino);
                     open.insert(
                         ino.0,
                         Opens::Through {
@@ -152,6 +160,27 @@ impl GyroFs {
             },
         }
         reply.opened(FileHandle(FH_CACHED), FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    /// Drop the kernel's page cache of `ino`, now read in passthrough:
+    /// those pages are no longer used (the kernel reads the cache file's),
+    /// and would only push the cache file's out of memory (a load of a
+    /// model just converted holds both). In a thread: the kernel takes the
+    /// pages' locks, and must not wait on this request's handler.
+    fn drop_pages(&self, ino: INodeNo) {
+        let Some(n) = self.notifier.get().cloned() else {
+            return;
+        };
+        let path = self.volume.path_of(ino.0);
+        let spawned = std::thread::Builder::new()
+            .name("gyrofs-drop-pages".into())
+            .spawn(move || match n.inval_inode(ino, 0, 0) {
+                Ok(()) => log::debug!("passthrough: {path}: its pages read through gyrofs dropped"),
+                Err(e) => log::debug!("passthrough: {path}: cannot drop its pages: {e}"),
+            });
+        if let Err(e) = spawned {
+            log::debug!("passthrough: cannot drop the pages of inode {}: {e}", ino.0);
+        }
     }
 
     fn file_attr(&self, a: Attr) -> FileAttr {

@@ -286,7 +286,9 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
 
-    let session = match Session::new(GyroFs::new(Arc::clone(&volume)), &canonical, &config) {
+    let notifier_slot: Arc<std::sync::OnceLock<Notifier>> = Arc::default();
+    let fs = || GyroFs::new(Arc::clone(&volume), Arc::clone(&notifier_slot));
+    let session = match Session::new(fs(), &canonical, &config) {
         // A kernel before about 5.4 may refuse an option it does not know
         // (subtype=) with EINVAL: mount once more without it, as type
         // `fuse` named `gyrofs:SOURCE`, which `gyrofs umount` also knows.
@@ -300,7 +302,7 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
             config
                 .mount_options
                 .push(MountOption::FSName(format!("gyrofs:{fsname}")));
-            Session::new(GyroFs::new(Arc::clone(&volume)), &canonical, &config)
+            Session::new(fs(), &canonical, &config)
         }
         other => other,
     }
@@ -364,6 +366,7 @@ fn serve(source: &Path, mountpoint: &Path, opts: &MountOptions, notify: bool) ->
         err,
     })?;
     let notifier = background.notifier();
+    let _ = notifier_slot.set(notifier.clone());
     let watched = Arc::clone(&volume);
     std::thread::spawn(move || watch(&watched, &notifier));
     let serving = std::mem::replace(&mut background.guard, std::thread::spawn(|| Ok(())));

@@ -206,6 +206,13 @@ fn bytes_equal_a_plain_mount_and_a_remount_serves_them_from_the_cache() {
             "{log}"
         );
         assert!(reads_of(&log, MODEL).is_empty(), "{log}");
+        // The pages the kernel cached of it (none here: nothing was read
+        // through the daemon in this mount) are dropped, in the background.
+        wait_until("the pages dropped", Duration::from_secs(20), || {
+            log_of(&m).contains(&format!(
+                "passthrough: /{MODEL}: its pages read through gyrofs dropped"
+            ))
+        });
     }
 }
 

@@ -795,6 +795,10 @@ impl Compute for SourceBytes {
     fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
         files.read_into(self.0.sub(offset, out.len() as u64), out)
     }
+
+    fn as_source(&self) -> Option<Extent> {
+        Some(self.0)
+    }
 }
 
 /// Bytes in memory as a computation.
@@ -1126,6 +1130,11 @@ impl Compute for Window {
 
     fn read_at(&self, files: &Files, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
         self.inner.read_at(files, self.offset + offset, out)
+    }
+
+    fn as_source(&self) -> Option<Extent> {
+        let e = self.inner.as_source()?;
+        (self.offset.checked_add(self.len)? <= e.len).then(|| e.sub(self.offset, self.len))
     }
 }
 

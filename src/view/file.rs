@@ -36,6 +36,14 @@ pub trait Compute: Send + Sync + fmt::Debug {
         let _ = (within, len);
         None
     }
+    /// The source range whose bytes this output is, byte for byte, if it
+    /// is one: a reader that only looks at the bytes (an encoder) borrows
+    /// them from the map ([`Files::bytes`], inside the read path's
+    /// `Files::guarded`) instead of copying them. `None` (the default):
+    /// read them with `read_at`.
+    fn as_source(&self) -> Option<Extent> {
+        None
+    }
 }
 
 /// A contiguous piece of a virtual file.

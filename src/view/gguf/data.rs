@@ -381,6 +381,18 @@ impl Compute for Encoded {
         // Rows per step: the values of a step fit in a buffer that stays
         // in the core's cache; one row at least.
         let step = (ENCODE_STEP / vb.max(1)).max(1);
+        if let Some(source) = self.values.as_source() {
+            // The values are a source tensor's bytes: encoded straight
+            // from the map, no copy.
+            return by_units(offset, out, rb, |first, buf| {
+                for (k, o) in buf.chunks_mut((step * rb) as usize).enumerate() {
+                    let rows = o.len() as u64 / rb;
+                    let at = (first + k as u64 * step) * vb;
+                    self.encode(files.bytes(source.sub(at, rows * vb))?, o)?;
+                }
+                Ok(())
+            });
+        }
         by_units(offset, out, rb, |first, buf| {
             SCRATCH.with(|cell| {
                 // Taken out of the cell, so a nested read cannot find it

@@ -84,7 +84,7 @@ umount_wait() { umount "$MNT"; while grep -q " $MNT " /proc/self/mounts; do slee
 umount_exit() {
     umount_wait
     local t=0
-    while pgrep -f -- "gyrofs mount .* $MNT\$" >/dev/null && [ $t -lt 600 ]; do sleep 0.1; t=$((t + 1)); done
+    while pgrep -f -- " mount .* $MNT\$" >/dev/null && [ $t -lt 600 ]; do sleep 0.1; t=$((t + 1)); done
 }
 
 bench_mount() {
@@ -268,7 +268,7 @@ PY
     echo "source's page-cache pages mapped by the daemon, reclaimable; RssAnon is gyrofs's own memory):"
     mount_once "$dir"
     local pid
-    pid=$(pgrep -f "gyrofs mount .*$MNT" | head -1)
+    pid=$(pgrep -f " mount .*$MNT" | head -1)
     cat "$MNT"/bf16/experts/layer_* > /dev/null
     grep -E "VmHWM|RssAnon|RssFile" "/proc/$pid/status" | tr -s ' ' | sed 's/^/    /'
     umount_wait

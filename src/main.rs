@@ -40,9 +40,10 @@ struct Cli {
     command: Cmd,
 }
 
-/// How remote sources (s3://, hf://, https://) are fetched and cached.
+/// How remote sources (s3://, hf://, https://) are fetched and cached, and
+/// where caches (the block cache, --cache-converted) live.
 #[derive(clap::Args, Debug, Clone)]
-#[command(next_help_heading = "Remote sources")]
+#[command(next_help_heading = "Caches and remote sources")]
 struct RemoteArgs {
     /// Block cache of remote sources, and of converted bytes with
     /// --cache-converted [default: $XDG_CACHE_HOME/gyrofs or

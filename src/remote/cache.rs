@@ -518,7 +518,7 @@ impl Entry {
         allocate(&idx, want).map_err(|e| full_disk(e, &idx_path))?;
         // SAFETY: the index file is ours: created above and exclusively
         // locked through the data file, so no other gyrofs writes it; it is
-        // only read and written as plain u64 entries.
+        // only read and written as plain u64 entries and the seal's bytes.
         let mut index = unsafe { MmapMut::map_mut(&idx)? };
         let seal_at = header.len() + 8 * blocks;
         // A seal that still describes the data file: its stored blocks

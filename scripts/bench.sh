@@ -707,6 +707,7 @@ bench_load() {
         local ff fa
         ff=$(printf "%s\n" "${f_fill[@]}" | median)
         fa=$(printf "%s\n" "${f_again[@]}" | median)
+        echo "(e) all: $(printf "%s " "${a_disk_e[@]}")| $(printf "%s " "${e_disk[@]}"); (f) all: $(printf "%s " "${f_again[@]}")"
         printf "%-66s %8.2f %8s\n" "(e) local BF16 copy, from disk (baseline)" "$aed" "1.00"
         printf "%-66s %8.2f %8.2f\n" "(e) --cache-converted, filled, remount, page cache dropped" "$ed" "$(echo "$ed / $aed" | bc -l)"
         printf "%-66s %8.2f %8.2f\n" "(e) the filling load: fresh mount, empty cache, from disk" "$ff" "$(echo "$ff / $aed" | bc -l)"

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use gyrofs::dtype::Dtype;
-use gyrofs::quant::bf16;
+use gyrofs::quant::float;
 use gyrofs::quant::mlx::{Mlx, Mode};
 use gyrofs::quant::packed::Unpack;
 
@@ -104,11 +104,7 @@ fn main() {
                 for (k, chunk) in out.chunks_mut(STEP * 2).enumerate() {
                     let v = &mut vals[..chunk.len() / 2];
                     m.values(&parts, (k * STEP) as u64, v).unwrap();
-                    for (o, x) in chunk.chunks_exact_mut(2).zip(v.iter()) {
-                        let [lo, hi] = bf16::from_f32(*x).to_le_bytes();
-                        o[0] = lo;
-                        o[1] = hi;
-                    }
+                    float::f32s_to_bf16(v, chunk).unwrap();
                 }
                 black_box(&out);
             })

@@ -84,6 +84,27 @@ pub fn f32_to_bf16(src: &[u8], dst: &mut [u8]) -> Result<(), KernelError> {
     simd::active().f32_to_bf16(src, dst)
 }
 
+/// f32 values (`n`) to BF16 (`2n` bytes): [`f32_to_bf16`] of their bytes
+/// (the rounding of the views' computed values, `bf16::from_f32` per
+/// element, on the active path).
+pub fn f32s_to_bf16(src: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: f32 has no padding and no invalid bit patterns, u8 has
+        // alignment 1, and the length is `src`'s in bytes; on a
+        // little-endian target these are the values' little-endian bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(src.as_ptr().cast::<u8>(), std::mem::size_of_val(src))
+        };
+        f32_to_bf16(bytes, dst)
+    }
+    #[cfg(not(target_endian = "little"))]
+    {
+        let bytes: Vec<u8> = src.iter().flat_map(|x| x.to_le_bytes()).collect();
+        f32_to_bf16(&bytes, dst)
+    }
+}
+
 /// F64 (`8n` bytes) to BF16 (`2n` bytes), rounding through f32 like torch.
 pub fn f64_to_bf16(src: &[u8], dst: &mut [u8]) -> Result<(), KernelError> {
     simd::active().f64_to_bf16(src, dst)

@@ -539,13 +539,7 @@ impl Compute for Unpacked {
                     self.unpack.values(&parts, first + done as u64, v)?;
                     let bytes = &mut buf[done * u..(done + k) * u];
                     match self.to {
-                        Dtype::BF16 => {
-                            for (o, x) in bytes.chunks_exact_mut(2).zip(v.iter()) {
-                                let b = quant::bf16::from_f32(*x);
-                                o[0] = b as u8;
-                                o[1] = (b >> 8) as u8;
-                            }
-                        }
+                        Dtype::BF16 => quant::float::f32s_to_bf16(v, bytes)?,
                         to => quant::wide::encode(v, to, bytes)?,
                     }
                     done += k;

@@ -97,7 +97,9 @@ impl Awq {
         // rows before the first whole word column
         let mut o = oa.next_multiple_of(8).min(ob);
         self.rows_tables(parts, oa, o, &mut out[..(o - oa) * inf]);
-        let groups: Vec<u32> = (0..inf).map(|i| (i / self.group_size) as u32).collect();
+        let groups: Vec<u32> = (0..self.groups() as u32)
+            .flat_map(|g| std::iter::repeat_n(g, self.group_size))
+            .collect();
         let per_tile = self.groups() * 16;
         let mut sz = vec![0f32; 2 * per_tile];
         if let Some(w) = Rows8::new(Packing::Awq, qweight, cols, &groups, self.groups()) {
@@ -149,7 +151,9 @@ impl Awq {
                 }
             }
         }
-        let goff: Vec<u32> = (0..inf).map(|i| (i / gs * 16) as u32).collect();
+        let goff: Vec<u32> = (0..(inf / gs) as u32)
+            .flat_map(|g| std::iter::repeat_n(g * 16, gs))
+            .collect();
         for ib in (0..inf).step_by(64) {
             let ie = (ib + 64).min(inf);
             for ((o, t), row) in (oa..ob)

@@ -179,6 +179,26 @@ mod tests {
     }
 
     #[test]
+    fn f32_values_round_as_bf16_from_f32() {
+        let mut rng = Rng(9);
+        for n in [0usize, 1, 7, 8, 9, 33, 1000] {
+            let v: Vec<f32> = rng
+                .special_floats(4, 4 * n)
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let mut got = vec![0u8; 2 * n];
+            f32s_to_bf16(&v, &mut got).unwrap();
+            let want: Vec<u8> = v
+                .iter()
+                .flat_map(|x| bf16::from_f32(*x).to_le_bytes())
+                .collect();
+            assert_eq!(got, want, "n {n}");
+        }
+        assert!(f32s_to_bf16(&[1.0], &mut [0u8; 3]).is_err());
+    }
+
+    #[test]
     fn f16_all_codes_match_torch() {
         let src: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
         let want = u16s(&read("float_f16_all.bf16"));

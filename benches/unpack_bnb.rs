@@ -1,7 +1,8 @@
 //! Criterion benchmark of the `bnb` dequantizer (`gyrofs::quant::packed::Unpack`)
 //! against `memcpy` of the same number of output bytes, one thread.
 //! Throughput is BF16 output bytes per second: `values` in steps of 32768
-//! elements, each rounded to BF16 as the converted view does
+//! elements, then rounded to BF16 on the active path
+//! (`float::f32s_to_bf16`), as the converted view does
 //! (`view::compute::Unpacked`).
 //!
 //! ```sh

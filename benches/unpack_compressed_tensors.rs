@@ -1,8 +1,8 @@
 //! Criterion benchmark of the `compressed_tensors` dequantizer (`gyrofs::quant::packed::Unpack`)
 //! against `memcpy` of the same number of output bytes, one thread.
 //! Throughput is BF16 output bytes per second: `Unpack::values` in steps of
-//! 32768 elements, each rounded to BF16 bytes, as `view::compute::Unpacked`
-//! serves a read.
+//! 32768 elements, then rounded to BF16 bytes on the active path
+//! (`float::f32s_to_bf16`), as `view::compute::Unpacked` serves a read.
 //!
 //! ```sh
 //! cargo bench --bench unpack_compressed_tensors

@@ -1,10 +1,9 @@
 //! Criterion benchmark of the `mlx` dequantizer (`gyrofs::quant::mlx::Mlx`,
 //! through `gyrofs::quant::packed::Unpack`) against `memcpy` of the same
 //! number of output bytes, one thread. Throughput is BF16 output bytes per
-//! second: `values` in steps of 32768 elements, each rounded to BF16 bytes,
-//! as the converted views do (`view::compute::Unpacked`; the bytes stored
-//! one by one, which a debug build does not turn a 2-byte `copy_from_slice`
-//! into).
+//! second: `values` in steps of 32768 elements, then rounded to BF16 bytes
+//! on the active path (`float::f32s_to_bf16`), as the converted views do
+//! (`view::compute::Unpacked`).
 //!
 //! ```sh
 //! cargo bench --bench unpack_mlx

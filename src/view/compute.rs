@@ -501,6 +501,15 @@ const UNPACK_STEP: usize = 1 << 16;
 /// The largest unit of a format honoured (1 MiB of f32 scratch).
 const UNPACK_MAX_UNIT: u64 = 1 << 18;
 
+/// Elements of the step of `Unpacked::read_at` that starts at element `at`
+/// with `left` to go: up to the next multiple of `step` (a whole number of
+/// the format's units), so that every step after a read's first one starts
+/// on a unit (a read starts anywhere: 8-row SIMD tiles need whole units).
+fn step_len(at: u64, left: usize, step: usize) -> usize {
+    let step = step.max(1);
+    (step - (at % step as u64) as usize).min(left)
+}
+
 thread_local! {
     /// The f32 values of one step of `Unpacked::read_at`, kept between
     /// reads (a fresh allocation per read costs page faults).
@@ -534,7 +543,7 @@ impl Compute for Unpacked {
                 }
                 let mut done = 0;
                 while done < n {
-                    let k = step.min(n - done);
+                    let k = step_len(first + done as u64, n - done, step);
                     let v = &mut vals[..k];
                     self.unpack.values(&parts, first + done as u64, v)?;
                     let bytes = &mut buf[done * u..(done + k) * u];
@@ -1144,6 +1153,27 @@ mod tests {
                 })
                 .unwrap();
                 assert_eq!(&out[..], &whole[off as usize..off as usize + len]);
+            }
+        }
+    }
+
+    #[test]
+    fn unpacked_steps_start_on_units_after_the_first() {
+        // a read from any element: the steps cover it in order, none longer
+        // than `step`, every one after the first starting on a multiple
+        let step = 96usize;
+        for at0 in [0u64, 1, 95, 96, 97, 1000] {
+            for n in [0usize, 1, 95, 96, 97, 500] {
+                let (mut at, mut left, mut first) = (at0, n, true);
+                while left > 0 {
+                    let k = step_len(at, left, step);
+                    assert!(k > 0 && k <= step.min(left), "{at0}+{n}: {k} at {at}");
+                    if !first {
+                        assert_eq!(at % step as u64, 0, "{at0}+{n}: a step at {at}");
+                    }
+                    (at, left, first) = (at + k as u64, left - k, false);
+                }
+                assert_eq!(at, at0 + n as u64);
             }
         }
     }

@@ -3,9 +3,10 @@
 //!
 //! For: the part of an INT4 format's decoding that runs per element, so that
 //! one SIMD implementation per path serves several formats:
-//! - [`Kernels::nibbles`]: nibbles of a row of bytes (low nibble first)
-//!   through a 16-entry f32 table (compressed-tensors INT4 and MLX 4-bit
-//!   build one table per group of a row);
+//! - [`Kernels::nibbles`]: nibbles of a row of bytes (low nibble first;
+//!   [`Kernels::nibbles_high_first`]: high first) through a 16-entry f32
+//!   table (compressed-tensors INT4 and MLX 4-bit build one table per group
+//!   of a row, bitsandbytes 4-bit one per block);
 //! - [`Kernels::int4_rows8`]: eight whole output rows of a weight whose
 //!   codes are packed across the output axis (GPTQ's `qweight` `[in / 8,
 //!   out]`, AWQ's `[in, out / 8]`): `f16(s * (q - z))` per element, with `s`
@@ -178,6 +179,27 @@ impl Kernels {
         lut: &[f32; 16],
         out: &mut [f32],
     ) -> Result<(), KernelError> {
+        self.nibbles_in(codes, lut, false, out)
+    }
+
+    /// [`Kernels::nibbles`] with the high nibble of each byte first
+    /// (bitsandbytes' order).
+    pub fn nibbles_high_first(
+        &self,
+        codes: &[u8],
+        lut: &[f32; 16],
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
+        self.nibbles_in(codes, lut, true, out)
+    }
+
+    fn nibbles_in(
+        &self,
+        codes: &[u8],
+        lut: &[f32; 16],
+        high_first: bool,
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
         if out.len() != codes.len().saturating_mul(2) {
             return Err(KernelError::Length {
                 kernel: "nibbles",
@@ -187,7 +209,7 @@ impl Kernels {
             });
         }
         // SAFETY: a `Kernels` exists only for a path this CPU supports.
-        unsafe { (self.fns.nibbles)(codes, lut, out) };
+        unsafe { (self.fns.nibbles)(codes, lut, high_first, out) };
         Ok(())
     }
 
@@ -205,10 +227,11 @@ impl Kernels {
 }
 
 /// The portable `nibbles`: one lookup per element.
-pub(crate) fn portable_nibbles(codes: &[u8], lut: &[f32; 16], out: &mut [f32]) {
+pub(crate) fn portable_nibbles(codes: &[u8], lut: &[f32; 16], high_first: bool, out: &mut [f32]) {
+    let (first, second) = if high_first { (4, 0) } else { (0, 4) };
     for (d, &b) in out.chunks_exact_mut(2).zip(codes) {
-        d[0] = lut[(b & 15) as usize];
-        d[1] = lut[(b >> 4) as usize];
+        d[0] = lut[((b >> first) & 15) as usize];
+        d[1] = lut[((b >> second) & 15) as usize];
     }
 }
 
@@ -257,15 +280,19 @@ mod tests {
         for n in [0usize, 1, 3, 4, 5, 31, 32, 33, 100] {
             let codes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
             let mut want = vec![0f32; 2 * n];
-            portable_nibbles(&codes, &lut, &mut want);
+            for (k, &b) in codes.iter().enumerate() {
+                want[2 * k] = lut[(b & 15) as usize];
+                want[2 * k + 1] = lut[(b >> 4) as usize];
+            }
+            let swapped: Vec<u8> = codes.iter().map(|b| b.rotate_left(4)).collect();
             for k in simd::available() {
                 let mut got = vec![1f32; 2 * n];
                 k.nibbles(&codes, &lut, &mut got).unwrap();
-                let (g, w): (Vec<u32>, Vec<u32>) = (
-                    got.iter().map(|x| x.to_bits()).collect(),
-                    want.iter().map(|x| x.to_bits()).collect(),
-                );
-                assert_eq!(g, w, "{} n={n}", k.level());
+                let mut high = vec![1f32; 2 * n];
+                k.nibbles_high_first(&swapped, &lut, &mut high).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+                assert_eq!(bits(&got), bits(&want), "{} n={n}", k.level());
+                assert_eq!(bits(&high), bits(&want), "{} high first n={n}", k.level());
             }
         }
         let k = simd::active();

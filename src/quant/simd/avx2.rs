@@ -693,13 +693,17 @@ fn word_at(b: &[u8], at: usize) -> i32 {
 }
 
 /// Nibbles through a 16-entry f32 table, 8 codes (4 bytes) at a time: the
-/// word's nibbles shifted into 8 lanes (low nibble of byte 0 first), two
+/// word's nibbles shifted into 8 lanes (byte 0's low or high nibble first), two
 /// `vpermps` lookups (entries 0..7, 8..15) and a blend on bit 3.
 #[target_feature(enable = "avx2,f16c")]
-pub(super) unsafe fn nibbles(codes: &[u8], lut: &[f32; 16], out: &mut [f32]) {
+pub(super) unsafe fn nibbles(codes: &[u8], lut: &[f32; 16], high_first: bool, out: &mut [f32]) {
     let lo = load8_ps(&lut[..8]);
     let hi = load8_ps(&lut[8..]);
-    let shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    let shifts = if high_first {
+        _mm256_setr_epi32(4, 0, 12, 8, 20, 16, 28, 24)
+    } else {
+        _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)
+    };
     let m = _mm256_set1_epi32(15);
     let whole = codes.len() / 4 * 4;
     for (c, o) in codes[..whole].chunks_exact(4).zip(out.chunks_exact_mut(8)) {
@@ -710,7 +714,12 @@ pub(super) unsafe fn nibbles(codes: &[u8], lut: &[f32; 16], out: &mut [f32]) {
         let sel = _mm256_castsi256_ps(_mm256_slli_epi32::<28>(idx));
         store8_ps(o, _mm256_blendv_ps(a, b, sel));
     }
-    crate::quant::nibbles::portable_nibbles(&codes[whole..], lut, &mut out[2 * whole..]);
+    crate::quant::nibbles::portable_nibbles(
+        &codes[whole..],
+        lut,
+        high_first,
+        &mut out[2 * whole..],
+    );
 }
 
 /// Transpose 8 x 8 16-bit values: `h[j]` lane `r` goes to lane `j` of

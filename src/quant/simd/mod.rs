@@ -163,9 +163,9 @@ pub(in crate::quant) struct Fns {
     /// Whole blocks of 32 values of type `from` (`src`) to Q8_0 (`out`,
     /// 34 bytes per block).
     pub q8_0: unsafe fn(from: Floats, src: &[u8], out: &mut [u8]),
-    /// Nibbles (low first) through a 16-entry table: `out` is
-    /// `2 * codes.len()` f32 ([`nibbles`]).
-    pub nibbles: unsafe fn(codes: &[u8], lut: &[f32; 16], out: &mut [f32]),
+    /// Nibbles (low first, or high first) through a 16-entry table: `out`
+    /// is `2 * codes.len()` f32 ([`nibbles`]).
+    pub nibbles: unsafe fn(codes: &[u8], lut: &[f32; 16], high_first: bool, out: &mut [f32]),
     /// Eight output rows of a GPTQ / AWQ 4-bit weight (`out` is
     /// `8 * inputs` f32); `false` (nothing written) on a path that leaves
     /// them to the format's own code.

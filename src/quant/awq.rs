@@ -16,7 +16,8 @@
 //!
 //! Each value is `f16(f32(scale) * (q - z))`, exact in f32 before its one
 //! rounding (`gptq::round_to_f16`), through a per-row table of the 16 values
-//! of each group.
+//! of each group (the portable reference), or, for the eight rows of a word
+//! column, by the active path's `int4_rows8` (`quant::nibbles`).
 
 use serde_json::{Value, json};
 

@@ -37,7 +37,8 @@
 //! Speed: decoding walks a row's run of columns that share one scale (a
 //! group, a block, a whole row); for 4-bit codes the run's 16 possible
 //! outputs are computed once into a table and each packed byte gives two
-//! outputs by lookup, with no per-element division or branch.
+//! outputs by lookup (the active path's `nibbles`, `quant::nibbles`), with
+//! no per-element division or branch.
 
 use std::sync::{Mutex, OnceLock};
 

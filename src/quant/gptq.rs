@@ -24,10 +24,12 @@
 //!
 //! Each value is `f16(f32(scale) * (q - z))`: the product of an F16 scale
 //! and an integer of at most 9 bits is exact in f32, so one rounding to F16
-//! gives what torch's float16 multiply gives. The kernel builds, per output
-//! row, a table of the `2^bits` values of every group and then maps each
-//! code through the table of its input's group: no division, no branch per
-//! element.
+//! gives what torch's float16 multiply gives. The portable kernel (the
+//! reference) builds, per output row, a table of the `2^bits` values of
+//! every group and then maps each code through the table of its input's
+//! group: no division, no branch per element. 4-bit weights take the
+//! active path's `int4_rows8` (`quant::nibbles`) for whole tiles of eight
+//! output rows, which computes the same products and rounding in SIMD.
 
 use serde_json::{Value, json};
 

@@ -132,8 +132,8 @@ impl Kernels {
 /// Safety contract of every pointer: the CPU supports the path's features
 /// (guaranteed by [`Kernels`] existing). The MXFP4 kernels take their
 /// source as a struct whose lengths its constructor checked
-/// ([`mxfp4::Pair`], [`mxfp4::Transposed`]); the format modules check the
-/// output length before calling. Each function derives its loop counts from
+/// ([`mxfp4::Pair`], [`mxfp4::Transposed`]; the INT4 rows: [`Rows8`]); the
+/// format modules check the output length before calling. Each function derives its loop counts from
 /// its slices with bounds-checked chunking, so inconsistent lengths could at
 /// worst leave output bytes unwritten or panic, never read or write out of
 /// bounds.

@@ -1,7 +1,8 @@
 //! Criterion benchmark of the `bnb` dequantizer (`gyrofs::quant::packed::Unpack`)
 //! against `memcpy` of the same number of output bytes, one thread.
 //! Throughput is BF16 output bytes per second: `values` in steps of 32768
-//! elements, each rounded to BF16 as the converted view does
+//! elements, then rounded to BF16 on the active path
+//! (`float::f32s_to_bf16`), as the converted view does
 //! (`view::compute::Unpacked`).
 //!
 //! ```sh
@@ -13,8 +14,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use gyrofs::dtype::Dtype;
-use gyrofs::quant::bf16;
 use gyrofs::quant::bnb::{Bnb4, Bnb8, Code, NF4, Nested};
+use gyrofs::quant::float;
 use gyrofs::quant::packed::Unpack;
 
 const ROWS: usize = 4096;
@@ -44,9 +45,7 @@ fn to_bf16(u: &dyn Unpack, parts: &[&[u8]], out: &mut [u8]) {
     for (i, chunk) in out.chunks_mut(2 * STEP).enumerate() {
         let v = &mut vals[..chunk.len() / 2];
         u.values(parts, (i * STEP) as u64, v).unwrap();
-        for (o, x) in chunk.chunks_exact_mut(2).zip(v.iter()) {
-            o.copy_from_slice(&bf16::from_f32(*x).to_le_bytes());
-        }
+        float::f32s_to_bf16(v, chunk).unwrap();
     }
 }
 

@@ -1,8 +1,8 @@
 //! Criterion benchmark of the `compressed_tensors` dequantizer (`gyrofs::quant::packed::Unpack`)
 //! against `memcpy` of the same number of output bytes, one thread.
 //! Throughput is BF16 output bytes per second: `Unpack::values` in steps of
-//! 32768 elements, each rounded to BF16 bytes, as `view::compute::Unpacked`
-//! serves a read.
+//! 32768 elements, then rounded to BF16 bytes on the active path
+//! (`float::f32s_to_bf16`), as `view::compute::Unpacked` serves a read.
 //!
 //! ```sh
 //! cargo bench --bench unpack_compressed_tensors
@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use gyrofs::dtype::Dtype;
-use gyrofs::quant::bf16;
 use gyrofs::quant::compressed_tensors::{Codes, Dequant, Global, Grid, Layout, Out, Zero};
 use gyrofs::quant::packed::Unpack;
+use gyrofs::quant::{bf16, float};
 
 const ROWS: u64 = 4096;
 const COLS: u64 = 4096;
@@ -89,9 +89,7 @@ fn to_bf16(d: &Dequant, parts: &[&[u8]], out: &mut [u8]) {
     for (k, chunk) in out.chunks_mut(2 * STEP).enumerate() {
         let v = &mut vals[..chunk.len() / 2];
         d.values(parts, (k * STEP) as u64, v).unwrap();
-        for (o, x) in chunk.chunks_exact_mut(2).zip(v.iter()) {
-            o.copy_from_slice(&bf16::from_f32(*x).to_le_bytes());
-        }
+        float::f32s_to_bf16(v, chunk).unwrap();
     }
 }
 

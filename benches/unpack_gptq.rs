@@ -2,7 +2,9 @@
 //! (`gyrofs::quant::packed::Unpack`) against `memcpy` of the same number of
 //! output bytes, one thread. Throughput is BF16 output bytes per second:
 //! each step is what `view::compute::Unpacked` does for a read, `values`
-//! over 32768 elements, then one rounding to BF16.
+//! over 65536 elements (16 rows of this layer: `UNPACK_STEP`, a whole
+//! number of the format's 8-row units), then one rounding to BF16 on the
+//! active path (`float::f32s_to_bf16`).
 //!
 //! A 4096 x 4096 layer (an 8B model's q_proj), 4-bit, groups of 128: GPTQ
 //! in input order and with act-order `g_idx`, and AWQ GEMM.
@@ -16,12 +18,12 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use gyrofs::quant::awq::Awq;
-use gyrofs::quant::bf16;
+use gyrofs::quant::float;
 use gyrofs::quant::gptq::{Geometry, Gptq, Zeros};
 use gyrofs::quant::packed::Unpack;
 
 const N: usize = 4096;
-const STEP: usize = 1 << 15;
+const STEP: usize = 1 << 16;
 
 fn random(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -46,9 +48,7 @@ fn run(u: &dyn Unpack, parts: &[&[u8]], vals: &mut [f32], out: &mut [u8]) {
     for (k, chunk) in out.chunks_mut(STEP * 2).enumerate() {
         let v = &mut vals[..chunk.len() / 2];
         u.values(parts, (k * STEP) as u64, v).unwrap();
-        for (o, x) in chunk.chunks_exact_mut(2).zip(v.iter()) {
-            o.copy_from_slice(&bf16::from_f32(*x).to_le_bytes());
-        }
+        float::f32s_to_bf16(v, chunk).unwrap();
     }
 }
 

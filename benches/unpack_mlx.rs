@@ -1,10 +1,9 @@
 //! Criterion benchmark of the `mlx` dequantizer (`gyrofs::quant::mlx::Mlx`,
 //! through `gyrofs::quant::packed::Unpack`) against `memcpy` of the same
 //! number of output bytes, one thread. Throughput is BF16 output bytes per
-//! second: `values` in steps of 32768 elements, each rounded to BF16 bytes,
-//! as the converted views do (`view::compute::Unpacked`; the bytes stored
-//! one by one, which a debug build does not turn a 2-byte `copy_from_slice`
-//! into).
+//! second: `values` in steps of 32768 elements, then rounded to BF16 bytes
+//! on the active path (`float::f32s_to_bf16`), as the converted views do
+//! (`view::compute::Unpacked`).
 //!
 //! ```sh
 //! cargo bench --bench unpack_mlx
@@ -15,7 +14,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use gyrofs::dtype::Dtype;
-use gyrofs::quant::bf16;
+use gyrofs::quant::float;
 use gyrofs::quant::mlx::{Mlx, Mode};
 use gyrofs::quant::packed::Unpack;
 
@@ -104,11 +103,7 @@ fn main() {
                 for (k, chunk) in out.chunks_mut(STEP * 2).enumerate() {
                     let v = &mut vals[..chunk.len() / 2];
                     m.values(&parts, (k * STEP) as u64, v).unwrap();
-                    for (o, x) in chunk.chunks_exact_mut(2).zip(v.iter()) {
-                        let [lo, hi] = bf16::from_f32(*x).to_le_bytes();
-                        o[0] = lo;
-                        o[1] = hi;
-                    }
+                    float::f32s_to_bf16(v, chunk).unwrap();
                 }
                 black_box(&out);
             })

@@ -18,7 +18,12 @@ mount time of an 8B-shaped bitsandbytes checkpoint (not run in CI).
    until it answers, best of 5.
 
 Run (as root, after `cargo build`):
-    /opt/q-bnb/bin/python scripts/bench_quant_bnb.py
+    /opt/q-bnb/bin/python scripts/bench_quant_bnb.py [path/to/gyrofs]
+(or GYROFS=path/to/gyrofs). `BENCH_PRETOUCH_GB=N`: touch and free N GB of
+anonymous memory right before each timed read
+(scripts/bench_quant_common.py); the output says which. The same file sizes
+are also read as lossless raw/ bytes through a fresh mount (a plain BF16
+checkpoint of the same shapes): the transport's ceiling.
 Versions: see scripts/make_quant_bnb.py.
 """
 
@@ -28,9 +33,12 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import sys
 import time
 
 os.environ["OMP_NUM_THREADS"] = "1"
+
+from bench_quant_common import mode, pretouch, raw_ceiling  # noqa: E402
 
 import bitsandbytes.functional as F  # noqa: E402
 import torch  # noqa: E402
@@ -38,7 +46,8 @@ from safetensors.torch import save_file  # noqa: E402
 
 torch.set_num_threads(1)
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-GYROFS = os.environ.get("GYROFS", os.path.join(ROOT, "target", "debug", "gyrofs"))
+GYROFS = (sys.argv[1] if len(sys.argv) > 1 else
+          os.environ.get("GYROFS", os.path.join(ROOT, "target", "debug", "gyrofs")))
 H, I, KV = 4096, 14336, 1024
 LAYER = {
     "self_attn.q_proj": (H, H),
@@ -128,6 +137,7 @@ def bench_layer(tmp, bits):
     read_all(os.path.join(src, "model.safetensors"))  # page cache
     lib = []
     for _ in range(3):
+        pretouch()
         t = time.perf_counter()
         for f in deq.values():
             f()
@@ -139,6 +149,7 @@ def bench_layer(tmp, bits):
     for _ in range(3):
         mount(src, mnt, "--threads", "1")
         try:
+            pretouch()
             t = time.perf_counter()
             for name in deq:
                 read_all(os.path.join(mnt, "bf16", "tensors", name + ".safetensors"))
@@ -227,9 +238,13 @@ def bench_mount(tmp):
 
 
 def main():
+    print(f"timed reads: {mode()}")
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         bench_layer(tmp, 4)
         bench_layer(tmp, 8)
+        shapes = {f"model.layers.0.{m}.weight": shape for m, shape in LAYER.items()}
+        raw = raw_ceiling(GYROFS, shapes, tmp)
+        print(f"raw/ ceiling (the same bytes as lossless BF16, fresh mount): {raw:.2f} GB/s")
         bench_mount(tmp)
 
 

@@ -9,6 +9,8 @@ a fresh gyrofs mount, and the mount time of an 8B-shaped checkpoint.
 GYROFS defaults to target/debug/gyrofs (the debug profile builds gyrofs at
 opt-level 1; a release build is faster). Writes its checkpoints in a
 temporary folder under /tmp and removes them.
+`BENCH_PRETOUCH_GB=N`: touch and free N GB of anonymous memory right before
+each timed read (scripts/bench_quant_common.py); the output says which.
 
 1. One 8B-shaped layer's weights (Llama-3-8B: q/o 4096x4096, k/v 1024x4096,
    gate/up 14336x4096, down 4096x14336), random codes packed by
@@ -16,7 +18,10 @@ temporary folder under /tmp and removes them.
    `PackedQuantizationCompressor.decompress` per weight with
    `torch.set_num_threads(1)` (best of 3). Mount: each weight's
    `bf16/tensors/<name>.safetensors` read whole with 16 MiB reads, after a
-   fresh mount (so nothing is in the page cache), best of 3 mounts.
+   fresh mount (`--threads 1`, so nothing is in the page cache), best of 3
+   mounts. Then the same file sizes as lossless raw/ bytes through a fresh
+   mount (a plain BF16 checkpoint of the same shapes): the transport's
+   ceiling.
 2. Mount time of a 32-layer 8B-shaped checkpoint (224 quantized weights,
    sparse: only the headers and `weight_shape` values are written): the
    time `gyrofs mount` takes to return, best of 5.
@@ -38,6 +43,7 @@ from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_quant_common import mode, pretouch, raw_ceiling  # noqa: E402
 from gyrofs_mount import mounted  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -90,6 +96,7 @@ def library_seconds(parts):
     torch.set_num_threads(1)
     best = float("inf")
     for _ in range(3):
+        pretouch()
         t0 = time.perf_counter()
         for p in parts.values():
             w = PackedQuantizationCompressor.decompress(dict(p), SCHEME)["weight"]
@@ -101,7 +108,8 @@ def library_seconds(parts):
 def mount_seconds(gyrofs, folder, names):
     best = float("inf")
     for _ in range(3):
-        with mounted(gyrofs, folder) as mnt:
+        with mounted(gyrofs, folder, "--threads", "1") as mnt:
+            pretouch()
             t0 = time.perf_counter()
             n = 0
             for name in names:
@@ -176,6 +184,7 @@ def main():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
                 if l.startswith("model name")), "?")
     print(f"CPU: {cpu}; torch {torch.__version__}, one thread; gyrofs: {gyrofs}")
+    print(f"timed reads: {mode()}")
     with tempfile.TemporaryDirectory(dir="/tmp") as folder:
         parts = one_layer(folder)
         lib = library_seconds(parts)
@@ -186,6 +195,9 @@ def main():
         print(f"  gyrofs bf16/ read after a fresh mount:   {mnt:.3f} s ({gb / mnt:.2f} GB/s, "
               f"{n} bytes with headers)")
         print(f"  ratio: {lib / mnt:.1f}x the library")
+        shapes = {f"model.layers.0.{m}.weight": shape for m, shape in LAYER.items()}
+        raw = raw_ceiling(gyrofs, shapes, folder, 16 << 20)
+        print(f"  raw/ ceiling (the same bytes as lossless BF16, fresh mount): {raw:.2f} GB/s")
     with tempfile.TemporaryDirectory(dir="/tmp") as folder:
         tensors, size = sparse_8b(folder)
         t = mount_time(gyrofs, folder)

@@ -14,11 +14,16 @@ reading the same weights through a gyrofs mount (not run in CI).
    bf16/tensors/<weight>.safetensors of the same weights, cat-style (1 MiB
    reads, one after another), best of 3 fresh mounts; prints MB/s of BF16
    output and the ratio.
-4. Writes an 8B-shaped GPTQ checkpoint (32 layers, 7 quantized linear
+4. Reads the same file sizes as lossless raw/ bytes through a fresh mount
+   (a plain BF16 checkpoint of the same shapes): the transport's ceiling.
+5. Writes an 8B-shaped GPTQ checkpoint (32 layers, 7 quantized linear
    layers each, as a sparse file: only its header is data) and prints the
    time `gyrofs mount` takes to return, best of 5.
 
     /opt/q-gptq/bin/python scripts/bench_quant_gptq.py [path/to/gyrofs]
+
+`BENCH_PRETOUCH_GB=N`: touch and free N GB of anonymous memory right before
+each timed read (scripts/bench_quant_common.py); the output says which.
 """
 
 import json
@@ -35,6 +40,8 @@ from safetensors.torch import save_file
 from gptqmodel.nn_modules.qlinear.torch import TorchLinear
 from gptqmodel.quantization.awq.utils.packing_utils import dequantize_gemm
 from gptqmodel.utils.model import convert_gptq_v1_to_v2_format_module
+
+from bench_quant_common import mode, pretouch, raw_ceiling
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 GYROFS = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "debug", "gyrofs")
@@ -70,6 +77,7 @@ def awq_parts(outf, inf, g):
 def best(f, n=3):
     times = []
     for _ in range(n):
+        pretouch()
         t0 = time.perf_counter()
         f()
         times.append(time.perf_counter() - t0)
@@ -114,6 +122,7 @@ def read_through_mount(src, names, mnt):
     def one():
         subprocess.run([GYROFS, "mount", "--threads", "1", src, mnt], check=True)
         try:
+            pretouch()
             t0 = time.perf_counter()
             for n in names:
                 with open(os.path.join(mnt, "bf16", "tensors", n + ".weight.safetensors"), "rb",
@@ -167,6 +176,7 @@ def main():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
                 if l.startswith("model name")), "?")
     print(f"CPU: {cpu}; torch {torch.__version__}, 1 thread; gyrofs {GYROFS}")
+    print(f"timed reads: {mode()}")
     g = torch.Generator().manual_seed(0)
     out_bytes = sum(o * i * 2 for o, i in SHAPES.values())
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
@@ -189,6 +199,9 @@ def main():
                   f"library {lib:.3f} s ({out_bytes / lib / 1e6:.0f} MB/s), "
                   f"mount read {mount:.3f} s ({out_bytes / mount / 1e6:.0f} MB/s): "
                   f"{lib / mount:.1f}x")
+        raw = raw_ceiling(GYROFS, {n + ".weight": s for n, s in SHAPES.items()}, tmp)
+        print(f"raw/ ceiling: the same {out_bytes / 1e6:.0f} MB as lossless BF16 through a fresh "
+              f"mount: {raw * 1e3:.0f} MB/s")
         sparse = os.path.join(tmp, "8b")
         os.makedirs(sparse)
         n = sparse_8b(os.path.join(sparse, "model.safetensors"))

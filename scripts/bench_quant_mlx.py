@@ -8,6 +8,10 @@ the same weights through a gyrofs mount; and the mount time of an
 (the environment of scripts/make_quant_mlx.py; gyrofs defaults to
 target/debug/gyrofs; BITS 4, GROUP 64 by default). Everything is written
 under a temporary directory in /tmp and removed at the end.
+`BENCH_PRETOUCH_GB=N`: touch and free N GB of anonymous memory right before
+each timed read (scripts/bench_quant_common.py); the output says which.
+The same file sizes are also read as lossless raw/ bytes through a fresh
+mount (a plain BF16 checkpoint of the same shapes): the transport's ceiling.
 
 1. One Llama-3-8B-shaped layer's weights (q/o_proj 4096x4096, k/v_proj
    1024x4096, gate/up_proj 14336x4096, down_proj 4096x14336), random,
@@ -35,6 +39,9 @@ import time
 from pathlib import Path
 
 import mlx.core as mx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_quant_common import mode, pretouch, raw_ceiling  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,6 +93,7 @@ def one_layer(folder: Path) -> dict:
 def mlx_seconds(weights: dict) -> float:
     best = float("inf")
     for _ in range(3):
+        pretouch()
         t0 = time.perf_counter()
         for name in LAYER:
             base = f"model.layers.0.{name}"
@@ -118,6 +126,7 @@ def mount_and_read(folder: Path) -> float:
             check=True,
         )
         try:
+            pretouch()
             best = min(best, read_all(mnt))
         finally:
             subprocess.run([str(GYROFS), "umount", str(mnt)], check=False)
@@ -179,6 +188,7 @@ def mount_seconds(folder: Path) -> float:
 
 def main() -> None:
     os.sched_setaffinity(0, CORE)
+    print(f"timed reads: {mode()}")
     with tempfile.TemporaryDirectory(prefix="gyrofs-bench-mlx-") as tmp:
         tmp = Path(tmp)
         weights = one_layer(tmp / "layer")
@@ -191,6 +201,9 @@ def main() -> None:
         print(f"  mlx {mx.__version__} mx.dequantize (CPU, one core): {m:.3f} s, {out_bytes / m / 1e9:.2f} GB/s")
         print(f"  gyrofs mount, bf16/ read (one core):               {g:.3f} s, {out_bytes / g / 1e9:.2f} GB/s")
         print(f"  gyrofs / mlx: {m / g:.1f}x")
+        shapes = {f"model.layers.0.{n}.weight": s for n, s in LAYER.items()}
+        raw = raw_ceiling(GYROFS, shapes, str(tmp), 4 << 20, ("taskset", "-c", "0"))
+        print(f"  raw/ ceiling (the same bytes as lossless BF16, fresh mount): {raw:.2f} GB/s")
         sparse_8b(tmp / "8b")
         print(f"  mount time, 8B-shaped MLX checkpoint: {mount_seconds(tmp / '8b') * 1000:.0f} ms")
 

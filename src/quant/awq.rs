@@ -16,21 +16,21 @@
 //!
 //! Each value is `f16(f32(scale) * (q - z))`, exact in f32 before its one
 //! rounding (`gptq::round_to_f16`), through a per-row table of the 16 values
-//! of each group.
+//! of each group (the portable reference), or, for the eight rows of a word
+//! column, by the active path's `int4_rows8` (`quant::nibbles`).
 
 use serde_json::{Value, json};
 
 use super::KernelError;
 use super::gptq::{f16_at, round_to_f16, word};
+use super::nibbles::{AWQ_ORDER as ORDER, Packing, Rows8};
 use super::packed::{Unpack, by_rows, check_parts, check_range};
+use super::simd::{self, Kernels};
 
 const KERNEL: &str = "awq";
 
 /// The parts of an AWQ weight, in the order [`Unpack::values`] takes them.
 pub const ROLES: &[&str] = &["qweight", "qzeros", "scales"];
-
-/// The nibble (of 8) that holds output `8c + j`.
-const ORDER: [u32; 8] = [0, 4, 1, 5, 2, 6, 3, 7];
 
 /// One AWQ GEMM linear layer's geometry, built only from checked shapes.
 #[derive(Debug, Clone)]
@@ -89,9 +89,55 @@ impl Awq {
         [i * o / 2, g * o / 2, g * o * 2]
     }
 
-    /// Whole output rows `oa .. ob`, 64 inputs at a time for all of them,
-    /// so that the `qweight` words of those inputs are read from cache.
-    fn rows(&self, parts: &[&[u8]], oa: usize, ob: usize, out: &mut [f32]) {
+    /// Whole output rows `oa .. ob`: the rows of one or two `qweight` word
+    /// columns (8 each) at once by the path's `int4_rows8` where it has one,
+    /// the rest by [`Awq::rows_tables`].
+    fn rows(&self, k: &Kernels, parts: &[&[u8]], oa: usize, ob: usize, out: &mut [f32]) {
+        let [qweight, qzeros, scales] = [parts[0], parts[1], parts[2]];
+        let (inf, cols) = (self.in_features, self.out_features / 8);
+        // rows before the first whole word column
+        let mut o = oa.next_multiple_of(8).min(ob);
+        self.rows_tables(parts, oa, o, &mut out[..(o - oa) * inf]);
+        let groups: Vec<u32> = (0..self.groups() as u32)
+            .flat_map(|g| std::iter::repeat_n(g, self.group_size))
+            .collect();
+        let per_tile = self.groups() * 16;
+        let mut sz = vec![0f32; 2 * per_tile];
+        if let Some(w) = Rows8::new(Packing::Awq, qweight, cols, &groups, self.groups()) {
+            while o + 8 <= ob {
+                let tiles = if o + 16 <= ob { 2 } else { 1 };
+                let sz = &mut sz[..tiles * per_tile];
+                for (t, s) in sz.chunks_exact_mut(per_tile).enumerate() {
+                    let c = o / 8 + t;
+                    for (g, s) in s.chunks_exact_mut(16).enumerate() {
+                        let z = word(qzeros, g * cols + c);
+                        for r in 0..8 {
+                            s[r] = f16_at(scales, g * self.out_features + 8 * c + r);
+                            s[8 + r] = ((z >> (4 * ORDER[r])) & 15) as f32;
+                        }
+                    }
+                }
+                let rows = 8 * tiles;
+                let dst = &mut out[(o - oa) * inf..(o - oa + rows) * inf];
+                match w.tiles(o / 8, tiles, sz) {
+                    Some(x) if k.int4_rows8(&x, dst) => {}
+                    // a non-finite scale: these rows by the tables
+                    None => self.rows_tables(parts, o, o + rows, dst),
+                    Some(_) => break,
+                }
+                o += rows;
+            }
+        }
+        self.rows_tables(parts, o, ob, &mut out[(o - oa) * inf..]);
+    }
+
+    /// Whole output rows `oa .. ob` through per-row tables, 64 inputs at a
+    /// time for all of them, so that the `qweight` words of those inputs
+    /// are read from cache.
+    fn rows_tables(&self, parts: &[&[u8]], oa: usize, ob: usize, out: &mut [f32]) {
+        if oa == ob {
+            return;
+        }
         let [qweight, qzeros, scales] = [parts[0], parts[1], parts[2]];
         let (inf, cols, gs) = (self.in_features, self.out_features / 8, self.group_size);
         let per_row = self.groups() * 16;
@@ -106,7 +152,9 @@ impl Awq {
                 }
             }
         }
-        let goff: Vec<u32> = (0..inf).map(|i| (i / gs * 16) as u32).collect();
+        let goff: Vec<u32> = (0..(inf / gs) as u32)
+            .flat_map(|g| std::iter::repeat_n(g * 16, gs))
+            .collect();
         for ib in (0..inf).step_by(64) {
             let ie = (ib + 64).min(inf);
             for ((o, t), row) in (oa..ob)
@@ -168,11 +216,25 @@ impl Unpack for Awq {
         &self.shape
     }
 
+    /// Eight rows: one `qweight` word column.
     fn unit(&self) -> u64 {
-        self.in_features as u64
+        8 * self.in_features as u64
     }
 
     fn values(&self, parts: &[&[u8]], first: u64, out: &mut [f32]) -> Result<(), KernelError> {
+        self.values_with(simd::active(), parts, first, out)
+    }
+}
+
+impl Awq {
+    /// [`Unpack::values`] on the kernels of path `k`.
+    pub fn values_with(
+        &self,
+        k: &Kernels,
+        parts: &[&[u8]],
+        first: u64,
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
         check_parts(KERNEL, ROLES, parts, &self.part_bytes())?;
         let n = self.in_features as u64;
         check_range(KERNEL, first, out.len(), n * self.out_features as u64)?;
@@ -182,7 +244,7 @@ impl Unpack for Awq {
             out,
             self.in_features,
             |o0, o1, out| {
-                self.rows(parts, o0, o1, out);
+                self.rows(k, parts, o0, o1, out);
                 Ok(())
             },
             |o, i0, out| {
@@ -249,14 +311,61 @@ mod tests {
             let parts = random_parts(&a, &mut rng);
             let want = reference(&a, &parts);
             let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
-            for (first, n) in [(0usize, 64 * 48), (17, 100), (64 * 47 + 5, 59), (31, 1)] {
-                let mut got = vec![0f32; n];
-                a.values(&refs, first as u64, &mut got).unwrap();
-                for (k, (x, y)) in got.iter().zip(&want[first..first + n]).enumerate() {
+            for (first, n) in [
+                (0usize, 64 * 48),
+                (17, 100),
+                (64 * 47 + 5, 59),
+                (31, 1),
+                (64 * 3, 64 * 30),
+                (64 * 5 + 3, 64 * 40),
+            ] {
+                for kern in simd::available() {
+                    let mut got = vec![0f32; n];
+                    a.values_with(kern, &refs, first as u64, &mut got).unwrap();
+                    for (k, (x, y)) in got.iter().zip(&want[first..first + n]).enumerate() {
+                        assert_eq!(
+                            x.to_bits(),
+                            y.to_bits(),
+                            "{} group {gs}: element {}",
+                            kern.level(),
+                            first + k
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_path_gives_the_portable_bits_with_any_scale() {
+        // scales of every F16 pattern (subnormal, huge, inf, NaN): the SIMD
+        // paths take the tables for a block of rows with a non-finite scale
+        let portable = simd::get(simd::Level::Portable).unwrap();
+        let a = Awq::new(128, 48, 32).unwrap();
+        let mut rng = Rng(19);
+        let mut parts = random_parts(&a, &mut rng);
+        for (k, c) in parts[2].chunks_exact_mut(2).enumerate() {
+            let h = match k % 97 {
+                5 => 0xFC00,
+                50 => 0x7E01,
+                _ => rng.next() as u16 & 0x7BFF | (rng.next() as u16 & 0x8000),
+            };
+            c.copy_from_slice(&h.to_le_bytes());
+        }
+        let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+        let n = 128 * 48;
+        let mut want = vec![0f32; n];
+        a.values_with(portable, &refs, 0, &mut want).unwrap();
+        for kern in simd::available() {
+            for first in [0usize, 128 * 3 + 1] {
+                let mut got = vec![0f32; n - first];
+                a.values_with(kern, &refs, first as u64, &mut got).unwrap();
+                for (k, (x, y)) in got.iter().zip(&want[first..]).enumerate() {
                     assert_eq!(
                         x.to_bits(),
                         y.to_bits(),
-                        "group {gs}: element {}",
+                        "{} element {}",
+                        kern.level(),
                         first + k
                     );
                 }

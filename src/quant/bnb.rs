@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 
 use super::KernelError;
 use super::packed::{Unpack, check_parts, check_range};
+use super::simd::{self, Kernels};
 use crate::dtype::Dtype;
 
 const KERNEL: &str = "bnb";
@@ -273,6 +274,19 @@ impl Unpack for Bnb4 {
     }
 
     fn values(&self, parts: &[&[u8]], first: u64, out: &mut [f32]) -> Result<(), KernelError> {
+        self.values_with(simd::active(), parts, first, out)
+    }
+}
+
+impl Bnb4 {
+    /// [`Unpack::values`] on the kernels of path `k`.
+    pub fn values_with(
+        &self,
+        k: &Kernels,
+        parts: &[&[u8]],
+        first: u64,
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
         let blocks = self.blocks() as usize;
         let mut expected = vec![self.weight_bytes() as usize];
         match self.nested_blocks() {
@@ -294,7 +308,7 @@ impl Unpack for Bnb4 {
                 *t = round_to(self.dtype, c * scale);
             }
             let dst = &mut out[done..done + (end - at)];
-            decode_run(codes, at, dst, &tab);
+            decode_run(k, codes, at, dst, &tab)?;
             done += end - at;
             at = end;
         }
@@ -303,9 +317,15 @@ impl Unpack for Bnb4 {
 }
 
 /// Elements `at .. at + dst.len()` of the nibble stream `codes` (high
-/// nibble first) through `tab`.
+/// nibble first) through `tab`, the whole bytes by the path's `nibbles`.
 #[inline]
-fn decode_run(codes: &[u8], at: usize, dst: &mut [f32], tab: &[f32; 16]) {
+fn decode_run(
+    k: &Kernels,
+    codes: &[u8],
+    at: usize,
+    dst: &mut [f32],
+    tab: &[f32; 16],
+) -> Result<(), KernelError> {
     let mut dst = dst;
     let mut at = at;
     if at % 2 == 1 && !dst.is_empty() {
@@ -316,13 +336,11 @@ fn decode_run(codes: &[u8], at: usize, dst: &mut [f32], tab: &[f32; 16]) {
     let pairs = dst.len() / 2;
     let src = &codes[at / 2..at / 2 + pairs];
     let (body, tail) = dst.split_at_mut(pairs * 2);
-    for (o, &byte) in body.chunks_exact_mut(2).zip(src) {
-        o[0] = tab[(byte >> 4) as usize];
-        o[1] = tab[(byte & 15) as usize];
-    }
+    k.nibbles_high_first(src, tab, body)?;
     if let Some(t) = tail.first_mut() {
         *t = tab[(codes[at / 2 + pairs] >> 4) as usize];
     }
+    Ok(())
 }
 
 /// How a quant_state names a dtype.
@@ -499,10 +517,17 @@ mod tests {
             let n = g.numel as usize;
             let want: Vec<u32> = (0..n).map(|i| reference(&g, &parts, i).to_bits()).collect();
             for (first, len) in [(0, n), (1, n - 1), (0, 1), (n - 1, 1), (33, 70), (64, 129)] {
-                let mut out = vec![f32::NAN; len];
-                g.values(&parts, first as u64, &mut out).unwrap();
-                let got: Vec<u32> = out.iter().map(|x| x.to_bits()).collect();
-                assert_eq!(got, want[first..first + len], "{g:?} {first}+{len}");
+                for k in simd::available() {
+                    let mut out = vec![f32::NAN; len];
+                    g.values_with(k, &parts, first as u64, &mut out).unwrap();
+                    let got: Vec<u32> = out.iter().map(|x| x.to_bits()).collect();
+                    assert_eq!(
+                        got,
+                        want[first..first + len],
+                        "{} {g:?} {first}+{len}",
+                        k.level()
+                    );
+                }
             }
             // refused, never a panic
             let mut out = vec![0f32; 2];

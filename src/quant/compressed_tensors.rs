@@ -37,7 +37,8 @@
 //! Speed: decoding walks a row's run of columns that share one scale (a
 //! group, a block, a whole row); for 4-bit codes the run's 16 possible
 //! outputs are computed once into a table and each packed byte gives two
-//! outputs by lookup, with no per-element division or branch.
+//! outputs by lookup (the active path's `nibbles`, `quant::nibbles`), with
+//! no per-element division or branch.
 
 use std::sync::{Mutex, OnceLock};
 
@@ -47,6 +48,7 @@ use super::KernelError;
 use super::fp8::E4M3_F32;
 use super::mxfp4::FP4_E2M1;
 use super::packed::{Unpack, check_parts, check_range};
+use super::simd::{self, Kernels};
 use crate::dtype::Dtype;
 
 const KERNEL: &str = "compressed_tensors";
@@ -465,7 +467,14 @@ impl Dequant {
     }
 
     /// Elements `c0 .. c0 + out.len()` of row `r`.
-    fn row(&self, parts: &[&[u8]], r: u64, c0: u64, out: &mut [f32]) -> Result<(), KernelError> {
+    fn row(
+        &self,
+        k: &Kernels,
+        parts: &[&[u8]],
+        r: u64,
+        c0: u64,
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
         let rb = self.l.codes.row_bytes(self.shape[1]).unwrap_or(0) as usize;
         let row = &parts[0][r as usize * rb..(r as usize + 1) * rb];
         let scales = parts[1];
@@ -535,7 +544,7 @@ impl Dequant {
                     };
                     *l = out_r.round((v - z) * s);
                 }
-                nibble_run(row, c as usize, &lut, dst);
+                nibble_run(k, row, c as usize, &lut, dst)?;
             } else {
                 for (k, d) in dst.iter_mut().enumerate() {
                     *d = out_r.round((self.code(row, c as usize + k) - z) * s);
@@ -548,9 +557,16 @@ impl Dequant {
     }
 }
 
-/// `dst[k] = lut[nibble c + k]` of a row of nibbles (low nibble first).
+/// `dst[k] = lut[nibble c + k]` of a row of nibbles (low nibble first),
+/// the whole bytes by the path's `nibbles`.
 #[inline(always)]
-fn nibble_run(row: &[u8], c: usize, lut: &[f32; 16], dst: &mut [f32]) {
+fn nibble_run(
+    kern: &Kernels,
+    row: &[u8],
+    c: usize,
+    lut: &[f32; 16],
+    dst: &mut [f32],
+) -> Result<(), KernelError> {
     let mut k = 0;
     let n = dst.len();
     if c % 2 == 1 && n > 0 {
@@ -559,14 +575,12 @@ fn nibble_run(row: &[u8], c: usize, lut: &[f32; 16], dst: &mut [f32]) {
     }
     let pairs = (n - k) / 2;
     let bytes = &row[(c + k) / 2..(c + k) / 2 + pairs];
-    for (b, d) in bytes.iter().zip(dst[k..k + 2 * pairs].chunks_exact_mut(2)) {
-        d[0] = lut[(b & 15) as usize];
-        d[1] = lut[(b >> 4) as usize];
-    }
+    kern.nibbles(bytes, lut, &mut dst[k..k + 2 * pairs])?;
     k += 2 * pairs;
     if k < n {
         dst[k] = lut[(row[(c + k) / 2] & 15) as usize];
     }
+    Ok(())
 }
 
 impl Unpack for Dequant {
@@ -591,6 +605,19 @@ impl Unpack for Dequant {
     }
 
     fn values(&self, parts: &[&[u8]], first: u64, out: &mut [f32]) -> Result<(), KernelError> {
+        self.values_with(simd::active(), parts, first, out)
+    }
+}
+
+impl Dequant {
+    /// [`Unpack::values`] on the kernels of path `k`.
+    pub fn values_with(
+        &self,
+        k: &Kernels,
+        parts: &[&[u8]],
+        first: u64,
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
         check_parts(KERNEL, self.roles, parts, &self.bytes)?;
         let [rows, cols] = self.shape;
         check_range(KERNEL, first, out.len(), rows * cols)?;
@@ -599,7 +626,7 @@ impl Unpack for Dequant {
         while done < out.len() {
             let (r, c) = (idx / cols, idx % cols);
             let n = ((cols - c) as usize).min(out.len() - done);
-            self.row(parts, r, c, &mut out[done..done + n])?;
+            self.row(k, parts, r, c, &mut out[done..done + n])?;
             done += n;
             idx += n as u64;
         }
@@ -649,31 +676,46 @@ mod tests {
 
     #[test]
     fn int4_groups_match_the_formula_at_any_offset() {
-        let (rows, cols) = (3u64, 40u64);
-        let q: Vec<i32> = (0..rows * cols).map(|i| (i as i32 * 7 % 16) - 8).collect();
-        let scales: Vec<f32> = (0..rows * 5).map(|i| 0.25 + i as f32).collect();
-        let d = Dequant::new(layout(
-            Codes::Packed { bits: 4 },
-            Grid::Group { size: 8 },
-            Zero::None,
-            rows,
-            cols,
-        ))
-        .unwrap();
-        let packed = pack(&q, 4, cols as usize);
-        let s = f32s(&scales);
-        let parts: Vec<&[u8]> = vec![&packed, &s];
-        let want: Vec<f32> = (0..rows * cols)
-            .map(|i| q[i as usize] as f32 * scales[((i / cols) * 5 + (i % cols) / 8) as usize])
-            .collect();
-        for first in [0u64, 1, 7, 39, 41, 80] {
-            for n in [1usize, 2, 17, 33, 40] {
-                if first + n as u64 > rows * cols {
-                    continue;
+        // groups of 8 (one value at a time) and of 32 (a table, the path's
+        // `nibbles`), on every path
+        for (cols, size) in [(40u64, 8u64), (96, 32)] {
+            let rows = 3u64;
+            let groups = cols / size;
+            let q: Vec<i32> = (0..rows * cols).map(|i| (i as i32 * 7 % 16) - 8).collect();
+            let scales: Vec<f32> = (0..rows * groups).map(|i| 0.25 + i as f32).collect();
+            let d = Dequant::new(layout(
+                Codes::Packed { bits: 4 },
+                Grid::Group { size },
+                Zero::None,
+                rows,
+                cols,
+            ))
+            .unwrap();
+            let packed = pack(&q, 4, cols as usize);
+            let s = f32s(&scales);
+            let parts: Vec<&[u8]> = vec![&packed, &s];
+            let want: Vec<f32> = (0..rows * cols)
+                .map(|i| {
+                    q[i as usize] as f32
+                        * scales[((i / cols) * groups + (i % cols) / size) as usize]
+                })
+                .collect();
+            for first in [0u64, 1, 7, 39, 41, 80, 97] {
+                for n in [1usize, 2, 17, 33, 40, 64, 95, 150] {
+                    if first + n as u64 > rows * cols {
+                        continue;
+                    }
+                    for k in simd::available() {
+                        let mut out = vec![0f32; n];
+                        d.values_with(k, &parts, first, &mut out).unwrap();
+                        assert_eq!(
+                            out,
+                            want[first as usize..first as usize + n],
+                            "{} {cols}/{size}: {first}+{n}",
+                            k.level()
+                        );
+                    }
                 }
-                let mut out = vec![0f32; n];
-                d.values(&parts, first, &mut out).unwrap();
-                assert_eq!(out, want[first as usize..first as usize + n], "{first}+{n}");
             }
         }
     }

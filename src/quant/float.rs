@@ -84,6 +84,27 @@ pub fn f32_to_bf16(src: &[u8], dst: &mut [u8]) -> Result<(), KernelError> {
     simd::active().f32_to_bf16(src, dst)
 }
 
+/// f32 values (`n`) to BF16 (`2n` bytes): [`f32_to_bf16`] of their bytes
+/// (the rounding of the views' computed values, `bf16::from_f32` per
+/// element, on the active path).
+pub fn f32s_to_bf16(src: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: f32 has no padding and no invalid bit patterns, u8 has
+        // alignment 1, and the length is `src`'s in bytes; on a
+        // little-endian target these are the values' little-endian bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(src.as_ptr().cast::<u8>(), std::mem::size_of_val(src))
+        };
+        f32_to_bf16(bytes, dst)
+    }
+    #[cfg(not(target_endian = "little"))]
+    {
+        let bytes: Vec<u8> = src.iter().flat_map(|x| x.to_le_bytes()).collect();
+        f32_to_bf16(&bytes, dst)
+    }
+}
+
 /// F64 (`8n` bytes) to BF16 (`2n` bytes), rounding through f32 like torch.
 pub fn f64_to_bf16(src: &[u8], dst: &mut [u8]) -> Result<(), KernelError> {
     simd::active().f64_to_bf16(src, dst)
@@ -155,6 +176,26 @@ mod tests {
         let mut d = vec![0u8; 2 * n + 1];
         kernel(kernels, &s[1..], &mut d[1..]).unwrap();
         u16s(&d[1..])
+    }
+
+    #[test]
+    fn f32_values_round_as_bf16_from_f32() {
+        let mut rng = Rng(9);
+        for n in [0usize, 1, 7, 8, 9, 33, 1000] {
+            let v: Vec<f32> = rng
+                .special_floats(4, 4 * n)
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let mut got = vec![0u8; 2 * n];
+            f32s_to_bf16(&v, &mut got).unwrap();
+            let want: Vec<u8> = v
+                .iter()
+                .flat_map(|x| bf16::from_f32(*x).to_le_bytes())
+                .collect();
+            assert_eq!(got, want, "n {n}");
+        }
+        assert!(f32s_to_bf16(&[1.0], &mut [0u8; 3]).is_err());
     }
 
     #[test]

@@ -24,16 +24,20 @@
 //!
 //! Each value is `f16(f32(scale) * (q - z))`: the product of an F16 scale
 //! and an integer of at most 9 bits is exact in f32, so one rounding to F16
-//! gives what torch's float16 multiply gives. The kernel builds, per output
-//! row, a table of the `2^bits` values of every group and then maps each
-//! code through the table of its input's group: no division, no branch per
-//! element.
+//! gives what torch's float16 multiply gives. The portable kernel (the
+//! reference) builds, per output row, a table of the `2^bits` values of
+//! every group and then maps each code through the table of its input's
+//! group: no division, no branch per element. 4-bit weights take the
+//! active path's `int4_rows8` (`quant::nibbles`) for whole tiles of eight
+//! output rows, which computes the same products and rounding in SIMD.
 
 use serde_json::{Value, json};
 
 use super::KernelError;
 use super::float::f16_to_f32;
+use super::nibbles::{Packing, Rows8};
 use super::packed::{Unpack, by_rows, check_parts, check_range};
+use super::simd::{self, Kernels};
 
 const KERNEL: &str = "gptq";
 
@@ -209,8 +213,8 @@ impl Gptq {
         }
     }
 
-    /// The group of each of inputs `i0 .. i1`, shifted to index a table,
-    /// or an error if one is not a group.
+    /// The group of each of inputs `i0 .. i1`, or an error if one is not a
+    /// group.
     fn group_offsets(&self, g_idx: &[u8], i0: usize, i1: usize) -> Result<Vec<u32>, KernelError> {
         let g: Vec<u32> = g_idx[i0 * 4..i1 * 4]
             .chunks_exact(4)
@@ -226,7 +230,18 @@ impl Gptq {
                 ),
             });
         }
-        Ok(g.into_iter().map(|x| x << self.bits).collect())
+        Ok(g)
+    }
+
+    /// Per group, the scales of output rows `o .. o + 8`, then their zero
+    /// points (the layout `nibbles::Rows8` takes).
+    fn fill_sz(&self, qzeros: &[u8], scales: &[u8], o: usize, sz: &mut [f32]) {
+        for (g, c) in sz.chunks_exact_mut(16).enumerate() {
+            for r in 0..8 {
+                c[r] = f16_at(scales, g * self.out_features + o + r);
+                c[8 + r] = self.zero(qzeros, g, o + r) as f32;
+            }
+        }
     }
 
     /// The codes of inputs `32b .. 32b + 32` of column `o`.
@@ -240,10 +255,12 @@ impl Gptq {
         }
     }
 
-    /// Whole output rows `oa .. ob`: block by block of 32 inputs, the rows'
-    /// words of one block side by side in `qweight`.
+    /// Whole output rows `oa .. ob`: 4-bit weights 16 (or 8) rows at a time
+    /// by the path's `int4_rows8` where it has one, the rest by
+    /// [`Gptq::rows_tables`].
     fn rows(
         &self,
+        k: &Kernels,
         parts: &[&[u8]],
         oa: usize,
         ob: usize,
@@ -251,14 +268,52 @@ impl Gptq {
     ) -> Result<(), KernelError> {
         let [qweight, qzeros, scales, g_idx] = [parts[0], parts[1], parts[2], parts[3]];
         let inf = self.in_features;
+        let groups = self.group_offsets(g_idx, 0, inf)?;
+        let mut o = oa;
+        let weight = Rows8::new(
+            Packing::Gptq,
+            qweight,
+            self.out_features,
+            &groups,
+            self.groups,
+        );
+        if let (4, Some(w)) = (self.bits, weight) {
+            let per_tile = self.groups * 16;
+            let mut sz = vec![0f32; 2 * per_tile];
+            while o + 8 <= ob {
+                let tiles = if o + 16 <= ob { 2 } else { 1 };
+                let sz = &mut sz[..tiles * per_tile];
+                for (t, s) in sz.chunks_exact_mut(per_tile).enumerate() {
+                    self.fill_sz(qzeros, scales, o + 8 * t, s);
+                }
+                let rows = 8 * tiles;
+                let dst = &mut out[(o - oa) * inf..(o - oa + rows) * inf];
+                match w.tiles(o, tiles, sz) {
+                    Some(x) if k.int4_rows8(&x, dst) => {}
+                    // a non-finite scale: these rows by the tables
+                    None => self.rows_tables(parts, o, o + rows, dst, &groups),
+                    Some(_) => break,
+                }
+                o += rows;
+            }
+        }
+        self.rows_tables(parts, o, ob, &mut out[(o - oa) * inf..], &groups);
+        Ok(())
+    }
+
+    /// Whole output rows `oa .. ob` through per-row tables, block by block
+    /// of 32 inputs, the rows' words of one block side by side in `qweight`
+    /// (`groups`: the checked group of every input).
+    fn rows_tables(&self, parts: &[&[u8]], oa: usize, ob: usize, out: &mut [f32], groups: &[u32]) {
+        let [qweight, qzeros, scales] = [parts[0], parts[1], parts[2]];
+        let inf = self.in_features;
         let per_row = self.groups << self.bits;
-        let goff = self.group_offsets(g_idx, 0, inf)?;
         let mut tables = vec![0f32; (ob - oa) * per_row];
         for (r, t) in tables.chunks_exact_mut(per_row).enumerate() {
             self.fill_table(qzeros, scales, oa + r, t);
         }
         let mut codes = [0u8; 32];
-        for (b, gb) in goff.chunks_exact(32).enumerate() {
+        for (b, gb) in groups.chunks_exact(32).enumerate() {
             for ((o, t), row) in (oa..ob)
                 .zip(tables.chunks_exact(per_row))
                 .zip(out.chunks_exact_mut(inf))
@@ -266,11 +321,10 @@ impl Gptq {
                 self.codes(qweight, b, o, &mut codes);
                 let dst = &mut row[b * 32..b * 32 + 32];
                 for j in 0..32 {
-                    dst[j] = t[(gb[j] + codes[j] as u32) as usize];
+                    dst[j] = t[((gb[j] << self.bits) + codes[j] as u32) as usize];
                 }
             }
         }
-        Ok(())
     }
 
     /// Elements `i0 .. i0 + out.len()` of output row `o`.
@@ -298,7 +352,7 @@ impl Gptq {
             let dst = &mut out[i - i0..i - i0 + (hi - lo)];
             let grp = &goff[i - i0..i - i0 + (hi - lo)];
             for ((d, &c), &g) in dst.iter_mut().zip(&codes[lo..hi]).zip(grp) {
-                *d = table[(g + c as u32) as usize];
+                *d = table[((g << self.bits) + c as u32) as usize];
             }
             i += hi - lo;
         }
@@ -329,11 +383,25 @@ impl Unpack for Gptq {
         &self.shape
     }
 
+    /// Eight rows: the SIMD paths decode eight output rows at once.
     fn unit(&self) -> u64 {
-        self.in_features as u64
+        8 * self.in_features as u64
     }
 
     fn values(&self, parts: &[&[u8]], first: u64, out: &mut [f32]) -> Result<(), KernelError> {
+        self.values_with(simd::active(), parts, first, out)
+    }
+}
+
+impl Gptq {
+    /// [`Unpack::values`] on the kernels of path `k`.
+    pub fn values_with(
+        &self,
+        k: &Kernels,
+        parts: &[&[u8]],
+        first: u64,
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
         check_parts(KERNEL, ROLES, parts, &self.part_bytes())?;
         let n = self.in_features as u64;
         check_range(KERNEL, first, out.len(), n * self.out_features as u64)?;
@@ -342,7 +410,7 @@ impl Unpack for Gptq {
             first,
             out,
             self.in_features,
-            |o0, o1, out| self.rows(parts, o0, o1, out),
+            |o0, o1, out| self.rows(k, parts, o0, o1, out),
             |o, i0, out| self.row(parts, o, i0, out, &mut table),
         )
     }
@@ -510,17 +578,66 @@ mod tests {
                     let parts = random_parts(&g, &mut rng, act);
                     let want = reference(&g, &parts);
                     let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
-                    for (first, n) in [(0usize, 64 * 64), (5, 200), (64 * 63 + 1, 63), (100, 1)] {
-                        let mut got = vec![0f32; n];
-                        g.values(&refs, first as u64, &mut got).unwrap();
-                        for (k, (a, b)) in got.iter().zip(&want[first..first + n]).enumerate() {
-                            assert_eq!(
-                                a.to_bits(),
-                                b.to_bits(),
-                                "{bits}-bit {zeros:?} groups {groups}: element {}",
-                                first + k
-                            );
+                    for (first, n) in [
+                        (0usize, 64 * 64),
+                        (5, 200),
+                        (64 * 63 + 1, 63),
+                        (100, 1),
+                        (64 * 3, 64 * 17),
+                        (64 * 3 + 9, 64 * 20),
+                    ] {
+                        for kern in simd::available() {
+                            let mut got = vec![0f32; n];
+                            g.values_with(kern, &refs, first as u64, &mut got).unwrap();
+                            for (k, (a, b)) in got.iter().zip(&want[first..first + n]).enumerate() {
+                                assert_eq!(
+                                    a.to_bits(),
+                                    b.to_bits(),
+                                    "{} {bits}-bit {zeros:?} groups {groups}: element {}",
+                                    kern.level(),
+                                    first + k
+                                );
+                            }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_path_gives_the_portable_bits_with_any_scale() {
+        // scales of every F16 pattern (subnormal, huge, inf, NaN): the SIMD
+        // paths take the tables for a block of rows with a non-finite scale
+        let portable = simd::get(simd::Level::Portable).unwrap();
+        let mut rng = Rng(17);
+        for act in [false, true] {
+            let g = Gptq::new(geometry(4, 128, 48, 4, Zeros::V1)).unwrap();
+            let mut parts = random_parts(&g, &mut rng, act);
+            for (k, c) in parts[2].chunks_exact_mut(2).enumerate() {
+                let h = match k % 97 {
+                    5 => 0x7C00,
+                    50 => 0xFE01,
+                    _ => rng.next() as u16 & 0x7BFF | (rng.next() as u16 & 0x8000),
+                };
+                c.copy_from_slice(&h.to_le_bytes());
+            }
+            let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+            let n = 128 * 48;
+            let mut want = vec![0f32; n];
+            g.values_with(portable, &refs, 0, &mut want).unwrap();
+            for kern in simd::available() {
+                for first in [0usize, 128 * 3 + 1] {
+                    let mut got = vec![0f32; n - first];
+                    g.values_with(kern, &refs, first as u64, &mut got).unwrap();
+                    for (k, (a, b)) in got.iter().zip(&want[first..]).enumerate() {
+                        assert_eq!(
+                            a.to_bits(),
+                            b.to_bits(),
+                            "{} element {}",
+                            kern.level(),
+                            first + k
+                        );
                     }
                 }
             }

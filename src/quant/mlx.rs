@@ -29,6 +29,7 @@ use super::KernelError;
 use super::bf16;
 use super::fp8::E4M3_F32;
 use super::packed::{Unpack, check_parts, check_range};
+use super::simd::{self, Kernels};
 use crate::dtype::Dtype;
 
 const KERNEL: &str = "mlx";
@@ -305,6 +306,19 @@ impl Unpack for Mlx {
     }
 
     fn values(&self, parts: &[&[u8]], first: u64, out: &mut [f32]) -> Result<(), KernelError> {
+        self.values_with(simd::active(), parts, first, out)
+    }
+}
+
+impl Mlx {
+    /// [`Unpack::values`] on the kernels of path `k`.
+    pub fn values_with(
+        &self,
+        k: &Kernels,
+        parts: &[&[u8]],
+        first: u64,
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
         check_parts(KERNEL, self.roles(), parts, &self.part_lengths())?;
         check_range(KERNEL, first, out.len(), self.numel)?;
         let kernel: GroupFn = match (self.mode, self.float, self.bits) {
@@ -320,6 +334,7 @@ impl Unpack for Mlx {
             why: format!("{} bits", self.bits),
         })?;
         let g = Groups {
+            kernels: k,
             weight: parts[0],
             scales: parts[1],
             biases: parts.get(2).copied().unwrap_or(&[]),
@@ -349,6 +364,7 @@ impl Unpack for Mlx {
 
 /// The stored parts, checked to hold `groups()` groups.
 struct Groups<'a> {
+    kernels: &'a Kernels,
     weight: &'a [u8],
     scales: &'a [u8],
     biases: &'a [u8],
@@ -412,6 +428,22 @@ fn decode<const BITS: usize>(g: &Groups, gi: usize, dst: &mut [f32], value: impl
     }
 }
 
+/// Group `gi`'s codes through `table` (the value of every code): 4-bit
+/// codes by the path's `nibbles`.
+#[inline(always)]
+fn lookup<const BITS: usize>(g: &Groups, gi: usize, dst: &mut [f32], table: &[f32]) {
+    if BITS == 4
+        && let Some(t) = table.first_chunk::<16>()
+    {
+        let bytes = &g.weight[gi * g.group_bytes..(gi + 1) * g.group_bytes];
+        if g.kernels.nibbles(bytes, t, dst).is_ok() {
+            return;
+        }
+    }
+    let mask = table.len() - 1;
+    decode::<BITS>(g, gi, dst, |q| table[q & mask]);
+}
+
 /// Affine: every code's value for this group's scale and bias (a table of
 /// `2^BITS`, when that is no more than the group), then one lookup per
 /// element.
@@ -427,7 +459,7 @@ fn affine_group<const BITS: usize, R: Round>(g: &Groups, gi: usize, dst: &mut [f
     for (q, t) in table[..1 << BITS].iter_mut().enumerate() {
         *t = value(q);
     }
-    decode::<BITS>(g, gi, dst, |q| table[q & 63]);
+    lookup::<BITS>(g, gi, dst, &table);
 }
 
 /// The fp modes: the codes' values times the group's scale, rounded to BF16
@@ -442,7 +474,7 @@ fn fp_group<const BITS: usize, S: Scale, C: Codes>(g: &Groups, gi: usize, dst: &
     for (q, t) in table.iter_mut().enumerate() {
         *t = value(q);
     }
-    decode::<BITS>(g, gi, dst, |q| table[q & 15]);
+    lookup::<BITS>(g, gi, dst, &table);
 }
 
 /// A float dtype of mlx's arithmetic: loading a scale or bias, and rounding
@@ -608,16 +640,24 @@ mod tests {
             // scale 1, bias 0: the values are the codes
             let s: Vec<u8> = (0..groups).flat_map(|_| 1f32.to_le_bytes()).collect();
             let b = vec![0u8; groups * 4];
-            let mut out = vec![0f32; n];
-            m.values(&[&w, &s, &b], 0, &mut out).unwrap();
-            for i in 0..n {
-                assert_eq!(out[i], codes[i] as f32, "bits {bits} element {i}");
-            }
-            // any sub-range gives the same values
-            for (first, len) in [(1usize, 5usize), (31, 2), (33, 100), (n - 7, 7)] {
-                let mut part = vec![0f32; len];
-                m.values(&[&w, &s, &b], first as u64, &mut part).unwrap();
-                assert_eq!(part, out[first..first + len], "bits {bits} {first}+{len}");
+            for k in simd::available() {
+                let mut out = vec![0f32; n];
+                m.values_with(k, &[&w, &s, &b], 0, &mut out).unwrap();
+                for i in 0..n {
+                    assert_eq!(
+                        out[i],
+                        codes[i] as f32,
+                        "{} bits {bits} element {i}",
+                        k.level()
+                    );
+                }
+                // any sub-range gives the same values
+                for (first, len) in [(1usize, 5usize), (31, 2), (33, 100), (n - 7, 7)] {
+                    let mut part = vec![0f32; len];
+                    m.values_with(k, &[&w, &s, &b], first as u64, &mut part)
+                        .unwrap();
+                    assert_eq!(part, out[first..first + len], "bits {bits} {first}+{len}");
+                }
             }
         }
     }

@@ -54,6 +54,7 @@ pub mod ggml_quantize;
 pub mod gptq;
 pub mod mlx;
 pub mod mxfp4;
+pub mod nibbles;
 pub mod packed;
 pub mod simd;
 pub mod wide;

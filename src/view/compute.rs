@@ -501,10 +501,68 @@ const UNPACK_STEP: usize = 1 << 16;
 /// The largest unit of a format honoured (1 MiB of f32 scratch).
 const UNPACK_MAX_UNIT: u64 = 1 << 18;
 
+/// Elements of the step of `Unpacked::read_at` that starts at element `at`
+/// with `left` to go: up to the next multiple of `step` (a whole number of
+/// the format's units), so that every step after a read's first one starts
+/// on a unit (a read starts anywhere: 8-row SIMD tiles need whole units).
+fn step_len(at: u64, left: usize, step: usize) -> usize {
+    let step = step.max(1);
+    (step - (at % step as u64) as usize).min(left)
+}
+
 thread_local! {
     /// The f32 values of one step of `Unpacked::read_at`, kept between
     /// reads (a fresh allocation per read costs page faults).
     static UNPACK_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The last unit `Unpacked::read_at` computed for a part of it (the
+    /// next sequential read's first elements are usually its rest).
+    static LAST_UNIT: std::cell::RefCell<LastUnit> = const {
+        std::cell::RefCell::new(LastUnit { key: None, vals: Vec::new() })
+    };
+}
+
+/// A whole unit's values, and which weight and unit they are: the
+/// dequantizer (held, so its address cannot be another's), the stored
+/// parts it read, the unit's first element.
+struct LastUnit {
+    key: Option<(Arc<dyn quant::packed::Unpack>, Vec<Extent>, u64)>,
+    vals: Vec<f32>,
+}
+
+impl Unpacked {
+    /// Round `v` to `self.to` into `bytes`.
+    fn encode(&self, v: &[f32], bytes: &mut [u8]) -> Result<(), ReadError> {
+        match self.to {
+            Dtype::BF16 => quant::float::f32s_to_bf16(v, bytes)?,
+            to => quant::wide::encode(v, to, bytes)?,
+        }
+        Ok(())
+    }
+
+    /// Elements `at .. at + k` of the unit of `len` elements that starts at
+    /// `u0`, encoded into `bytes`: the whole unit is computed (the formats'
+    /// SIMD paths work on whole units) and kept for the next read.
+    fn part_of_unit(
+        &self,
+        parts: &[&[u8]],
+        (u0, len): (u64, usize),
+        (at, k): (u64, usize),
+        bytes: &mut [u8],
+    ) -> Result<(), ReadError> {
+        LAST_UNIT.with_borrow_mut(|c| {
+            let hit = c.key.as_ref().is_some_and(|(w, p, first)| {
+                Arc::ptr_eq(w, &self.unpack) && *p == self.parts && *first == u0
+            });
+            if !hit {
+                c.key = None;
+                c.vals.resize(len, 0.0);
+                self.unpack.values(parts, u0, &mut c.vals[..len])?;
+                c.key = Some((self.unpack.clone(), self.parts.clone(), u0));
+            }
+            let i = (at - u0) as usize;
+            self.encode(&c.vals[i..i + k], bytes)
+        })
+    }
 }
 
 impl Compute for Unpacked {
@@ -523,31 +581,36 @@ impl Compute for Unpacked {
             .map(|&e| files.bytes(e))
             .collect::<Result<Vec<&[u8]>, _>>()?;
         let u = width(self.to) as usize;
-        // whole units of the format where the range allows
+        let total = numel(self.unpack.shape()).unwrap_or(0);
+        // whole units of the format: a part of one at either end of the
+        // read is computed whole (and kept for the next read)
         let unit = self.unpack.unit().clamp(1, UNPACK_MAX_UNIT) as usize;
         let step = (UNPACK_STEP / unit).max(1) * unit;
         UNPACK_SCRATCH.with_borrow_mut(|vals| {
             by_units(offset, out, u as u64, |first, buf| {
                 let n = buf.len() / u;
-                if vals.len() < step.min(n) {
-                    vals.resize(step.min(n), 0.0);
-                }
                 let mut done = 0;
                 while done < n {
-                    let k = step.min(n - done);
-                    let v = &mut vals[..k];
-                    self.unpack.values(&parts, first + done as u64, v)?;
-                    let bytes = &mut buf[done * u..(done + k) * u];
-                    match self.to {
-                        Dtype::BF16 => {
-                            for (o, x) in bytes.chunks_exact_mut(2).zip(v.iter()) {
-                                let b = quant::bf16::from_f32(*x);
-                                o[0] = b as u8;
-                                o[1] = (b >> 8) as u8;
-                            }
-                        }
-                        to => quant::wide::encode(v, to, bytes)?,
+                    let at = first + done as u64;
+                    let within = (at % unit as u64) as usize;
+                    let u0 = at - within as u64;
+                    let unit_len = (total.saturating_sub(u0)).min(unit as u64) as usize;
+                    let bytes = &mut buf[done * u..];
+                    if within != 0 || n - done < unit_len {
+                        let k = (unit_len.saturating_sub(within)).min(n - done).max(1);
+                        self.part_of_unit(&parts, (u0, unit_len), (at, k), &mut bytes[..k * u])?;
+                        done += k;
+                        continue;
                     }
+                    let k = step_len(at, n - done, step);
+                    let k = (k / unit).max(1) * unit;
+                    let k = k.min(n - done);
+                    if vals.len() < k {
+                        vals.resize(k, 0.0);
+                    }
+                    let v = &mut vals[..k];
+                    self.unpack.values(&parts, at, v)?;
+                    self.encode(v, &mut bytes[..k * u])?;
                     done += k;
                 }
                 Ok(())
@@ -1159,6 +1222,89 @@ mod tests {
                 })
                 .unwrap();
                 assert_eq!(&out[..], &whole[off as usize..off as usize + len]);
+            }
+        }
+    }
+
+    #[test]
+    fn unpacked_steps_start_on_units_after_the_first() {
+        // a read from any element: the steps cover it in order, none longer
+        // than `step`, every one after the first starting on a multiple
+        let step = 96usize;
+        for at0 in [0u64, 1, 95, 96, 97, 1000] {
+            for n in [0usize, 1, 95, 96, 97, 500] {
+                let (mut at, mut left, mut first) = (at0, n, true);
+                while left > 0 {
+                    let k = step_len(at, left, step);
+                    assert!(k > 0 && k <= step.min(left), "{at0}+{n}: {k} at {at}");
+                    if !first {
+                        assert_eq!(at % step as u64, 0, "{at0}+{n}: a step at {at}");
+                    }
+                    (at, left, first) = (at + k as u64, left - k, false);
+                }
+                assert_eq!(at, at0 + n as u64);
+            }
+        }
+    }
+
+    /// A dequantizer whose element `i` is `i + 0.5`, with units of 7 of its
+    /// 100 elements; it records the ranges asked of it.
+    #[derive(Debug, Default)]
+    struct Counting(std::sync::Mutex<Vec<(u64, usize)>>);
+
+    impl quant::packed::Unpack for Counting {
+        fn scheme(&self) -> &'static str {
+            "counting"
+        }
+        fn params(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn roles(&self) -> &'static [&'static str] {
+            &[]
+        }
+        fn shape(&self) -> &[u64] {
+            &[100]
+        }
+        fn unit(&self) -> u64 {
+            7
+        }
+        fn values(&self, _: &[&[u8]], first: u64, out: &mut [f32]) -> Result<(), KernelError> {
+            self.0.lock().unwrap().push((first, out.len()));
+            for (k, v) in out.iter_mut().enumerate() {
+                *v = (first + k as u64) as f32 + 0.5;
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn unpacked_computes_whole_units_only() {
+        let want: Vec<u8> = (0..100)
+            .flat_map(|i| quant::bf16::from_f32(i as f32 + 0.5).to_le_bytes())
+            .collect();
+        let files = Files::default();
+        for offset in 0..200u64 {
+            for len in [1usize, 2, 13, 14, 15, 50, 199] {
+                let len = len.min(200 - offset as usize);
+                let c = Arc::new(Counting::default());
+                let x = Unpacked {
+                    parts: Vec::new(),
+                    unpack: c.clone(),
+                    to: Dtype::BF16,
+                };
+                let mut out = vec![0u8; len];
+                x.read_at(&files, offset, &mut out).unwrap();
+                assert_eq!(
+                    out,
+                    want[offset as usize..offset as usize + len],
+                    "{offset}+{len}"
+                );
+                for &(first, n) in c.0.lock().unwrap().iter() {
+                    assert!(
+                        first % 7 == 0 && (n % 7 == 0 || first + n as u64 == 100),
+                        "{offset}+{len}: values({first}, {n})"
+                    );
+                }
             }
         }
     }

@@ -23,6 +23,13 @@
 //!   through f32 and one multiply. E5M2 is F16 with a zero low byte.
 //! - ggml: blocks unpacked into runs (`ggml_runs`), then `a * f32(q)` (+/- m)
 //!   with IEEE f32 vector arithmetic (no FMA), then rounding as for F16.
+//! - INT4 nibbles through a 16-entry f32 table (compressed-tensors, MLX):
+//!   a word's 8 nibbles shifted into lanes (`vpsrlvd`), two `vpermps`
+//!   lookups and a blend on bit 3.
+//! - GPTQ / AWQ, eight output rows at once: one vector holds one input's
+//!   codes for the eight rows (GPTQ: eight consecutive `qweight` words;
+//!   AWQ: one word's nibbles), `(q - z) * s` in f32 (exact), `vcvtps2ph`
+//!   (the F16 rounding), an 8 x 8 transpose of the F16 values, `vcvtph2ps`.
 
 use std::arch::x86_64::*;
 
@@ -31,6 +38,7 @@ use super::{Fns, Kernels, Level};
 use crate::quant::ggml::GgmlType;
 use crate::quant::ggml_encode::Floats;
 use crate::quant::mxfp4::{self, PREFETCH_ROWS, Pair, Transposed, tile_deltas};
+use crate::quant::nibbles::{Packing, Rows8};
 use crate::quant::{float, fp8};
 
 pub(crate) static KERNELS: Kernels = Kernels {
@@ -46,6 +54,8 @@ pub(crate) static KERNELS: Kernels = Kernels {
         e4m3_scaled,
         ggml,
         q8_0,
+        nibbles,
+        int4_rows8,
     },
 };
 
@@ -653,4 +663,170 @@ fn codes8(v: __m256, idv: __m256) -> __m256i {
     let r = _mm256_or_ps(_mm256_add_ps(t, up), _mm256_and_ps(y, sign));
     let finite = _mm256_cmp_ps::<_CMP_LT_OQ>(a, _mm256_set1_ps(f32::INFINITY));
     _mm256_and_si256(_mm256_cvttps_epi32(r), _mm256_castps_si256(finite))
+}
+
+// ---- INT4 codes (GPTQ, AWQ, compressed-tensors, MLX) -------------------
+
+/// 8 f32 of `s` (from its start).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn load8_ps(s: &[f32]) -> __m256 {
+    let s = &s[..8];
+    // SAFETY: `s` has 8 readable f32; the load is unaligned.
+    unsafe { _mm256_loadu_ps(s.as_ptr()) }
+}
+
+/// Store 8 f32 into the start of `d`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn store8_ps(d: &mut [f32], v: __m256) {
+    let d = &mut d[..8];
+    // SAFETY: `d` has 8 writable f32; the store is unaligned.
+    unsafe { _mm256_storeu_ps(d.as_mut_ptr(), v) }
+}
+
+/// Little-endian u32 at byte `at` of `b`.
+#[inline(always)]
+fn word_at(b: &[u8], at: usize) -> i32 {
+    let c = &b[at..at + 4];
+    i32::from_le_bytes([c[0], c[1], c[2], c[3]])
+}
+
+/// Nibbles through a 16-entry f32 table, 8 codes (4 bytes) at a time: the
+/// word's nibbles shifted into 8 lanes (byte 0's low or high nibble first), two
+/// `vpermps` lookups (entries 0..7, 8..15) and a blend on bit 3.
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn nibbles(codes: &[u8], lut: &[f32; 16], high_first: bool, out: &mut [f32]) {
+    let lo = load8_ps(&lut[..8]);
+    let hi = load8_ps(&lut[8..]);
+    let shifts = if high_first {
+        _mm256_setr_epi32(4, 0, 12, 8, 20, 16, 28, 24)
+    } else {
+        _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)
+    };
+    let m = _mm256_set1_epi32(15);
+    let whole = codes.len() / 4 * 4;
+    for (c, o) in codes[..whole].chunks_exact(4).zip(out.chunks_exact_mut(8)) {
+        let v = _mm256_set1_epi32(word_at(c, 0));
+        let idx = _mm256_and_si256(_mm256_srlv_epi32(v, shifts), m);
+        let a = _mm256_permutevar8x32_ps(lo, idx);
+        let b = _mm256_permutevar8x32_ps(hi, idx);
+        let sel = _mm256_castsi256_ps(_mm256_slli_epi32::<28>(idx));
+        store8_ps(o, _mm256_blendv_ps(a, b, sel));
+    }
+    crate::quant::nibbles::portable_nibbles(
+        &codes[whole..],
+        lut,
+        high_first,
+        &mut out[2 * whole..],
+    );
+}
+
+/// Transpose 8 x 8 16-bit values: `h[j]` lane `r` goes to lane `j` of
+/// result `r`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn transpose8x16(h: &[__m128i; 8]) -> [__m128i; 8] {
+    let a0 = _mm_unpacklo_epi16(h[0], h[1]);
+    let a1 = _mm_unpackhi_epi16(h[0], h[1]);
+    let a2 = _mm_unpacklo_epi16(h[2], h[3]);
+    let a3 = _mm_unpackhi_epi16(h[2], h[3]);
+    let a4 = _mm_unpacklo_epi16(h[4], h[5]);
+    let a5 = _mm_unpackhi_epi16(h[4], h[5]);
+    let a6 = _mm_unpacklo_epi16(h[6], h[7]);
+    let a7 = _mm_unpackhi_epi16(h[6], h[7]);
+    let b0 = _mm_unpacklo_epi32(a0, a2);
+    let b1 = _mm_unpackhi_epi32(a0, a2);
+    let b2 = _mm_unpacklo_epi32(a1, a3);
+    let b3 = _mm_unpackhi_epi32(a1, a3);
+    let b4 = _mm_unpacklo_epi32(a4, a6);
+    let b5 = _mm_unpackhi_epi32(a4, a6);
+    let b6 = _mm_unpacklo_epi32(a5, a7);
+    let b7 = _mm_unpackhi_epi32(a5, a7);
+    [
+        _mm_unpacklo_epi64(b0, b4),
+        _mm_unpackhi_epi64(b0, b4),
+        _mm_unpacklo_epi64(b1, b5),
+        _mm_unpackhi_epi64(b1, b5),
+        _mm_unpacklo_epi64(b2, b6),
+        _mm_unpackhi_epi64(b2, b6),
+        _mm_unpacklo_epi64(b3, b7),
+        _mm_unpackhi_epi64(b3, b7),
+    ]
+}
+
+/// `f16(s * (q - z))` of one input for the eight rows (lanes), as F16 bits:
+/// `q - z` and the product are exact in f32 (an F16 scale times an integer
+/// of at most 5 bits), and `vcvtps2ph` rounds to nearest even, as
+/// `gptq::round_to_f16` does (finite scales only: `Rows8::new` checks).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn int4_f16(q: __m256i, sz: &[f32]) -> __m128i {
+    let s = load8_ps(&sz[..8]);
+    let z = load8_ps(&sz[8..16]);
+    let v = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(q), z), s);
+    _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v)
+}
+
+/// How many steps of 8 inputs ahead `int4_rows8` prefetches `qweight`.
+const PREFETCH_INT4: usize = 4;
+
+/// The tiles of eight GPTQ or AWQ output rows, 8 inputs at a time, every
+/// tile of a step of inputs before the next (so that a `qweight` line is
+/// read once for both): each input's codes for the eight rows of a tile in
+/// the lanes of one vector (GPTQ: the eight columns' words, shifted; AWQ:
+/// one word's nibbles in `AWQ_ORDER`), scaled in f32, rounded to F16 by
+/// `vcvtps2ph`, transposed as 8 x 8 F16 so that each row's 8 inputs are one
+/// vector, widened back to f32 and stored.
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn int4_rows8(x: &Rows8, out: &mut [f32]) -> bool {
+    let n = x.inputs();
+    let (q, words, col, sz, group) = (x.qweight(), x.words(), x.col(), x.sz(), x.group());
+    let per_tile = x.groups() * 16;
+    let m = _mm256_set1_epi32(15);
+    let order = _mm256_setr_epi32(0, 16, 4, 20, 8, 24, 12, 28);
+    for (b, grp) in group.chunks_exact(8).enumerate() {
+        match x.packing() {
+            Packing::Gptq => {
+                // `qweight` rows are a row of the output apart: too far
+                // for the hardware's prefetcher
+                let ahead = ((b + PREFETCH_INT4) * words + col) * 4;
+                mxfp4::prefetch(q, ahead);
+                mxfp4::prefetch(q, ahead + 32 * x.tile_count() - 1);
+            }
+            Packing::Awq => {
+                for j in 0..8 {
+                    mxfp4::prefetch(q, ((8 * (b + PREFETCH_INT4) + j) * words + col) * 4);
+                }
+            }
+        }
+        for t in 0..x.tile_count() {
+            let szt = &sz[t * per_tile..(t + 1) * per_tile];
+            let mut h = [_mm_setzero_si128(); 8];
+            match x.packing() {
+                Packing::Gptq => {
+                    let mut v = load32(&q[(b * words + col + 8 * t) * 4..]);
+                    for (j, &g) in grp.iter().enumerate() {
+                        let g = g as usize * 16;
+                        h[j] = int4_f16(_mm256_and_si256(v, m), &szt[g..g + 16]);
+                        v = _mm256_srli_epi32::<4>(v);
+                    }
+                }
+                Packing::Awq => {
+                    for (j, &g) in grp.iter().enumerate() {
+                        let at = ((8 * b + j) * words + col + t) * 4;
+                        let w = _mm256_set1_epi32(word_at(q, at));
+                        let codes = _mm256_and_si256(_mm256_srlv_epi32(w, order), m);
+                        let g = g as usize * 16;
+                        h[j] = int4_f16(codes, &szt[g..g + 16]);
+                    }
+                }
+            }
+            let rows = transpose8x16(&h);
+            for (r, &v) in rows.iter().enumerate() {
+                store8_ps(&mut out[(8 * t + r) * n + 8 * b..], _mm256_cvtph_ps(v));
+            }
+        }
+    }
+    true
 }

@@ -40,6 +40,9 @@ pub(crate) static KERNELS: Kernels = Kernels {
         ggml,
         // AVX-512 adds nothing a 32-value block needs over AVX2.
         q8_0: super::avx2::q8_0,
+        // INT4 codes: 8 values a vector suit the 8-row tiles; AVX2's code.
+        nibbles: super::avx2::nibbles,
+        int4_rows8: super::avx2::int4_rows8,
     },
 };
 

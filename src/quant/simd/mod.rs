@@ -21,6 +21,8 @@
 //! - `avx512` (x86-64 with AVX-512 F/BW/VL, plus AVX2 + F16C):
 //!   `simd/avx512.rs`;
 //! - `neon` (aarch64, always present there): `simd/neon.rs`;
+//! - `quant::nibbles`: the INT4 inner loops of GPTQ, AWQ,
+//!   compressed-tensors and MLX (their portable code and entry points);
 //! - `simd/ggml_runs.rs`: ggml blocks unpacked into integers and per-run
 //!   scales, shared by the SIMD paths.
 //!
@@ -35,6 +37,7 @@ use std::sync::OnceLock;
 use super::ggml::GgmlType;
 use super::ggml_encode::Floats;
 use super::mxfp4;
+use super::nibbles::{self, Rows8};
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
@@ -129,8 +132,8 @@ impl Kernels {
 /// Safety contract of every pointer: the CPU supports the path's features
 /// (guaranteed by [`Kernels`] existing). The MXFP4 kernels take their
 /// source as a struct whose lengths its constructor checked
-/// ([`mxfp4::Pair`], [`mxfp4::Transposed`]); the format modules check the
-/// output length before calling. Each function derives its loop counts from
+/// ([`mxfp4::Pair`], [`mxfp4::Transposed`]; the INT4 rows: [`Rows8`]); the
+/// format modules check the output length before calling. Each function derives its loop counts from
 /// its slices with bounds-checked chunking, so inconsistent lengths could at
 /// worst leave output bytes unwritten or panic, never read or write out of
 /// bounds.
@@ -160,6 +163,13 @@ pub(in crate::quant) struct Fns {
     /// Whole blocks of 32 values of type `from` (`src`) to Q8_0 (`out`,
     /// 34 bytes per block).
     pub q8_0: unsafe fn(from: Floats, src: &[u8], out: &mut [u8]),
+    /// Nibbles (low first, or high first) through a 16-entry table: `out`
+    /// is `2 * codes.len()` f32 ([`nibbles`]).
+    pub nibbles: unsafe fn(codes: &[u8], lut: &[f32; 16], high_first: bool, out: &mut [f32]),
+    /// Eight output rows of a GPTQ / AWQ 4-bit weight (`out` is
+    /// `8 * inputs` f32); `false` (nothing written) on a path that leaves
+    /// them to the format's own code.
+    pub int4_rows8: unsafe fn(x: &Rows8, out: &mut [f32]) -> bool,
 }
 
 /// The portable path: the reference kernels of the format modules.
@@ -176,6 +186,8 @@ static PORTABLE: Kernels = Kernels {
         e4m3_scaled: super::fp8::portable_e4m3_scaled,
         ggml: portable_ggml,
         q8_0: super::ggml_encode::portable_q8_0,
+        nibbles: nibbles::portable_nibbles,
+        int4_rows8: nibbles::portable_int4_rows8,
     },
 };
 

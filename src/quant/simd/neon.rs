@@ -51,6 +51,9 @@ pub(crate) static KERNELS: Kernels = Kernels {
         e4m3_scaled,
         ggml,
         q8_0,
+        // INT4 codes: not accelerated on NEON yet (the portable code).
+        nibbles: crate::quant::nibbles::portable_nibbles,
+        int4_rows8: crate::quant::nibbles::portable_int4_rows8,
     },
 };
 

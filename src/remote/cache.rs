@@ -476,6 +476,18 @@ impl Entry {
         let name = super::names::hashed(identity, &[identity, version]);
         let data_path = cache.objects.join(format!("{name}.data"));
         let idx_path = cache.objects.join(format!("{name}.idx"));
+        // Still open in this process (a queued write or seal, a file in
+        // passthrough holds it): the same entry, not a second lock on it.
+        let live = cache
+            .open
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|e| e.data_path == data_path && e.len == len);
+        if let Some(e) = live {
+            return Ok(e);
+        }
         let Some(data) = lock_live(&data_path, LOCK_PATIENCE)? else {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::WouldBlock,
@@ -521,9 +533,11 @@ impl Entry {
         // only read and written as plain u64 entries and the seal's bytes.
         let mut index = unsafe { MmapMut::map_mut(&idx)? };
         let seal_at = header.len() + 8 * blocks;
-        // A seal that still describes the data file: its stored blocks
-        // need no check. Any other seal is stale: cleared.
-        let sealed = index[seal_at..] == seal_of(&data.metadata()?);
+        // A seal that still describes the data file, over an index whose
+        // blocks are all stored (as when it was sealed): the blocks need
+        // no check. Any other seal is stale: cleared.
+        let sealed = index[seal_at..] == seal_of(&data.metadata()?)
+            && (0..blocks).all(|b| entry_at(&index, header.len(), b) & STORED_BIT != 0);
         if !sealed && index[seal_at..].iter().any(|&b| b != 0) {
             index[seal_at..].fill(0);
         }
@@ -662,13 +676,16 @@ impl Entry {
     pub fn land(&self, b: usize, bytes: &[u8]) -> std::io::Result<()> {
         let (start, len) = self.span(b, b + 1);
         debug_assert_eq!(len, bytes.len() as u64);
+        // Unsealed before the cache file changes.
+        self.changed(&mut self.index.lock().unwrap());
         self.data.write_all_at(bytes, start)?;
         let crc = crc32fast::hash(bytes);
-        {
-            let mut index = self.index.lock().unwrap();
-            self.changed(&mut index);
-            set_entry(&mut index, self.header, b, STORED_BIT | u64::from(crc));
-        }
+        set_entry(
+            &mut self.index.lock().unwrap(),
+            self.header,
+            b,
+            STORED_BIT | u64::from(crc),
+        );
         self.set(b, state::PRESENT);
         self.ticks[b / GROUP_BLOCKS].store(self.cache.next_tick(), Ordering::Relaxed);
         self.cache.added(len);
@@ -717,6 +734,11 @@ impl Entry {
         if self.sealed.swap(false, Ordering::AcqRel) {
             let at = self.header + 8 * self.blocks();
             index[at..at + SEAL_LEN].fill(0);
+            // On disk before the change it announces (once per unsealing):
+            // a crash must not leave a seal over changed bytes.
+            if let Err(e) = index.flush_range(at, SEAL_LEN) {
+                log::warn!("cache: cannot unseal {}: {e}", self.data_path.display());
+            }
         }
     }
 
@@ -1042,8 +1064,12 @@ mod tests {
             }
             e.wait(0, 4, Duration::from_secs(1), 0).unwrap();
             assert_eq!(e.cached_bytes(), len);
-            // A second open in the same process is refused while held.
-            assert!(Entry::open(&cache, "obj", "v1", len).is_err());
+            // A second open in the same process while held is the same
+            // entry (another process's is refused: its lock).
+            assert!(Arc::ptr_eq(
+                &e,
+                &Entry::open(&cache, "obj", "v1", len).unwrap()
+            ));
         }
         // Corrupt block 2 on disk.
         let p = object_path(&cache, "obj", "v1");
@@ -1251,6 +1277,44 @@ mod tests {
             e.land(1, &vec![2; BLOCK as usize]).unwrap();
             assert!(!e.is_sealed());
         }
+        let e = Entry::open(&cache, "o", "v", len).unwrap();
+        assert!(!e.is_sealed());
+        assert_eq!(to_verify(&e), 2);
+    }
+
+    #[test]
+    fn an_object_still_open_in_this_process_is_the_same_entry() {
+        // A queued seal or write keeps an entry alive after the caller let
+        // it go: opening it again gives that entry, not a wait on our own
+        // lock.
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 1 << 30).unwrap();
+        let held = Entry::open(&cache, "o", "v", 2 * BLOCK).unwrap();
+        let t0 = Instant::now();
+        let again = Entry::open(&cache, "o", "v", 2 * BLOCK).unwrap();
+        assert!(Arc::ptr_eq(&held, &again));
+        assert!(t0.elapsed() < LOCK_PATIENCE / 2);
+    }
+
+    #[test]
+    fn a_seal_over_an_index_with_missing_blocks_is_not_trusted() {
+        // A crash that kept the seal but lost blocks' entries (or a drop
+        // whose unsealing never reached the disk): the seal vouches for
+        // every block, so it is not used.
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 1 << 30).unwrap();
+        let len = 3 * BLOCK;
+        let idx = object_path(&cache, "o", "v").with_extension("idx");
+        {
+            let e = Entry::open(&cache, "o", "v", len).unwrap();
+            fill(&e, 5);
+            assert!(e.seal().unwrap());
+        }
+        // Block 1's entry lost; the data file untouched (its times match).
+        let mut bytes = std::fs::read(&idx).unwrap();
+        let at = bytes.len() - SEAL_LEN - 3 * 8 + 8;
+        bytes[at..at + 8].fill(0);
+        std::fs::write(&idx, &bytes).unwrap();
         let e = Entry::open(&cache, "o", "v", len).unwrap();
         assert!(!e.is_sealed());
         assert_eq!(to_verify(&e), 2);

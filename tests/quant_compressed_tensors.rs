@@ -16,6 +16,8 @@ type Tensors = BTreeMap<String, (String, Vec<usize>, Vec<u8>)>;
 
 const CASES: &[&str] = &[
     "fp8",
+    "mxfp4",
+    "mxfp8",
     "naive_int8",
     "nvfp4",
     "w4_asym_mixed",
@@ -329,4 +331,38 @@ fn g_idx_columns_and_a_hostile_g_idx() {
     let k = "model.layers.0.self_attn.k_proj.weight";
     let ok = read_st(&std::fs::read(mnt.join(&format!("bf16/tensors/{k}.safetensors"))).unwrap());
     assert!(ok[k] == want[k]);
+}
+
+/// MX checkpoints (`mxfp4-pack-quantized`, `mxfp8-quantized`) that do not
+/// check out: scales that are not U8 E8M0 exponents, a strategy the format
+/// does not write, and `mxfp6-pack-quantized`, which is not dequantized.
+#[test]
+fn an_mx_checkpoint_that_does_not_check_out_leaves_bf16_out() {
+    let q = "model.layers.0.self_attn.q_proj";
+    for name in ["mxfp4", "mxfp8"] {
+        let d = broken(
+            name,
+            |t| t.get_mut(&format!("{q}.weight_scale")).unwrap().0 = "I8".into(),
+            |_| {},
+        );
+        assert_refused(d.path(), &format!("{q}.weight_scale is I8, expected U8"));
+        let d = broken(
+            name,
+            |_| {},
+            |c| {
+                c["quantization_config"]["config_groups"]["group_0"]["weights"]["strategy"] =
+                    "channel".into()
+            },
+        );
+        assert_refused(d.path(), "strategy channel with mx");
+    }
+    let d = broken(
+        "mxfp4",
+        |_| {},
+        |c| {
+            c["quantization_config"]["config_groups"]["group_0"]["format"] =
+                "mxfp6-pack-quantized".into()
+        },
+    );
+    assert_refused(d.path(), "format 'mxfp6-pack-quantized' is not supported");
 }

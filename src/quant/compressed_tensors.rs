@@ -33,6 +33,12 @@
 //! its F32 scale to the model's dtype first: `out(e4m3(q) * out(s))`
 //! (`modelopt.torch.quantization.qtensor` `NVFP4QTensor.dequantize`,
 //! `FP8QTensor.dequantize`, 0.47.0).
+//! MX formats (`mxfp4-pack-quantized`: NVFP4's packing; `mxfp8-quantized`:
+//! FP8 E4M3 codes) store E8M0 scales, one U8 exponent per group
+//! ([`Layout::e8m0`]), which `compressors.mx_utils.decompress_mx_scale`
+//! turns into the BF16 `2^(e - 127)` (exact: 2^-127 for 0, +inf for 255),
+//! with no global scale: `bf16(code * 2^(e - 127))`, exact but for
+//! overflow to inf and `0 * inf = NaN` at 255.
 //!
 //! Speed: decoding walks a row's run of columns that share one scale (a
 //! group, a block, a whole row); for 4-bit codes the run's 16 possible
@@ -45,7 +51,7 @@ use serde_json::Value;
 
 use super::KernelError;
 use super::fp8::E4M3_F32;
-use super::mxfp4::FP4_E2M1;
+use super::mxfp4::{FP4_E2M1, e8m0_f32};
 use super::packed::{Unpack, check_parts, check_range};
 use crate::dtype::Dtype;
 
@@ -201,9 +207,12 @@ pub struct Layout {
     pub grid: Grid,
     pub zero: Zero,
     pub global: Global,
-    /// The scale's stored dtype (BF16, F16, F32, or F8_E4M3 with a global
-    /// scale).
+    /// The scale's stored dtype (BF16, F16, F32, F8_E4M3 with a global
+    /// scale, or U8 E8M0 exponents with `e8m0`).
     pub scale_dtype: Dtype,
+    /// The scale is an E8M0 exponent byte `e` (MX formats, `scale_dtype`
+    /// U8), worth `2^(e - 127)`.
+    pub e8m0: bool,
     /// The scale rounded to this dtype before use (ModelOpt FP8 casts its
     /// F32 scale to the model's dtype: `q.to(dtype) * scale.to(dtype)`).
     pub scale_round: Option<Out>,
@@ -301,9 +310,16 @@ impl Dequant {
                 }
             ));
         }
+        if l.e8m0 != (l.scale_dtype == Dtype::U8) {
+            return Err(format!(
+                "{} scales {} E8M0 exponents",
+                l.scale_dtype.name(),
+                if l.e8m0 { "as" } else { "that are not" }
+            ));
+        }
         if !matches!(
             l.scale_dtype,
-            Dtype::BF16 | Dtype::F16 | Dtype::F32 | Dtype::F8_E4M3
+            Dtype::BF16 | Dtype::F16 | Dtype::F32 | Dtype::F8_E4M3 | Dtype::U8
         ) {
             return Err(format!("{} scales are not supported", l.scale_dtype.name()));
         }
@@ -421,6 +437,7 @@ impl Dequant {
                 super::float::f16_to_f32(u16::from_le_bytes([scales[2 * i], scales[2 * i + 1]]))
             }
             Dtype::F8_E4M3 => E4M3_F32[scales[i] as usize],
+            Dtype::U8 => e8m0_f32(scales[i]),
             _ => f32::from_le_bytes([
                 scales[4 * i],
                 scales[4 * i + 1],
@@ -621,6 +638,7 @@ mod tests {
             zero,
             global: Global::None,
             scale_dtype: Dtype::F32,
+            e8m0: false,
             scale_round: None,
             out: Out::F32,
             params: Value::Null,
@@ -765,6 +783,107 @@ mod tests {
         d.values(&[&packed, &scale, &g], 0, &mut out).unwrap();
         assert_eq!(out[3], Out::Bf16.round(FP4_E2M1[2] * 3.0));
         assert_eq!(out[9].to_bits(), 0);
+    }
+
+    /// MXFP4 (`mxfp4-pack-quantized`): every E8M0 scale byte with every
+    /// nibble, at offsets inside and across groups; the edge values pinned
+    /// as torch 2.15 computes them (`decompress_mx_scale` then
+    /// `unpack_fp4_from_uint8(..) * scale` in BF16).
+    #[test]
+    fn mxfp4_every_e8m0_scale_and_nibble() {
+        let (rows, cols) = (256u64, 64u64);
+        // row s: scale bytes s and 255 - s; every nibble low and high
+        let packed: Vec<u8> = (0..rows)
+            .flat_map(|r| {
+                (0..32u8).map(move |j| (j.wrapping_mul(0x11) ^ (j >> 4)).wrapping_add(r as u8))
+            })
+            .collect();
+        let scales: Vec<u8> = (0..=255u8).flat_map(|s| [s, 255 - s]).collect();
+        let mut l = layout(Codes::Fp4, Grid::Group { size: 32 }, Zero::None, rows, cols);
+        l.scale_dtype = Dtype::U8;
+        l.e8m0 = true;
+        l.out = Out::Bf16;
+        let d = Dequant::new(l).unwrap();
+        assert_eq!(d.roles(), ["weight_packed", "weight_scale"]);
+        let want: Vec<u16> = (0..(rows * cols) as usize)
+            .map(|i| {
+                let (r, c) = (i / 64, i % 64);
+                let n = (packed[r * 32 + c / 2] >> ((c & 1) * 4)) & 15;
+                let s = e8m0_f32(scales[r * 2 + c / 32]);
+                super::super::bf16::from_f32(FP4_E2M1[n as usize] * s)
+            })
+            .collect();
+        for (first, n) in [(0u64, 16384usize), (5, 40), (31, 2), (63, 65), (16000, 384)] {
+            let mut out = vec![0f32; n];
+            d.values(&[&packed, &scales], first, &mut out).unwrap();
+            let got: Vec<u16> = out
+                .iter()
+                .map(|x| super::super::bf16::from_f32(*x))
+                .collect();
+            assert_eq!(got, want[first as usize..first as usize + n], "{first}+{n}");
+        }
+        // pinned against torch: 0 and -0 times 2^128 (= bf16 inf) are NaN
+        // (0x7FC0), 0.5 * 2^128 is inf, 0.5 * 2^-127 the subnormal 2^-128
+        let one = |nibbles: u8, scale: u8| {
+            let mut out = [0f32; 2];
+            let mut l = layout(Codes::Fp4, Grid::Group { size: 2 }, Zero::None, 1, 2);
+            l.scale_dtype = Dtype::U8;
+            l.e8m0 = true;
+            l.out = Out::Bf16;
+            let d = Dequant::new(l).unwrap();
+            d.values(&[&[nibbles], &[scale]], 0, &mut out).unwrap();
+            out.map(super::super::bf16::from_f32)
+        };
+        assert_eq!(one(0x80, 255), [0x7FC0, 0x7FC0]);
+        assert_eq!(one(0x10, 255), [0x7FC0, 0x7F80]);
+        assert_eq!(one(0x10, 0), [0x0000, 0x0020]);
+        assert_eq!(one(0x98, 0), [0x8000, 0x8020]);
+        assert_eq!(one(0x7F, 127), [0xC0C0, 0x40C0]);
+    }
+
+    #[test]
+    fn e8m0_is_a_power_of_two_and_refused_without_its_flag() {
+        assert_eq!(e8m0_f32(127), 1.0);
+        assert_eq!(e8m0_f32(1), f32::MIN_POSITIVE);
+        assert_eq!(e8m0_f32(0).to_bits(), 0x0040_0000);
+        assert_eq!(e8m0_f32(254), 2f32.powi(127));
+        assert_eq!(e8m0_f32(255), f32::INFINITY);
+        for s in 0..=255u8 {
+            // exact in BF16 (no rounding when torch holds it as BF16)
+            assert_eq!(e8m0_f32(s).to_bits() & 0xFFFF, 0, "{s}");
+        }
+        let mut l = layout(Codes::Fp8, Grid::Group { size: 2 }, Zero::None, 1, 2);
+        l.scale_dtype = Dtype::U8;
+        assert!(Dequant::new(l.clone()).is_err(), "U8 scales without e8m0");
+        l.scale_dtype = Dtype::BF16;
+        l.e8m0 = true;
+        assert!(Dequant::new(l).is_err(), "e8m0 with BF16 scales");
+    }
+
+    /// MXFP8 (`mxfp8-quantized`): FP8 E4M3 codes times E8M0 group scales,
+    /// rounded once to BF16; NaN codes stay NaN.
+    #[test]
+    fn mxfp8_codes_times_e8m0_scales() {
+        let (rows, cols) = (4u64, 64u64);
+        let codes: Vec<u8> = (0..256u32).map(|i| i as u8).collect();
+        let scales: Vec<u8> = vec![127, 100, 0, 1, 254, 255, 130, 120];
+        let mut l = layout(Codes::Fp8, Grid::Group { size: 32 }, Zero::None, rows, cols);
+        l.scale_dtype = Dtype::U8;
+        l.e8m0 = true;
+        l.out = Out::Bf16;
+        let d = Dequant::new(l).unwrap();
+        assert_eq!(d.roles(), ["weight", "weight_scale"]);
+        let mut out = vec![0f32; 256];
+        d.values(&[&codes, &scales], 0, &mut out).unwrap();
+        for (i, o) in out.iter().enumerate() {
+            let s = e8m0_f32(scales[i / 32]);
+            let want = super::super::bf16::from_f32(E4M3_F32[codes[i] as usize] * s);
+            assert_eq!(super::super::bf16::from_f32(*o), want, "{i}");
+        }
+        assert_eq!(out[1], E4M3_F32[1]); // scale 1.0
+        assert!(out[0x7F].is_nan() && out[0xFF].is_nan());
+        assert_eq!(out[0xA8], f32::NEG_INFINITY); // -0.25 * 2^128
+        assert_eq!(out[0x80].to_bits(), (-0.0f32).to_bits()); // -0 * 2^127
     }
 
     #[test]

@@ -245,13 +245,16 @@ fn module_weight(
         ("pack-quantized", "int", 2 | 4 | 8) => Codes::Packed { bits: bits as u32 },
         ("int-quantized" | "naive-quantized", "int", 8) => Codes::Int8,
         ("float-quantized" | "naive-quantized", "float", 8) => Codes::Fp8,
-        ("nvfp4-pack-quantized", "float", 4) => Codes::Fp4,
+        ("nvfp4-pack-quantized" | "mxfp4-pack-quantized", "float", 4) => Codes::Fp4,
+        ("mxfp8-quantized", "float", 8) => Codes::Fp8,
         (
             "pack-quantized"
             | "int-quantized"
             | "naive-quantized"
             | "float-quantized"
-            | "nvfp4-pack-quantized",
+            | "nvfp4-pack-quantized"
+            | "mxfp4-pack-quantized"
+            | "mxfp8-quantized",
             _,
             _,
         ) => {
@@ -261,6 +264,9 @@ fn module_weight(
         }
         _ => return Err(ctx(format!("format '{fmt}' is not supported"))),
     };
+    // MX formats: E8M0 scales (U8 exponents) per group, no global scale
+    let mx = matches!(fmt, "mxfp4-pack-quantized" | "mxfp8-quantized");
+    let nvfp4 = fmt == "nvfp4-pack-quantized";
     let codes_role = if matches!(codes, Codes::Packed { .. } | Codes::Fp4) {
         "weight_packed"
     } else {
@@ -293,7 +299,7 @@ fn module_weight(
         "channel" => Grid::Channel,
         "group" | "tensor_group" => {
             let size = get_u64(w, "group_size").ok_or_else(|| ctx("no group_size".into()))?;
-            if (strategy == "tensor_group") != (codes == Codes::Fp4) {
+            if (strategy == "tensor_group") != nvfp4 {
                 return Err(ctx(format!("strategy {strategy} with {fmt}")));
             }
             let actorder = w.get("actorder").and_then(Value::as_str);
@@ -338,9 +344,21 @@ fn module_weight(
         }
         (false, _) => Zero::Int8,
     };
-    let scale_dtype = tensor(scale_id).dtype;
-    let (global, out) = if codes == Codes::Fp4 {
+    if mx && !matches!(grid, Grid::Group { .. }) {
+        return Err(ctx(format!(
+            "strategy {strategy} with {fmt} (groups without weight_g_idx are supported)"
+        )));
+    }
+    // MX scales are U8 exponents whatever dtype the checkpoint claims
+    // (check_part refuses another); the library decodes them to BF16 and
+    // returns BF16 (mx_utils.decompress_mx_scale). A U8 scale in another
+    // format is refused by Dequant::new.
+    let stored_scale = tensor(scale_id).dtype;
+    let scale_dtype = if mx { Dtype::U8 } else { stored_scale };
+    let (global, out) = if nvfp4 {
         (Global::Divide, Out::Bf16)
+    } else if mx {
+        (Global::None, Out::Bf16)
     } else {
         (Global::None, Out::of(scale_dtype))
     };
@@ -374,6 +392,7 @@ fn module_weight(
         zero,
         global,
         scale_dtype,
+        e8m0: mx,
         scale_round: None,
         out,
         params: Value::Object(params),

@@ -181,6 +181,16 @@ fn main() {
             ),
         ),
         (
+            "mxfp6",
+            weight(
+                Codes::Fp6,
+                Grid::Group { size: 32 },
+                Zero::None,
+                Dtype::U8,
+                Global::None,
+            ),
+        ),
+        (
             "mxfp8",
             weight(
                 Codes::Fp8,

@@ -159,6 +159,11 @@ CASES = {
     "mxfp8": dict(
         layers=1,
         recipe=QuantizationModifier(targets=LINEAR, ignore=["lm_head"], scheme="MXFP8A16")),
+    # MXFP6 weights (mxfp6-pack-quantized: FP6 E2M3, four codes in three
+    # bytes, E8M0 group-32 scales as U8)
+    "mxfp6": dict(
+        layers=1,
+        recipe=QuantizationModifier(targets=LINEAR, ignore=["lm_head"], scheme="MXFP6A16")),
 }
 
 

@@ -17,6 +17,7 @@ type Tensors = BTreeMap<String, (String, Vec<usize>, Vec<u8>)>;
 const CASES: &[&str] = &[
     "fp8",
     "mxfp4",
+    "mxfp6",
     "mxfp8",
     "naive_int8",
     "nvfp4",
@@ -333,13 +334,14 @@ fn g_idx_columns_and_a_hostile_g_idx() {
     assert!(ok[k] == want[k]);
 }
 
-/// MX checkpoints (`mxfp4-pack-quantized`, `mxfp8-quantized`) that do not
-/// check out: scales that are not U8 E8M0 exponents, a strategy the format
-/// does not write, and `mxfp6-pack-quantized`, which is not dequantized.
+/// MX checkpoints (`mxfp4-pack-quantized`, `mxfp6-pack-quantized`,
+/// `mxfp8-quantized`) that do not check out: scales that are not U8 E8M0
+/// exponents, a strategy the format does not write, a bit width the format
+/// does not have.
 #[test]
 fn an_mx_checkpoint_that_does_not_check_out_leaves_bf16_out() {
     let q = "model.layers.0.self_attn.q_proj";
-    for name in ["mxfp4", "mxfp8"] {
+    for name in ["mxfp4", "mxfp6", "mxfp8"] {
         let d = broken(
             name,
             |t| t.get_mut(&format!("{q}.weight_scale")).unwrap().0 = "I8".into(),
@@ -356,6 +358,7 @@ fn an_mx_checkpoint_that_does_not_check_out_leaves_bf16_out() {
         );
         assert_refused(d.path(), "strategy channel with mx");
     }
+    // MXFP4 codes called MXFP6: the bit width, then the packed rows
     let d = broken(
         "mxfp4",
         |_| {},
@@ -364,5 +367,18 @@ fn an_mx_checkpoint_that_does_not_check_out_leaves_bf16_out() {
                 "mxfp6-pack-quantized".into()
         },
     );
-    assert_refused(d.path(), "format 'mxfp6-pack-quantized' is not supported");
+    assert_refused(
+        d.path(),
+        "4-bit float weights in format mxfp6-pack-quantized are not supported",
+    );
+    let d = broken(
+        "mxfp4",
+        |_| {},
+        |c| {
+            let g = &mut c["quantization_config"]["config_groups"]["group_0"];
+            g["format"] = "mxfp6-pack-quantized".into();
+            g["weights"]["num_bits"] = 6.into();
+        },
+    );
+    assert_refused(d.path(), "has 64 bytes per row, not a multiple of 3");
 }

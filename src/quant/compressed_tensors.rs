@@ -10,7 +10,10 @@
 //!   `compressed_tensors.compressors.pack_quantized.helpers.unpack_from_int32`
 //!   reads it); `int-quantized` / `naive-quantized` INT8 (`weight` I8);
 //!   `float-quantized` FP8 E4M3 (`weight` F8_E4M3); NVFP4 (`weight_packed` U8
-//!   `[rows, cols / 2]`, the low nibble first, FP4 E2M1 values).
+//!   `[rows, cols / 2]`, the low nibble first, FP4 E2M1 values); MXFP6
+//!   (`weight_packed` U8 `[rows, cols * 3 / 4]`: four 6-bit FP6 E2M3 codes
+//!   in three bytes, little-endian, the sign in bit 5, as
+//!   `compressors/mxfp6/helpers.py` `unpack_fp6_from_uint8` reads them).
 //! - the grid ([`Grid`]): one scale per tensor, per row (channel), per group
 //!   of `g` columns of a row, per column group named by `weight_g_idx`
 //!   (activation ordering), or per `[bh, bw]` block.
@@ -34,7 +37,7 @@
 //! (`modelopt.torch.quantization.qtensor` `NVFP4QTensor.dequantize`,
 //! `FP8QTensor.dequantize`, 0.47.0).
 //! MX formats (`mxfp4-pack-quantized`: NVFP4's packing; `mxfp8-quantized`:
-//! FP8 E4M3 codes) store E8M0 scales, one U8 exponent per group
+//! FP8 E4M3 codes; `mxfp6-pack-quantized`: FP6 E2M3 codes) store E8M0 scales, one U8 exponent per group
 //! ([`Layout::e8m0`]), which `compressors.mx_utils.decompress_mx_scale`
 //! turns into the BF16 `2^(e - 127)` (exact: 2^-127 for 0, +inf for 255),
 //! with no global scale: `bf16(code * 2^(e - 127))`, exact but for
@@ -69,6 +72,9 @@ pub enum Codes {
     Fp8,
     /// Two FP4 E2M1 per byte, the low nibble first.
     Fp4,
+    /// Four FP6 E2M3 per three bytes (a little-endian 24-bit word, code `k`
+    /// at bit `6k`).
+    Fp6,
 }
 
 impl Codes {
@@ -78,6 +84,7 @@ impl Codes {
             Codes::Packed { bits } => cols.checked_mul(bits as u64).map(|b| b.div_ceil(32) * 4),
             Codes::Int8 | Codes::Fp8 => Some(cols),
             Codes::Fp4 => cols.is_multiple_of(2).then_some(cols / 2),
+            Codes::Fp6 => cols.is_multiple_of(4).then_some(cols / 4 * 3),
         }
     }
 
@@ -87,7 +94,7 @@ impl Codes {
             Codes::Packed { .. } => (Dtype::I32, vec![rows, self.row_bytes(cols)? / 4]),
             Codes::Int8 => (Dtype::I8, vec![rows, cols]),
             Codes::Fp8 => (Dtype::F8_E4M3, vec![rows, cols]),
-            Codes::Fp4 => (Dtype::U8, vec![rows, self.row_bytes(cols)?]),
+            Codes::Fp4 | Codes::Fp6 => (Dtype::U8, vec![rows, self.row_bytes(cols)?]),
         })
     }
 }
@@ -251,6 +258,25 @@ const FP4_MODELOPT: [f32; 16] = [
     0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0,
 ];
 
+/// FP6 E2M3 values by 6-bit code, as compressed-tensors' `kE2M3ToFloat`
+/// (`m / 8` for exponent field 0, `(1 + m / 8) * 2^(e - 1)` otherwise) with
+/// bit 5 negating (code 0x20 is -0).
+pub const FP6_E2M3: [f32; 64] = {
+    let mut t = [0f32; 64];
+    let mut c = 0;
+    while c < 64 {
+        let (e, m) = ((c >> 3) & 3, (c & 7) as f32);
+        let v = if e == 0 {
+            m / 8.0
+        } else {
+            (1.0 + m / 8.0) * (1 << (e - 1)) as f32
+        };
+        t[c] = if c & 0x20 != 0 { -v } else { v };
+        c += 1;
+    }
+    t
+};
+
 /// Role names, interned: a weight's parts differ by format (zero point or
 /// not, ...), and `Unpack::roles` is `'static`. At most a few dozen distinct
 /// lists exist.
@@ -296,7 +322,7 @@ impl Dequant {
         {
             return Err("packed zero points of another width than the weight".into());
         }
-        if l.zero != Zero::None && matches!(l.codes, Codes::Fp8 | Codes::Fp4) {
+        if l.zero != Zero::None && matches!(l.codes, Codes::Fp8 | Codes::Fp4 | Codes::Fp6) {
             return Err("asymmetric float quantization is not supported".into());
         }
         if (l.global != Global::None) != (l.scale_dtype == Dtype::F8_E4M3) {
@@ -332,7 +358,7 @@ impl Dequant {
         let scale_cols = *scale.last().unwrap_or(&1);
         // ModelOpt calls its packed FP4 codes `weight`
         let mut roles = vec![if l.scheme != "modelopt"
-            && matches!(l.codes, Codes::Packed { .. } | Codes::Fp4)
+            && matches!(l.codes, Codes::Packed { .. } | Codes::Fp4 | Codes::Fp6)
         {
             "weight_packed"
         } else {
@@ -478,6 +504,11 @@ impl Dequant {
             Codes::Int8 => row[c] as i8 as f32,
             Codes::Fp8 => E4M3_F32[row[c] as usize],
             Codes::Fp4 => self.fp4[((row[c / 2] >> ((c & 1) * 4)) & 15) as usize],
+            Codes::Fp6 => {
+                let b = &row[c / 4 * 3..c / 4 * 3 + 3];
+                let word = b[0] as u32 | (b[1] as u32) << 8 | (b[2] as u32) << 16;
+                FP6_E2M3[((word >> (6 * (c % 4))) & 63) as usize]
+            }
         }
     }
 
@@ -884,6 +915,57 @@ mod tests {
         assert!(out[0x7F].is_nan() && out[0xFF].is_nan());
         assert_eq!(out[0xA8], f32::NEG_INFINITY); // -0.25 * 2^128
         assert_eq!(out[0x80].to_bits(), (-0.0f32).to_bits()); // -0 * 2^127
+    }
+
+    /// MXFP6 (`mxfp6-pack-quantized`): every 6-bit code, packed as
+    /// `pack_fp6_to_uint8` packs them, times E8M0 group scales.
+    #[test]
+    fn mxfp6_every_code_packed_four_in_three_bytes() {
+        // compressed-tensors' kE2M3ToFloat, then its negation
+        let mags: Vec<f32> = (0..8)
+            .map(|m| m as f32 / 8.0)
+            .chain(
+                (0..3).flat_map(|e| (0..8).map(move |m| (1.0 + m as f32 / 8.0) * (1 << e) as f32)),
+            )
+            .collect();
+        for c in 0..64 {
+            let want = if c & 0x20 != 0 {
+                -mags[c & 31]
+            } else {
+                mags[c & 31]
+            };
+            assert_eq!(FP6_E2M3[c].to_bits(), want.to_bits(), "{c}");
+        }
+        let (rows, cols) = (2u64, 64u64);
+        let codes: Vec<u32> = (0..128u32).map(|i| (i * 5) % 64).collect();
+        let packed: Vec<u8> = codes
+            .chunks_exact(4)
+            .flat_map(|q| {
+                let w = q[0] | q[1] << 6 | q[2] << 12 | q[3] << 18;
+                [w as u8, (w >> 8) as u8, (w >> 16) as u8]
+            })
+            .collect();
+        let scales = [127u8, 120, 0, 255];
+        let mut l = layout(Codes::Fp6, Grid::Group { size: 32 }, Zero::None, rows, cols);
+        l.scale_dtype = Dtype::U8;
+        l.e8m0 = true;
+        l.out = Out::Bf16;
+        let d = Dequant::new(l).unwrap();
+        assert_eq!(d.expected()[0], ("weight_packed", Dtype::U8, vec![2, 48]));
+        for (first, n) in [(0u64, 128usize), (3, 70), (61, 6)] {
+            let mut out = vec![0f32; n];
+            d.values(&[&packed, &scales], first, &mut out).unwrap();
+            for (k, o) in out.iter().enumerate() {
+                let i = first as usize + k;
+                let want = super::super::bf16::from_f32(
+                    FP6_E2M3[codes[i] as usize] * e8m0_f32(scales[i / 32]),
+                );
+                assert_eq!(super::super::bf16::from_f32(*o), want, "{i}");
+            }
+        }
+        // columns that are not a multiple of 4: no layout
+        let l = layout(Codes::Fp6, Grid::Tensor, Zero::None, 1, 6);
+        assert!(Dequant::new(l).is_err());
     }
 
     #[test]

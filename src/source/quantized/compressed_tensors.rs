@@ -247,6 +247,7 @@ fn module_weight(
         ("float-quantized" | "naive-quantized", "float", 8) => Codes::Fp8,
         ("nvfp4-pack-quantized" | "mxfp4-pack-quantized", "float", 4) => Codes::Fp4,
         ("mxfp8-quantized", "float", 8) => Codes::Fp8,
+        ("mxfp6-pack-quantized", "float", 6) => Codes::Fp6,
         (
             "pack-quantized"
             | "int-quantized"
@@ -254,7 +255,8 @@ fn module_weight(
             | "float-quantized"
             | "nvfp4-pack-quantized"
             | "mxfp4-pack-quantized"
-            | "mxfp8-quantized",
+            | "mxfp8-quantized"
+            | "mxfp6-pack-quantized",
             _,
             _,
         ) => {
@@ -265,9 +267,12 @@ fn module_weight(
         _ => return Err(ctx(format!("format '{fmt}' is not supported"))),
     };
     // MX formats: E8M0 scales (U8 exponents) per group, no global scale
-    let mx = matches!(fmt, "mxfp4-pack-quantized" | "mxfp8-quantized");
+    let mx = matches!(
+        fmt,
+        "mxfp4-pack-quantized" | "mxfp8-quantized" | "mxfp6-pack-quantized"
+    );
     let nvfp4 = fmt == "nvfp4-pack-quantized";
-    let codes_role = if matches!(codes, Codes::Packed { .. } | Codes::Fp4) {
+    let codes_role = if matches!(codes, Codes::Packed { .. } | Codes::Fp4 | Codes::Fp6) {
         "weight_packed"
     } else {
         "weight"
@@ -292,6 +297,14 @@ fn module_weight(
             (s[0], s[1])
         }
         Codes::Fp4 => (ct.shape[0], ct.shape[1].saturating_mul(2)),
+        // four codes in three bytes
+        Codes::Fp6 if ct.shape[1] % 3 == 0 => (ct.shape[0], ct.shape[1] / 3 * 4),
+        Codes::Fp6 => {
+            return Err(ctx(format!(
+                "{} has {} bytes per row, not a multiple of 3",
+                ct.name, ct.shape[1]
+            )));
+        }
         _ => (ct.shape[0], ct.shape[1]),
     };
     let grid = match strategy {

@@ -49,8 +49,10 @@ fn weight(
         zero,
         global,
         scale_dtype: scale,
+        // U8 scales: MX E8M0 exponents
+        e8m0: scale == Dtype::U8,
         scale_round: None,
-        out: if global == Global::None {
+        out: if global == Global::None && scale != Dtype::U8 {
             Out::of(scale)
         } else {
             Out::Bf16
@@ -70,6 +72,12 @@ fn weight(
                 // finite scales around 0.01
                 for c in b.chunks_exact_mut(2) {
                     c.copy_from_slice(&bf16::from_f32(0.01 + c[0] as f32 * 1e-5).to_le_bytes());
+                }
+            }
+            if *dtype == Dtype::U8 && i == 1 {
+                // E8M0 scales around 2^-7
+                for x in b.iter_mut() {
+                    *x = 115 + *x % 10;
                 }
             }
             if *dtype == Dtype::F32 {
@@ -158,6 +166,36 @@ fn main() {
                 Zero::None,
                 Dtype::F8_E4M3,
                 Global::Divide,
+            ),
+        ),
+        (
+            "mxfp4",
+            weight(
+                Codes::Fp4,
+                Grid::Group { size: 32 },
+                Zero::None,
+                Dtype::U8,
+                Global::None,
+            ),
+        ),
+        (
+            "mxfp6",
+            weight(
+                Codes::Fp6,
+                Grid::Group { size: 32 },
+                Zero::None,
+                Dtype::U8,
+                Global::None,
+            ),
+        ),
+        (
+            "mxfp8",
+            weight(
+                Codes::Fp8,
+                Grid::Group { size: 32 },
+                Zero::None,
+                Dtype::U8,
+                Global::None,
             ),
         ),
     ];

@@ -150,6 +150,20 @@ CASES = {
     "nvfp4": dict(
         layers=1,
         recipe=QuantizationModifier(targets=LINEAR, ignore=["lm_head"], scheme="NVFP4A16")),
+    # MXFP4 weights (mxfp4-pack-quantized: FP4 E2M1 packed like NVFP4, E8M0
+    # group-32 scales stored as U8 exponents, no global scale)
+    "mxfp4": dict(
+        layers=1,
+        recipe=QuantizationModifier(targets=LINEAR, ignore=["lm_head"], scheme="MXFP4A16")),
+    # MXFP8 weights (mxfp8-quantized: FP8 E4M3 codes, E8M0 group-32 scales as U8)
+    "mxfp8": dict(
+        layers=1,
+        recipe=QuantizationModifier(targets=LINEAR, ignore=["lm_head"], scheme="MXFP8A16")),
+    # MXFP6 weights (mxfp6-pack-quantized: FP6 E2M3, four codes in three
+    # bytes, E8M0 group-32 scales as U8)
+    "mxfp6": dict(
+        layers=1,
+        recipe=QuantizationModifier(targets=LINEAR, ignore=["lm_head"], scheme="MXFP6A16")),
 }
 
 

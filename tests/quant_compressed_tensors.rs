@@ -16,6 +16,9 @@ type Tensors = BTreeMap<String, (String, Vec<usize>, Vec<u8>)>;
 
 const CASES: &[&str] = &[
     "fp8",
+    "mxfp4",
+    "mxfp6",
+    "mxfp8",
     "naive_int8",
     "nvfp4",
     "w4_asym_mixed",
@@ -329,4 +332,53 @@ fn g_idx_columns_and_a_hostile_g_idx() {
     let k = "model.layers.0.self_attn.k_proj.weight";
     let ok = read_st(&std::fs::read(mnt.join(&format!("bf16/tensors/{k}.safetensors"))).unwrap());
     assert!(ok[k] == want[k]);
+}
+
+/// MX checkpoints (`mxfp4-pack-quantized`, `mxfp6-pack-quantized`,
+/// `mxfp8-quantized`) that do not check out: scales that are not U8 E8M0
+/// exponents, a strategy the format does not write, a bit width the format
+/// does not have.
+#[test]
+fn an_mx_checkpoint_that_does_not_check_out_leaves_bf16_out() {
+    let q = "model.layers.0.self_attn.q_proj";
+    for name in ["mxfp4", "mxfp6", "mxfp8"] {
+        let d = broken(
+            name,
+            |t| t.get_mut(&format!("{q}.weight_scale")).unwrap().0 = "I8".into(),
+            |_| {},
+        );
+        assert_refused(d.path(), &format!("{q}.weight_scale is I8, expected U8"));
+        let d = broken(
+            name,
+            |_| {},
+            |c| {
+                c["quantization_config"]["config_groups"]["group_0"]["weights"]["strategy"] =
+                    "channel".into()
+            },
+        );
+        assert_refused(d.path(), "strategy channel with mx");
+    }
+    // MXFP4 codes called MXFP6: the bit width, then the packed rows
+    let d = broken(
+        "mxfp4",
+        |_| {},
+        |c| {
+            c["quantization_config"]["config_groups"]["group_0"]["format"] =
+                "mxfp6-pack-quantized".into()
+        },
+    );
+    assert_refused(
+        d.path(),
+        "4-bit float weights in format mxfp6-pack-quantized are not supported",
+    );
+    let d = broken(
+        "mxfp4",
+        |_| {},
+        |c| {
+            let g = &mut c["quantization_config"]["config_groups"]["group_0"];
+            g["format"] = "mxfp6-pack-quantized".into();
+            g["weights"]["num_bits"] = 6.into();
+        },
+    );
+    assert_refused(d.path(), "has 64 bytes per row, not a multiple of 3");
 }

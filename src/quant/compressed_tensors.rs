@@ -10,7 +10,10 @@
 //!   `compressed_tensors.compressors.pack_quantized.helpers.unpack_from_int32`
 //!   reads it); `int-quantized` / `naive-quantized` INT8 (`weight` I8);
 //!   `float-quantized` FP8 E4M3 (`weight` F8_E4M3); NVFP4 (`weight_packed` U8
-//!   `[rows, cols / 2]`, the low nibble first, FP4 E2M1 values).
+//!   `[rows, cols / 2]`, the low nibble first, FP4 E2M1 values); MXFP6
+//!   (`weight_packed` U8 `[rows, cols * 3 / 4]`: four 6-bit FP6 E2M3 codes
+//!   in three bytes, little-endian, the sign in bit 5, as
+//!   `compressors/mxfp6/helpers.py` `unpack_fp6_from_uint8` reads them).
 //! - the grid ([`Grid`]): one scale per tensor, per row (channel), per group
 //!   of `g` columns of a row, per column group named by `weight_g_idx`
 //!   (activation ordering), or per `[bh, bw]` block.
@@ -33,6 +36,12 @@
 //! its F32 scale to the model's dtype first: `out(e4m3(q) * out(s))`
 //! (`modelopt.torch.quantization.qtensor` `NVFP4QTensor.dequantize`,
 //! `FP8QTensor.dequantize`, 0.47.0).
+//! MX formats (`mxfp4-pack-quantized`: NVFP4's packing; `mxfp8-quantized`:
+//! FP8 E4M3 codes; `mxfp6-pack-quantized`: FP6 E2M3 codes) store E8M0 scales, one U8 exponent per group
+//! ([`Layout::e8m0`]), which `compressors.mx_utils.decompress_mx_scale`
+//! turns into the BF16 `2^(e - 127)` (exact: 2^-127 for 0, +inf for 255),
+//! with no global scale: `bf16(code * 2^(e - 127))`, exact but for
+//! overflow to inf and `0 * inf = NaN` at 255.
 //!
 //! Speed: decoding walks a row's run of columns that share one scale (a
 //! group, a block, a whole row); for 4-bit codes the run's 16 possible
@@ -46,7 +55,7 @@ use serde_json::Value;
 
 use super::KernelError;
 use super::fp8::E4M3_F32;
-use super::mxfp4::FP4_E2M1;
+use super::mxfp4::{FP4_E2M1, e8m0_f32};
 use super::packed::{Unpack, check_parts, check_range};
 use super::simd::{self, Kernels};
 use crate::dtype::Dtype;
@@ -65,6 +74,9 @@ pub enum Codes {
     Fp8,
     /// Two FP4 E2M1 per byte, the low nibble first.
     Fp4,
+    /// Four FP6 E2M3 per three bytes (a little-endian 24-bit word, code `k`
+    /// at bit `6k`).
+    Fp6,
 }
 
 impl Codes {
@@ -74,6 +86,7 @@ impl Codes {
             Codes::Packed { bits } => cols.checked_mul(bits as u64).map(|b| b.div_ceil(32) * 4),
             Codes::Int8 | Codes::Fp8 => Some(cols),
             Codes::Fp4 => cols.is_multiple_of(2).then_some(cols / 2),
+            Codes::Fp6 => cols.is_multiple_of(4).then_some(cols / 4 * 3),
         }
     }
 
@@ -83,7 +96,7 @@ impl Codes {
             Codes::Packed { .. } => (Dtype::I32, vec![rows, self.row_bytes(cols)? / 4]),
             Codes::Int8 => (Dtype::I8, vec![rows, cols]),
             Codes::Fp8 => (Dtype::F8_E4M3, vec![rows, cols]),
-            Codes::Fp4 => (Dtype::U8, vec![rows, self.row_bytes(cols)?]),
+            Codes::Fp4 | Codes::Fp6 => (Dtype::U8, vec![rows, self.row_bytes(cols)?]),
         })
     }
 }
@@ -203,9 +216,12 @@ pub struct Layout {
     pub grid: Grid,
     pub zero: Zero,
     pub global: Global,
-    /// The scale's stored dtype (BF16, F16, F32, or F8_E4M3 with a global
-    /// scale).
+    /// The scale's stored dtype (BF16, F16, F32, F8_E4M3 with a global
+    /// scale, or U8 E8M0 exponents with `e8m0`).
     pub scale_dtype: Dtype,
+    /// The scale is an E8M0 exponent byte `e` (MX formats, `scale_dtype`
+    /// U8), worth `2^(e - 127)`.
+    pub e8m0: bool,
     /// The scale rounded to this dtype before use (ModelOpt FP8 casts its
     /// F32 scale to the model's dtype: `q.to(dtype) * scale.to(dtype)`).
     pub scale_round: Option<Out>,
@@ -243,6 +259,25 @@ pub struct Dequant {
 const FP4_MODELOPT: [f32; 16] = [
     0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0,
 ];
+
+/// FP6 E2M3 values by 6-bit code, as compressed-tensors' `kE2M3ToFloat`
+/// (`m / 8` for exponent field 0, `(1 + m / 8) * 2^(e - 1)` otherwise) with
+/// bit 5 negating (code 0x20 is -0).
+pub const FP6_E2M3: [f32; 64] = {
+    let mut t = [0f32; 64];
+    let mut c = 0;
+    while c < 64 {
+        let (e, m) = ((c >> 3) & 3, (c & 7) as f32);
+        let v = if e == 0 {
+            m / 8.0
+        } else {
+            (1.0 + m / 8.0) * (1 << (e - 1)) as f32
+        };
+        t[c] = if c & 0x20 != 0 { -v } else { v };
+        c += 1;
+    }
+    t
+};
 
 /// Role names, interned: a weight's parts differ by format (zero point or
 /// not, ...), and `Unpack::roles` is `'static`. At most a few dozen distinct
@@ -289,7 +324,7 @@ impl Dequant {
         {
             return Err("packed zero points of another width than the weight".into());
         }
-        if l.zero != Zero::None && matches!(l.codes, Codes::Fp8 | Codes::Fp4) {
+        if l.zero != Zero::None && matches!(l.codes, Codes::Fp8 | Codes::Fp4 | Codes::Fp6) {
             return Err("asymmetric float quantization is not supported".into());
         }
         if (l.global != Global::None) != (l.scale_dtype == Dtype::F8_E4M3) {
@@ -303,9 +338,16 @@ impl Dequant {
                 }
             ));
         }
+        if l.e8m0 != (l.scale_dtype == Dtype::U8) {
+            return Err(format!(
+                "{} scales {} E8M0 exponents",
+                l.scale_dtype.name(),
+                if l.e8m0 { "as" } else { "that are not" }
+            ));
+        }
         if !matches!(
             l.scale_dtype,
-            Dtype::BF16 | Dtype::F16 | Dtype::F32 | Dtype::F8_E4M3
+            Dtype::BF16 | Dtype::F16 | Dtype::F32 | Dtype::F8_E4M3 | Dtype::U8
         ) {
             return Err(format!("{} scales are not supported", l.scale_dtype.name()));
         }
@@ -318,7 +360,7 @@ impl Dequant {
         let scale_cols = *scale.last().unwrap_or(&1);
         // ModelOpt calls its packed FP4 codes `weight`
         let mut roles = vec![if l.scheme != "modelopt"
-            && matches!(l.codes, Codes::Packed { .. } | Codes::Fp4)
+            && matches!(l.codes, Codes::Packed { .. } | Codes::Fp4 | Codes::Fp6)
         {
             "weight_packed"
         } else {
@@ -423,6 +465,7 @@ impl Dequant {
                 super::float::f16_to_f32(u16::from_le_bytes([scales[2 * i], scales[2 * i + 1]]))
             }
             Dtype::F8_E4M3 => E4M3_F32[scales[i] as usize],
+            Dtype::U8 => e8m0_f32(scales[i]),
             _ => f32::from_le_bytes([
                 scales[4 * i],
                 scales[4 * i + 1],
@@ -463,6 +506,11 @@ impl Dequant {
             Codes::Int8 => row[c] as i8 as f32,
             Codes::Fp8 => E4M3_F32[row[c] as usize],
             Codes::Fp4 => self.fp4[((row[c / 2] >> ((c & 1) * 4)) & 15) as usize],
+            Codes::Fp6 => {
+                let b = &row[c / 4 * 3..c / 4 * 3 + 3];
+                let word = b[0] as u32 | (b[1] as u32) << 8 | (b[2] as u32) << 16;
+                FP6_E2M3[((word >> (6 * (c % 4))) & 63) as usize]
+            }
         }
     }
 
@@ -648,6 +696,7 @@ mod tests {
             zero,
             global: Global::None,
             scale_dtype: Dtype::F32,
+            e8m0: false,
             scale_round: None,
             out: Out::F32,
             params: Value::Null,
@@ -807,6 +856,158 @@ mod tests {
         d.values(&[&packed, &scale, &g], 0, &mut out).unwrap();
         assert_eq!(out[3], Out::Bf16.round(FP4_E2M1[2] * 3.0));
         assert_eq!(out[9].to_bits(), 0);
+    }
+
+    /// MXFP4 (`mxfp4-pack-quantized`): every E8M0 scale byte with every
+    /// nibble, at offsets inside and across groups; the edge values pinned
+    /// as torch 2.15 computes them (`decompress_mx_scale` then
+    /// `unpack_fp4_from_uint8(..) * scale` in BF16).
+    #[test]
+    fn mxfp4_every_e8m0_scale_and_nibble() {
+        let (rows, cols) = (256u64, 64u64);
+        // row s: scale bytes s and 255 - s; every nibble low and high
+        let packed: Vec<u8> = (0..rows)
+            .flat_map(|r| {
+                (0..32u8).map(move |j| (j.wrapping_mul(0x11) ^ (j >> 4)).wrapping_add(r as u8))
+            })
+            .collect();
+        let scales: Vec<u8> = (0..=255u8).flat_map(|s| [s, 255 - s]).collect();
+        let mut l = layout(Codes::Fp4, Grid::Group { size: 32 }, Zero::None, rows, cols);
+        l.scale_dtype = Dtype::U8;
+        l.e8m0 = true;
+        l.out = Out::Bf16;
+        let d = Dequant::new(l).unwrap();
+        assert_eq!(d.roles(), ["weight_packed", "weight_scale"]);
+        let want: Vec<u16> = (0..(rows * cols) as usize)
+            .map(|i| {
+                let (r, c) = (i / 64, i % 64);
+                let n = (packed[r * 32 + c / 2] >> ((c & 1) * 4)) & 15;
+                let s = e8m0_f32(scales[r * 2 + c / 32]);
+                super::super::bf16::from_f32(FP4_E2M1[n as usize] * s)
+            })
+            .collect();
+        for (first, n) in [(0u64, 16384usize), (5, 40), (31, 2), (63, 65), (16000, 384)] {
+            let mut out = vec![0f32; n];
+            d.values(&[&packed, &scales], first, &mut out).unwrap();
+            let got: Vec<u16> = out
+                .iter()
+                .map(|x| super::super::bf16::from_f32(*x))
+                .collect();
+            assert_eq!(got, want[first as usize..first as usize + n], "{first}+{n}");
+        }
+        // pinned against torch: 0 and -0 times 2^128 (= bf16 inf) are NaN
+        // (0x7FC0), 0.5 * 2^128 is inf, 0.5 * 2^-127 the subnormal 2^-128
+        let one = |nibbles: u8, scale: u8| {
+            let mut out = [0f32; 2];
+            let mut l = layout(Codes::Fp4, Grid::Group { size: 2 }, Zero::None, 1, 2);
+            l.scale_dtype = Dtype::U8;
+            l.e8m0 = true;
+            l.out = Out::Bf16;
+            let d = Dequant::new(l).unwrap();
+            d.values(&[&[nibbles], &[scale]], 0, &mut out).unwrap();
+            out.map(super::super::bf16::from_f32)
+        };
+        assert_eq!(one(0x80, 255), [0x7FC0, 0x7FC0]);
+        assert_eq!(one(0x10, 255), [0x7FC0, 0x7F80]);
+        assert_eq!(one(0x10, 0), [0x0000, 0x0020]);
+        assert_eq!(one(0x98, 0), [0x8000, 0x8020]);
+        assert_eq!(one(0x7F, 127), [0xC0C0, 0x40C0]);
+    }
+
+    #[test]
+    fn e8m0_is_a_power_of_two_and_refused_without_its_flag() {
+        assert_eq!(e8m0_f32(127), 1.0);
+        assert_eq!(e8m0_f32(1), f32::MIN_POSITIVE);
+        assert_eq!(e8m0_f32(0).to_bits(), 0x0040_0000);
+        assert_eq!(e8m0_f32(254), 2f32.powi(127));
+        assert_eq!(e8m0_f32(255), f32::INFINITY);
+        for s in 0..=255u8 {
+            // exact in BF16 (no rounding when torch holds it as BF16)
+            assert_eq!(e8m0_f32(s).to_bits() & 0xFFFF, 0, "{s}");
+        }
+        let mut l = layout(Codes::Fp8, Grid::Group { size: 2 }, Zero::None, 1, 2);
+        l.scale_dtype = Dtype::U8;
+        assert!(Dequant::new(l.clone()).is_err(), "U8 scales without e8m0");
+        l.scale_dtype = Dtype::BF16;
+        l.e8m0 = true;
+        assert!(Dequant::new(l).is_err(), "e8m0 with BF16 scales");
+    }
+
+    /// MXFP8 (`mxfp8-quantized`): FP8 E4M3 codes times E8M0 group scales,
+    /// rounded once to BF16; NaN codes stay NaN.
+    #[test]
+    fn mxfp8_codes_times_e8m0_scales() {
+        let (rows, cols) = (4u64, 64u64);
+        let codes: Vec<u8> = (0..256u32).map(|i| i as u8).collect();
+        let scales: Vec<u8> = vec![127, 100, 0, 1, 254, 255, 130, 120];
+        let mut l = layout(Codes::Fp8, Grid::Group { size: 32 }, Zero::None, rows, cols);
+        l.scale_dtype = Dtype::U8;
+        l.e8m0 = true;
+        l.out = Out::Bf16;
+        let d = Dequant::new(l).unwrap();
+        assert_eq!(d.roles(), ["weight", "weight_scale"]);
+        let mut out = vec![0f32; 256];
+        d.values(&[&codes, &scales], 0, &mut out).unwrap();
+        for (i, o) in out.iter().enumerate() {
+            let s = e8m0_f32(scales[i / 32]);
+            let want = super::super::bf16::from_f32(E4M3_F32[codes[i] as usize] * s);
+            assert_eq!(super::super::bf16::from_f32(*o), want, "{i}");
+        }
+        assert_eq!(out[1], E4M3_F32[1]); // scale 1.0
+        assert!(out[0x7F].is_nan() && out[0xFF].is_nan());
+        assert_eq!(out[0xA8], f32::NEG_INFINITY); // -0.25 * 2^128
+        assert_eq!(out[0x80].to_bits(), (-0.0f32).to_bits()); // -0 * 2^127
+    }
+
+    /// MXFP6 (`mxfp6-pack-quantized`): every 6-bit code, packed as
+    /// `pack_fp6_to_uint8` packs them, times E8M0 group scales.
+    #[test]
+    fn mxfp6_every_code_packed_four_in_three_bytes() {
+        // compressed-tensors' kE2M3ToFloat, then its negation
+        let mags: Vec<f32> = (0..8)
+            .map(|m| m as f32 / 8.0)
+            .chain(
+                (0..3).flat_map(|e| (0..8).map(move |m| (1.0 + m as f32 / 8.0) * (1 << e) as f32)),
+            )
+            .collect();
+        for c in 0..64 {
+            let want = if c & 0x20 != 0 {
+                -mags[c & 31]
+            } else {
+                mags[c & 31]
+            };
+            assert_eq!(FP6_E2M3[c].to_bits(), want.to_bits(), "{c}");
+        }
+        let (rows, cols) = (2u64, 64u64);
+        let codes: Vec<u32> = (0..128u32).map(|i| (i * 5) % 64).collect();
+        let packed: Vec<u8> = codes
+            .chunks_exact(4)
+            .flat_map(|q| {
+                let w = q[0] | q[1] << 6 | q[2] << 12 | q[3] << 18;
+                [w as u8, (w >> 8) as u8, (w >> 16) as u8]
+            })
+            .collect();
+        let scales = [127u8, 120, 0, 255];
+        let mut l = layout(Codes::Fp6, Grid::Group { size: 32 }, Zero::None, rows, cols);
+        l.scale_dtype = Dtype::U8;
+        l.e8m0 = true;
+        l.out = Out::Bf16;
+        let d = Dequant::new(l).unwrap();
+        assert_eq!(d.expected()[0], ("weight_packed", Dtype::U8, vec![2, 48]));
+        for (first, n) in [(0u64, 128usize), (3, 70), (61, 6)] {
+            let mut out = vec![0f32; n];
+            d.values(&[&packed, &scales], first, &mut out).unwrap();
+            for (k, o) in out.iter().enumerate() {
+                let i = first as usize + k;
+                let want = super::super::bf16::from_f32(
+                    FP6_E2M3[codes[i] as usize] * e8m0_f32(scales[i / 32]),
+                );
+                assert_eq!(super::super::bf16::from_f32(*o), want, "{i}");
+            }
+        }
+        // columns that are not a multiple of 4: no layout
+        let l = layout(Codes::Fp6, Grid::Tensor, Zero::None, 1, 6);
+        assert!(Dequant::new(l).is_err());
     }
 
     #[test]

@@ -58,6 +58,17 @@ pub const fn value_bits(scale: u8, nibble: u8) -> u16 {
     bf16::from_f32(v as f32)
 }
 
+/// The E8M0 scale byte `s` as the f32 `2^(s - 127)`, exactly: 2^-127 (a
+/// subnormal) for 0, +inf for 255 (2^128 overflows). Every one of these is
+/// also a BF16 (the top half of its bits).
+pub const fn e8m0_f32(scale: u8) -> f32 {
+    if scale == 0 {
+        f32::from_bits(0x0040_0000)
+    } else {
+        f32::from_bits((scale as u32) << 23)
+    }
+}
+
 const fn build_table() -> [[u16; 16]; 256] {
     let mut t = [[0u16; 16]; 256];
     let mut s = 0;

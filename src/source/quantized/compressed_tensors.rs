@@ -245,13 +245,18 @@ fn module_weight(
         ("pack-quantized", "int", 2 | 4 | 8) => Codes::Packed { bits: bits as u32 },
         ("int-quantized" | "naive-quantized", "int", 8) => Codes::Int8,
         ("float-quantized" | "naive-quantized", "float", 8) => Codes::Fp8,
-        ("nvfp4-pack-quantized", "float", 4) => Codes::Fp4,
+        ("nvfp4-pack-quantized" | "mxfp4-pack-quantized", "float", 4) => Codes::Fp4,
+        ("mxfp8-quantized", "float", 8) => Codes::Fp8,
+        ("mxfp6-pack-quantized", "float", 6) => Codes::Fp6,
         (
             "pack-quantized"
             | "int-quantized"
             | "naive-quantized"
             | "float-quantized"
-            | "nvfp4-pack-quantized",
+            | "nvfp4-pack-quantized"
+            | "mxfp4-pack-quantized"
+            | "mxfp8-quantized"
+            | "mxfp6-pack-quantized",
             _,
             _,
         ) => {
@@ -261,7 +266,13 @@ fn module_weight(
         }
         _ => return Err(ctx(format!("format '{fmt}' is not supported"))),
     };
-    let codes_role = if matches!(codes, Codes::Packed { .. } | Codes::Fp4) {
+    // MX formats: E8M0 scales (U8 exponents) per group, no global scale
+    let mx = matches!(
+        fmt,
+        "mxfp4-pack-quantized" | "mxfp8-quantized" | "mxfp6-pack-quantized"
+    );
+    let nvfp4 = fmt == "nvfp4-pack-quantized";
+    let codes_role = if matches!(codes, Codes::Packed { .. } | Codes::Fp4 | Codes::Fp6) {
         "weight_packed"
     } else {
         "weight"
@@ -286,6 +297,14 @@ fn module_weight(
             (s[0], s[1])
         }
         Codes::Fp4 => (ct.shape[0], ct.shape[1].saturating_mul(2)),
+        // four codes in three bytes
+        Codes::Fp6 if ct.shape[1] % 3 == 0 => (ct.shape[0], ct.shape[1] / 3 * 4),
+        Codes::Fp6 => {
+            return Err(ctx(format!(
+                "{} has {} bytes per row, not a multiple of 3",
+                ct.name, ct.shape[1]
+            )));
+        }
         _ => (ct.shape[0], ct.shape[1]),
     };
     let grid = match strategy {
@@ -293,7 +312,7 @@ fn module_weight(
         "channel" => Grid::Channel,
         "group" | "tensor_group" => {
             let size = get_u64(w, "group_size").ok_or_else(|| ctx("no group_size".into()))?;
-            if (strategy == "tensor_group") != (codes == Codes::Fp4) {
+            if (strategy == "tensor_group") != nvfp4 {
                 return Err(ctx(format!("strategy {strategy} with {fmt}")));
             }
             let actorder = w.get("actorder").and_then(Value::as_str);
@@ -338,9 +357,21 @@ fn module_weight(
         }
         (false, _) => Zero::Int8,
     };
-    let scale_dtype = tensor(scale_id).dtype;
-    let (global, out) = if codes == Codes::Fp4 {
+    if mx && !matches!(grid, Grid::Group { .. }) {
+        return Err(ctx(format!(
+            "strategy {strategy} with {fmt} (groups without weight_g_idx are supported)"
+        )));
+    }
+    // MX scales are U8 exponents whatever dtype the checkpoint claims
+    // (check_part refuses another); the library decodes them to BF16 and
+    // returns BF16 (mx_utils.decompress_mx_scale). A U8 scale in another
+    // format is refused by Dequant::new.
+    let stored_scale = tensor(scale_id).dtype;
+    let scale_dtype = if mx { Dtype::U8 } else { stored_scale };
+    let (global, out) = if nvfp4 {
         (Global::Divide, Out::Bf16)
+    } else if mx {
+        (Global::None, Out::Bf16)
     } else {
         (Global::None, Out::of(scale_dtype))
     };
@@ -374,6 +405,7 @@ fn module_weight(
         zero,
         global,
         scale_dtype,
+        e8m0: mx,
         scale_round: None,
         out,
         params: Value::Object(params),

@@ -138,6 +138,7 @@ pub fn recognize(catalog: &Catalog, qc: &Value) -> Result<Vec<Packed>, String> {
                 Global::None
             },
             scale_dtype: if nvfp4 { Dtype::F8_E4M3 } else { Dtype::F32 },
+            e8m0: false,
             scale_round: if nvfp4 { None } else { Some(out) },
             out,
             params: serde_json::json!({

@@ -900,22 +900,20 @@ pub struct Claim {
     pub verify: Vec<usize>,
 }
 
-/// The seal of a data file whose metadata is `m`.
+/// The seal of a data file whose metadata is `m`: its device and inode,
+/// then its [`Stamp`](crate::store::Stamp) (the one a source file is
+/// watched by).
 fn seal_of(m: &std::fs::Metadata) -> [u8; SEAL_LEN] {
     use std::os::unix::fs::MetadataExt;
-    let ns = |s: i64, n: i64| {
-        (s as u64)
-            .wrapping_mul(1_000_000_000)
-            .wrapping_add(n as u64)
-    };
+    let stamp = crate::store::Stamp::of(m);
     let mut seal = [0u8; SEAL_LEN];
     seal[..8].copy_from_slice(SEAL_MAGIC);
     let fields = [
         m.dev(),
         m.ino(),
-        m.size(),
-        ns(m.mtime(), m.mtime_nsec()),
-        ns(m.ctime(), m.ctime_nsec()),
+        stamp.len,
+        stamp.mtime_ns as u64,
+        stamp.ctime_ns as u64,
     ];
     for (i, v) in fields.iter().enumerate() {
         seal[8 + 8 * i..16 + 8 * i].copy_from_slice(&v.to_le_bytes());

@@ -44,15 +44,15 @@ use crate::error::{Problem, ReadError, SourceError};
 /// What identifies a file's contents at open: if any of it moves, the
 /// contents may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    len: u64,
+pub struct Stamp {
+    pub len: u64,
     /// Modification and status-change times, in nanoseconds since the epoch.
-    mtime_ns: i128,
-    ctime_ns: i128,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
 }
 
 impl Stamp {
-    fn of(meta: &std::fs::Metadata) -> Stamp {
+    pub fn of(meta: &std::fs::Metadata) -> Stamp {
         Stamp {
             len: meta.len(),
             mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,

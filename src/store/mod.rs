@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 pub use confine::{Confinement, Refusal};
 pub use epochs::{ReadEpochs, Reading};
-pub use file::SourceFile;
+pub use file::{SourceFile, Stamp};
 
 use crate::error::{RemoteReadError, SourceError};
 
